@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine with Python 3.11: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO ?= demo
+# These releases lie on the build machines' disk; newer ones would be a multi-GB download.
+TORCH := torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev,simplify]'
+
+demo: install
+	$(BIN)/clf sample-data $(DEMO)/data --overwrite
+	$(BIN)/clf train $(DEMO)/data/train --arch cnn --img-size 64 --epochs 12 --batch-size 32 --lr 3e-3 --out $(DEMO)/runs --name cnn-demo --overwrite
+	$(BIN)/clf runs $(DEMO)/runs
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(DEMO) *.egg-info

@@ -1,0 +1,496 @@
+"""The `clf` command line: parse, build a config, call the library, print with rich. No logic here.
+
+Heavy libraries (torch, timm, onnx, onnxruntime) are imported inside the commands that need them,
+so `clf --help` answers instantly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clf.errors import ClfError
+
+app = typer.Typer(
+    name="clf",
+    help="Image classification: images -> train -> ONNX (+ parity proof) -> batched inference -> submission.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True)
+log = logging.getLogger("clf")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    """Library modules log through `logging`; show their warnings (bad images, fallbacks) on stderr."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("clf")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ClfError into one red line and its exit code; Ctrl-C into exit 130 without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ClfError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging, onnxruntime's own log too.")] = False,
+) -> None:
+    """clf: from a folder of images to a competition submission and a deployable ONNX model."""
+    _setup_logging(verbose)
+
+
+@app.command("sample-data")
+@user_errors
+def sample_data(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the sample competition into.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = 0,
+    per_class: Annotated[int, typer.Option(help="Training images per class.")] = 60,
+    test: Annotated[int, typer.Option(help="Unlabelled test images.")] = 80,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty folder.")] = False,
+) -> None:
+    """Write a small, learnable, competition-shaped dataset: train/<class>/, test/, sample_submission.csv."""
+    from clf.data.sample import generate_sample_competition
+
+    summary = generate_sample_competition(
+        out_dir, seed=seed, n_train_per_class=per_class, n_test=test, image_size=size, overwrite=overwrite
+    )
+    console.print(
+        f"wrote {summary['n_train']} training images in {len(summary['classes'])} classes "
+        f"({', '.join(summary['classes'])}) and {summary['n_test']} test images to {out_dir}",
+        highlight=False,
+    )
+
+
+@app.command("models")
+@user_errors
+def models(
+    pattern: Annotated[Optional[str], typer.Argument(help="Filter, e.g. 'resnet*' or '*coatnet*'.")] = None,
+    params: Annotated[bool, typer.Option("--params", help="Add parameter counts and FLOPs (builds each model).")] = False,
+    img_size: Annotated[int, typer.Option(help="Input size for --params FLOPs.")] = 224,
+    num_classes: Annotated[int, typer.Option(help="Classes for --params.")] = 1000,
+) -> None:
+    """List trainable architectures: clf's own `cnn`, torchvision's `alexnet`, every timm model."""
+    from clf.models.registry import list_models
+
+    names = list_models(pattern)
+    if not names:
+        raise ClfError(f"no architecture matches {pattern!r}; try `clf models` without a pattern")
+    table = Table(title=f"{len(names)} architectures", show_lines=False)
+    table.add_column("arch")
+    if params:
+        from clf.models.registry import create_model
+        from clf.models.summary import count_flops, count_parameters
+
+        table.add_column("params", justify="right")
+        table.add_column(f"GFLOPs @{img_size}", justify="right")
+        for name in names:
+            model = create_model(name, num_classes=num_classes, img_size=img_size)
+            flops = count_flops(model, img_size)
+            table.add_row(name, f"{count_parameters(model) / 1e6:.2f}M", f"{flops / 1e9:.3f}")
+    else:
+        for name in names:
+            table.add_row(name)
+    console.print(table)
+
+
+class _RichTrainReporter:
+    """Draws a rich progress bar per epoch and one summary line per epoch (quiet: summary lines only)."""
+
+    def __init__(self, show_progress: bool) -> None:
+        self.show_progress = show_progress
+        self.progress = None
+        self.task = None
+        self.epochs = 0
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        self.epochs = epochs
+        if not self.show_progress:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[ips]:.0f} img/s"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=batches, loss=0.0, ips=0.0)
+
+    def batch(self, index: int, loss: float, images_per_second: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=index + 1, loss=loss, ips=images_per_second)
+
+    def epoch_end(self, row: dict[str, Any], is_best: bool) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        val = ""
+        if row.get("val_acc") is not None:
+            val = f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}" + ("  [green]best[/]" if is_best else "")
+        console.print(
+            f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
+            f"{val}  lr {row['lr']:.2e}  {row['seconds']:.1f}s",
+            highlight=False,
+        )
+
+
+@app.command("train")
+@user_errors
+def train(
+    data: Annotated[Optional[Path], typer.Argument(help="Labelled images: DATA/<class>/*.jpg, or a folder with --labels-csv. Optional with --resume.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Architecture (see `clf models`): cnn, alexnet, resnet18, rexnet_100, coatnet_0_rw_224, ...")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Total epochs; may be raised on --resume to train further.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (per process under torchrun).")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Base learning rate.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="sgd or adamw.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="cosine, step or none (after warmup).")] = None,
+    warmup_epochs: Annotated[Optional[int], typer.Option(help="Linear LR warmup epochs.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (not on biases and norms).")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing for the cross-entropy loss.")] = None,
+    val_split: Annotated[Optional[float], typer.Option(help="Stratified validation fraction.")] = None,
+    no_val: Annotated[bool, typer.Option("--no-val", help="Train on all the data (best.pt = last epoch).")] = False,
+    hflip: Annotated[Optional[float], typer.Option(help="Random horizontal flip probability; 0 disables (digits, text).")] = None,
+    rotate: Annotated[Optional[float], typer.Option(help="Random rotation range in degrees; 0 disables.")] = None,
+    resize: Annotated[Optional[str], typer.Option(help="stretch, or shorter_crop (shorter side + center crop).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes (0 = in the main process).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (split, init, shuffling, augmentation).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run name (default: ARCH-SIZE, numbered when taken).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder holding run folders.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue a run folder (its last.pt) or a checkpoint.")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Early stop after P epochs without val accuracy gain (0 = off).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16).")] = None,
+    cache_images: Annotated[Optional[bool], typer.Option("--cache-images", help="Keep decoded, resized images in RAM.")] = None,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Start from timm's pretrained weights (local cache only).")] = None,
+    labels_csv: Annotated[Optional[str], typer.Option(help="CSV of filename,label for the images in DATA (Kaggle style).")] = None,
+    id_col: Annotated[Optional[str], typer.Option(help="Filename column of --labels-csv.")] = None,
+    label_col: Annotated[Optional[str], typer.Option(help="Label column of --labels-csv.")] = None,
+    strict: Annotated[Optional[bool], typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder of the same name.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, one line per epoch.")] = False,
+) -> None:
+    """Train ARCH on DATA: writes runs/NAME/ (config.json, history.csv, curves.png, best.pt, last.pt)."""
+    options = dict(locals())  # first statement: exactly the command's parameters
+    from clf.train.fit import fit, resolve_config
+
+    given = {k: v for k, v in options.items() if v is not None and k not in ("resume", "overwrite", "no_val", "quiet")}
+    if "data" in given:
+        given["data"] = str(given["data"])
+    if "out" in given:
+        given["out"] = str(given["out"])
+    if no_val:
+        given["val_split"] = 0.0
+    if quiet:
+        given["quiet"] = True
+    cfg, ckpt = resolve_config(given, resume)
+    reporter = _RichTrainReporter(show_progress=console.is_terminal and not cfg.quiet)
+    result = fit(cfg, resume_ckpt=ckpt, overwrite=overwrite, reporter=reporter)
+    best = "n/a (no validation split)" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
+    stop = " (early stop)" if result.stopped_early else ""
+    console.print(f"[bold]{result.run_dir}[/]: {result.epochs_done} epochs{stop}, best val acc {best}", highlight=False)
+
+
+@app.command("runs")
+@user_errors
+def runs(
+    root: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs"),
+) -> None:
+    """The table of training runs: arch, epochs, batch size, image size, best val accuracy, params, time."""
+    from clf.train.runs import collect_runs
+
+    summaries = collect_runs(root)
+    if not summaries:
+        raise ClfError(f"{root}: no training runs found (a run folder holds config.json); train one with `clf train`")
+    table = Table(title=f"training runs in {root}")
+    for column, justify in (("run", "left"), ("arch", "left"), ("epochs", "right"), ("batch", "right"),
+                            ("img size", "right"), ("best val acc", "right"), ("params", "right"), ("time", "right")):
+        table.add_column(column, justify=justify)
+    for run in summaries:
+        table.add_row(
+            run.name, run.arch, str(run.epochs), str(run.batch_size), str(run.img_size),
+            "" if run.best_val_acc is None else f"{run.best_val_acc:.4f}",
+            f"{run.params / 1e6:.2f}M", _duration(run.seconds),
+        )
+    console.print(table)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _parse_batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ClfError(f"--batch-sizes takes comma-separated integers like 1,8, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise ClfError(f"--batch-sizes takes positive integers like 1,8, got {text!r}")
+    return sizes
+
+
+@app.command("export")
+@user_errors
+def export(
+    run_or_ckpt: Annotated[str, typer.Argument(help="A run folder (uses its best.pt) or a checkpoint file.")],
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the only format today).")] = True,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Model file (default: model.onnx beside the checkpoint).")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision weights and compute; input/output stay float32.")] = False,
+    simplify: Annotated[bool, typer.Option("--simplify", help="Simplify the graph with onnxslim, then re-check parity.")] = False,
+    check_images: Annotated[Optional[Path], typer.Option(help="Images for the parity check (default: the run's validation images).")] = None,
+    atol: Annotated[Optional[float], typer.Option(help="Max abs logit difference allowed (default 1e-4, 1e-2 with --fp16).")] = None,
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes the parity check runs (one > 1 proves the dynamic axis).")] = "1,8",
+    device: Annotated[str, typer.Option(help="onnxruntime device for the parity check: auto, cpu, cuda, tensorrt.")] = "auto",
+    exporter: Annotated[str, typer.Option(help="auto (dynamo, then TorchScript), dynamo or torchscript.")] = "auto",
+) -> None:
+    """Export a checkpoint to ONNX with its classes and preprocessing inside, and prove parity with PyTorch."""
+    from clf.config import ExportConfig
+    from clf.export.onnx_export import export_onnx
+
+    if not onnx:
+        raise ClfError("only ONNX export exists today: pass --onnx")
+    cfg = ExportConfig(
+        checkpoint=run_or_ckpt, output=str(output) if output else None, opset=opset, fp16=fp16, simplify=simplify,
+        check_images=str(check_images) if check_images else None, atol=atol,
+        batch_sizes=_parse_batch_sizes(batch_sizes), device=device, exporter=exporter,
+    )
+    with err_console.status("exporting and checking parity"):
+        result = export_onnx(cfg)
+    parity = result.parity
+    table = Table(title="ONNX export", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in (
+        ("file", str(result.path)),
+        ("size", f"{result.size_bytes / 1e6:.2f} MB"),
+        ("opset", str(result.opset)),
+        ("exporter", result.exporter + (" + onnxslim" if result.simplified else "")),
+        ("precision", result.precision),
+        ("provider", parity.provider),
+        ("checked on", f"{parity.images} inputs ({parity.image_source}), batch sizes {','.join(map(str, parity.batch_sizes))}"),
+        ("max abs diff", f"{parity.max_abs_diff:.3g} (atol {parity.atol:g})"),
+        ("mean abs diff", f"{parity.mean_abs_diff:.3g}"),
+        ("top-1 agreement", f"{parity.top1_agreement:.2%}"),
+        ("verdict", "[green]PASS[/]"),
+    ):
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _parse_floats3(text: Optional[str], flag: str) -> Optional[tuple[float, float, float]]:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise ClfError(f"{flag} takes three comma-separated numbers like 0.485,0.456,0.406, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+@app.command("infer")
+@user_errors
+def infer(
+    images: Annotated[Path, typer.Argument(help="Folder of images to predict.")],
+    model: Annotated[Path, typer.Option(help="An .onnx exported by `clf export`.")],
+    csv: Annotated[Path, typer.Option(help="Submission CSV to write.")] = Path("submission.csv"),
+    batch_size: Annotated[int, typer.Option(help="Images per session.run.")] = 32,
+    device: Annotated[str, typer.Option(help="auto (CUDA when it really loads, else CPU), cpu, cuda, tensorrt.")] = "auto",
+    sample_submission: Annotated[Optional[Path], typer.Option(help="Keep exactly this CSV's columns and row order.")] = None,
+    id_col: Annotated[str, typer.Option(help="Id column name.")] = "id",
+    label_col: Annotated[str, typer.Option(help="Label column name.")] = "label",
+    id_format: Annotated[str, typer.Option(help="Id from the file: stem, name or relpath.")] = "stem",
+    topk: Annotated[int, typer.Option(help="Write the K best labels, space-separated, in the label column.")] = 1,
+    probs: Annotated[Optional[Path], typer.Option(help="Also write every class probability to this CSV.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero when any image was skipped.")] = False,
+    recursive: Annotated[bool, typer.Option("--recursive", help="Also look in sub-folders.")] = False,
+    threads: Annotated[int, typer.Option(help="Decode threads (0 = one per core).")] = 0,
+    img_size: Annotated[Optional[int], typer.Option(help="Only for an .onnx without clf metadata: input size.")] = None,
+    mean: Annotated[Optional[str], typer.Option(help="Only without clf metadata: mean, e.g. 0.485,0.456,0.406.")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Only without clf metadata: std, e.g. 0.229,0.224,0.225.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Only without clf metadata: class names (a,b,c or a file).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Predict a folder of images with onnxruntime and write a Kaggle-style submission CSV."""
+    from clf.config import InferConfig
+    from clf.serve.infer import run_inference
+
+    cfg = InferConfig(
+        images=str(images), model=str(model), csv=str(csv), batch_size=batch_size, device=device,
+        sample_submission=str(sample_submission) if sample_submission else None, id_col=id_col, label_col=label_col,
+        id_format=id_format, topk=topk, probs=str(probs) if probs else None, strict=strict, recursive=recursive,
+        threads=threads, img_size=img_size, mean=_parse_floats3(mean, "--mean"), std=_parse_floats3(std, "--std"),
+        labels=labels,
+    )
+    with _ImageProgress(enabled=console.is_terminal and not quiet) as bar:
+        result = run_inference(cfg, progress=bar.update, on_start=bar.start, verbose=log.isEnabledFor(logging.DEBUG))
+    skipped = len(result.failures)
+    console.print(
+        f"[bold]{result.csv}[/]: {result.predicted} rows from {result.images} images on {result.provider} "
+        f"({result.images_per_second:.0f} img/s)" + (f", [yellow]{skipped} skipped[/]" if skipped else ""),
+        highlight=False,
+    )
+    if strict and skipped:
+        raise ClfError(f"{skipped} image(s) could not be read (--strict); the other rows were written to {result.csv}")
+
+
+class _ImageProgress:
+    """A rich progress bar over images, with images/s; silent when disabled (not a TTY, --quiet)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.progress = None
+        self.task = None
+
+    def __enter__(self) -> "_ImageProgress":
+        return self
+
+    def start(self, total: int, provider: str) -> None:
+        err_console.print(f"{total} images, onnxruntime provider: [bold]{provider}[/]", highlight=False)
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                                 TextColumn("{task.fields[ips]:.0f} img/s"), TimeRemainingColumn(),
+                                 console=console, transient=True)
+        self.progress.start()
+        self.task = self.progress.add_task("predict", total=total, ips=0.0)
+        self.started = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        if self.progress is not None:
+            rate = done / max(time.perf_counter() - self.started, 1e-9)
+            self.progress.update(self.task, completed=done, ips=rate)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    labelled: Annotated[Path, typer.Argument(help="Labelled images: class folders, or a folder with --labels-csv.")],
+    model: Annotated[Path, typer.Option(help="An .onnx, a checkpoint (.pt) or a run folder.")],
+    labels_csv: Annotated[Optional[Path], typer.Option(help="CSV of id,label for the images in LABELLED.")] = None,
+    id_col: Annotated[str, typer.Option(help="Id column of --labels-csv.")] = "id",
+    label_col: Annotated[str, typer.Option(help="Label column of --labels-csv.")] = "label",
+    report: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
+    confusion: Annotated[Optional[Path], typer.Option(help="Write the confusion matrix as a PNG.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per session.run.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
+) -> None:
+    """Accuracy, per-class precision/recall/F1 and confusion matrix of a model on labelled images."""
+    from clf.data.datasets import load_labelled
+    from clf.serve.infer import evaluate_labelled
+    from clf.serve.metrics import save_confusion_png
+    from clf.serve.predictor import Predictor
+
+    data = load_labelled(str(labelled), str(labels_csv) if labels_csv else None, id_col=id_col, label_col=label_col)
+    with _model_for_eval(model) as onnx_path:
+        predictor = Predictor(onnx_path, device=device, batch_size=batch_size)
+        result = evaluate_labelled(predictor, data.paths, [data.classes[i] for i in data.labels])
+    _print_report(result, model)
+    if report:
+        import json
+
+        from clf.atomic import atomic_write_text
+
+        atomic_write_text(report, json.dumps(result, indent=2) + "\n")
+    if confusion:
+        save_confusion_png(result["confusion_matrix"], result["classes"], confusion)
+
+
+class _model_for_eval:
+    """An .onnx as is; a checkpoint or run folder exported (with its parity proof) to a temporary .onnx."""
+
+    def __init__(self, model: Path) -> None:
+        self.model = model
+        self.tmpdir = None
+
+    def __enter__(self) -> str:
+        if self.model.suffix.lower() == ".onnx":
+            return str(self.model)
+        import tempfile
+
+        from clf.config import ExportConfig
+        from clf.export.onnx_export import export_onnx
+
+        self.tmpdir = tempfile.TemporaryDirectory(prefix="clf-eval-")
+        out = Path(self.tmpdir.name) / "model.onnx"
+        with err_console.status(f"exporting {self.model} to ONNX for evaluation"):
+            export_onnx(ExportConfig(checkpoint=str(self.model), output=str(out)))
+        return str(out)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.tmpdir is not None:
+            self.tmpdir.cleanup()
+
+
+def _print_report(result: dict[str, Any], model: Path) -> None:
+    table = Table(title=f"{model}: accuracy {result['accuracy']:.4f} on {result['num_samples']} images")
+    for column in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, stats in result["per_class"].items():
+        table.add_row(name, f"{stats['precision']:.4f}", f"{stats['recall']:.4f}", f"{stats['f1']:.4f}", str(stats["support"]))
+    console.print(table)
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
+    matrix.add_column("")
+    for name in result["classes"]:
+        matrix.add_column(name, justify="right")
+    for name, row in zip(result["classes"], result["confusion_matrix"]):
+        matrix.add_row(name, *(str(v) for v in row))
+    console.print(matrix)
+
+
+@app.command("score")
+@user_errors
+def score(
+    submission: Annotated[Path, typer.Argument(help="A submission CSV written by `clf infer`.")],
+    answers: Annotated[Path, typer.Argument(help="The answers CSV (same id and label columns).")],
+    id_col: Annotated[str, typer.Option(help="Id column.")] = "id",
+    label_col: Annotated[str, typer.Option(help="Label column.")] = "label",
+) -> None:
+    """Accuracy of a submission against the answers (e.g. the sample competition's test_labels.csv)."""
+    from clf.serve.infer import score_submission
+
+    accuracy, rows = score_submission(str(submission), str(answers), id_col, label_col)
+    console.print(f"[bold]{submission}[/]: accuracy {accuracy:.4f} on {rows} rows of {answers}", highlight=False)

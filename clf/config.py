@@ -1,0 +1,167 @@
+"""Frozen, JSON-serialisable configurations, one per stage.
+
+Everything here is plain data (no torch), so that checkpoints stay ``weights_only``-loadable and
+the ONNX metadata can carry the preprocessing to hosts that only have onnxruntime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_MODES = ("stretch", "shorter_crop")
+INTERPOLATIONS = ("nearest", "linear", "area", "cubic", "lanczos")
+
+
+def _tuple_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """JSON turns tuples into lists; turn them back for the fields typed as tuples."""
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        if f.name in out and isinstance(out[f.name], list) and "tuple" in str(f.type):
+            out[f.name] = tuple(out[f.name])
+    return out
+
+
+class _JsonMixin:
+    """to_dict/from_dict/to_json/from_json for flat frozen dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**_tuple_fields(cls, {k: v for k, v in data.items() if k in known}))
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class Preprocess(_JsonMixin):
+    """How an image file becomes the model's input; identical in training, parity and inference.
+
+    Args:
+        size: (height, width) of the network input.
+        resize: "stretch" (ignore aspect ratio) or "shorter_crop" (resize the shorter side, center-crop).
+        interpolation: OpenCV interpolation name used when resizing.
+        color: channel order fed to the network (always "RGB").
+        scale: multiplier applied to uint8 pixels before normalising (1/255).
+        mean, std: per-channel normalisation after scaling.
+        channels: number of input channels (3).
+    """
+
+    size: tuple[int, int] = (224, 224)
+    resize: str = "stretch"
+    interpolation: str = "linear"
+    color: str = "RGB"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        if self.color != "RGB" or self.channels != 3:
+            raise ValueError("only 3-channel RGB input is supported")
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"size must be (height, width) of positive ints, got {self.size!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need 3 values each, std > 0")
+        object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+
+@dataclass(frozen=True)
+class TrainConfig(_JsonMixin):
+    """Everything ``clf train`` needs; saved resolved in ``config.json`` and in every checkpoint."""
+
+    data: str = ""
+    arch: str = "cnn"
+    epochs: int = 10
+    batch_size: int = 32
+    img_size: int = 224
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    scheduler: str = "cosine"
+    warmup_epochs: int = 0
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.0
+    val_split: float = 0.2
+    hflip: float = 0.5
+    rotate: float = 0.0
+    workers: int = 2
+    seed: int = 0
+    name: str = ""
+    out: str = "runs"
+    patience: int = 0  # 0 disables early stopping
+    device: str = "auto"
+    amp: bool = True
+    cache_images: bool = False
+    pretrained: bool = False
+    strict: bool = False
+    labels_csv: str | None = None
+    id_col: str = "filename"
+    label_col: str = "label"
+    resize: str = "stretch"
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class ExportConfig(_JsonMixin):
+    """What ``clf export`` needs: which checkpoint, where to write, how to prove parity."""
+
+    checkpoint: str = ""
+    output: str | None = None  # default: model.onnx beside the checkpoint
+    opset: int = 18
+    fp16: bool = False
+    simplify: bool = False
+    check_images: str | None = None
+    atol: float | None = None  # default: 1e-4 for fp32, 1e-2 for fp16
+    batch_sizes: tuple[int, ...] = (1, 8)
+    device: str = "auto"  # onnxruntime provider used for the parity check (the one inference will use)
+    exporter: str = "auto"  # auto (dynamo, then TorchScript), dynamo, torchscript
+    max_images: int = 32
+
+    @property
+    def tolerance(self) -> float:
+        if self.atol is not None:
+            return self.atol
+        return 1e-2 if self.fp16 else 1e-4
+
+
+@dataclass(frozen=True)
+class InferConfig(_JsonMixin):
+    """What ``clf infer`` needs."""
+
+    images: str = ""
+    model: str = ""
+    csv: str = "submission.csv"
+    batch_size: int = 32
+    device: str = "auto"
+    sample_submission: str | None = None
+    id_col: str = "id"
+    label_col: str = "label"
+    id_format: str = "stem"
+    topk: int = 0
+    probs: str | None = None
+    strict: bool = False
+    recursive: bool = False
+    threads: int = 0  # decode threads; 0 = one per core (at most 8)
+    # Only for an .onnx without clf metadata (exported by another tool):
+    img_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    labels: str | None = None  # comma-separated class names, or a text file with one per line

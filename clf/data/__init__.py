@@ -1,0 +1,1 @@
+"""Data layer: OpenCV decode + preprocess (torch-free), datasets, split, augmentation, sample data."""

@@ -1,0 +1,243 @@
+"""Labelled image sets: one sub-folder per class, or a folder of images plus a labels CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from clf.data.files import check_folder, find_images, is_hidden
+from clf.data.preprocess import decode_rgb, read_bytes
+from clf.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Image paths with integer labels indexing ``classes``.
+
+    Args:
+        paths: image file paths.
+        labels: class index of each path.
+        classes: class names; label ``i`` means ``classes[i]``.
+    """
+
+    paths: list[str]
+    labels: list[int]
+    classes: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.paths) != len(self.labels):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels")
+        bad = [label for label in self.labels if not 0 <= label < len(self.classes)]
+        if bad:
+            raise ValueError(f"label {bad[0]} out of range for {len(self.classes)} classes")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: Sequence[int]) -> LabelledSet:
+        """The items at ``indices`` (any int sequence or numpy array), same classes."""
+        idx = [int(i) for i in indices]
+        return LabelledSet([self.paths[i] for i in idx], [self.labels[i] for i in idx], list(self.classes))
+
+    def class_counts(self) -> dict[str, int]:
+        """Number of items per class name, in class order, zeros included."""
+        counts = [0] * len(self.classes)
+        for label in self.labels:
+            counts[label] += 1
+        return dict(zip(self.classes, counts))
+
+
+def scan_class_folders(root: str | os.PathLike) -> LabelledSet:
+    """Read ``root/<class>/<image>``: one sub-folder per class, class names sorted.
+
+    Only the images directly inside each class folder count (not nested ones: passing the parent
+    of ``train/`` by mistake then fails loudly instead of learning "train" vs "test"). Hidden
+    folders and non-image files are ignored.
+
+    Raises:
+        DataError: missing root, fewer than 2 class folders, a class folder without images.
+    """
+    root_path = check_folder(root)
+    class_dirs = sorted((d for d in root_path.iterdir() if d.is_dir() and not is_hidden(d.name)), key=lambda d: d.name)
+    if len(class_dirs) < 2:
+        raise DataError(
+            f"{root_path}: found {len(class_dirs)} class folder(s), need at least 2 "
+            f"(layout: {root_path}/<class>/<image>)"
+        )
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        images = find_images(class_dir)
+        if not images:
+            raise DataError(_empty_class_message(class_dir))
+        paths.extend(str(p) for p in images)
+        labels.extend([label] * len(images))
+    return LabelledSet(paths, labels, [d.name for d in class_dirs])
+
+
+def _empty_class_message(class_dir: Path) -> str:
+    message = f"{class_dir}: class folder has no images"
+    if any(d.is_dir() and not is_hidden(d.name) for d in class_dir.iterdir()):
+        message += f"; it holds sub-folders, so the data folder is probably {class_dir}"
+    return message
+
+
+def read_labels_csv(
+    csv_path: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    id_col: str = "filename",
+    label_col: str = "label",
+) -> LabelledSet:
+    """Read a labels CSV whose ``id_col`` names files in ``image_dir``.
+
+    An id matches, in order: a file name in ``image_dir`` (``a.jpg``), a relative path under it
+    (``sub/a.jpg``), or the stem of one image in ``image_dir`` (``a`` -> ``a.png``). Rows keep the
+    CSV order. Classes are sorted, numerically when every label is an integer.
+
+    Raises:
+        DataError: missing/empty CSV, missing columns, an empty cell, an id listed twice, an id
+            matching no file or several; the message names the CSV line.
+    """
+    csv_file = Path(csv_path)
+    folder = check_folder(image_dir)
+    header, rows = _read_csv(csv_file)
+    for col in (id_col, label_col):
+        if col not in header:
+            raise DataError(
+                f"{csv_file}: no column '{col}' (columns: {', '.join(header)}); "
+                "name the id and label columns with --id-col and --label-col"
+            )
+    by_name, by_stem = _index_images(folder)
+    paths: list[str] = []
+    names: list[str] = []
+    seen: dict[Path, int] = {}
+    missing: list[tuple[int, str]] = []
+    for line, row in rows:
+        image_id, name = (row.get(id_col) or "").strip(), (row.get(label_col) or "").strip()
+        for col, value in ((id_col, image_id), (label_col, name)):
+            if not value:
+                raise DataError(f"{csv_file}: line {line}: empty '{col}'")
+        path = _match_id(image_id, folder, by_name, by_stem, f"{csv_file}: line {line}")
+        if path is None:
+            missing.append((line, image_id))
+            continue
+        if path in seen:
+            raise DataError(f"{csv_file}: line {line}: '{image_id}' is listed twice (also line {seen[path]})")
+        seen[path] = line
+        paths.append(str(path))
+        names.append(name)
+    if missing:
+        line, image_id = missing[0]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(f"{csv_file}: line {line}: no image '{image_id}' in {folder}{more}")
+    classes = _sorted_classes(set(names))
+    if len(classes) < 2:
+        raise DataError(f"{csv_file}: found {len(classes)} class(es) in '{label_col}', need at least 2")
+    index = {c: i for i, c in enumerate(classes)}
+    return LabelledSet(paths, [index[n] for n in names], classes)
+
+
+def _read_csv(csv_file: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and (line number, row) pairs; BOM-tolerant."""
+    if csv_file.is_dir():
+        raise DataError(f"{csv_file}: is a folder, not a CSV file")
+    try:
+        text = read_bytes(csv_file).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{csv_file}: not a UTF-8 text file") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in reader.fieldnames or []]
+    if not header:
+        raise DataError(f"{csv_file}: empty CSV file")
+    reader.fieldnames = header
+    rows = [(reader.line_num, row) for row in reader if not _blank(row)]
+    if not rows:
+        raise DataError(f"{csv_file}: no rows under the header")
+    return header, rows
+
+
+def _blank(row: dict) -> bool:
+    """A row of empty cells (",,"); extra cells beyond the header come as a list and are ignored."""
+    return not any(v.strip() for v in row.values() if isinstance(v, str))
+
+
+def _index_images(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    by_name: dict[str, Path] = {}
+    by_stem: dict[str, list[Path]] = {}
+    for path in find_images(folder):
+        by_name[path.name] = path
+        by_stem.setdefault(path.stem, []).append(path)
+    return by_name, by_stem
+
+
+def _match_id(
+    image_id: str, folder: Path, by_name: dict[str, Path], by_stem: dict[str, list[Path]], where: str
+) -> Path | None:
+    if image_id in by_name:
+        return by_name[image_id]
+    candidate = folder / image_id
+    if "/" in image_id or "\\" in image_id:
+        return candidate if candidate.is_file() else None
+    matches = by_stem.get(image_id, [])
+    if len(matches) > 1:
+        names = ", ".join(p.name for p in matches[:3])
+        raise DataError(f"{where}: '{image_id}' matches several files ({names}); put the extension in the id")
+    return matches[0] if matches else None
+
+
+def _sorted_classes(names: set[str]) -> list[str]:
+    """Sorted class names; integer labels sort as numbers (2 before 10)."""
+    try:
+        return sorted(names, key=int)
+    except ValueError:
+        return sorted(names)
+
+
+def load_labelled(
+    root: str | os.PathLike,
+    labels_csv: str | os.PathLike | None = None,
+    id_col: str = "filename",
+    label_col: str = "label",
+) -> LabelledSet:
+    """Class folders under ``root``, or the images in ``root`` labelled by ``labels_csv``."""
+    if labels_csv is not None:
+        return read_labels_csv(labels_csv, root, id_col=id_col, label_col=label_col)
+    return scan_class_folders(root)
+
+
+def verify_images(paths: Sequence[str | os.PathLike], strict: bool = False, workers: int = 4) -> list[int]:
+    """Decode every file (in threads: OpenCV releases the GIL) and return the indices that decode.
+
+    Each bad file is logged as a WARNING ``"<path>: <reason>; skipped"``.
+
+    Raises:
+        DataError: with ``strict``, on the first bad file in ``paths`` order.
+    """
+    ok: list[int] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for index, problem in enumerate(pool.map(_decode_problem, paths)):
+            if problem is None:
+                ok.append(index)
+            elif strict:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise DataError(f"{problem}; stopped (--strict)")
+            else:
+                logger.warning("%s; skipped", problem)
+    return ok
+
+
+def _decode_problem(path: str | os.PathLike) -> str | None:
+    """None when the file decodes, else the one-line reason "<path>: <what is wrong>"."""
+    try:
+        decode_rgb(read_bytes(path), str(path))
+    except DataError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,99 @@
+"""The torch Dataset over image files: the ONE preprocessing path plus optional augmentation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from clf.config import Preprocess
+from clf.data.augment import augment
+from clf.data.preprocess import load_resized, normalize
+
+
+class ImageDataset(Dataset):
+    """Images -> (float32 tensor (3, H, W), int label).
+
+    Pipeline: ``load_resized`` -> [train: random flip/rotation] -> ``normalize``. With
+    ``train=False`` an item equals ``preprocess(path, pre)`` exactly, so validation, the export
+    parity check and inference see the same numbers.
+
+    Augmentation draws ``torch.rand(2)`` from torch's global RNG (only when ``hflip`` or
+    ``rotate`` is non-zero): ``torch.manual_seed`` and a saved RNG state reproduce it, and each
+    DataLoader worker gets its own seed from torch.
+
+    Args:
+        paths: image files.
+        labels: class index per file.
+        pre: the preprocessing (size, resize mode, normalisation).
+        train: apply augmentation.
+        hflip: probability of a left-right flip.
+        rotate: maximum rotation in degrees; the angle is uniform in [-rotate, rotate].
+        cache: keep each resized uint8 image in RAM after its first load. DataLoader workers
+            are separate processes whose caches do not flow back: call ``fill_cache`` before
+            building the DataLoader (forked workers then share the filled cache), or use
+            ``persistent_workers=True``.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        labels: Sequence[int],
+        pre: Preprocess,
+        train: bool = False,
+        hflip: float = 0.0,
+        rotate: float = 0.0,
+        cache: bool = False,
+    ) -> None:
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+        if not 0.0 <= hflip <= 1.0:
+            raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
+        if rotate < 0:
+            raise ValueError(f"rotate is a maximum angle >= 0, got {rotate}")
+        self.paths = [str(p) for p in paths]
+        self.labels = [int(label) for label in labels]
+        self.pre = pre
+        self.train = train
+        self.hflip = float(hflip)
+        self.rotate = float(rotate)
+        self._cache: list[np.ndarray | None] | None = [None] * len(self.paths) if cache else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self._resized(index)
+        if self.train and (self.hflip > 0 or self.rotate > 0):
+            u = torch.rand(2)
+            image = augment(image, flip=bool(u[0] < self.hflip), angle_deg=float((2 * u[1] - 1) * self.rotate))
+        return torch.from_numpy(normalize(image, self.pre)), self.labels[index]
+
+    def _resized(self, index: int) -> np.ndarray:
+        """The resized uint8 (H, W, 3) image, from the cache when enabled."""
+        if self._cache is None:
+            return load_resized(self.paths[index], self.pre)
+        image = self._cache[index]
+        if image is None:
+            # Contiguous copy: a centre crop is a view that would pin the full decoded image.
+            image = np.ascontiguousarray(load_resized(self.paths[index], self.pre))
+            self._cache[index] = image
+        return image
+
+    def fill_cache(self, workers: int = 4) -> None:
+        """Load every not-yet-cached image now, in a thread pool (OpenCV releases the GIL)."""
+        if self._cache is None:
+            raise RuntimeError("fill_cache() needs ImageDataset(..., cache=True)")
+        todo = [i for i, image in enumerate(self._cache) if image is None]
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for _ in pool.map(self._resized, todo):
+                pass
+
+    @property
+    def cached(self) -> int:
+        """How many images are in the cache (0 without ``cache=True``)."""
+        return 0 if self._cache is None else sum(image is not None for image in self._cache)

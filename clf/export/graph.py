@@ -1,0 +1,117 @@
+"""ONNX graph production: torch export (dynamo, else TorchScript), fp16, simplification, metadata, checks."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import torch
+from torch import nn
+
+from clf.errors import ClfError
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+EXPORTERS = ("auto", "dynamo", "torchscript")
+
+
+def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(
+        model, (example,), str(path), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: batch},), opset_version=opset, external_data=False, verbose=False,
+    )
+
+
+def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    torch.onnx.export(
+        model, (example,), str(path), dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=min(opset, 20),
+    )
+
+
+_EXPORTERS: dict[str, Callable[[nn.Module, torch.Tensor, Path, int], None]] = {
+    "dynamo": _export_dynamo,
+    "torchscript": _export_torchscript,
+}
+
+
+def export_graph(model: nn.Module, img_size: int, path: Path, opset: int = 18, exporter: str = "auto") -> str:
+    """Export `model` (eval mode) to `path` with input `input` [N,3,S,S] (dynamic N) and output `logits` [N,C].
+
+    Tries the dynamo exporter, then TorchScript, unless one is named. Returns the exporter that worked.
+    """
+    if exporter not in EXPORTERS:
+        raise ClfError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    example = torch.randn(2, 3, img_size, img_size)  # batch 2: a batch of 1 can get specialised away
+    failures = []
+    for name in order:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                _EXPORTERS[name](model, example, path, opset)
+            onnx.checker.check_model(str(path), full_check=True)
+            return name
+        except Exception as exc:  # exporters raise many types; we report and try the next one
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            failures.append(f"{name}: {reason}")
+            log.warning("%s exporter failed (%s)%s", name, reason, "; trying the next one" if name != order[-1] else "")
+    raise ClfError("ONNX export failed with every exporter: " + " | ".join(failures))
+
+
+def toposort(graph: onnx.GraphProto) -> None:
+    """Reorder nodes so each comes after its inputs' producers (the fp16 converter appends casts at the end)."""
+    available = {value.name for value in graph.input} | {init.name for init in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [node for node in pending if all(name in available for name in node.input)]
+        if not ready:
+            raise ClfError("ONNX graph has a cycle or an undefined input; cannot order it")
+        for node in ready:
+            available.update(node.output)
+        ordered.extend(ready)
+        pending = [node for node in pending if node not in ready]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Half-precision weights and compute; input and output stay float32 (the contract inference relies on)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        half = convert_float_to_float16(model, keep_io_types=True)
+    toposort(half.graph)
+    return half
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold constants and fuse ops with onnxslim (installed with `pip install clf[simplify]`)."""
+    try:
+        import onnxslim
+    except ImportError:
+        raise ClfError("--simplify needs onnxslim: pip install onnxslim") from None
+    return onnxslim.slim(model)
+
+
+def set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
+    """Replace clf's keys in metadata_props, keeping any others."""
+    kept = [entry for entry in model.metadata_props if entry.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.helper.set_model_props(model, {**{e.key: e.value for e in kept}, **props})
+
+
+def check(model_path: Path) -> None:
+    """onnx.checker with full shape inference; a failure is a ClfError naming the file."""
+    try:
+        onnx.checker.check_model(str(model_path), full_check=True)
+    except Exception as exc:
+        raise ClfError(f"{model_path}: ONNX checker failed: {str(exc).splitlines()[0]}") from None

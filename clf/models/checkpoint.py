@@ -1,0 +1,314 @@
+"""Checkpoint I/O: atomic save, safe (``weights_only``) load, and rebuilding the model it holds.
+
+A clf checkpoint is a plain dict (contract keys below) that ``torch.load(path, weights_only=True)``
+reads back: only dicts, lists, tuples, numbers, strings and tensors, never pickled objects.
+
+    format, version, clf_version, arch, model_kwargs, img_size, classes, preprocess, config, epoch,
+    model, optimizer, scheduler, scaler, rng, history, best_val_acc, run_name
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import pickle
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import clf
+from clf.config import Preprocess
+from clf.errors import ModelError
+from clf.models.registry import create_model
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "clf-checkpoint"
+CHECKPOINT_VERSION = 1
+# Without these a checkpoint cannot rebuild its model.
+REQUIRED_KEYS = ("arch", "model_kwargs", "model")
+# Added by load_checkpoint (the path read), dropped by save_checkpoint: never stored.
+SOURCE_KEY = "source"
+# Prefixes that DistributedDataParallel and torch.compile put in front of state-dict keys.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+_NOT_CLF = "{path}: not a clf checkpoint ({why}); use best.pt or last.pt written by `clf train`"
+# What torch.load(weights_only=True) accepts: these exact primitive and container types (subclasses such as
+# IntEnum, namedtuple or defaultdict are pickled as their own classes and refused), tensors, dtypes, devices.
+_PRIMITIVES = (type(None), bool, int, float, complex, str, bytes)
+_CONTAINERS = (dict, OrderedDict, list, tuple, set)
+_TORCH_LEAVES = (torch.Tensor, torch.dtype, torch.device)
+
+
+def to_plain(obj: Any) -> Any:
+    """Turn ``obj`` into data that ``torch.load(weights_only=True)`` accepts.
+
+    numpy arrays -> tensors (non-numeric ones -> lists), numpy scalars -> Python numbers,
+    tuples and sets -> lists, paths -> str, dataclasses -> dicts; dicts and lists are converted
+    recursively, tensors and plain values are kept. Typical use: RNG states
+    (``np.random.get_state()`` holds an ndarray, ``random.getstate()`` nested tuples).
+
+    Raises:
+        TypeError: for a value with no plain equivalent (e.g. a module or a lambda).
+    """
+    if isinstance(obj, np.generic):  # before float/int: np.float64 is a float subclass but pickles as numpy
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "biufc":
+            return torch.from_numpy(np.array(obj, copy=True))
+        return to_plain(obj.tolist())
+    if type(obj) in _PRIMITIVES or isinstance(obj, _TORCH_LEAVES):
+        return obj
+    for base in (bool, int, float, str):  # enum members and other subclasses -> the plain value
+        if isinstance(obj, base):
+            return base(obj)
+    if isinstance(obj, Mapping):
+        return {to_plain(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_plain(obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj))
+    raise TypeError(f"cannot store a {type(obj).__module__}.{type(obj).__qualname__} in a checkpoint")
+
+
+def _check_storable(obj: Any, where: str) -> None:
+    """Raise TypeError naming the first value that a weights_only load would refuse."""
+    storable = type(obj) in _PRIMITIVES or type(obj) in _CONTAINERS or isinstance(obj, (*_TORCH_LEAVES, torch.Size))
+    if not storable:
+        raise TypeError(
+            f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}, which torch.load(weights_only=True) "
+            "refuses; convert it with clf.models.checkpoint.to_plain"
+        )
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_storable(key, f"{where} key {key!r}")
+            _check_storable(value, f"{where}[{key!r}]")
+    elif isinstance(obj, (list, tuple, set)):
+        for i, value in enumerate(obj):
+            _check_storable(value, f"{where}[{i}]")
+
+
+def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, then os.replace.
+
+    A crash or error mid-way leaves any previous file at ``path`` intact and no temp file behind.
+    ``format``, ``version`` and ``clf_version`` are filled in when absent; the parent folder is created.
+
+    Args:
+        state: the checkpoint dict (see the module docstring); must hold arch, model_kwargs and model.
+        path: destination, e.g. ``runs/<name>/best.pt``.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ValueError: a required key is missing or ``format`` is not clf's.
+        TypeError: a value that a weights_only load would refuse (convert it with :func:`to_plain`).
+    """
+    path = Path(path)
+    data = {k: v for k, v in state.items() if k != SOURCE_KEY}
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"checkpoint state lacks {', '.join(missing)}")
+    data.setdefault("format", CHECKPOINT_FORMAT)
+    data.setdefault("version", CHECKPOINT_VERSION)
+    data.setdefault("clf_version", clf.__version__)
+    if data["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint format must be {CHECKPOINT_FORMAT!r}, got {data['format']!r}")
+    _check_storable(data, "checkpoint")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    logger.debug("saved checkpoint %s (epoch %s)", path, data.get("epoch"))
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; not every platform/filesystem allows opening a folder."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a clf checkpoint safely (``weights_only=True``, tensors on the CPU).
+
+    Args:
+        path: a ``.pt`` file, or a run folder (its best.pt, else last.pt).
+
+    Returns:
+        The checkpoint dict, plus ``"source"``: the path it was read from (used in error messages).
+
+    Raises:
+        ModelError: missing file, unreadable/corrupt/truncated file, a .pt that is not a clf checkpoint,
+            a newer checkpoint version, or a clf checkpoint missing arch/model_kwargs/model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = resolve_checkpoint(path)
+    if not path.exists():
+        raise ModelError(f"{path}: checkpoint not found")
+    obj = _torch_load(path)
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(_NOT_CLF.format(path=path, why="no clf metadata"))
+    version = obj.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ModelError(_NOT_CLF.format(path=path, why=f"bad version {version!r}"))
+    if version > CHECKPOINT_VERSION:
+        raise ModelError(
+            f"{path}: checkpoint version {version} is newer than this clf reads ({CHECKPOINT_VERSION}); upgrade clf"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in obj]
+    if missing:
+        raise ModelError(f"{path}: clf checkpoint is incomplete (no {', '.join(missing)}); train again")
+    obj[SOURCE_KEY] = str(path)
+    return obj
+
+
+def _torch_load(path: Path) -> Any:
+    """torch.load with weights_only, every failure turned into one ModelError line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" in str(e).lower():
+            raise ModelError(
+                _NOT_CLF.format(path=path, why="it holds pickled Python objects, which are not loaded for safety")
+            ) from e
+        raise ModelError(f"{path}: cannot read the checkpoint (corrupt, truncated or not a PyTorch file)") from e
+    except (PermissionError, IsADirectoryError) as e:
+        raise ModelError(f"{path}: cannot read the file ({e.strerror})") from e
+    except Exception as e:  # noqa: BLE001 -- zip/EOF/key errors all mean a damaged or foreign file
+        logger.debug("torch.load(%s) failed: %r", path, e)
+        raise ModelError(f"{path}: cannot read the checkpoint (corrupt, truncated or not a PyTorch file)") from e
+
+
+def _source(ckpt: Mapping[str, Any], source: str | Path | None) -> str:
+    return str(source or ckpt.get(SOURCE_KEY) or "checkpoint")
+
+
+def model_from_checkpoint(ckpt: Mapping[str, Any], source: str | Path | None = None) -> nn.Module:
+    """Rebuild the checkpoint's model (``create_model(arch, **model_kwargs)``, no pretrained download),
+    load its weights strictly and put it in eval mode.
+
+    Args:
+        ckpt: a dict from :func:`load_checkpoint`.
+        source: name for error messages; defaults to the path load_checkpoint recorded.
+
+    Raises:
+        ModelError: unknown arch, model_kwargs that do not build, or weights that do not fit the arch.
+    """
+    src = _source(ckpt, source)
+    arch = ckpt.get("arch")
+    kwargs = dict(ckpt.get("model_kwargs") or {})
+    kwargs.pop("pretrained", None)
+    try:
+        model = create_model(arch, **kwargs)
+    except ModelError as e:
+        raise ModelError(f"{src}: {e}") from e
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{src}: cannot rebuild arch '{arch}' from model_kwargs {kwargs} ({e})") from e
+    state = _strip_wrapper_prefixes(ckpt.get("model"), model)
+    problem = _state_mismatch(model.state_dict(), state)
+    if problem:
+        raise ModelError(f"{src}: weights do not fit arch '{arch}' ({problem})")
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _strip_wrapper_prefixes(state: Any, model: nn.Module) -> Any:
+    """Accept state dicts saved from a DDP- or torch.compile-wrapped model."""
+    if not isinstance(state, Mapping) or not state:
+        return state
+    expected = model.state_dict()
+    for prefix in _WRAPPER_PREFIXES:
+        if all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in expected):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def _state_mismatch(expected: Mapping[str, Any], got: Any) -> str | None:
+    """A one-line summary of how ``got`` differs from ``expected`` (keys and shapes), or None."""
+    if not isinstance(got, Mapping):
+        return f"model weights are a {type(got).__name__}, not a state dict"
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    reshaped = [
+        k
+        for k in expected
+        if k in got and hasattr(got[k], "shape") and tuple(got[k].shape) != tuple(expected[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. '{missing[0]}'")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. '{unexpected[0]}'")
+    if reshaped:
+        k = reshaped[0]
+        shapes = f"{list(got[k].shape)} vs {list(expected[k].shape)} in the model"
+        parts.append(f"{len(reshaped)} of another shape, e.g. '{k}' {shapes}")
+    return "; ".join(parts) or None
+
+
+def preprocess_from_checkpoint(ckpt: Mapping[str, Any], source: str | Path | None = None) -> Preprocess:
+    """The Preprocess the model was trained with.
+
+    Raises:
+        ModelError: the checkpoint has no (valid) preprocess settings.
+    """
+    try:
+        return Preprocess.from_dict(ckpt["preprocess"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ModelError(f"{_source(ckpt, source)}: checkpoint has no valid preprocess settings ({e})") from e
+
+
+def resolve_checkpoint(run_or_ckpt: str | Path, prefer: str = "best") -> Path:
+    """The checkpoint file meant by a run folder or a file path.
+
+    Args:
+        run_or_ckpt: a run folder (``runs/<name>``) or a checkpoint file.
+        prefer: "best" (best.pt, else last.pt) or "last" (last.pt, else best.pt) for a run folder.
+
+    Returns:
+        The file path (a file is returned as given).
+
+    Raises:
+        ModelError: nothing at that path, or a folder without best.pt/last.pt.
+    """
+    if prefer not in ("best", "last"):
+        raise ValueError(f"prefer must be 'best' or 'last', got {prefer!r}")
+    path = Path(run_or_ckpt)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        names = ["best.pt", "last.pt"] if prefer == "best" else ["last.pt", "best.pt"]
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise ModelError(
+            f"{path}: no best.pt or last.pt in this folder; pass a run folder of `clf train` or a .pt file"
+        )
+    raise ModelError(f"{path}: no such run folder or checkpoint file")

@@ -1,0 +1,111 @@
+"""The clf metadata an ONNX model carries in ``metadata_props``, so the file alone is enough to deploy.
+
+Every value is a string (ONNX metadata is ``str -> str``): class names and the Preprocess are JSON,
+numbers are their decimal text. A plain onnxruntime client can read them from
+``session.get_modelmeta().custom_metadata_map`` without clf installed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from clf.config import Preprocess
+from clf.errors import DataError
+
+KEY_CLASSES = "clf.classes"
+KEY_PREPROCESS = "clf.preprocess"
+KEY_ARCH = "clf.arch"
+KEY_IMG_SIZE = "clf.img_size"
+KEY_VERSION = "clf.version"
+KEY_RUN_NAME = "clf.run_name"
+KEY_BEST_VAL_ACC = "clf.best_val_acc"
+REQUIRED_KEYS = (KEY_CLASSES, KEY_PREPROCESS)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a deployed model needs besides its weights: class names and how to preprocess images.
+
+    Args:
+        classes: class names, index i is logit column i.
+        preprocess: the exact preprocessing used in training.
+        arch, img_size, clf_version, run_name, best_val_acc: provenance, informative only.
+    """
+
+    classes: list[str]
+    preprocess: Preprocess
+    arch: str = ""
+    img_size: int = 0
+    clf_version: str = ""
+    run_name: str = ""
+    best_val_acc: float | None = field(default=None)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def info_to_props(info: ModelInfo) -> dict[str, str]:
+    """ModelInfo -> ONNX ``metadata_props`` (all values strings; best_val_acc omitted when unknown)."""
+    props = {
+        KEY_CLASSES: json.dumps(list(info.classes), ensure_ascii=False),
+        KEY_PREPROCESS: info.preprocess.to_json(),
+        KEY_ARCH: info.arch,
+        KEY_IMG_SIZE: str(int(info.img_size)),
+        KEY_VERSION: info.clf_version,
+        KEY_RUN_NAME: info.run_name,
+    }
+    if info.best_val_acc is not None:
+        props[KEY_BEST_VAL_ACC] = repr(float(info.best_val_acc))
+    return props
+
+
+def has_clf_metadata(props: Mapping[str, str]) -> bool:
+    """True when the model was exported by clf (carries classes and preprocess)."""
+    return all(key in props for key in REQUIRED_KEYS)
+
+
+def info_from_props(props: Mapping[str, str], source: str) -> ModelInfo:
+    """ONNX ``metadata_props`` -> ModelInfo.
+
+    Args:
+        props: the model's custom metadata map.
+        source: the model file, for error messages.
+
+    Raises:
+        DataError: the clf keys are missing (a model exported by another tool) or unreadable.
+    """
+    if not has_clf_metadata(props):
+        raise DataError(
+            f"{source}: no clf metadata (exported by another tool?); "
+            "pass --img-size, --mean, --std and --labels to use it"
+        )
+    classes = _parse(props, KEY_CLASSES, source, json.loads)
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"{source}: corrupt clf metadata ({KEY_CLASSES} must be a non-empty JSON list of names)")
+    preprocess = _parse(props, KEY_PREPROCESS, source, Preprocess.from_json)
+    return ModelInfo(
+        classes=classes,
+        preprocess=preprocess,
+        arch=props.get(KEY_ARCH, ""),
+        img_size=_parse(props, KEY_IMG_SIZE, source, lambda s: int(s) if s else 0),
+        clf_version=props.get(KEY_VERSION, ""),
+        run_name=props.get(KEY_RUN_NAME, ""),
+        best_val_acc=_parse(props, KEY_BEST_VAL_ACC, source, _optional_float),
+    )
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text in ("", "null", "None") else float(text)
+
+
+def _parse(props: Mapping[str, str], key: str, source: str, parse: Any) -> Any:
+    """Parse one value; a malformed one becomes a DataError naming the key (absent optional keys -> default)."""
+    text = props.get(key, "")
+    try:
+        return parse(text)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{source}: corrupt clf metadata ({key}: {reason})") from None

@@ -1,0 +1,335 @@
+"""Batched onnxruntime inference with the training preprocessing, as a pipeline.
+
+Decoding and resizing run in a thread pool (OpenCV releases the GIL) straight into a small ring of
+preallocated uint8 NHWC buffers, a couple of batches ahead, while ``session.run`` (which also releases
+the GIL) works on the current batch. A bad image is reported by name and reason and skipped; the
+others are still predicted. No torch here: a deployed host has onnxruntime, numpy and OpenCV only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
+
+import cv2
+import numpy as np
+
+from clf.config import Preprocess
+from clf.data.preprocess import ImageSource, load_resized, normalize_batch
+from clf.errors import DataError
+from clf.serve.metadata import ModelInfo, has_clf_metadata, info_from_props
+from clf.serve.session import create_session
+
+logger = logging.getLogger(__name__)
+
+_INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+@dataclass
+class PredictionResult:
+    """Predictions for the sources that decoded, plus the ones that did not.
+
+    Attributes:
+        sources: every input, in the order given.
+        logits: float32 [N_ok, C], row r belongs to ``sources[ok_indices[r]]``.
+        ok_indices: int64 [N_ok], ascending indices into ``sources``.
+        failures: (source, reason) for each input that could not be read, in input order.
+        classes: class names; column c of ``logits`` is ``classes[c]``.
+    """
+
+    sources: list[Any]
+    logits: np.ndarray
+    ok_indices: np.ndarray
+    failures: list[tuple[Any, str]] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ok_indices)
+
+    @property
+    def ok_sources(self) -> list[Any]:
+        """The sources that were predicted, aligned with the rows of ``logits``."""
+        return [self.sources[i] for i in self.ok_indices]
+
+    def probs(self) -> np.ndarray:
+        """Softmax of the logits, float32 [N_ok, C]."""
+        return softmax(self.logits)
+
+    def top1(self) -> np.ndarray:
+        """Index of the best class per row, int64 [N_ok] (ties -> lowest index)."""
+        return np.argmax(self.logits, axis=1) if len(self.logits) else np.zeros(0, dtype=np.int64)
+
+    def labels(self) -> list[str]:
+        """Name of the best class per row."""
+        return [self.classes[i] for i in self.top1()]
+
+    def topk(self, k: int) -> np.ndarray:
+        """Indices of the k best classes per row, best first, int64 [N_ok, min(k, C)]."""
+        k = max(1, min(int(k), self.logits.shape[1]))
+        return np.argsort(-self.logits, axis=1, kind="stable")[:, :k]
+
+    def topk_labels(self, k: int) -> list[list[str]]:
+        """Names of the k best classes per row, best first."""
+        return [[self.classes[i] for i in row] for row in self.topk(k)]
+
+
+class Batch(NamedTuple):
+    """One batch out of ``Predictor.iter_predict``."""
+
+    ok_indices: np.ndarray  # int64 [n_ok], indices into the sources
+    logits: np.ndarray  # float32 [n_ok, C]
+    failures: list[tuple[Any, str]]  # (source, reason)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, numerically stable, float32."""
+    x = np.asarray(logits, dtype=np.float32)
+    if x.size == 0:
+        return x.copy()
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Predictor:
+    """Predict classes for images with an exported clf ONNX model (or any [N,3,H,W] -> [N,C] model).
+
+    Args:
+        model_path: the .onnx file.
+        device: "auto", "cpu", "cuda" or "tensorrt"; see ``clf.serve.session.create_session``.
+        batch_size: images per ``session.run`` (a model with a fixed batch dimension uses that instead).
+        threads: onnxruntime intra-op threads (None: onnxruntime's default).
+        preprocess: overrides the model's clf metadata; required for models exported by other tools.
+        classes: overrides the class names (default for non-clf models: "0", "1", ...).
+        verbose: let onnxruntime's warnings through.
+        workers: decode threads (None: up to 8, one per core).
+        prefetch: batches decoded ahead of the one being run.
+
+    Attributes:
+        provider: the execution provider actually running the model.
+        info: ModelInfo (classes, preprocess, provenance).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        device: str = "auto",
+        batch_size: int = 32,
+        threads: int | None = None,
+        preprocess: Preprocess | None = None,
+        classes: Sequence[str] | None = None,
+        verbose: bool = False,
+        workers: int | None = None,
+        prefetch: int = 2,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_path = Path(model_path)
+        self.session, self.provider = create_session(model_path, device=device, verbose=verbose, threads=threads)
+        model_input, model_output = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self.input_name, self.output_name = model_input.name, model_output.name
+        self.info = self._model_info(preprocess, classes, model_output.shape)
+        self._input_dtype = self._check_input(model_input)
+        fixed_batch = model_input.shape[0]
+        self._fixed_batch = fixed_batch if isinstance(fixed_batch, int) and fixed_batch > 0 else None
+        self.batch_size = self._fixed_batch or int(batch_size)
+        self.workers = int(workers) if workers else min(8, os.cpu_count() or 1)
+        self.prefetch = max(0, int(prefetch))
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.info.preprocess
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor({str(self.model_path)!r}, provider={self.provider!r}, classes={len(self.classes)}, "
+            f"size={self.preprocess.size}, batch_size={self.batch_size})"
+        )
+
+    def predict(
+        self,
+        sources: Sequence[ImageSource],
+        strict: bool = False,
+        progress: Callable[[int], Any] | None = None,
+    ) -> PredictionResult:
+        """Predict every source; unreadable ones are skipped and listed in ``failures``.
+
+        Args:
+            sources: image paths, encoded image bytes, or RGB uint8 arrays (H, W, 3).
+            strict: raise DataError on the first unreadable image instead of skipping it.
+            progress: called after each batch with the number of sources handled so far.
+
+        Returns:
+            PredictionResult in input order.
+        """
+        sources = list(sources)
+        ok_parts, logit_parts, failures = [], [], []
+        for batch in self.iter_predict(sources, strict=strict, progress=progress):
+            ok_parts.append(batch.ok_indices)
+            logit_parts.append(batch.logits)
+            failures.extend(batch.failures)
+        num_classes = len(self.classes)
+        return PredictionResult(
+            sources=sources,
+            logits=np.concatenate(logit_parts) if logit_parts else np.zeros((0, num_classes), np.float32),
+            ok_indices=np.concatenate(ok_parts) if ok_parts else np.zeros(0, np.int64),
+            failures=failures,
+            classes=list(self.classes),
+        )
+
+    def iter_predict(
+        self,
+        sources: Sequence[ImageSource],
+        strict: bool = False,
+        progress: Callable[[int], Any] | None = None,
+    ) -> Iterator[Batch]:
+        """Like ``predict`` but yields one Batch at a time, in input order (for streaming output)."""
+        sources = list(sources)
+        starts = iter(range(0, len(sources), self.batch_size))
+        height, width = self.preprocess.size
+        ring = [np.empty((self.batch_size, height, width, 3), np.uint8) for _ in range(self.prefetch + 1)]
+        pending: deque[tuple[range, np.ndarray, list[Future]]] = deque()
+        done = 0
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="clf-decode") as pool:
+
+            def submit_next(buffer: np.ndarray) -> None:
+                start = next(starts, None)
+                if start is not None:
+                    indices = range(start, min(start + self.batch_size, len(sources)))
+                    pending.append((indices, buffer, self._submit(pool, buffer, indices, sources)))
+
+            try:
+                for buffer in ring:
+                    submit_next(buffer)
+                while pending:
+                    indices, buffer, futures = pending.popleft()
+                    failed = self._collect(futures, sources, strict)  # {index: reason}
+                    rows = [r for r, i in enumerate(indices) if i not in failed]
+                    batch_input = self._normalize(buffer, rows, len(indices))
+                    submit_next(buffer)  # the buffer is free again: decode the next batch into it during run
+                    logits = self._run(batch_input, len(rows))
+                    done += len(indices)
+                    if progress is not None:
+                        progress(done)
+                    ok = np.fromiter((indices[r] for r in rows), dtype=np.int64, count=len(rows))
+                    yield Batch(ok, logits, [(sources[i], failed[i]) for i in sorted(failed)])
+            finally:  # an error, strict stop or an abandoned generator: drop the queued decode work
+                for _, _, futures in pending:
+                    for future in futures:
+                        future.cancel()
+
+    def _submit(
+        self, pool: ThreadPoolExecutor, buffer: np.ndarray, indices: range, sources: list[Any]
+    ) -> list[Future]:
+        """Split a batch into one contiguous chunk per worker: per-image tasks cost more than tiny decodes."""
+        chunk = -(-len(indices) // self.workers)
+        return [
+            pool.submit(_decode_into, buffer, row, indices[row : row + chunk], sources, self.preprocess)
+            for row in range(0, len(indices), chunk)
+        ]
+
+    def _collect(self, futures: list[Future], sources: list[Any], strict: bool) -> dict[int, str]:
+        failed: dict[int, str] = {}
+        for future in futures:
+            failed.update(future.result())
+        for i in sorted(failed):
+            name = _display_name(sources[i], i)
+            if strict:
+                raise DataError(f"{name}: {failed[i]} (--strict)")
+            logger.warning("%s: %s; skipped", name, failed[i])
+        return failed
+
+    def _normalize(self, buffer: np.ndarray, rows: list[int], filled: int) -> np.ndarray:
+        """The decoded rows as float NCHW; padded with zeros when the model has a fixed batch size."""
+        images = buffer[:filled] if len(rows) == filled else buffer[rows]
+        batch = normalize_batch(images, self.preprocess)
+        if self._fixed_batch and len(batch) < self._fixed_batch:
+            batch = np.concatenate([batch, np.zeros((self._fixed_batch - len(batch), *batch.shape[1:]), batch.dtype)])
+        return batch if self._input_dtype is np.float32 else batch.astype(self._input_dtype)
+
+    def _run(self, batch: np.ndarray, count: int) -> np.ndarray:
+        if count == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        (logits,) = self.session.run([self.output_name], {self.input_name: batch})
+        return np.asarray(logits, dtype=np.float32).reshape(len(batch), -1)[:count]
+
+    def _model_info(
+        self, preprocess: Preprocess | None, classes: Sequence[str] | None, output_shape: list
+    ) -> ModelInfo:
+        """clf metadata from the model, with explicit overrides; non-clf models need ``preprocess``."""
+        props = self.session.get_modelmeta().custom_metadata_map
+        num_outputs = output_shape[-1] if output_shape and isinstance(output_shape[-1], int) else None
+        if has_clf_metadata(props) or preprocess is None:
+            info = info_from_props(props, str(self.model_path))
+        else:
+            if classes is None and num_outputs is None:
+                raise DataError(f"{self.model_path}: the number of classes is not fixed in the model; pass --labels")
+            info = ModelInfo(classes=[str(i) for i in range(num_outputs or 0)], preprocess=preprocess)
+        if preprocess is not None:
+            info = dataclasses.replace(info, preprocess=preprocess)
+        if classes is not None:
+            info = dataclasses.replace(info, classes=[str(c) for c in classes])
+        if num_outputs is not None and num_outputs != len(info.classes):
+            raise DataError(
+                f"{self.model_path}: the model outputs {num_outputs} classes but {len(info.classes)} class names "
+                "were given"
+            )
+        return info
+
+    def _check_input(self, model_input: Any) -> type:
+        """The model must take float [N, 3, H, W] at the preprocess size; returns the numpy input dtype."""
+        shape, (height, width) = model_input.shape, self.preprocess.size
+        if model_input.type not in _INPUT_DTYPES:
+            raise DataError(
+                f"{self.model_path}: input '{model_input.name}' is {model_input.type}; clf feeds float images"
+            )
+        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+            raise DataError(f"{self.model_path}: input shape {shape} is not [N, 3, H, W]")
+        if isinstance(shape[2], int) and isinstance(shape[3], int) and (shape[2], shape[3]) != (height, width):
+            raise DataError(
+                f"{self.model_path}: the model takes {shape[2]}x{shape[3]} images but the preprocessing makes "
+                f"{height}x{width}; pass a matching --img-size"
+            )
+        return _INPUT_DTYPES[model_input.type]
+
+
+def _decode_into(
+    buffer: np.ndarray, first_row: int, indices: range, sources: list[Any], pre: Preprocess
+) -> dict[int, str]:
+    """Worker: decode + resize sources[indices] into buffer[first_row:]; returns {index: reason} for bad ones."""
+    failed: dict[int, str] = {}
+    for row, i in enumerate(indices, start=first_row):
+        try:
+            buffer[row] = load_resized(sources[i], pre)
+        except (DataError, cv2.error) as exc:
+            failed[i] = _reason(exc, sources[i])
+    return failed
+
+
+def _display_name(source: Any, index: int) -> str:
+    """How a source is named in messages: its path, or its position for in-memory inputs."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    kind = "array" if isinstance(source, np.ndarray) else "bytes"
+    return f"<{kind} #{index}>"
+
+
+def _reason(exc: Exception, source: Any) -> str:
+    """The DataError text without its leading "<source>: " (the caller knows the source)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, cv2.error):
+        return f"cannot process image ({text})"
+    prefixes = [str(source)] if isinstance(source, (str, os.PathLike)) else ["<bytes>", "in-memory image"]
+    for prefix in prefixes:
+        if text.startswith(prefix + ": "):
+            return text[len(prefix) + 2 :]
+    return text

@@ -1,0 +1,210 @@
+"""Competition-style CSV files: ``id,label`` submissions (optionally in a sample's row order) and probabilities.
+
+Files are written to a temp file in the destination folder and renamed, so a crash never leaves a
+half-written CSV where a previous good one was.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from clf.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+ID_FORMATS = ("stem", "name", "relpath")
+_SHOWN = 5  # ids named in a message before "..."
+
+
+def make_ids(paths: Sequence[str | os.PathLike], root: str | os.PathLike, id_format: str = "stem") -> list[str]:
+    """Submission ids for image paths.
+
+    Args:
+        paths: the image files, in output order.
+        root: the folder they were listed from (for "relpath" and messages).
+        id_format: "stem" (``img_01``), "name" (``img_01.jpg``) or "relpath" (``sub/img_01.jpg``, "/" separated).
+
+    Raises:
+        DataError: two images map to the same id, or a path is outside ``root`` for "relpath".
+    """
+    if id_format not in ID_FORMATS:
+        raise ValueError(f"id_format must be one of {ID_FORMATS}, got {id_format!r}")
+    root = Path(root)
+    ids = [_make_id(Path(p), root, id_format) for p in paths]
+    first_path: dict[str, Path] = {}
+    for image_id, path in zip(ids, paths):
+        if image_id in first_path:
+            raise DataError(
+                f"{root}: {first_path[image_id]} and {path} both get the id '{image_id}'; "
+                "use --id-format name or relpath"
+            )
+        first_path[image_id] = Path(path)
+    return ids
+
+
+def _make_id(path: Path, root: Path, id_format: str) -> str:
+    if id_format == "stem":
+        return path.stem
+    if id_format == "name":
+        return path.name
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        raise DataError(f"{path}: not inside {root}, so it has no relative path id") from None
+
+
+def write_submission(
+    out_csv: str | os.PathLike,
+    ids: Sequence[str],
+    labels: Sequence[str] | None,
+    id_col: str = "id",
+    label_col: str = "label",
+    topk: Sequence[Sequence[str]] | None = None,
+    sample_submission: str | os.PathLike | None = None,
+) -> list[str]:
+    """Write ``id,label`` rows atomically.
+
+    Args:
+        out_csv: destination file (its folder is created).
+        ids: one id per prediction.
+        labels: the predicted label per id (ignored when ``topk`` is given; may then be None).
+        id_col, label_col: column names (they must exist in ``sample_submission`` when it is given).
+        topk: the k best labels per id, best first; written space-separated in the label column
+            ("cat dog fox"), the usual format of top-k (MAP@k) competitions.
+        sample_submission: a CSV whose columns and row order are kept exactly; its label column is
+            replaced by the predictions, any other column keeps the sample's values.
+
+    Returns:
+        The predicted ids that are not in the sample submission (left out; logged as a WARNING).
+        Empty without a sample. Rows are in ``ids`` order without a sample.
+
+    Raises:
+        DataError: the sample lacks a column, is empty, or has ids with no prediction (the first few are named).
+    """
+    values = _label_values(ids, labels, topk)
+    if sample_submission is None:
+        header, rows, extra = [id_col, label_col], [[i, v] for i, v in zip(ids, values)], []
+    else:
+        header, rows, extra = _fill_sample(Path(sample_submission), dict(zip(ids, values)), id_col, label_col)
+    _write_csv_atomic(Path(out_csv), header, rows)
+    return extra
+
+
+def _label_values(
+    ids: Sequence[str], labels: Sequence[str] | None, topk: Sequence[Sequence[str]] | None
+) -> list[str]:
+    if topk is not None:
+        values = [" ".join(str(label) for label in row) for row in topk]
+    elif labels is not None:
+        values = [str(label) for label in labels]
+    else:
+        raise ValueError("write_submission needs labels or topk")
+    if len(values) != len(ids):
+        raise ValueError(f"{len(ids)} ids but {len(values)} predictions")
+    duplicates = [i for i, n in Counter(ids).items() if n > 1]
+    if duplicates:
+        raise ValueError(f"duplicate id '{duplicates[0]}' in the predictions")
+    return values
+
+
+def _fill_sample(
+    sample: Path, predictions: dict[str, str], id_col: str, label_col: str
+) -> tuple[list[str], list[list[str]], list[str]]:
+    """The sample's header and rows with the label column filled in, and the predictions it has no row for."""
+    header, rows = _read_csv(sample)
+    for column in (id_col, label_col):
+        if column not in header:
+            raise DataError(f"{sample}: no column '{column}' (columns: {', '.join(header)}); set the column names")
+    id_at, label_at = header.index(id_col), header.index(label_col)
+    missing = [row[id_at] for row in rows if row[id_at] not in predictions]
+    if missing:
+        raise DataError(
+            f"{sample}: {len(missing)} of {len(rows)} ids have no prediction ({_first(missing)}); "
+            "check the image folder and --id-format"
+        )
+    for row in rows:
+        row[label_at] = predictions[row[id_at]]
+    in_sample = {row[id_at] for row in rows}
+    extra = [i for i in predictions if i not in in_sample]
+    if extra:
+        logger.warning("%s: %d predicted ids are not in it (%s); left out", sample, len(extra), _first(extra))
+    return header, rows, extra
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # utf-8-sig: spreadsheet exports start with a BOM
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    table = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    if not table:
+        raise DataError(f"{path}: empty CSV, no header")
+    header, rows = table[0], table[1:]
+    if not rows:
+        raise DataError(f"{path}: no rows after the header")
+    for number, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}: row {number} has {len(row)} fields, the header has {len(header)}")
+    return header, rows
+
+
+def write_probs(
+    out_csv: str | os.PathLike,
+    ids: Sequence[str],
+    classes: Sequence[str],
+    probs: np.ndarray,
+    id_col: str = "id",
+) -> None:
+    """Write ``id,<class 1>,<class 2>,...`` with one probability per class, atomically.
+
+    Values are written with 6 significant digits (``%.6g``).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (len(ids), len(classes)):
+        raise ValueError(f"probs has shape {probs.shape}, expected ({len(ids)}, {len(classes)})")
+    rows = [[image_id, *(f"{p:.6g}" for p in row)] for image_id, row in zip(ids, probs)]
+    _write_csv_atomic(Path(out_csv), [id_col, *classes], rows)
+
+
+def _write_csv_atomic(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Temp file in the same folder, fsync, rename: readers see the old file or the complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; a CSV should get the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _file_mode(path: Path) -> int:
+    """The existing file's mode, else 0666 minus the umask (what open() would have given)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _first(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_SHOWN])
+    return shown + (", ..." if len(items) > _SHOWN else "")

@@ -1,0 +1,393 @@
+"""fit(): the whole training run — data, model, epochs, checkpoints, history, resume, early stop, DDP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from clf import __version__
+from clf.config import Preprocess, TrainConfig
+from clf.data.datasets import LabelledSet, load_labelled, verify_images
+from clf.data.split import stratified_split
+from clf.data.torch_dataset import ImageDataset
+from clf.errors import ClfError, ModelError
+from clf.models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, resolve_checkpoint, save_checkpoint
+from clf.models.registry import create_model, model_kwargs_for
+from clf.models.summary import count_parameters
+from clf.train import runtime as rt
+from clf.atomic import atomic_copy, atomic_write_bytes
+from clf.train.history import plot_curves, write_history_csv
+from clf.train.loop import EpochMetrics, evaluate, train_one_epoch
+from clf.train.schedule import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+# Options a resumed run may change; everything else must match the checkpoint (it shapes the weights or the schedule).
+RESUME_OVERRIDES = frozenset({"data", "epochs", "patience", "workers", "device", "amp", "quiet", "cache_images", "strict"})
+
+
+class TrainReporter:
+    """Progress hooks; the CLI subclasses this to draw a rich progress bar. Called on rank 0 only."""
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None: ...
+
+    def batch(self, index: int, loss: float, images_per_second: float) -> None: ...
+
+    def epoch_end(self, row: dict[str, Any], is_best: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class FitResult:
+    run_dir: Path
+    epochs_done: int
+    best_val_acc: float | None
+    stopped_early: bool = False
+
+
+# ---------------------------------------------------------------- configuration and run folder
+
+
+def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[TrainConfig, dict | None]:
+    """The TrainConfig for a new run (from the options given) or a resumed one (checkpoint's config + allowed overrides).
+
+    Returns (config, checkpoint dict or None).
+    """
+    if resume is None:
+        if not given.get("data"):
+            raise ClfError("clf train needs DATA (a folder of class folders, or images with --labels-csv)")
+        return TrainConfig(**given), None
+    path = resolve_checkpoint(resume, prefer="last")
+    ckpt = load_checkpoint(path)
+    saved = TrainConfig.from_dict(ckpt["config"])
+    for key, value in given.items():
+        if key not in RESUME_OVERRIDES and value != getattr(saved, key):
+            if key == "arch":
+                raise ModelError(f"{path}: checkpoint is arch '{saved.arch}', not '{value}'; resume with the same --arch")
+            raise ClfError(
+                f"{path}: --{key.replace('_', '-')} {value} differs from the checkpoint's {getattr(saved, key)}; "
+                "a resumed run keeps its training settings (start a new run to change them)"
+            )
+    overrides = {k: v for k, v in given.items() if k in RESUME_OVERRIDES}
+    cfg = replace(saved, **overrides)
+    if cfg.epochs <= ckpt["epoch"]:
+        raise ClfError(f"{path}: already trained {ckpt['epoch']} epochs; pass --epochs N with N > {ckpt['epoch']} to train further")
+    ckpt["_path"] = str(path)
+    return cfg, ckpt
+
+
+def _unique_run_dir(out: Path, name: str, overwrite: bool) -> Path:
+    run_dir = out / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise ClfError(
+                f"{run_dir}: run folder already exists; use --resume {run_dir} to continue it, "
+                "--overwrite to start over, or another --name"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    """arch-size, numbered when taken: resnet18-128, resnet18-128-2, ..."""
+    base = f"{cfg.arch}-{cfg.img_size}"
+    out, name, n = Path(cfg.out), base, 1
+    while (out / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+# ---------------------------------------------------------------- data and model
+
+
+def preprocess_for(cfg: TrainConfig) -> Preprocess:
+    return Preprocess(size=(cfg.img_size, cfg.img_size), resize=cfg.resize)
+
+
+def load_training_set(cfg: TrainConfig) -> LabelledSet:
+    """Scan the labelled data and drop files that do not decode (each reported; fatal with --strict)."""
+    labelled = load_labelled(cfg.data, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col)
+    ok = verify_images(labelled.paths, strict=cfg.strict, workers=max(2, cfg.workers))
+    if len(ok) < len(labelled.paths):
+        log.warning("%d of %d images could not be read and are left out", len(labelled.paths) - len(ok), len(labelled.paths))
+    return labelled.subset(ok)
+
+
+def build_loaders(
+    labelled: LabelledSet, cfg: TrainConfig, pre: Preprocess, runtime: rt.Runtime
+) -> tuple[DataLoader, DataLoader | None, DistributedSampler | None]:
+    """Train loader (augmented, shuffled, DistributedSampler under torchrun) and rank 0's val loader."""
+    train_idx, val_idx = stratified_split(labelled.labels, cfg.val_split, cfg.seed)
+    train_part, val_part = labelled.subset(train_idx), labelled.subset(val_idx)
+    train_ds = ImageDataset(
+        train_part.paths, train_part.labels, pre, train=True, hflip=cfg.hflip, rotate=cfg.rotate, cache=cfg.cache_images
+    )
+    if cfg.cache_images:
+        train_ds.fill_cache(workers=max(2, cfg.workers))  # before the workers fork: they share it copy-on-write
+    sampler = None
+    if runtime.distributed:
+        sampler = DistributedSampler(train_ds, runtime.world_size, runtime.rank, shuffle=True, seed=cfg.seed)
+    per_rank = len(train_ds) // runtime.world_size
+    loader_args = dict(
+        num_workers=cfg.workers,
+        pin_memory=runtime.cuda,
+        persistent_workers=cfg.workers > 0,
+    )
+    train_loader = DataLoader(
+        train_ds,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=per_rank > cfg.batch_size,  # a trailing batch of 1 would break BatchNorm
+        **loader_args,
+    )
+    val_loader = None
+    if len(val_part.paths) and runtime.is_main:
+        val_ds = ImageDataset(val_part.paths, val_part.labels, pre, train=False, cache=cfg.cache_images)
+        val_loader = DataLoader(val_ds, batch_size=cfg.batch_size * 2, shuffle=False, **loader_args)
+    log.info("data: %d train / %d val images, %d classes", len(train_part.paths), len(val_part.paths), len(labelled.classes))
+    return train_loader, val_loader, sampler
+
+
+def build_model(cfg: TrainConfig, num_classes: int, runtime: rt.Runtime) -> tuple[nn.Module, dict[str, Any]]:
+    model_kwargs = model_kwargs_for(cfg.arch, num_classes, cfg.img_size)
+    model = create_model(cfg.arch, pretrained=cfg.pretrained, **model_kwargs)
+    model = model.to(runtime.device)
+    if runtime.cuda:
+        model = model.to(memory_format=torch.channels_last)
+    return model, model_kwargs
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _rng_state(runtime: rt.Runtime) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if runtime.cuda:
+        state["cuda"] = torch.cuda.get_rng_state(runtime.device)
+    return state
+
+
+def _restore_rng(state: dict[str, Any], runtime: rt.Runtime) -> None:
+    torch.set_rng_state(state["torch"])
+    if runtime.cuda and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], runtime.device)
+
+
+def _check_resume_fits(ckpt: dict, classes: list[str]) -> None:
+    if list(ckpt["classes"]) != list(classes):
+        raise ModelError(
+            f"{ckpt['_path']}: checkpoint was trained on classes {ckpt['classes']} but the data has {classes}; "
+            "resume with the same data or start a new run"
+        )
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class _State:
+    """Everything that changes epoch to epoch and goes into a checkpoint."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] | None = None
+    best_val_acc: float | None = None
+
+    def best_epoch(self) -> int:
+        rows = [r for r in self.history or [] if r.get("val_acc") is not None]
+        if not rows:
+            return self.epoch
+        best = max(r["val_acc"] for r in rows)
+        return min(r["epoch"] for r in rows if r["val_acc"] == best)  # the first epoch that reached it
+
+
+def fit(
+    cfg: TrainConfig,
+    resume_ckpt: dict | None = None,
+    overwrite: bool = False,
+    reporter: TrainReporter | None = None,
+) -> FitResult:
+    """Train `cfg` (continuing `resume_ckpt` when given) and write the run folder. Returns where and how it ended."""
+    runtime = rt.setup_runtime(cfg.device, cfg.amp)
+    try:
+        return _fit(cfg, resume_ckpt, overwrite, reporter or TrainReporter(), runtime)
+    except torch.cuda.OutOfMemoryError:
+        raise ClfError(
+            f"out of GPU memory at --batch-size {cfg.batch_size}; try --batch-size {max(1, cfg.batch_size // 2)} "
+            "(or a smaller --img-size, or --amp)"
+        ) from None
+    finally:
+        rt.teardown_runtime(runtime)
+
+
+def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: TrainReporter, runtime: rt.Runtime) -> FitResult:
+    torch.manual_seed(cfg.seed)
+    labelled = load_training_set(cfg)
+    if resume_ckpt is not None:
+        _check_resume_fits(resume_ckpt, labelled.classes)
+        run_dir = Path(resume_ckpt["_path"]).parent
+        cfg = replace(cfg, name=run_dir.name, out=str(run_dir.parent))
+    else:
+        cfg = replace(cfg, name=cfg.name or default_run_name(cfg))
+        run_dir = _unique_run_dir(Path(cfg.out), cfg.name, overwrite) if runtime.is_main else Path(cfg.out) / cfg.name
+    pre = preprocess_for(cfg)
+
+    model, model_kwargs = build_model(cfg, len(labelled.classes), runtime)
+    params = count_parameters(model)
+    train_loader, val_loader, sampler = build_loaders(labelled, cfg, pre, runtime)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+    scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    state = _State(history=[])
+
+    if resume_ckpt is not None:
+        model.load_state_dict(resume_ckpt["model"])
+        optimizer.load_state_dict(resume_ckpt["optimizer"])
+        scheduler.load_state_dict(resume_ckpt["scheduler"])
+        if resume_ckpt.get("scaler"):
+            scaler.load_state_dict(resume_ckpt["scaler"])
+        state = _State(resume_ckpt["epoch"], list(resume_ckpt["history"]), resume_ckpt.get("best_val_acc"))
+        _restore_rng(resume_ckpt["rng"], runtime)
+        log.info("resuming %s after epoch %d (of %d)", run_dir, state.epoch, cfg.epochs)
+    if runtime.distributed:
+        torch.manual_seed(cfg.seed + 1000 * runtime.rank + state.epoch)  # each rank augments differently
+    train_model: nn.Module = model
+    if runtime.distributed:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[runtime.local_rank] if runtime.cuda else None)
+
+    if runtime.is_main:
+        _write_config(run_dir, cfg, labelled, pre, model_kwargs, params)
+    if cfg.patience and val_loader is None and runtime.is_main:
+        log.warning("--patience needs a validation split; early stopping is off")
+
+    def checkpoint() -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": 1,
+            "clf_version": __version__,
+            "arch": cfg.arch,
+            "model_kwargs": model_kwargs,
+            "img_size": cfg.img_size,
+            "classes": list(labelled.classes),
+            "preprocess": pre.to_dict(),
+            "config": cfg.to_dict(),
+            "epoch": state.epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "rng": _rng_state(runtime),
+            "history": state.history,
+            "best_val_acc": state.best_val_acc,
+            "run_name": run_dir.name,
+            "params": params,
+        }
+
+    stopped_early = False
+    try:
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]  # the LR this epoch starts with
+            if runtime.is_main:
+                reporter.epoch_start(epoch, cfg.epochs, len(train_loader))
+            train_metrics = train_one_epoch(
+                train_model, train_loader, criterion, optimizer, scheduler, scaler, runtime,
+                on_batch=reporter.batch if runtime.is_main else None,
+            )
+            train_loss, train_acc = _reduce_train_metrics(train_metrics, runtime)
+            val_metrics = evaluate(model, val_loader, criterion, runtime) if val_loader is not None else None
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "val_loss": val_metrics.loss if val_metrics else None,
+                "val_acc": val_metrics.accuracy if val_metrics else None,
+                "lr": lr,
+                "seconds": time.perf_counter() - started,
+            }
+            state.epoch = epoch
+            state.history.append(row)
+            is_best = val_metrics is None or state.best_val_acc is None or val_metrics.accuracy > state.best_val_acc
+            if val_metrics is not None and is_best:
+                state.best_val_acc = val_metrics.accuracy
+            if runtime.is_main:
+                with _interrupts_deferred():
+                    _save_epoch(run_dir, checkpoint(), state, is_best, cfg)
+                reporter.epoch_end(row, is_best)
+            stop = bool(cfg.patience) and val_loader is not None and epoch - state.best_epoch() >= cfg.patience
+            if rt.broadcast_flag(stop, runtime):
+                log.info("early stop: no val accuracy gain for %d epochs (best %.4f at epoch %d)",
+                         cfg.patience, state.best_val_acc or 0.0, state.best_epoch())
+                stopped_early = True
+                break
+            rt.barrier(runtime)
+    except KeyboardInterrupt:
+        if runtime.is_main:
+            log.warning("interrupted during epoch %d; %s holds epoch %d; continue with: clf train --resume %s",
+                        state.epoch + 1, run_dir / "last.pt", state.epoch, run_dir)
+        raise
+    return FitResult(run_dir, state.epoch, state.best_val_acc, stopped_early)
+
+
+def _reduce_train_metrics(metrics: EpochMetrics, runtime: rt.Runtime) -> tuple[float, float]:
+    loss_sum, correct, count = rt.all_reduce_sum(
+        [metrics.loss * metrics.images, metrics.accuracy * metrics.images, float(metrics.images)], runtime
+    )
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+@contextmanager
+def _interrupts_deferred():
+    """Let a Ctrl-C that arrives while checkpoints are written wait until they are complete."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _save_epoch(run_dir: Path, ckpt: dict[str, Any], state: _State, is_best: bool, cfg: TrainConfig) -> None:
+    """last.pt every epoch, best.pt when val accuracy improved (every epoch without a split), then history + curves."""
+    last = run_dir / "last.pt"
+    save_checkpoint(ckpt, last)
+    if is_best:
+        atomic_copy(last, run_dir / "best.pt")
+    write_history_csv(state.history or [], run_dir / "history.csv")
+    plot_curves(state.history or [], run_dir / "curves.png", title=f"{run_dir.name} ({cfg.arch}, {cfg.img_size}px)")
+
+
+def _write_config(run_dir: Path, cfg: TrainConfig, labelled: LabelledSet, pre: Preprocess,
+                  model_kwargs: dict[str, Any], params: int) -> None:
+    resolved = {
+        "train": cfg.to_dict(),
+        "arch": cfg.arch,
+        "model_kwargs": model_kwargs,
+        "classes": list(labelled.classes),
+        "preprocess": pre.to_dict(),
+        "params": params,
+        "images": len(labelled.paths),
+        "clf_version": __version__,
+    }
+    atomic_write_bytes(run_dir / "config.json", (json.dumps(resolved, indent=2) + "\n").encode())

@@ -1,0 +1,64 @@
+"""Per-epoch history: history.csv (one row per epoch) and curves.png against the true epoch number."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from clf.atomic import atomic_write_bytes
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def write_history_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """history.csv: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds (val blank without a split)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(HISTORY_COLUMNS)
+    for row in rows:
+        writer.writerow([_format(row.get(column)) for column in HISTORY_COLUMNS])
+    atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def read_history_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows back as numbers (None for blanks)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{k: (None if v == "" else (int(v) if k == "epoch" else float(v))) for k, v in row.items()} for row in rows]
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
+    """Loss and accuracy, train and val, against the real epoch number (resumed runs continue it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    epochs = [row["epoch"] for row in rows]
+    figure = Figure(figsize=(10, 4), dpi=100)
+    for axis, metric, label in zip(figure.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy")):
+        axis.plot(epochs, [row[f"train_{metric}"] for row in rows], marker="o", markersize=3, label="train")
+        val = [row.get(f"val_{metric}") for row in rows]
+        if any(v is not None for v in val):
+            axis.plot(epochs, [float("nan") if v is None else v for v in val], marker="o", markersize=3, label="val")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend()
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,98 @@
+"""One training epoch and one evaluation pass: small functions, no bookkeeping beyond their metrics."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from clf.train.runtime import Runtime
+
+# on_batch(batch_index, batches_done_loss, images_per_second)
+BatchCallback = Callable[[int, float, float], None]
+
+
+@dataclass
+class EpochMetrics:
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def _autocast(runtime: Runtime):
+    if runtime.amp_dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=runtime.device.type, dtype=runtime.amp_dtype)
+
+
+def _to_device(images: torch.Tensor, labels: torch.Tensor, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    non_blocking = runtime.cuda  # pinned host memory + async copy overlaps the transfer with compute
+    images = images.to(runtime.device, non_blocking=non_blocking)
+    if runtime.cuda:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(runtime.device, non_blocking=non_blocking)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    runtime: Runtime,
+    on_batch: BatchCallback | None = None,
+) -> EpochMetrics:
+    """Train for one pass over `loader`; the scheduler steps once per batch.
+
+    Returns this process's loss sum / correct / count folded into means (the caller reduces over ranks).
+    """
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
+    correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
+    seen = 0
+    start = time.perf_counter()
+    for index, (images, labels) in enumerate(loader):
+        images, labels = _to_device(images, labels, runtime)
+        with _autocast(runtime):
+            logits = model(images)  # [B, C]
+            loss = criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        # Accumulate on the device: no host sync per batch (the progress callback syncs only when it is shown).
+        loss_sum += loss.detach().double() * labels.shape[0]
+        correct += (logits.detach().argmax(dim=1) == labels).sum()
+        seen += labels.shape[0]
+        if on_batch is not None:
+            on_batch(index, float(loss_sum) / seen, seen / (time.perf_counter() - start))
+    seconds = time.perf_counter() - start
+    return EpochMetrics(float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1), seen, seconds)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, criterion: nn.Module, runtime: Runtime) -> EpochMetrics:
+    """Mean loss and top-1 accuracy over `loader` in eval mode."""
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    for images, labels in loader:
+        images, labels = _to_device(images, labels, runtime)
+        with _autocast(runtime):
+            logits = model(images)
+            loss = criterion(logits.float(), labels)
+        loss_sum += float(loss) * labels.shape[0]
+        correct += int((logits.argmax(dim=1) == labels).sum())
+        seen += labels.shape[0]
+    return EpochMetrics(loss_sum / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start)

@@ -1,0 +1,57 @@
+"""The runs table (the seed's hand-kept "Tabla de entrenamientos"), derived from each run folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from clf.train.history import read_history_csv
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    name: str
+    arch: str
+    epochs: int
+    batch_size: int
+    img_size: int
+    best_val_acc: float | None
+    params: int
+    seconds: float
+    path: Path
+
+
+def summarize_run(run_dir: Path) -> RunSummary:
+    """Read config.json + history.csv of one run folder."""
+    config = json.loads((run_dir / "config.json").read_text())
+    train = config["train"]
+    history_path = run_dir / "history.csv"
+    rows = read_history_csv(history_path) if history_path.exists() else []
+    val = [row["val_acc"] for row in rows if row.get("val_acc") is not None]
+    return RunSummary(
+        name=run_dir.name,
+        arch=train["arch"],
+        epochs=rows[-1]["epoch"] if rows else 0,
+        batch_size=train["batch_size"],
+        img_size=train["img_size"],
+        best_val_acc=max(val) if val else None,
+        params=int(config.get("params", 0)),
+        seconds=sum(row.get("seconds") or 0.0 for row in rows),
+        path=run_dir,
+    )
+
+
+def collect_runs(root: Path) -> list[RunSummary]:
+    """Every run folder under `root` (a folder holding config.json), sorted by name; unreadable ones skipped."""
+    root = Path(root)
+    summaries = []
+    for config in sorted(root.glob("*/config.json")):
+        try:
+            summaries.append(summarize_run(config.parent))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("%s: unreadable run folder (%s); skipped", config.parent, exc)
+    return summaries

@@ -1,0 +1,101 @@
+"""Where training runs: device choice, AMP, and torch.distributed (torchrun) set-up."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from clf.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved execution context of one training process."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None = full fp32
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only rank 0 writes the run folder and reports."""
+        return self.rank == 0
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+    """auto -> cuda when available else cpu; cuda on a machine without CUDA is an error, not a silent CPU run."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise DeviceError(f"--device must be auto, cpu or cuda, got {requested!r}")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise DeviceError("--device cuda requested but PyTorch sees no CUDA device on this machine; use --device cpu")
+    return torch.device("cuda", local_rank)
+
+
+def resolve_amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """bf16 where the GPU supports it (no loss scaling needed), else fp16; none on CPU (slow and inexact there)."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def setup_runtime(requested_device: str, amp: bool) -> Runtime:
+    """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1), then pick the device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(requested_device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+        log.info("distributed: rank %d of %d on %s (%s)", rank, world_size, device, backend)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    return Runtime(device, resolve_amp_dtype(device, amp), rank, world_size, local_rank)
+
+
+def teardown_runtime(runtime: Runtime) -> None:
+    if runtime.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: list[float], runtime: Runtime) -> list[float]:
+    """Sum plain numbers over all ranks (train loss/correct/count); identity when not distributed."""
+    if not runtime.distributed:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=runtime.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def broadcast_flag(flag: bool, runtime: Runtime) -> bool:
+    """Rank 0's decision (e.g. early stop) for everyone."""
+    if not runtime.distributed:
+        return flag
+    tensor = torch.tensor([1 if flag else 0], device=runtime.device)
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
+
+
+def barrier(runtime: Runtime) -> None:
+    if runtime.distributed:
+        dist.barrier()

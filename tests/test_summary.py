@@ -1,0 +1,73 @@
+"""Parameter and FLOP counts on modules small enough to count by hand."""
+
+import pytest
+import torch
+from torch import nn
+
+from clf.models.cnn import SimpleCNN
+from clf.models.summary import count_flops, count_parameters
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_one_thread():
+    # One intra-op thread: on 2 busy shared cores, torch's thread pool spins and small forwards get ~100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_count_parameters_linear():
+    assert count_parameters(nn.Linear(10, 5)) == 10 * 5 + 5
+
+
+def test_count_parameters_includes_frozen_and_counts_shared_once():
+    shared = nn.Linear(4, 4)  # 20
+    frozen = nn.Linear(4, 2)  # 10
+    frozen.requires_grad_(False)
+    model = nn.Sequential(shared, nn.BatchNorm1d(4), shared, frozen)  # BN: 8 params (+ buffers, not counted)
+    assert count_parameters(model) == 20 + 8 + 10
+
+
+def test_count_parameters_simple_cnn_by_hand():
+    # conv3x3 (no bias) + BN(2c) per block, then 64->256 and 256->3 dense layers.
+    blocks = (3 * 8 * 9 + 16) + (8 * 16 * 9 + 32) + (16 * 32 * 9 + 64) + (32 * 64 * 9 + 128)
+    head = (64 * 256 + 256) + (256 * 3 + 3)
+    assert count_parameters(SimpleCNN(num_classes=3, width=8)) == blocks + head == 42059
+
+
+def test_count_flops_linear_on_last_dim():
+    # Input (1, 3, 8, 8): the Linear sees 24 rows of 8 features; 2 FLOPs per multiply-add.
+    assert count_flops(nn.Linear(8, 4), 8) == 2 * 24 * 8 * 4
+
+
+def test_count_flops_conv_square_and_rectangular():
+    conv = nn.Conv2d(3, 4, kernel_size=3, padding=1, bias=False)
+    assert count_flops(conv, 8) == 2 * (8 * 8) * 4 * (3 * 3 * 3)
+    assert count_flops(conv, (4, 8)) == 2 * (4 * 8) * 4 * (3 * 3 * 3)
+    assert count_flops(nn.Conv2d(1, 2, 1, bias=False), 4, in_chans=1) == 2 * 16 * 2
+
+
+def test_count_flops_restores_mode_and_keeps_no_graph():
+    model = SimpleCNN(num_classes=3, width=4)
+    model.train()
+    flops = count_flops(model, 32)
+    assert model.training is True
+    assert all(p.grad is None for p in model.parameters())
+    # Convolutions dominate: 4x the pixels gives nearly 4x the FLOPs (the dense head does not grow).
+    assert 3.8 < count_flops(model, 64) / flops < 4.0
+    model.eval()
+    count_flops(model, 32)
+    assert model.training is False
+
+
+def test_count_flops_simple_cnn_by_hand():
+    model = SimpleCNN(num_classes=3, width=4)
+    convs = 2 * (32 * 32 * 4 * 3 * 9 + 16 * 16 * 8 * 4 * 9 + 8 * 8 * 16 * 8 * 9 + 4 * 4 * 32 * 16 * 9)
+    dense = 2 * (32 * 256 + 256 * 3)
+    assert count_flops(model, 32) == convs + dense
+
+
+def test_count_flops_follows_parameter_dtype():
+    assert count_flops(nn.Linear(8, 2).double(), 8) == 2 * 24 * 8 * 2
