@@ -14,6 +14,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from clf.errors import ClfError
@@ -50,7 +51,8 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except ClfError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escape: a path like data/[2024]/ is text, not rich markup (it vanished, or "[/x]" crashed the print)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -106,6 +108,8 @@ def models(
         raise ClfError(f"no architecture matches {pattern!r}; try `clf models` without a pattern")
     table = Table(title=f"{len(names)} architectures", show_lines=False)
     table.add_column("arch")
+    if params and len(names) > 50:
+        raise ClfError(f"--params would build {len(names)} models; narrow the list with a PATTERN such as 'resnet*'")
     if params:
         from clf.models.registry import create_model
         from clf.models.summary import count_flops, count_parameters
@@ -214,14 +218,16 @@ def train(
         given["out"] = str(given["out"])
     if no_val:
         given["val_split"] = 0.0
-    if quiet:
-        given["quiet"] = True
+    given["quiet"] = quiet  # per sitting: a resumed run does not inherit an earlier sitting's --quiet
     cfg, ckpt = resolve_config(given, resume)
     reporter = _RichTrainReporter(show_progress=console.is_terminal and not cfg.quiet)
     result = fit(cfg, resume_ckpt=ckpt, overwrite=overwrite, reporter=reporter)
+    if not result.is_main:
+        return  # torchrun rank > 0: rank 0 prints the one summary line
     best = "n/a (no validation split)" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
     stop = " (early stop)" if result.stopped_early else ""
-    console.print(f"[bold]{result.run_dir}[/]: {result.epochs_done} epochs{stop}, best val acc {best}", highlight=False)
+    console.print(f"[bold]{escape(str(result.run_dir))}[/]: {result.epochs_done} epochs{stop}, best val acc {best}",
+                  highlight=False)
 
 
 @app.command("runs")
@@ -235,13 +241,13 @@ def runs(
     summaries = collect_runs(root)
     if not summaries:
         raise ClfError(f"{root}: no training runs found (a run folder holds config.json); train one with `clf train`")
-    table = Table(title=f"training runs in {root}")
+    table = Table(title=f"training runs in {escape(str(root))}")
     for column, justify in (("run", "left"), ("arch", "left"), ("epochs", "right"), ("batch", "right"),
                             ("img size", "right"), ("best val acc", "right"), ("params", "right"), ("time", "right")):
         table.add_column(column, justify=justify)
-    for run in summaries:
+    for run in summaries:  # escape: run names are text, not rich markup
         table.add_row(
-            run.name, run.arch, str(run.epochs), str(run.batch_size), str(run.img_size),
+            escape(run.name), escape(run.arch), str(run.epochs), str(run.batch_size), str(run.img_size),
             "" if run.best_val_acc is None else f"{run.best_val_acc:.4f}",
             f"{run.params / 1e6:.2f}M", _duration(run.seconds),
         )
@@ -281,6 +287,7 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX with its classes and preprocessing inside, and prove parity with PyTorch."""
     from clf.config import ExportConfig
+    from clf.errors import ParityError
     from clf.export.onnx_export import export_onnx
 
     if not onnx:
@@ -290,8 +297,18 @@ def export(
         check_images=str(check_images) if check_images else None, atol=atol,
         batch_sizes=_parse_batch_sizes(batch_sizes), device=device, exporter=exporter,
     )
-    with err_console.status("exporting and checking parity"):
-        result = export_onnx(cfg)
+    try:
+        with err_console.status("exporting and checking parity"):
+            result = export_onnx(cfg)
+    except ParityError as exc:
+        if exc.result is not None:
+            console.print(_export_table(exc.result))  # the numbers behind the failure; the error line follows
+        raise
+    console.print(_export_table(result))
+
+
+def _export_table(result: Any) -> Table:
+    """file, size, opset, exporter, precision, provider, what was compared, the differences and the verdict."""
     parity = result.parity
     table = Table(title="ONNX export", show_header=False)
     table.add_column(style="bold")
@@ -307,10 +324,10 @@ def export(
         ("max abs diff", f"{parity.max_abs_diff:.3g} (atol {parity.atol:g})"),
         ("mean abs diff", f"{parity.mean_abs_diff:.3g}"),
         ("top-1 agreement", f"{parity.top1_agreement:.2%}"),
-        ("verdict", "[green]PASS[/]"),
+        ("verdict", "[green]PASS[/]" if parity.passed else "[bold red]FAIL[/]"),
     ):
         table.add_row(key, value)
-    console.print(table)
+    return table
 
 
 def _parse_floats3(text: Optional[str], flag: str) -> Optional[tuple[float, float, float]]:
@@ -331,17 +348,17 @@ def infer(
     images: Annotated[Path, typer.Argument(help="Folder of images to predict.")],
     model: Annotated[Path, typer.Option(help="An .onnx exported by `clf export`.")],
     csv: Annotated[Path, typer.Option(help="Submission CSV to write.")] = Path("submission.csv"),
-    batch_size: Annotated[int, typer.Option(help="Images per session.run.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per session.run.")] = 32,
     device: Annotated[str, typer.Option(help="auto (CUDA when it really loads, else CPU), cpu, cuda, tensorrt.")] = "auto",
     sample_submission: Annotated[Optional[Path], typer.Option(help="Keep exactly this CSV's columns and row order.")] = None,
     id_col: Annotated[str, typer.Option(help="Id column name.")] = "id",
     label_col: Annotated[str, typer.Option(help="Label column name.")] = "label",
     id_format: Annotated[str, typer.Option(help="Id from the file: stem, name or relpath.")] = "stem",
-    topk: Annotated[int, typer.Option(help="Write the K best labels, space-separated, in the label column.")] = 1,
+    topk: Annotated[int, typer.Option(min=1, help="Write the K best labels, space-separated, in the label column.")] = 1,
     probs: Annotated[Optional[Path], typer.Option(help="Also write every class probability to this CSV.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero when any image was skipped.")] = False,
     recursive: Annotated[bool, typer.Option("--recursive", help="Also look in sub-folders.")] = False,
-    threads: Annotated[int, typer.Option(help="Decode threads (0 = one per core).")] = 0,
+    threads: Annotated[int, typer.Option(min=0, help="Decode threads (0 = one per core).")] = 0,
     img_size: Annotated[Optional[int], typer.Option(help="Only for an .onnx without clf metadata: input size.")] = None,
     mean: Annotated[Optional[str], typer.Option(help="Only without clf metadata: mean, e.g. 0.485,0.456,0.406.")] = None,
     std: Annotated[Optional[str], typer.Option(help="Only without clf metadata: std, e.g. 0.229,0.224,0.225.")] = None,
@@ -361,10 +378,11 @@ def infer(
     )
     with _ImageProgress(enabled=console.is_terminal and not quiet) as bar:
         result = run_inference(cfg, progress=bar.update, on_start=bar.start, verbose=log.isEnabledFor(logging.DEBUG))
-    skipped = len(result.failures)
+    skipped, extra = len(result.failures), len(result.not_in_sample)
     console.print(
-        f"[bold]{result.csv}[/]: {result.predicted} rows from {result.images} images on {result.provider} "
-        f"({result.images_per_second:.0f} img/s)" + (f", [yellow]{skipped} skipped[/]" if skipped else ""),
+        f"[bold]{result.csv}[/]: {result.predicted} of {result.images} images predicted on {result.provider} "
+        f"({result.images_per_second:.0f} img/s)" + (f", [yellow]{skipped} skipped[/]" if skipped else "")
+        + (f", [yellow]{extra} not in the sample submission[/]" if extra else ""),
         highlight=False,
     )
     if strict and skipped:
@@ -415,7 +433,7 @@ def eval_(
     label_col: Annotated[str, typer.Option(help="Label column of --labels-csv.")] = "label",
     report: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the confusion matrix as a PNG.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per session.run.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per session.run.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and confusion matrix of a model on labelled images."""
@@ -425,10 +443,14 @@ def eval_(
     from clf.serve.predictor import Predictor
 
     data = load_labelled(str(labelled), str(labels_csv) if labels_csv else None, id_col=id_col, label_col=label_col)
-    with _model_for_eval(model) as onnx_path:
+    with _model_for_eval(model, device) as onnx_path:
         predictor = Predictor(onnx_path, device=device, batch_size=batch_size)
+        err_console.print(f"{len(data.paths)} images, onnxruntime provider: [bold]{predictor.provider}[/]", highlight=False)
         result = evaluate_labelled(predictor, data.paths, [data.classes[i] for i in data.labels])
     _print_report(result, model)
+    if result["failures"]:
+        console.print(f"[yellow]{len(result['failures'])} unreadable image(s) skipped[/] (not counted above)",
+                      highlight=False)
     if report:
         import json
 
@@ -442,8 +464,9 @@ def eval_(
 class _model_for_eval:
     """An .onnx as is; a checkpoint or run folder exported (with its parity proof) to a temporary .onnx."""
 
-    def __init__(self, model: Path) -> None:
+    def __init__(self, model: Path, device: str) -> None:
         self.model = model
+        self.device = device  # the parity check runs where the evaluation will
         self.tmpdir = None
 
     def __enter__(self) -> str:
@@ -457,7 +480,7 @@ class _model_for_eval:
         self.tmpdir = tempfile.TemporaryDirectory(prefix="clf-eval-")
         out = Path(self.tmpdir.name) / "model.onnx"
         with err_console.status(f"exporting {self.model} to ONNX for evaluation"):
-            export_onnx(ExportConfig(checkpoint=str(self.model), output=str(out)))
+            export_onnx(ExportConfig(checkpoint=str(self.model), output=str(out), device=self.device))
         return str(out)
 
     def __exit__(self, *exc: Any) -> None:

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from clf.errors import ClfError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_MODES = ("stretch", "shorter_crop")
@@ -117,6 +119,29 @@ class TrainConfig(_JsonMixin):
     label_col: str = "label"
     resize: str = "stretch"
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        """Reject impossible values up front, with the flag's name, instead of failing deep inside torch."""
+        checks = (
+            (self.epochs >= 1, "--epochs must be >= 1"),
+            (self.batch_size >= 1, "--batch-size must be >= 1"),
+            (self.img_size >= 16, "--img-size must be >= 16"),
+            (self.lr >= 0, "--lr must be >= 0"),
+            (0.0 <= self.val_split < 1.0, "--val-split must be >= 0 and < 1 (0 = no validation)"),
+            (0.0 <= self.hflip <= 1.0, "--hflip is a probability between 0 and 1"),
+            (self.rotate >= 0, "--rotate must be >= 0 degrees"),
+            (self.workers >= 0, "--workers must be >= 0"),
+            (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
+            (self.patience >= 0, "--patience must be >= 0"),
+            (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be >= 0 and < 1"),
+            (self.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {self.optimizer!r}"),
+            (self.scheduler in ("cosine", "step", "none"), f"--scheduler must be cosine, step or none, got {self.scheduler!r}"),
+            (self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}"),
+            (self.resize in RESIZE_MODES, f"--resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ClfError(message)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,16 @@ class ModelError(ClfError):
 
 
 class ParityError(ClfError):
-    """The exported model's outputs differ from PyTorch's beyond tolerance."""
+    """The exported model's outputs differ from PyTorch's beyond tolerance.
+
+    ``result`` is the export's ExportResult (the model kept aside, the parity report) when there is one.
+    """
 
     exit_code = 3
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class DeviceError(ClfError):

@@ -9,13 +9,11 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
-import onnx
 import pytest
 import torch
 
@@ -24,7 +22,8 @@ from clf.config import Preprocess
 from clf.data.preprocess import preprocess
 from clf.errors import DataError
 from clf.serve import PredictionResult, Predictor
-from clf.serve.metadata import ModelInfo, info_to_props
+from clf.serve.metadata import ModelInfo
+from serve_helpers import export_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["circle", "square", "star"]
@@ -45,19 +44,7 @@ class TinyNet(torch.nn.Module):
 
 
 def _export(net: torch.nn.Module, path: Path, batch: int, dynamic: bool, info: ModelInfo | None) -> Path:
-    dummy = torch.zeros(batch, 3, *PRE.size)
-    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net, (dummy,), str(path), input_names=["input"], output_names=["logits"],
-            dynamic_axes=axes, opset_version=17, dynamo=False,
-        )
-    if info is not None:
-        model = onnx.load(str(path))
-        onnx.helper.set_model_props(model, info_to_props(info))
-        onnx.save(model, str(path))
-    return path
+    return export_onnx(net, path, PRE.size, info, batch=batch, dynamic=dynamic)
 
 
 @pytest.fixture(scope="session")
@@ -321,3 +308,28 @@ def test_serve_works_without_torch(models, images):
     expected = torch_logits(models.net, paths)
     np.testing.assert_allclose(np.array(out["logits"]), expected, rtol=1e-5, atol=1e-5)
     assert out["labels"] == [CLASSES[i] for i in expected.argmax(axis=1)]
+
+
+def test_preprocess_overrides_by_field(models, images, caplog):
+    """A mapping changes only the named fields: of the model's own Preprocess, or of the defaults for a plain model."""
+    fields = {"size": PRE.size, "resize": "shorter_crop", "mean": PRE.mean, "std": PRE.std}
+    plain = Predictor(models.plain, device="cpu", preprocess=fields)
+    assert plain.preprocess == PRE
+    np.testing.assert_allclose(plain.predict(images.good[:3]).logits, torch_logits(models.net, images.good[:3]),
+                               rtol=1e-5, atol=1e-5)
+    with caplog.at_level(logging.WARNING, logger="clf.serve.predictor"):
+        shifted = Predictor(models.clf, device="cpu", preprocess={"mean": (0.0, 0.0, 0.0)})
+    assert shifted.preprocess == Preprocess(size=(24, 32), resize="shorter_crop", mean=(0, 0, 0), std=PRE.std)
+    assert len(caplog.messages) == 1 and "preprocessing overridden" in caplog.messages[0]
+    with pytest.raises(DataError, match="no clf metadata"):  # a plain model needs at least the size
+        Predictor(models.plain, device="cpu", preprocess={"mean": (0.0, 0.0, 0.0)})
+    with pytest.raises(DataError) as err:
+        Predictor(models.plain, device="cpu", preprocess={"size": (24, 32), "std": (0.0, 1.0, 1.0)})
+    assert str(err.value) == f"{models.plain}: bad preprocessing override (mean and std need 3 values each, std > 0)"
+
+
+def test_onnxruntime_threads_do_not_spin(models):
+    """Busy-waiting intra-op threads would take the cores the decode threads need between runs."""
+    options = Predictor(models.clf, device="cpu", threads=1).session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 1

@@ -76,8 +76,33 @@ def test_real_cpu_session(model_path):
     np.testing.assert_allclose(logits, x.mean(axis=(2, 3)), rtol=1e-6)
 
 
+NO_DRIVER = "no NVIDIA driver: libcuda.so.1 not found"
+no_driver_here = pytest.mark.skipif(
+    serve_session.nvidia_driver_problem() is None, reason="checks behaviour on a machine without an NVIDIA driver"
+)
+
+
+@pytest.fixture
+def pretend_driver(monkeypatch):
+    """As on a host whose NVIDIA driver loads but whose CUDA provider does not (here: no GPU at all)."""
+    monkeypatch.setattr(serve_session, "nvidia_driver_problem", lambda: None)
+
+
+@no_driver_here
+def test_auto_without_driver_does_not_try_cuda(model_path, capfd, caplog, monkeypatch):
+    monkeypatch.setattr(serve_session, "_preloaded", False)
+    with caplog.at_level(logging.DEBUG, logger="clf.serve.session"):
+        session, provider = create_session(model_path, device="auto")
+    assert provider == CPU and session.get_providers() == [CPU]
+    assert f"{model_path}: {NO_DRIVER}; running on CPUExecutionProvider" in caplog.messages
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO]  # expected on a CPU host: no noise
+    assert serve_session._preloaded is False  # the CUDA libraries were not even loaded
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
 @no_gpu_here
-def test_auto_falls_back_to_cpu_quietly(model_path, capfd, caplog):
+def test_auto_falls_back_to_cpu_quietly(model_path, capfd, caplog, pretend_driver):
     with caplog.at_level(logging.INFO, logger="clf.serve.session"):
         session, provider = create_session(model_path, device="auto")
     assert provider == CPU == session.get_providers()[0]
@@ -89,25 +114,38 @@ def test_auto_falls_back_to_cpu_quietly(model_path, capfd, caplog):
 
 
 @no_gpu_here
-def test_verbose_lets_onnxruntime_log_through(model_path, capfd):
+def test_verbose_lets_onnxruntime_log_through(model_path, capfd, pretend_driver):
     create_session(model_path, device="auto", verbose=True)
     assert "onnxruntime" in capfd.readouterr().err
     create_session(model_path, device="auto")  # and quiet again afterwards
     assert capfd.readouterr().err == ""
 
 
+@no_driver_here
+@pytest.mark.parametrize("device", ["cuda", "tensorrt"])
+def test_gpu_requested_without_driver(model_path, capfd, device):
+    with pytest.raises(DeviceError) as err:
+        create_session(model_path, device=device)
+    assert str(err.value) == (
+        f"{device} requested but this machine cannot run it ({NO_DRIVER}); "
+        "use --device cpu, or run on a machine with an NVIDIA GPU and driver"
+    )
+    assert capfd.readouterr().err == ""
+
+
 @no_gpu_here
-def test_cuda_requested_on_cpu_machine(model_path):
+def test_cuda_requested_where_the_provider_does_not_load(model_path, capfd, pretend_driver):
     with pytest.raises(DeviceError) as err:
         create_session(model_path, device="cuda")
     assert str(err.value) == (
-        "cuda requested but onnxruntime could not load it on this machine (running on CPUExecutionProvider); "
-        "use --device cpu or install CUDA/cuDNN"
+        "cuda requested but onnxruntime could not load it on this machine (running on CPUExecutionProvider; "
+        "--verbose shows onnxruntime's reason); use --device cpu or install CUDA/cuDNN"
     )
+    assert capfd.readouterr().err == ""  # onnxruntime's C++ error lines only with --verbose
 
 
 @no_gpu_here
-def test_tensorrt_requested_on_cpu_machine(model_path, monkeypatch, tmp_path):
+def test_tensorrt_requested_where_the_provider_does_not_load(model_path, monkeypatch, tmp_path, pretend_driver):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     with pytest.raises(DeviceError) as err:
         create_session(model_path, device="tensorrt")
@@ -200,6 +238,7 @@ def fake_ort(monkeypatch):
         fake = FakeOrt(available, active, errors)
         monkeypatch.setitem(sys.modules, "onnxruntime", fake)
         monkeypatch.setattr(serve_session, "_preloaded", False)
+        monkeypatch.setattr(serve_session, "nvidia_driver_problem", lambda: None)  # as on a GPU host
         return fake
 
     return install
@@ -220,7 +259,7 @@ def test_cuda_really_active(fake_ort, model_path, capsys):
     session, provider = create_session(model_path, device="cuda")
     assert provider == CUDA
     assert FakeOrt.created == [([CUDA, CPU], 0)]  # onnxruntime's own fallback is off
-    assert fake.preloads == 1 and fake.severity == 3
+    assert fake.preloads == 1 and fake.severity == 4  # onnxruntime's C++ log only with verbose
     assert capsys.readouterr().out == ""  # preload_dlls' print() is kept off stdout
     create_session(model_path, device="auto")
     assert fake.preloads == 1 and fake.severity == 4  # preloaded once per process
@@ -231,8 +270,8 @@ def test_silent_fallback_is_refused_for_cuda_and_accepted_for_auto(fake_ort, mod
     with pytest.raises(DeviceError) as err:
         create_session(model_path, device="cuda")
     assert str(err.value) == (
-        "cuda requested but onnxruntime could not load it on this machine (running on CPUExecutionProvider); "
-        "use --device cpu or install CUDA/cuDNN"
+        "cuda requested but onnxruntime could not load it on this machine (running on CPUExecutionProvider; "
+        "--verbose shows onnxruntime's reason); use --device cpu or install CUDA/cuDNN"
     )
     with caplog.at_level(logging.INFO, logger="clf.serve.session"):
         _, provider = create_session(model_path, device="auto")
@@ -281,3 +320,13 @@ def test_preload_failure_is_swallowed(fake_ort, caplog):
     assert caplog.messages == ["onnxruntime.preload_dlls failed: libcudart.so.13: cannot open shared object file"]
     fake.preload_dlls = None  # an onnxruntime without preload_dlls
     assert preload_cuda_libraries() is False
+
+
+def test_auto_skips_cuda_where_the_driver_is_missing(fake_ort, model_path, monkeypatch):
+    fake = fake_ort(ORT_GPU_BUILD, [CUDA, CPU])
+    monkeypatch.setattr(serve_session, "nvidia_driver_problem", lambda: "no NVIDIA driver: libcuda.so.1 not found")
+    _, provider = create_session(model_path, device="auto")
+    assert provider == CPU
+    assert FakeOrt.created == [([CPU], 0)] and fake.preloads == 0
+    with pytest.raises(DeviceError, match=r"^cuda requested but this machine cannot run it \(no NVIDIA driver"):
+        create_session(model_path, device="cuda")

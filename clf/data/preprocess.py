@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
-import numpy as np
+# We report every unreadable image ourselves, in one line; keep libpng/OpenCV's own stderr chatter off the
+# user's screen (must be set before cv2 is first imported; a user's own setting wins).
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 
-from clf.config import Preprocess
-from clf.errors import DataError
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from clf.config import Preprocess  # noqa: E402
+from clf.errors import DataError  # noqa: E402
 
 ImageSource = str | os.PathLike | bytes | np.ndarray
 

@@ -84,7 +84,7 @@ def generate_sample_competition(
 
     _write_csv(out / "test_labels.csv", zip(ids, test_labels))
     _write_csv(out / "sample_submission.csv", ((image_id, classes[0]) for image_id in ids))
-    logger.info("wrote %d train and %d test images to %s", n_train, n_test, out)
+    logger.debug("wrote %d train and %d test images to %s", n_train, n_test, out)  # the CLI reports it
     return {
         "out_dir": str(out),
         "train_dir": str(out / "train"),

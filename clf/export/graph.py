@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
+import sys
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import onnx
 import torch
@@ -41,19 +45,63 @@ _EXPORTERS: dict[str, Callable[[nn.Module, torch.Tensor, Path, int], None]] = {
 }
 
 
-def export_graph(model: nn.Module, img_size: int, path: Path, opset: int = 18, exporter: str = "auto") -> str:
-    """Export `model` (eval mode) to `path` with input `input` [N,3,S,S] (dynamic N) and output `logits` [N,C].
+@contextlib.contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """Send file descriptor 1 to /dev/null for the duration.
 
-    Tries the dynamo exporter, then TorchScript, unless one is named. Returns the exporter that worked.
+    torch's TorchScript exporter always enables its C++ ONNX log (``setup_onnx_logging`` tests the function
+    ``_jit_is_onnx_log_enabled`` for truth instead of calling it) and dumps the whole IR graph to stdout
+    when it fails; our own one-line warning says what matters.
+    """
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 (e.g. a GUI host): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        _flush_c_stdio()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    """Flush C stdio buffers (std::cout writes through them) before fd 1 points back at the terminal."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).fflush(None)
+
+
+def export_graph(
+    model: nn.Module, size: int | tuple[int, int], path: Path, opset: int = 18, exporter: str = "auto"
+) -> str:
+    """Export `model` (eval mode) to `path` with input `input` [N,3,H,W] (dynamic N) and output `logits` [N,C].
+
+    Args:
+        model: the network, in eval mode.
+        size: the input (H, W), or one int for a square input.
+        path: the .onnx file to write.
+        opset: ONNX opset (TorchScript stops at 20).
+        exporter: "auto" (dynamo, then TorchScript), "dynamo" or "torchscript".
+
+    Returns:
+        The exporter that produced a model passing ``onnx.checker`` (full check).
+
+    Raises:
+        ClfError: an unknown exporter name, or every exporter failed (each one's reason in the message).
     """
     if exporter not in EXPORTERS:
         raise ClfError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
-    example = torch.randn(2, 3, img_size, img_size)  # batch 2: a batch of 1 can get specialised away
+    height, width = (size, size) if isinstance(size, int) else size
+    example = torch.randn(2, 3, height, width)  # batch 2: a batch of 1 can get specialised away
     failures = []
     for name in order:
         try:
-            with warnings.catch_warnings(), torch.no_grad():
+            with warnings.catch_warnings(), torch.no_grad(), _native_stdout_silenced():
                 warnings.simplefilter("ignore")
                 _EXPORTERS[name](model, example, path, opset)
             onnx.checker.check_model(str(path), full_check=True)

@@ -29,7 +29,7 @@ class ParityReport:
     mean_abs_diff: float
     top1_agreement: float
     atol: float
-    images: int
+    images: int  # distinct inputs compared (a short list is repeated to fill the largest batch, not counted twice)
     image_source: str  # "validation images of <run>", "<dir>", or "random tensors"
     batch_sizes: list[int]
     provider: str
@@ -49,31 +49,45 @@ class ParityReport:
         atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
 
-def validation_images(ckpt: dict[str, Any], limit: int) -> list[str]:
-    """The run's own validation images (recomputed from its data path, split and seed); [] when gone."""
+def run_images(ckpt: dict[str, Any], limit: int) -> tuple[list[str], str]:
+    """The run's own validation images (recomputed from its data path, split and seed), and what they are.
+
+    Returns:
+        (paths, source): at most ``limit`` paths spread over the classes, and "validation images of <run>"
+        ("training images of <run> (no validation split)" for --no-val runs); ([], "") when the data is gone.
+    """
     from clf.data.datasets import load_labelled
     from clf.data.split import stratified_split
 
-    config = ckpt.get("config", {})
-    data = config.get("data")
+    config = ckpt.get("config") or {}
+    data, run = config.get("data"), ckpt.get("run_name") or "the run"
     if not data or not Path(data).exists():
-        return []
+        return [], ""
     try:
         labelled = load_labelled(data, config.get("labels_csv"), id_col=config.get("id_col", "filename"),
                                  label_col=config.get("label_col", "label"))
     except DataError as exc:
         log.warning("cannot read the run's data for the parity check (%s)", exc)
-        return []
+        return [], ""
     split = config.get("val_split", 0.0)
     _, val_idx = stratified_split(labelled.labels, split, config.get("seed", 0)) if split else (None, [])
-    chosen = [labelled.paths[i] for i in val_idx] or list(labelled.paths)  # --no-val runs: their training images
-    return chosen[:limit]
+    if len(val_idx):
+        return spread([labelled.paths[i] for i in val_idx], limit), f"validation images of {run}"
+    return spread(list(labelled.paths), limit), f"training images of {run} (no validation split)"
+
+
+def spread(items: Sequence[str], limit: int) -> list[str]:
+    """At most ``limit`` items evenly spaced over ``items`` (sorted by class, so every class gets a share)."""
+    if len(items) <= limit:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
 
 
 def folder_images(folder: str, limit: int) -> list[str]:
+    """At most ``limit`` images of ``folder`` and its sub-folders, spread over them (e.g. over class folders)."""
     from clf.data.files import list_images
 
-    return [str(p) for p in list_images(folder, recursive=True)[:limit]]
+    return spread([str(p) for p in list_images(folder, recursive=True)], limit)
 
 
 def load_batch(paths: Sequence[str], pre: Preprocess) -> np.ndarray:

@@ -194,7 +194,9 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only load failed" in str(e).lower():
+        # torch >= 2.6 wraps every weights_only failure in "Weights only load failed"; only a refused
+        # global ("Unsupported global") means real pickled objects, anything else is a damaged file.
+        if "unsupported global" in str(e).lower():
             raise ModelError(
                 _NOT_CLF.format(path=path, why="it holds pickled Python objects, which are not loaded for safety")
             ) from e

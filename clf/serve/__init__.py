@@ -24,6 +24,7 @@ _EXPORTS = {
     "write_submission": "submission",
     "write_probs": "submission",
     "make_ids": "submission",
+    "check_sample_ids": "submission",
     "classification_report": "metrics",
     "save_confusion_png": "metrics",
 }
@@ -35,7 +36,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from clf.serve.metrics import classification_report, save_confusion_png
     from clf.serve.predictor import Batch, PredictionResult, Predictor, softmax
     from clf.serve.session import create_session, preload_cuda_libraries, provider_candidates
-    from clf.serve.submission import make_ids, write_probs, write_submission
+    from clf.serve.submission import check_sample_ids, make_ids, write_probs, write_submission
 
 
 def __getattr__(name: str) -> Any:

@@ -11,12 +11,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from clf.config import IMAGENET_MEAN, IMAGENET_STD, InferConfig, Preprocess
+from clf.config import InferConfig
 from clf.data.files import list_images
 from clf.errors import DataError
 from clf.serve.metrics import classification_report
 from clf.serve.predictor import Predictor
-from clf.serve.submission import make_ids, write_probs, write_submission
+from clf.serve.submission import check_sample_ids, make_ids, write_probs, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +38,34 @@ class InferResult:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def _explicit_preprocess(cfg: InferConfig) -> tuple[Preprocess | None, list[str] | None]:
-    """--img-size/--mean/--std/--labels for a model without clf metadata (None where not given)."""
-    pre = None
+def _explicit_preprocess(cfg: InferConfig) -> tuple[dict[str, Any] | None, list[str] | None]:
+    """--img-size/--mean/--std as Preprocess field overrides (only the given ones), and --labels as names.
+
+    For a model with clf metadata the given fields replace the model's own; for one without, --img-size is
+    required and mean/std default to ImageNet's.
+    """
+    pre: dict[str, Any] = {}
     if cfg.img_size:
-        pre = Preprocess(size=(cfg.img_size, cfg.img_size), mean=cfg.mean or IMAGENET_MEAN, std=cfg.std or IMAGENET_STD)
+        pre["size"] = (cfg.img_size, cfg.img_size)
+    if cfg.mean:
+        pre["mean"] = tuple(cfg.mean)
+    if cfg.std:
+        pre["std"] = tuple(cfg.std)
     classes = None
     if cfg.labels:
         path = Path(cfg.labels)
         if path.is_file():
-            classes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            classes = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         else:
             classes = [name.strip() for name in cfg.labels.split(",") if name.strip()]
-    return pre, classes
+        if not classes:
+            raise DataError(f"--labels {cfg.labels!r}: no class names")
+    return pre or None, classes
 
 
 def make_predictor(cfg: InferConfig, verbose: bool = False) -> Predictor:
+    if cfg.batch_size < 1:
+        raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     pre, classes = _explicit_preprocess(cfg)
     return Predictor(
         cfg.model, device=cfg.device, batch_size=cfg.batch_size, preprocess=pre, classes=classes,
@@ -67,25 +79,35 @@ def run_inference(
 ) -> InferResult:
     """Predict every image under cfg.images and write the submission (and probabilities) CSV atomically.
 
+    Everything that can be checked before the model runs is checked first (ids unique, every id of the
+    sample submission has an image), so a mistake costs seconds, not a whole inference run.
+
     Args:
         progress: called with the running count of images done.
         on_start: called once with (number of images, provider actually used) before decoding starts.
     """
     if cfg.id_format not in ID_FORMATS:
         raise DataError(f"--id-format must be one of {', '.join(ID_FORMATS)}, got {cfg.id_format!r}")
-    paths = list_images(cfg.images, recursive=cfg.recursive)
+    if cfg.topk < 0:
+        raise DataError(f"--topk must be >= 1, got {cfg.topk}")
+    paths = [str(p) for p in list_images(cfg.images, recursive=cfg.recursive)]
+    all_ids = make_ids(paths, cfg.images, cfg.id_format)
+    if cfg.sample_submission:
+        check_sample_ids(cfg.sample_submission, all_ids, cfg.id_col, cfg.label_col)
     predictor = make_predictor(cfg, verbose)
     if on_start is not None:
         on_start(len(paths), predictor.provider)
     started = time.perf_counter()
     # Even with --strict every readable image gets its row; strict only turns skipped images into a failing exit.
-    result = predictor.predict([str(p) for p in paths], strict=False, progress=progress)
+    result = predictor.predict(paths, strict=False, progress=progress)
     seconds = time.perf_counter() - started
-    ids = make_ids(result.ok_sources, cfg.images, cfg.id_format)
+    ids = [all_ids[i] for i in result.ok_indices]
+    predicted = set(result.ok_indices.tolist())
+    unreadable = [image_id for i, image_id in enumerate(all_ids) if i not in predicted]
     topk = result.topk_labels(cfg.topk) if cfg.topk > 1 else None
     not_in_sample = write_submission(
         cfg.csv, ids, result.labels(), id_col=cfg.id_col, label_col=cfg.label_col, topk=topk,
-        sample_submission=cfg.sample_submission,
+        sample_submission=cfg.sample_submission, unreadable=unreadable,
     )
     if cfg.probs:
         write_probs(cfg.probs, ids, predictor.classes, result.probs(), id_col=cfg.id_col)

@@ -15,13 +15,15 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+
+# clf.data.preprocess first: it quiets OpenCV's own stderr warnings, which must happen before cv2 is imported.
+from clf.data.preprocess import ImageSource, load_resized, normalize_batch  # isort: skip
 
 import cv2
 import numpy as np
 
 from clf.config import Preprocess
-from clf.data.preprocess import ImageSource, load_resized, normalize_batch
 from clf.errors import DataError
 from clf.serve.metadata import ModelInfo, has_clf_metadata, info_from_props
 from clf.serve.session import create_session
@@ -104,7 +106,9 @@ class Predictor:
         device: "auto", "cpu", "cuda" or "tensorrt"; see ``clf.serve.session.create_session``.
         batch_size: images per ``session.run`` (a model with a fixed batch dimension uses that instead).
         threads: onnxruntime intra-op threads (None: onnxruntime's default).
-        preprocess: overrides the model's clf metadata; required for models exported by other tools.
+        preprocess: a Preprocess replacing the model's clf metadata, or a mapping of the Preprocess fields to
+            change (e.g. ``{"size": (224, 224)}``); required, with at least ``size``, for models exported by
+            other tools.
         classes: overrides the class names (default for non-clf models: "0", "1", ...).
         verbose: let onnxruntime's warnings through.
         workers: decode threads (None: up to 8, one per core).
@@ -121,7 +125,7 @@ class Predictor:
         device: str = "auto",
         batch_size: int = 32,
         threads: int | None = None,
-        preprocess: Preprocess | None = None,
+        preprocess: Preprocess | Mapping[str, Any] | None = None,
         classes: Sequence[str] | None = None,
         verbose: bool = False,
         workers: int | None = None,
@@ -130,7 +134,10 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_path = Path(model_path)
-        self.session, self.provider = create_session(model_path, device=device, verbose=verbose, threads=threads)
+        # No spinning: busy-waiting onnxruntime threads would take the cores from the decode threads between runs.
+        self.session, self.provider = create_session(
+            model_path, device=device, verbose=verbose, threads=threads, spinning=False
+        )
         model_input, model_output = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = model_input.name, model_output.name
         self.info = self._model_info(preprocess, classes, model_output.shape)
@@ -263,19 +270,27 @@ class Predictor:
         return np.asarray(logits, dtype=np.float32).reshape(len(batch), -1)[:count]
 
     def _model_info(
-        self, preprocess: Preprocess | None, classes: Sequence[str] | None, output_shape: list
+        self, preprocess: Preprocess | Mapping[str, Any] | None, classes: Sequence[str] | None, output_shape: list
     ) -> ModelInfo:
         """clf metadata from the model, with explicit overrides; non-clf models need ``preprocess``."""
         props = self.session.get_modelmeta().custom_metadata_map
         num_outputs = output_shape[-1] if output_shape and isinstance(output_shape[-1], int) else None
-        if has_clf_metadata(props) or preprocess is None:
+        overrides = dict(preprocess) if isinstance(preprocess, Mapping) else None
+        if has_clf_metadata(props):
             info = info_from_props(props, str(self.model_path))
+            if preprocess is not None:
+                changed = self._make_preprocess(preprocess, info.preprocess)
+                if changed != info.preprocess:
+                    logger.warning("%s: preprocessing overridden (%s instead of the model's %s)", self.model_path,
+                                   changed, info.preprocess)
+                info = dataclasses.replace(info, preprocess=changed)
+        elif preprocess is None or (overrides is not None and "size" not in overrides):
+            info = info_from_props(props, str(self.model_path))  # raises: no clf metadata, pass --img-size ...
         else:
             if classes is None and num_outputs is None:
                 raise DataError(f"{self.model_path}: the number of classes is not fixed in the model; pass --labels")
-            info = ModelInfo(classes=[str(i) for i in range(num_outputs or 0)], preprocess=preprocess)
-        if preprocess is not None:
-            info = dataclasses.replace(info, preprocess=preprocess)
+            info = ModelInfo(classes=[str(i) for i in range(num_outputs or 0)],
+                             preprocess=self._make_preprocess(preprocess, None))
         if classes is not None:
             info = dataclasses.replace(info, classes=[str(c) for c in classes])
         if num_outputs is not None and num_outputs != len(info.classes):
@@ -284,6 +299,15 @@ class Predictor:
                 "were given"
             )
         return info
+
+    def _make_preprocess(self, preprocess: Preprocess | Mapping[str, Any], base: Preprocess | None) -> Preprocess:
+        """A full Preprocess, or the base (the model's own, else the defaults) with the given fields changed."""
+        if isinstance(preprocess, Preprocess):
+            return preprocess
+        try:
+            return dataclasses.replace(base, **preprocess) if base is not None else Preprocess(**preprocess)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{self.model_path}: bad preprocessing override ({exc})") from None
 
     def _check_input(self, model_input: Any) -> type:
         """The model must take float [N, 3, H, W] at the preprocess size; returns the numpy input dtype."""

@@ -9,10 +9,13 @@ cheap and never needs onnxruntime (or torch) until a session is made.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import io
 import logging
 import os
 import re
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,11 +38,14 @@ _PREFERENCE = {
 }
 _REQUESTED = {"cuda": CUDA, "tensorrt": TENSORRT}
 _INSTALL_HINT = {"cuda": "install CUDA/cuDNN", "tensorrt": "install TensorRT and CUDA/cuDNN"}
+_NO_DRIVER_HINT = "use --device cpu, or run on a machine with an NVIDIA GPU and driver"
+_VERBOSE_HINT = "--verbose shows onnxruntime's reason"
 
 # onnxruntime severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal.
 _VERBOSE_SEVERITY = 2
-_GPU_REQUEST_SEVERITY = 3  # an explicit GPU request keeps the C++ line that names the missing library
-_QUIET_SEVERITY = 4  # "failed to load libcublas..." on a CPU host is expected noise for auto/cpu
+# Without --verbose onnxruntime's C++ lines ("Failed to load library libonnxruntime_providers_cuda.so ...")
+# stay off the screen, even for an explicit GPU request: our DeviceError says what went wrong in one line.
+_QUIET_SEVERITY = 4
 
 _preload_lock = threading.Lock()
 _preloaded = False
@@ -101,6 +107,7 @@ def create_session(
     device: str = "auto",
     verbose: bool = False,
     threads: int | None = None,
+    spinning: bool = True,
 ) -> tuple[Any, str]:
     """Open an ONNX model with onnxruntime on the requested device.
 
@@ -109,6 +116,8 @@ def create_session(
         device: "auto", "cpu", "cuda" or "tensorrt" (see ``provider_candidates``).
         verbose: let onnxruntime's own warnings through.
         threads: onnxruntime intra-op threads (None: onnxruntime's default, one per core).
+        spinning: let idle intra-op threads busy-wait for the next job (onnxruntime's default). Turn it off
+            when other threads of the process need the cores between runs, as the Predictor's decoders do.
 
     Returns:
         (onnxruntime.InferenceSession, the provider actually running the model).
@@ -128,12 +137,21 @@ def create_session(
             f"(this onnxruntime build has only {', '.join(ort.get_available_providers())}); "
             "use --device cpu or install onnxruntime-gpu"
         )
-    severity = _VERBOSE_SEVERITY if verbose else _GPU_REQUEST_SEVERITY if requested else _QUIET_SEVERITY
+    if candidates != [CPU]:
+        problem = nvidia_driver_problem()
+        if problem and requested:
+            raise DeviceError(f"{device} requested but this machine cannot run it ({problem}); {_NO_DRIVER_HINT}")
+        if problem:  # auto on a CPU-only host: do not even try to load the CUDA libraries
+            logger.debug("%s: %s; running on %s", path, problem, CPU)
+            candidates = [CPU]
+    severity = _VERBOSE_SEVERITY if verbose else _QUIET_SEVERITY
     ort.set_default_logger_severity(severity)  # covers provider-library loading, which precedes the session
     options = ort.SessionOptions()
     options.log_severity_level = severity
     if threads:
         options.intra_op_num_threads = int(threads)
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if candidates != [CPU]:
         preload_cuda_libraries()
 
@@ -142,12 +160,29 @@ def create_session(
     if requested and provider != requested:
         raise DeviceError(
             f"{device} requested but onnxruntime could not load it on this machine "
-            f"(running on {provider}); use --device cpu or {_INSTALL_HINT[device]}"
+            f"(running on {provider}; {_VERBOSE_HINT}); use --device cpu or {_INSTALL_HINT[device]}"
         )
     if provider != candidates[0]:
         logger.info("%s: %s is not usable on this machine; running on %s", path, candidates[0], provider)
     logger.debug("%s: onnxruntime %s session on %s", path, ort.__version__, session.get_providers())
     return session, provider
+
+
+@functools.cache
+def nvidia_driver_problem() -> str | None:
+    """Why this machine cannot run CUDA at all (no NVIDIA driver library), or None when the driver loads.
+
+    onnxruntime-gpu lists CUDA on every host; without the driver its provider can only fail, after
+    loading hundreds of MB of CUDA libraries. Checked once per process.
+    """
+    if sys.platform == "darwin":
+        return "macOS has no CUDA"
+    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return f"no NVIDIA driver: {name} not found"
+    return None
 
 
 def _check_model_file(model_path: str | os.PathLike) -> Path:

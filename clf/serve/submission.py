@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -70,6 +70,7 @@ def write_submission(
     label_col: str = "label",
     topk: Sequence[Sequence[str]] | None = None,
     sample_submission: str | os.PathLike | None = None,
+    unreadable: Collection[str] = (),
 ) -> list[str]:
     """Write ``id,label`` rows atomically.
 
@@ -82,6 +83,8 @@ def write_submission(
             ("cat dog fox"), the usual format of top-k (MAP@k) competitions.
         sample_submission: a CSV whose columns and row order are kept exactly; its label column is
             replaced by the predictions, any other column keeps the sample's values.
+        unreadable: ids of images that exist but could not be read (reported elsewhere); their sample rows
+            keep the sample's label, so the file stays complete. Only used with ``sample_submission``.
 
     Returns:
         The predicted ids that are not in the sample submission (left out; logged as a WARNING).
@@ -94,7 +97,9 @@ def write_submission(
     if sample_submission is None:
         header, rows, extra = [id_col, label_col], [[i, v] for i, v in zip(ids, values)], []
     else:
-        header, rows, extra = _fill_sample(Path(sample_submission), dict(zip(ids, values)), id_col, label_col)
+        header, rows, extra = _fill_sample(
+            Path(sample_submission), dict(zip(ids, values)), id_col, label_col, set(unreadable)
+        )
     _write_csv_atomic(Path(out_csv), header, rows)
     return extra
 
@@ -116,23 +121,53 @@ def _label_values(
     return values
 
 
-def _fill_sample(
-    sample: Path, predictions: dict[str, str], id_col: str, label_col: str
-) -> tuple[list[str], list[list[str]], list[str]]:
-    """The sample's header and rows with the label column filled in, and the predictions it has no row for."""
+def check_sample_ids(
+    sample_submission: str | os.PathLike, ids: Collection[str], id_col: str = "id", label_col: str = "label"
+) -> None:
+    """Fail before any work when the sample has an id with no image (wrong folder, wrong --id-format).
+
+    Raises:
+        DataError: naming the sample, the first few such ids, and how many there are.
+    """
+    sample = Path(sample_submission)
     header, rows = _read_csv(sample)
+    id_at, _ = _columns(sample, header, id_col, label_col)
+    known = set(ids)
+    missing = [row[id_at] for row in rows if row[id_at] not in known]
+    if missing:
+        raise DataError(
+            f"{sample}: {len(missing)} of {len(rows)} ids have no image ({_first(missing)}); "
+            "check the image folder and --id-format"
+        )
+
+
+def _columns(sample: Path, header: list[str], id_col: str, label_col: str) -> tuple[int, int]:
     for column in (id_col, label_col):
         if column not in header:
             raise DataError(f"{sample}: no column '{column}' (columns: {', '.join(header)}); set the column names")
-    id_at, label_at = header.index(id_col), header.index(label_col)
-    missing = [row[id_at] for row in rows if row[id_at] not in predictions]
+    return header.index(id_col), header.index(label_col)
+
+
+def _fill_sample(
+    sample: Path, predictions: dict[str, str], id_col: str, label_col: str, unreadable: set[str] = frozenset()
+) -> tuple[list[str], list[list[str]], list[str]]:
+    """The sample's header and rows with the label column filled in, and the predictions it has no row for."""
+    header, rows = _read_csv(sample)
+    id_at, label_at = _columns(sample, header, id_col, label_col)
+    missing = [row[id_at] for row in rows if row[id_at] not in predictions and row[id_at] not in unreadable]
     if missing:
         raise DataError(
             f"{sample}: {len(missing)} of {len(rows)} ids have no prediction ({_first(missing)}); "
             "check the image folder and --id-format"
         )
+    kept = []
     for row in rows:
-        row[label_at] = predictions[row[id_at]]
+        if row[id_at] in predictions:
+            row[label_at] = predictions[row[id_at]]
+        else:
+            kept.append(row[id_at])
+    if kept:
+        logger.warning("%s: %d ids of unreadable images keep the sample's label (%s)", sample, len(kept), _first(kept))
     in_sample = {row[id_at] for row in rows}
     extra = [i for i in predictions if i not in in_sample]
     if extra:

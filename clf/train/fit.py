@@ -54,6 +54,7 @@ class FitResult:
     epochs_done: int
     best_val_acc: float | None
     stopped_early: bool = False
+    is_main: bool = True  # False on torchrun ranks > 0: they wrote nothing and have no val metrics to report
 
 
 # ---------------------------------------------------------------- configuration and run folder
@@ -100,6 +101,26 @@ def _unique_run_dir(out: Path, name: str, overwrite: bool) -> Path:
     return run_dir
 
 
+def _new_run_dir(cfg: TrainConfig, overwrite: bool, runtime: rt.Runtime) -> tuple[TrainConfig, Path]:
+    """Rank 0 names and creates the run folder; every rank gets that name, or its error.
+
+    Under torchrun each rank used to pick the default name itself, after rank 0 had created it (rank 1 saw
+    `cnn-32` taken and called its run `cnn-32-2`), and a refusal (folder exists) stopped rank 0 only,
+    leaving the others to die waiting in DDP's first collective.
+    """
+    name, error = cfg.name, None
+    if runtime.is_main:
+        try:
+            name = cfg.name or default_run_name(cfg)
+            _unique_run_dir(Path(cfg.out), name, overwrite)
+        except ClfError as exc:
+            error = str(exc)
+    name, error = rt.broadcast_object((name, error), runtime)
+    if error:
+        raise ClfError(error)
+    return replace(cfg, name=name), Path(cfg.out) / name
+
+
 def default_run_name(cfg: TrainConfig) -> str:
     """arch-size, numbered when taken: resnet18-128, resnet18-128-2, ..."""
     base = f"{cfg.arch}-{cfg.img_size}"
@@ -144,6 +165,8 @@ def build_loaders(
     loader_args = dict(
         num_workers=cfg.workers,
         pin_memory=runtime.cuda,
+        # Persistent workers keep their own torch RNG streams (seeded once, not saved in last.pt): augmentation
+        # after --resume then differs from an uninterrupted run's, so resume is bit-exact only with --workers 0.
         persistent_workers=cfg.workers > 0,
     )
     train_loader = DataLoader(
@@ -185,6 +208,19 @@ def _restore_rng(state: dict[str, Any], runtime: rt.Runtime) -> None:
     torch.set_rng_state(state["torch"])
     if runtime.cuda and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], runtime.device)
+
+
+def _restore_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Set each group's LR at the saved step from *this* run's schedule.
+
+    optimizer.load_state_dict brings back the LR the previous sitting set, computed for its --epochs: after
+    `--resume --epochs N` with a larger N the first resumed epoch would train (and log) the old schedule's
+    nearly-finished cosine LR. LambdaLR's own formula, so an unchanged schedule gives bit-identical values.
+    """
+    lrs = [base_lr * factor(scheduler.last_epoch) for factor, base_lr in zip(scheduler.lr_lambdas, scheduler.base_lrs)]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs  # what get_last_lr() reports
 
 
 def _check_resume_fits(ckpt: dict, classes: list[str]) -> None:
@@ -238,14 +274,16 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
     labelled = load_training_set(cfg)
     if resume_ckpt is not None:
         _check_resume_fits(resume_ckpt, labelled.classes)
+    # The model before the run folder: an unknown --arch must not leave an empty folder behind (it would also
+    # push the next default name to ARCH-SIZE-2).
+    model, model_kwargs = build_model(cfg, len(labelled.classes), runtime)
+    if resume_ckpt is not None:
         run_dir = Path(resume_ckpt["_path"]).parent
         cfg = replace(cfg, name=run_dir.name, out=str(run_dir.parent))
     else:
-        cfg = replace(cfg, name=cfg.name or default_run_name(cfg))
-        run_dir = _unique_run_dir(Path(cfg.out), cfg.name, overwrite) if runtime.is_main else Path(cfg.out) / cfg.name
+        cfg, run_dir = _new_run_dir(cfg, overwrite, runtime)
     pre = preprocess_for(cfg)
 
-    model, model_kwargs = build_model(cfg, len(labelled.classes), runtime)
     params = count_parameters(model)
     train_loader, val_loader, sampler = build_loaders(labelled, cfg, pre, runtime)
     optimizer = build_optimizer(model, cfg)
@@ -258,6 +296,7 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
         model.load_state_dict(resume_ckpt["model"])
         optimizer.load_state_dict(resume_ckpt["optimizer"])
         scheduler.load_state_dict(resume_ckpt["scheduler"])
+        _restore_schedule(optimizer, scheduler)
         if resume_ckpt.get("scaler"):
             scaler.load_state_dict(resume_ckpt["scaler"])
         state = _State(resume_ckpt["epoch"], list(resume_ckpt["history"]), resume_ckpt.get("best_val_acc"))
@@ -338,11 +377,14 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
                 break
             rt.barrier(runtime)
     except KeyboardInterrupt:
-        if runtime.is_main:
+        if runtime.is_main and state.epoch == 0:
+            # No last.pt yet: pointing at --resume would only fail with "no best.pt or last.pt".
+            log.warning("interrupted during epoch 1: no epoch finished, nothing to resume in %s", run_dir)
+        elif runtime.is_main:
             log.warning("interrupted during epoch %d; %s holds epoch %d; continue with: clf train --resume %s",
                         state.epoch + 1, run_dir / "last.pt", state.epoch, run_dir)
         raise
-    return FitResult(run_dir, state.epoch, state.best_val_acc, stopped_early)
+    return FitResult(run_dir, state.epoch, state.best_val_acc, stopped_early, runtime.is_main)
 
 
 def _reduce_train_metrics(metrics: EpochMetrics, runtime: rt.Runtime) -> tuple[float, float]:

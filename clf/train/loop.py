@@ -12,8 +12,9 @@ from torch import nn
 
 from clf.train.runtime import Runtime
 
-# on_batch(batch_index, batches_done_loss, images_per_second)
+# on_batch(batch_index, batches_done_loss, images_per_second): after the first batch, then at most every REPORT_EVERY_S
 BatchCallback = Callable[[int, float, float], None]
+REPORT_EVERY_S = 0.2
 
 
 @dataclass
@@ -60,7 +61,7 @@ def train_one_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
     correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
     seen = 0
-    start = time.perf_counter()
+    start = reported = time.perf_counter()
     for index, (images, labels) in enumerate(loader):
         images, labels = _to_device(images, labels, runtime)
         with _autocast(runtime):
@@ -75,8 +76,10 @@ def train_one_epoch(
         loss_sum += loss.detach().double() * labels.shape[0]
         correct += (logits.detach().argmax(dim=1) == labels).sum()
         seen += labels.shape[0]
-        if on_batch is not None:
-            on_batch(index, float(loss_sum) / seen, seen / (time.perf_counter() - start))
+        if on_batch is not None and (index == 0 or time.perf_counter() - reported >= REPORT_EVERY_S):
+            # float() waits for the GPU: doing it every batch would stall the launch queue, so only a few times a second.
+            reported = time.perf_counter()
+            on_batch(index, float(loss_sum) / seen, seen / (reported - start))
     seconds = time.perf_counter() - start
     return EpochMetrics(float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1), seen, seconds)
 

@@ -96,6 +96,15 @@ def broadcast_flag(flag: bool, runtime: Runtime) -> bool:
     return bool(tensor.item())
 
 
+def broadcast_object(obj: object, runtime: Runtime) -> object:
+    """Rank 0's value of a small picklable object (a run name, an error message) for every rank."""
+    if not runtime.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(runtime: Runtime) -> None:
     if runtime.distributed:
         dist.barrier()

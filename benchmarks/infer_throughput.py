@@ -1,0 +1,302 @@
+"""Inference throughput: `clf infer` end to end vs its two ceilings and a plain PyTorch loop.
+
+For each model (resnet18 at 224 px: compute-bound; cnn at 64 px: decode-bound), on the same JPEGs of
+256-512 px, in one run on this machine, it prints the images/s of:
+  (a) `clf infer` end to end, as a subprocess (process start-up, model load and CSV writing included),
+  (b) bare `session.run` on pre-decoded, pre-normalised tensors at the same batch size (the model's ceiling),
+  (d) bare decode + preprocess of the same files with the same number of threads (the input ceiling),
+  (c) a straightforward PyTorch eager loop (DataLoader with as many workers, same preprocessing function);
+then a / ceiling and a / c, where on a CPU both stages share the cores, so ceiling = 1 / (1/b + 1/d), and on
+a GPU they overlap, so ceiling = min(b, d). Targets: a >= 0.90 x ceiling for both models, a/c >= 2 for resnet18.
+Medians over --repeats.
+
+The JPEGs and the models (random-init weights through clf.models, exported through clf.export with clf
+metadata) are made once under benchmarks/_data/ (git-ignored) and reused.
+
+    python benchmarks/infer_throughput.py                        # the issue's sizes: 1500 / 20000 images
+    python benchmarks/infer_throughput.py --images 300 --repeats 3 --models resnet18
+    python benchmarks/infer_throughput.py --device cuda [--fp16]  # on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from clf.config import Preprocess  # noqa: E402
+from clf.data.preprocess import load_resized, normalize_batch, preprocess  # noqa: E402
+
+# name -> (input size, images for one run of (a) that lasts >= 20 s on a 2-core CPU)
+MODELS = {"resnet18": (224, 1500), "cnn": (64, 20000)}
+NUM_CLASSES = 10
+
+
+# ---- data and models, made once ----
+
+
+def _draw(index: int) -> np.ndarray:
+    """A photo-like BGR image of 256-512 px: smooth gradients, a few shapes, sensor noise (deterministic)."""
+    rng = np.random.default_rng(index)
+    height, width = (int(v) for v in rng.integers(256, 513, size=2))
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.empty((height, width, 3), np.float32)
+    for c in range(3):
+        a, b, phase = rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.6), rng.uniform(0, 6.28)
+        image[..., c] = 128 + 60 * np.sin((a * x + b * y) / 40 + phase)
+    for _ in range(int(rng.integers(3, 8))):
+        colour = [int(v) for v in rng.integers(0, 256, 3)]
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        if rng.random() < 0.5:
+            cv2.circle(image, centre, int(rng.integers(10, 80)), colour, -1, cv2.LINE_AA)
+        else:
+            size = (int(rng.integers(20, 120)), int(rng.integers(20, 120)))
+            cv2.rectangle(image, centre, (centre[0] + size[0], centre[1] + size[1]), colour, -1)
+    image += rng.normal(0, 6, image.shape).astype(np.float32)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def ensure_images(data: Path, count: int) -> Path:
+    """data/jpeg/img_000000.jpg ... at least `count` of them; existing ones are kept."""
+    folder = data / "jpeg"
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = [i for i in range(count) if not (folder / f"img_{i:06d}.jpg").exists()]
+    if missing:
+        print(f"generating {len(missing)} JPEGs in {folder} (once) ...", flush=True)
+
+        def write(i: int) -> None:
+            path = folder / f"img_{i:06d}.jpg"
+            tmp = path.with_name(f".{path.name}.tmp.jpg")
+            cv2.imwrite(str(tmp), _draw(i), [cv2.IMWRITE_JPEG_QUALITY, 90])
+            os.replace(tmp, path)
+
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            list(pool.map(write, missing))
+    return folder
+
+
+def image_set(data: Path, count: int) -> tuple[Path, list[str]]:
+    """A folder holding exactly the first `count` JPEGs (symlinks), and their paths in clf's sorted order."""
+    source = ensure_images(data, count)
+    folder = data / "sets" / f"n{count}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        link = folder / f"img_{i:06d}.jpg"
+        if not link.exists():
+            link.symlink_to(source / link.name)
+    paths = sorted(str(p) for p in folder.iterdir() if p.suffix == ".jpg")
+    assert len(paths) == count, f"{folder} has {len(paths)} images, expected {count}: delete it"
+    return folder, paths
+
+
+def ensure_model(data: Path, arch: str, size: int, fp16: bool):
+    """The torch module (random init, seed 0) and its .onnx with clf metadata, exported once."""
+    import onnx
+    import torch
+
+    from clf import __version__
+    from clf.export.graph import convert_to_fp16, export_graph, set_metadata
+    from clf.models.registry import create_model
+    from clf.serve.metadata import ModelInfo, info_to_props
+
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=NUM_CLASSES, img_size=size).eval()
+    pre = Preprocess(size=(size, size))
+    path = data / "models" / f"{arch}_{size}{'_fp16' if fp16 else ''}.onnx"
+    if not path.exists():
+        print(f"exporting {arch} @{size} to {path} (once) ...", flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.onnx")
+        export_graph(model, size, tmp)
+        graph = onnx.load(str(tmp))
+        if fp16:
+            graph = convert_to_fp16(graph)
+        info = ModelInfo([f"class_{i}" for i in range(NUM_CLASSES)], pre, arch=arch, img_size=size,
+                         clf_version=__version__, run_name="benchmark")
+        set_metadata(graph, info_to_props(info))
+        onnx.save(graph, str(tmp))
+        os.replace(tmp, path)
+    return model, path, pre
+
+
+# ---- the four measurements (images/s) ----
+
+
+def rate_clf_infer(folder: Path, model_path: Path, count: int, args: argparse.Namespace) -> float:
+    """(a) `clf infer` as a user runs it: a fresh process, start-up and CSV included."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "clf", "infer", str(folder), "--model", str(model_path),
+                   "--csv", f"{tmp}/submission.csv", "--batch-size", str(args.batch_size), "--device", args.device,
+                   "--quiet"]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        start = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"clf infer failed ({proc.returncode}):\n{proc.stderr}")
+        rows = sum(1 for _ in open(f"{tmp}/submission.csv")) - 1
+        assert rows == count, f"clf infer wrote {rows} rows for {count} images"
+    return count / seconds
+
+
+def rate_session(model_path: Path, paths: list[str], pre: Preprocess, args: argparse.Namespace) -> float:
+    """(b) bare session.run at the same batch size on tensors decoded beforehand (distinct real batches, cycled)."""
+    from clf.serve.session import create_session
+
+    session, _ = create_session(model_path, device=args.device)
+    name = session.get_inputs()[0].name
+    distinct = min(len(paths), 8 * args.batch_size)
+    tensors = np.stack([preprocess(p, pre) for p in paths[:distinct]])
+    batches = [tensors[i : i + args.batch_size] for i in range(0, distinct, args.batch_size)]
+    session.run(None, {name: batches[0]})  # warm-up: allocations, kernel choice
+    done, k = 0, 0
+    start = time.perf_counter()
+    while done < len(paths):
+        batch = batches[k % len(batches)][: len(paths) - done]
+        session.run(None, {name: batch})
+        done += len(batch)
+        k += 1
+    return done / (time.perf_counter() - start)
+
+
+def rate_decode(paths: list[str], pre: Preprocess, workers: int, args: argparse.Namespace) -> float:
+    """(d) decode + resize + normalise the same files, `workers` threads, in batches: the input ceiling."""
+    height, width = pre.size
+
+    def chunk(part: list[str]) -> int:
+        images = np.empty((len(part), height, width, 3), np.uint8)
+        for row, path in enumerate(part):
+            images[row] = load_resized(path, pre)
+        return normalize_batch(images, pre).shape[0]
+
+    step = max(1, args.batch_size // workers)
+    parts = [paths[i : i + step] for i in range(0, len(paths), step)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        done = sum(pool.map(chunk, parts))
+    return done / (time.perf_counter() - start)
+
+
+class _Files:
+    """A map-style dataset: path -> float32 (3, H, W) tensor through clf's preprocessing function."""
+
+    def __init__(self, paths: list[str], pre: Preprocess) -> None:
+        self.paths, self.pre = paths, pre
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        return torch.from_numpy(preprocess(self.paths[index], self.pre))
+
+
+def rate_torch(model, paths: list[str], pre: Preprocess, workers: int, args: argparse.Namespace) -> float:
+    """(c) what a PyTorch user writes: DataLoader(workers) + model(x) in inference mode."""
+    import torch
+
+    device = torch.device("cuda" if args.device in ("cuda", "tensorrt") else "cpu")
+    model = model.to(device)
+    if args.fp16 and device.type == "cuda":
+        model = model.half()
+    loader = torch.utils.data.DataLoader(_Files(paths, pre), batch_size=args.batch_size, num_workers=workers,
+                                         pin_memory=device.type == "cuda")
+    done = 0
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in loader:
+            batch = batch.to(device, non_blocking=True)
+            logits = model(batch.half() if args.fp16 and device.type == "cuda" else batch)
+            done += int(logits.argmax(dim=1).cpu().shape[0])
+    return done / (time.perf_counter() - start)
+
+
+# ---- driver ----
+
+
+def bench_model(arch: str, args: argparse.Namespace) -> dict[str, float]:
+    size, default_count = MODELS[arch]
+    count = args.images or default_count
+    data = Path(args.data)
+    folder, paths = image_set(data, count)
+    model, model_path, pre = ensure_model(data, arch, size, args.fp16)
+    workers = args.threads or min(8, os.cpu_count() or 1)  # what clf infer uses when --threads is not given
+    runs: dict[str, list[float]] = {"a": [], "b": [], "d": [], "c": []}
+    for repeat in range(args.repeats):  # interleaved, so a slow spell on a shared machine hits every column
+        runs["a"].append(rate_clf_infer(folder, model_path, count, args))
+        runs["b"].append(rate_session(model_path, paths, pre, args))
+        runs["d"].append(rate_decode(paths, pre, workers, args))
+        if not args.skip_torch:
+            runs["c"].append(rate_torch(model, paths, pre, workers, args))
+        print(f"  {arch} repeat {repeat + 1}/{args.repeats}: "
+              + "  ".join(f"{k}={v[-1]:.1f}" for k, v in runs.items() if v), flush=True)
+    medians = {k: statistics.median(v) if v else float("nan") for k, v in runs.items()}
+    a, b, d, c = medians["a"], medians["b"], medians["d"], medians["c"]
+    ceiling = min(b, d) if args.device in ("cuda", "tensorrt") else 1 / (1 / b + 1 / d)
+    return {"images": count, "workers": workers, **medians, "ceiling": ceiling, "a/ceiling": a / ceiling,
+            "a/c": a / c if c == c else float("nan")}
+
+
+def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    import onnxruntime
+    import torch
+
+    overlap = "min(b, d)" if args.device in ("cuda", "tensorrt") else "1/(1/b+1/d)"
+    print()
+    print(f"clf infer throughput, images/s (median of {args.repeats}); {os.cpu_count()} CPU cores, device "
+          f"{args.device}{' fp16' if args.fp16 else ''}, batch {args.batch_size}; onnxruntime "
+          f"{onnxruntime.__version__}, torch {torch.__version__}, OpenCV {cv2.__version__}")
+    header = ("model", "images", "threads", "(a) clf infer", "(b) session", "(d) decode", f"ceiling {overlap}",
+              "(c) torch", "a/ceiling", "a/c")
+    lines = [header]
+    for arch, r in rows.items():
+        size = MODELS[arch][0]
+        lines.append((f"{arch}@{size}", str(r["images"]), str(r["workers"]), f"{r['a']:.1f}", f"{r['b']:.1f}",
+                      f"{r['d']:.1f}", f"{r['ceiling']:.1f}", f"{r['c']:.1f}", f"{r['a/ceiling']:.2f}",
+                      f"{r['a/c']:.2f}"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for n, line in enumerate(lines):
+        print("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    print("targets: a/ceiling >= 0.90 (both models), a/c >= 2.0 (resnet18)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet18,cnn", help="comma-separated: resnet18, cnn")
+    parser.add_argument("--images", type=int, default=0,
+                        help="images per model (default: 1500 for resnet18, 20000 for cnn)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, help="decode threads (default: clf infer's default)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tensorrt"))
+    parser.add_argument("--fp16", action="store_true", help="fp16 ONNX (and half torch model) on a GPU")
+    parser.add_argument("--skip-torch", action="store_true", help="leave out (c)")
+    parser.add_argument("--data", default=str(HERE / "_data"), help="cache folder for images and models")
+    args = parser.parse_args()
+    rows = {}
+    for arch in [m.strip() for m in args.models.split(",") if m.strip()]:
+        if arch not in MODELS:
+            parser.error(f"unknown model {arch!r}; choose from {', '.join(MODELS)}")
+        rows[arch] = bench_model(arch, args)
+    print_table(rows, args)
+
+
+if __name__ == "__main__":
+    main()

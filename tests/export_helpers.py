@@ -1,0 +1,117 @@
+"""Shared bits of the export tests: clf checkpoints built without training, a tiny sample dataset, ONNX checks."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import numpy_helper
+
+import clf
+from clf.config import Preprocess, TrainConfig
+from clf.data.sample import generate_sample_competition
+from clf.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
+from clf.models.registry import create_model, model_kwargs_for
+
+CLASSES = ["circle", "square", "star", "triangle"]  # the sample competition's class folders, sorted
+RUN_NAME = "test-run"
+BEST_VAL_ACC = 0.75
+PER_CLASS = 4  # with val_split 0.25: one validation image per class, 4 in all
+
+
+def make_data(root: Path, per_class: int = PER_CLASS) -> Path:
+    """The sample competition (32 px) under `root`; returns its labelled train/ folder."""
+    summary = generate_sample_competition(root, n_train_per_class=per_class, n_test=0, image_size=32)
+    return Path(summary["train_dir"])
+
+
+def make_checkpoint(
+    path: Path, arch: str = "cnn", img_size: int = 32, data: str | Path = "", val_split: float = 0.25, **extra: Any
+) -> Path:
+    """A checkpoint dict with every contract key, as `clf train` writes it, around a freshly initialised model."""
+    torch.manual_seed(0)
+    model = create_model(arch, len(CLASSES), img_size=img_size)
+    config = TrainConfig(data=str(data), arch=arch, img_size=img_size, val_split=val_split, name=RUN_NAME)
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "clf_version": clf.__version__,
+        "arch": arch,
+        "model_kwargs": model_kwargs_for(arch, len(CLASSES), img_size),
+        "img_size": img_size,
+        "classes": list(CLASSES),
+        "preprocess": Preprocess(size=(img_size, img_size)).to_dict(),
+        "config": config.to_dict(),
+        "epoch": 1,
+        "model": model.state_dict(),
+        "optimizer": None,
+        "scheduler": None,
+        "scaler": None,
+        "rng": {},
+        "history": [],
+        "best_val_acc": BEST_VAL_ACC,
+        "run_name": RUN_NAME,
+        **extra,
+    }
+    return save_checkpoint(state, path)
+
+
+def dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
+    """A graph input/output's shape: ints for fixed axes, the symbol's name for dynamic ones."""
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def assert_io_contract(path: Path, num_classes: int, height: int, width: int | None = None) -> onnx.ModelProto:
+    """Full checker, input `input` float32 [N,3,H,W] with a symbolic N, output `logits` float32 [N,C]."""
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert (inp.name, out.name) == ("input", "logits")
+    assert inp.type.tensor_type.elem_type == out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    in_dims, out_dims = dims(inp), dims(out)
+    assert isinstance(in_dims[0], str) and in_dims[1:] == [3, height, width or height], in_dims
+    assert isinstance(out_dims[0], str) and out_dims[1:] == [num_classes], out_dims
+    return model
+
+
+def assert_runs_like_torch(path: Path, model: torch.nn.Module, height: int, width: int | None = None,
+                           batches: tuple[int, ...] = (1, 7), atol: float = 1e-4) -> None:
+    """onnxruntime on CPU gives PyTorch's logits at every batch size (the dynamic axis really is dynamic)."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in batches:
+        x = np.random.default_rng(n).standard_normal((n, 3, height, width or height)).astype(np.float32)
+        (logits,) = session.run(None, {"input": x})
+        with torch.no_grad():
+            reference = model(torch.from_numpy(x)).numpy()
+        assert logits.shape == reference.shape == (n, reference.shape[1]) and logits.dtype == np.float32
+        np.testing.assert_allclose(logits, reference, atol=atol, rtol=0)
+
+
+def scale_float_initializers(model: onnx.ModelProto, factor: float = 1.5) -> None:
+    """Tamper with the weights in place: every float initializer times `factor`."""
+    for init in model.graph.initializer:
+        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            array = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array((array * factor).astype(array.dtype), init.name))
+
+
+def files_in(folder: Path) -> set[str]:
+    """Every name in `folder`, hidden temp files included."""
+    return {p.name for p in folder.iterdir()}
+
+
+@contextlib.contextmanager
+def captured_log(caplog):
+    """caplog sees clf's records even after the CLI has set up logging (it stops propagation at `clf`)."""
+    logger = logging.getLogger("clf")
+    propagate, logger.propagate = logger.propagate, True
+    try:
+        yield caplog
+    finally:
+        logger.propagate = propagate

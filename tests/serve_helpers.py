@@ -1,0 +1,116 @@
+"""Shared bits of the inference tests: tiny ONNX models whose outputs are known by hand, images, CLI plumbing."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import warnings
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import onnx
+import torch
+
+from clf.config import Preprocess
+from clf.serve.metadata import ModelInfo, info_to_props
+
+# The brightness model sees pixel / 255 (no mean/std shift), so its input mean is the image's grey level / 255.
+PLAIN = Preprocess(size=(16, 16), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+BRIGHTNESS_CLASSES = ["dark", "mid", "bright"]
+CENTRES = (0.2, 0.5, 0.8)
+UNREADABLE = "not a readable image (corrupt, truncated or unsupported format)"
+
+
+class BrightnessNet(torch.nn.Module):
+    """logits[k] = -100 * (mean(x) - centre[k])^2: the class whose centre is nearest the mean brightness wins."""
+
+    def __init__(self, centres: Sequence[float] = CENTRES) -> None:
+        super().__init__()
+        self.register_buffer("centres", torch.tensor(list(centres), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        brightness = x.mean(dim=(1, 2, 3))[:, None]  # [N, 1]
+        return -100.0 * (brightness - self.centres) ** 2  # [N, C]
+
+
+def brightness_logits(grey: float, centres: Sequence[float] = CENTRES) -> np.ndarray:
+    """What BrightnessNet outputs for a uniform image of this grey level (0..255)."""
+    return (-100.0 * (grey / 255.0 - np.asarray(centres)) ** 2).astype(np.float32)
+
+
+def export_onnx(
+    net: torch.nn.Module,
+    path: Path,
+    size: tuple[int, int],
+    info: ModelInfo | None = None,
+    batch: int = 2,
+    dynamic: bool = True,
+) -> Path:
+    """TorchScript export (fast) of `net` to [N,3,H,W] -> [N,C]; clf metadata added when `info` is given."""
+    dummy = torch.zeros(batch, 3, *size)
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net.eval(), (dummy,), str(path), input_names=["input"], output_names=["logits"],
+            dynamic_axes=axes, opset_version=17, dynamo=False,
+        )
+    if info is not None:
+        model = onnx.load(str(path))
+        onnx.helper.set_model_props(model, info_to_props(info))
+        onnx.save(model, str(path))
+    return path
+
+
+def brightness_model(path: Path, metadata: bool = True, classes: Sequence[str] = BRIGHTNESS_CLASSES) -> Path:
+    info = ModelInfo(classes=list(classes), preprocess=PLAIN, arch="brightness", img_size=16, clf_version="0.1.0")
+    return export_onnx(BrightnessNet(), path, PLAIN.size, info if metadata else None)
+
+
+def grey_image(path: Path, grey: int, size: tuple[int, int] = (20, 30)) -> Path:
+    """A uniform grey image (PNG exactly; JPEG within 1 level), any size: resizing keeps it uniform."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.full((*size, 3), grey, np.uint8))
+    return path
+
+
+def bad_images(folder: Path, good_png: Path) -> dict[str, Path]:
+    """The unreadable files users meet: a corrupt JPEG, a truncated PNG, a text file named .png."""
+    corrupt = folder / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00garbage" * 50)
+    truncated = folder / "truncated.png"
+    truncated.write_bytes(good_png.read_bytes()[:60])
+    text = folder / "notes.png"
+    text.write_text("these are my notes, not a picture\n")
+    return {"corrupt": corrupt, "truncated": truncated, "text": text}
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.reader(handle))
+
+
+@contextlib.contextmanager
+def cli_state() -> Iterator[None]:
+    """Undo what a CliRunner call of `clf` does to process-wide state: the `clf` logger gets its own handler and
+    stops propagating (caplog tests later in the same worker would see nothing), and rich's consoles would wrap
+    log lines at 80 columns (our assertions want each message on one line)."""
+    from clf import cli
+
+    logger = logging.getLogger("clf")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    widths = (cli.console._width, cli.err_console._width)
+    cli.console.width = cli.err_console.width = 1000
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+        cli.console._width, cli.err_console._width = widths
+
+
+def one_line(text: str) -> str:
+    """Output with runs of whitespace collapsed (rich pads table cells)."""
+    return " ".join(text.split())

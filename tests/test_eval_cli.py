@@ -1,0 +1,234 @@
+"""`clf eval` and `clf score` through typer's CliRunner, on cases small enough to check by hand.
+
+BrightnessNet picks dark / mid / bright from an image's mean grey level, so which labelled images it gets wrong,
+and therefore every number of the report, is known before the test runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from clf.cli import app
+from clf.config import Preprocess
+from clf.data.datasets import load_labelled
+from clf.data.preprocess import preprocess
+from clf.models.checkpoint import save_checkpoint
+from clf.models.registry import create_model, model_kwargs_for
+from clf.serve.metrics import classification_report
+from serve_helpers import bad_images, brightness_model, cli_state, grey_image
+
+runner = CliRunner()
+
+# class folder -> grey levels; the model's answer in brackets
+LABELLED = {
+    "dark": [40, 60, 120],  # dark, dark, (mid)
+    "mid": [128, 140, 230],  # mid, mid, (bright)
+    "bright": [200, 250, 210, 20],  # bright, bright, bright, (dark)
+}
+# rows: true class, columns: predicted, both in the model's class order (dark, mid, bright)
+CONFUSION = [[2, 1, 0], [0, 2, 1], [1, 0, 3]]
+PER_CLASS = {  # precision, recall, f1, support
+    "dark": (2 / 3, 2 / 3, 2 / 3, 3),
+    "mid": (2 / 3, 2 / 3, 2 / 3, 3),
+    "bright": (3 / 4, 3 / 4, 3 / 4, 4),
+}
+
+
+@pytest.fixture(autouse=True)
+def _cli_state():
+    with cli_state():
+        yield
+
+
+def clf(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def error_line(result) -> str:
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The cells of every rich table row in the output."""
+    rows = []
+    for line in output.splitlines():
+        if "│" in line or "┃" in line:
+            rows.append(line.replace("┃", "│").strip("│ ").replace("│", " ").split())
+    return rows
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return brightness_model(tmp_path_factory.mktemp("model") / "brightness.onnx")
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("labelled")
+    for label, greys in LABELLED.items():
+        for i, grey in enumerate(greys):
+            grey_image(root / label / f"{label}_{i}.{'jpg' if i == 1 else 'png'}", grey, size=(18 + i, 25))
+    return root
+
+
+def test_eval_numbers(model, labelled, tmp_path):
+    report, confusion = tmp_path / "report.json", tmp_path / "confusion.png"
+    result = clf("eval", labelled, "--model", model, "--report", report, "--confusion", confusion, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "10 images, onnxruntime provider: CPUExecutionProvider" in result.stderr
+    assert f"{model}: accuracy 0.7000 on 10 images" in result.stdout
+    rows = table_rows(result.stdout)
+    assert rows[0] == ["class", "precision", "recall", "f1", "support"]
+    assert rows[1:4] == [[name, *(f"{v:.4f}" for v in stats[:3]), str(stats[3])] for name, stats in PER_CLASS.items()]
+    assert rows[4] == ["dark", "mid", "bright"]  # the confusion matrix header, then one row per true class
+    assert rows[5:] == [[name, *map(str, counts)] for name, counts in zip(["dark", "mid", "bright"], CONFUSION)]
+
+    data = json.loads(report.read_text())
+    assert data["accuracy"] == pytest.approx(0.7)
+    assert data["num_samples"] == 10 and data["classes"] == ["dark", "mid", "bright"]
+    assert data["confusion_matrix"] == CONFUSION
+    for name, (precision, recall, f1, support) in PER_CLASS.items():
+        assert data["per_class"][name] == {
+            "precision": pytest.approx(precision), "recall": pytest.approx(recall), "f1": pytest.approx(f1),
+            "support": support,
+        }
+    assert data["macro_avg"]["precision"] == pytest.approx((2 / 3 + 2 / 3 + 3 / 4) / 3)
+    assert data["weighted_avg"]["recall"] == pytest.approx(0.7)
+    assert data["failures"] == [] and data["provider"] == "CPUExecutionProvider"
+
+    assert confusion.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    picture = cv2.imread(str(confusion))
+    assert picture is not None and picture.shape[0] > 100 and picture.shape[1] > 100
+
+
+def test_eval_with_a_labels_csv(model, labelled, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    lines = ["image,class"]
+    for k, path in enumerate(sorted(labelled.rglob("*.*"))):
+        (flat / f"img_{k:02d}{path.suffix}").write_bytes(path.read_bytes())
+        lines.append(f"img_{k:02d},{path.parent.name}")  # ids are stems, as in a Kaggle labels file
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(lines) + "\n")
+    report = tmp_path / "report.json"
+    result = clf("eval", flat, "--model", model, "--labels-csv", labels, "--id-col", "image", "--label-col", "class",
+                 "--report", report, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "accuracy 0.7000 on 10 images" in result.stdout
+    assert json.loads(report.read_text())["confusion_matrix"] == CONFUSION
+
+
+def test_unreadable_labelled_image_is_skipped_and_reported(model, labelled, tmp_path):
+    folder = tmp_path / "labelled"
+    for path in labelled.rglob("*.*"):
+        (folder / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (folder / path.parent.name / path.name).write_bytes(path.read_bytes())
+    bad = bad_images(folder / "mid", folder / "mid" / "mid_0.png")["truncated"]
+    report = tmp_path / "report.json"
+    result = clf("eval", folder, "--model", model, "--report", report, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "accuracy 0.7000 on 10 images" in result.stdout  # the 3 bad files are not counted as errors
+    assert "3 unreadable image(s) skipped" in result.stdout
+    failures = json.loads(report.read_text())["failures"]
+    assert len(failures) == 3 and {"source": str(bad), "reason": failures[2]["reason"]} in failures
+
+
+def test_labels_the_model_does_not_know(model, tmp_path):
+    grey_image(tmp_path / "data" / "dark" / "a.png", 40)
+    grey_image(tmp_path / "data" / "purple" / "b.png", 40)
+    result = clf("eval", tmp_path / "data", "--model", model, "--device", "cpu")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        "error: labels ['purple'] are not classes of the model (dark, mid, bright); wrong model or data?"
+    )
+
+
+def test_eval_missing_model(labelled, tmp_path):
+    result = clf("eval", labelled, "--model", tmp_path / "nope.onnx")
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: {tmp_path / 'nope.onnx'}: file not found"
+
+
+def test_eval_a_run_folder_exports_to_a_temporary_onnx(labelled, tmp_path):
+    """A checkpoint is exported (with its parity check) to a temp .onnx, evaluated, and the temp file removed."""
+    torch.manual_seed(0)
+    classes, pre = ["dark", "mid", "bright"], Preprocess(size=(32, 32))
+    net = create_model("cnn", num_classes=3, img_size=32).eval()
+    run = tmp_path / "runs" / "random-cnn"
+    save_checkpoint({
+        "arch": "cnn", "model_kwargs": model_kwargs_for("cnn", 3, 32), "model": net.state_dict(), "classes": classes,
+        "img_size": 32, "preprocess": pre.to_dict(), "run_name": "random-cnn", "epoch": 1,
+        "config": {"data": str(labelled), "val_split": 0.0, "seed": 0},
+    }, run / "best.pt")
+    data = load_labelled(str(labelled))  # what PyTorch itself predicts for these images
+    with torch.no_grad():
+        logits = net(torch.from_numpy(np.stack([preprocess(p, pre) for p in data.paths]))).numpy()
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    assert (top2[:, 1] - top2[:, 0]).min() > 1e-4  # no near-tie that onnxruntime could flip
+    truth = [classes.index(data.classes[i]) for i in data.labels]
+    expected = classification_report(truth, logits.argmax(axis=1), classes)
+
+    report = tmp_path / "report.json"
+    result = clf("eval", labelled, "--model", run, "--report", report, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    got = json.loads(report.read_text())
+    assert got["confusion_matrix"] == expected["confusion_matrix"]
+    assert got["accuracy"] == pytest.approx(expected["accuracy"])
+    assert f"{run}: accuracy {expected['accuracy']:.4f} on 10 images" in result.stdout
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt"]  # nothing written into the run
+
+
+# ---- clf score ----
+
+
+@pytest.fixture
+def answers(tmp_path) -> Path:
+    path = tmp_path / "test_labels.csv"
+    path.write_text("id,label\na,cat\nb,dog\nc,cat\nd,fox\n")
+    return path
+
+
+def test_score(answers, tmp_path):
+    submission = tmp_path / "submission.csv"
+    submission.write_text("id,label\nd,fox\nc,dog\nb,dog\na,cat\nextra,cat\n")  # any order; extra ids ignored
+    result = clf("score", submission, answers)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"{submission}: accuracy 0.7500 on 4 rows of {answers}"
+
+
+def test_score_custom_columns(tmp_path):
+    answers = tmp_path / "answers.csv"
+    answers.write_text("ImageId,Category\n1,x\n2,y\n")
+    submission = tmp_path / "submission.csv"
+    submission.write_text("ImageId,Category\n1,x\n2,x\n")
+    result = clf("score", submission, answers, "--id-col", "ImageId", "--label-col", "Category")
+    assert result.exit_code == 0, result.output
+    assert "accuracy 0.5000 on 2 rows" in result.stdout
+
+
+def test_score_missing_ids(answers, tmp_path):
+    submission = tmp_path / "submission.csv"
+    submission.write_text("id,label\na,cat\nc,cat\n")
+    result = clf("score", submission, answers)
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: {submission}: 2 ids of {answers} have no prediction (e.g. b)"
+
+
+def test_score_bad_files(answers, tmp_path):
+    result = clf("score", tmp_path / "nope.csv", answers)
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: {tmp_path / 'nope.csv'}: file not found"
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("image,prediction\na,cat\n")
+    result = clf("score", wrong, answers)
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: {wrong}: needs columns 'id' and 'label' (has ['image', 'prediction'])"

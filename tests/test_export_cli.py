@@ -1,0 +1,175 @@
+"""`clf export`: the parity table, parity.json, exit 3 when parity fails, one clear line and exit 2 for bad input."""
+
+import json
+import logging
+import re
+import tempfile
+
+import pytest
+import torch
+from rich.console import Console
+from typer.testing import CliRunner
+
+import clf.cli
+from clf.cli import app
+from clf.export import graph
+from export_helpers import RUN_NAME, files_in, make_checkpoint, make_data, scale_float_initializers
+
+runner = CliRunner()
+FAST = ["--exporter", "torchscript", "--batch-sizes", "1,7"]
+
+
+@pytest.fixture(autouse=True)
+def wide_console_and_clean_logging(monkeypatch):
+    """A console wide enough for the table's long temp paths; clf logging as it was before the CLI touched it."""
+    monkeypatch.setattr(clf.cli, "console", Console(width=250, soft_wrap=True))
+    logger = logging.getLogger("clf")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture
+def run(tmp_path, train_dir):
+    make_checkpoint(tmp_path / "run" / "best.pt", data=train_dir)
+    return tmp_path / "run"
+
+
+def export(*args):
+    return runner.invoke(app, ["export", *map(str, args)])
+
+
+def table(stdout: str) -> dict[str, str]:
+    """The two-column table as {row name: value}."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in re.split(r"[│|]", line)[1:-1]]
+        if len(cells) == 2:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def test_export_prints_the_parity_table_and_writes_parity_json(run):
+    result = export(run, "--onnx", "--batch-sizes", "1,7")  # the default exporter: auto -> dynamo
+    assert result.exit_code == 0, result.output
+    rows = table(result.stdout)
+    assert rows["file"] == str(run / "model.onnx")
+    assert (rows["opset"], rows["exporter"], rows["precision"]) == ("18", "dynamo", "fp32")
+    assert rows["provider"] == "CPUExecutionProvider"
+    assert rows["checked on"] == f"4 inputs (validation images of {RUN_NAME}), batch sizes 1,7"
+    assert rows["top-1 agreement"] == "100.00%" and rows["verdict"] == "PASS"
+    assert re.fullmatch(r"\S+ \(atol 0\.0001\)", rows["max abs diff"])
+    assert re.fullmatch(r"\d+\.\d\d MB", rows["size"])
+    report = json.loads((run / "parity.json").read_text())
+    assert report["passed"] is True and report["max_abs_diff"] <= 1e-4 and report["model"] == "model.onnx"
+    assert f"{report['max_abs_diff']:.3g} (atol 0.0001)" == rows["max abs diff"]
+    assert files_in(run) == {"best.pt", "model.onnx", "parity.json"}
+    assert result.stderr == ""
+
+
+def test_output_and_check_images(run, train_dir, tmp_path):
+    out = tmp_path / "deploy" / "shapes.onnx"
+    out.parent.mkdir()
+    result = export(run / "best.pt", "--onnx", "-o", out, "--check-images", train_dir / "circle", *FAST)
+    assert result.exit_code == 0, result.output
+    rows = table(result.stdout)
+    assert (rows["file"], rows["exporter"]) == (str(out), "torchscript")
+    assert rows["checked on"] == f"4 inputs ({train_dir / 'circle'}), batch sizes 1,7"
+    assert files_in(out.parent) == {"shapes.onnx", "parity.json"}
+    assert json.loads((out.parent / "parity.json").read_text())["model"] == "shapes.onnx"
+
+
+def test_fp16(run):
+    result = export(run, "--onnx", "--fp16", *FAST)
+    assert result.exit_code == 0, result.output
+    rows = table(result.stdout)
+    assert (rows["file"], rows["precision"], rows["verdict"]) == (str(run / "model_fp16.onnx"), "fp16", "PASS")
+    assert rows["max abs diff"].endswith("(atol 0.01)")
+    assert json.loads((run / "parity_fp16.json").read_text())["passed"] is True
+
+
+def test_simplify(run):
+    result = export(run, "--onnx", "--simplify", *FAST)
+    assert result.exit_code == 0, result.output
+    rows = table(result.stdout)
+    assert (rows["exporter"], rows["verdict"]) == ("torchscript + onnxslim", "PASS")
+
+
+def test_random_tensors_are_announced(tmp_path):
+    make_checkpoint(tmp_path / "best.pt", data=tmp_path / "gone")
+    result = export(tmp_path / "best.pt", *FAST)
+    assert result.exit_code == 0, result.output
+    assert table(result.stdout)["checked on"] == "14 inputs (random tensors), batch sizes 1,7"
+    warning = " ".join(result.stderr.split())  # rich wraps log lines at the console width
+    assert warning == "WARNING no real images available for the parity check; comparing on random tensors"
+
+
+def test_failed_parity_exits_3_and_keeps_the_model_aside(run, monkeypatch):
+    set_metadata = graph.set_metadata
+    monkeypatch.setattr(graph, "set_metadata", lambda m, p: (scale_float_initializers(m), set_metadata(m, p)))
+    result = export(run, "--onnx", *FAST)
+    assert result.exit_code == 3
+    rows = table(result.stdout)  # the numbers behind the verdict
+    assert (rows["file"], rows["verdict"]) == (str(run / "model.parity-failed.onnx"), "FAIL")
+    assert float(rows["max abs diff"].split()[0]) > 1e-4
+    (line,) = result.stderr.splitlines()
+    assert re.fullmatch(
+        rf"error: {re.escape(str(run / 'model.onnx'))}: parity check failed \(max abs diff \S+ > atol 0\.0001\); "
+        rf"model kept as {re.escape(str(run / 'model.parity-failed.onnx'))} for inspection",
+        line,
+    ), line
+    assert files_in(run) == {"best.pt", "model.parity-failed.onnx", "parity.json"}
+    assert json.loads((run / "parity.json").read_text())["passed"] is False
+
+
+def _bad_input(tmp_path, run, case):
+    """(args, the one expected error line, the folder that must stay as it was)."""
+    if case == "missing checkpoint":
+        return [tmp_path / "nope.pt"], f"{tmp_path / 'nope.pt'}: no such run folder or checkpoint file", tmp_path
+    if case == "corrupt checkpoint":
+        (tmp_path / "bad.pt").write_bytes(b"")
+        return [tmp_path / "bad.pt"], f"{tmp_path / 'bad.pt'}: cannot read the checkpoint", tmp_path
+    if case == "non-clf checkpoint":
+        torch.save({"a": 1}, tmp_path / "other.pt")
+        return [tmp_path / "other.pt"], f"{tmp_path / 'other.pt'}: not a clf checkpoint (no clf metadata)", tmp_path
+    if case == "missing output folder":
+        out = tmp_path / "nowhere" / "model.onnx"
+        return [run, "-o", out], f"{out}: output folder {out.parent} does not exist", run
+    if case == "bad batch sizes":
+        return [run, "--batch-sizes", "1,x"], "--batch-sizes takes comma-separated integers like 1,8, got '1,x'", run
+    if case == "unknown exporter":
+        return [run, "--exporter", "onnxsim"], "--exporter must be one of auto, dynamo, torchscript", run
+    raise AssertionError(case)
+
+
+BAD = ["missing checkpoint", "corrupt checkpoint", "non-clf checkpoint", "missing output folder", "bad batch sizes",
+       "unknown exporter"]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, run, case):
+    args, message, folder = _bad_input(tmp_path, run, case)
+    before = files_in(folder)
+    result = export(*args, "--onnx")
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {message}"), line
+    assert result.stdout == "" and files_in(folder) == before
+
+
+def test_unwritable_output_folder_is_one_line_and_exit_2(run, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    result = export(run, "--onnx", *FAST)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: {run / 'model.onnx'}: cannot write there (Permission denied); pass another -o"
+    ]
+    assert files_in(run) == {"best.pt"}

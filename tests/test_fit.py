@@ -1,0 +1,283 @@
+"""clf.train.fit: exact resume, history continuity, checkpoint contract, best/last, early stop, atomic saves.
+
+Every run is the 32 px cnn on 40 training images (5 batches of 8) on the CPU with --workers 0, where
+resuming is bit-exact: model, optimizer, scheduler and torch RNG state (shuffling, augmentation, dropout)
+all come back from last.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from clf.config import TrainConfig
+from clf.models.checkpoint import model_from_checkpoint
+from clf.train import fit as fit_module
+from clf.train.history import read_history_csv
+from clf.train.loop import EpochMetrics
+from clf.train.schedule import lr_factor
+from train_helpers import (
+    TINY,
+    assert_same_weights,
+    captured_log,
+    interrupt_in_epoch,
+    load,
+    make_data,
+    resume,
+    train,
+    without_seconds,
+)
+
+AUG = {"off": dict(hflip=0.0, rotate=0.0), "on": dict(hflip=0.5, rotate=10.0)}
+CONTRACT_KEYS = {"format", "arch", "model_kwargs", "classes", "preprocess", "config", "epoch", "model", "optimizer",
+                 "scheduler", "rng", "history", "best_val_acc", "run_name"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_data(tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory):
+    """4 uninterrupted epochs (cosine with 1 warmup epoch) per augmentation setting, trained once per module."""
+    out = tmp_path_factory.mktemp("straight")
+    done: dict[str, Path] = {}
+
+    def get(aug: str) -> Path:
+        if aug not in done:
+            done[aug] = train(data, out, f"straight-{aug}", epochs=4, warmup_epochs=1, **AUG[aug]).run_dir
+        return done[aug]
+
+    return get
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    last_a, last_b = load(a / "last.pt"), load(b / "last.pt")
+    assert_same_weights(last_a["model"], last_b["model"])
+    for state_a, state_b in zip(last_a["optimizer"]["state"].values(), last_b["optimizer"]["state"].values()):
+        assert_same_weights(state_a, state_b)
+    assert last_a["scheduler"]["last_epoch"] == last_b["scheduler"]["last_epoch"]
+    assert torch.equal(last_a["rng"]["torch"], last_b["rng"]["torch"])
+    assert without_seconds(last_a["history"]) == without_seconds(last_b["history"])
+    assert without_seconds(read_history_csv(a / "history.csv")) == without_seconds(read_history_csv(b / "history.csv"))
+    assert load(a / "best.pt")["epoch"] == load(b / "best.pt")["epoch"]
+
+
+# ---------------------------------------------------------------- exact resume
+
+
+@pytest.mark.parametrize("aug", ["off", "on"])
+def test_interrupted_then_resumed_equals_uninterrupted(aug, data, straight, tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, epoch=3)
+        with pytest.raises(KeyboardInterrupt):
+            train(data, tmp_path, "parts", epochs=4, warmup_epochs=1, **AUG[aug])
+    run = tmp_path / "parts"
+    assert load(run / "last.pt")["epoch"] == 2  # epoch 3 was cut short: last.pt still holds epoch 2
+    assert [r["epoch"] for r in read_history_csv(run / "history.csv")] == [1, 2]
+
+    result = resume(run)
+    assert (result.run_dir, result.epochs_done) == (run, 4)
+    assert_same_run(straight(aug), run)
+
+
+@pytest.mark.parametrize("aug", ["off", "on"])
+def test_raising_epochs_on_resume_equals_one_long_run(aug, data, tmp_path):
+    """--epochs 2, then --resume --epochs 4: with a flat schedule the first two epochs are the same as a 4-epoch run's."""
+    flat = dict(scheduler="none", **AUG[aug])
+    train(data, tmp_path, "long", epochs=4, **flat)
+    train(data, tmp_path, "parts", epochs=2, **flat)
+    assert load(tmp_path / "parts" / "last.pt")["epoch"] == 2
+    resume(tmp_path / "parts", epochs=4)
+    assert_same_run(tmp_path / "long", tmp_path / "parts")
+
+
+def test_history_continues_across_resume(data, tmp_path):
+    run = train(data, tmp_path, "parts", epochs=1).run_dir
+    resume(run, epochs=2)
+    resume(run, epochs=3)
+    rows = read_history_csv(run / "history.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["epoch"] for r in load(run / "last.pt")["history"]] == [1, 2, 3]
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["epochs"] == 3  # the resolved config follows the raised --epochs
+    assert load(run / "last.pt")["config"]["epochs"] == 3
+
+
+def test_raised_epochs_follow_the_longer_schedule(data, tmp_path):
+    """The resumed epoch trains with the new schedule's LR, not the finished one's (cosine floor) from last.pt."""
+    run = train(data, tmp_path, "cos", epochs=1, scheduler="cosine").run_dir
+    assert load(run / "last.pt")["optimizer"]["param_groups"][0]["lr"] == pytest.approx(TINY["lr"] * 0.01)
+    resume(run, epochs=2)
+    rows = load(run / "last.pt")["history"]
+    steps = 5  # 40 images / batch 8
+    longer = TrainConfig(data="x", epochs=2, scheduler="cosine")
+    assert rows[1]["lr"] == TINY["lr"] * lr_factor(steps, steps, longer)  # 0.505 x base, not 0.01 x base
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_checkpoints_hold_the_contract_and_load_weights_only(data, straight):
+    run = straight("on")
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(run / name, map_location="cpu", weights_only=True)
+        assert CONTRACT_KEYS <= ckpt.keys()
+        assert ckpt["format"] == "clf-checkpoint" and ckpt["arch"] == "cnn"
+        assert ckpt["classes"] == ["circle", "square", "star", "triangle"]
+        assert ckpt["model_kwargs"]["num_classes"] == 4
+        assert ckpt["preprocess"]["size"] in ([32, 32], (32, 32))
+        assert ckpt["config"]["epochs"] == 4 and ckpt["config"]["hflip"] == 0.5
+        assert ckpt["run_name"] == "straight-on"
+        assert isinstance(ckpt["rng"]["torch"], torch.Tensor)
+        assert [r["epoch"] for r in ckpt["history"]] == list(range(1, ckpt["epoch"] + 1))
+        model = model_from_checkpoint(ckpt)
+        assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
+    assert load(run / "last.pt")["epoch"] == 4
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_best_checkpoint_is_the_best_val_epoch(straight):
+    run = straight("on")
+    rows = read_history_csv(run / "history.csv")
+    best_acc = max(r["val_acc"] for r in rows)
+    best_epoch = next(r["epoch"] for r in rows if r["val_acc"] == best_acc)  # first epoch reaching it
+    best = load(run / "best.pt")
+    assert best["epoch"] == best_epoch and best["best_val_acc"] == best_acc
+    assert load(run / "last.pt")["best_val_acc"] == best_acc
+
+
+@pytest.fixture
+def scripted_val(monkeypatch):
+    """Replace evaluate() by a scripted val accuracy per epoch; remember the weights each epoch ended with."""
+    weights: list[dict[str, torch.Tensor]] = []
+
+    def script(accuracies):
+        def evaluate(model, loader, criterion, runtime):
+            weights.append({k: v.clone() for k, v in model.state_dict().items()})
+            return EpochMetrics(loss=1.0, accuracy=accuracies[len(weights) - 1], images=8, seconds=0.0)
+
+        monkeypatch.setattr(fit_module, "evaluate", evaluate)
+        return weights
+
+    return script
+
+
+def test_best_and_last_hold_their_own_epochs(data, tmp_path, scripted_val):
+    weights = scripted_val([0.25, 0.75, 0.5, 0.5])
+    result = train(data, tmp_path, "bl", epochs=4)
+    run = result.run_dir
+    assert (result.epochs_done, result.best_val_acc, result.stopped_early) == (4, 0.75, False)
+    best, last = load(run / "best.pt"), load(run / "last.pt")
+    assert (best["epoch"], last["epoch"]) == (2, 4)
+    assert_same_weights(best["model"], weights[1])
+    assert_same_weights(last["model"], weights[3])
+
+
+@pytest.mark.parametrize(
+    "accuracies, patience, stopped_after, best_epoch",
+    [
+        ([0.25, 0.75, 0.5, 0.5, 0.9, 0.9], 2, 4, 2),  # no gain in epochs 3 and 4
+        ([0.5, 0.5, 0.5, 0.5, 0.5, 0.5], 2, 3, 1),  # a tie is no gain: the first epoch stays best
+        ([0.1, 0.2, 0.3, 0.4], 1, None, 4),  # always improving: runs to --epochs
+    ],
+)
+def test_early_stopping(accuracies, patience, stopped_after, best_epoch, data, tmp_path, scripted_val):
+    scripted_val(accuracies)
+    epochs = len(accuracies)
+    result = train(data, tmp_path, "es", epochs=epochs, patience=patience)
+    done = stopped_after or epochs
+    assert (result.epochs_done, result.stopped_early) == (done, stopped_after is not None)
+    assert [r["epoch"] for r in read_history_csv(result.run_dir / "history.csv")] == list(range(1, done + 1))
+    assert load(result.run_dir / "best.pt")["epoch"] == best_epoch
+    assert load(result.run_dir / "last.pt")["epoch"] == done
+
+
+def test_early_stopping_for_real_with_lr_zero(data, tmp_path):
+    """No scripting: with --lr 0 and no augmentation the weights never change, so val accuracy never improves."""
+    result = train(data, tmp_path, "frozen", epochs=6, patience=2, lr=0.0, hflip=0.0, rotate=0.0, scheduler="none")
+    assert result.stopped_early and result.epochs_done < 6
+
+
+def test_no_val_best_is_last(data, tmp_path):
+    result = train(data, tmp_path, "full", epochs=2, val_split=0.0)
+    run = result.run_dir
+    assert result.best_val_acc is None
+    best, last = load(run / "best.pt"), load(run / "last.pt")
+    assert best["epoch"] == last["epoch"] == 2
+    assert_same_weights(best["model"], last["model"])
+    rows = read_history_csv(run / "history.csv")
+    assert [(r["val_loss"], r["val_acc"]) for r in rows] == [(None, None)] * 2
+
+
+# ---------------------------------------------------------------- crashes
+
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(data, tmp_path, monkeypatch):
+    real_save = torch.save
+    saves = []
+
+    def crashing_save(obj, f, *args, **kwargs):
+        saves.append(obj["epoch"])
+        if obj["epoch"] == 2:
+            f.write(b"PK\x03\x04 half a zip")  # the process dies mid-write
+            raise OSError("No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", crashing_save)
+    with pytest.raises(OSError, match="No space left"):
+        train(data, tmp_path, "crash", epochs=3)
+    run = tmp_path / "crash"
+    assert saves == [1, 2]
+    assert load(run / "last.pt")["epoch"] == 1
+    assert load(run / "best.pt")["epoch"] == 1
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "curves.png", "history.csv", "last.pt"]
+
+
+def test_ctrl_c_while_saving_waits_for_the_save():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with fit_module._interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("checkpoint written")
+    assert done == ["checkpoint written"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupt_in_first_epoch_leaves_nothing_to_resume(data, tmp_path, monkeypatch, caplog):
+    interrupt_in_epoch(monkeypatch, epoch=1, after_batches=1)
+    with captured_log(caplog, "clf.train.fit"), pytest.raises(KeyboardInterrupt):
+        train(data, tmp_path, "early", epochs=2)
+    assert not (tmp_path / "early" / "last.pt").exists()
+    assert "interrupted during epoch 1: no epoch finished, nothing to resume" in caplog.text
+
+
+# ---------------------------------------------------------------- options
+
+
+def test_history_lr_follows_the_schedule(data, tmp_path):
+    """SGD, step decay after a warmup epoch, label smoothing: the logged LR is the one each epoch started with."""
+    options = dict(epochs=4, optimizer="sgd", scheduler="step", warmup_epochs=1, label_smoothing=0.1, lr=0.01)
+    run = train(data, tmp_path, "sgd", **options).run_dir
+    ckpt = load(run / "last.pt")
+    cfg = TrainConfig(data="x", **options)
+    steps = 5  # 40 images / batch 8
+    assert [r["lr"] for r in ckpt["history"]] == pytest.approx([0.01 * lr_factor(e * steps, steps, cfg) for e in range(4)])
+    assert [r["lr"] for r in ckpt["history"]] == pytest.approx([0.01 / 5, 0.01, 0.001, 0.0001])
+    assert ckpt["config"]["optimizer"] == "sgd" and ckpt["config"]["label_smoothing"] == 0.1
+    assert "momentum_buffer" in next(iter(ckpt["optimizer"]["state"].values()))
+    assert ckpt["scheduler"]["last_epoch"] == 4 * steps
+
+
+def test_cache_images_trains_the_same(data, tmp_path):
+    """Cached decoded images, augmentation still drawn per epoch: the same weights as reading the files each time."""
+    plain = train(data, tmp_path, "files", epochs=2, **AUG["on"]).run_dir
+    cached = train(data, tmp_path, "cached", epochs=2, cache_images=True, **AUG["on"]).run_dir
+    assert_same_weights(load(plain / "last.pt")["model"], load(cached / "last.pt")["model"])

@@ -1,0 +1,359 @@
+"""`clf infer` through typer's CliRunner (and one real process): CSV formats and order, sample submissions, top-k,
+probabilities, bad images, models without clf metadata, device errors. The model's answers are known by hand:
+BrightnessNet picks dark / mid / bright from an image's mean grey level."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from clf.cli import app
+from clf.serve.session import nvidia_driver_problem
+from serve_helpers import (
+    BRIGHTNESS_CLASSES,
+    UNREADABLE,
+    bad_images,
+    brightness_logits,
+    brightness_model,
+    cli_state,
+    grey_image,
+    read_csv,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+no_driver_here = pytest.mark.skipif(nvidia_driver_problem() is None, reason="needs a machine without an NVIDIA driver")
+
+# name -> grey level; sorted by path: a_10.jpg, a_2.png, b_03.png, c_01.png (sub/d_01.png only with --recursive)
+GREYS = {"b_03.png": 200, "a_10.jpg": 60, "c_01.png": 230, "a_2.png": 128}
+SUB_GREY = 40
+SORTED = ["a_10.jpg", "a_2.png", "b_03.png", "c_01.png"]
+LABELS = {"a_10": "dark", "a_2": "mid", "b_03": "bright", "c_01": "bright", "d_01": "dark"}
+TOP3 = {"a_10": "dark mid bright", "a_2": "mid bright dark", "b_03": "bright mid dark", "c_01": "bright mid dark"}
+CPU = "CPUExecutionProvider"
+
+
+@pytest.fixture(autouse=True)
+def _cli_state():
+    with cli_state():
+        yield
+
+
+def clf(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def error_line(result) -> str:
+    """The one line a user sees for a failure; no traceback."""
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return brightness_model(tmp_path_factory.mktemp("model") / "brightness.onnx")
+
+
+@pytest.fixture(scope="module")
+def plain_model(tmp_path_factory) -> Path:
+    """The same network exported by "another tool": no clf metadata."""
+    return brightness_model(tmp_path_factory.mktemp("plain") / "plain.onnx", metadata=False)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("test_images")
+    for i, (name, grey) in enumerate(GREYS.items()):
+        grey_image(folder / name, grey, size=(20 + 7 * i, 40 - 5 * i))  # sizes and aspect ratios differ
+    grey_image(folder / "sub" / "d_01.png", SUB_GREY)
+    (folder / "readme.txt").write_text("not an image, and not named like one: ignored")
+    return folder
+
+
+def csv_text(*rows: str) -> str:
+    return "".join(row + "\n" for row in rows)
+
+
+def test_default_submission(model, images, tmp_path):
+    out = tmp_path / "submission.csv"
+    result = clf("infer", images, "--model", model, "--csv", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == csv_text("id,label", *(f"{Path(n).stem},{LABELS[Path(n).stem]}" for n in SORTED))
+    assert f"4 images, onnxruntime provider: {CPU}" in result.stderr  # the provider actually used
+    assert result.stdout.startswith(f"{out}: 4 of 4 images predicted on {CPU} (")
+    assert [p.name for p in tmp_path.iterdir()] == ["submission.csv"]  # no temp file left behind
+
+
+@no_driver_here
+def test_auto_device_runs_on_cpu_here_and_says_so(model, images, tmp_path):
+    result = clf("infer", images, "--model", model, "--csv", tmp_path / "s.csv")
+    assert result.exit_code == 0, result.output
+    assert f"onnxruntime provider: {CPU}" in result.stderr
+    assert "WARNING" not in result.output and "INFO" not in result.output  # a CPU host is no news
+
+
+@pytest.mark.parametrize(
+    "id_format, recursive, ids",
+    [
+        ("stem", False, ["a_10", "a_2", "b_03", "c_01"]),
+        ("name", False, SORTED),
+        ("stem", True, ["a_10", "a_2", "b_03", "c_01", "d_01"]),
+        ("relpath", True, [*SORTED, "sub/d_01.png"]),
+    ],
+)
+def test_columns_and_id_formats(model, images, tmp_path, id_format, recursive, ids):
+    out = tmp_path / "out" / "sub.csv"  # the folder is created
+    args = ["--id-col", "ImageId", "--label-col", "Category", "--id-format", id_format, "--device", "cpu"]
+    result = clf("infer", images, "--model", model, "--csv", out, *args, *(["--recursive"] if recursive else []))
+    assert result.exit_code == 0, result.output
+    expected = [["ImageId", "Category"], *([i, LABELS[Path(i).stem]] for i in ids)]
+    assert read_csv(out) == expected
+
+
+def test_unknown_id_format(model, images, tmp_path):
+    result = clf("infer", images, "--model", model, "--csv", tmp_path / "s.csv", "--id-format", "path")
+    assert result.exit_code == 2
+    assert error_line(result) == "error: --id-format must be one of stem, name, relpath, got 'path'"
+
+
+def test_sample_submission_keeps_its_columns_and_row_order(model, images, tmp_path):
+    sample = tmp_path / "sample_submission.csv"
+    sample.write_text("Usage,id,label\nPublic,c_01,x\nPrivate,a_2,x\nPublic,a_10,x\n")  # no b_03
+    out = tmp_path / "submission.csv"
+    result = clf("infer", images, "--model", model, "--csv", out, "--sample-submission", sample, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == csv_text("Usage,id,label", "Public,c_01,bright", "Private,a_2,mid", "Public,a_10,dark")
+    assert f"{sample}: 1 predicted ids are not in it (b_03); left out" in result.output  # reported, not silent
+    assert "4 of 4 images predicted" in result.stdout and "1 not in the sample submission" in result.stdout
+
+
+def test_sample_submission_with_custom_columns_and_topk(model, images, tmp_path):
+    sample = tmp_path / "sample.csv"
+    sample.write_text("ImageId,Top3\nb_03,?\na_10,?\nc_01,?\na_2,?\n")
+    out = tmp_path / "submission.csv"
+    result = clf("infer", images, "--model", model, "--csv", out, "--sample-submission", sample, "--device", "cpu",
+                 "--id-col", "ImageId", "--label-col", "Top3", "--topk", "3")
+    assert result.exit_code == 0, result.output
+    assert read_csv(out) == [["ImageId", "Top3"], *([i, TOP3[i]] for i in ["b_03", "a_10", "c_01", "a_2"])]
+
+
+def test_sample_id_without_an_image_is_an_error(model, images, tmp_path):
+    sample = tmp_path / "sample_submission.csv"
+    sample.write_text("id,label\na_10,x\nzz_99,x\nb_03,x\n")
+    out = tmp_path / "submission.csv"
+    result = clf("infer", images, "--model", model, "--csv", out, "--sample-submission", sample, "--device", "cpu")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        f"error: {sample}: 1 of 3 ids have no image (zz_99); check the image folder and --id-format"
+    )
+    assert "onnxruntime provider" not in result.output  # checked before the model even loads
+    assert not out.exists()
+
+
+def test_sample_without_the_label_column(model, images, tmp_path):
+    sample = tmp_path / "sample.csv"
+    sample.write_text("id,target\na_10,x\n")
+    result = clf("infer", images, "--model", model, "--csv", tmp_path / "s.csv", "--sample-submission", sample)
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: {sample}: no column 'label' (columns: id, target); set the column names"
+
+
+def test_topk(model, images, tmp_path):
+    out = tmp_path / "top3.csv"
+    result = clf("infer", images, "--model", model, "--csv", out, "--topk", "3", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert read_csv(out) == [["id", "label"], *([i, TOP3[i]] for i in ["a_10", "a_2", "b_03", "c_01"])]
+    clf("infer", images, "--model", model, "--csv", out, "--topk", "9", "--device", "cpu")  # more than 3 classes
+    assert read_csv(out)[1] == ["a_10", "dark mid bright"]
+
+
+def test_topk_and_batch_size_must_be_positive(model, images, tmp_path):
+    for flag in ("--topk", "--batch-size"):
+        result = clf("infer", images, "--model", model, "--csv", tmp_path / "s.csv", flag, "0")
+        assert result.exit_code == 2
+        assert f"Invalid value for '{flag}'" in result.output and "Traceback" not in result.output
+
+
+def test_probs(model, images, tmp_path):
+    out, probs = tmp_path / "sub.csv", tmp_path / "probs.csv"
+    result = clf("infer", images, "--model", model, "--csv", out, "--probs", probs, "--batch-size", "3",
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    table = read_csv(probs)
+    assert table[0] == ["id", *BRIGHTNESS_CLASSES]
+    assert [row[0] for row in table[1:]] == ["a_10", "a_2", "b_03", "c_01"]
+    values = np.array([[float(v) for v in row[1:]] for row in table[1:]])
+    np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-5)
+    for name, row in zip(SORTED, values):
+        grey = cv2.imread(str(images / name)).mean()  # the JPEG may decode a level off
+        logits = brightness_logits(grey)
+        expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        np.testing.assert_allclose(row, expected, rtol=1e-4, atol=1e-6)
+    assert [BRIGHTNESS_CLASSES[i] for i in values.argmax(axis=1)] == [row[1] for row in read_csv(out)[1:]]
+
+
+@pytest.fixture
+def mixed(images, tmp_path) -> tuple[Path, dict[str, Path]]:
+    """The good images plus a corrupt .jpg, a truncated .png and a text file named .png."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in SORTED:
+        (folder / name).write_bytes((images / name).read_bytes())
+    return folder, bad_images(folder, images / "a_2.png")
+
+
+def test_bad_images_are_reported_and_skipped(model, mixed, tmp_path):
+    folder, bad = mixed
+    out = tmp_path / "sub.csv"
+    result = clf("infer", folder, "--model", model, "--csv", out, "--device", "cpu", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == csv_text("id,label", *(f"{Path(n).stem},{LABELS[Path(n).stem]}" for n in SORTED))
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert [line.split(None, 1)[1].rstrip() for line in warnings] == [
+        f"{bad['corrupt']}: {UNREADABLE}; skipped",
+        f"{bad['text']}: {UNREADABLE}; skipped",
+        f"{bad['truncated']}: {UNREADABLE}; skipped",
+    ]
+    assert "4 of 7 images predicted" in result.stdout and "3 skipped" in result.stdout
+
+
+def test_strict_fails_but_keeps_every_readable_row(model, mixed, tmp_path):
+    folder, bad = mixed
+    out = tmp_path / "sub.csv"
+    result = clf("infer", folder, "--model", model, "--csv", out, "--device", "cpu", "--strict")
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: 3 image(s) could not be read (--strict); the other rows were written to {out}"
+    assert read_csv(out) == [["id", "label"], *([Path(n).stem, LABELS[Path(n).stem]] for n in SORTED)]
+    assert f"{bad['truncated']}: {UNREADABLE}; skipped" in result.stderr
+
+
+def test_unreadable_image_in_the_sample_keeps_the_sample_label(model, mixed, tmp_path):
+    folder, _ = mixed
+    sample = tmp_path / "sample.csv"
+    sample.write_text("id,label\ntruncated,circle\na_2,circle\n")
+    out = tmp_path / "sub.csv"
+    result = clf("infer", folder, "--model", model, "--csv", out, "--sample-submission", sample, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == csv_text("id,label", "truncated,circle", "a_2,mid")  # complete, uploadable
+    assert f"{sample}: 1 ids of unreadable images keep the sample's label (truncated)" in result.stderr
+
+
+def test_folder_without_images(model, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no pictures here")
+    result = clf("infer", empty, "--model", model, "--csv", tmp_path / "s.csv")
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: {empty}: no images (.jpg, .png, ...) found"
+    result = clf("infer", tmp_path / "nowhere", "--model", model, "--csv", tmp_path / "s.csv")
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: {tmp_path / 'nowhere'}: folder not found"
+
+
+def test_missing_model_file(images, tmp_path):
+    result = clf("infer", images, "--model", tmp_path / "nope.onnx", "--csv", tmp_path / "s.csv")
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: {tmp_path / 'nope.onnx'}: file not found"
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_model_without_clf_metadata(model, plain_model, images, tmp_path):
+    result = clf("infer", images, "--model", plain_model, "--csv", tmp_path / "s.csv", "--device", "cpu")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        f"error: {plain_model}: no clf metadata (exported by another tool?); "
+        "pass --img-size, --mean, --std and --labels to use it"
+    )
+    labels = tmp_path / "labels.txt"
+    labels.write_text("dark\nmid\nbright\n")
+    for names in ("dark,mid,bright", labels):
+        out = tmp_path / "plain.csv"
+        result = clf("infer", images, "--model", plain_model, "--csv", out, "--device", "cpu", "--img-size", "16",
+                     "--mean", "0,0,0", "--std", "1,1,1", "--labels", names)
+        assert result.exit_code == 0, result.output
+        assert read_csv(out) == [["id", "label"], *([Path(n).stem, LABELS[Path(n).stem]] for n in SORTED)]
+    out = tmp_path / "numbered.csv"  # without --labels the classes are numbered
+    result = clf("infer", images, "--model", plain_model, "--csv", out, "--device", "cpu", "--img-size", "16",
+                 "--mean", "0,0,0", "--std", "1,1,1")
+    assert result.exit_code == 0, result.output
+    assert [row[1] for row in read_csv(out)[1:]] == ["0", "1", "2", "2"]
+
+
+def test_explicit_preprocessing_with_wrong_size_or_bad_values(plain_model, images, tmp_path):
+    base = ["infer", images, "--model", plain_model, "--csv", tmp_path / "s.csv", "--device", "cpu"]
+    result = clf(*base, "--img-size", "32")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        f"error: {plain_model}: the model takes 16x16 images but the preprocessing makes 32x32; "
+        "pass a matching --img-size"
+    )
+    result = clf(*base, "--img-size", "16", "--mean", "0.5,0.5")
+    assert result.exit_code == 2
+    assert "--mean takes three comma-separated numbers" in error_line(result)
+    result = clf(*base, "--img-size", "16", "--labels", "a,b")
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: {plain_model}: the model outputs 3 classes but 2 class names were given"
+
+
+def test_preprocessing_flags_change_only_what_they_name_on_a_clf_model(model, images, tmp_path):
+    """--mean on a clf model keeps the model's size and std (an override, warned about), not ImageNet defaults."""
+    out = tmp_path / "s.csv"
+    result = clf("infer", images, "--model", model, "--csv", out, "--device", "cpu", "--mean", "0.3,0.3,0.3")
+    assert result.exit_code == 0, result.output
+    assert "preprocessing overridden" in result.stderr
+    # brightness - 0.3: a_10 (0.235) -> -0.065 (dark), c_01 (0.902) -> 0.602 (mid)
+    assert [row[1] for row in read_csv(out)[1:]] == ["dark", "dark", "mid", "mid"]
+
+
+@no_driver_here
+def test_cuda_on_a_machine_without_it(model, images, tmp_path):
+    out = tmp_path / "s.csv"
+    result = clf("infer", images, "--model", model, "--csv", out, "--device", "cuda")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        "error: cuda requested but this machine cannot run it (no NVIDIA driver: libcuda.so.1 not found); "
+        "use --device cpu, or run on a machine with an NVIDIA GPU and driver"
+    )
+    assert not out.exists()
+
+
+def test_unknown_device(model, images, tmp_path):
+    result = clf("infer", images, "--model", model, "--csv", tmp_path / "s.csv", "--device", "gpu")
+    assert result.exit_code == 2
+    assert error_line(result) == "error: unknown device 'gpu'; use one of auto, cpu, cuda, tensorrt"
+
+
+def test_real_process_keeps_native_noise_off_the_screen(model, mixed, tmp_path):
+    """A real `clf infer`: OpenCV's libpng warning and onnxruntime's C++ log lines (written straight to fd 2,
+    where CliRunner cannot see them) stay hidden; the user sees our lines only."""
+    folder, bad = mixed
+    out = tmp_path / "sub.csv"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "300"}
+    env.pop("OPENCV_LOG_LEVEL", None)
+    command = [sys.executable, "-m", "clf", "infer", str(folder), "--model", str(model), "--csv", str(out)]
+    proc = subprocess.run([*command, "--device", "cpu"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert read_csv(out) == [["id", "label"], *([Path(n).stem, LABELS[Path(n).stem]] for n in SORTED)]
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "7 images, onnxruntime provider: CPUExecutionProvider"
+    assert [line.split(None, 1)[1].rstrip() for line in lines[1:]] == [
+        f"{bad['corrupt']}: {UNREADABLE}; skipped",
+        f"{bad['text']}: {UNREADABLE}; skipped",
+        f"{bad['truncated']}: {UNREADABLE}; skipped",
+    ]
+    assert proc.stdout.startswith(f"{out}: 4 of 7 images predicted on CPUExecutionProvider (")
+    if nvidia_driver_problem() is not None:
+        proc = subprocess.run([*command, "--device", "cuda"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=120)
+        assert proc.returncode == 2
+        assert proc.stderr.startswith("error: cuda requested but this machine cannot run it")
+        assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr

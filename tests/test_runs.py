@@ -1,0 +1,79 @@
+"""clf.train.runs and `clf runs`: one row per run folder, read from config.json + history.csv."""
+
+import json
+
+from typer.testing import CliRunner
+
+from clf.cli import app
+from clf.train.history import write_history_csv
+from clf.train.runs import collect_runs, summarize_run
+from train_helpers import captured_log
+
+runner = CliRunner()
+
+
+def make_run(root, name, arch="cnn", accs=(0.5, 0.75, 0.625), seconds=30.0, batch=16, size=64, params=456_789):
+    run = root / name
+    run.mkdir(parents=True)
+    config = {"train": {"arch": arch, "batch_size": batch, "img_size": size, "epochs": len(accs)}, "params": params}
+    (run / "config.json").write_text(json.dumps(config))
+    rows = [
+        {"epoch": i + 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": None if a is None else 1.0, "val_acc": a,
+         "lr": 0.001, "seconds": seconds}
+        for i, a in enumerate(accs)
+    ]
+    write_history_csv(rows, run / "history.csv")
+    return run
+
+
+def test_summary_of_one_run(tmp_path):
+    run = make_run(tmp_path, "resnet18-128", arch="resnet18", accs=(0.5, 0.875, 0.75), seconds=20.5, size=128)
+    s = summarize_run(run)
+    assert (s.name, s.arch, s.epochs, s.batch_size, s.img_size) == ("resnet18-128", "resnet18", 3, 16, 128)
+    assert s.best_val_acc == 0.875 and s.params == 456_789 and s.seconds == 61.5 and s.path == run
+
+
+def test_no_val_split_and_no_history_yet(tmp_path):
+    assert summarize_run(make_run(tmp_path, "full", accs=(None, None))).best_val_acc is None
+    fresh = make_run(tmp_path, "fresh")
+    (fresh / "history.csv").unlink()  # interrupted in epoch 1: config.json only
+    s = summarize_run(fresh)
+    assert (s.epochs, s.best_val_acc, s.seconds) == (0, None, 0.0)
+
+
+def test_collect_sorts_and_skips_unreadable(tmp_path, caplog):
+    make_run(tmp_path, "b-run")
+    make_run(tmp_path, "a-run")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    (tmp_path / "not-a-run").mkdir()
+    with captured_log(caplog, "clf.train.runs"):
+        names = [s.name for s in collect_runs(tmp_path)]
+    assert names == ["a-run", "b-run"]
+    assert "broken: unreadable run folder" in caplog.text
+
+
+def test_runs_command_prints_the_table(tmp_path):
+    make_run(tmp_path, "cnn-64", accs=(0.5, 0.9375), seconds=45.0, params=460_000)
+    make_run(tmp_path, "alex-full", arch="alexnet", accs=(None,) * 4, seconds=1000.0, batch=32, size=96, params=57_000_000)
+    result = runner.invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"training runs in {tmp_path}"
+    header = " ".join(line for line in lines if line.startswith("┃"))  # 80 columns: "best val acc" wraps
+    for column in ("run", "arch", "epochs", "batch", "img size", "best val", "acc", "params", "time"):
+        assert column in header
+    cnn = next(line for line in lines if "cnn-64" in line).split("│")
+    alex = next(line for line in lines if "alex-full" in line).split("│")
+    assert [c.strip() for c in cnn[1:-1]] == ["cnn-64", "cnn", "2", "16", "64", "0.9375", "0.46M", "1m30s"]
+    assert [c.strip() for c in alex[1:-1]] == ["alex-full", "alexnet", "4", "32", "96", "", "57.00M", "1h06m"]
+    assert lines.index(next(l for l in lines if "alex-full" in l)) < lines.index(next(l for l in lines if "cnn-64" in l))
+
+
+def test_runs_command_on_empty_or_missing_folder(tmp_path):
+    for folder in (tmp_path, tmp_path / "missing"):
+        result = runner.invoke(app, ["runs", str(folder)])
+        assert result.exit_code == 2
+        assert "no training runs found" in result.output and str(folder) in result.output
+        assert "Traceback" not in result.output

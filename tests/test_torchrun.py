@@ -1,0 +1,62 @@
+"""`torchrun --nproc-per-node 2 -m clf train`: DDP on gloo with 2 CPU processes, rank 0 writes the run, resume works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from train_helpers import load, make_data
+
+pytestmark = pytest.mark.slow  # two processes importing torch, twice: ~30 s on 2 busy cores
+
+TINY_DDP = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet"]
+
+
+def torchrun(*args: str | Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "clf", "train", *map(str, args)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_two_process_training_and_resume(tmp_path):
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "runs"
+
+    first = torchrun(data, *TINY_DDP, "--epochs", "2", "--out", out)
+    output = first.stdout + first.stderr
+    assert first.returncode == 0, output
+    assert [p.name for p in out.iterdir()] == ["cnn-32"], output  # one run folder, named by rank 0 for both ranks
+    run = out / "cnn-32"
+    last = load(run / "last.pt")
+    assert last["epoch"] == 2 and [r["epoch"] for r in last["history"]] == [1, 2]
+    assert all(r["val_acc"] is not None for r in last["history"])  # rank 0 validated
+    assert not any(key.startswith("module.") for key in last["model"])  # the bare model, not the DDP wrapper
+    summaries = [line for line in first.stdout.splitlines() if line.startswith(str(out))]
+    assert summaries == [f"{run}: 2 epochs, best val acc {last['best_val_acc']:.4f}"], output  # rank 0 only
+    assert "distributed: rank 1 of 2 on cpu (gloo)" in output
+
+    second = torchrun("--resume", run, "--epochs", "3", "--workers", "0", "--device", "cpu", "--quiet")
+    assert second.returncode == 0, second.stdout + second.stderr
+    last = load(run / "last.pt")
+    assert last["epoch"] == 3 and [r["epoch"] for r in last["history"]] == [1, 2, 3]
+    assert (run / "history.csv").read_text().count("\n") == 4  # header + 3 epochs
+    assert [p.name for p in out.iterdir()] == ["cnn-32"]
+
+
+def test_refusal_reaches_every_rank(tmp_path):
+    """An existing run folder stops both ranks with the one error line, rather than leaving rank 1 in DDP set-up."""
+    data = make_data(tmp_path / "data")
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    (tmp_path / "runs" / "taken" / "config.json").write_text("{}")
+    result = torchrun(data, *TINY_DDP, "--epochs", "1", "--out", tmp_path / "runs", "--name", "taken")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert output.count(f"error: {tmp_path / 'runs' / 'taken'}: run folder already exists") == 2
+    assert "Traceback" not in result.stdout

@@ -1,0 +1,82 @@
+"""Shared bits of the training tests: a tiny sample competition and short `fit` calls (32 px cnn, CPU, no workers)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clf.data.sample import generate_sample_competition
+from clf.train import fit as fit_module
+from clf.train.fit import FitResult, fit, resolve_config
+
+# Small enough for a busy 2-core box: 12 images per class -> 40 train / 8 val, 5 batches of 8 per epoch.
+TINY = dict(arch="cnn", img_size=32, batch_size=8, workers=0, device="cpu", quiet=True, lr=3e-3, seed=0)
+
+
+def make_data(root: Path, n_per_class: int = 12, classes: tuple[str, ...] | None = None) -> Path:
+    """Write the sample competition under `root` and return its labelled train/ folder."""
+    extra = {} if classes is None else {"classes": classes}
+    summary = generate_sample_competition(root, n_train_per_class=n_per_class, n_test=4, image_size=32, **extra)
+    return Path(summary["train_dir"])
+
+
+def train(data: Path, out: Path, name: str, **options: Any) -> FitResult:
+    """A new run through the library, as `clf train` builds it."""
+    cfg, _ = resolve_config({**TINY, "data": str(data), "out": str(out), "name": name, **options})
+    return fit(cfg)
+
+
+def resume(run_dir: Path, **options: Any) -> FitResult:
+    """`clf train --resume RUN_DIR` with the per-machine options a user passes again."""
+    cfg, ckpt = resolve_config({"workers": 0, "device": "cpu", "quiet": True, **options}, str(run_dir))
+    return fit(cfg, resume_ckpt=ckpt)
+
+
+def load(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def without_seconds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"tensors differ: {differ}"
+
+
+@contextlib.contextmanager
+def captured_log(caplog, name: str):
+    """caplog for a `clf.*` logger even after the CLI has set up logging (it stops propagation at `clf`)."""
+    logger = logging.getLogger(name)
+    logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
+def interrupt_in_epoch(monkeypatch, epoch: int, after_batches: int = 2) -> None:
+    """Ctrl-C after `after_batches` optimizer steps of the `epoch`-th epoch this process trains."""
+    real = fit_module.train_one_epoch
+    calls = []
+
+    def train_one_epoch(model, loader, *args, **kwargs):
+        calls.append(1)
+        if len(calls) < epoch:
+            return real(model, loader, *args, **kwargs)
+
+        def until_interrupted():
+            for index, batch in enumerate(loader):
+                if index == after_batches:
+                    raise KeyboardInterrupt
+                yield batch
+
+        return real(model, until_interrupted(), *args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", train_one_epoch)
