@@ -190,7 +190,7 @@ def train(
     hflip: Annotated[Optional[float], typer.Option(help="Random horizontal flip probability; 0 disables (digits, text).")] = None,
     rotate: Annotated[Optional[float], typer.Option(help="Random rotation range in degrees; 0 disables.")] = None,
     resize: Annotated[Optional[str], typer.Option(help="stretch, or shorter_crop (shorter side + center crop).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes (0 = in the main process).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes (0 = in the main process; default auto: 0 on CPU, up to 8 on GPU).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (split, init, shuffling, augmentation).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name (default: ARCH-SIZE, numbered when taken).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder holding run folders.")] = None,

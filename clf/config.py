@@ -104,7 +104,7 @@ class TrainConfig(_JsonMixin):
     val_split: float = 0.2
     hflip: float = 0.5
     rotate: float = 0.0
-    workers: int = 2
+    workers: int = -1  # -1 = auto: 0 on the CPU, up to 8 on a GPU
     seed: int = 0
     name: str = ""
     out: str = "runs"
@@ -130,7 +130,7 @@ class TrainConfig(_JsonMixin):
             (0.0 <= self.val_split < 1.0, "--val-split must be >= 0 and < 1 (0 = no validation)"),
             (0.0 <= self.hflip <= 1.0, "--hflip is a probability between 0 and 1"),
             (self.rotate >= 0, "--rotate must be >= 0 degrees"),
-            (self.workers >= 0, "--workers must be >= 0"),
+            (self.workers >= -1, "--workers must be >= 0 (or -1 for auto)"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
             (self.patience >= 0, "--patience must be >= 0"),
             (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be >= 0 and < 1"),

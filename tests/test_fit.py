@@ -87,6 +87,18 @@ def test_interrupted_then_resumed_equals_uninterrupted(aug, data, straight, tmp_
     assert_same_run(straight(aug), run)
 
 
+def test_resume_is_exact_with_a_worker_process_too(data, tmp_path, monkeypatch):
+    """Workers restart each epoch seeded from the saved main RNG, so augmentation in them resumes exactly."""
+    worker = dict(workers=1, epochs=3, **AUG["on"])
+    train(data, tmp_path, "straight", **worker)
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, epoch=3)
+        with pytest.raises(KeyboardInterrupt):
+            train(data, tmp_path, "parts", **worker)
+    resume(tmp_path / "parts", workers=1)
+    assert_same_run(tmp_path / "straight", tmp_path / "parts")
+
+
 @pytest.mark.parametrize("aug", ["off", "on"])
 def test_raising_epochs_on_resume_equals_one_long_run(aug, data, tmp_path):
     """--epochs 2, then --resume --epochs 4: with a flat schedule the first two epochs are the same as a 4-epoch run's."""

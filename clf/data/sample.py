@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from clf.atomic import atomic_write_bytes
 from clf.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ def _write_image(stem: Path, image: np.ndarray, use_png: bool) -> None:
     ok, encoded = cv2.imencode(suffix, image, params)
     if not ok:  # pragma: no cover - OpenCV always has PNG and JPEG encoders
         raise DataError(f"{stem}{suffix}: OpenCV could not encode the image")
-    _write_atomic(stem.with_suffix(suffix), encoded.tobytes())
+    atomic_write_bytes(stem.with_suffix(suffix), encoded.tobytes())
 
 
 def _write_csv(path: Path, rows) -> None:
@@ -217,11 +218,4 @@ def _write_csv(path: Path, rows) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["id", "label"])
     writer.writerows(rows)
-    _write_atomic(path, buffer.getvalue().encode("utf-8"))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename: no half-written files."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import os
 import pickle
-import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path, PurePath
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 import clf
+from clf.atomic import atomic_output
 from clf.config import Preprocess
 from clf.errors import ModelError
 from clf.models.registry import create_model
@@ -127,18 +127,8 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
         raise ValueError(f"checkpoint format must be {CHECKPOINT_FORMAT!r}, got {data['format']!r}")
     _check_storable(data, "checkpoint")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(data, handle)
     _fsync_dir(path.parent)
     logger.debug("saved checkpoint %s (epoch %s)", path, data.get("epoch"))
     return path

@@ -147,6 +147,7 @@ class Predictor:
         self.batch_size = self._fixed_batch or int(batch_size)
         self.workers = int(workers) if workers else min(8, os.cpu_count() or 1)
         self.prefetch = max(0, int(prefetch))
+        self.overlap = os.environ.get("CLF_OVERLAP", "1") == "1"  # EXPERIMENT
 
     @property
     def classes(self) -> list[str]:
@@ -222,8 +223,11 @@ class Predictor:
                     failed = self._collect(futures, sources, strict)  # {index: reason}
                     rows = [r for r, i in enumerate(indices) if i not in failed]
                     batch_input = self._normalize(buffer, rows, len(indices))
-                    submit_next(buffer)  # the buffer is free again: decode the next batch into it during run
+                    if self.overlap:
+                        submit_next(buffer)  # the buffer is free again: decode the next batch into it during run
                     logits = self._run(batch_input, len(rows))
+                    if not self.overlap:
+                        submit_next(buffer)
                     done += len(indices)
                     if progress is not None:
                         progress(done)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -141,10 +142,20 @@ def preprocess_for(cfg: TrainConfig) -> Preprocess:
 def load_training_set(cfg: TrainConfig) -> LabelledSet:
     """Scan the labelled data and drop files that do not decode (each reported; fatal with --strict)."""
     labelled = load_labelled(cfg.data, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col)
-    ok = verify_images(labelled.paths, strict=cfg.strict, workers=max(2, cfg.workers))
+    ok = verify_images(labelled.paths, strict=cfg.strict, workers=max(2, os.cpu_count() or 2))
     if len(ok) < len(labelled.paths):
         log.warning("%d of %d images could not be read and are left out", len(labelled.paths) - len(ok), len(labelled.paths))
     return labelled.subset(ok)
+
+
+def resolve_workers(requested: int, runtime: rt.Runtime) -> int:
+    """-1 = auto: none on the CPU, where worker processes only take cores from the model's own threads
+    (measured: 0.68 vs 0.96 of the bare step's speed for cnn at 64 px on 2 cores); on a GPU, enough to feed it."""
+    if requested >= 0:
+        return requested
+    if not runtime.cuda:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // max(1, runtime.world_size) - 1))
 
 
 def build_loaders(
@@ -156,18 +167,19 @@ def build_loaders(
     train_ds = ImageDataset(
         train_part.paths, train_part.labels, pre, train=True, hflip=cfg.hflip, rotate=cfg.rotate, cache=cfg.cache_images
     )
+    workers = resolve_workers(cfg.workers, runtime)
     if cfg.cache_images:
-        train_ds.fill_cache(workers=max(2, cfg.workers))  # before the workers fork: they share it copy-on-write
+        train_ds.fill_cache(workers=max(2, workers))  # before the workers fork: they share it copy-on-write
     sampler = None
     if runtime.distributed:
         sampler = DistributedSampler(train_ds, runtime.world_size, runtime.rank, shuffle=True, seed=cfg.seed)
     per_rank = len(train_ds) // runtime.world_size
     loader_args = dict(
-        num_workers=cfg.workers,
+        num_workers=workers,
         pin_memory=runtime.cuda,
-        # Persistent workers keep their own torch RNG streams (seeded once, not saved in last.pt): augmentation
-        # after --resume then differs from an uninterrupted run's, so resume is bit-exact only with --workers 0.
-        persistent_workers=cfg.workers > 0,
+        # Not persistent: workers restart each epoch seeded from the main torch RNG, which last.pt saves, so
+        # augmentation after --resume is the same as in an uninterrupted run (a fork per epoch is cheap).
+        persistent_workers=False,
     )
     train_loader = DataLoader(
         train_ds,

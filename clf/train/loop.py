@@ -12,7 +12,8 @@ from torch import nn
 
 from clf.train.runtime import Runtime
 
-# on_batch(batch_index, batches_done_loss, images_per_second): after the first batch, then at most every REPORT_EVERY_S
+# on_batch(batch_index, mean_loss_so_far, images_per_second): after the first and the last batch, and at most
+# every REPORT_EVERY_S in between
 BatchCallback = Callable[[int, float, float], None]
 REPORT_EVERY_S = 0.2
 
@@ -62,6 +63,7 @@ def train_one_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
     seen = 0
     start = reported = time.perf_counter()
+    batches = len(loader) if hasattr(loader, "__len__") else -1
     for index, (images, labels) in enumerate(loader):
         images, labels = _to_device(images, labels, runtime)
         with _autocast(runtime):
@@ -76,7 +78,8 @@ def train_one_epoch(
         loss_sum += loss.detach().double() * labels.shape[0]
         correct += (logits.detach().argmax(dim=1) == labels).sum()
         seen += labels.shape[0]
-        if on_batch is not None and (index == 0 or time.perf_counter() - reported >= REPORT_EVERY_S):
+        last = index == batches - 1  # always report the end: the bar reaches 100 %, the rate covers the epoch
+        if on_batch is not None and (index == 0 or last or time.perf_counter() - reported >= REPORT_EVERY_S):
             # float() waits for the GPU: doing it every batch would stall the launch queue, so only a few times a second.
             reported = time.perf_counter()
             on_batch(index, float(loss_sum) / seen, seen / (reported - start))
