@@ -14,7 +14,7 @@ The JPEGs and the models (random-init weights through clf.models, exported throu
 metadata) are made once under benchmarks/_data/ (git-ignored) and reused.
 
     python benchmarks/infer_throughput.py                        # the issue's sizes: 1500 / 20000 images
-    python benchmarks/infer_throughput.py --images 300 --repeats 3 --models resnet18
+    python benchmarks/infer_throughput.py --images resnet18=500,cnn=8000 --repeats 3   # a shorter run
     python benchmarks/infer_throughput.py --device cuda [--fp16]  # on a GPU machine
 """
 
@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 
 from clf.config import Preprocess  # noqa: E402
 from clf.data.preprocess import load_resized, normalize_batch, preprocess  # noqa: E402
+from clf.serve.predictor import usable_cpus  # noqa: E402
 
 # name -> (input size, images for one run of (a) that lasts >= 20 s on a 2-core CPU)
 MODELS = {"resnet18": (224, 1500), "cnn": (64, 20000)}
@@ -231,11 +232,11 @@ def rate_torch(model, paths: list[str], pre: Preprocess, workers: int, args: arg
 
 def bench_model(arch: str, args: argparse.Namespace) -> dict[str, float]:
     size, default_count = MODELS[arch]
-    count = args.images or default_count
+    count = args.images.get(arch) or args.images.get("*") or default_count
     data = Path(args.data)
     folder, paths = image_set(data, count)
     model, model_path, pre = ensure_model(data, arch, size, args.fp16)
-    workers = args.threads or min(8, os.cpu_count() or 1)  # what clf infer uses when --threads is not given
+    workers = args.threads or min(8, usable_cpus())  # what clf infer uses when --threads is not given
     runs: dict[str, list[float]] = {"a": [], "b": [], "d": [], "c": []}
     for repeat in range(args.repeats):  # interleaved, so a slow spell on a shared machine hits every column
         runs["a"].append(rate_clf_infer(folder, model_path, count, args))
@@ -277,11 +278,19 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
     print("targets: a/ceiling >= 0.90 (both models), a/c >= 2.0 (resnet18)")
 
 
+def _counts(text: str) -> dict[str, int]:
+    """"300" -> {"*": 300}; "resnet18=300,cnn=4000" -> {"resnet18": 300, "cnn": 4000}."""
+    if "=" not in text:
+        return {"*": int(text)}
+    pairs = (part.split("=", 1) for part in text.split(",") if part.strip())
+    return {name.strip(): int(value) for name, value in pairs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet18,cnn", help="comma-separated: resnet18, cnn")
-    parser.add_argument("--images", type=int, default=0,
-                        help="images per model (default: 1500 for resnet18, 20000 for cnn)")
+    parser.add_argument("--images", type=_counts, default={},
+                        help="images per model: N for every model, or resnet18=N,cnn=M (default: 1500 and 20000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0, help="decode threads (default: clf infer's default)")

@@ -8,13 +8,8 @@ from clf.models.cnn import MIN_INPUT_SIZE, SimpleCNN
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    # One intra-op thread: on 2 busy shared cores, torch's thread pool spins and small forwards get ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+def _seeded():
+    torch.manual_seed(0)  # conftest already pins torch to one thread
 
 
 @pytest.mark.parametrize("size", [(16, 16), (32, 32), (64, 64), (32, 48), (65, 33)])

@@ -31,13 +31,8 @@ NO_WEIGHTS = (
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    # One intra-op thread: on 2 busy shared cores, torch's thread pool spins and small forwards get ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+def _seeded():
+    torch.manual_seed(0)  # conftest already pins torch to one thread
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ class Predictor:
             other tools.
         classes: overrides the class names (default for non-clf models: "0", "1", ...).
         verbose: let onnxruntime's warnings through.
-        workers: decode threads (None: up to 8, one per core).
+        workers: decode threads (None: one per usable core, at most 8).
         prefetch: batches decoded ahead of the one being run.
 
     Attributes:
@@ -145,9 +145,8 @@ class Predictor:
         fixed_batch = model_input.shape[0]
         self._fixed_batch = fixed_batch if isinstance(fixed_batch, int) and fixed_batch > 0 else None
         self.batch_size = self._fixed_batch or int(batch_size)
-        self.workers = int(workers) if workers else min(8, os.cpu_count() or 1)
+        self.workers = int(workers) if workers else min(8, usable_cpus())
         self.prefetch = max(0, int(prefetch))
-        self.overlap = os.environ.get("CLF_OVERLAP", "1") == "1"  # EXPERIMENT
 
     @property
     def classes(self) -> list[str]:
@@ -223,11 +222,8 @@ class Predictor:
                     failed = self._collect(futures, sources, strict)  # {index: reason}
                     rows = [r for r, i in enumerate(indices) if i not in failed]
                     batch_input = self._normalize(buffer, rows, len(indices))
-                    if self.overlap:
-                        submit_next(buffer)  # the buffer is free again: decode the next batch into it during run
+                    submit_next(buffer)  # the buffer is free again: decode the next batch into it during run
                     logits = self._run(batch_input, len(rows))
-                    if not self.overlap:
-                        submit_next(buffer)
                     done += len(indices)
                     if progress is not None:
                         progress(done)
@@ -328,6 +324,14 @@ class Predictor:
                 f"{height}x{width}; pass a matching --img-size"
             )
         return _INPUT_DTYPES[model_input.type]
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's share, not the whole host's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _decode_into(

@@ -294,109 +294,140 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
         cfg = replace(cfg, name=run_dir.name, out=str(run_dir.parent))
     else:
         cfg, run_dir = _new_run_dir(cfg, overwrite, runtime)
-    pre = preprocess_for(cfg)
-
-    params = count_parameters(model)
-    train_loader, val_loader, sampler = build_loaders(labelled, cfg, pre, runtime)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
-    scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    state = _State(history=[])
-
+    trainer = _Trainer(cfg, runtime, run_dir, labelled, model, model_kwargs)
     if resume_ckpt is not None:
-        model.load_state_dict(resume_ckpt["model"])
-        optimizer.load_state_dict(resume_ckpt["optimizer"])
-        scheduler.load_state_dict(resume_ckpt["scheduler"])
-        _restore_schedule(optimizer, scheduler)
-        if resume_ckpt.get("scaler"):
-            scaler.load_state_dict(resume_ckpt["scaler"])
-        state = _State(resume_ckpt["epoch"], list(resume_ckpt["history"]), resume_ckpt.get("best_val_acc"))
-        _restore_rng(resume_ckpt["rng"], runtime)
-        log.info("resuming %s after epoch %d (of %d)", run_dir, state.epoch, cfg.epochs)
+        trainer.restore(resume_ckpt)
     if runtime.distributed:
-        torch.manual_seed(cfg.seed + 1000 * runtime.rank + state.epoch)  # each rank augments differently
-    train_model: nn.Module = model
-    if runtime.distributed:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[runtime.local_rank] if runtime.cuda else None)
-
+        torch.manual_seed(cfg.seed + 1000 * runtime.rank + trainer.state.epoch)  # each rank augments differently
     if runtime.is_main:
-        _write_config(run_dir, cfg, labelled, pre, model_kwargs, params)
-    if cfg.patience and val_loader is None and runtime.is_main:
-        log.warning("--patience needs a validation split; early stopping is off")
+        _write_config(run_dir, cfg, labelled, trainer.pre, model_kwargs, trainer.params)
+        if cfg.patience and trainer.val_loader is None:
+            log.warning("--patience needs a validation split; early stopping is off")
+    try:
+        stopped_early = trainer.run(reporter)
+    except KeyboardInterrupt:
+        trainer.explain_interrupt()
+        raise
+    state = trainer.state
+    return FitResult(run_dir, state.epoch, state.best_val_acc, stopped_early, runtime.is_main)
 
-    def checkpoint() -> dict[str, Any]:
+
+class _Trainer:
+    """The objects of one run and the epoch loop over them; `checkpoint()` is everything resume needs."""
+
+    def __init__(self, cfg: TrainConfig, runtime: rt.Runtime, run_dir: Path, labelled: LabelledSet,
+                 model: nn.Module, model_kwargs: dict[str, Any]) -> None:
+        self.cfg, self.runtime, self.run_dir, self.classes = cfg, runtime, run_dir, list(labelled.classes)
+        self.model, self.model_kwargs, self.params = model, model_kwargs, count_parameters(model)
+        self.pre = preprocess_for(cfg)
+        self.train_loader, self.val_loader, self.sampler = build_loaders(labelled, cfg, self.pre, runtime)
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, len(self.train_loader))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.state = _State(history=[])
+        self.train_model: nn.Module = model
+        if runtime.distributed:
+            device_ids = [runtime.local_rank] if runtime.cuda else None
+            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    def restore(self, ckpt: dict) -> None:
+        """Model, optimizer, schedule, scaler, history and RNG exactly as last.pt left them."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        _restore_schedule(self.optimizer, self.scheduler)
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = _State(ckpt["epoch"], list(ckpt["history"]), ckpt.get("best_val_acc"))
+        _restore_rng(ckpt["rng"], self.runtime)
+        log.info("resuming %s after epoch %d (of %d)", self.run_dir, self.state.epoch, self.cfg.epochs)
+
+    def checkpoint(self) -> dict[str, Any]:
+        cfg, state = self.cfg, self.state
         return {
             "format": CHECKPOINT_FORMAT,
             "version": 1,
             "clf_version": __version__,
             "arch": cfg.arch,
-            "model_kwargs": model_kwargs,
+            "model_kwargs": self.model_kwargs,
             "img_size": cfg.img_size,
-            "classes": list(labelled.classes),
-            "preprocess": pre.to_dict(),
+            "classes": self.classes,
+            "preprocess": self.pre.to_dict(),
             "config": cfg.to_dict(),
             "epoch": state.epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "rng": _rng_state(runtime),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": _rng_state(self.runtime),
             "history": state.history,
             "best_val_acc": state.best_val_acc,
-            "run_name": run_dir.name,
-            "params": params,
+            "run_name": self.run_dir.name,
+            "params": self.params,
         }
 
-    stopped_early = False
-    try:
-        for epoch in range(state.epoch + 1, cfg.epochs + 1):
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            started = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]  # the LR this epoch starts with
-            if runtime.is_main:
-                reporter.epoch_start(epoch, cfg.epochs, len(train_loader))
-            train_metrics = train_one_epoch(
-                train_model, train_loader, criterion, optimizer, scheduler, scaler, runtime,
-                on_batch=reporter.batch if runtime.is_main else None,
-            )
-            train_loss, train_acc = _reduce_train_metrics(train_metrics, runtime)
-            val_metrics = evaluate(model, val_loader, criterion, runtime) if val_loader is not None else None
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_acc": train_acc,
-                "val_loss": val_metrics.loss if val_metrics else None,
-                "val_acc": val_metrics.accuracy if val_metrics else None,
-                "lr": lr,
-                "seconds": time.perf_counter() - started,
-            }
-            state.epoch = epoch
-            state.history.append(row)
-            is_best = val_metrics is None or state.best_val_acc is None or val_metrics.accuracy > state.best_val_acc
-            if val_metrics is not None and is_best:
-                state.best_val_acc = val_metrics.accuracy
-            if runtime.is_main:
+    def run(self, reporter: TrainReporter) -> bool:
+        """Epochs from the one after state.epoch to cfg.epochs; True when early stopping ended them."""
+        for epoch in range(self.state.epoch + 1, self.cfg.epochs + 1):
+            row, is_best = self.run_epoch(epoch, reporter)
+            if self.runtime.is_main:
                 with _interrupts_deferred():
-                    _save_epoch(run_dir, checkpoint(), state, is_best, cfg)
+                    _save_epoch(self.run_dir, self.checkpoint(), self.state, is_best, self.cfg)
                 reporter.epoch_end(row, is_best)
-            stop = bool(cfg.patience) and val_loader is not None and epoch - state.best_epoch() >= cfg.patience
-            if rt.broadcast_flag(stop, runtime):
+            if rt.broadcast_flag(self.should_stop(epoch), self.runtime):
                 log.info("early stop: no val accuracy gain for %d epochs (best %.4f at epoch %d)",
-                         cfg.patience, state.best_val_acc or 0.0, state.best_epoch())
-                stopped_early = True
-                break
-            rt.barrier(runtime)
-    except KeyboardInterrupt:
-        if runtime.is_main and state.epoch == 0:
+                         self.cfg.patience, self.state.best_val_acc or 0.0, self.state.best_epoch())
+                return True
+            rt.barrier(self.runtime)
+        return False
+
+    def run_epoch(self, epoch: int, reporter: TrainReporter) -> tuple[dict[str, Any], bool]:
+        """Train one epoch, validate, append the history row; returns (row, whether val accuracy improved)."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]  # the LR this epoch starts with
+        main = self.runtime.is_main
+        if main:
+            reporter.epoch_start(epoch, self.cfg.epochs, len(self.train_loader))
+        metrics = train_one_epoch(
+            self.train_model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.scaler,
+            self.runtime, on_batch=reporter.batch if main else None,
+        )
+        train_loss, train_acc = _reduce_train_metrics(metrics, self.runtime)
+        val = evaluate(self.model, self.val_loader, self.criterion, self.runtime) if self.val_loader else None
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val.loss if val else None,
+            "val_acc": val.accuracy if val else None,
+            "lr": lr,
+            "seconds": time.perf_counter() - started,
+        }
+        state = self.state
+        state.epoch = epoch
+        state.history.append(row)
+        is_best = val is None or state.best_val_acc is None or val.accuracy > state.best_val_acc
+        if val is not None and is_best:
+            state.best_val_acc = val.accuracy
+        return row, is_best
+
+    def should_stop(self, epoch: int) -> bool:
+        patience = self.cfg.patience
+        return bool(patience) and self.val_loader is not None and epoch - self.state.best_epoch() >= patience
+
+    def explain_interrupt(self) -> None:
+        if not self.runtime.is_main:
+            return
+        done, run_dir = self.state.epoch, self.run_dir
+        if done == 0:
             # No last.pt yet: pointing at --resume would only fail with "no best.pt or last.pt".
             log.warning("interrupted during epoch 1: no epoch finished, nothing to resume in %s", run_dir)
-        elif runtime.is_main:
+        else:
             log.warning("interrupted during epoch %d; %s holds epoch %d; continue with: clf train --resume %s",
-                        state.epoch + 1, run_dir / "last.pt", state.epoch, run_dir)
-        raise
-    return FitResult(run_dir, state.epoch, state.best_val_acc, stopped_early, runtime.is_main)
+                        done + 1, run_dir / "last.pt", done, run_dir)
 
 
 def _reduce_train_metrics(metrics: EpochMetrics, runtime: rt.Runtime) -> tuple[float, float]:
