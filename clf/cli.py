@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -32,11 +33,19 @@ log = logging.getLogger("clf")
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    """Library modules log through `logging`; show their warnings (bad images, fallbacks) on stderr."""
-    from rich.logging import RichHandler
+    """Library modules log through `logging`; show their warnings (bad images, fallbacks) on stderr.
 
-    handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    On a terminal rich draws them; in a log file or CI each record stays one plain line (rich would wrap it
+    at 80 columns and break grep).
+    """
+    if err_console.is_terminal:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     root = logging.getLogger("clf")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -57,6 +66,11 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except OSError as exc:  # an output path that cannot be written, a disk that is full, ...
+            where = exc.filename or "clf"
+            err_console.print(f"[bold red]error:[/] {escape(str(where))}: {escape(exc.strerror or str(exc))}",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -87,7 +101,7 @@ def sample_data(
     )
     console.print(
         f"wrote {summary['n_train']} training images in {len(summary['classes'])} classes "
-        f"({', '.join(summary['classes'])}) and {summary['n_test']} test images to {out_dir}",
+        f"({', '.join(summary['classes'])}) and {summary['n_test']} test images to {escape(str(out_dir))}",
         highlight=False,
     )
 
@@ -108,7 +122,7 @@ def models(
         raise ClfError(f"no architecture matches {pattern!r}; try `clf models` without a pattern")
     table = Table(title=f"{len(names)} architectures", show_lines=False)
     table.add_column("arch")
-    if params and len(names) > 50:
+    if params and len(names) > 100:
         raise ClfError(f"--params would build {len(names)} models; narrow the list with a PATTERN such as 'resnet*'")
     if params:
         from clf.models.registry import create_model
@@ -220,6 +234,8 @@ def train(
         given["val_split"] = 0.0
     given["quiet"] = quiet  # per sitting: a resumed run does not inherit an earlier sitting's --quiet
     cfg, ckpt = resolve_config(given, resume)
+    if cfg.quiet:
+        log.setLevel(max(log.level, logging.WARNING))  # --quiet: epoch lines and warnings only
     reporter = _RichTrainReporter(show_progress=console.is_terminal and not cfg.quiet)
     result = fit(cfg, resume_ckpt=ckpt, overwrite=overwrite, reporter=reporter)
     if not result.is_main:

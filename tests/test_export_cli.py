@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import re
 import tempfile
 
@@ -173,3 +174,28 @@ def test_unwritable_output_folder_is_one_line_and_exit_2(run, monkeypatch):
         f"error: {run / 'model.onnx'}: cannot write there (Permission denied); pass another -o"
     ]
     assert files_in(run) == {"best.pt"}
+
+
+def test_the_model_is_readable_by_others(run):
+    """mkstemp makes 0600 files; a deployable model gets the usual permissions."""
+    result = export(run, "--onnx", *FAST)
+    assert result.exit_code == 0, result.output
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (run / "model.onnx").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_an_opset_below_18_uses_torchscript(run):
+    import onnx
+
+    result = export(run, "--onnx", "--opset", "17", "--batch-sizes", "1,7")
+    assert result.exit_code == 0, result.output
+    rows = table(result.stdout)
+    assert (rows["exporter"], rows["opset"]) == ("torchscript", "17")
+    assert [o.version for o in onnx.load(str(run / "model.onnx")).opset_import if o.domain in ("", "ai.onnx")] == [17]
+
+
+def test_an_opset_below_18_with_dynamo_is_one_line(run):
+    result = export(run, "--onnx", "--opset", "17", "--exporter", "dynamo")
+    assert result.exit_code == 2
+    assert "error: --opset 17: the dynamo exporter writes opset 18 or newer; use --exporter torchscript" in result.output

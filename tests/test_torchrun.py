@@ -13,7 +13,7 @@ from train_helpers import load, make_data
 
 pytestmark = pytest.mark.slow  # two processes importing torch, twice: ~30 s on 2 busy cores
 
-TINY_DDP = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet"]
+TINY_DDP = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu"]  # not --quiet: the test reads the ranks' INFO lines
 
 
 def torchrun(*args: str | Path) -> subprocess.CompletedProcess:

@@ -149,3 +149,55 @@ def test_ctrl_c_saves_and_resume_continues(data, tmp_path, monkeypatch):
     assert [line.split()[1] for line in result.output.splitlines() if line.startswith("epoch ")] == ["2/3", "3/3"]
     assert [r["epoch"] for r in load(run / "last.pt")["history"]] == [1, 2, 3]
     assert result.output.splitlines()[-1].startswith(f"{run}: 3 epochs, best val acc ")
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", ".", "a/b"])
+def test_a_run_name_is_one_folder_name(data, tmp_path, name):
+    result = clf("train", data, *FAST, "--epochs", "1", "--out", tmp_path / "runs", "--name", name, "--overwrite")
+    assert result.exit_code == 2
+    assert error_line(result) == (f"error: --name '{name}': a run name is a plain folder name (no '/', '..'); "
+                                  "use --out for the parent folder")
+
+
+def test_overwrite_replaces_only_run_folders(data, tmp_path):
+    precious = tmp_path / "runs" / "thesis"
+    precious.mkdir(parents=True)
+    (precious / "chapter1.txt").write_text("years of work")
+    result = clf("train", data, *FAST, "--epochs", "1", "--out", tmp_path / "runs", "--name", "thesis", "--overwrite")
+    assert error_line(result) == f"error: {precious}: exists and is not a clf run folder; --overwrite only replaces run folders"
+    assert (precious / "chapter1.txt").read_text() == "years of work"
+
+
+def test_an_image_size_the_arch_cannot_take_is_refused_before_training(data, tmp_path):
+    result = clf("train", data, "--arch", "alexnet", "--img-size", "32", "--epochs", "1", "--workers", "0",
+                 "--out", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 2
+    assert error_line(result).startswith("error: img_size 32 does not work with arch 'alexnet'")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_the_data_path_is_stored_absolute(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(data.parent)
+    result = clf("train", data.name, *FAST, "--epochs", "1", "--out", tmp_path / "runs", "--name", "rel")
+    assert result.exit_code == 0, result.output
+    assert load(tmp_path / "runs" / "rel" / "last.pt")["config"]["data"] == str(data.resolve())
+
+
+def test_resuming_an_older_checkpoint_of_a_run_is_refused(data, tmp_path):
+    out = tmp_path / "runs"
+    assert clf("train", data, *FAST, "--epochs", "2", "--lr", "0", "--out", out, "--name", "r").exit_code == 0
+    run = out / "r"
+    best_epoch = load(run / "best.pt")["epoch"]
+    assert best_epoch == 1  # lr 0: val accuracy never improves after epoch 1
+    result = clf("train", "--resume", run / "best.pt", "--epochs", "3", "--workers", "0", "--quiet")
+    assert error_line(result) == (f"error: {run / 'best.pt'}: holds epoch 1 but {run / 'last.pt'} holds epoch 2; "
+                                  f"resuming from it would erase the later epochs; resume {run} (its last.pt)")
+    assert load(run / "last.pt")["epoch"] == 2
+
+
+def test_an_unwritable_output_is_one_line(data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = clf("train", data, *FAST, "--epochs", "1", "--out", blocker / "runs")
+    assert result.exit_code == 2
+    assert error_line(result).startswith(f"error: {blocker / 'runs'}")

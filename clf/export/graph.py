@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 EXPORTERS = ("auto", "dynamo", "torchscript")
+DYNAMO_MIN_OPSET = 18  # the dynamo exporter writes opset 18+ whatever is asked; older targets need TorchScript
 
 
 def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
@@ -95,7 +96,7 @@ def export_graph(
     """
     if exporter not in EXPORTERS:
         raise ClfError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
-    order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    order = _exporter_order(exporter, opset)
     height, width = (size, size) if isinstance(size, int) else size
     example = torch.randn(2, 3, height, width)  # batch 2: a batch of 1 can get specialised away
     failures = []
@@ -111,6 +112,15 @@ def export_graph(
             failures.append(f"{name}: {reason}")
             log.warning("%s exporter failed (%s)%s", name, reason, "; trying the next one" if name != order[-1] else "")
     raise ClfError("ONNX export failed with every exporter: " + " | ".join(failures))
+
+
+def _exporter_order(exporter: str, opset: int) -> list[str]:
+    if opset < DYNAMO_MIN_OPSET:
+        if exporter == "dynamo":
+            raise ClfError(f"--opset {opset}: the dynamo exporter writes opset {DYNAMO_MIN_OPSET} or newer; "
+                           "use --exporter torchscript or a newer --opset")
+        return ["torchscript"]
+    return ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
 
 
 def toposort(graph: onnx.GraphProto) -> None:

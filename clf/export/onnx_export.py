@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from clf import __version__
+from clf.atomic import file_mode
 from clf.config import ExportConfig, Preprocess
 from clf.errors import ClfError, DataError, ModelError, ParityError
 from clf.export import graph
@@ -173,6 +174,7 @@ def _publish(report: ParityReport, tmp: Path, output: Path, json_path: Path) -> 
     final = output if report.passed else output.with_name(f"{output.stem}.parity-failed.onnx")
     report = replace(report, model=final.name)
     report.write(json_path)
+    os.chmod(tmp, file_mode(final))  # the temp file is 0600; a deployable model must be readable by others
     tmp.replace(final)
     return final, report
 

@@ -25,7 +25,7 @@ from clf.data.split import stratified_split
 from clf.data.torch_dataset import ImageDataset
 from clf.errors import ClfError, ModelError
 from clf.models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, resolve_checkpoint, save_checkpoint
-from clf.models.registry import create_model, model_kwargs_for
+from clf.models.registry import check_img_size, create_model, model_kwargs_for
 from clf.models.summary import count_parameters
 from clf.train import runtime as rt
 from clf.atomic import atomic_copy, atomic_write_bytes
@@ -66,6 +66,7 @@ def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[Tr
 
     Returns (config, checkpoint dict or None).
     """
+    given = _absolute_paths(given)
     if resume is None:
         if not given.get("data"):
             raise ClfError("clf train needs DATA (a folder of class folders, or images with --labels-csv)")
@@ -81,15 +82,52 @@ def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[Tr
                 f"{path}: --{key.replace('_', '-')} {value} differs from the checkpoint's {getattr(saved, key)}; "
                 "a resumed run keeps its training settings (start a new run to change them)"
             )
+    _check_resumable_file(path, ckpt)
     overrides = {k: v for k, v in given.items() if k in RESUME_OVERRIDES}
     cfg = replace(saved, **overrides)
+    if not Path(cfg.data).exists():
+        raise ClfError(f"{cfg.data}: the run's data folder is gone; pass DATA to say where it is now")
     if cfg.epochs <= ckpt["epoch"]:
         raise ClfError(f"{path}: already trained {ckpt['epoch']} epochs; pass --epochs N with N > {ckpt['epoch']} to train further")
     ckpt["_path"] = str(path)
     return cfg, ckpt
 
 
+RUN_FILES = ("config.json", "last.pt", "best.pt", "history.csv")
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one folder name: no path separators, no '.' or '..' (--overwrite deletes that folder)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ClfError(f"--name {name!r}: a run name is a plain folder name (no '/', '..'); use --out for the parent folder")
+
+
+def _absolute_paths(given: dict[str, Any]) -> dict[str, Any]:
+    """Data paths are stored absolute: resume and export must find them from any working directory."""
+    fixed = dict(given)
+    for key in ("data", "labels_csv"):
+        if fixed.get(key):
+            fixed[key] = str(Path(fixed[key]).expanduser().resolve())
+    return fixed
+
+
+def _check_resumable_file(path: Path, ckpt: dict) -> None:
+    """Resume continues the run folder the checkpoint sits in: it must be one, and the file its newest state."""
+    run_dir = path.parent
+    if not (run_dir / "config.json").exists():
+        raise ClfError(f"{path}: not inside a clf run folder; resume a run folder (runs/NAME) instead")
+    last = run_dir / "last.pt"
+    if path.resolve() != last.resolve() and last.exists():
+        newest = load_checkpoint(last)["epoch"]
+        if newest > ckpt["epoch"]:
+            raise ClfError(
+                f"{path}: holds epoch {ckpt['epoch']} but {last} holds epoch {newest}; resuming from it would erase "
+                f"the later epochs; resume {run_dir} (its last.pt)"
+            )
+
+
 def _unique_run_dir(out: Path, name: str, overwrite: bool) -> Path:
+    check_run_name(name)
     run_dir = out / name
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
@@ -97,6 +135,8 @@ def _unique_run_dir(out: Path, name: str, overwrite: bool) -> Path:
                 f"{run_dir}: run folder already exists; use --resume {run_dir} to continue it, "
                 "--overwrite to start over, or another --name"
             )
+        if not any((run_dir / f).exists() for f in RUN_FILES):
+            raise ClfError(f"{run_dir}: exists and is not a clf run folder; --overwrite only replaces run folders")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
@@ -200,6 +240,7 @@ def build_loaders(
 def build_model(cfg: TrainConfig, num_classes: int, runtime: rt.Runtime) -> tuple[nn.Module, dict[str, Any]]:
     model_kwargs = model_kwargs_for(cfg.arch, num_classes, cfg.img_size)
     model = create_model(cfg.arch, pretrained=cfg.pretrained, **model_kwargs)
+    check_img_size(cfg.arch, cfg.img_size, model)  # one clear line now, not a shape error mid-epoch
     model = model.to(runtime.device)
     if runtime.cuda:
         model = model.to(memory_format=torch.channels_last)
