@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clf.errors import ClfError
+from clf.errors import ClfError, ParityError
 
 app = typer.Typer(
     name="clf",
@@ -303,7 +303,6 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX with its classes and preprocessing inside, and prove parity with PyTorch."""
     from clf.config import ExportConfig
-    from clf.errors import ParityError
     from clf.export.onnx_export import export_onnx
 
     if not onnx:
@@ -396,7 +395,7 @@ def infer(
         result = run_inference(cfg, progress=bar.update, on_start=bar.start, verbose=log.isEnabledFor(logging.DEBUG))
     skipped, extra = len(result.failures), len(result.not_in_sample)
     console.print(
-        f"[bold]{result.csv}[/]: {result.predicted} of {result.images} images predicted on {result.provider} "
+        f"[bold]{escape(str(result.csv))}[/]: {result.predicted} of {result.images} images predicted on {result.provider} "
         f"({result.images_per_second:.0f} img/s)" + (f", [yellow]{skipped} skipped[/]" if skipped else "")
         + (f", [yellow]{extra} not in the sample submission[/]" if extra else ""),
         highlight=False,
@@ -495,8 +494,16 @@ class _model_for_eval:
 
         self.tmpdir = tempfile.TemporaryDirectory(prefix="clf-eval-")
         out = Path(self.tmpdir.name) / "model.onnx"
-        with err_console.status(f"exporting {self.model} to ONNX for evaluation"):
-            export_onnx(ExportConfig(checkpoint=str(self.model), output=str(out), device=self.device))
+        try:
+            with err_console.status(f"exporting {escape(str(self.model))} to ONNX for evaluation"):
+                export_onnx(ExportConfig(checkpoint=str(self.model), output=str(out), device=self.device))
+        except BaseException as exc:
+            self.tmpdir.cleanup()  # __exit__ does not run when __enter__ raises
+            if isinstance(exc, ParityError) and exc.result is not None:
+                # The kept-aside model lived in the temp folder: point at the command that keeps it instead.
+                raise ParityError(f"{self.model}: its ONNX export fails the parity check ({exc.result.parity.reason()}); "
+                                  f"inspect it with `clf export {self.model} --onnx`") from None
+            raise
         return str(out)
 
     def __exit__(self, *exc: Any) -> None:
@@ -505,7 +512,7 @@ class _model_for_eval:
 
 
 def _print_report(result: dict[str, Any], model: Path) -> None:
-    table = Table(title=f"{model}: accuracy {result['accuracy']:.4f} on {result['num_samples']} images")
+    table = Table(title=f"{escape(str(model))}: accuracy {result['accuracy']:.4f} on {result['num_samples']} images")
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, stats in result["per_class"].items():
@@ -532,4 +539,4 @@ def score(
     from clf.serve.infer import score_submission
 
     accuracy, rows = score_submission(str(submission), str(answers), id_col, label_col)
-    console.print(f"[bold]{submission}[/]: accuracy {accuracy:.4f} on {rows} rows of {answers}", highlight=False)
+    console.print(f"[bold]{escape(str(submission))}[/]: accuracy {accuracy:.4f} on {rows} rows of {escape(str(answers))}", highlight=False)

@@ -232,3 +232,20 @@ def test_score_bad_files(answers, tmp_path):
     result = clf("score", wrong, answers)
     assert result.exit_code == 2
     assert error_line(result) == f"error: {wrong}: needs columns 'id' and 'label' (has ['image', 'prediction'])"
+
+
+def test_eval_of_a_checkpoint_whose_export_fails_parity(labelled, tmp_path, monkeypatch):
+    """The kept-aside model lived in a temp folder: the message points at `clf export` instead of a deleted file."""
+    from clf.export import graph
+    from export_helpers import make_checkpoint, scale_float_initializers
+
+    run = tmp_path / "run"
+    make_checkpoint(run / "best.pt", data=labelled)
+    set_metadata = graph.set_metadata
+    monkeypatch.setattr(graph, "set_metadata", lambda m, p: (scale_float_initializers(m), set_metadata(m, p)))
+    result = clf("eval", labelled, "--model", run, "--device", "cpu")
+    assert result.exit_code == 3
+    line = error_line(result)
+    assert line.startswith(f"error: {run}: its ONNX export fails the parity check (max abs diff ")
+    assert line.endswith(f"; inspect it with `clf export {run} --onnx`")
+    assert "clf-eval-" not in line

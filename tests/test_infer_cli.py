@@ -4,6 +4,7 @@ BrightnessNet picks dark / mid / bright from an image's mean grey level."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -281,11 +282,15 @@ def test_model_without_clf_metadata(model, plain_model, images, tmp_path):
                      "--mean", "0,0,0", "--std", "1,1,1", "--labels", names)
         assert result.exit_code == 0, result.output
         assert read_csv(out) == [["id", "label"], *([Path(n).stem, LABELS[Path(n).stem]] for n in SORTED)]
-    out = tmp_path / "numbered.csv"  # without --labels the classes are numbered
-    result = clf("infer", images, "--model", plain_model, "--csv", out, "--device", "cpu", "--img-size", "16",
-                 "--mean", "0,0,0", "--std", "1,1,1")
-    assert result.exit_code == 0, result.output
-    assert [row[1] for row in read_csv(out)[1:]] == ["0", "1", "2", "2"]
+    # Nothing is guessed for a foreign model: no ImageNet statistics, no class names "0", "1", ...
+    result = clf("infer", images, "--model", plain_model, "--csv", tmp_path / "guess.csv", "--device", "cpu",
+                 "--img-size", "16", "--std", "1,1,1")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        f"error: {plain_model}: no clf metadata (exported by another tool?); also pass --mean, --labels "
+        "(--img-size, --mean, --std and --labels describe how it was trained)"
+    )
+    assert not (tmp_path / "guess.csv").exists()
 
 
 def test_explicit_preprocessing_with_wrong_size_or_bad_values(plain_model, images, tmp_path):
@@ -299,7 +304,7 @@ def test_explicit_preprocessing_with_wrong_size_or_bad_values(plain_model, image
     result = clf(*base, "--img-size", "16", "--mean", "0.5,0.5")
     assert result.exit_code == 2
     assert "--mean takes three comma-separated numbers" in error_line(result)
-    result = clf(*base, "--img-size", "16", "--labels", "a,b")
+    result = clf(*base, "--img-size", "16", "--mean", "0,0,0", "--std", "1,1,1", "--labels", "a,b")
     assert result.exit_code == 2
     assert error_line(result) == f"error: {plain_model}: the model outputs 3 classes but 2 class names were given"
 
@@ -357,3 +362,34 @@ def test_real_process_keeps_native_noise_off_the_screen(model, mixed, tmp_path):
         assert proc.returncode == 2
         assert proc.stderr.startswith("error: cuda requested but this machine cannot run it")
         assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+PLAIN_CLIENT = """
+import json, sys
+import cv2, numpy as np, onnxruntime as ort
+sys.modules["clf"] = None  # a deployment host without clf
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+meta = session.get_modelmeta().custom_metadata_map
+classes, pre = json.loads(meta["clf.classes"]), json.loads(meta["clf.preprocess"])
+assert pre["resize"] == "stretch" and pre["interpolation"] == "linear" and pre["color"] == "RGB"
+height, width = pre["size"]
+rows = []
+for path in sys.argv[2:]:
+    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+    image = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (width, height), interpolation=cv2.INTER_LINEAR)
+    x = (image.astype(np.float32) * pre["scale"] - np.float32(pre["mean"])) / np.float32(pre["std"])
+    (logits,) = session.run(None, {"input": x.transpose(2, 0, 1)[None]})
+    rows.append(classes[int(logits.argmax())])
+print(json.dumps(rows))
+"""
+
+
+def test_a_plain_onnxruntime_client_reproduces_clf_infer(model, images, tmp_path):
+    """DESIGN: the .onnx alone is enough to deploy; its metadata tells a client without clf how to preprocess."""
+    out = tmp_path / "sub.csv"
+    assert clf("infer", images, "--model", model, "--csv", out, "--device", "cpu").exit_code == 0
+    paths = [str(images / name) for name in SORTED]
+    proc = subprocess.run([sys.executable, "-c", PLAIN_CLIENT, str(model), *paths], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert [[Path(p).stem, label] for p, label in zip(paths, json.loads(proc.stdout))] == read_csv(out)[1:]

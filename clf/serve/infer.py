@@ -14,6 +14,7 @@ import numpy as np
 from clf.config import InferConfig
 from clf.data.files import list_images
 from clf.errors import DataError
+from clf.serve.metadata import has_clf_metadata
 from clf.serve.metrics import classification_report
 from clf.serve.predictor import Predictor
 from clf.serve.submission import check_sample_ids, make_ids, write_probs, write_submission
@@ -39,38 +40,42 @@ class InferResult:
 
 
 def _explicit_preprocess(cfg: InferConfig) -> tuple[dict[str, Any] | None, list[str] | None]:
-    """--img-size/--mean/--std as Preprocess field overrides (only the given ones), and --labels as names.
-
-    For a model with clf metadata the given fields replace the model's own; for one without, --img-size is
-    required and mean/std default to ImageNet's.
-    """
-    pre: dict[str, Any] = {}
+    """The --img-size/--mean/--std given (as Preprocess fields) and --labels (None where not given)."""
+    fields: dict[str, Any] = {}
     if cfg.img_size:
-        pre["size"] = (cfg.img_size, cfg.img_size)
+        fields["size"] = (cfg.img_size, cfg.img_size)
     if cfg.mean:
-        pre["mean"] = tuple(cfg.mean)
+        fields["mean"] = tuple(cfg.mean)
     if cfg.std:
-        pre["std"] = tuple(cfg.std)
+        fields["std"] = tuple(cfg.std)
     classes = None
     if cfg.labels:
         path = Path(cfg.labels)
         if path.is_file():
-            classes = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            classes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         else:
             classes = [name.strip() for name in cfg.labels.split(",") if name.strip()]
-        if not classes:
-            raise DataError(f"--labels {cfg.labels!r}: no class names")
-    return pre or None, classes
+    return fields or None, classes
 
 
 def make_predictor(cfg: InferConfig, verbose: bool = False) -> Predictor:
-    if cfg.batch_size < 1:
-        raise DataError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    pre, classes = _explicit_preprocess(cfg)
-    return Predictor(
-        cfg.model, device=cfg.device, batch_size=cfg.batch_size, preprocess=pre, classes=classes,
+    """A Predictor for cfg.model; a model without clf metadata needs all of --img-size, --mean, --std, --labels.
+
+    Guessing any of them (ImageNet statistics, class names "0", "1", ...) is exactly the silent preprocessing
+    drift this tool exists to prevent, so nothing is assumed.
+    """
+    fields, classes = _explicit_preprocess(cfg)
+    predictor = Predictor(
+        cfg.model, device=cfg.device, batch_size=cfg.batch_size, preprocess=fields, classes=classes,
         workers=cfg.threads or None, verbose=verbose,
     )
+    if not has_clf_metadata(predictor.session.get_modelmeta().custom_metadata_map):
+        missing = [flag for flag, value in (("--img-size", cfg.img_size), ("--mean", cfg.mean), ("--std", cfg.std),
+                                            ("--labels", cfg.labels)) if not value]
+        if missing:
+            raise DataError(f"{cfg.model}: no clf metadata (exported by another tool?); also pass {', '.join(missing)} "
+                            "(--img-size, --mean, --std and --labels describe how it was trained)")
+    return predictor
 
 
 def run_inference(
