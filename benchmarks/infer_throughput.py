@@ -91,11 +91,13 @@ def ensure_images(data: Path, count: int) -> Path:
 
 def image_set(data: Path, count: int) -> tuple[Path, list[str]]:
     """A folder holding exactly the first `count` JPEGs (symlinks), and their paths in clf's sorted order."""
-    source = ensure_images(data, count)
+    source = ensure_images(data, count).resolve()
     folder = data / "sets" / f"n{count}"
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         link = folder / f"img_{i:06d}.jpg"
+        if link.is_symlink() and not link.exists():  # dangling: made from another working directory
+            link.unlink()
         if not link.exists():
             link.symlink_to(source / link.name)
     paths = sorted(str(p) for p in folder.iterdir() if p.suffix == ".jpg")

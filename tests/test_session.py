@@ -77,6 +77,12 @@ def test_real_cpu_session(model_path):
 
 
 NO_DRIVER = "no NVIDIA driver: libcuda.so.1 not found"
+
+
+def native_log(text: str) -> list[str]:
+    """onnxruntime's own C++ log lines ("2026-... [E:onnxruntime:Default, provider_bridge_ort.cc:2458 ...] ...").
+    Only these are checked: other tests of the same worker may leave processes that write to fd 2."""
+    return [line for line in text.splitlines() if "onnxruntime" in line or ".cc:" in line]
 no_driver_here = pytest.mark.skipif(
     serve_session.nvidia_driver_problem() is None, reason="checks behaviour on a machine without an NVIDIA driver"
 )
@@ -98,7 +104,7 @@ def test_auto_without_driver_does_not_try_cuda(model_path, capfd, caplog, monkey
     assert not [r for r in caplog.records if r.levelno >= logging.INFO]  # expected on a CPU host: no noise
     assert serve_session._preloaded is False  # the CUDA libraries were not even loaded
     captured = capfd.readouterr()
-    assert captured.out == "" and captured.err == ""
+    assert native_log(captured.out + captured.err) == []
 
 
 @no_gpu_here
@@ -110,15 +116,15 @@ def test_auto_falls_back_to_cpu_quietly(model_path, capfd, caplog, pretend_drive
         f"{model_path}: CUDAExecutionProvider is not usable on this machine; running on CPUExecutionProvider"
     ]
     captured = capfd.readouterr()  # onnxruntime's C++ "failed to load libcublas..." lines stay hidden
-    assert captured.out == "" and captured.err == ""
+    assert native_log(captured.out + captured.err) == []
 
 
 @no_gpu_here
 def test_verbose_lets_onnxruntime_log_through(model_path, capfd, pretend_driver):
     create_session(model_path, device="auto", verbose=True)
-    assert "onnxruntime" in capfd.readouterr().err
+    assert native_log(capfd.readouterr().err) != []
     create_session(model_path, device="auto")  # and quiet again afterwards
-    assert capfd.readouterr().err == ""
+    assert native_log(capfd.readouterr().err) == []
 
 
 @no_driver_here
@@ -130,7 +136,7 @@ def test_gpu_requested_without_driver(model_path, capfd, device):
         f"{device} requested but this machine cannot run it ({NO_DRIVER}); "
         "use --device cpu, or run on a machine with an NVIDIA GPU and driver"
     )
-    assert capfd.readouterr().err == ""
+    assert native_log(capfd.readouterr().err) == []
 
 
 @no_gpu_here
@@ -141,7 +147,7 @@ def test_cuda_requested_where_the_provider_does_not_load(model_path, capfd, pret
         "cuda requested but onnxruntime could not load it on this machine (running on CPUExecutionProvider; "
         "--verbose shows onnxruntime's reason); use --device cpu or install CUDA/cuDNN"
     )
-    assert capfd.readouterr().err == ""  # onnxruntime's C++ error lines only with --verbose
+    assert native_log(capfd.readouterr().err) == []  # onnxruntime's C++ error lines only with --verbose
 
 
 @no_gpu_here

@@ -187,3 +187,28 @@ def test_write_probs(tmp_path):
 def test_write_probs_shape_mismatch(tmp_path):
     with pytest.raises(ValueError, match=r"probs has shape \(2, 2\), expected \(2, 3\)"):
         write_probs(tmp_path / "p.csv", ["a", "b"], ["x", "y", "z"], np.zeros((2, 2)))
+
+
+# ---- check_sample_ids and unreadable images ----
+
+def test_check_sample_ids(tmp_path):
+    sample = tmp_path / "sample.csv"
+    sample.write_text("id,label\na,x\nb,x\nc,x\n")
+    submission.check_sample_ids(sample, ["c", "b", "a", "extra"])  # every sample id has an image: fine
+    with pytest.raises(DataError) as err:
+        submission.check_sample_ids(sample, ["a"])
+    assert str(err.value) == f"{sample}: 2 of 3 ids have no image (b, c); check the image folder and --id-format"
+    with pytest.raises(DataError, match="no column 'Id'"):
+        submission.check_sample_ids(sample, ["a"], id_col="Id")
+
+
+def test_unreadable_images_keep_the_sample_label(tmp_path, caplog):
+    sample = tmp_path / "sample.csv"
+    sample.write_text("id,label\na,cat\nb,cat\nc,cat\n")
+    out = tmp_path / "sub.csv"
+    with caplog.at_level(logging.WARNING, logger="clf.serve.submission"):
+        write_submission(out, ["a", "c"], ["dog", "fox"], sample_submission=sample, unreadable=["b"])
+    assert out.read_text() == "id,label\na,dog\nb,cat\nc,fox\n"
+    assert caplog.messages == [f"{sample}: 1 ids of unreadable images keep the sample's label (b)"]
+    with pytest.raises(DataError, match=r"1 of 3 ids have no prediction \(b\)"):  # not known to be unreadable
+        write_submission(out, ["a", "c"], ["dog", "fox"], sample_submission=sample)
