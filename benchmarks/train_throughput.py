@@ -43,11 +43,11 @@ class _EpochRates(TrainReporter):
         self.rates.append(self.last)
 
 
-def clf_epoch_rate(data: Path, out: Path, arch: str, size: int, args: argparse.Namespace) -> float:
+def clf_epoch_rate(data: Path, out: Path, arch: str, size: int, args: argparse.Namespace, repeat: int) -> float:
     cfg = TrainConfig(
         data=str(data), arch=arch, img_size=size, epochs=args.epochs, batch_size=args.batch_size, workers=args.workers,
-        cache_images=args.cache_images, out=str(out), name=f"{arch}-{size}", quiet=True, hflip=0.5, rotate=10.0,
-        amp=True,
+        cache_images=args.cache_images, out=str(out), name=f"{arch}-{size}-{repeat}", quiet=True, hflip=0.5,
+        rotate=10.0, amp=True,
     )
     reporter = _EpochRates()
     fit(cfg, reporter=reporter)
@@ -73,7 +73,7 @@ def bare_step_rate(arch: str, size: int, args: argparse.Namespace, steps_per_epo
             loss.backward()
             optimizer.step()
             scheduler.step()
-        float(loss)  # wait for the device
+        float(loss.detach())  # wait for the device
         rates.append(steps_per_epoch * args.batch_size / (time.perf_counter() - start))
     return statistics.median(rates[1:] or rates)
 
@@ -83,15 +83,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--per-class", type=int, default=150, help="training images per class (4 classes, 80%% train)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers; -1 = clf's auto (0 on CPU)")
     parser.add_argument("--cache-images", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="(a, b) pairs measured alternately; medians printed")
     parser.add_argument("--cases", default=",".join(f"{a}@{s}" for a, s in CASES), help="e.g. cnn@64,resnet18@128")
     args = parser.parse_args()
     cases = [(c.split("@")[0], int(c.split("@")[1])) for c in args.cases.split(",")]
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{'cuda' if torch.cuda.is_available() else 'cpu'}, workers {args.workers}, cache {args.cache_images}")
-    print(f"{'arch':<10} {'size':>5} {'batch':>6} {'(a) clf img/s':>14} {'(b) bare img/s':>15} {'a/b':>6}")
+    print(f"{'arch':<10} {'size':>5} {'batch':>6} {'(a) clf img/s':>14} {'(b) bare img/s':>15} {'a/b':>6}   (medians)")
     with tempfile.TemporaryDirectory(prefix="clf-bench-") as tmp:
         for arch, size in cases:
             data = Path(tmp) / f"data{size}"
@@ -99,9 +100,15 @@ def main() -> None:
                 generate_sample_competition(data, seed=0, n_train_per_class=args.per_class, n_test=1, image_size=size)
             train_images = int(args.per_class * 4 * 0.8)
             steps = max(1, train_images // args.batch_size)
-            a = clf_epoch_rate(data / "train", Path(tmp) / "runs", arch, size, args)
-            b = bare_step_rate(arch, size, args, steps)
-            print(f"{arch:<10} {size:>5} {args.batch_size:>6} {a:>14.1f} {b:>15.1f} {a / b:>6.2f}", flush=True)
+            # Alternate (a) and (b): this machine's speed drifts, and a ratio of neighbours is what is comparable.
+            pairs = [(clf_epoch_rate(data / "train", Path(tmp) / "runs", arch, size, args, r),
+                      bare_step_rate(arch, size, args, steps)) for r in range(args.repeats)]
+            a = statistics.median(p[0] for p in pairs)
+            b = statistics.median(p[1] for p in pairs)
+            ratio = statistics.median(p[0] / p[1] for p in pairs)
+            spread = ", ".join(f"{p[0] / p[1]:.2f}" for p in pairs)
+            print(f"{arch:<10} {size:>5} {args.batch_size:>6} {a:>14.1f} {b:>15.1f} {ratio:>6.2f}   (a/b per pair: {spread})",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -369,7 +369,8 @@ def infer(
     id_col: Annotated[str, typer.Option(help="Id column name.")] = "id",
     label_col: Annotated[str, typer.Option(help="Label column name.")] = "label",
     id_format: Annotated[str, typer.Option(help="Id from the file: stem, name or relpath.")] = "stem",
-    topk: Annotated[int, typer.Option(min=1, help="Write the K best labels, space-separated, in the label column.")] = 1,
+    topk: Annotated[int, typer.Option(min=1, help="Write the K best labels: the best in the label column, then LABEL_2..LABEL_K.")] = 1,
+    topk_format: Annotated[str, typer.Option(help="columns (LABEL, LABEL_2, ...) or space ('a b c' in the label column, MAP@K style).")] = "columns",
     probs: Annotated[Optional[Path], typer.Option(help="Also write every class probability to this CSV.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero when any image was skipped.")] = False,
     recursive: Annotated[bool, typer.Option("--recursive", help="Also look in sub-folders.")] = False,
@@ -387,7 +388,7 @@ def infer(
     cfg = InferConfig(
         images=str(images), model=str(model), csv=str(csv), batch_size=batch_size, device=device,
         sample_submission=str(sample_submission) if sample_submission else None, id_col=id_col, label_col=label_col,
-        id_format=id_format, topk=topk, probs=str(probs) if probs else None, strict=strict, recursive=recursive,
+        id_format=id_format, topk=topk, topk_format=topk_format, probs=str(probs) if probs else None, strict=strict, recursive=recursive,
         threads=threads, img_size=img_size, mean=_parse_floats3(mean, "--mean"), std=_parse_floats3(std, "--std"),
         labels=labels,
     )

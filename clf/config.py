@@ -181,6 +181,7 @@ class InferConfig(_JsonMixin):
     label_col: str = "label"
     id_format: str = "stem"
     topk: int = 0
+    topk_format: str = "columns"  # columns: label, label_2 .. label_K; space: "a b c" in the label column (MAP@K)
     probs: str | None = None
     strict: bool = False
     recursive: bool = False

@@ -12,9 +12,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from clf.cli import app
+from cli_helpers import clf, error_line
 from clf.config import Preprocess
 from clf.data.datasets import load_labelled
 from clf.data.preprocess import preprocess
@@ -23,7 +22,6 @@ from clf.models.registry import create_model, model_kwargs_for
 from clf.serve.metrics import classification_report
 from serve_helpers import bad_images, brightness_model, cli_state, grey_image
 
-runner = CliRunner()
 
 # class folder -> grey levels; the model's answer in brackets
 LABELLED = {
@@ -46,15 +44,6 @@ def _cli_state():
         yield
 
 
-def clf(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def table_rows(output: str) -> list[list[str]]:

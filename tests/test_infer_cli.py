@@ -13,9 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from clf.cli import app
+from cli_helpers import clf, error_line
 from clf.serve.session import nvidia_driver_problem
 from serve_helpers import (
     BRIGHTNESS_CLASSES,
@@ -29,7 +28,6 @@ from serve_helpers import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-runner = CliRunner()
 no_driver_here = pytest.mark.skipif(nvidia_driver_problem() is None, reason="needs a machine without an NVIDIA driver")
 
 # name -> grey level; sorted by path: a_10.jpg, a_2.png, b_03.png, c_01.png (sub/d_01.png only with --recursive)
@@ -47,16 +45,6 @@ def _cli_state():
         yield
 
 
-def clf(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    """The one line a user sees for a failure; no traceback."""
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +130,14 @@ def test_sample_submission_with_custom_columns_and_topk(model, images, tmp_path)
     sample.write_text("ImageId,Top3\nb_03,?\na_10,?\nc_01,?\na_2,?\n")
     out = tmp_path / "submission.csv"
     result = clf("infer", images, "--model", model, "--csv", out, "--sample-submission", sample, "--device", "cpu",
-                 "--id-col", "ImageId", "--label-col", "Top3", "--topk", "3")
+                 "--id-col", "ImageId", "--label-col", "Top3", "--topk", "3", "--topk-format", "space")
     assert result.exit_code == 0, result.output
     assert read_csv(out) == [["ImageId", "Top3"], *([i, TOP3[i]] for i in ["b_03", "a_10", "c_01", "a_2"])]
+    result = clf("infer", images, "--model", model, "--csv", out, "--sample-submission", sample, "--device", "cpu",
+                 "--id-col", "ImageId", "--label-col", "Top3", "--topk", "2")
+    assert result.exit_code == 0, result.output  # columns appended after the sample's own, its row order kept
+    assert read_csv(out) == [["ImageId", "Top3", "Top3_2"],
+                             *([i, *TOP3[i].split()[:2]] for i in ["b_03", "a_10", "c_01", "a_2"])]
 
 
 def test_sample_id_without_an_image_is_an_error(model, images, tmp_path):
@@ -171,10 +164,17 @@ def test_sample_without_the_label_column(model, images, tmp_path):
 def test_topk(model, images, tmp_path):
     out = tmp_path / "top3.csv"
     result = clf("infer", images, "--model", model, "--csv", out, "--topk", "3", "--device", "cpu")
+    assert result.exit_code == 0, result.output  # the best stays in `label`: the file still scores as top-1
+    assert read_csv(out) == [["id", "label", "label_2", "label_3"],
+                             *([i, *TOP3[i].split()] for i in ["a_10", "a_2", "b_03", "c_01"])]
+    result = clf("infer", images, "--model", model, "--csv", out, "--topk", "3", "--topk-format", "space",
+                 "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert read_csv(out) == [["id", "label"], *([i, TOP3[i]] for i in ["a_10", "a_2", "b_03", "c_01"])]
-    clf("infer", images, "--model", model, "--csv", out, "--topk", "9", "--device", "cpu")  # more than 3 classes
-    assert read_csv(out)[1] == ["a_10", "dark mid bright"]
+    clf("infer", images, "--model", model, "--csv", out, "--topk", "9", "--topk-format", "space", "--device", "cpu")
+    assert read_csv(out)[1] == ["a_10", "dark mid bright"]  # more than 3 classes asked: all 3
+    result = clf("infer", images, "--model", model, "--csv", out, "--topk", "2", "--topk-format", "comma")
+    assert error_line(result) == "error: --topk-format must be one of columns, space, got 'comma'"
 
 
 def test_topk_and_batch_size_must_be_positive(model, images, tmp_path):

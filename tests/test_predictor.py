@@ -258,18 +258,23 @@ def test_decoding_overlaps_session_run(models, images, monkeypatch):
 
 
 def test_input_buffers_are_preallocated_and_reused(models, images, monkeypatch):
-    seen = []
+    seen, outputs = [], []
     real_normalize = predictor_module.normalize_batch
 
-    def recording_normalize(batch, pre):
+    def recording_normalize(batch, pre, out=None):
         seen.append(batch.base if batch.base is not None else batch)
-        return real_normalize(batch, pre)
+        outputs.append(out.base if out is not None and out.base is not None else out)
+        return real_normalize(batch, pre, out=out)
 
     monkeypatch.setattr(predictor_module, "normalize_batch", recording_normalize)
-    Predictor(models.clf, device="cpu", batch_size=2, prefetch=1).predict(images.good)  # 5 batches
+    result = Predictor(models.clf, device="cpu", batch_size=2, prefetch=1).predict(images.good)  # 5 batches
     assert len(seen) == 5
     assert len({id(buffer) for buffer in seen}) == 2  # a ring of prefetch + 1 uint8 buffers
     assert all(buffer.dtype == np.uint8 and buffer.shape == (2, 24, 32, 3) for buffer in seen)
+    assert len({id(buffer) for buffer in outputs}) == 1  # one float32 input buffer for the whole run
+    assert outputs[0].dtype == np.float32 and outputs[0].shape == (2, 3, 24, 32)
+    fresh = Predictor(models.clf, device="cpu", batch_size=5).predict(images.good)  # reuse changed no result
+    np.testing.assert_allclose(result.logits, fresh.logits, rtol=0, atol=1e-5)
 
 
 def test_abandoned_iteration_shuts_the_pool_down(models, images):

@@ -312,3 +312,19 @@ def test_data_modules_never_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("resize", ["stretch", "shorter_crop"])
+@pytest.mark.parametrize("interpolation", ["linear", "area", "cubic"])
+def test_swapping_channels_after_resizing_gives_identical_pixels(tmp_path, resize, interpolation):
+    """load_resized swaps B and R on the small image; the result must equal decode-to-RGB then resize."""
+    from clf.data.preprocess import load_rgb, resize_rgb
+
+    rng = np.random.default_rng(3)
+    photo = cv2.GaussianBlur(rng.integers(0, 256, (301, 417, 3), dtype=np.uint8), (5, 5), 0)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(cv2.imencode(".jpg", photo)[1].tobytes())
+    pre = Preprocess(size=(48, 64), resize=resize, interpolation=interpolation)
+    expected = resize_rgb(load_rgb(path), pre)
+    assert np.array_equal(load_resized(path, pre), expected)
+    assert np.array_equal(load_resized(path.read_bytes(), pre), expected)

@@ -68,8 +68,14 @@ def test_custom_columns_and_quoting(tmp_path):
 
 def test_topk_is_space_separated_in_the_label_column(tmp_path):
     out = tmp_path / "sub.csv"
-    write_submission(out, ["a", "b"], None, topk=[["cat", "dog", "fox"], ["fox", "cat", "dog"]])
+    write_submission(out, ["a", "b"], None, topk=[["cat", "dog", "fox"], ["fox", "cat", "dog"]], topk_format="space")
     assert out.read_text(encoding="utf-8") == "id,label\na,cat dog fox\nb,fox cat dog\n"
+
+
+def test_topk_adds_columns_by_default(tmp_path):
+    out = tmp_path / "sub.csv"
+    write_submission(out, ["a", "b"], None, topk=[["cat", "dog", "fox"], ["fox", "cat", "dog"]])
+    assert out.read_text(encoding="utf-8") == "id,label,label_2,label_3\na,cat,dog,fox\nb,fox,cat,dog\n"
 
 
 def test_length_mismatch_and_duplicates(tmp_path):

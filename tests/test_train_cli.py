@@ -5,25 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from clf.cli import app
+from cli_helpers import clf, error_line
 from train_helpers import interrupt_in_epoch, load, make_data
 
-runner = CliRunner()
 FAST = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet"]
 
 
-def clf(*args: str | Path):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    """The one line a user sees; no traceback."""
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from clf.errors import DataError
 from clf.serve.metadata import has_clf_metadata
 from clf.serve.metrics import classification_report
 from clf.serve.predictor import Predictor
-from clf.serve.submission import check_sample_ids, make_ids, write_probs, write_submission
+from clf.serve.submission import TOPK_FORMATS, check_sample_ids, make_ids, write_probs, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ def run_inference(
         raise DataError(f"--id-format must be one of {', '.join(ID_FORMATS)}, got {cfg.id_format!r}")
     if cfg.topk < 0:
         raise DataError(f"--topk must be >= 1, got {cfg.topk}")
+    if cfg.topk_format not in TOPK_FORMATS:
+        raise DataError(f"--topk-format must be one of {', '.join(TOPK_FORMATS)}, got {cfg.topk_format!r}")
     paths = [str(p) for p in list_images(cfg.images, recursive=cfg.recursive)]
     all_ids = make_ids(paths, cfg.images, cfg.id_format)
     if cfg.sample_submission:
@@ -112,6 +114,7 @@ def run_inference(
     topk = result.topk_labels(cfg.topk) if cfg.topk > 1 else None
     not_in_sample = write_submission(
         cfg.csv, ids, result.labels(), id_col=cfg.id_col, label_col=cfg.label_col, topk=topk,
+        topk_format=cfg.topk_format,
         sample_submission=cfg.sample_submission, unreadable=unreadable,
     )
     if cfg.probs:

@@ -147,6 +147,7 @@ class Predictor:
         self.batch_size = self._fixed_batch or int(batch_size)
         self.workers = int(workers) if workers else min(8, usable_cpus())
         self.prefetch = max(0, int(prefetch))
+        self._input: np.ndarray | None = None  # reused float32 NCHW input, allocated on first use
 
     @property
     def classes(self) -> list[str]:
@@ -258,7 +259,11 @@ class Predictor:
     def _normalize(self, buffer: np.ndarray, rows: list[int], filled: int) -> np.ndarray:
         """The decoded rows as float NCHW; padded with zeros when the model has a fixed batch size."""
         images = buffer[:filled] if len(rows) == filled else buffer[rows]
-        batch = normalize_batch(images, self.preprocess)
+        # One float input buffer for the whole run: session.run has consumed it before the next batch is normalised.
+        height, width = self.preprocess.size
+        if self._input is None:
+            self._input = np.empty((self.batch_size, 3, height, width), np.float32)
+        batch = normalize_batch(images, self.preprocess, out=self._input[: len(images)])
         if self._fixed_batch and len(batch) < self._fixed_batch:
             batch = np.concatenate([batch, np.zeros((self._fixed_batch - len(batch), *batch.shape[1:]), batch.dtype)])
         return batch if self._input_dtype is np.float32 else batch.astype(self._input_dtype)

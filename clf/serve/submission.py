@@ -62,6 +62,9 @@ def _make_id(path: Path, root: Path, id_format: str) -> str:
         raise DataError(f"{path}: not inside {root}, so it has no relative path id") from None
 
 
+TOPK_FORMATS = ("columns", "space")
+
+
 def write_submission(
     out_csv: str | os.PathLike,
     ids: Sequence[str],
@@ -71,6 +74,7 @@ def write_submission(
     topk: Sequence[Sequence[str]] | None = None,
     sample_submission: str | os.PathLike | None = None,
     unreadable: Collection[str] = (),
+    topk_format: str = "columns",
 ) -> list[str]:
     """Write ``id,label`` rows atomically.
 
@@ -79,10 +83,11 @@ def write_submission(
         ids: one id per prediction.
         labels: the predicted label per id (ignored when ``topk`` is given; may then be None).
         id_col, label_col: column names (they must exist in ``sample_submission`` when it is given).
-        topk: the k best labels per id, best first; written space-separated in the label column
-            ("cat dog fox"), the usual format of top-k (MAP@k) competitions.
-        sample_submission: a CSV whose columns and row order are kept exactly; its label column is
-            replaced by the predictions, any other column keeps the sample's values.
+        topk: the k best labels per id, best first. ``topk_format="columns"`` keeps the best in the label
+            column and adds columns ``<label>_2`` .. ``<label>_k``; ``"space"`` writes them space-separated in
+            the label column ("cat dog fox"), the format of top-k (MAP@k) competitions.
+        sample_submission: a CSV whose columns and row order are kept exactly (top-k columns are appended);
+            its label column is replaced by the predictions, any other column keeps the sample's values.
         unreadable: ids of images that exist but could not be read (reported elsewhere); their sample rows
             keep the sample's label, so the file stays complete. Only used with ``sample_submission``.
 
@@ -93,24 +98,33 @@ def write_submission(
     Raises:
         DataError: the sample lacks a column, is empty, or has ids with no prediction (the first few are named).
     """
-    values = _label_values(ids, labels, topk)
+    values, extra_columns = _label_values(ids, labels, topk, label_col, topk_format)
     if sample_submission is None:
-        header, rows, extra = [id_col, label_col], [[i, v] for i, v in zip(ids, values)], []
+        header = [id_col, label_col, *extra_columns]
+        rows, extra = [[i, *v] for i, v in zip(ids, values)], []
     else:
         header, rows, extra = _fill_sample(
-            Path(sample_submission), dict(zip(ids, values)), id_col, label_col, set(unreadable)
+            Path(sample_submission), dict(zip(ids, values)), id_col, label_col, extra_columns, set(unreadable)
         )
     _write_csv_atomic(Path(out_csv), header, rows)
     return extra
 
 
 def _label_values(
-    ids: Sequence[str], labels: Sequence[str] | None, topk: Sequence[Sequence[str]] | None
-) -> list[str]:
-    if topk is not None:
-        values = [" ".join(str(label) for label in row) for row in topk]
+    ids: Sequence[str], labels: Sequence[str] | None, topk: Sequence[Sequence[str]] | None, label_col: str,
+    topk_format: str,
+) -> tuple[list[list[str]], list[str]]:
+    """Per id the values of [label column, *added columns], and the added columns' names."""
+    if topk_format not in TOPK_FORMATS:
+        raise ValueError(f"topk_format must be one of {TOPK_FORMATS}, got {topk_format!r}")
+    extra_columns: list[str] = []
+    if topk is not None and topk_format == "space":
+        values = [[" ".join(str(label) for label in row)] for row in topk]
+    elif topk is not None:
+        values = [[str(label) for label in row] for row in topk]
+        extra_columns = [f"{label_col}_{rank}" for rank in range(2, max(map(len, topk), default=1) + 1)]
     elif labels is not None:
-        values = [str(label) for label in labels]
+        values = [[str(label)] for label in labels]
     else:
         raise ValueError("write_submission needs labels or topk")
     if len(values) != len(ids):
@@ -118,7 +132,7 @@ def _label_values(
     duplicates = [i for i, n in Counter(ids).items() if n > 1]
     if duplicates:
         raise ValueError(f"duplicate id '{duplicates[0]}' in the predictions")
-    return values
+    return values, extra_columns
 
 
 def check_sample_ids(
@@ -149,11 +163,16 @@ def _columns(sample: Path, header: list[str], id_col: str, label_col: str) -> tu
 
 
 def _fill_sample(
-    sample: Path, predictions: dict[str, str], id_col: str, label_col: str, unreadable: set[str] = frozenset()
+    sample: Path, predictions: dict[str, list[str]], id_col: str, label_col: str, extra_columns: list[str],
+    unreadable: set[str] = frozenset(),
 ) -> tuple[list[str], list[list[str]], list[str]]:
-    """The sample's header and rows with the label column filled in, and the predictions it has no row for."""
+    """The sample's header and rows with the label (and top-k) columns filled in, and the predictions it has no
+    row for."""
     header, rows = _read_csv(sample)
     id_at, label_at = _columns(sample, header, id_col, label_col)
+    header = header + [c for c in extra_columns if c not in header]
+    value_at = [label_at, *(header.index(c) for c in extra_columns)]
+    rows = [row + [""] * (len(header) - len(row)) for row in rows]
     missing = [row[id_at] for row in rows if row[id_at] not in predictions and row[id_at] not in unreadable]
     if missing:
         raise DataError(
@@ -163,7 +182,8 @@ def _fill_sample(
     kept = []
     for row in rows:
         if row[id_at] in predictions:
-            row[label_at] = predictions[row[id_at]]
+            for at, value in zip(value_at, predictions[row[id_at]]):
+                row[at] = value
         else:
             kept.append(row[id_at])
     if kept:
