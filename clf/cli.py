@@ -260,7 +260,7 @@ def runs(
     table = Table(title=f"training runs in {escape(str(root))}")
     for column, justify in (("run", "left"), ("arch", "left"), ("epochs", "right"), ("batch", "right"),
                             ("img size", "right"), ("best val acc", "right"), ("params", "right"), ("time", "right")):
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify, no_wrap=column == "run", overflow="fold")  # full run names: they are what --resume takes
     for run in summaries:  # escape: run names are text, not rich markup
         table.add_row(
             escape(run.name), escape(run.arch), str(run.epochs), str(run.batch_size), str(run.img_size),
