@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from clf.errors import ClfError
+
 
 def file_mode(path: str | os.PathLike) -> int:
     """The existing file's permissions, else 0666 minus the umask (what a plain open() would give).
@@ -23,6 +25,19 @@ def file_mode(path: str | os.PathLike) -> int:
         return 0o666 & ~umask
 
 
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Fail before any work when `path` cannot be an output file (it is a folder, or sits under a file)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ClfError(f"{path}: is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ClfError(f"{path}: {parent} is a file, not a folder")
+            break
+    return path
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path` to write; when the block succeeds it replaces `path` atomically.
@@ -30,7 +45,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     The temp file gets `path`'s usual permissions and is fsynced first; on any failure (Ctrl-C included)
     it is removed and the previous `path`, if any, is untouched.
     """
-    path = Path(path)
+    path = check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -85,3 +85,12 @@ def test_train_rejects_impossible_values(tmp_path):
     result = runner.invoke(app, ["train", str(tmp_path), "--arch", "cnn", "--val-split", "1.5"])
     assert result.exit_code == 2
     assert "error: --val-split must be >= 0 and < 1 (0 = no validation)" in result.output
+
+
+def test_sample_data_under_a_file_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["sample-data", str(blocker / "comp")])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert result.output.startswith(f"error: {blocker / 'comp'}")

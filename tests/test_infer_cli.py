@@ -393,3 +393,16 @@ def test_a_plain_onnxruntime_client_reproduces_clf_infer(model, images, tmp_path
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert [[Path(p).stem, label] for p, label in zip(paths, json.loads(proc.stdout))] == read_csv(out)[1:]
+
+
+def test_an_output_that_is_a_folder_fails_before_inference(model, images, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for flag in ("--csv", "--probs"):
+        args = ["--csv", tmp_path / "s.csv", "--probs", tmp_path / "p.csv"]
+        args[args.index(flag) + 1] = folder
+        result = clf("infer", images, "--model", model, "--device", "cpu", *args)
+        assert result.exit_code == 2
+        assert error_line(result) == f"error: {folder}: is a folder; give a file name"
+        assert "onnxruntime provider" not in result.output  # refused before the model was even loaded
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from clf.atomic import check_output_file
 from clf.config import InferConfig
 from clf.data.files import list_images
 from clf.errors import DataError
@@ -97,6 +98,9 @@ def run_inference(
         raise DataError(f"--topk must be >= 1, got {cfg.topk}")
     if cfg.topk_format not in TOPK_FORMATS:
         raise DataError(f"--topk-format must be one of {', '.join(TOPK_FORMATS)}, got {cfg.topk_format!r}")
+    for output in (cfg.csv, cfg.probs):
+        if output:
+            check_output_file(output)  # before minutes of inference, not after
     paths = [str(p) for p in list_images(cfg.images, recursive=cfg.recursive)]
     all_ids = make_ids(paths, cfg.images, cfg.id_format)
     if cfg.sample_submission:

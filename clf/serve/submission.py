@@ -10,13 +10,13 @@ import csv
 import io
 import logging
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Collection, Iterable, Sequence
 
 import numpy as np
 
+from clf.atomic import atomic_output
 from clf.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -233,31 +233,11 @@ def write_probs(
 
 
 def _write_csv_atomic(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """Temp file in the same folder, fsync, rename: readers see the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; a CSV should get the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _file_mode(path: Path) -> int:
-    """The existing file's mode, else 0666 minus the umask (what open() would have given)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+    """Readers see the old file or the complete new one (clf.atomic: temp file, fsync, rename)."""
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def _first(items: Sequence[str]) -> str:
