@@ -94,3 +94,21 @@ def test_sample_data_under_a_file_is_one_line(tmp_path):
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert result.output.startswith(f"error: {blocker / 'comp'}")
+
+
+def test_imports_run_one_way():
+    """DESIGN: export and eval never import train; serve and the preprocessing never import torch."""
+    code = (
+        "import sys\n"
+        "import clf.export.onnx_export, clf.export.parity\n"
+        "assert not [m for m in sys.modules if m.startswith('clf.train')], 'export imported clf.train'\n"
+        "sys.modules['torch'] = None  # any later `import torch` fails\n"
+        "for name in list(sys.modules):\n"
+        "    if name.startswith(('clf.serve', 'clf.data.preprocess')):\n"
+        "        del sys.modules[name]\n"
+        "import clf.serve.infer, clf.serve.predictor, clf.serve.session, clf.serve.submission, clf.data.preprocess\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
