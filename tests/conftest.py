@@ -34,3 +34,23 @@ def _clf_logger_restored():
     logger.handlers[:] = handlers
     logger.setLevel(level)
     logger.propagate = propagate
+
+
+# ---- export fixtures, shared by test_export.py and test_export_cli.py ----
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory):
+    """A tiny sample competition's train/ folder: a run's data, so parity uses real validation images."""
+    from export_helpers import make_data
+
+    return make_data(tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture
+def run(tmp_path, train_dir):
+    """A cnn run folder whose config points at the sample data: 4 validation images, one per class."""
+    from export_helpers import make_checkpoint
+
+    make_checkpoint(tmp_path / "run" / "best.pt", data=train_dir)
+    return tmp_path / "run"

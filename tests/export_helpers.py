@@ -115,3 +115,4 @@ def captured_log(caplog):
         yield caplog
     finally:
         logger.propagate = propagate
+

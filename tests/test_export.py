@@ -27,23 +27,11 @@ from export_helpers import (
     captured_log,
     files_in,
     make_checkpoint,
-    make_data,
     scale_float_initializers,
 )
 
 FAST = dict(exporter="torchscript", batch_sizes=(1, 7))  # TorchScript exports the cnn in a fraction of dynamo's time
 
-
-@pytest.fixture(scope="module")
-def train_dir(tmp_path_factory):
-    return make_data(tmp_path_factory.mktemp("sample"))
-
-
-@pytest.fixture
-def run(tmp_path, train_dir):
-    """A cnn run folder whose config points at the sample data: 4 validation images, one per class."""
-    make_checkpoint(tmp_path / "run" / "best.pt", data=train_dir)
-    return tmp_path / "run"
 
 
 def _model(run_dir):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import clf.cli
 from clf.cli import app
 from clf.export import graph
-from export_helpers import RUN_NAME, files_in, make_checkpoint, make_data, scale_float_initializers
+from export_helpers import RUN_NAME, files_in, make_checkpoint, scale_float_initializers
 
 runner = CliRunner()
 FAST = ["--exporter", "torchscript", "--batch-sizes", "1,7"]
@@ -29,16 +29,6 @@ def wide_console_and_clean_logging(monkeypatch):
     yield
     logger.handlers[:], logger.level, logger.propagate = saved
 
-
-@pytest.fixture(scope="module")
-def train_dir(tmp_path_factory):
-    return make_data(tmp_path_factory.mktemp("sample"))
-
-
-@pytest.fixture
-def run(tmp_path, train_dir):
-    make_checkpoint(tmp_path / "run" / "best.pt", data=train_dir)
-    return tmp_path / "run"
 
 
 def export(*args):
