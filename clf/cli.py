@@ -29,7 +29,7 @@ app = typer.Typer(
 )
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
-log = logging.getLogger("clf")
+logger = logging.getLogger("clf")
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -235,7 +235,7 @@ def train(
     given["quiet"] = quiet  # per sitting: a resumed run does not inherit an earlier sitting's --quiet
     cfg, ckpt = resolve_config(given, resume)
     if cfg.quiet:
-        log.setLevel(max(log.level, logging.WARNING))  # --quiet: epoch lines and warnings only
+        logger.setLevel(max(logger.level, logging.WARNING))  # --quiet: epoch lines and warnings only
     reporter = _RichTrainReporter(show_progress=console.is_terminal and not cfg.quiet)
     result = fit(cfg, resume_ckpt=ckpt, overwrite=overwrite, reporter=reporter)
     if not result.is_main:
@@ -393,7 +393,7 @@ def infer(
         labels=labels,
     )
     with _ImageProgress(enabled=console.is_terminal and not quiet) as bar:
-        result = run_inference(cfg, progress=bar.update, on_start=bar.start, verbose=log.isEnabledFor(logging.DEBUG))
+        result = run_inference(cfg, progress=bar.update, on_start=bar.start, verbose=logger.isEnabledFor(logging.DEBUG))
     skipped, extra = len(result.failures), len(result.not_in_sample)
     console.print(
         f"[bold]{escape(str(result.csv))}[/]: {result.predicted} of {result.images} images predicted on {result.provider} "

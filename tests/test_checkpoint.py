@@ -14,7 +14,7 @@ from torch import nn
 
 import clf
 from clf.config import Preprocess, TrainConfig
-from clf.errors import ModelError
+from clf.errors import ModelError, StorageError
 from clf.models.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -172,7 +172,7 @@ def test_atomic_save_keeps_previous_file_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash_mid_write)
     state["epoch"] = 3
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StorageError, match=r"last.pt: cannot write \(disk full\)"):  # the user's path, not the temp's
         save_checkpoint(state, path)
     monkeypatch.setattr(torch, "save", real_save)
 

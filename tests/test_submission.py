@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import clf.serve.submission as submission
-from clf.errors import DataError
+from clf.errors import DataError, StorageError
 from clf.serve.submission import make_ids, write_probs, write_submission
 
 
@@ -164,7 +164,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(submission.os, "fsync", broken_fsync)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(StorageError, match=r"sub.csv: disk full \(.* free\)"):
         write_submission(out, ["a"], ["new"])
     assert out.read_text(encoding="utf-8") == "id,label\na,old\n"
     assert _no_temp_files(tmp_path)

@@ -17,7 +17,7 @@ from torch import nn
 
 from clf.errors import ClfError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -110,7 +110,7 @@ def export_graph(
         except Exception as exc:  # exporters raise many types; we report and try the next one
             reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             failures.append(f"{name}: {reason}")
-            log.warning("%s exporter failed (%s)%s", name, reason, "; trying the next one" if name != order[-1] else "")
+            logger.warning("%s exporter failed (%s)%s", name, reason, "; trying the next one" if name != order[-1] else "")
     raise ClfError("ONNX export failed with every exporter: " + " | ".join(failures))
 
 

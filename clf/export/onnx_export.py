@@ -21,7 +21,7 @@ from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, prepro
 from clf.serve.metadata import ModelInfo, info_to_props
 from clf.serve.session import create_session
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def parity_images(cfg: ExportConfig, ckpt: dict, pre: Preprocess) -> tuple[np.nd
     images = load_batch(paths, pre)
     if len(images):
         return images, source
-    log.warning("no real images available for the parity check; comparing on random tensors")
+    logger.warning("no real images available for the parity check; comparing on random tensors")
     return random_batch(pre, max(cfg.batch_sizes) * 2), "random tensors"
 
 

@@ -17,7 +17,7 @@ from clf.config import Preprocess
 from clf.data.preprocess import preprocess
 from clf.errors import ClfError, DataError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def run_images(ckpt: dict[str, Any], limit: int) -> tuple[list[str], str]:
         labelled = load_labelled(data, config.get("labels_csv"), id_col=config.get("id_col", "filename"),
                                  label_col=config.get("label_col", "label"))
     except DataError as exc:
-        log.warning("cannot read the run's data for the parity check (%s)", exc)
+        logger.warning("cannot read the run's data for the parity check (%s)", exc)
         return [], ""
     split = config.get("val_split", 0.0)
     _, val_idx = stratified_split(labelled.labels, split, config.get("seed", 0)) if split else (None, [])
@@ -97,7 +97,7 @@ def load_batch(paths: Sequence[str], pre: Preprocess) -> np.ndarray:
         try:
             arrays.append(preprocess(path, pre))
         except DataError as exc:
-            log.warning("%s; skipped for the parity check", exc)
+            logger.warning("%s; skipped for the parity check", exc)
     return np.stack(arrays) if arrays else np.empty((0, 3, *pre.size), np.float32)
 
 

@@ -20,7 +20,7 @@ from clf.serve.metrics import classification_report
 from clf.serve.predictor import Predictor
 from clf.serve.submission import TOPK_FORMATS, check_sample_ids, make_ids, write_probs, write_submission
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 ID_FORMATS = ("stem", "name", "relpath")
 

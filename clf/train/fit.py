@@ -33,7 +33,7 @@ from clf.train.history import plot_curves, write_history_csv
 from clf.train.loop import EpochMetrics, evaluate, train_one_epoch
 from clf.train.schedule import build_optimizer, build_scheduler
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # Options a resumed run may change; everything else must match the checkpoint (it shapes the weights or the schedule).
 RESUME_OVERRIDES = frozenset({"data", "epochs", "patience", "workers", "device", "amp", "quiet", "cache_images", "strict"})
@@ -184,7 +184,7 @@ def load_training_set(cfg: TrainConfig) -> LabelledSet:
     labelled = load_labelled(cfg.data, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col)
     ok = verify_images(labelled.paths, strict=cfg.strict, workers=max(2, os.cpu_count() or 2))
     if len(ok) < len(labelled.paths):
-        log.warning("%d of %d images could not be read and are left out", len(labelled.paths) - len(ok), len(labelled.paths))
+        logger.warning("%d of %d images could not be read and are left out", len(labelled.paths) - len(ok), len(labelled.paths))
     return labelled.subset(ok)
 
 
@@ -233,7 +233,7 @@ def build_loaders(
     if len(val_part.paths) and runtime.is_main:
         val_ds = ImageDataset(val_part.paths, val_part.labels, pre, train=False, cache=cfg.cache_images)
         val_loader = DataLoader(val_ds, batch_size=cfg.batch_size * 2, shuffle=False, **loader_args)
-    log.info("data: %d train / %d val images, %d classes", len(train_part.paths), len(val_part.paths), len(labelled.classes))
+    logger.info("data: %d train / %d val images, %d classes", len(train_part.paths), len(val_part.paths), len(labelled.classes))
     return train_loader, val_loader, sampler
 
 
@@ -343,7 +343,7 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
     if runtime.is_main:
         _write_config(run_dir, cfg, labelled, trainer.pre, model_kwargs, trainer.params)
         if cfg.patience and trainer.val_loader is None:
-            log.warning("--patience needs a validation split; early stopping is off")
+            logger.warning("--patience needs a validation split; early stopping is off")
     try:
         stopped_early = trainer.run(reporter)
     except KeyboardInterrupt:
@@ -382,7 +382,7 @@ class _Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state = _State(ckpt["epoch"], list(ckpt["history"]), ckpt.get("best_val_acc"))
         _restore_rng(ckpt["rng"], self.runtime)
-        log.info("resuming %s after epoch %d (of %d)", self.run_dir, self.state.epoch, self.cfg.epochs)
+        logger.info("resuming %s after epoch %d (of %d)", self.run_dir, self.state.epoch, self.cfg.epochs)
 
     def checkpoint(self) -> dict[str, Any]:
         cfg, state = self.cfg, self.state
@@ -417,7 +417,7 @@ class _Trainer:
                     _save_epoch(self.run_dir, self.checkpoint(), self.state, is_best, self.cfg)
                 reporter.epoch_end(row, is_best)
             if rt.broadcast_flag(self.should_stop(epoch), self.runtime):
-                log.info("early stop: no val accuracy gain for %d epochs (best %.4f at epoch %d)",
+                logger.info("early stop: no val accuracy gain for %d epochs (best %.4f at epoch %d)",
                          self.cfg.patience, self.state.best_val_acc or 0.0, self.state.best_epoch())
                 return True
             rt.barrier(self.runtime)
@@ -465,9 +465,9 @@ class _Trainer:
         done, run_dir = self.state.epoch, self.run_dir
         if done == 0:
             # No last.pt yet: pointing at --resume would only fail with "no best.pt or last.pt".
-            log.warning("interrupted during epoch 1: no epoch finished, nothing to resume in %s", run_dir)
+            logger.warning("interrupted during epoch 1: no epoch finished, nothing to resume in %s", run_dir)
         else:
-            log.warning("interrupted during epoch %d; %s holds epoch %d; continue with: clf train --resume %s",
+            logger.warning("interrupted during epoch %d; %s holds epoch %d; continue with: clf train --resume %s",
                         done + 1, run_dir / "last.pt", done, run_dir)
 
 

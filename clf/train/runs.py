@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clf.train.history import read_history_csv
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,5 +53,5 @@ def collect_runs(root: Path) -> list[RunSummary]:
         try:
             summaries.append(summarize_run(config.parent))
         except (OSError, ValueError, KeyError) as exc:
-            log.warning("%s: unreadable run folder (%s); skipped", config.parent, exc)
+            logger.warning("%s: unreadable run folder (%s); skipped", config.parent, exc)
     return summaries

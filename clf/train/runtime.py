@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from clf.errors import DeviceError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def setup_runtime(requested_device: str, amp: bool) -> Runtime:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
-        log.info("distributed: rank %d of %d on %s (%s)", rank, world_size, device, backend)
+        logger.info("distributed: rank %d of %d on %s (%s)", rank, world_size, device, backend)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
     return Runtime(device, resolve_amp_dtype(device, amp), rank, world_size, local_rank)
