@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clf.errors import ClfError, ParityError
+from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfError, ParityError, Terminated
 
 app = typer.Typer(
     name="clf",
@@ -32,11 +32,13 @@ err_console = Console(stderr=True)
 logger = logging.getLogger("clf")
 
 
-def _setup_logging(verbose: bool = False) -> None:
+def _setup_logging(verbose: bool = False) -> Callable[[], None]:
     """Library modules log through `logging`; show their warnings (bad images, fallbacks) on stderr.
 
     On a terminal rich draws them; in a log file or CI each record stays one plain line (rich would wrap it
-    at 80 columns and break grep).
+    at 80 columns and break grep). Returns the function that puts the `clf` logger back as it was: the
+    command line configures logging for one invocation and restores it on exit (tests invoke it many times
+    in one process).
     """
     if err_console.is_terminal:
         from rich.logging import RichHandler
@@ -47,9 +49,38 @@ def _setup_logging(verbose: bool = False) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     root = logging.getLogger("clf")
+    saved = (list(root.handlers), root.level, root.propagate)
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+
+    def restore() -> None:
+        root.handlers[:], level, root.propagate = saved[0], saved[1], saved[2]
+        root.setLevel(level)
+
+    return restore
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _handle_sigterm() -> Callable[[], None]:
+    """SIGTERM (a job scheduler's stop) unwinds like Ctrl-C: saves in progress finish, temp files go, exit 143.
+
+    Only where the default action was in place: a SIGTERM that the parent chose to ignore stays ignored.
+    Returns the function that restores the previous handler.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return lambda: None
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,24 +94,29 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             # escape: a path like data/[2024]/ is text, not rich markup (it vanished, or "[/x]" crashed the print)
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except Terminated:
+            err_console.print("[yellow]terminated (SIGTERM)[/]")
+            raise typer.Exit(EXIT_TERMINATED) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except OSError as exc:  # an output path that cannot be written, a disk that is full, ...
             where = exc.filename or "clf"
             err_console.print(f"[bold red]error:[/] {escape(str(where))}: {escape(exc.strerror or str(exc))}",
                               highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(EXIT_BAD_INPUT) from None
 
     return wrapper
 
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging, onnxruntime's own log too.")] = False,
 ) -> None:
     """clf: from a folder of images to a competition submission and a deployable ONNX model."""
-    _setup_logging(verbose)
+    ctx.call_on_close(_setup_logging(verbose))
+    ctx.call_on_close(_handle_sigterm())
 
 
 @app.command("sample-data")
@@ -153,7 +189,13 @@ class _RichTrainReporter:
         self.epochs = epochs
         if not self.show_progress:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             TextColumn(f"epoch {epoch}/{epochs}"),
@@ -420,7 +462,14 @@ class _ImageProgress:
         err_console.print(f"{total} images, onnxruntime provider: [bold]{provider}[/]", highlight=False)
         if not self.enabled:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                                  TextColumn("{task.fields[ips]:.0f} img/s"), TimeRemainingColumn(),

@@ -76,3 +76,7 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
             text = line.strip()
             return text if len(text) <= limit else text[: limit - 3] + "..."
     return type(exc).__name__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what a job scheduler sends), raised like Ctrl-C so that the same clean-up runs; exit 143."""

@@ -21,21 +21,6 @@ def _single_torch_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _clf_logger_restored():
-    """Each CliRunner call of `clf` gives the process-wide `clf` logger a rich handler and stops its propagation;
-    undo that after every module (module scope: set up before the module's own CLI-running fixtures), or later
-    tests in the same worker see `clf.*` records on stderr and not in caplog."""
-    import logging
-
-    logger = logging.getLogger("clf")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
-
-
 # ---- export fixtures, shared by test_export.py and test_export_cli.py ----
 
 

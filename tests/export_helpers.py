@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -104,15 +102,4 @@ def scale_float_initializers(model: onnx.ModelProto, factor: float = 1.5) -> Non
 def files_in(folder: Path) -> set[str]:
     """Every name in `folder`, hidden temp files included."""
     return {p.name for p in folder.iterdir()}
-
-
-@contextlib.contextmanager
-def captured_log(caplog):
-    """caplog sees clf's records even after the CLI has set up logging (it stops propagation at `clf`)."""
-    logger = logging.getLogger("clf")
-    propagate, logger.propagate = logger.propagate, True
-    try:
-        yield caplog
-    finally:
-        logger.propagate = propagate
 

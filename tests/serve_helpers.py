@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import logging
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -95,19 +94,15 @@ def read_csv(path: Path) -> list[list[str]]:
 
 @contextlib.contextmanager
 def cli_state() -> Iterator[None]:
-    """Undo what a CliRunner call of `clf` does to process-wide state: the `clf` logger gets its own handler and
-    stops propagating (caplog tests later in the same worker would see nothing), and rich's consoles would wrap
-    log lines at 80 columns (our assertions want each message on one line)."""
+    """Rich's consoles wide enough that no log line or table row wraps (our assertions want each message on one
+    line); logging needs no undoing: each `clf` invocation restores it on exit."""
     from clf import cli
 
-    logger = logging.getLogger("clf")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
     widths = (cli.console._width, cli.err_console._width)
     cli.console.width = cli.err_console.width = 1000
     try:
         yield
     finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
         cli.console._width, cli.err_console._width = widths
 
 

@@ -2,6 +2,7 @@
 simplify, and bad input that leaves nothing behind."""
 
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -10,6 +11,16 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from export_helpers import (
+    BEST_VAL_ACC,
+    CLASSES,
+    RUN_NAME,
+    assert_io_contract,
+    assert_runs_like_torch,
+    files_in,
+    make_checkpoint,
+    scale_float_initializers,
+)
 
 import clf
 from clf.config import ExportConfig, Preprocess
@@ -18,17 +29,6 @@ from clf.export import graph
 from clf.export.onnx_export import export_onnx
 from clf.models.checkpoint import load_checkpoint, model_from_checkpoint
 from clf.serve.metadata import ModelInfo, info_from_props
-from export_helpers import (
-    BEST_VAL_ACC,
-    CLASSES,
-    RUN_NAME,
-    assert_io_contract,
-    assert_runs_like_torch,
-    captured_log,
-    files_in,
-    make_checkpoint,
-    scale_float_initializers,
-)
 
 FAST = dict(exporter="torchscript", batch_sizes=(1, 7))  # TorchScript exports the cnn in a fraction of dynamo's time
 
@@ -173,7 +173,7 @@ def test_check_images_that_do_not_read_are_an_error_not_noise(run, tmp_path):
 
 def test_random_tensors_only_when_no_image_exists(tmp_path, caplog):
     make_checkpoint(tmp_path / "best.pt", data=tmp_path / "gone")
-    with captured_log(caplog):
+    with caplog.at_level(logging.DEBUG, logger="clf"):
         result = export_onnx(ExportConfig(checkpoint=str(tmp_path / "best.pt"), **FAST))
     assert result.parity.passed and result.parity.image_source == "random tensors"
     assert result.parity.images == 14  # twice the largest batch

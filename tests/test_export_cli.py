@@ -1,34 +1,28 @@
 """`clf export`: the parity table, parity.json, exit 3 when parity fails, one clear line and exit 2 for bad input."""
 
 import json
-import logging
 import os
 import re
 import tempfile
 
 import pytest
 import torch
+from export_helpers import RUN_NAME, files_in, make_checkpoint, scale_float_initializers
 from rich.console import Console
 from typer.testing import CliRunner
 
 import clf.cli
 from clf.cli import app
 from clf.export import graph
-from export_helpers import RUN_NAME, files_in, make_checkpoint, scale_float_initializers
 
 runner = CliRunner()
 FAST = ["--exporter", "torchscript", "--batch-sizes", "1,7"]
 
 
 @pytest.fixture(autouse=True)
-def wide_console_and_clean_logging(monkeypatch):
-    """A console wide enough for the table's long temp paths; clf logging as it was before the CLI touched it."""
+def wide_console(monkeypatch):
+    """A console wide enough for the table's long temp paths."""
     monkeypatch.setattr(clf.cli, "console", Console(width=250, soft_wrap=True))
-    logger = logging.getLogger("clf")
-    saved = logger.handlers[:], logger.level, logger.propagate
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
-
 
 
 def export(*args):

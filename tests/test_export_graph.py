@@ -8,13 +8,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from export_helpers import assert_io_contract, assert_runs_like_torch
 from onnx import TensorProto, helper
 from torch import nn
 
 from clf.errors import ClfError
 from clf.export import graph
 from clf.models.registry import create_model
-from export_helpers import assert_io_contract, assert_runs_like_torch, captured_log
 
 NUM_CLASSES = 4
 
@@ -57,7 +57,7 @@ def test_auto_falls_back_to_torchscript_and_says_why(cnn, tmp_path, monkeypatch,
         raise RuntimeError("dynamo cannot trace this\nsecond line")
 
     monkeypatch.setitem(graph._EXPORTERS, "dynamo", broken)
-    with captured_log(caplog):
+    with caplog.at_level(logging.DEBUG, logger="clf"):
         assert graph.export_graph(cnn, 32, tmp_path / "cnn.onnx") == "torchscript"
     assert [r.getMessage() for r in caplog.records] == [
         "dynamo exporter failed (dynamo cannot trace this); trying the next one"
@@ -100,7 +100,7 @@ def test_torchscript_failure_does_not_dump_its_ir_graph_on_stdout(tmp_path, capf
     model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=32), nn.AdaptiveAvgPool2d(6), nn.Flatten(), nn.Linear(144, 4))
     model.eval()
     capfd.readouterr()
-    with captured_log(caplog), pytest.raises(ClfError, match="adaptive_avg_pool2d"):
+    with caplog.at_level(logging.DEBUG, logger="clf"), pytest.raises(ClfError, match="adaptive_avg_pool2d"):
         graph.export_graph(model, 32, tmp_path / "pool.onnx", exporter="torchscript")
     out, err = capfd.readouterr()
     assert "Torch IR graph" not in out + err and out == ""

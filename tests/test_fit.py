@@ -8,12 +8,23 @@ all come back from last.pt.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import (
+    TINY,
+    assert_same_weights,
+    interrupt_in_epoch,
+    load,
+    make_data,
+    resume,
+    train,
+    without_seconds,
+)
 
 from clf.config import TrainConfig
 from clf.errors import StorageError
@@ -22,17 +33,6 @@ from clf.train import fit as fit_module
 from clf.train.history import read_history_csv
 from clf.train.loop import EpochMetrics
 from clf.train.schedule import lr_factor
-from train_helpers import (
-    TINY,
-    assert_same_weights,
-    captured_log,
-    interrupt_in_epoch,
-    load,
-    make_data,
-    resume,
-    train,
-    without_seconds,
-)
 
 AUG = {"off": dict(hflip=0.0, rotate=0.0), "on": dict(hflip=0.5, rotate=10.0)}
 CONTRACT_KEYS = {"format", "arch", "model_kwargs", "classes", "preprocess", "config", "epoch", "model", "optimizer",
@@ -266,7 +266,7 @@ def test_ctrl_c_while_saving_waits_for_the_save():
 
 def test_interrupt_in_first_epoch_leaves_nothing_to_resume(data, tmp_path, monkeypatch, caplog):
     interrupt_in_epoch(monkeypatch, epoch=1, after_batches=1)
-    with captured_log(caplog, "clf.train.fit"), pytest.raises(KeyboardInterrupt):
+    with caplog.at_level(logging.DEBUG, logger="clf"), pytest.raises(KeyboardInterrupt):
         train(data, tmp_path, "early", epochs=2)
     assert not (tmp_path / "early" / "last.pt").exists()
     assert "interrupted during epoch 1: no epoch finished, nothing to resume" in caplog.text

@@ -1,6 +1,7 @@
 """clf.export.parity: the report, the comparison (against a scripted session), and where the images come from."""
 
 import json
+import logging
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -8,14 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from export_helpers import CLASSES, RUN_NAME, make_data
 from torch import nn
 
 from clf.config import Preprocess
 from clf.data.preprocess import preprocess
 from clf.data.split import stratified_split
 from clf.errors import ClfError, DataError
-from clf.export.parity import ParityReport, compare, folder_images, load_batch, random_batch, run_images, spread
-from export_helpers import CLASSES, RUN_NAME, captured_log, make_data
+from clf.export.parity import (
+    ParityReport,
+    compare,
+    folder_images,
+    load_batch,
+    random_batch,
+    run_images,
+    spread,
+)
 
 PRE = Preprocess(size=(32, 32))
 REPORT = ParityReport(
@@ -166,7 +175,7 @@ def test_run_images_are_none_when_the_data_is_gone(tmp_path, data):
 
 def test_unreadable_run_data_is_logged_not_fatal(tmp_path, caplog):
     (tmp_path / "only-one-class").mkdir()
-    with captured_log(caplog):
+    with caplog.at_level(logging.DEBUG, logger="clf"):
         assert run_images(_ckpt(tmp_path), limit=8) == ([], "")
     assert "cannot read the run's data for the parity check" in caplog.text
 
@@ -193,7 +202,7 @@ def test_load_batch_is_the_shared_preprocessing(train_dir, tmp_path, caplog):
     good = sorted(str(p) for p in (train_dir / "star").iterdir())[:2]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    with captured_log(caplog):
+    with caplog.at_level(logging.DEBUG, logger="clf"):
         batch = load_batch([good[0], str(broken), good[1]], PRE)
     assert batch.shape == (2, 3, 32, 32) and batch.dtype == np.float32
     np.testing.assert_array_equal(batch[1], preprocess(good[1], PRE))

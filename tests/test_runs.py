@@ -1,13 +1,13 @@
 """clf.train.runs and `clf runs`: one row per run folder, read from config.json + history.csv."""
 
 import json
+import logging
 
 from typer.testing import CliRunner
 
 from clf.cli import app
 from clf.train.history import write_history_csv
 from clf.train.runs import collect_runs, summarize_run
-from train_helpers import captured_log
 
 runner = CliRunner()
 
@@ -48,7 +48,7 @@ def test_collect_sorts_and_skips_unreadable(tmp_path, caplog):
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     (tmp_path / "not-a-run").mkdir()
-    with captured_log(caplog, "clf.train.runs"):
+    with caplog.at_level(logging.DEBUG, logger="clf"):
         names = [s.name for s in collect_runs(tmp_path)]
     assert names == ["a-run", "b-run"]
     assert "broken: unreadable run folder" in caplog.text

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +46,6 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert a.keys() == b.keys()
     differ = [k for k in a if not torch.equal(a[k], b[k])]
     assert not differ, f"tensors differ: {differ}"
-
-
-@contextlib.contextmanager
-def captured_log(caplog, name: str):
-    """caplog for a `clf.*` logger even after the CLI has set up logging (it stops propagation at `clf`)."""
-    logger = logging.getLogger(name)
-    logger.addHandler(caplog.handler)
-    try:
-        yield caplog
-    finally:
-        logger.removeHandler(caplog.handler)
 
 
 def interrupt_in_epoch(monkeypatch, epoch: int, after_batches: int = 2) -> None:
