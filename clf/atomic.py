@@ -86,12 +86,12 @@ def check_output_file(path: PathLike) -> Path:
     is written, by every command alike).
     """
     path = Path(path)
+    if len(path.name.encode()) > 255:  # first: stat() itself fails on such a name
+        raise ClfError(f"{path}: file name longer than 255 bytes; choose a shorter one")
     if path.is_dir():
         raise ClfError(f"{path}: is a folder; give a file name")
     if path.exists() and not stat.S_ISREG(path.stat().st_mode):
         raise ClfError(f"{path}: exists and is not a regular file (a device, FIFO or socket); give a file name")
-    if len(path.name.encode()) > 255:
-        raise ClfError(f"{path}: file name longer than 255 bytes; choose a shorter one")
     parent = _nearest_existing(path)
     if not parent.is_dir():
         raise ClfError(f"{path}: {parent} is a file, not a folder")
