@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 
 from typer.testing import CliRunner
 
@@ -28,17 +27,6 @@ def test_help_does_not_import_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
-
-
-def test_help_is_fast():
-    best = min(_timed([sys.executable, "-m", "clf", "--help"]) for _ in range(3))
-    assert best < 1.5  # the target is 0.5 s on an idle machine; CI's busy cores get some slack
-
-
-def _timed(command):
-    start = time.perf_counter()
-    subprocess.run(command, capture_output=True, check=True)
-    return time.perf_counter() - start
 
 
 def test_sample_data_writes_a_competition(tmp_path):
@@ -106,7 +94,8 @@ def test_imports_run_one_way():
         "for name in list(sys.modules):\n"
         "    if name.startswith(('clf.serve', 'clf.data.preprocess')):\n"
         "        del sys.modules[name]\n"
-        "import clf.serve.infer, clf.serve.predictor, clf.serve.session, clf.serve.submission, clf.data.preprocess\n"
+        "import clf.serve.infer, clf.serve.evaluate, clf.serve.score, clf.serve.loading, clf.serve.predictor\n"
+        "import clf.serve.session, clf.serve.submission, clf.data.preprocess, clf.data.csv_table\n"
         "print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

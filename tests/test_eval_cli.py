@@ -220,7 +220,8 @@ def test_score_bad_files(answers, tmp_path):
     wrong.write_text("image,prediction\na,cat\n")
     result = clf("score", wrong, answers)
     assert result.exit_code == 2
-    assert error_line(result) == f"error: {wrong}: needs columns 'id' and 'label' (has ['image', 'prediction'])"
+    assert error_line(result) == (f"error: {wrong}: no column 'id' (columns: image, prediction); "
+                                  "set the column names with --id-col and --label-col")
 
 
 def test_eval_of_a_checkpoint_whose_export_fails_parity(labelled, tmp_path, monkeypatch):

@@ -171,17 +171,23 @@ def test_topk(model, images, tmp_path):
                  "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert read_csv(out) == [["id", "label"], *([i, TOP3[i]] for i in ["a_10", "a_2", "b_03", "c_01"])]
-    clf("infer", images, "--model", model, "--csv", out, "--topk", "9", "--topk-format", "space", "--device", "cpu")
-    assert read_csv(out)[1] == ["a_10", "dark mid bright"]  # more than 3 classes asked: all 3
+    out9 = tmp_path / "top9.csv"
+    result = clf("infer", images, "--model", model, "--csv", out9, "--topk", "9", "--topk-format", "space",
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert read_csv(out9)[1] == ["a_10", "dark mid bright"]  # more than 3 classes asked: all 3
     result = clf("infer", images, "--model", model, "--csv", out, "--topk", "2", "--topk-format", "comma")
+    assert result.exit_code == 2
     assert error_line(result) == "error: --topk-format must be one of columns, space, got 'comma'"
 
 
 def test_topk_and_batch_size_must_be_positive(model, images, tmp_path):
     for flag in ("--topk", "--batch-size"):
-        result = clf("infer", images, "--model", model, "--csv", tmp_path / "s.csv", flag, "0")
-        assert result.exit_code == 2
-        assert f"Invalid value for '{flag}'" in result.output and "Traceback" not in result.output
+        for value in ("0", "-1"):
+            result = clf("infer", images, "--model", model, "--csv", tmp_path / "s.csv", flag, value)
+            assert result.exit_code == 2
+            assert error_line(result) == f"error: {flag} must be >= 1, got {value}"
+    assert not (tmp_path / "s.csv").exists()
 
 
 def test_probs(model, images, tmp_path):
@@ -231,8 +237,9 @@ def test_strict_fails_but_keeps_every_readable_row(model, mixed, tmp_path):
     folder, bad = mixed
     out = tmp_path / "sub.csv"
     result = clf("infer", folder, "--model", model, "--csv", out, "--device", "cpu", "--strict")
-    assert result.exit_code == 2
-    assert error_line(result) == f"error: 3 image(s) could not be read (--strict); the other rows were written to {out}"
+    assert result.exit_code == 4
+    assert error_line(result) == (f"error: 3 of {len(SORTED) + 3} image(s) could not be read (--strict); "
+                                  f"the other rows were written to {out}")
     assert read_csv(out) == [["id", "label"], *([Path(n).stem, LABELS[Path(n).stem]] for n in SORTED)]
     assert f"{bad['truncated']}: {UNREADABLE}; skipped" in result.stderr
 
@@ -334,7 +341,7 @@ def test_cuda_on_a_machine_without_it(model, images, tmp_path):
 def test_unknown_device(model, images, tmp_path):
     result = clf("infer", images, "--model", model, "--csv", tmp_path / "s.csv", "--device", "gpu")
     assert result.exit_code == 2
-    assert error_line(result) == "error: unknown device 'gpu'; use one of auto, cpu, cuda, tensorrt"
+    assert error_line(result) == "error: --device must be one of auto, cpu, cuda, tensorrt, got 'gpu'"
 
 
 def test_real_process_keeps_native_noise_off_the_screen(model, mixed, tmp_path):
