@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from bad_inputs import Case, run_case
+from serve_helpers import bad_images, brightness_model, cli_state, graph_model, grey_image, plain_info, read_csv
+
 from clf.errors import DataError, DeviceError, ModelError
 from clf.serve.predictor import Predictor
 from clf.serve.session import nvidia_driver_problem
-from serve_helpers import bad_images, brightness_model, cli_state, graph_model, grey_image, plain_info, read_csv
 
 IDS = ["img_0001", "img_0002", "img_0003"]  # grey 40 (dark), 128 (mid), 220 (bright)
 ROWS = [["id", "label"], ["img_0001", "dark"], ["img_0002", "mid"], ["img_0003", "bright"]]
@@ -257,8 +257,9 @@ EVAL_PARITY = Case("eval-checkpoint-fails-parity", ["eval", "{labelled}", "--mod
 
 
 def test_eval_of_a_checkpoint_whose_export_fails_parity(places, monkeypatch):
-    from clf.export import graph
     from export_helpers import make_checkpoint, scale_float_initializers
+
+    from clf.export import graph
 
     make_checkpoint(Path(places["tmp"]) / "run-parity" / "best.pt", data=places["labelled"])
     set_metadata = graph.set_metadata

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from serve_helpers import brightness_model, grey_image
 
 from clf.config import EvalConfig, InferConfig
 from clf.errors import ClfError, DataError
 from clf.serve.evaluate import evaluate, load_eval_data
 from clf.serve.infer import run_inference
-from serve_helpers import brightness_model, grey_image
 
 LABELLED = {"dark": [40, 60], "mid": [128, 230], "bright": [200, 20]}  # one wrong answer in mid and in bright
 

@@ -23,7 +23,6 @@ def test_a_missing_checkpoint_leaves_no_temporary_folder(tmp_path, monkeypatch):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR is read again
-    with pytest.raises(ClfError):
-        with onnx_for_evaluation(tmp_path / "nope.pt", device="cpu"):
-            pass
+    with pytest.raises(ClfError), onnx_for_evaluation(tmp_path / "nope.pt", device="cpu"):
+        pass
     assert not [p for p in Path(tmp_path).iterdir() if p.name.startswith("clf-eval-")]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from serve_helpers import brightness_model
 
 from clf.config import InferConfig
 from clf.errors import DataError
 from clf.serve.loading import labels_file, make_predictor
-from serve_helpers import brightness_model
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,9 @@ def test_every_option_given_opens_the_model(plain, tmp_path):
     "flags, message",
     [
         ({}, "{m}: no clf metadata (exported by another tool?); pass --img-size, --mean, --std and --labels to use it"),
-        ({"img_size": 16, "labels": "a,b,c"}, "{m}: no clf metadata (exported by another tool?); also pass --mean, "
-         "--std (--img-size, --mean, --std and --labels describe how it was trained)"),
-        ({"img_size": 16, "labels": " , "}, "{labels}: --labels names no class; give a,b,c or a file with one name "
-         "per line"),
+        ({"img_size": 16, "labels": "a,b,c"}, ("{m}: no clf metadata (exported by another tool?); also pass --mean, "
+                                               "--std (--img-size, --mean, --std and --labels describe how it was trained)")),
+        ({"img_size": 16, "labels": " , "}, "{labels}: --labels names no class; give a,b,c or a file with one name per line"),
     ],
     ids=["no-flags", "some-flags", "empty-labels"],
 )
