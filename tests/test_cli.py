@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+from cli_helpers import error_line
 from typer.testing import CliRunner
 
 from clf.cli import app
@@ -66,13 +67,13 @@ def test_models_pattern_and_params():
 def test_models_unknown_pattern_is_an_error():
     result = runner.invoke(app, ["models", "no-such-net*"])
     assert result.exit_code == 2
-    assert "error: no architecture matches 'no-such-net*'" in result.output
+    assert error_line(result) == "error: no architecture matches 'no-such-net*'; try `clf models` without a pattern"
 
 
 def test_train_rejects_impossible_values(tmp_path):
     result = runner.invoke(app, ["train", str(tmp_path), "--arch", "cnn", "--val-split", "1.5"])
     assert result.exit_code == 2
-    assert "error: --val-split must be >= 0 and < 1 (0 = no validation)" in result.output
+    assert error_line(result) == "error: --val-split must be >= 0 and < 1 (0 = no validation)"
 
 
 def test_sample_data_under_a_file_is_one_line(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,7 +123,8 @@ def test_sample_submission_keeps_its_columns_and_row_order(model, images, tmp_pa
     assert result.exit_code == 0, result.output
     assert out.read_text() == csv_text("Usage,id,label", "Public,c_01,bright", "Private,a_2,mid", "Public,a_10,dark")
     assert f"{sample}: 1 predicted ids are not in it (b_03); left out" in result.output  # reported, not silent
-    assert "4 of 4 images predicted" in result.stdout and "1 not in the sample submission" in result.stdout
+    assert re.fullmatch(rf"{re.escape(str(out))}: 4 of 4 images predicted on CPUExecutionProvider \(\d+ img/s\), "
+                        r"1 not in the sample submission", result.stdout.strip())
 
 
 def test_sample_submission_with_custom_columns_and_topk(model, images, tmp_path):
@@ -230,7 +232,8 @@ def test_bad_images_are_reported_and_skipped(model, mixed, tmp_path):
         f"{bad['text']}: {UNREADABLE}; skipped",
         f"{bad['truncated']}: {UNREADABLE}; skipped",
     ]
-    assert "4 of 7 images predicted" in result.stdout and "3 skipped" in result.stdout
+    assert re.fullmatch(rf"{re.escape(str(out))}: 4 of 7 images predicted on CPUExecutionProvider \(\d+ img/s\), "
+                        r"3 skipped", result.stdout.strip())
 
 
 def test_strict_fails_but_keeps_every_readable_row(model, mixed, tmp_path):
@@ -413,3 +416,21 @@ def test_an_output_that_is_a_folder_fails_before_inference(model, images, tmp_pa
         assert error_line(result) == f"error: {folder}: is a folder; give a file name"
         assert "onnxruntime provider" not in result.output  # refused before the model was even loaded
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_output_that_cannot_be_written_fails_before_inference(model, images, tmp_path, monkeypatch):
+    """Tests run as root (os.access says yes everywhere): a read-only folder is simulated. The user's path is named,
+    never clf's temp file, and the model is not even loaded."""
+    from clf import atomic
+
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(atomic.os, "access", lambda p, mode: False if Path(p) == readonly else real_access(p, mode))
+    out = readonly / "sub.csv"
+    result = clf("infer", images, "--model", model, "--csv", tmp_path / "ok.csv", "--probs", out, "--device", "cpu")
+    assert result.exit_code == 2
+    assert error_line(result) == (f"error: {out}: cannot write in {readonly} (permission denied or read-only); "
+                                  "choose a folder you can write to")
+    assert "onnxruntime provider" not in result.output
+    assert not (tmp_path / "ok.csv").exists()
