@@ -228,9 +228,10 @@ class Predictor:
         """The decode/run pipeline. Its buffers belong to this call: concurrent calls share nothing they write."""
         starts = iter(range(0, len(sources), self.batch_size))
         height, width = self.preprocess.size
-        ring = [np.empty((self.batch_size, height, width, 3), np.uint8) for _ in range(self.prefetch + 1)]
+        capacity = max(1, min(self.batch_size, len(sources)))  # a one-image request allocates one row, not a batch
+        ring = [np.empty((capacity, height, width, 3), np.uint8) for _ in range(self.prefetch + 1)]
         # One float input for the whole call: session.run has consumed it before the next batch is normalised.
-        float_input = np.empty((self.batch_size, 3, height, width), np.float32)
+        float_input = np.empty((capacity, 3, height, width), np.float32)
         pending: deque[tuple[range, np.ndarray, list[Future]]] = deque()
         done = 0
         with ThreadPoolExecutor(self.workers, thread_name_prefix="clf-decode") as pool:
