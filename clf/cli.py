@@ -526,7 +526,8 @@ def eval_(
         std=_parse_floats3(std, "--std"), labels=labels,
     )
     data = load_eval_data(cfg)  # data and outputs checked before a checkpoint's export
-    with onnx_for_evaluation(cfg.model, cfg.device) as onnx_path, _ImageProgress(enabled=console.is_terminal and not quiet) as bar:
+    bar = _ImageProgress(enabled=console.is_terminal and not quiet)
+    with onnx_for_evaluation(cfg.model, cfg.device) as onnx_path, bar:
         result = evaluate(dataclasses.replace(cfg, model=onnx_path), data, on_start=bar.start, progress=bar.update,
                           verbose=logger.isEnabledFor(logging.DEBUG))
     _print_report(result.report, model)

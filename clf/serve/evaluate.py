@@ -109,7 +109,8 @@ def evaluate_labelled(predictor: Predictor, paths: list[str], true_labels: list[
     classes = predictor.classes
     unknown = sorted(set(true_labels) - set(classes))
     if unknown:
-        raise DataError(f"labels {unknown[:5]} are not classes of the model ({', '.join(classes)}); wrong model or data?")
+        raise DataError(f"labels {unknown[:5]} are not classes of the model ({', '.join(classes)}); "
+                        "wrong model or data?")
     result = predictor.predict(paths, strict=strict, progress=progress)
     index = {name: i for i, name in enumerate(classes)}
     y_true = np.array([index[true_labels[i]] for i in result.ok_indices], dtype=np.int64)
