@@ -18,7 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from clf.config import ID_FORMATS, TOPK_FORMATS, EvalConfig, InferConfig
 from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfError, ParityError, Terminated
+from clf.serve.session import DEVICES
 
 app = typer.Typer(
     name="clf",
@@ -399,24 +401,32 @@ def _parse_floats3(text: Optional[str], flag: str) -> Optional[tuple[float, floa
     return values  # type: ignore[return-value]
 
 
+def _choices(values: tuple[str, ...]) -> str:
+    """--help shows the library's own choice list; the config checks the value, once, with one error line."""
+    return "[" + "|".join(values) + "]"
+
+
+_DEVICE_HELP = "auto: CUDA when it really loads, else CPU."
+
+
 @app.command("infer")
 @user_errors
 def infer(
     images: Annotated[Path, typer.Argument(help="Folder of images to predict.")],
     model: Annotated[Path, typer.Option(help="An .onnx exported by `clf export`.")],
     csv: Annotated[Path, typer.Option(help="Submission CSV to write.")] = Path("submission.csv"),
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per session.run.")] = 32,
-    device: Annotated[str, typer.Option(help="auto (CUDA when it really loads, else CPU), cpu, cuda, tensorrt.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per session.run.")] = 32,
+    device: Annotated[str, typer.Option(metavar=_choices(DEVICES), help=_DEVICE_HELP)] = "auto",
     sample_submission: Annotated[Optional[Path], typer.Option(help="Keep exactly this CSV's columns and row order.")] = None,
     id_col: Annotated[str, typer.Option(help="Id column name.")] = "id",
     label_col: Annotated[str, typer.Option(help="Label column name.")] = "label",
-    id_format: Annotated[str, typer.Option(help="Id from the file: stem, name or relpath.")] = "stem",
-    topk: Annotated[int, typer.Option(min=1, help="Write the K best labels: the best in the label column, then LABEL_2..LABEL_K.")] = 1,
-    topk_format: Annotated[str, typer.Option(help="columns (LABEL, LABEL_2, ...) or space ('a b c' in the label column, MAP@K style).")] = "columns",
+    id_format: Annotated[str, typer.Option(metavar=_choices(ID_FORMATS), help="Id from the file: stem (img_01), name (img_01.jpg) or relpath (sub/img_01.jpg).")] = "stem",
+    topk: Annotated[int, typer.Option(help="Write the K best labels: the best in the label column, then LABEL_2..LABEL_K.")] = 1,
+    topk_format: Annotated[str, typer.Option(metavar=_choices(TOPK_FORMATS), help="columns (LABEL, LABEL_2, ...) or space ('a b c' in the label column, MAP@K style).")] = "columns",
     probs: Annotated[Optional[Path], typer.Option(help="Also write every class probability to this CSV.")] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero when any image was skipped.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 4 when any image was skipped (the other rows are still written).")] = False,
     recursive: Annotated[bool, typer.Option("--recursive", help="Also look in sub-folders.")] = False,
-    threads: Annotated[int, typer.Option(min=0, help="Decode threads (0 = one per core).")] = 0,
+    threads: Annotated[int, typer.Option(help="Decode threads (0 = one per core).")] = 0,
     img_size: Annotated[Optional[int], typer.Option(help="Only for an .onnx without clf metadata: input size.")] = None,
     mean: Annotated[Optional[str], typer.Option(help="Only without clf metadata: mean, e.g. 0.485,0.456,0.406.")] = None,
     std: Annotated[Optional[str], typer.Option(help="Only without clf metadata: std, e.g. 0.229,0.224,0.225.")] = None,
@@ -424,15 +434,14 @@ def infer(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Predict a folder of images with onnxruntime and write a Kaggle-style submission CSV."""
-    from clf.config import InferConfig
     from clf.serve.infer import run_inference
 
     cfg = InferConfig(
         images=str(images), model=str(model), csv=str(csv), batch_size=batch_size, device=device,
         sample_submission=str(sample_submission) if sample_submission else None, id_col=id_col, label_col=label_col,
-        id_format=id_format, topk=topk, topk_format=topk_format, probs=str(probs) if probs else None, strict=strict, recursive=recursive,
-        threads=threads, img_size=img_size, mean=_parse_floats3(mean, "--mean"), std=_parse_floats3(std, "--std"),
-        labels=labels,
+        id_format=id_format, topk=topk, topk_format=topk_format, probs=str(probs) if probs else None, strict=strict,
+        recursive=recursive, threads=threads, img_size=img_size, mean=_parse_floats3(mean, "--mean"),
+        std=_parse_floats3(std, "--std"), labels=labels,
     )
     with _ImageProgress(enabled=console.is_terminal and not quiet) as bar:
         result = run_inference(cfg, progress=bar.update, on_start=bar.start, verbose=logger.isEnabledFor(logging.DEBUG))
@@ -443,8 +452,6 @@ def infer(
         + (f", [yellow]{extra} not in the sample submission[/]" if extra else ""),
         highlight=False,
     )
-    if strict and skipped:
-        raise ClfError(f"{skipped} image(s) could not be read (--strict); the other rows were written to {result.csv}")
 
 
 class _ImageProgress:
@@ -492,73 +499,41 @@ class _ImageProgress:
 @user_errors
 def eval_(
     labelled: Annotated[Path, typer.Argument(help="Labelled images: class folders, or a folder with --labels-csv.")],
-    model: Annotated[Path, typer.Option(help="An .onnx, a checkpoint (.pt) or a run folder.")],
+    model: Annotated[Path, typer.Option(help="An .onnx, a checkpoint (.pt) or a run folder (exported to a temporary .onnx, parity checked).")],
     labels_csv: Annotated[Optional[Path], typer.Option(help="CSV of id,label for the images in LABELLED.")] = None,
     id_col: Annotated[str, typer.Option(help="Id column of --labels-csv.")] = "id",
     label_col: Annotated[str, typer.Option(help="Label column of --labels-csv.")] = "label",
     report: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the confusion matrix as a PNG.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per session.run.")] = 32,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per session.run.")] = 32,
+    device: Annotated[str, typer.Option(metavar=_choices(DEVICES), help=_DEVICE_HELP)] = "auto",
+    img_size: Annotated[Optional[int], typer.Option(help="Only for an .onnx without clf metadata: input size.")] = None,
+    mean: Annotated[Optional[str], typer.Option(help="Only without clf metadata: mean, e.g. 0.485,0.456,0.406.")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Only without clf metadata: std, e.g. 0.229,0.224,0.225.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Only without clf metadata: class names (a,b,c or a file).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and confusion matrix of a model on labelled images."""
-    from clf.data.datasets import load_labelled
-    from clf.serve.infer import evaluate_labelled
-    from clf.serve.metrics import save_confusion_png
-    from clf.serve.predictor import Predictor
+    import dataclasses
 
-    data = load_labelled(str(labelled), str(labels_csv) if labels_csv else None, id_col=id_col, label_col=label_col)
-    with _model_for_eval(model, device) as onnx_path:
-        predictor = Predictor(onnx_path, device=device, batch_size=batch_size)
-        err_console.print(f"{len(data.paths)} images, onnxruntime provider: [bold]{predictor.provider}[/]", highlight=False)
-        result = evaluate_labelled(predictor, data.paths, [data.classes[i] for i in data.labels])
-    _print_report(result, model)
-    if result["failures"]:
-        console.print(f"[yellow]{len(result['failures'])} unreadable image(s) skipped[/] (not counted above)",
+    from clf.export.for_eval import onnx_for_evaluation
+    from clf.serve.evaluate import evaluate, load_eval_data
+
+    cfg = EvalConfig(
+        labelled=str(labelled), model=str(model), labels_csv=str(labels_csv) if labels_csv else None, id_col=id_col,
+        label_col=label_col, report=str(report) if report else None, confusion=str(confusion) if confusion else None,
+        batch_size=batch_size, device=device, img_size=img_size, mean=_parse_floats3(mean, "--mean"),
+        std=_parse_floats3(std, "--std"), labels=labels,
+    )
+    data = load_eval_data(cfg)  # data and outputs checked before a checkpoint's export
+    bar = _ImageProgress(enabled=console.is_terminal and not quiet)
+    with onnx_for_evaluation(cfg.model, cfg.device) as onnx_path, bar:
+        result = evaluate(dataclasses.replace(cfg, model=onnx_path), data, on_start=bar.start, progress=bar.update,
+                          verbose=logger.isEnabledFor(logging.DEBUG))
+    _print_report(result.report, model)
+    if result.failures:
+        console.print(f"[yellow]{len(result.failures)} unreadable image(s) skipped[/] (not counted above)",
                       highlight=False)
-    if report:
-        import json
-
-        from clf.atomic import atomic_write_text
-
-        atomic_write_text(report, json.dumps(result, indent=2) + "\n")
-    if confusion:
-        save_confusion_png(result["confusion_matrix"], result["classes"], confusion)
-
-
-class _model_for_eval:
-    """An .onnx as is; a checkpoint or run folder exported (with its parity proof) to a temporary .onnx."""
-
-    def __init__(self, model: Path, device: str) -> None:
-        self.model = model
-        self.device = device  # the parity check runs where the evaluation will
-        self.tmpdir = None
-
-    def __enter__(self) -> str:
-        if self.model.suffix.lower() == ".onnx":
-            return str(self.model)
-        import tempfile
-
-        from clf.config import ExportConfig
-        from clf.export.onnx_export import export_onnx
-
-        self.tmpdir = tempfile.TemporaryDirectory(prefix="clf-eval-")
-        out = Path(self.tmpdir.name) / "model.onnx"
-        try:
-            with err_console.status(f"exporting {escape(str(self.model))} to ONNX for evaluation"):
-                export_onnx(ExportConfig(checkpoint=str(self.model), output=str(out), device=self.device))
-        except BaseException as exc:
-            self.tmpdir.cleanup()  # __exit__ does not run when __enter__ raises
-            if isinstance(exc, ParityError) and exc.result is not None:
-                # The kept-aside model lived in the temp folder: point at the command that keeps it instead.
-                raise ParityError(f"{self.model}: its ONNX export fails the parity check ({exc.result.parity.reason()}); "
-                                  f"inspect it with `clf export {self.model} --onnx`") from None
-            raise
-        return str(out)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.tmpdir is not None:
-            self.tmpdir.cleanup()
 
 
 def _print_report(result: dict[str, Any], model: Path) -> None:
@@ -585,8 +560,12 @@ def score(
     id_col: Annotated[str, typer.Option(help="Id column.")] = "id",
     label_col: Annotated[str, typer.Option(help="Label column.")] = "label",
 ) -> None:
-    """Accuracy of a submission against the answers (e.g. the sample competition's test_labels.csv)."""
-    from clf.serve.infer import score_submission
+    """Accuracy of a submission against the answers (e.g. the sample competition's test_labels.csv).
 
-    accuracy, rows = score_submission(str(submission), str(answers), id_col, label_col)
-    console.print(f"[bold]{escape(str(submission))}[/]: accuracy {accuracy:.4f} on {rows} rows of {escape(str(answers))}", highlight=False)
+    Every id of the answers needs a prediction; ids only in the submission are not scored (a warning counts them).
+    """
+    from clf.serve.score import score_submission
+
+    result = score_submission(submission, answers, id_col, label_col)
+    console.print(f"[bold]{escape(str(submission))}[/]: accuracy {result.accuracy:.4f} on {result.rows} rows of "
+                  f"{escape(str(answers))}", highlight=False)

@@ -167,9 +167,39 @@ class ExportConfig(_JsonMixin):
         return 1e-2 if self.fp16 else 1e-4
 
 
+# Submission ids from an image file: "stem" (img_01), "name" (img_01.jpg), "relpath" (sub/img_01.jpg).
+ID_FORMATS = ("stem", "name", "relpath")
+# Top-k labels: "columns" (label, label_2 .. label_K) or "space" ("a b c" in the label column, MAP@K style).
+TOPK_FORMATS = ("columns", "space")
+
+
+def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> tuple[bool, str]:
+    return value in choices, f"{flag} must be one of {', '.join(choices)}, got {value!r}"
+
+
+def _model_option_checks(cfg: Any) -> tuple[tuple[bool, str], ...]:
+    """The checks shared by infer and eval: batching, device, and the options of a model without clf metadata."""
+    from clf.serve.session import DEVICES  # the onnxruntime device names live with the session (no torch there)
+
+    return (
+        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
+        _check_choice("--device", cfg.device, DEVICES),
+        (cfg.threads >= 0, f"--threads must be >= 0 (0 = one per core), got {cfg.threads}"),
+        (cfg.img_size is None or cfg.img_size >= 1, f"--img-size must be >= 1, got {cfg.img_size}"),
+        (cfg.mean is None or len(cfg.mean) == 3, f"--mean takes 3 values, got {cfg.mean}"),
+        (cfg.std is None or (len(cfg.std) == 3 and min(cfg.std) > 0), f"--std takes 3 values > 0, got {cfg.std}"),
+    )
+
+
+def _raise_first_failure(checks: tuple[tuple[bool, str], ...]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise ClfError(message)
+
+
 @dataclass(frozen=True)
 class InferConfig(_JsonMixin):
-    """What ``clf infer`` needs."""
+    """What ``clf infer`` needs; every value is checked here, once (the CLI hands Typer the same choice lists)."""
 
     images: str = ""
     model: str = ""
@@ -180,10 +210,10 @@ class InferConfig(_JsonMixin):
     id_col: str = "id"
     label_col: str = "label"
     id_format: str = "stem"
-    topk: int = 0
-    topk_format: str = "columns"  # columns: label, label_2 .. label_K; space: "a b c" in the label column (MAP@K)
+    topk: int = 1
+    topk_format: str = "columns"
     probs: str | None = None
-    strict: bool = False
+    strict: bool = False  # skipped images make the run fail (IncompleteError, exit 4) after every other row is written
     recursive: bool = False
     threads: int = 0  # decode threads; 0 = one per core (at most 8)
     # Only for an .onnx without clf metadata (exported by another tool):
@@ -191,3 +221,34 @@ class InferConfig(_JsonMixin):
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     labels: str | None = None  # comma-separated class names, or a text file with one per line
+
+    def __post_init__(self) -> None:
+        _raise_first_failure(_model_option_checks(self) + (
+            (self.topk >= 1, f"--topk must be >= 1, got {self.topk}"),
+            _check_choice("--id-format", self.id_format, ID_FORMATS),
+            _check_choice("--topk-format", self.topk_format, TOPK_FORMATS),
+        ))
+
+
+@dataclass(frozen=True)
+class EvalConfig(_JsonMixin):
+    """What ``clf eval`` needs: labelled images, an ONNX model, and where to write the report and the picture."""
+
+    labelled: str = ""
+    model: str = ""  # an .onnx (the command line turns a checkpoint or run folder into one first)
+    labels_csv: str | None = None
+    id_col: str = "id"
+    label_col: str = "label"
+    report: str | None = None  # the full report as JSON
+    confusion: str | None = None  # the confusion matrix as a PNG
+    batch_size: int = 32
+    device: str = "auto"
+    threads: int = 0
+    # Only for an .onnx without clf metadata, as for infer:
+    img_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    labels: str | None = None
+
+    def __post_init__(self) -> None:
+        _raise_first_failure(_model_option_checks(self))

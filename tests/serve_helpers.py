@@ -109,3 +109,44 @@ def cli_state() -> Iterator[None]:
 def one_line(text: str) -> str:
     """Output with runs of whitespace collapsed (rich pads table cells)."""
     return " ".join(text.split())
+
+
+
+def graph_model(path: Path, kind: str, info: ModelInfo | None = None, size: tuple[int, int] = (16, 16)) -> Path:
+    """A tiny hand-built ONNX model (no torch export, instant) of one of the broken kinds users meet.
+
+    kind: "nan" (scores sqrt(mean - 0.5) per channel: NaN for dark images, finite for bright ones), "nchw" (the
+    input itself: [N, 3, H, W] out), "rank1" (one number per image: [N] out), "means" (per-channel means: a healthy
+    [N, 3] classifier).
+    """
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, *size])
+    half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
+    means = helper.make_node("ReduceMean", ["input"], ["means"], axes=[2, 3], keepdims=0)
+    if kind == "nan":
+        nodes = [means, helper.make_node("Sub", ["means", "half"], ["shifted"]),
+                 helper.make_node("Sqrt", ["shifted"], ["logits"])]
+        out_shape: list = ["N", 3]
+    elif kind == "means":
+        nodes, out_shape = [helper.make_node("ReduceMean", ["input"], ["logits"], axes=[2, 3], keepdims=0)], ["N", 3]
+    elif kind == "nchw":
+        nodes, out_shape = [helper.make_node("Identity", ["input"], ["logits"])], ["N", 3, *size]
+    elif kind == "rank1":
+        nodes = [helper.make_node("ReduceMean", ["input"], ["logits"], axes=[1, 2, 3], keepdims=0)]
+        out_shape = ["N"]
+    else:
+        raise ValueError(kind)
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, out_shape)
+    graph = helper.make_graph(nodes, kind, [x], [y], initializer=[half])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    if info is not None:
+        helper.set_model_props(model, info_to_props(info))
+    onnx.save(model, str(path))
+    return path
+
+
+def plain_info(classes: Sequence[str] = BRIGHTNESS_CLASSES) -> ModelInfo:
+    """clf metadata for the graph models: PLAIN preprocessing, the given class names (duplicates allowed here)."""
+    return ModelInfo(classes=list(classes), preprocess=PLAIN, arch="graph", img_size=16, clf_version="0.1.0")

@@ -2,8 +2,8 @@
 
 import subprocess
 import sys
-import time
 
+from cli_helpers import error_line
 from typer.testing import CliRunner
 
 from clf.cli import app
@@ -28,17 +28,6 @@ def test_help_does_not_import_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
-
-
-def test_help_is_fast():
-    best = min(_timed([sys.executable, "-m", "clf", "--help"]) for _ in range(3))
-    assert best < 1.5  # the target is 0.5 s on an idle machine; CI's busy cores get some slack
-
-
-def _timed(command):
-    start = time.perf_counter()
-    subprocess.run(command, capture_output=True, check=True)
-    return time.perf_counter() - start
 
 
 def test_sample_data_writes_a_competition(tmp_path):
@@ -78,13 +67,13 @@ def test_models_pattern_and_params():
 def test_models_unknown_pattern_is_an_error():
     result = runner.invoke(app, ["models", "no-such-net*"])
     assert result.exit_code == 2
-    assert "error: no architecture matches 'no-such-net*'" in result.output
+    assert error_line(result) == "error: no architecture matches 'no-such-net*'; try `clf models` without a pattern"
 
 
 def test_train_rejects_impossible_values(tmp_path):
     result = runner.invoke(app, ["train", str(tmp_path), "--arch", "cnn", "--val-split", "1.5"])
     assert result.exit_code == 2
-    assert "error: --val-split must be >= 0 and < 1 (0 = no validation)" in result.output
+    assert error_line(result) == "error: --val-split must be >= 0 and < 1 (0 = no validation)"
 
 
 def test_sample_data_under_a_file_is_one_line(tmp_path):
@@ -106,7 +95,8 @@ def test_imports_run_one_way():
         "for name in list(sys.modules):\n"
         "    if name.startswith(('clf.serve', 'clf.data.preprocess')):\n"
         "        del sys.modules[name]\n"
-        "import clf.serve.infer, clf.serve.predictor, clf.serve.session, clf.serve.submission, clf.data.preprocess\n"
+        "import clf.serve.infer, clf.serve.evaluate, clf.serve.score, clf.serve.loading, clf.serve.predictor\n"
+        "import clf.serve.session, clf.serve.submission, clf.data.preprocess, clf.data.csv_table\n"
         "print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,7 +123,8 @@ def test_sample_submission_keeps_its_columns_and_row_order(model, images, tmp_pa
     assert result.exit_code == 0, result.output
     assert out.read_text() == csv_text("Usage,id,label", "Public,c_01,bright", "Private,a_2,mid", "Public,a_10,dark")
     assert f"{sample}: 1 predicted ids are not in it (b_03); left out" in result.output  # reported, not silent
-    assert "4 of 4 images predicted" in result.stdout and "1 not in the sample submission" in result.stdout
+    assert re.fullmatch(rf"{re.escape(str(out))}: 4 of 4 images predicted on CPUExecutionProvider \(\d+ img/s\), "
+                        r"1 not in the sample submission", result.stdout.strip())
 
 
 def test_sample_submission_with_custom_columns_and_topk(model, images, tmp_path):
@@ -171,17 +173,23 @@ def test_topk(model, images, tmp_path):
                  "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert read_csv(out) == [["id", "label"], *([i, TOP3[i]] for i in ["a_10", "a_2", "b_03", "c_01"])]
-    clf("infer", images, "--model", model, "--csv", out, "--topk", "9", "--topk-format", "space", "--device", "cpu")
-    assert read_csv(out)[1] == ["a_10", "dark mid bright"]  # more than 3 classes asked: all 3
+    out9 = tmp_path / "top9.csv"
+    result = clf("infer", images, "--model", model, "--csv", out9, "--topk", "9", "--topk-format", "space",
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert read_csv(out9)[1] == ["a_10", "dark mid bright"]  # more than 3 classes asked: all 3
     result = clf("infer", images, "--model", model, "--csv", out, "--topk", "2", "--topk-format", "comma")
+    assert result.exit_code == 2
     assert error_line(result) == "error: --topk-format must be one of columns, space, got 'comma'"
 
 
 def test_topk_and_batch_size_must_be_positive(model, images, tmp_path):
     for flag in ("--topk", "--batch-size"):
-        result = clf("infer", images, "--model", model, "--csv", tmp_path / "s.csv", flag, "0")
-        assert result.exit_code == 2
-        assert f"Invalid value for '{flag}'" in result.output and "Traceback" not in result.output
+        for value in ("0", "-1"):
+            result = clf("infer", images, "--model", model, "--csv", tmp_path / "s.csv", flag, value)
+            assert result.exit_code == 2
+            assert error_line(result) == f"error: {flag} must be >= 1, got {value}"
+    assert not (tmp_path / "s.csv").exists()
 
 
 def test_probs(model, images, tmp_path):
@@ -224,15 +232,17 @@ def test_bad_images_are_reported_and_skipped(model, mixed, tmp_path):
         f"{bad['text']}: {UNREADABLE}; skipped",
         f"{bad['truncated']}: {UNREADABLE}; skipped",
     ]
-    assert "4 of 7 images predicted" in result.stdout and "3 skipped" in result.stdout
+    assert re.fullmatch(rf"{re.escape(str(out))}: 4 of 7 images predicted on CPUExecutionProvider \(\d+ img/s\), "
+                        r"3 skipped", result.stdout.strip())
 
 
 def test_strict_fails_but_keeps_every_readable_row(model, mixed, tmp_path):
     folder, bad = mixed
     out = tmp_path / "sub.csv"
     result = clf("infer", folder, "--model", model, "--csv", out, "--device", "cpu", "--strict")
-    assert result.exit_code == 2
-    assert error_line(result) == f"error: 3 image(s) could not be read (--strict); the other rows were written to {out}"
+    assert result.exit_code == 4
+    assert error_line(result) == (f"error: 3 of {len(SORTED) + 3} image(s) could not be read (--strict); "
+                                  f"the other rows were written to {out}")
     assert read_csv(out) == [["id", "label"], *([Path(n).stem, LABELS[Path(n).stem]] for n in SORTED)]
     assert f"{bad['truncated']}: {UNREADABLE}; skipped" in result.stderr
 
@@ -334,7 +344,7 @@ def test_cuda_on_a_machine_without_it(model, images, tmp_path):
 def test_unknown_device(model, images, tmp_path):
     result = clf("infer", images, "--model", model, "--csv", tmp_path / "s.csv", "--device", "gpu")
     assert result.exit_code == 2
-    assert error_line(result) == "error: unknown device 'gpu'; use one of auto, cpu, cuda, tensorrt"
+    assert error_line(result) == "error: --device must be one of auto, cpu, cuda, tensorrt, got 'gpu'"
 
 
 def test_real_process_keeps_native_noise_off_the_screen(model, mixed, tmp_path):
@@ -406,3 +416,21 @@ def test_an_output_that_is_a_folder_fails_before_inference(model, images, tmp_pa
         assert error_line(result) == f"error: {folder}: is a folder; give a file name"
         assert "onnxruntime provider" not in result.output  # refused before the model was even loaded
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_output_that_cannot_be_written_fails_before_inference(model, images, tmp_path, monkeypatch):
+    """Tests run as root (os.access says yes everywhere): a read-only folder is simulated. The user's path is named,
+    never clf's temp file, and the model is not even loaded."""
+    from clf import atomic
+
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(atomic.os, "access", lambda p, mode: False if Path(p) == readonly else real_access(p, mode))
+    out = readonly / "sub.csv"
+    result = clf("infer", images, "--model", model, "--csv", tmp_path / "ok.csv", "--probs", out, "--device", "cpu")
+    assert result.exit_code == 2
+    assert error_line(result) == (f"error: {out}: cannot write in {readonly} (permission denied or read-only); "
+                                  "choose a folder you can write to")
+    assert "onnxruntime provider" not in result.output
+    assert not (tmp_path / "ok.csv").exists()

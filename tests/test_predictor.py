@@ -20,10 +20,10 @@ import torch
 import clf.serve.predictor as predictor_module
 from clf.config import Preprocess
 from clf.data.preprocess import preprocess
-from clf.errors import DataError
+from clf.errors import DataError, ModelError
 from clf.serve import PredictionResult, Predictor
 from clf.serve.metadata import ModelInfo
-from serve_helpers import export_onnx
+from serve_helpers import export_onnx, graph_model, grey_image, plain_info
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["circle", "square", "star"]
@@ -271,10 +271,94 @@ def test_input_buffers_are_preallocated_and_reused(models, images, monkeypatch):
     assert len(seen) == 5
     assert len({id(buffer) for buffer in seen}) == 2  # a ring of prefetch + 1 uint8 buffers
     assert all(buffer.dtype == np.uint8 and buffer.shape == (2, 24, 32, 3) for buffer in seen)
-    assert len({id(buffer) for buffer in outputs}) == 1  # one float32 input buffer for the whole run
+    assert len({id(buffer) for buffer in outputs}) == 1  # one float32 input buffer for the whole call
     assert outputs[0].dtype == np.float32 and outputs[0].shape == (2, 3, 24, 32)
     fresh = Predictor(models.clf, device="cpu", batch_size=5).predict(images.good)  # reuse changed no result
     np.testing.assert_allclose(result.logits, fresh.logits, rtol=0, atol=1e-5)
+
+
+def test_each_call_has_its_own_buffers(models, images, monkeypatch):
+    """A second call never writes into the first call's buffers: the basis of the thread-safety contract."""
+    outputs = []
+    real_normalize = predictor_module.normalize_batch
+
+    def recording_normalize(batch, pre, out=None):
+        outputs.append(out.base if out.base is not None else out)
+        return real_normalize(batch, pre, out=out)
+
+    monkeypatch.setattr(predictor_module, "normalize_batch", recording_normalize)
+    predictor = Predictor(models.clf, device="cpu", batch_size=5)
+    first = predictor.iter_predict(images.good)
+    next(first)
+    list(predictor.iter_predict(images.good[:5]))
+    next(first)
+    assert len(outputs) == 3 and outputs[0] is outputs[2] and outputs[1] is not outputs[0]
+
+
+def test_one_predictor_serves_threads_at_once(models, images):
+    """predict() from several threads at once gives exactly the sequential results."""
+    predictor = Predictor(models.clf, device="cpu", batch_size=3, workers=2)
+    orders = [images.good, images.good[::-1], images.good[3:] + images.good[:3], images.good[::2] * 3]
+    expected = [predictor.predict(order).logits for order in orders]
+    got: dict[int, list[np.ndarray]] = {i: [] for i in range(len(orders))}
+    start = threading.Barrier(len(orders))
+
+    def work(i: int) -> None:
+        start.wait()
+        for _ in range(5):
+            got[i].append(predictor.predict(orders[i]).logits)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(orders))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, reference in enumerate(expected):
+        assert len(got[i]) == 5
+        for logits in got[i]:
+            np.testing.assert_array_equal(logits, reference)
+
+
+@pytest.fixture(scope="module")
+def greys(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("greys")
+    return [str(grey_image(folder / f"g{grey}.png", grey)) for grey in (20, 200, 30, 40, 50, 60)]
+
+
+def test_nan_outputs_are_an_error_naming_the_images(tmp_path, greys):
+    """sqrt(mean - 0.5): NaN for the 5 dark images; argmax would have made them class 0, silently."""
+    model = graph_model(tmp_path / "nan.onnx", "nan", plain_info())
+    predictor = Predictor(model, device="cpu", batch_size=4)
+    with pytest.raises(ModelError) as err:
+        predictor.predict(greys)
+    assert str(err.value) == (
+        f"{model}: the model outputs NaN or inf for 5 of 6 images ({greys[0]}, {greys[2]}, {greys[3]}, ...); "
+        "it is broken (diverged training or a bad export): re-train or re-export it"
+    )
+    with pytest.raises(ModelError) as err:  # streaming: the first batch with such rows stops the iteration
+        list(predictor.iter_predict(greys))
+    assert f"outputs NaN or inf for 3 of 4 images ({greys[0]}, {greys[2]}, {greys[3]})" in str(err.value)
+    assert predictor.predict([greys[1]]).logits.shape == (1, 3)  # a bright image alone is fine
+
+
+@pytest.mark.parametrize("kind, shape", [("nchw", "[N, 3, 16, 16]"), ("rank1", "[N]")])
+def test_output_that_is_not_n_by_c(tmp_path, kind, shape):
+    model = graph_model(tmp_path / f"{kind}.onnx", kind, plain_info())
+    with pytest.raises(DataError) as err:
+        Predictor(model, device="cpu")
+    assert str(err.value) == (f"{model}: output has shape {shape}, not [N, C] (one row of class scores per image); "
+                              "clf needs a classifier")
+
+
+def test_repeated_class_names(tmp_path):
+    model = graph_model(tmp_path / "dup.onnx", "means", plain_info(["a", "b", "a"]))
+    with pytest.raises(DataError) as err:
+        Predictor(model, device="cpu")
+    assert str(err.value) == f"{model}: class 'a' appears twice in its clf metadata; each class needs its own name"
+    good = graph_model(tmp_path / "good.onnx", "means", plain_info())
+    with pytest.raises(DataError) as err:
+        Predictor(good, device="cpu", classes=["x", "y", "x"])
+    assert str(err.value) == f"{good}: class 'x' appears twice in --labels; each class needs its own name"
 
 
 def test_abandoned_iteration_shuts_the_pool_down(models, images):

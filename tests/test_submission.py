@@ -137,14 +137,21 @@ def test_predictions_not_in_sample_are_returned_and_logged(tmp_path, caplog):
     [
         ("image,label\na,x\n", "no column 'id' (columns: image, label); set the column names"),
         ("id,target\na,x\n", "no column 'label' (columns: id, target); set the column names"),
-        ("", "empty CSV, no header"),
-        ("id,label\n", "no rows after the header"),
-        ("id,label\na,x\nb\n", "row 3 has 1 fields, the header has 2"),
+        ("", "empty CSV file"),
+        ("id,label\n", "no rows under the header"),
+        ("id,label\na,x\nb\n", "line 3: 1 fields, the header has 2; quote values that contain commas"),
+        ("id,label\na,x,y\n", "line 2: 3 fields, the header has 2; quote values that contain commas"),
+        ("id,label,id\na,x,y\n", "column 'id' appears twice in the header; give each column its own name"),
+        ("\ufeffid , label\na,x\n", None),  # a BOM and spaces around the names: accepted
     ],
 )
 def test_sample_submission_errors(tmp_path, content, message):
     sample = tmp_path / "sample.csv"
     sample.write_text(content, encoding="utf-8")
+    if message is None:
+        write_submission(tmp_path / "sub.csv", ["a"], ["x"], sample_submission=sample)
+        assert (tmp_path / "sub.csv").read_text(encoding="utf-8") == "id,label\na,x\n"
+        return
     with pytest.raises(DataError) as err:
         write_submission(tmp_path / "sub.csv", ["a"], ["x"], sample_submission=sample)
     assert str(err.value) == f"{sample}: {message}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 from collections.abc import Sequence
@@ -11,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from clf.data.csv_table import read_csv_table
 from clf.data.files import check_folder, find_images, is_hidden
 from clf.data.preprocess import decode_rgb, read_bytes
 from clf.errors import DataError
@@ -146,27 +145,9 @@ def read_labels_csv(
 
 
 def _read_csv(csv_file: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header and (line number, row) pairs; BOM-tolerant."""
-    if csv_file.is_dir():
-        raise DataError(f"{csv_file}: is a folder, not a CSV file")
-    try:
-        text = read_bytes(csv_file).decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{csv_file}: not a UTF-8 text file") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in reader.fieldnames or []]
-    if not header:
-        raise DataError(f"{csv_file}: empty CSV file")
-    reader.fieldnames = header
-    rows = [(reader.line_num, row) for row in reader if not _blank(row)]
-    if not rows:
-        raise DataError(f"{csv_file}: no rows under the header")
-    return header, rows
-
-
-def _blank(row: dict) -> bool:
-    """A row of empty cells (",,"); extra cells beyond the header come as a list and are ignored."""
-    return not any(v.strip() for v in row.values() if isinstance(v, str))
+    """Header and (line number, row) pairs, through the one CSV reader (clf.data.csv_table)."""
+    table = read_csv_table(csv_file)
+    return table.header, table.records()
 
 
 def _index_images(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:

@@ -27,14 +27,24 @@ _EXPORTS = {
     "check_sample_ids": "submission",
     "classification_report": "metrics",
     "save_confusion_png": "metrics",
+    "make_predictor": "loading",
+    "run_inference": "infer",
+    "InferResult": "infer",
+    "EvalResult": "evaluate",  # the function is clf.serve.evaluate.evaluate (the module shares its name)
+    "score_submission": "score",
+    "ScoreResult": "score",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
+    from clf.serve.evaluate import EvalResult
+    from clf.serve.infer import InferResult, run_inference
+    from clf.serve.loading import make_predictor
     from clf.serve.metadata import ModelInfo, has_clf_metadata, info_from_props, info_to_props
     from clf.serve.metrics import classification_report, save_confusion_png
     from clf.serve.predictor import Batch, PredictionResult, Predictor, softmax
+    from clf.serve.score import ScoreResult, score_submission
     from clf.serve.session import create_session, preload_cuda_libraries, provider_candidates
     from clf.serve.submission import check_sample_ids, make_ids, write_probs, write_submission
 

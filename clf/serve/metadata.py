@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from clf.config import Preprocess
-from clf.errors import DataError
+from clf.errors import DataError, one_line
 
 KEY_CLASSES = "clf.classes"
 KEY_PREPROCESS = "clf.preprocess"
@@ -41,10 +41,6 @@ class ModelInfo:
     clf_version: str = ""
     run_name: str = ""
     best_val_acc: float | None = field(default=None)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 def info_to_props(info: ModelInfo) -> dict[str, str]:
@@ -85,6 +81,7 @@ def info_from_props(props: Mapping[str, str], source: str) -> ModelInfo:
     classes = _parse(props, KEY_CLASSES, source, json.loads)
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise DataError(f"{source}: corrupt clf metadata ({KEY_CLASSES} must be a non-empty JSON list of names)")
+    check_class_names(classes, source, "its clf metadata")
     preprocess = _parse(props, KEY_PREPROCESS, source, Preprocess.from_json)
     return ModelInfo(
         classes=classes,
@@ -97,6 +94,19 @@ def info_from_props(props: Mapping[str, str], source: str) -> ModelInfo:
     )
 
 
+def check_class_names(classes: list[str], source: str, where: str) -> None:
+    """Class names must be unique: two columns with one name make every prediction of the second unreadable.
+
+    Raises:
+        DataError: "<source>: class 'cat' appears twice in <where>; ..."
+    """
+    seen: set[str] = set()
+    for name in classes:
+        if name in seen:
+            raise DataError(f"{source}: class '{name}' appears twice in {where}; each class needs its own name")
+        seen.add(name)
+
+
 def _optional_float(text: str) -> float | None:
     return None if text in ("", "null", "None") else float(text)
 
@@ -107,5 +117,4 @@ def _parse(props: Mapping[str, str], key: str, source: str, parse: Any) -> Any:
     try:
         return parse(text)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:  # JSONDecodeError is a ValueError
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{source}: corrupt clf metadata ({key}: {reason})") from None
+        raise DataError(f"{source}: corrupt clf metadata ({key}: {one_line(exc)})") from None

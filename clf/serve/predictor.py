@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 
 from clf.config import Preprocess
-from clf.errors import DataError
-from clf.serve.metadata import ModelInfo, has_clf_metadata, info_from_props
+from clf.errors import DataError, ModelError, one_line
+from clf.serve.metadata import ModelInfo, check_class_names, has_clf_metadata, info_from_props
 from clf.serve.session import create_session
 
 logger = logging.getLogger(__name__)
@@ -117,6 +117,14 @@ class Predictor:
     Attributes:
         provider: the execution provider actually running the model.
         info: ModelInfo (classes, preprocess, provenance).
+
+    Thread safety: one Predictor may serve several threads at once. ``predict`` and ``iter_predict`` keep their
+    buffers (the uint8 decode ring and the float input) per call, allocated once per call, and onnxruntime's
+    ``session.run`` is thread-safe; nothing a call writes is shared with another call.
+
+    Raises (at construction): DataError for a file onnxruntime cannot load, an input that is not float
+    [N, 3, H, W], an output that is not [N, C], repeated class names or a class count that does not match.
+    Raises (while predicting): ModelError when the model outputs NaN or inf (a broken model is never silent).
     """
 
     def __init__(
@@ -147,7 +155,6 @@ class Predictor:
         self.batch_size = self._fixed_batch or int(batch_size)
         self.workers = int(workers) if workers else min(8, usable_cpus())
         self.prefetch = max(0, int(prefetch))
-        self._input: np.ndarray | None = None  # reused float32 NCHW input, allocated on first use
 
     @property
     def classes(self) -> list[str]:
@@ -178,21 +185,27 @@ class Predictor:
 
         Returns:
             PredictionResult in input order.
+
+        Raises:
+            DataError: with ``strict``, the first unreadable image.
+            ModelError: the model output NaN or inf for some images (how many, and the first few are named).
         """
         sources = list(sources)
         ok_parts, logit_parts, failures = [], [], []
-        for batch in self.iter_predict(sources, strict=strict, progress=progress):
+        for batch in self._batches(sources, strict, progress):
             ok_parts.append(batch.ok_indices)
             logit_parts.append(batch.logits)
             failures.extend(batch.failures)
         num_classes = len(self.classes)
-        return PredictionResult(
+        result = PredictionResult(
             sources=sources,
             logits=np.concatenate(logit_parts) if logit_parts else np.zeros((0, num_classes), np.float32),
             ok_indices=np.concatenate(ok_parts) if ok_parts else np.zeros(0, np.int64),
             failures=failures,
             classes=list(self.classes),
         )
+        self._check_finite(result.logits, result.ok_indices, sources)
+        return result
 
     def iter_predict(
         self,
@@ -200,11 +213,25 @@ class Predictor:
         strict: bool = False,
         progress: Callable[[int], Any] | None = None,
     ) -> Iterator[Batch]:
-        """Like ``predict`` but yields one Batch at a time, in input order (for streaming output)."""
+        """Like ``predict`` but yields one Batch at a time, in input order (for streaming output).
+
+        A batch with NaN or inf outputs raises ModelError (naming that batch's images) instead of being yielded.
+        """
         sources = list(sources)
+        for batch in self._batches(sources, strict, progress):
+            self._check_finite(batch.logits, batch.ok_indices, sources)
+            yield batch
+
+    def _batches(
+        self, sources: list[Any], strict: bool, progress: Callable[[int], Any] | None
+    ) -> Iterator[Batch]:
+        """The decode/run pipeline. Its buffers belong to this call: concurrent calls share nothing they write."""
         starts = iter(range(0, len(sources), self.batch_size))
         height, width = self.preprocess.size
-        ring = [np.empty((self.batch_size, height, width, 3), np.uint8) for _ in range(self.prefetch + 1)]
+        capacity = max(1, min(self.batch_size, len(sources)))  # a one-image request allocates one row, not a batch
+        ring = [np.empty((capacity, height, width, 3), np.uint8) for _ in range(self.prefetch + 1)]
+        # One float input for the whole call: session.run has consumed it before the next batch is normalised.
+        float_input = np.empty((capacity, 3, height, width), np.float32)
         pending: deque[tuple[range, np.ndarray, list[Future]]] = deque()
         done = 0
         with ThreadPoolExecutor(self.workers, thread_name_prefix="clf-decode") as pool:
@@ -222,7 +249,7 @@ class Predictor:
                     indices, buffer, futures = pending.popleft()
                     failed = self._collect(futures, sources, strict)  # {index: reason}
                     rows = [r for r, i in enumerate(indices) if i not in failed]
-                    batch_input = self._normalize(buffer, rows, len(indices))
+                    batch_input = self._normalize(buffer, rows, len(indices), float_input)
                     submit_next(buffer)  # the buffer is free again: decode the next batch into it during run
                     logits = self._run(batch_input, len(rows))
                     done += len(indices)
@@ -256,14 +283,10 @@ class Predictor:
             logger.warning("%s: %s; skipped", name, failed[i])
         return failed
 
-    def _normalize(self, buffer: np.ndarray, rows: list[int], filled: int) -> np.ndarray:
-        """The decoded rows as float NCHW; padded with zeros when the model has a fixed batch size."""
+    def _normalize(self, buffer: np.ndarray, rows: list[int], filled: int, out: np.ndarray) -> np.ndarray:
+        """The decoded rows as float NCHW in `out`; padded with zeros when the model has a fixed batch size."""
         images = buffer[:filled] if len(rows) == filled else buffer[rows]
-        # One float input buffer for the whole run: session.run has consumed it before the next batch is normalised.
-        height, width = self.preprocess.size
-        if self._input is None:
-            self._input = np.empty((self.batch_size, 3, height, width), np.float32)
-        batch = normalize_batch(images, self.preprocess, out=self._input[: len(images)])
+        batch = normalize_batch(images, self.preprocess, out=out[: len(images)])
         if self._fixed_batch and len(batch) < self._fixed_batch:
             batch = np.concatenate([batch, np.zeros((self._fixed_batch - len(batch), *batch.shape[1:]), batch.dtype)])
         return batch if self._input_dtype is np.float32 else batch.astype(self._input_dtype)
@@ -272,13 +295,32 @@ class Predictor:
         if count == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         (logits,) = self.session.run([self.output_name], {self.input_name: batch})
-        return np.asarray(logits, dtype=np.float32).reshape(len(batch), -1)[:count]
+        logits = np.asarray(logits, dtype=np.float32)
+        if logits.ndim != 2 or logits.shape != (len(batch), len(self.classes)):
+            raise DataError(f"{self.model_path}: output '{self.output_name}' has shape {list(logits.shape)} for "
+                            f"{len(batch)} images, not [N, C] with C = {len(self.classes)} classes; "
+                            "clf needs a classifier with one row of class scores per image")
+        return logits[:count]
+
+    def _check_finite(self, logits: np.ndarray, ok_indices: np.ndarray, sources: list[Any]) -> None:
+        """A model that outputs NaN or inf is broken (diverged training, bad export): never pass it on silently,
+        as argmax would turn every such row into class 0."""
+        bad_rows = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+        if bad_rows.size == 0:
+            return
+        first = [_display_name(sources[ok_indices[r]], int(ok_indices[r])) for r in bad_rows[:3]]
+        more = ", ..." if bad_rows.size > 3 else ""
+        raise ModelError(
+            f"{self.model_path}: the model outputs NaN or inf for {bad_rows.size} of {len(logits)} images "
+            f"({', '.join(first)}{more}); it is broken (diverged training or a bad export): re-train or re-export it"
+        )
 
     def _model_info(
         self, preprocess: Preprocess | Mapping[str, Any] | None, classes: Sequence[str] | None, output_shape: list
     ) -> ModelInfo:
         """clf metadata from the model, with explicit overrides; non-clf models need ``preprocess``."""
         props = self.session.get_modelmeta().custom_metadata_map
+        self._check_output_rank(output_shape)
         num_outputs = output_shape[-1] if output_shape and isinstance(output_shape[-1], int) else None
         overrides = dict(preprocess) if isinstance(preprocess, Mapping) else None
         if has_clf_metadata(props):
@@ -298,12 +340,20 @@ class Predictor:
                              preprocess=self._make_preprocess(preprocess, None))
         if classes is not None:
             info = dataclasses.replace(info, classes=[str(c) for c in classes])
+            check_class_names(info.classes, str(self.model_path), "--labels")
         if num_outputs is not None and num_outputs != len(info.classes):
             raise DataError(
                 f"{self.model_path}: the model outputs {num_outputs} classes but {len(info.classes)} class names "
                 "were given"
             )
         return info
+
+    def _check_output_rank(self, output_shape: list | None) -> None:
+        """The output must be [N, C]: a segmentation map [N, C, H, W] or a flat [N] is not a classifier's."""
+        if output_shape and len(output_shape) != 2:
+            shown = ", ".join("?" if d is None else str(d) for d in output_shape)
+            raise DataError(f"{self.model_path}: output has shape [{shown}], not [N, C] (one row of class scores "
+                            "per image); clf needs a classifier")
 
     def _make_preprocess(self, preprocess: Preprocess | Mapping[str, Any], base: Preprocess | None) -> Preprocess:
         """A full Preprocess, or the base (the model's own, else the defaults) with the given fields changed."""
@@ -312,7 +362,7 @@ class Predictor:
         try:
             return dataclasses.replace(base, **preprocess) if base is not None else Preprocess(**preprocess)
         except (TypeError, ValueError) as exc:
-            raise DataError(f"{self.model_path}: bad preprocessing override ({exc})") from None
+            raise DataError(f"{self.model_path}: bad preprocessing override ({one_line(exc)})") from None
 
     def _check_input(self, model_input: Any) -> type:
         """The model must take float [N, 3, H, W] at the preprocess size; returns the numpy input dtype."""
@@ -362,7 +412,7 @@ def _display_name(source: Any, index: int) -> str:
 
 def _reason(exc: Exception, source: Any) -> str:
     """The DataError text without its leading "<source>: " (the caller knows the source)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = one_line(exc)
     if isinstance(exc, cv2.error):
         return f"cannot process image ({text})"
     prefixes = [str(source)] if isinstance(source, (str, os.PathLike)) else ["<bytes>", "in-memory image"]

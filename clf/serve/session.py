@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from clf.errors import DataError, DeviceError
+from clf.errors import DataError, DeviceError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def _model_error(path: Path, exc: Exception) -> DataError:
 
 def _short_reason(exc: Exception, limit: int = 200) -> str:
     """onnxruntime's message without its status prefix or C++ source location, on one line."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = one_line(exc, limit=10_000)
     if "failed:" in text:
         text = text.split("failed:", 1)[1]
     elif text.startswith("[ONNXRuntimeError]"):

@@ -7,7 +7,6 @@ half-written CSV where a previous good one was.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
 from collections import Counter
@@ -17,11 +16,12 @@ from typing import Collection, Iterable, Sequence
 import numpy as np
 
 from clf.atomic import atomic_output
+from clf.config import ID_FORMATS, TOPK_FORMATS
+from clf.data.csv_table import CsvTable, read_csv_table
 from clf.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-ID_FORMATS = ("stem", "name", "relpath")
 _SHOWN = 5  # ids named in a message before "..."
 
 
@@ -60,9 +60,6 @@ def _make_id(path: Path, root: Path, id_format: str) -> str:
         return path.relative_to(root).as_posix()
     except ValueError:
         raise DataError(f"{path}: not inside {root}, so it has no relative path id") from None
-
-
-TOPK_FORMATS = ("columns", "space")
 
 
 def write_submission(
@@ -144,22 +141,19 @@ def check_sample_ids(
         DataError: naming the sample, the first few such ids, and how many there are.
     """
     sample = Path(sample_submission)
-    header, rows = _read_csv(sample)
-    id_at, _ = _columns(sample, header, id_col, label_col)
+    table = read_csv_table(sample)
+    id_at, _ = _columns(table, id_col, label_col)
     known = set(ids)
-    missing = [row[id_at] for row in rows if row[id_at] not in known]
+    missing = [row[id_at].strip() for row in table.rows if row[id_at].strip() not in known]
     if missing:
         raise DataError(
-            f"{sample}: {len(missing)} of {len(rows)} ids have no image ({_first(missing)}); "
+            f"{sample}: {len(missing)} of {len(table.rows)} ids have no image ({_first(missing)}); "
             "check the image folder and --id-format"
         )
 
 
-def _columns(sample: Path, header: list[str], id_col: str, label_col: str) -> tuple[int, int]:
-    for column in (id_col, label_col):
-        if column not in header:
-            raise DataError(f"{sample}: no column '{column}' (columns: {', '.join(header)}); set the column names")
-    return header.index(id_col), header.index(label_col)
+def _columns(table: CsvTable, id_col: str, label_col: str) -> tuple[int, int]:
+    return table.column(id_col), table.column(label_col)
 
 
 def _fill_sample(
@@ -168,11 +162,13 @@ def _fill_sample(
 ) -> tuple[list[str], list[list[str]], list[str]]:
     """The sample's header and rows with the label (and top-k) columns filled in, and the predictions it has no
     row for."""
-    header, rows = _read_csv(sample)
-    id_at, label_at = _columns(sample, header, id_col, label_col)
-    header = header + [c for c in extra_columns if c not in header]
+    table = read_csv_table(sample)
+    id_at, label_at = _columns(table, id_col, label_col)
+    header = table.header + [c for c in extra_columns if c not in table.header]
     value_at = [label_at, *(header.index(c) for c in extra_columns)]
-    rows = [row + [""] * (len(header) - len(row)) for row in rows]
+    rows = [row + [""] * (len(header) - len(row)) for row in table.rows]
+    for row in rows:
+        row[id_at] = row[id_at].strip()  # "a_10 , x": the id is a_10, as the header's "id , label" is id,label
     missing = [row[id_at] for row in rows if row[id_at] not in predictions and row[id_at] not in unreadable]
     if missing:
         raise DataError(
@@ -193,25 +189,6 @@ def _fill_sample(
     if extra:
         logger.warning("%s: %d predicted ids are not in it (%s); left out", sample, len(extra), _first(extra))
     return header, rows, extra
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # utf-8-sig: spreadsheet exports start with a BOM
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    table = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
-    if not table:
-        raise DataError(f"{path}: empty CSV, no header")
-    header, rows = table[0], table[1:]
-    if not rows:
-        raise DataError(f"{path}: no rows after the header")
-    for number, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}: row {number} has {len(row)} fields, the header has {len(header)}")
-    return header, rows
 
 
 def write_probs(

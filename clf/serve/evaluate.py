@@ -1,0 +1,120 @@
+"""The job behind `clf eval`: labelled images and an ONNX model in; accuracy, per-class precision/recall/F1 and the
+confusion matrix out, with the JSON report and the confusion PNG written atomically. No torch: a checkpoint is
+turned into an ONNX model first (clf.export.for_eval), by the caller."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clf.atomic import atomic_write_text, check_outputs
+from clf.config import EvalConfig
+from clf.data.datasets import LabelledSet, load_labelled
+from clf.errors import DataError
+from clf.serve.loading import labels_file, make_predictor
+from clf.serve.metrics import classification_report, save_confusion_png
+from clf.serve.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What `evaluate` measured.
+
+    Attributes:
+        report: the JSON-ready report: classification_report's keys plus "failures" ([{source, reason}]) and
+            "provider".
+        report_path, confusion_path: the files written (None where not asked for).
+    """
+
+    report: dict[str, Any]
+    report_path: Path | None = None
+    confusion_path: Path | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return self.report["accuracy"]
+
+    @property
+    def failures(self) -> list[dict[str, str]]:
+        return self.report["failures"]
+
+
+def load_eval_data(cfg: EvalConfig) -> LabelledSet:
+    """The labelled images, with the outputs checked against them and the inputs: the checks to make before any
+    long work (a checkpoint's export included).
+
+    Raises:
+        DataError: a missing or unusable folder or labels CSV.
+        ClfError / StorageError: --report or --confusion cannot be written, name each other or an input.
+    """
+    data = load_labelled(cfg.labelled, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col)
+    check_eval_outputs(cfg, data)
+    return data
+
+
+def evaluate(
+    cfg: EvalConfig, data: LabelledSet | None = None, on_start: Callable[[int, str], None] | None = None,
+    progress: Callable[[int], None] | None = None, verbose: bool = False,
+) -> EvalResult:
+    """Evaluate the ONNX model cfg.model on the labelled images; write cfg.report / cfg.confusion when given.
+
+    The Predictor is made exactly as `clf infer` makes it (clf.serve.loading.make_predictor).
+
+    Args:
+        data: the labelled set from `load_eval_data` (loaded and checked here when None).
+        on_start: called once with (number of images, provider actually used) before decoding starts.
+        progress: called with the running count of images done.
+
+    Raises:
+        DataError: a label the model does not know, bad data; ModelError: NaN/inf outputs; DeviceError.
+    """
+    if data is None:
+        data = load_eval_data(cfg)
+    else:
+        check_eval_outputs(cfg, data)
+    predictor = make_predictor(cfg, verbose)
+    if on_start is not None:
+        on_start(len(data.paths), predictor.provider)
+    report = evaluate_labelled(predictor, data.paths, [data.classes[i] for i in data.labels], progress=progress)
+    if cfg.report:
+        atomic_write_text(cfg.report, json.dumps(report, indent=2) + "\n")
+    if cfg.confusion:
+        save_confusion_png(report["confusion_matrix"], report["classes"], cfg.confusion)
+    return EvalResult(report, Path(cfg.report) if cfg.report else None, Path(cfg.confusion) if cfg.confusion else None)
+
+
+def check_eval_outputs(cfg: EvalConfig, data: LabelledSet) -> None:
+    """--report and --confusion: writable file paths, not each other, not an input (model, labels, an image)."""
+    check_outputs(
+        {"--report": cfg.report, "--confusion": cfg.confusion},
+        inputs={"--model": cfg.model, "--labels-csv": cfg.labels_csv, "--labels": labels_file(cfg)},
+        input_files=data.paths,
+    )
+
+
+def evaluate_labelled(predictor: Predictor, paths: list[str], true_labels: list[str], strict: bool = False,
+                      progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix of `predictor` on labelled images.
+
+    True labels are names; a label the model does not know is an error (wrong model for this data).
+    """
+    classes = predictor.classes
+    unknown = sorted(set(true_labels) - set(classes))
+    if unknown:
+        raise DataError(f"labels {unknown[:5]} are not classes of the model ({', '.join(classes)}); "
+                        "wrong model or data?")
+    result = predictor.predict(paths, strict=strict, progress=progress)
+    index = {name: i for i, name in enumerate(classes)}
+    y_true = np.array([index[true_labels[i]] for i in result.ok_indices], dtype=np.int64)
+    report = classification_report(y_true, result.top1(), classes)
+    report["failures"] = [{"source": str(s), "reason": r} for s, r in result.failures]
+    report["provider"] = predictor.provider
+    return report

@@ -1,0 +1,298 @@
+"""The bad-input catalogue for `clf infer`, `clf eval` and `clf score` (harness: tests/bad_inputs.py), plus a few
+rows of the Predictor API. Every model and folder is built once for the module; each row writes under its own name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bad_inputs import Case, run_case
+from serve_helpers import bad_images, brightness_model, cli_state, graph_model, grey_image, plain_info, read_csv
+
+from clf.errors import DataError, DeviceError, ModelError
+from clf.serve.predictor import Predictor
+from clf.serve.session import nvidia_driver_problem
+
+IDS = ["img_0001", "img_0002", "img_0003"]  # grey 40 (dark), 128 (mid), 220 (bright)
+ROWS = [["id", "label"], ["img_0001", "dark"], ["img_0002", "mid"], ["img_0003", "bright"]]
+no_driver_here = pytest.mark.skipif(nvidia_driver_problem() is None, reason="needs a machine without an NVIDIA driver")
+
+
+@pytest.fixture(autouse=True)
+def _cli_state():
+    with cli_state():
+        yield
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("serve-bad")
+    images = tmp / "images"
+    for image_id, grey in zip(IDS, (40, 128, 220)):
+        grey_image(images / f"{image_id}.png", grey)
+    mixed = tmp / "mixed"
+    for image_id, grey in zip(IDS, (40, 128, 220)):
+        grey_image(mixed / f"{image_id}.png", grey)
+    bad_images(mixed, mixed / "img_0001.png")["corrupt"]
+    (mixed / "truncated.png").unlink()
+    (mixed / "notes.png").unlink()
+    (tmp / "empty").mkdir()
+    labelled = tmp / "labelled"
+    for label, grey in (("dark", 40), ("mid", 128), ("bright", 220)):
+        grey_image(labelled / label / f"{label}_0.png", grey)
+    unknown = tmp / "unknown"
+    grey_image(unknown / "dark" / "a.png", 40)
+    grey_image(unknown / "purple" / "b.png", 40)
+    models = tmp / "models"
+    models.mkdir()
+    (models / "text.onnx").write_text("this is not a model\n")
+    (tmp / "blocker").write_text("a file, not a folder\n")
+    (tmp / "sample.csv").write_text("id,label\n" + "".join(f"{i},x\n" for i in IDS))
+    (tmp / "sample_spaces.csv").write_text("\ufeffid , label\n" + "".join(f"{i} ,x\n" for i in IDS))
+    (tmp / "sample_target.csv").write_text("id,target\n" + "".join(f"{i},x\n" for i in IDS))
+    (tmp / "sample_extra_ids.csv").write_text("id,label\n" + "".join(f"{i},x\n" for i in IDS) + "zz_99,x\n")
+    (tmp / "sample_latin1.csv").write_bytes("id,label\ncaf\xe9,x\n".encode("latin-1"))
+    answers = "".join(f"{i},{label}\n" for i, label in zip("abcd", ("cat", "dog", "cat", "fox")))
+    (tmp / "answers.csv").write_text("id,label\n" + answers)
+    (tmp / "answers_empty.csv").write_text("id,label\n")
+    (tmp / "sub_dup.csv").write_text("id,label\na,cat\nb,cat\nc,cat\nd,fox\na,dog\n")
+    (tmp / "sub_latin1.csv").write_bytes("id,label\na,caf\xe9\n".encode("latin-1"))
+    (tmp / "sub_columns.csv").write_text("image,prediction\na,cat\n")
+    (tmp / "sub_short.csv").write_text("id,label\na,cat\nb\n")
+    (tmp / "sub_missing.csv").write_text("id,label\na,cat\nb,dog\n")
+    (tmp / "sub_extra.csv").write_text("id,label\n" + answers + "zz,cat\n")
+    return {
+        "tmp": tmp, "images": images, "mixed": mixed, "empty": tmp / "empty", "labelled": labelled,
+        "unknown": unknown, "models": models,
+        "model": brightness_model(models / "brightness.onnx"),
+        "plain": brightness_model(models / "plain.onnx", metadata=False),
+        "dup": graph_model(models / "dup.onnx", "means", plain_info(["dark", "mid", "dark"])),
+        "nchw": graph_model(models / "nchw.onnx", "nchw", plain_info()),
+        "rank1": graph_model(models / "rank1.onnx", "rank1", plain_info()),
+        "nan": graph_model(models / "nan.onnx", "nan", plain_info()),
+    }
+
+
+def _absent(*names: str):
+    def check(places):
+        for name in names:
+            assert not Path(name.format(**{k: str(v) for k, v in places.items()})).exists(), name
+    return check
+
+
+def _rows(path: str, rows: list[list[str]]):
+    def check(places):
+        assert read_csv(Path(path.format(**{k: str(v) for k, v in places.items()}))) == rows
+    return check
+
+
+def _fifo(name: str):
+    def setup(places):
+        path = Path(places["tmp"]) / name
+        if not path.exists():
+            os.mkfifo(path)
+    return setup
+
+
+INFER = ["infer", "{images}", "--model", "{model}", "--device", "cpu"]
+
+CASES = [
+    # --- clf infer: inputs ---
+    Case("infer-missing-folder", ["infer", "{tmp}/nope", "--model", "{model}", "--csv", "{tmp}/o1.csv"], 2,
+         "nope: folder not found", check=_absent("{tmp}/o1.csv")),
+    Case("infer-empty-folder", ["infer", "{empty}", "--model", "{model}", "--csv", "{tmp}/o2.csv"], 2,
+         "empty: no images (.jpg, .png, ...) found", check=_absent("{tmp}/o2.csv")),
+    Case("infer-missing-model", ["infer", "{images}", "--model", "{tmp}/nope.onnx", "--csv", "{tmp}/o3.csv"], 2,
+         "nope.onnx: file not found", check=_absent("{tmp}/o3.csv")),
+    Case("infer-text-model", ["infer", "{images}", "--model", "{models}/text.onnx", "--csv", "{tmp}/o4.csv"], 2,
+         "text.onnx: not a valid ONNX model (", guard=["{models}"], check=_absent("{tmp}/o4.csv")),
+    Case("infer-model-is-a-folder", ["infer", "{images}", "--model", "{models}", "--csv", "{tmp}/o5.csv"], 2,
+         "models: is a folder, not an ONNX model"),
+    Case("infer-no-metadata-no-flags", [*INFER[:3], "{plain}", "--csv", "{tmp}/o6.csv"], 2,
+         "plain.onnx: no clf metadata (exported by another tool?); pass --img-size, --mean, --std and --labels"),
+    Case("infer-no-metadata-some-flags", [*INFER[:3], "{plain}", "--csv", "{tmp}/o7.csv", "--img-size", "16",
+                                          "--labels", "dark,mid,bright"], 2, "also pass --mean, --std"),
+    Case("infer-duplicate-class-names", [*INFER[:3], "{dup}", "--csv", "{tmp}/o8.csv"], 2,
+         "dup.onnx: class 'dark' appears twice in its clf metadata; each class needs its own name"),
+    Case("infer-labels-repeat-a-class", [*INFER[:3], "{plain}", "--csv", "{tmp}/o9.csv", "--img-size", "16",
+                                         "--mean", "0,0,0", "--std", "1,1,1", "--labels", "a,b,a"], 2,
+         "plain.onnx: class 'a' appears twice in --labels"),
+    Case("infer-nchw-output", [*INFER[:3], "{nchw}", "--csv", "{tmp}/o10.csv"], 2,
+         "nchw.onnx: output has shape [N, 3, 16, 16], not [N, C]"),
+    Case("infer-rank1-output", [*INFER[:3], "{rank1}", "--csv", "{tmp}/o11.csv"], 2,
+         "rank1.onnx: output has shape [N], not [N, C]"),
+    Case("infer-nan-model", [*INFER[:3], "{nan}", "--csv", "{tmp}/o12.csv", "--device", "cpu"], 2,
+         "nan.onnx: the model outputs NaN or inf for 1 of 3 images (", check=_absent("{tmp}/o12.csv")),
+    Case("infer-mean-two-values", [*INFER, "--csv", "{tmp}/o13.csv", "--mean", "0.5,0.5"], 2,
+         "--mean takes three comma-separated numbers like 0.485,0.456,0.406, got '0.5,0.5'"),
+    # --- clf infer: outputs never clobber inputs, checked before the work ---
+    Case("infer-csv-equals-probs", [*INFER, "--csv", "{tmp}/same.csv", "--probs", "{tmp}/same.csv"], 2,
+         "same.csv: --csv and --probs name the same file; give each its own", check=_absent("{tmp}/same.csv")),
+    Case("infer-csv-equals-sample", [*INFER, "--csv", "{tmp}/sample.csv", "--sample-submission", "{tmp}/sample.csv"],
+         2, "sample.csv: --csv would overwrite the --sample-submission input", guard=["{tmp}/sample.csv"]),
+    Case("infer-csv-is-an-image", [*INFER, "--csv", "{images}/img_0001.png"], 2,
+         "img_0001.png: --csv would overwrite an input image; write to another file", guard=["{images}"]),
+    Case("infer-probs-is-an-image", [*INFER, "--csv", "{tmp}/o14.csv", "--probs", "{images}/img_0002.png"], 2,
+         "img_0002.png: --probs would overwrite an input image", guard=["{images}"], check=_absent("{tmp}/o14.csv")),
+    Case("infer-csv-is-the-model", [*INFER, "--csv", "{model}"], 2,
+         "brightness.onnx: --csv would overwrite the --model input", guard=["{models}"]),
+    Case("infer-probs-is-the-model", [*INFER, "--csv", "{tmp}/o15.csv", "--probs", "{model}"], 2,
+         "brightness.onnx: --probs would overwrite the --model input", guard=["{models}"]),
+    Case("infer-csv-is-a-folder", [*INFER, "--csv", "{empty}"], 2, "empty: is a folder; give a file name",
+         guard=["{empty}"]),
+    Case("infer-csv-under-a-file", [*INFER, "--csv", "{tmp}/blocker/out.csv"], 2,
+         "blocker is a file, not a folder",
+         guard=["{tmp}/blocker"]),
+    Case("infer-csv-is-a-fifo", [*INFER, "--csv", "{tmp}/out.fifo"], 2,
+         "out.fifo: exists and is not a regular file (a device, FIFO or socket)", setup=_fifo("out.fifo")),
+    Case("infer-csv-missing-folders-created", [*INFER, "--csv", "{tmp}/new/deeper/o16.csv"], 0, "",
+         check=_rows("{tmp}/new/deeper/o16.csv", ROWS)),
+    # --- clf infer: flags, validated once ---
+    Case("infer-batch-size-0", [*INFER, "--csv", "{tmp}/o17.csv", "--batch-size", "0"], 2,
+         "--batch-size must be >= 1, got 0"),
+    Case("infer-topk-0", [*INFER, "--csv", "{tmp}/o18.csv", "--topk", "0"], 2, "--topk must be >= 1, got 0"),
+    Case("infer-topk-negative", [*INFER, "--csv", "{tmp}/o19.csv", "--topk", "-1"], 2, "--topk must be >= 1, got -1"),
+    Case("infer-threads-negative", [*INFER, "--csv", "{tmp}/o20.csv", "--threads", "-2"], 2,
+         "--threads must be >= 0 (0 = one per core), got -2"),
+    Case("infer-id-format-bogus", [*INFER, "--csv", "{tmp}/o21.csv", "--id-format", "bogus"], 2,
+         "--id-format must be one of stem, name, relpath, got 'bogus'"),
+    Case("infer-topk-format-bogus", [*INFER, "--csv", "{tmp}/o22.csv", "--topk", "2", "--topk-format", "comma"], 2,
+         "--topk-format must be one of columns, space, got 'comma'"),
+    Case("infer-device-bogus", ["infer", "{images}", "--model", "{model}", "--csv", "{tmp}/o23.csv", "--device",
+                                "gpu"], 2, "--device must be one of auto, cpu, cuda, tensorrt, got 'gpu'"),
+    # --- clf infer: sample submissions (the one CSV reader) ---
+    Case("infer-sample-missing-column", [*INFER, "--csv", "{tmp}/o24.csv", "--sample-submission",
+                                         "{tmp}/sample_target.csv"], 2,
+         "sample_target.csv: no column 'label' (columns: id, target); set the column names",
+         check=_absent("{tmp}/o24.csv")),
+    Case("infer-sample-header-with-spaces", [*INFER, "--csv", "{tmp}/o25.csv", "--sample-submission",
+                                             "{tmp}/sample_spaces.csv"], 0, "", check=_rows("{tmp}/o25.csv", ROWS)),
+    Case("infer-sample-ids-without-images", [*INFER, "--csv", "{tmp}/o26.csv", "--sample-submission",
+                                             "{tmp}/sample_extra_ids.csv"], 2,
+         "sample_extra_ids.csv: 1 of 4 ids have no image (zz_99); check the image folder and --id-format"),
+    Case("infer-sample-not-utf8", [*INFER, "--csv", "{tmp}/o27.csv", "--sample-submission",
+                                   "{tmp}/sample_latin1.csv"], 2, "sample_latin1.csv: not a UTF-8 text file"),
+    Case("infer-sample-is-a-fifo", [*INFER, "--csv", "{tmp}/o28.csv", "--sample-submission", "{tmp}/sample.fifo"], 2,
+         "sample.fifo: not a regular file (a FIFO, device or socket); give a CSV file", setup=_fifo("sample.fifo")),
+    Case("infer-strict-corrupt-image", ["infer", "{mixed}", "--model", "{model}", "--device", "cpu", "--csv",
+                                        "{tmp}/o29.csv", "--strict"], 4,
+         "1 of 4 image(s) could not be read (--strict); the other rows were written to",
+         guard=["{mixed}"], check=_rows("{tmp}/o29.csv", ROWS)),
+    # --- clf eval ---
+    Case("eval-unknown-labels", ["eval", "{unknown}", "--model", "{model}", "--device", "cpu"], 2,
+         "labels ['purple'] are not classes of the model (dark, mid, bright); wrong model or data?"),
+    Case("eval-report-equals-confusion", ["eval", "{labelled}", "--model", "{model}", "--report", "{tmp}/r.out",
+                                          "--confusion", "{tmp}/r.out"], 2,
+         "r.out: --report and --confusion name the same file; give each its own", check=_absent("{tmp}/r.out")),
+    Case("eval-report-is-an-image", ["eval", "{labelled}", "--model", "{model}", "--report",
+                                     "{labelled}/dark/dark_0.png"], 2,
+         "dark_0.png: --report would overwrite an input image", guard=["{labelled}"]),
+    Case("eval-confusion-is-the-model", ["eval", "{labelled}", "--model", "{model}", "--confusion", "{model}"], 2,
+         "brightness.onnx: --confusion would overwrite the --model input", guard=["{models}"]),
+    Case("eval-report-under-a-file", ["eval", "{labelled}", "--model", "{model}", "--report",
+                                      "{tmp}/blocker/r.json"], 2, "blocker is a file, not a folder"),
+    Case("eval-missing-model", ["eval", "{labelled}", "--model", "{tmp}/nope.onnx"], 2, "nope.onnx: file not found"),
+    Case("eval-missing-checkpoint", ["eval", "{labelled}", "--model", "{tmp}/nope.pt"], 2, "nope.pt"),
+    Case("eval-missing-folder", ["eval", "{tmp}/nope", "--model", "{model}"], 2, "nope: folder not found"),
+    Case("eval-no-metadata-no-flags", ["eval", "{labelled}", "--model", "{plain}", "--device", "cpu"], 2,
+         "plain.onnx: no clf metadata (exported by another tool?); pass --img-size, --mean, --std and --labels"),
+    Case("eval-nan-model", ["eval", "{labelled}", "--model", "{nan}", "--device", "cpu", "--report",
+                            "{tmp}/nan.json"], 2, "nan.onnx: the model outputs NaN or inf for 1 of 3 images",
+         check=_absent("{tmp}/nan.json")),
+    Case("eval-labels-csv-is-a-folder", ["eval", "{images}", "--model", "{model}", "--labels-csv", "{empty}"], 2,
+         "empty: is a folder, not a CSV file"),
+    Case("eval-batch-size-0", ["eval", "{labelled}", "--model", "{model}", "--batch-size", "0"], 2,
+         "--batch-size must be >= 1, got 0"),
+    # --- clf score ---
+    Case("score-duplicated-id", ["score", "{tmp}/sub_dup.csv", "{tmp}/answers.csv"], 2,
+         "sub_dup.csv: line 6: id 'a' is listed twice (also line 2); keep one row per id"),
+    Case("score-not-utf8", ["score", "{tmp}/sub_latin1.csv", "{tmp}/answers.csv"], 2,
+         "sub_latin1.csv: not a UTF-8 text file"),
+    Case("score-empty-answers", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers_empty.csv"], 2,
+         "answers_empty.csv: no rows under the header"),
+    Case("score-missing-columns", ["score", "{tmp}/sub_columns.csv", "{tmp}/answers.csv"], 2,
+         "sub_columns.csv: no column 'id' (columns: image, prediction); set the column names with --id-col"),
+    Case("score-missing-file", ["score", "{tmp}/nope.csv", "{tmp}/answers.csv"], 2, "nope.csv: file not found"),
+    Case("score-short-row", ["score", "{tmp}/sub_short.csv", "{tmp}/answers.csv"], 2,
+         "sub_short.csv: line 3: 1 fields, the header has 2"),
+    Case("score-ids-without-prediction", ["score", "{tmp}/sub_missing.csv", "{tmp}/answers.csv"], 2,
+         "sub_missing.csv: 2 ids of"),
+    Case("score-answers-is-a-fifo", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.fifo"], 2,
+         "answers.fifo: not a regular file", setup=_fifo("answers.fifo")),
+    Case("score-extra-ids-warned", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv"], 0, ""),
+]
+
+NEEDS_NO_GPU = [
+    Case("infer-device-cuda-without-cuda", [*INFER[:4], "--device", "cuda", "--csv", "{tmp}/o30.csv"], 2, "cuda requested but",
+         check=_absent("{tmp}/o30.csv")),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input(case, places):
+    run_case(case, places)
+
+
+@no_driver_here
+@pytest.mark.parametrize("case", NEEDS_NO_GPU, ids=lambda c: c.id)
+def test_bad_input_without_gpu(case, places):
+    run_case(case, places)
+
+
+def test_extra_ids_in_a_submission_are_counted_in_a_warning(places):
+    result = run_case(CASES[-1], places)
+    assert result.stdout.strip() == f"{places['tmp']}/sub_extra.csv: accuracy 1.0000 on 4 rows of " \
+                                    f"{places['tmp']}/answers.csv"
+    assert f"{places['tmp']}/sub_extra.csv: 1 ids are not in {places['tmp']}/answers.csv (zz); not scored" \
+        in result.stderr
+
+
+EVAL_PARITY = Case("eval-checkpoint-fails-parity", ["eval", "{labelled}", "--model", "{tmp}/run-parity",
+                                                    "--device", "cpu"], 3,
+                   "run-parity: its ONNX export fails the parity check (max abs diff ",
+                   guard=["{tmp}/run-parity"])
+
+
+def test_eval_of_a_checkpoint_whose_export_fails_parity(places, monkeypatch):
+    from export_helpers import make_checkpoint, scale_float_initializers
+
+    from clf.export import graph
+
+    make_checkpoint(Path(places["tmp"]) / "run-parity" / "best.pt", data=places["labelled"])
+    set_metadata = graph.set_metadata
+    monkeypatch.setattr(graph, "set_metadata", lambda m, p: (scale_float_initializers(m), set_metadata(m, p)))
+    result = run_case(EVAL_PARITY, places)
+    line = next(line for line in result.output.splitlines() if line.startswith("error: "))
+    assert line.endswith(f"; inspect it with `clf export {places['tmp']}/run-parity --onnx`")
+    assert "clf-eval-" not in line
+
+
+# --- the Predictor API ---
+
+def _predictor_rows(places):
+    return {
+        "text-file": (lambda: Predictor(places["models"] / "text.onnx"), DataError, "not a valid ONNX model"),
+        "folder": (lambda: Predictor(places["models"]), DataError, "is a folder, not an ONNX model"),
+        "repeated-classes": (lambda: Predictor(places["model"], device="cpu", classes=["a", "b", "a"]), DataError,
+                             "class 'a' appears twice in --labels"),
+        "wrong-class-count": (lambda: Predictor(places["model"], device="cpu", classes=["a", "b"]), DataError,
+                              "the model outputs 3 classes but 2 class names were given"),
+        "nan-outputs": (lambda: Predictor(places["nan"], device="cpu").predict([np.zeros((8, 8, 3), np.uint8)]),
+                        ModelError, "the model outputs NaN or inf for 1 of 1 images (<array #0>)"),
+        "strict-garbage-bytes": (lambda: Predictor(places["model"], device="cpu").predict([b"junk"], strict=True),
+                                 DataError, "<bytes #0>: "),
+        "bad-device": (lambda: Predictor(places["model"], device="gpu"), DeviceError, "unknown device 'gpu'"),
+    }
+
+
+@pytest.mark.parametrize("row", ["text-file", "folder", "repeated-classes", "wrong-class-count", "nan-outputs",
+                                 "strict-garbage-bytes", "bad-device"])
+def test_predictor_api(places, row):
+    call, error, phrase = _predictor_rows(places)[row]
+    with pytest.raises(error) as err:
+        call()
+    assert phrase in str(err.value)
+    assert "\n" not in str(err.value)
