@@ -9,8 +9,8 @@ import resource
 import struct
 import time
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import cv2
 import numpy as np
@@ -20,7 +20,7 @@ from serve_helpers import PLAIN, BrightnessNet, brightness_model, cli_state, exp
 
 from clf.config import Preprocess
 from clf.data.sample import generate_sample_competition
-from clf.ownership import MARKER_NAME, mark_folder, owned_kind, read_marker
+from clf.ownership import mark_folder, owned_kind, read_marker
 from clf.serve.metadata import ModelInfo
 
 SMALL = ["--per-class", "2", "--test", "2", "--size", "16"]
@@ -176,8 +176,7 @@ def huge_png(folder: Path) -> None:
 def long_strip(folder: Path) -> None:
     strip = np.zeros((1, 1_000_000, 3), np.uint8)
     strip[:, ::5] = 255
-    ok, data = cv2.imencode(".png", strip)
-    (folder / "strip.png").write_bytes(data.tobytes())
+    (folder / "strip.png").write_bytes(cv2.imencode(".png", strip)[1].tobytes())
 
 
 def unlistable_sub_folder(folder: Path) -> None:

@@ -16,6 +16,7 @@ from clf.data.files import IMAGE_EXTENSIONS, is_image_file, list_images
 from clf.errors import DataError
 
 NOT_READABLE = "not a readable image (corrupt, truncated or unsupported format)"
+OUTSIDE = "points outside {dir}; ids are file names or relative paths inside the image folder"
 
 
 def write_image(path: Path, value: int = 128, size: int = 8) -> Path:
@@ -202,26 +203,10 @@ def test_read_labels_csv_text_labels_sorted(tmp_path: Path):
             "filename,label\nsame,x\n",
             "{csv}: line 2: 'same' matches several files (same.jpg, same.png); put the extension in the id",
         ),
-        (
-            "filename,label\na,x\n../secret.png,y\n",
-            "{csv}: line 3: id '../secret.png' points outside {dir}; "
-            "ids are file names or relative paths inside the image folder",
-        ),
-        (
-            "filename,label\na,x\n{secret},y\n",
-            "{csv}: line 3: id '{secret}' points outside {dir}; "
-            "ids are file names or relative paths inside the image folder",
-        ),
-        (
-            "filename,label\na,x\nsub/../../secret.png,y\n",
-            "{csv}: line 3: id 'sub/../../secret.png' points outside {dir}; "
-            "ids are file names or relative paths inside the image folder",
-        ),
-        (
-            "filename,label\na,x\n..\\secret.png,y\n",
-            "{csv}: line 3: id '..\\secret.png' points outside {dir}; "
-            "ids are file names or relative paths inside the image folder",
-        ),
+        ("filename,label\na,x\n../secret.png,y\n", "{csv}: line 3: id '../secret.png' " + OUTSIDE),
+        ("filename,label\na,x\n{secret},y\n", "{csv}: line 3: id '{secret}' " + OUTSIDE),
+        ("filename,label\na,x\nsub/../../secret.png,y\n", "{csv}: line 3: id 'sub/../../secret.png' " + OUTSIDE),
+        ("filename,label\na,x\n..\\secret.png,y\n", "{csv}: line 3: id '..\\secret.png' " + OUTSIDE),
     ],
 )
 def test_read_labels_csv_errors(tmp_path: Path, text: str, message: str):
@@ -319,8 +304,8 @@ def test_verify_images_never_opens_special_files_and_refuses_huge_images(tmp_pat
     assert caplog.messages == [
         f"{fifo}: not a regular file (FIFO); skipped",
         f"{zero}: not a regular file (character device); skipped",
-        f"{huge}: image is 20000x20000 (400 megapixels), above the budget of 100 megapixels; "
-        "if it is genuine, raise it with CLF_MAX_IMAGE_PIXELS=<pixels> (0 = no limit); skipped",
+        (f"{huge}: image is 20000x20000 (400 megapixels), above the budget of 100 megapixels; "
+         "if it is genuine, raise it with CLF_MAX_IMAGE_PIXELS=<pixels> (0 = no limit); skipped"),
     ]
 
 

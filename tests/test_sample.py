@@ -197,12 +197,12 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(image_size=8), "--size 8: the image side must be 16..1024 pixels (the shapes are learnable from 32); "
-                             "choose a size in that range"),
-        (dict(image_size=100000), "--size 100000: the image side must be 16..1024 pixels"),
-        (dict(n_train_per_class=0), "--per-class 0: need at least 1 training image per class"),
-        (dict(n_test=-1), "--test -1: need 0 or more test images"),
-        (dict(seed=-1), "--seed -1: the seed must be 0 or more"),
+        ({"image_size": 8}, ("--size 8: the image side must be 16..1024 pixels (the shapes are learnable from 32); "
+                             "choose a size in that range")),
+        ({"image_size": 100000}, "--size 100000: the image side must be 16..1024 pixels"),
+        ({"n_train_per_class": 0}, "--per-class 0: need at least 1 training image per class"),
+        ({"n_test": -1}, "--test -1: need 0 or more test images"),
+        ({"seed": -1}, "--seed -1: the seed must be 0 or more"),
     ],
 )
 def test_bad_counts_and_sizes_name_the_flag(tmp_path: Path, kwargs: dict, message: str):

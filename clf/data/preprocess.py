@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from pathlib import Path
 
 import cv2  # (clf/data/__init__.py has already quieted OpenCV's own logging)
 import numpy as np
