@@ -264,6 +264,9 @@ CASES = [
     # --- hostile files through clf train (skipped with a reason; the run still trains)
     Case("train-fifo-in-class-folder", train_argv("train_fifo"), 0, "",
          setup=train_data_with("train_fifo", fifo), guard=["{tmp}/train_fifo/data"], check=trained("train_fifo")),
+    Case("train-fifo-strict", [*train_argv("train_fifo_strict"), "--strict"], 2,
+         "x.jpg: not a regular file (FIFO); stopped (--strict)", setup=train_data_with("train_fifo_strict", fifo),
+         guard=["{tmp}/train_fifo_strict/data"], check=nothing_at("train_fifo_strict/runs/r/best.pt")),
     Case("train-dev-zero-link", train_argv("train_zero"), 0, "",
          setup=train_data_with("train_zero", dev_zero_link), guard=["{tmp}/train_zero/data"],
          check=trained("train_zero")),
