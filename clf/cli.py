@@ -128,8 +128,8 @@ def sample_data(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = 0,
     per_class: Annotated[int, typer.Option(help="Training images per class.")] = 60,
     test: Annotated[int, typer.Option(help="Unlabelled test images.")] = 80,
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty folder.")] = False,
+    size: Annotated[int, typer.Option(help="Image side in pixels, 16..1024.")] = 64,
+    overwrite: Annotated[bool, typer.Option(help="Replace clf's own earlier sample data there (nothing else).")] = False,
 ) -> None:
     """Write a small, learnable, competition-shaped dataset: train/<class>/, test/, sample_submission.csv."""
     from clf.data.sample import generate_sample_competition

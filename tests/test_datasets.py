@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -14,6 +16,7 @@ from clf.data.files import IMAGE_EXTENSIONS, is_image_file, list_images
 from clf.errors import DataError
 
 NOT_READABLE = "not a readable image (corrupt, truncated or unsupported format)"
+OUTSIDE = "points outside {dir}; ids are file names or relative paths inside the image folder"
 
 
 def write_image(path: Path, value: int = 128, size: int = 8) -> Path:
@@ -200,17 +203,32 @@ def test_read_labels_csv_text_labels_sorted(tmp_path: Path):
             "filename,label\nsame,x\n",
             "{csv}: line 2: 'same' matches several files (same.jpg, same.png); put the extension in the id",
         ),
+        ("filename,label\na,x\n../secret.png,y\n", "{csv}: line 3: id '../secret.png' " + OUTSIDE),
+        ("filename,label\na,x\n{secret},y\n", "{csv}: line 3: id '{secret}' " + OUTSIDE),
+        ("filename,label\na,x\nsub/../../secret.png,y\n", "{csv}: line 3: id 'sub/../../secret.png' " + OUTSIDE),
+        ("filename,label\na,x\n..\\secret.png,y\n", "{csv}: line 3: id '..\\secret.png' " + OUTSIDE),
     ],
 )
 def test_read_labels_csv_errors(tmp_path: Path, text: str, message: str):
     images = tmp_path / "images"
     for name in ("a.png", "b.png", "same.png", "same.jpg"):
         write_image(images / name)
+    write_image(tmp_path / "secret.png")  # beside the image folder: real, but not the data
     csv_path = tmp_path / "labels.csv"
-    csv_path.write_text(text)
+    csv_path.write_text(text.replace("{secret}", str(tmp_path / "secret.png")))
     with pytest.raises(DataError) as err:
         read_labels_csv(csv_path, images)
-    assert str(err.value) == message.format(csv=csv_path, dir=images)
+    assert str(err.value) == message.format(csv=csv_path, dir=images, secret=tmp_path / "secret.png")
+
+
+def test_read_labels_csv_follows_links_the_user_put_inside_the_folder(tmp_path: Path):
+    """Confinement is about the ids, not the files: a link inside the image folder to a real image still works."""
+    elsewhere = write_image(tmp_path / "store" / "x.png")
+    write_image(tmp_path / "images" / "sub" / "y.png")
+    (tmp_path / "images" / "sub" / "x.png").symlink_to(elsewhere)
+    (tmp_path / "l.csv").write_text("filename,label\nsub/x.png,a\nsub/y.png,b\n")
+    ds = read_labels_csv(tmp_path / "l.csv", tmp_path / "images")
+    assert ds.paths == [str(tmp_path / "images" / "sub" / "x.png"), str(tmp_path / "images" / "sub" / "y.png")]
 
 
 def test_read_labels_csv_missing_files(tmp_path: Path):
@@ -268,6 +286,27 @@ def test_verify_images_skips_and_reports_bad_files(mixed_files: list[Path], work
         f"{gone}: file not found; skipped",
     ]
     assert all(r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_verify_images_never_opens_special_files_and_refuses_huge_images(tmp_path: Path, caplog):
+    good = write_image(tmp_path / "good.png")
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.jpg"
+    zero.symlink_to("/dev/zero")
+    link = tmp_path / "link.png"
+    link.symlink_to(good)
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(good.read_bytes()[:16] + struct.pack(">II", 20000, 20000) + good.read_bytes()[24:])
+    with caplog.at_level(logging.WARNING, logger="clf.data.datasets"):
+        ok = verify_images([good, fifo, zero, link, huge], workers=2)
+    assert ok == [0, 3]
+    assert caplog.messages == [
+        f"{fifo}: not a regular file (FIFO); skipped",
+        f"{zero}: not a regular file (character device); skipped",
+        (f"{huge}: image is 20000x20000 (400 megapixels), above the budget of 100 megapixels; "
+         "if it is genuine, raise it with CLF_MAX_IMAGE_PIXELS=<pixels> (0 = no limit); skipped"),
+    ]
 
 
 def test_verify_images_strict_stops_at_the_first_bad_file(mixed_files: list[Path]):

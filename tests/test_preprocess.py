@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -13,10 +16,13 @@ import numpy as np
 import pytest
 
 from clf.config import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+import clf.data.preprocess as preprocess_module
 from clf.data.preprocess import (
     decode_rgb,
+    header_size,
     load_resized,
     load_rgb,
+    max_image_pixels,
     normalize,
     normalize_batch,
     preprocess,
@@ -203,7 +209,7 @@ def test_missing_file_and_folder(tmp_path: Path):
 
 def test_bad_bytes_are_named_as_bytes():
     with pytest.raises(DataError) as err:
-        load_rgb(b"GIF89a nonsense")
+        load_rgb(b"GIF89a\x01\x00\x01\x00 nonsense")  # a 1x1 GIF header, then garbage
     assert str(err.value) == f"<bytes>: {NOT_READABLE}"
     with pytest.raises(DataError) as err:
         load_rgb(b"")
@@ -328,3 +334,202 @@ def test_swapping_channels_after_resizing_gives_identical_pixels(tmp_path, resiz
     expected = resize_rgb(load_rgb(path), pre)
     assert np.array_equal(load_resized(path, pre), expected)
     assert np.array_equal(load_resized(path.read_bytes(), pre), expected)
+
+
+# --- hostile files: only regular files are opened ---
+
+
+def test_fifo_is_refused_without_opening_it(tmp_path: Path):
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)  # no writer: opening it for a plain read would block forever
+    with pytest.raises(DataError) as err:
+        load_rgb(fifo)
+    assert str(err.value) == f"{fifo}: not a regular file (FIFO)"
+
+
+def test_fifo_swapped_in_after_the_check_cannot_hang(tmp_path: Path, monkeypatch):
+    """The race: stat says regular, then a FIFO is opened; O_NONBLOCK returns at once and fstat catches it."""
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    regular_mode = os.stat(__file__)
+    monkeypatch.setattr(preprocess_module.os, "stat", lambda path: regular_mode)
+    with pytest.raises(DataError) as err:
+        read_bytes(fifo)
+    assert str(err.value) == f"{fifo}: not a regular file (FIFO)"
+
+
+def test_link_to_a_device_is_refused_and_a_link_to_an_image_works(tmp_path: Path):
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    with pytest.raises(DataError) as err:
+        load_rgb(tmp_path / "zero.jpg")
+    assert str(err.value) == f"{tmp_path / 'zero.jpg'}: not a regular file (character device)"
+    real = tmp_path / "real.png"
+    real.write_bytes(encode(".png", rgb_pattern()[..., ::-1]))
+    (tmp_path / "link.png").symlink_to(real)
+    np.testing.assert_array_equal(load_rgb(tmp_path / "link.png"), rgb_pattern())
+
+
+def test_socket_is_refused(tmp_path: Path):
+    path = tmp_path / "s.png"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        with pytest.raises(DataError) as err:
+            read_bytes(path)
+    assert str(err.value) == f"{path}: not a regular file (socket)"
+
+
+def test_dangling_link_and_link_loop(tmp_path: Path):
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DataError) as err:
+        read_bytes(tmp_path / "gone.png")
+    assert str(err.value) == f"{tmp_path / 'gone.png'}: file not found"
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    with pytest.raises(DataError) as err:
+        read_bytes(tmp_path / "loop.png")
+    assert str(err.value) == f"{tmp_path / 'loop.png'}: cannot read (Too many levels of symbolic links)"
+
+
+# --- the pixel budget: refused from the header, before decoding ---
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares width x height, with a token IDAT: what a decompression bomb looks like up front."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("ext", "params"),
+    [(".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".bmp", []), (".webp", []),
+     (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".tif", []), (".gif", [])],
+)
+def test_header_size_of_every_format(ext: str, params: list[int]):
+    assert header_size(encode(ext, np.zeros((37, 53, 3), np.uint8), params)) == (53, 37)
+
+
+def test_header_size_of_exif_jpeg_and_vp8x_webp():
+    exif = b"\xff\xe1" + struct.pack(">H", 2 + 10) + b"Exif\0\0" + b"\0" * 4  # an APP1 segment before the frame
+    jpeg = encode(".jpg", np.zeros((9, 11, 3), np.uint8))
+    assert header_size(jpeg[:2] + exif + jpeg[2:]) == (11, 9)
+    vp8x = b"RIFF\0\0\0\0WEBPVP8X" + b"\x0a\0\0\0" + b"\x10\0\0\0" + (3999).to_bytes(3, "little") + (2).to_bytes(3, "little")
+    assert header_size(vp8x) == (4000, 3)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"II*\0\xff\xff\xff\xff", b"RIFF"])
+def test_header_size_of_truncated_headers_is_unknown(data: bytes):
+    assert header_size(data) is None
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path: Path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header_only(20000, 20000))
+    start = time.perf_counter()
+    with pytest.raises(DataError) as err:
+        load_resized(path, Preprocess(size=(8, 8)))
+    assert time.perf_counter() - start < 0.5
+    assert str(err.value) == (
+        f"{path}: image is 20000x20000 (400 megapixels), above the budget of 100 megapixels; "
+        "if it is genuine, raise it with CLF_MAX_IMAGE_PIXELS=<pixels> (0 = no limit)"
+    )
+
+
+def test_pixel_budget_from_the_environment_and_the_module(monkeypatch):
+    data = encode(".png", np.zeros((10, 20, 3), np.uint8))
+    monkeypatch.setenv("CLF_MAX_IMAGE_PIXELS", "199")
+    assert max_image_pixels() == 199
+    with pytest.raises(DataError, match=r"^<bytes>: image is 20x10 \(0.0002 megapixels\), above the budget of "):
+        decode_rgb(data)
+    monkeypatch.setenv("CLF_MAX_IMAGE_PIXELS", "200")
+    assert decode_rgb(data).shape == (10, 20, 3)  # the budget is inclusive
+    monkeypatch.setenv("CLF_MAX_IMAGE_PIXELS", "0")  # no limit
+    assert decode_rgb(data).shape == (10, 20, 3)
+    monkeypatch.setattr(preprocess_module, "MAX_IMAGE_PIXELS", 100)  # a program's own setting wins
+    assert max_image_pixels() == 100
+    with pytest.raises(DataError, match="above the budget of 0.0001 megapixels"):
+        decode_rgb(data)
+
+
+@pytest.mark.parametrize("value", ["lots", "-5", "1e6"])
+def test_bad_pixel_budget_setting_is_one_line(monkeypatch, value: str):
+    monkeypatch.setenv("CLF_MAX_IMAGE_PIXELS", value)
+    with pytest.raises(DataError) as err:
+        decode_rgb(encode(".png", np.zeros((2, 2, 3), np.uint8)))
+    assert str(err.value) == (
+        f"CLF_MAX_IMAGE_PIXELS={value}: not a whole number of pixels; set e.g. 200000000 (0 = no limit) or unset it"
+    )
+
+
+# --- shorter_crop: the crop moves ahead of the resize only for extreme shapes ---
+
+
+def old_shorter_crop(image: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """The path before the crop-first change: scale the whole image, then take the centre."""
+    height, width = pre.size
+    src_h, src_w = image.shape[:2]
+    scale = max(height / src_h, width / src_w)
+    new_h, new_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
+    if (new_h, new_w) != (src_h, src_w):
+        image = cv2.resize(image, (new_w, new_h), interpolation=preprocess_module._INTERPOLATION[pre.interpolation])
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return image[top : top + height, left : left + width]
+
+
+def takes_the_window_path(shape: tuple[int, int], size: tuple[int, int]) -> bool:
+    (src_h, src_w), (height, width) = shape, size
+    scale = max(height / src_h, width / src_w)
+    scaled = max(height, round(src_h * scale)) * max(width, round(src_w * scale))
+    return scaled > preprocess_module._MAX_INTERMEDIATE_RATIO * max(src_h * src_w, height * width)
+
+
+def smooth_noise(shape: tuple[int, int]) -> np.ndarray:
+    noise = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(noise, (0, 0), 1.5)
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "area", "cubic", "lanczos", "nearest"])
+@pytest.mark.parametrize("shape", [(480, 640), (640, 480), (33, 200), (200, 33), (15, 15), (300, 40), (1000, 999)])
+@pytest.mark.parametrize("size", [(16, 16), (12, 20), (64, 48)])
+def test_ordinary_shapes_give_the_same_pixels_as_before(interpolation: str, shape, size):
+    pre = Preprocess(size=size, resize="shorter_crop", interpolation=interpolation)
+    assert not takes_the_window_path(shape, size)
+    image = smooth_noise(shape)
+    np.testing.assert_array_equal(resize_rgb(image, pre), old_shorter_crop(image, pre))
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "area", "cubic", "lanczos", "nearest"])
+@pytest.mark.parametrize(("shape", "size"), [((2, 1000), (16, 16)), ((1, 777), (12, 20)), ((2, 5000), (12, 20)),
+                                             ((1000, 1), (16, 16)), ((4, 3000), (32, 32)), ((300, 7), (64, 48))])
+def test_extreme_shapes_resize_only_the_window_with_the_same_pixels(interpolation: str, shape, size):
+    """Where the window can be aligned on the scale's period (here: every case) the pixels are those of the full
+    resize, up to OpenCV's fixed-point rounding (+-1)."""
+    pre = Preprocess(size=size, resize="shorter_crop", interpolation=interpolation)
+    assert takes_the_window_path(shape, size)
+    image = smooth_noise(shape)
+    new, old = resize_rgb(image, pre), old_shorter_crop(image, pre)
+    assert new.shape == (*size, 3)
+    assert np.abs(new.astype(int) - old.astype(int)).max() <= 1
+
+
+def test_extreme_shapes_without_an_aligned_window_shift_less_than_a_pixel():
+    """3x3001 at 16 px scales by 16007/3001 (no common period): the window's scaled length is rounded, a sub-pixel
+    shift; on smooth content the pixels stay close to the full resize."""
+    pre = Preprocess(size=(16, 16), resize="shorter_crop")
+    assert takes_the_window_path((3, 3001), (16, 16))
+    image = cv2.GaussianBlur(smooth_noise((3, 3001)), (0, 0), 4)
+    diff = np.abs(resize_rgb(image, pre).astype(int) - old_shorter_crop(image, pre).astype(int))
+    assert diff.mean() < 1.0 and diff.max() <= 4
+
+
+def test_a_1x100000_strip_is_fast(tmp_path: Path):
+    strip = np.zeros((1, 100_000, 3), np.uint8)
+    strip[:, ::3] = 255
+    path = tmp_path / "strip.png"
+    path.write_bytes(encode(".png", strip))  # ~30 KB on disk; scaled whole to 224 px it was 6.7 GB
+    pre = Preprocess(size=(224, 224), resize="shorter_crop")
+    start = time.perf_counter()
+    out = load_resized(path, pre)
+    assert time.perf_counter() - start < 0.5
+    assert out.shape == (224, 224, 3)

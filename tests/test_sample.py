@@ -12,8 +12,9 @@ import pytest
 from clf.data.datasets import read_labels_csv, scan_class_folders
 from clf.data.files import list_images
 from clf.data.preprocess import load_rgb
-from clf.data.sample import SHAPES, generate_sample_competition
-from clf.errors import DataError
+from clf.data.sample import MAX_SIZE, SHAPES, generate_sample_competition
+from clf.errors import ClfError, DataError
+from clf.ownership import MARKER_NAME, foreign_entries, owned_kind, read_marker
 
 PNG_MAGIC, JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
 SMALL = dict(n_train_per_class=3, n_test=6, image_size=32)
@@ -48,7 +49,9 @@ def test_default_sample_layout_and_summary(default_sample):
         "image_size": 64,
         "seed": 0,
     }
-    assert sorted(p.name for p in out.iterdir()) == ["sample_submission.csv", "test", "test_labels.csv", "train"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        MARKER_NAME, "sample_submission.csv", "test", "test_labels.csv", "train"
+    ]
     train = scan_class_folders(out / "train")
     assert train.classes == sorted(classes)
     assert train.class_counts() == {c: 60 for c in sorted(classes)}
@@ -88,7 +91,7 @@ def test_byte_identical_for_a_seed(tmp_path: Path):
     generate_sample_competition(tmp_path / "b", seed=5, **SMALL)
     generate_sample_competition(tmp_path / "c", seed=6, **SMALL)
     a, b, c = (tree_digest(tmp_path / n) for n in "abc")
-    assert len(a) == 4 * 3 + 6 + 2
+    assert len(a) == 4 * 3 + 6 + 2 + 1  # + the marker
     assert a == b
     assert a.keys() == c.keys() and a != c
 
@@ -124,18 +127,56 @@ def test_refuses_a_non_empty_folder(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
-def test_overwrite_replaces_earlier_output_only(tmp_path: Path):
+def test_marker_lists_every_file_written(default_sample):
+    out, _, _ = default_sample
+    assert owned_kind(out) == "sample-data"
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != MARKER_NAME)
+    assert sorted(read_marker(out)["files"]) == files and len(files) == 240 + 80 + 2
+    assert foreign_entries(out) == []
+
+
+def test_overwrite_replaces_its_own_earlier_output(tmp_path: Path):
     out = tmp_path / "comp"
     generate_sample_competition(out, n_train_per_class=5, n_test=9, image_size=32)
-    (out / "notes.txt").write_text("mine")
     generate_sample_competition(out, overwrite=True, **SMALL)
     assert len(list((out / "train" / "star").iterdir())) == 3  # no stale star_0004/5 left behind
     assert len(list((out / "test").iterdir())) == 6
-    assert (out / "notes.txt").read_text() == "mine"
     assert not list(out.rglob(".*.tmp"))
+    assert len(read_marker(out)["files"]) == 4 * 3 + 6 + 2  # the old plan's names are gone from the marker
     fresh = tmp_path / "fresh"
     generate_sample_competition(fresh, **SMALL)
-    assert tree_digest(fresh) == {k: v for k, v in tree_digest(out).items() if k != "notes.txt"}
+    assert tree_digest(fresh) == tree_digest(out)
+
+
+def test_overwrite_refuses_a_users_competition(tmp_path: Path):
+    """A real competition (no marker) in the folder: --overwrite refuses and deletes nothing."""
+    comp = tmp_path / "comp"
+    (comp / "train" / "cats").mkdir(parents=True)
+    (comp / "train" / "cats" / "a.jpg").write_bytes(b"mine")
+    (comp / "test").mkdir()
+    (comp / "test" / "b.jpg").write_bytes(b"mine too")
+    before = tree_digest(comp)
+    with pytest.raises(ClfError) as err:
+        generate_sample_competition(comp, overwrite=True, **SMALL)
+    assert str(err.value) == (
+        f"{comp}: not a sample-data folder written by clf (no {MARKER_NAME}; holds test, train); "
+        "--overwrite only replaces clf's own folders: remove it yourself or choose another name"
+    )
+    assert tree_digest(comp) == before and not (comp / MARKER_NAME).exists()
+
+
+def test_overwrite_refuses_a_marked_folder_holding_a_foreign_file(tmp_path: Path):
+    out = tmp_path / "comp"
+    generate_sample_competition(out, **SMALL)
+    (out / "notes.txt").write_text("mine")
+    before = tree_digest(out)
+    with pytest.raises(ClfError) as err:
+        generate_sample_competition(out, overwrite=True, **SMALL)
+    assert str(err.value) == (
+        f"{out}: holds 1 file(s) clf did not write (notes.txt); "
+        "--overwrite only removes clf's own files: move them out or choose another name"
+    )
+    assert tree_digest(out) == before
 
 
 @pytest.mark.parametrize(
@@ -144,8 +185,6 @@ def test_overwrite_replaces_earlier_output_only(tmp_path: Path):
         (dict(classes=("circle", "hexagon")), "unknown shape 'hexagon'; choose from " + ", ".join(SHAPES)),
         (dict(classes=("circle",)), "need at least 2 different classes, got circle"),
         (dict(classes=("star", "star")), "need at least 2 different classes, got star, star"),
-        (dict(image_size=8), "image_size must be at least 16, got 8"),
-        (dict(n_train_per_class=0), "need n_train_per_class >= 1 and n_test >= 0"),
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str):
@@ -153,6 +192,37 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str):
         generate_sample_competition(tmp_path / "out", **kwargs)
     assert str(err.value) == f"{tmp_path / 'out'}: {message}"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image_size": 8}, ("--size 8: the image side must be 16..1024 pixels (the shapes are learnable from 32); "
+                             "choose a size in that range")),
+        ({"image_size": 100000}, "--size 100000: the image side must be 16..1024 pixels"),
+        ({"n_train_per_class": 0}, "--per-class 0: need at least 1 training image per class"),
+        ({"n_test": -1}, "--test -1: need 0 or more test images"),
+        ({"seed": -1}, "--seed -1: the seed must be 0 or more"),
+    ],
+)
+def test_bad_counts_and_sizes_name_the_flag(tmp_path: Path, kwargs: dict, message: str):
+    with pytest.raises(DataError) as err:
+        generate_sample_competition(tmp_path / "out", **kwargs)
+    assert str(err.value).startswith(message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_largest_size_is_accepted(tmp_path: Path):
+    summary = generate_sample_competition(tmp_path / "big", n_train_per_class=1, n_test=0, image_size=MAX_SIZE)
+    assert load_rgb(tmp_path / "big" / "train" / "circle" / "circle_0001.png").shape == (MAX_SIZE, MAX_SIZE, 3)
+    assert summary["n_train"] == 4
+
+
+def test_out_dir_under_a_file(tmp_path: Path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DataError) as err:
+        generate_sample_competition(tmp_path / "f" / "comp", **SMALL)
+    assert str(err.value) == f"{tmp_path / 'f' / 'comp'}: {tmp_path / 'f'} is a file, not a folder; choose another place"
 
 
 def test_out_dir_is_a_file(tmp_path: Path):

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from clf.config import Preprocess
-from clf.data.augment import augment
+from clf.data.augment import HorizontalFlip, Pipeline, Rotate
 from clf.data.preprocess import load_resized, normalize, preprocess
-from clf.data.torch_dataset import ImageDataset
+from clf.data.torch_dataset import ImageDataset, draw_seed
 from clf.errors import DataError
 
 PRE = Preprocess(size=(12, 16))
@@ -52,15 +52,28 @@ def test_train_without_augmentation_draws_nothing(files: list[Path]):
     assert torch.equal(x, torch.from_numpy(preprocess(files[1], PRE)))
 
 
-def test_augmentation_follows_the_drawn_numbers(files: list[Path]):
+def test_augmentation_follows_the_drawn_seed(files: list[Path]):
     ds = ImageDataset(files, [0] * 5, PRE, train=True, hflip=0.5, rotate=30)
+    assert ds.augment == Pipeline([HorizontalFlip(0.5), Rotate(30.0)])
     for seed in range(6):
         torch.manual_seed(seed)
-        u = torch.rand(2)
-        expected = augment(load_resized(files[2], PRE), flip=bool(u[0] < 0.5), angle_deg=float((2 * u[1] - 1) * 30))
+        sample_seed = draw_seed()
+        after = torch.get_rng_state()
+        expected = ds.augment(load_resized(files[2], PRE), sample_seed)
         torch.manual_seed(seed)
         x, _ = ds[2]
         assert torch.equal(x, torch.from_numpy(normalize(expected, PRE)))
+        assert torch.equal(torch.get_rng_state(), after)  # one draw per item, whatever the number of ops
+
+
+def test_a_given_pipeline_replaces_the_flags(files: list[Path]):
+    pipeline = Pipeline([Rotate(10.0)])
+    ds = ImageDataset(files, [0] * 5, PRE, train=True, hflip=1.0, augment=pipeline)
+    assert ds.augment is pipeline
+    torch.manual_seed(3)
+    expected = pipeline(load_resized(files[0], PRE), draw_seed())
+    torch.manual_seed(3)
+    assert torch.equal(ds[0][0], torch.from_numpy(normalize(expected, PRE)))
 
 
 def test_always_flip(files: list[Path]):

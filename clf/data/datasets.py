@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from clf.data.csv_table import read_csv_table
 from clf.data.files import check_folder, find_images, is_hidden
@@ -164,14 +164,26 @@ def _match_id(
 ) -> Path | None:
     if image_id in by_name:
         return by_name[image_id]
-    candidate = folder / image_id
     if "/" in image_id or "\\" in image_id:
+        candidate = _inside(folder, image_id, where)
         return candidate if candidate.is_file() else None
     matches = by_stem.get(image_id, [])
     if len(matches) > 1:
         names = ", ".join(p.name for p in matches[:3])
         raise DataError(f"{where}: '{image_id}' matches several files ({names}); put the extension in the id")
     return matches[0] if matches else None
+
+
+def _inside(folder: Path, image_id: str, where: str) -> Path:
+    """``folder / image_id``, refused when the id leaves the folder (an absolute path, ``..``).
+
+    Lexical on purpose: a link the user put inside the folder is theirs to follow; an id in a CSV is not.
+    """
+    relative = image_id.replace("\\", "/")
+    if os.path.isabs(relative) or PureWindowsPath(image_id).drive or ".." in Path(relative).parts:
+        raise DataError(f"{where}: id '{image_id}' points outside {folder}; "
+                        "ids are file names or relative paths inside the image folder")
+    return folder / image_id
 
 
 def _sorted_classes(names: set[str]) -> list[str]:

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from clf.errors import DataError
+from clf.errors import DataError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +27,43 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(name)
 
 
-def find_images(folder: Path, recursive: bool = False) -> list[Path]:
+def find_images(
+    folder: Path, recursive: bool = False, problems: list[str] | None = None, strict: bool = False
+) -> list[Path]:
     """The image files in ``folder`` sorted by path string; empty when there are none.
 
-    Hidden files and, when recursive, hidden sub-folders are skipped. Does not check that
-    ``folder`` exists: see ``list_images`` for the checked version.
+    Hidden files and, when recursive, hidden sub-folders are skipped. A sub-folder that cannot be listed (no
+    permission, a path longer than the system allows, removed meanwhile) or a link to a folder (not followed:
+    links can loop) is never dropped silently: each is logged as a WARNING ``"<folder>: <reason>; its images
+    are not included"`` and appended to ``problems`` when given. Does not check that ``folder`` exists: see
+    ``list_images`` for the checked version.
+
+    Raises:
+        DataError: ``folder`` itself cannot be listed; with ``strict``, any sub-folder that cannot.
     """
     images: list[Path] = []
     skipped = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
+    found: list[str] = []
+
+    def report(path: str | os.PathLike, reason: str) -> None:
+        message = f"{path}: {reason}; its images are not included"
+        if strict:
+            raise DataError(f"{path}: {reason}; stopped (--strict)")
+        logger.warning("%s", message)
+        found.append(message)
+
+    def on_error(exc: OSError) -> None:
+        where = exc.filename if exc.filename is not None else folder
+        if Path(where) == Path(folder):
+            raise DataError(f"{folder}: cannot list the folder ({_reason(exc)})")
+        report(where, f"cannot list the folder ({_reason(exc)})")
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=on_error):
         if not recursive:
             dirnames.clear()
         dirnames[:] = [d for d in dirnames if not is_hidden(d)]
+        for name in sorted(d for d in dirnames if os.path.islink(os.path.join(dirpath, d))):
+            report(Path(dirpath) / name, "a link to a folder, not followed")
         for filename in filenames:
             if is_image_file(filename):
                 images.append(Path(dirpath) / filename)
@@ -46,7 +71,13 @@ def find_images(folder: Path, recursive: bool = False) -> list[Path]:
                 skipped += 1
     if skipped:
         logger.debug("%s: ignored %d non-image file(s)", folder, skipped)
+    if problems is not None:
+        problems.extend(found)
     return sorted(images, key=str)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or one_line(exc)
 
 
 def check_folder(folder: str | os.PathLike) -> Path:
@@ -59,14 +90,19 @@ def check_folder(folder: str | os.PathLike) -> Path:
     return path
 
 
-def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+def list_images(
+    folder: str | os.PathLike, recursive: bool = False, problems: list[str] | None = None, strict: bool = False
+) -> list[Path]:
     """The image files in ``folder`` (optionally in its sub-folders too), sorted by path string.
 
+    Sub-folders that cannot be listed are reported as in ``find_images`` (and collected in ``problems``).
+
     Raises:
-        DataError: the folder is missing, is a file, or holds no images.
+        DataError: the folder is missing, is a file, cannot be listed or holds no images; with ``strict``, a
+            sub-folder that cannot be listed.
     """
     path = check_folder(folder)
-    images = find_images(path, recursive)
+    images = find_images(path, recursive, problems=problems, strict=strict)
     if not images:
         raise DataError(f"{path}: no images (.jpg, .png, ...) found")
     return images

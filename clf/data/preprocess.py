@@ -3,18 +3,30 @@
 Training (eval transform), the export parity check and inference all call these functions with
 the same ``Preprocess``. This module must not import torch: it runs on inference hosts that only
 have onnxruntime, numpy and OpenCV.
+
+Hostile files cannot exhaust the machine: only regular files are opened (a FIFO, a device such as
+/dev/zero behind a ``.jpg`` link, a socket: one line, never a hang), and an image whose header declares
+more pixels than ``max_image_pixels()`` is refused before it is decoded.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import stat
+import struct
 
 import cv2  # (clf/data/__init__.py has already quieted OpenCV's own logging)
 import numpy as np
 
 from clf.config import Preprocess
-from clf.errors import DataError
+from clf.errors import DataError, one_line
+
+PIXEL_BUDGET_ENV = "CLF_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+# The pixel budget: None reads CLF_MAX_IMAGE_PIXELS (else DEFAULT_MAX_IMAGE_PIXELS) at each call; a program
+# embedding clf may set an int here instead. 0 disables the check. 100 megapixels is 300 MB decoded (8-bit RGB),
+# ~1.2 GB for four decode threads, and above any camera photo but the rare 200 MP phone mode.
+MAX_IMAGE_PIXELS: int | None = None
 
 ImageSource = str | os.PathLike | bytes | np.ndarray
 
@@ -31,16 +43,172 @@ _INTERPOLATION = {
 _IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
 
 
+_FILE_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+               (stat.S_ISSOCK, "socket"))
+
+
 def read_bytes(path: str | os.PathLike) -> bytes:
-    """Read a file's bytes, turning OS errors into a one-line DataError naming the file."""
+    """Read a regular file's bytes (symlinks followed), turning OS errors into a one-line DataError naming the file.
+
+    Anything else is refused before it is opened: a FIFO would block forever, /dev/zero would never end. The file is
+    opened non-blocking and checked again, so a FIFO swapped in between the two checks cannot hang either.
+    """
     try:
-        return Path(path).read_bytes()
+        _check_regular(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not an image") from None
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise DataError(f"{path}: cannot read ({exc.strerror or one_line(exc)})") from None
+    try:
+        _check_regular(path, os.fstat(fd).st_mode)
+        with open(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or one_line(exc)})") from None
+    finally:
+        os.close(fd)
+
+
+def _check_regular(path: str | os.PathLike, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: is a folder, not an image")
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "special file")
+    raise DataError(f"{path}: not a regular file ({kind})")
+
+
+def max_image_pixels() -> int:
+    """The pixel budget in force: ``MAX_IMAGE_PIXELS`` when set, else $CLF_MAX_IMAGE_PIXELS, else the default."""
+    if MAX_IMAGE_PIXELS is not None:
+        return int(MAX_IMAGE_PIXELS)
+    text = os.environ.get(PIXEL_BUDGET_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise DataError(f"{PIXEL_BUDGET_ENV}={text}: not a whole number of pixels; "
+                        "set e.g. 200000000 (0 = no limit) or unset it")
+    return value
+
+
+def check_pixel_budget(data: bytes, source: str) -> None:
+    """Refuse an image whose header declares more pixels than the budget, before decoding it."""
+    budget = max_image_pixels()
+    size = header_size(data) if budget else None
+    if size is None or size[0] * size[1] <= budget:
+        return
+    width, height = size
+    raise DataError(
+        f"{source}: image is {width}x{height} ({_megapixels(width * height)}), above the "
+        f"budget of {_megapixels(budget)}; if it is genuine, raise it with {PIXEL_BUDGET_ENV}=<pixels> (0 = no limit)"
+    )
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.4g} megapixels"
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) declared by a PNG, JPEG, BMP, GIF, WebP or TIFF header; None when unknown or unparsable.
+
+    Reads a few bytes only: the point is to know the decoded size before paying for it.
+    """
+    try:
+        for magic, parse in _HEADER_PARSERS:
+            if data.startswith(magic):
+                return parse(data)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return _webp_size(data)
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def _gif_size(data: bytes) -> tuple[int, int]:
+    return struct.unpack("<HH", data[6:10])
+
+
+def _bmp_size(data: bytes) -> tuple[int, int]:
+    if struct.unpack("<I", data[14:18])[0] == 12:  # BITMAPCOREHEADER: 16-bit sizes
+        return struct.unpack("<HH", data[18:22])
+    width, height = struct.unpack("<ii", data[18:26])
+    return abs(width), abs(height)  # a negative height means top-down rows
+
+
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC share the range
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xDA)) | {0x01}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Walk the marker segments to the first SOFn (frame header: precision, height, width)."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return width, height
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # lossy: 3-byte frame tag, 3-byte start code, then 14-bit sizes
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L":  # lossless: signature byte, then 14 bits each of width-1 and height-1
+        bits = struct.unpack("<I", data[21:25])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended: 24-bit canvas width-1 and height-1
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) of the first IFD."""
+    order = "<" if data[:2] == b"II" else ">"
+    offset = struct.unpack(order + "I", data[4:8])[0]
+    count = struct.unpack(order + "H", data[offset : offset + 2])[0]
+    found: dict[int, int] = {}
+    for i in range(count):
+        entry = offset + 2 + 12 * i
+        tag, kind = struct.unpack(order + "HH", data[entry : entry + 4])
+        if tag in (256, 257):
+            fmt = "H" if kind == 3 else "I"
+            found[tag] = struct.unpack(order + fmt, data[entry + 8 : entry + 8 + struct.calcsize(fmt)])[0]
+    return (found[256], found[257]) if len(found) == 2 else None
+
+
+_HEADER_PARSERS = (
+    (b"\x89PNG\r\n\x1a\n", _png_size),
+    (b"\xff\xd8", _jpeg_size),
+    (b"GIF87a", _gif_size),
+    (b"GIF89a", _gif_size),
+    (b"BM", _bmp_size),
+    (b"II*\x00", _tiff_size),
+    (b"MM\x00*", _tiff_size),
+)
 
 
 def decode_rgb(data: bytes, source: str = "<bytes>") -> np.ndarray:
@@ -56,11 +224,12 @@ def decode_bgr(data: bytes, source: str = "<bytes>") -> np.ndarray:
     """Like decode_rgb, in OpenCV's BGR order (so the channel swap can wait until after resizing)."""
     if not data:
         raise DataError(f"{source}: empty file, not an image")
+    check_pixel_budget(data, source)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buffer, _IMREAD_FLAGS)
     except cv2.error as exc:
-        raise DataError(f"{source}: cannot decode image ({str(exc).strip().splitlines()[-1]})") from None
+        raise DataError(f"{source}: cannot decode image ({one_line(exc)})") from None
     if image is None or image.size == 0:
         raise DataError(f"{source}: not a readable image (corrupt, truncated or unsupported format)")
     return _to_bgr_uint8(image)
@@ -111,14 +280,67 @@ def resize_rgb(image: np.ndarray, pre: Preprocess) -> np.ndarray:
         if image.shape[:2] == (height, width):
             return image
         return cv2.resize(image, (width, height), interpolation=interpolation)
-    # shorter_crop: scale so the image covers the target, then take the centre.
+    return _shorter_crop(image, height, width, interpolation)
+
+
+# The scaled image before the crop may be this many times the output (or the source, if larger) before the crop
+# is moved ahead of the resize: a 1x1,000,000 strip at 224 px would otherwise become a 224x224,000,000 image.
+_MAX_INTERMEDIATE_RATIO = 16
+
+
+def _shorter_crop(image: np.ndarray, height: int, width: int, interpolation: int) -> np.ndarray:
+    """Scale so the image covers (height, width), then take the centre.
+
+    Ordinary shapes scale the whole image then crop (the path every model so far was trained with: pixels are
+    unchanged). When the scaled image would be far larger than both the source and the output (extreme aspect
+    ratios), only the source window under the centre crop is resized, so time and memory stay bounded.
+    """
     src_h, src_w = image.shape[:2]
     scale = max(height / src_h, width / src_w)
     new_h, new_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    if new_h * new_w > _MAX_INTERMEDIATE_RATIO * max(src_h * src_w, height * width):
+        return _crop_then_resize(image, (new_h, new_w), (top, left), (height, width), interpolation)
     if (new_h, new_w) != (src_h, src_w):
         image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    top, left = (new_h - height) // 2, (new_w - width) // 2
     return image[top : top + height, left : left + width]
+
+
+def _crop_then_resize(
+    image: np.ndarray, scaled: tuple[int, int], offset: tuple[int, int], size: tuple[int, int], interpolation: int
+) -> np.ndarray:
+    """The ``size`` crop at ``offset`` of ``image`` resized to ``scaled``, resizing only the source window under it.
+
+    Per axis: the window covers the crop's source span plus a margin for the interpolation kernel, and is resized
+    by the same factor as the whole image would be (up to rounding the window's scaled length to whole pixels, a
+    sub-pixel shift at most; see tests/test_preprocess.py for the measured difference).
+    """
+    windows = [_source_window(n_src, n_new, start, n_out) for n_src, n_new, start, n_out in
+               zip(image.shape[:2], scaled, offset, size)]
+    (y0, y1, h_scaled, top), (x0, x1, w_scaled, left) = windows
+    part = cv2.resize(image[y0:y1, x0:x1], (w_scaled, h_scaled), interpolation=interpolation)
+    return part[top : top + size[0], left : left + size[1]]
+
+
+def _source_window(n_src: int, n_new: int, start: int, n_out: int) -> tuple[int, int, int, int]:
+    """(first, end) source indices to resize along one axis, its scaled length, and the crop start inside it.
+
+    When the window can start and end on source pixels that land exactly on scaled pixels (the scale is
+    n_new/n_src: every n_src/gcd source pixels), OpenCV samples the window at the very positions it would sample
+    the whole image at, and the pixels are those of the full resize. Otherwise the scaled length is rounded.
+    """
+    factor = n_new / n_src
+    margin = 4 / min(factor, 1.0) + 2  # Lanczos reaches 4 output pixels each side; in source pixels when shrinking
+    first = max(0, int(np.floor(start / factor - margin)))
+    end = min(n_src, int(np.ceil((start + n_out) / factor + margin)))
+    period = n_src // np.gcd(n_src, n_new)
+    if period <= 4 * (end - first):  # aligned: exact
+        first, end = first // period * period, min(n_src, -(-end // period) * period)
+        scaled = (end - first) * n_new // n_src
+        return first, end, scaled, start - first * n_new // n_src
+    scaled = max(n_out, round((end - first) * factor))
+    crop_start = min(max(0, round(start - first * factor)), scaled - n_out)
+    return first, end, scaled, crop_start
 
 
 def normalize(image: np.ndarray, pre: Preprocess) -> np.ndarray:

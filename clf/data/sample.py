@@ -6,6 +6,10 @@ Layout written under ``out_dir``::
     test/img_0001.png, img_0002.jpg, ...                      unlabelled, classes shuffled
     test_labels.csv                                           id,label (the answers)
     sample_submission.csv                                     id,label with a placeholder label
+    .clf-folder.json                                          clf's marker: written first, lists every file
+
+``--overwrite`` clears only a folder carrying clf's sample-data marker and nothing else (see ``clf.ownership``):
+a user's real competition in the same place is refused, never deleted.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import csv
 import io
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +26,7 @@ import numpy as np
 
 from clf.atomic import atomic_write_bytes
 from clf.errors import DataError
+from clf.ownership import clear_owned, mark_folder, record_files
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +37,10 @@ _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 _JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, 92, cv2.IMWRITE_JPEG_OPTIMIZE, 0, cv2.IMWRITE_JPEG_PROGRESSIVE, 0]
 _SUBPIXEL_SHIFT = 4  # fillPoly vertices in 1/16 pixel: smooth edges at 32 px
 _DARK_MAX, _LIGHT_MIN = 110.0, 150.0  # channel bands of the background and of the shape
+# Drawing takes ~24 bytes per pixel of float temporaries: 1024 px is ~75 MB per image, already far more than a demo
+# needs (the shapes are learnable from 32 px); 4096 would be 1.2 GB per image, 100000 a MemoryError.
+MIN_SIZE, MAX_SIZE = 16, 1024
+KIND = "sample-data"
 
 
 def generate_sample_competition(
@@ -49,13 +57,19 @@ def generate_sample_competition(
     Byte-identical output for the same arguments. Files alternate PNG and JPEG.
 
     Args:
-        out_dir: folder to create or fill; must be empty unless ``overwrite``.
+        out_dir: folder to create or fill; must be empty unless ``overwrite``. It gets clf's marker first, and
+            every file is listed in it before it is written.
         seed: seed of everything drawn.
         n_train_per_class: labelled images per class.
         n_test: unlabelled test images, classes balanced and shuffled.
-        image_size: side of the square images in pixels (>= 16).
+        image_size: side of the square images in pixels, ``MIN_SIZE..MAX_SIZE``.
         classes: shape names, a subset of ``SHAPES``.
-        overwrite: replace the ``train/``, ``test/`` and CSV files of an earlier run.
+        overwrite: replace the files of an earlier run: only in a folder carrying clf's sample-data marker
+            and holding nothing clf did not write there.
+
+    Raises:
+        DataError: a bad argument, or ``out_dir`` is not a folder / is not empty; nothing is written.
+        ClfError: ``overwrite`` of a folder that is not clf's sample-data folder or holds foreign files.
 
     Returns:
         summary: out_dir, train_dir, test_dir, test_labels_csv, sample_submission_csv (str paths),
@@ -63,25 +77,27 @@ def generate_sample_competition(
     """
     out = Path(out_dir)
     classes = list(classes)
-    _check_arguments(out, classes, n_train_per_class, n_test, image_size)
+    _check_arguments(out, classes, n_train_per_class, n_test, image_size, seed)
     _prepare_folder(out, overwrite)
+    ids = [f"img_{i + 1:04d}" for i in range(n_test)]
+    # The whole plan goes into the marker at once, before any of it is written (one marker write, not one per image).
+    record_files(out, _planned_files(classes, n_train_per_class, ids))
     rng = np.random.default_rng(seed)
 
     n_train = 0
     for cls in classes:
         class_dir = out / "train" / cls
-        class_dir.mkdir(parents=True)
+        class_dir.mkdir(parents=True, exist_ok=True)
         for i in range(n_train_per_class):
             image = draw_sample(cls, image_size, rng)
-            _write_image(class_dir / f"{cls}_{i + 1:04d}", image, use_png=i % 2 == 0)
+            _write_image(class_dir / _image_name(cls, i), image)
             n_train += 1
 
     test_dir = out / "test"
-    test_dir.mkdir()
+    test_dir.mkdir(exist_ok=True)
     test_labels = [classes[k] for k in rng.permutation(np.arange(n_test) % len(classes))]
-    ids = [f"img_{i + 1:04d}" for i in range(n_test)]
     for i, (image_id, cls) in enumerate(zip(ids, test_labels)):
-        _write_image(test_dir / image_id, draw_sample(cls, image_size, rng), use_png=i % 2 == 0)
+        _write_image(test_dir / _image_name(image_id, i, numbered=False), draw_sample(cls, image_size, rng))
 
     _write_csv(out / "test_labels.csv", zip(ids, test_labels))
     _write_csv(out / "sample_submission.csv", ((image_id, classes[0]) for image_id in ids))
@@ -100,32 +116,52 @@ def generate_sample_competition(
     }
 
 
-def _check_arguments(out: Path, classes: list[str], n_train_per_class: int, n_test: int, image_size: int) -> None:
+def _check_arguments(
+    out: Path, classes: list[str], n_train_per_class: int, n_test: int, image_size: int, seed: int
+) -> None:
+    """Every argument, before anything is written (messages name the CLI flags)."""
     unknown = [c for c in classes if c not in SHAPES]
     if unknown:
         raise DataError(f"{out}: unknown shape '{unknown[0]}'; choose from {', '.join(SHAPES)}")
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise DataError(f"{out}: need at least 2 different classes, got {', '.join(classes) or 'none'}")
-    if n_train_per_class < 1 or n_test < 0:
-        raise DataError(f"{out}: need n_train_per_class >= 1 and n_test >= 0")
-    if image_size < 16:
-        raise DataError(f"{out}: image_size must be at least 16, got {image_size}")
+    if not MIN_SIZE <= image_size <= MAX_SIZE:
+        raise DataError(f"--size {image_size}: the image side must be {MIN_SIZE}..{MAX_SIZE} pixels "
+                        f"(the shapes are learnable from 32); choose a size in that range")
+    if n_train_per_class < 1:
+        raise DataError(f"--per-class {n_train_per_class}: need at least 1 training image per class")
+    if n_test < 0:
+        raise DataError(f"--test {n_test}: need 0 or more test images")
+    if seed < 0:
+        raise DataError(f"--seed {seed}: the seed must be 0 or more")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    parent = next((p for p in out.parents if p.exists() or p.is_symlink()), Path("."))
+    if not parent.is_dir():
+        raise DataError(f"{out}: {parent} is a file, not a folder; choose another place")
 
 
 def _prepare_folder(out: Path, overwrite: bool) -> None:
-    """Create ``out``; refuse a non-empty one unless ``overwrite``, then clear only our own outputs."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
+    """Create and mark ``out``; refuse a non-empty one unless ``overwrite``, then clear only clf's own files there."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise DataError(f"{out}: folder is not empty; choose a new folder or pass --overwrite")
-        for name in ("train", "test", "test_labels.csv", "sample_submission.csv"):
-            path = out / name
-            if path.is_symlink() or path.is_file():
-                path.unlink()
-            elif path.is_dir():
-                shutil.rmtree(path)
-    out.mkdir(parents=True, exist_ok=True)
+        clear_owned(out, KIND, "sample-data folder")  # refuses a user's folder, or foreign files in ours
+        return
+    mark_folder(out, KIND)
+
+
+def _image_name(stem: str, index: int, numbered: bool = True) -> str:
+    """``<stem>_0001.png``, ``<stem>_0002.jpg``, ...: files alternate PNG and JPEG."""
+    name = f"{stem}_{index + 1:04d}" if numbered else stem
+    return name + (".png" if index % 2 == 0 else ".jpg")
+
+
+def _planned_files(classes: list[str], n_train_per_class: int, test_ids: list[str]) -> list[str]:
+    """Every file this call writes, relative to the output folder."""
+    train = [f"train/{cls}/{_image_name(cls, i)}" for cls in classes for i in range(n_train_per_class)]
+    test = [f"test/{_image_name(image_id, i, numbered=False)}" for i, image_id in enumerate(test_ids)]
+    return train + test + ["test_labels.csv", "sample_submission.csv"]
 
 
 def draw_sample(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -205,12 +241,12 @@ def _cross(centre: np.ndarray, radius: float, angle: float) -> np.ndarray:
     return centre + corners @ np.array([[c, s], [-s, c]])
 
 
-def _write_image(stem: Path, image: np.ndarray, use_png: bool) -> None:
-    suffix, params = (".png", _PNG_PARAMS) if use_png else (".jpg", _JPEG_PARAMS)
-    ok, encoded = cv2.imencode(suffix, image, params)
+def _write_image(path: Path, image: np.ndarray) -> None:
+    params = _PNG_PARAMS if path.suffix == ".png" else _JPEG_PARAMS
+    ok, encoded = cv2.imencode(path.suffix, image, params)
     if not ok:  # pragma: no cover - OpenCV always has PNG and JPEG encoders
-        raise DataError(f"{stem}{suffix}: OpenCV could not encode the image")
-    atomic_write_bytes(stem.with_suffix(suffix), encoded.tobytes())
+        raise DataError(f"{path}: OpenCV could not encode the image")
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 def _write_csv(path: Path, rows) -> None:

@@ -11,20 +11,20 @@ import torch
 from torch.utils.data import Dataset
 
 from clf.config import Preprocess
-from clf.data.augment import augment
+from clf.data.augment import Pipeline
 from clf.data.preprocess import load_resized, normalize
 
 
 class ImageDataset(Dataset):
     """Images -> (float32 tensor (3, H, W), int label).
 
-    Pipeline: ``load_resized`` -> [train: random flip/rotation] -> ``normalize``. With
+    Pipeline: ``load_resized`` -> [train: the augmentation pipeline] -> ``normalize``. With
     ``train=False`` an item equals ``preprocess(path, pre)`` exactly, so validation, the export
     parity check and inference see the same numbers.
 
-    Augmentation draws ``torch.rand(2)`` from torch's global RNG (only when ``hflip`` or
-    ``rotate`` is non-zero): ``torch.manual_seed`` and a saved RNG state reproduce it, and each
-    DataLoader worker gets its own seed from torch.
+    Augmentation draws one per-sample seed (an int64) from torch's global RNG, only when the pipeline
+    has ops; each op derives its own generator from it (``clf.data.augment``). ``torch.manual_seed``
+    and a saved RNG state reproduce it, and each DataLoader worker gets its own seed from torch.
 
     Args:
         paths: image files.
@@ -33,6 +33,7 @@ class ImageDataset(Dataset):
         train: apply augmentation.
         hflip: probability of a left-right flip.
         rotate: maximum rotation in degrees; the angle is uniform in [-rotate, rotate].
+        augment: the augmentation pipeline; default ``Pipeline.from_flags(hflip, rotate)``.
         cache: keep each resized uint8 image in RAM after its first load. DataLoader workers
             are separate processes whose caches do not flow back: call ``fill_cache`` before
             building the DataLoader (forked workers then share the filled cache), or use
@@ -48,6 +49,7 @@ class ImageDataset(Dataset):
         hflip: float = 0.0,
         rotate: float = 0.0,
         cache: bool = False,
+        augment: Pipeline | None = None,
     ) -> None:
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
@@ -61,6 +63,7 @@ class ImageDataset(Dataset):
         self.train = train
         self.hflip = float(hflip)
         self.rotate = float(rotate)
+        self.augment = augment if augment is not None else Pipeline.from_flags(self.hflip, self.rotate)
         self._cache: list[np.ndarray | None] | None = [None] * len(self.paths) if cache else None
 
     def __len__(self) -> int:
@@ -68,9 +71,8 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self._resized(index)
-        if self.train and (self.hflip > 0 or self.rotate > 0):
-            u = torch.rand(2)
-            image = augment(image, flip=bool(u[0] < self.hflip), angle_deg=float((2 * u[1] - 1) * self.rotate))
+        if self.train and self.augment:
+            image = self.augment(image, draw_seed())
         return torch.from_numpy(normalize(image, self.pre)), self.labels[index]
 
     def _resized(self, index: int) -> np.ndarray:
@@ -97,3 +99,8 @@ class ImageDataset(Dataset):
     def cached(self) -> int:
         """How many images are in the cache (0 without ``cache=True``)."""
         return 0 if self._cache is None else sum(image is not None for image in self._cache)
+
+
+def draw_seed() -> int:
+    """A per-sample augmentation seed from torch's global RNG (saved in checkpoints: resume stays bit-exact)."""
+    return int(torch.randint(0, 2**62, (1,), dtype=torch.int64))
