@@ -62,9 +62,11 @@ def run_inference(
     Raises:
         DataError, DeviceError, StorageError: bad input, device or output (exit 2), before any output is written.
         ModelError: the model outputs NaN or inf (nothing is written).
-        IncompleteError: cfg.strict and some images could not be read; raised after every other row was written.
+        IncompleteError: no image could be read (nothing is written), or cfg.strict and some images could not be
+            read (raised after every other row was written).
     """
-    paths = [str(p) for p in list_images(cfg.images, recursive=cfg.recursive)]
+    # --strict: a sub-folder that cannot be listed stops the run too (its images would be missing rows).
+    paths = [str(p) for p in list_images(cfg.images, recursive=cfg.recursive, strict=cfg.strict)]
     check_infer_outputs(cfg, paths)
     all_ids = make_ids(paths, cfg.images, cfg.id_format)
     if cfg.sample_submission:
@@ -77,6 +79,9 @@ def run_inference(
     result = predictor.predict(paths, strict=False, progress=progress)
     seconds = time.perf_counter() - started
     ids = [all_ids[i] for i in result.ok_indices]
+    if not ids:
+        raise IncompleteError(f"{cfg.images}: none of the {len(paths)} image(s) could be read (each is named above); "
+                              f"nothing was written to {cfg.csv}")
     predicted = set(result.ok_indices.tolist())
     unreadable = [image_id for i, image_id in enumerate(all_ids) if i not in predicted]
     not_in_sample = write_submission(
