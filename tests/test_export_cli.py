@@ -1,4 +1,5 @@
-"""`clf export`: the parity table, parity.json, exit 3 when parity fails, one clear line and exit 2 for bad input."""
+"""`clf export`: the parity table, the proof beside each model, exit 3 when parity fails, one clear line and exit 2
+for bad input."""
 
 import json
 import os
@@ -39,21 +40,21 @@ def table(stdout: str) -> dict[str, str]:
     return rows
 
 
-def test_export_prints_the_parity_table_and_writes_parity_json(run):
+def test_export_prints_the_parity_table_and_writes_the_proof_beside_the_model(run):
     result = export(run, "--onnx", "--batch-sizes", "1,7")  # the default exporter: auto -> dynamo
     assert result.exit_code == 0, result.output
     rows = table(result.stdout)
-    assert rows["file"] == str(run / "model.onnx")
+    assert (rows["file"], rows["proof"]) == (str(run / "model.onnx"), str(run / "model.parity.json"))
     assert (rows["opset"], rows["exporter"], rows["precision"]) == ("18", "dynamo", "fp32")
     assert rows["provider"] == "CPUExecutionProvider"
     assert rows["checked on"] == f"4 inputs (validation images of {RUN_NAME}), batch sizes 1,7"
     assert rows["top-1 agreement"] == "100.00%" and rows["verdict"] == "PASS"
     assert re.fullmatch(r"\S+ \(atol 0\.0001\)", rows["max abs diff"])
     assert re.fullmatch(r"\d+\.\d\d MB", rows["size"])
-    report = json.loads((run / "parity.json").read_text())
+    report = json.loads((run / "model.parity.json").read_text())
     assert report["passed"] is True and report["max_abs_diff"] <= 1e-4 and report["model"] == "model.onnx"
     assert f"{report['max_abs_diff']:.3g} (atol 0.0001)" == rows["max abs diff"]
-    assert files_in(run) == {"best.pt", "model.onnx", "parity.json"}
+    assert files_in(run) == {"best.pt", "split.json", "model.onnx", "model.parity.json"}
     assert result.stderr == ""
 
 
@@ -65,8 +66,8 @@ def test_output_and_check_images(run, train_dir, tmp_path):
     rows = table(result.stdout)
     assert (rows["file"], rows["exporter"]) == (str(out), "torchscript")
     assert rows["checked on"] == f"4 inputs ({train_dir / 'circle'}), batch sizes 1,7"
-    assert files_in(out.parent) == {"shapes.onnx", "parity.json"}
-    assert json.loads((out.parent / "parity.json").read_text())["model"] == "shapes.onnx"
+    assert files_in(out.parent) == {"shapes.onnx", "shapes.parity.json"}
+    assert json.loads((out.parent / "shapes.parity.json").read_text())["model"] == "shapes.onnx"
 
 
 def test_fp16(run):
@@ -75,7 +76,7 @@ def test_fp16(run):
     rows = table(result.stdout)
     assert (rows["file"], rows["precision"], rows["verdict"]) == (str(run / "model_fp16.onnx"), "fp16", "PASS")
     assert rows["max abs diff"].endswith("(atol 0.01)")
-    assert json.loads((run / "parity_fp16.json").read_text())["passed"] is True
+    assert json.loads((run / "model_fp16.parity.json").read_text())["passed"] is True
 
 
 def test_simplify(run):
@@ -101,6 +102,7 @@ def test_failed_parity_exits_3_and_keeps_the_model_aside(run, monkeypatch):
     assert result.exit_code == 3
     rows = table(result.stdout)  # the numbers behind the verdict
     assert (rows["file"], rows["verdict"]) == (str(run / "model.parity-failed.onnx"), "FAIL")
+    assert rows["proof"] == str(run / "model.parity-failed.parity.json")
     assert float(rows["max abs diff"].split()[0]) > 1e-4
     (line,) = result.stderr.splitlines()
     assert re.fullmatch(
@@ -108,8 +110,8 @@ def test_failed_parity_exits_3_and_keeps_the_model_aside(run, monkeypatch):
         rf"model kept as {re.escape(str(run / 'model.parity-failed.onnx'))} for inspection",
         line,
     ), line
-    assert files_in(run) == {"best.pt", "model.parity-failed.onnx", "parity.json"}
-    assert json.loads((run / "parity.json").read_text())["passed"] is False
+    assert files_in(run) == {"best.pt", "split.json", "model.parity-failed.onnx", "model.parity-failed.parity.json"}
+    assert json.loads((run / "model.parity-failed.parity.json").read_text())["passed"] is False
 
 
 def _bad_input(tmp_path, run, case):
@@ -122,9 +124,13 @@ def _bad_input(tmp_path, run, case):
     if case == "non-clf checkpoint":
         torch.save({"a": 1}, tmp_path / "other.pt")
         return [tmp_path / "other.pt"], f"{tmp_path / 'other.pt'}: not a clf checkpoint (no clf metadata)", tmp_path
-    if case == "missing output folder":
-        out = tmp_path / "nowhere" / "model.onnx"
-        return [run, "-o", out], f"{out}: output folder {out.parent} does not exist", run
+    if case == "output under a file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "model.onnx"
+        return [run, "-o", out], f"{out}: {tmp_path / 'file'} is a file, not a folder", tmp_path
+    if case == "output is the checkpoint":
+        out = run / "best.pt"
+        return [run, "-o", out], f"{out}: -o would overwrite the checkpoint input; write to another file", run
     if case == "bad batch sizes":
         return [run, "--batch-sizes", "1,x"], "--batch-sizes takes comma-separated integers like 1,8, got '1,x'", run
     if case == "unknown exporter":
@@ -132,8 +138,8 @@ def _bad_input(tmp_path, run, case):
     raise AssertionError(case)
 
 
-BAD = ["missing checkpoint", "corrupt checkpoint", "non-clf checkpoint", "missing output folder", "bad batch sizes",
-       "unknown exporter"]
+BAD = ["missing checkpoint", "corrupt checkpoint", "non-clf checkpoint", "output under a file", "output is the checkpoint",
+       "bad batch sizes", "unknown exporter"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -155,9 +161,9 @@ def test_unwritable_output_folder_is_one_line_and_exit_2(run, monkeypatch):
     result = export(run, "--onnx", *FAST)
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        f"error: {run / 'model.onnx'}: cannot write there (Permission denied); pass another -o"
+        f"error: {run / 'model.onnx'}: cannot write there (Permission denied); choose a folder you can write to"
     ]
-    assert files_in(run) == {"best.pt"}
+    assert files_in(run) == {"best.pt", "split.json"}
 
 
 def test_the_model_is_readable_by_others(run):
