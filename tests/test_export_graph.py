@@ -94,10 +94,10 @@ def test_every_exporter_failing_is_one_error_naming_each(cnn, tmp_path, monkeypa
         ("onnxsim", 18, "--exporter must be one of auto, dynamo, torchscript, got 'onnxsim'"),
         ("auto", 99, "--opset 99: clf exports opsets 7 to 23 (torchscript 7-20, dynamo 18-23); pass one of those"),
         ("auto", 5, "--opset 5: clf exports opsets 7 to 23 (torchscript 7-20, dynamo 18-23); pass one of those"),
-        ("dynamo", 17, "--opset 17: the dynamo exporter writes opset 18 or newer; "
-                       "use --exporter torchscript or a newer --opset"),
-        ("torchscript", 21, "--opset 21: the torchscript exporter writes opset 20 or older; "
-                            "use --exporter dynamo or an older --opset"),
+        ("dynamo", 17, ("--opset 17: the dynamo exporter writes opset 18 or newer; "
+                        "use --exporter torchscript or a newer --opset")),
+        ("torchscript", 21, ("--opset 21: the torchscript exporter writes opset 20 or older; "
+                             "use --exporter dynamo or an older --opset")),
     ],
 )
 def test_exporter_and_opset_are_checked_in_one_place(exporter, opset, message):

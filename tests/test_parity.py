@@ -211,8 +211,8 @@ def test_only_regular_image_files_under_the_root_are_used(train_dir, tmp_path, c
     assert paths == [str(root / name) for name in good]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
-        f"{tmp_path / 'run' / 'split.json'}: 12 of 14 entries skipped for the parity check (1 a link to a non-image "
-        "name, 1 not a regular file, 4 not a relative path, 2 not an image name, 4 outside the data root)"
+        (f"{tmp_path / 'run' / 'split.json'}: 12 of 14 entries skipped for the parity check (1 a link to a non-image "
+         "name, 1 not a regular file, 4 not a relative path, 2 not an image name, 4 outside the data root)")
     ]
 
 

@@ -145,7 +145,7 @@ def export_graph(
                 _EXPORTERS[name](model, example, path, opset)
             _check_written(path, opset)
             return name
-        except Exception as exc:  # exporters raise many types; we report and try the next one
+        except Exception as exc:  # noqa: BLE001 - exporters raise many types; we report and try the next one
             reason = one_line(exc)
             failures.append(f"{name}: {reason}")
             logger.warning("%s exporter failed (%s)%s", name, reason, "; trying the next one" if name != order[-1] else "")
@@ -226,5 +226,5 @@ def check(model_path: Path, name: str | os.PathLike | None = None) -> None:
 
     try:
         onnx.checker.check_model(str(model_path), full_check=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the checker raises several types; each is one line for the user
         raise ClfError(f"{name or model_path}: ONNX checker failed: {one_line(exc)}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -83,7 +84,8 @@ def resolve_output(cfg: ExportConfig, checkpoint_path: Path) -> Path:
     if not cfg.output:
         return checkpoint_path.parent / default_name(cfg.fp16)
     output = Path(cfg.output)
-    return output / default_name(cfg.fp16) if output.is_dir() else output
+    # os.path.isdir: a name too long to stat is not a folder; check_outputs then says what is wrong with it
+    return output / default_name(cfg.fp16) if os.path.isdir(output) else output
 
 
 def sibling(path: Path, suffix: str) -> Path:
