@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import clf.cli
 from clf.cli import app
+from clf.errors import ClfError
 from clf.export import graph
 
 runner = CliRunner()
@@ -189,3 +190,59 @@ def test_an_opset_below_18_with_dynamo_is_one_line(run):
     result = export(run, "--onnx", "--opset", "17", "--exporter", "dynamo")
     assert result.exit_code == 2
     assert "error: --opset 17: the dynamo exporter writes opset 18 or newer; use --exporter torchscript" in result.output
+
+
+# --- flags are checked before anything is loaded, and the command dispatches through the target registry ---------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--opset", "99"], "--opset 99: clf exports opsets 7 to 23 (torchscript 7-20, dynamo 18-23); pass one of those"),
+        (["--opset", "5"], "--opset 5: clf exports opsets 7 to 23 (torchscript 7-20, dynamo 18-23); pass one of those"),
+        (["--atol", "-1"], "--atol must be a finite number >= 0, got -1.0"),
+        (["--atol", "nan"], "--atol must be a finite number >= 0, got nan"),
+        (["--atol", "inf"], "--atol must be a finite number >= 0, got inf"),
+        (["--batch-sizes", "0,8"], "--batch-sizes takes integers from 1 to 4096 like 1,8, got 0,8"),
+        (["--device", "gpu"], "--device must be one of auto, cpu, cuda, tensorrt, got 'gpu'"),
+    ],
+)
+def test_bad_flags_are_one_line_before_anything_runs(run, monkeypatch, args, message):
+    from clf.export import targets
+
+    def must_not_run(cfg):
+        raise AssertionError("the export ran")
+
+    monkeypatch.setitem(targets.TARGETS, "onnx", must_not_run)
+    result = export(run, "--onnx", *args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [f"error: {message}"] and result.stdout == ""
+    assert files_in(run) == {"best.pt", "split.json"}
+
+
+def test_the_command_dispatches_through_the_target_registry(run, monkeypatch):
+    from clf.config import ExportConfig
+    from clf.export import onnx_export, targets
+
+    seen = []
+    real = targets.TARGETS["onnx"]
+    monkeypatch.setitem(targets.TARGETS, "onnx", lambda cfg: seen.append(cfg) or real(cfg))
+    result = export(run, "--onnx", *FAST)
+    assert result.exit_code == 0, result.output
+    (cfg,) = seen
+    assert isinstance(cfg, ExportConfig) and (cfg.target, cfg.checkpoint) == ("onnx", str(run))
+    assert list(targets.TARGETS) == ["onnx"] and onnx_export.export_onnx  # the one target today
+    with pytest.raises(ClfError, match=r"^export target must be one of onnx, got 'triton'$"):
+        ExportConfig(checkpoint=str(run), target="triton")
+
+
+def test_a_crafted_checkpoint_data_path_is_never_followed(tmp_path):
+    """A checkpoint whose config names / as its data: export used to open /etc/passwd and print its first line."""
+    make_checkpoint(tmp_path / "best.pt", data="/", split=False)
+    result = export(tmp_path / "best.pt", *FAST)
+    assert result.exit_code == 0, result.output
+    assert table(result.stdout)["checked on"] == "14 inputs (random tensors), batch sizes 1,7"
+    assert "root:" not in result.output
+    assert " ".join(result.stderr.split()) == (
+        "WARNING no real images available for the parity check; comparing on random tensors"
+    )
