@@ -402,3 +402,34 @@ def test_a_failed_export_leaves_no_temp_file(run, monkeypatch):
     with pytest.raises(ClfError, match="ONNX export failed with every exporter: torchscript: cannot export"):
         export_onnx(ExportConfig(checkpoint=str(run), **FAST))
     assert files_in(run) == {"best.pt", "split.json"}
+
+
+# --- file names beside the model -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model, proof, kept_aside",
+    [
+        ("model.onnx", "model.parity.json", "model.parity-failed.onnx"),
+        ("model_fp16.onnx", "model_fp16.parity.json", "model_fp16.parity-failed.onnx"),
+        ("model.parity-failed.onnx", "model.parity-failed.parity.json", "model.parity-failed.parity-failed.onnx"),
+        ("shapes", "shapes.parity.json", "shapes.parity-failed.onnx"),
+    ],
+)
+def test_the_proof_and_the_kept_aside_model_are_named_after_the_model(tmp_path, model, proof, kept_aside):
+    from clf.export.onnx_export import kept_aside_path, proof_path
+
+    assert proof_path(tmp_path / model) == tmp_path / proof
+    assert kept_aside_path(tmp_path / model) == tmp_path / kept_aside
+
+
+@pytest.mark.parametrize("stem", ["m" * 250, "é" * 125, "a" * 240 + "日本"])
+def test_names_too_long_for_a_sibling_are_cut_on_characters_and_tagged(tmp_path, stem):
+    from clf.export.onnx_export import kept_aside_path, proof_path
+
+    model = tmp_path / (stem + ".onnx")
+    other = tmp_path / (stem[:-1] + "x.onnx")
+    for name in (proof_path(model).name, kept_aside_path(model).name):
+        assert len(name.encode()) <= 255 and "~" in name
+        name.encode().decode("utf-8")  # whole characters only
+    assert proof_path(model) != proof_path(other)  # same cut stem, another model: another proof
