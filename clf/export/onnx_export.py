@@ -126,14 +126,16 @@ def check_export_outputs(output: Path, checkpoint: Path, image_files: list[str])
     )
 
 
-def parity_images(cfg: ExportConfig, run_folder: Path, run_name: str, pre: Preprocess) -> tuple[np.ndarray, str]:
+def parity_images(cfg: ExportConfig, check_paths: list[str], run_folder: Path, run_name: str,
+                  pre: Preprocess) -> tuple[np.ndarray, str]:
     """Distinct preprocessed inputs [N,3,H,W] and where they come from.
 
-    --check-images when given (an error when none of them reads), else the validation images the run's
-    split.json lists (the training images for a --no-val run), else random tensors (logged: the proof is weaker).
+    `check_paths` (the --check-images chosen) when given (an error when none of them reads), else the validation
+    images the run's split.json lists (the training images for a --no-val run), else random tensors (logged: the
+    proof is weaker).
     """
     if cfg.check_images:
-        images = load_batch(folder_images(cfg.check_images, cfg.max_images), pre)
+        images = load_batch(check_paths, pre)
         if len(images) == 0:
             raise DataError(f"{cfg.check_images}: none of the images could be read for the parity check")
         return images, cfg.check_images
@@ -162,12 +164,12 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     """
     ckpt_path = resolve_checkpoint(cfg.checkpoint, prefer="best")
     output = resolve_output(cfg, ckpt_path)
-    check_images = folder_images(cfg.check_images, cfg.max_images) if cfg.check_images else []
-    check_export_outputs(output, ckpt_path, check_images)
+    check_paths = folder_images(cfg.check_images, cfg.max_images) if cfg.check_images else []
+    check_export_outputs(output, ckpt_path, check_paths)
     ckpt = load_checkpoint(ckpt_path)
     info = model_info(ckpt)
     model = model_from_checkpoint(ckpt).float().eval()
-    images, source = parity_images(cfg, ckpt_path.parent, info.run_name, info.preprocess)
+    images, source = parity_images(cfg, check_paths, ckpt_path.parent, info.run_name, info.preprocess)
     proof = proof_path(output)
     record_files(output.parent, [output.name, proof.name])  # a clf run folder lists what clf wrote in it
     with atomic_output(output) as staged, _named_as(staged, output):
