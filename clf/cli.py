@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clf.config import ID_FORMATS, TOPK_FORMATS, EvalConfig, InferConfig
+from clf.config import DEFAULT_ATOL, DEFAULT_ATOL_FP16, ID_FORMATS, TOPK_FORMATS, EvalConfig, InferConfig
 from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfError, ParityError, Terminated
+from clf.export.graph import EXPORTERS, MAX_BATCH, MAX_OPSET, MIN_OPSET, OPSETS
 from clf.serve.session import DEVICES
 
 app = typer.Typer(
@@ -321,44 +322,41 @@ def _duration(seconds: float) -> str:
 
 
 def _parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """"1,8" -> (1, 8); ExportConfig checks the values."""
     try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+        return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise ClfError(f"--batch-sizes takes comma-separated integers like 1,8, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise ClfError(f"--batch-sizes takes positive integers like 1,8, got {text!r}")
-    return sizes
 
 
 @app.command("export")
 @user_errors
 def export(
     run_or_ckpt: Annotated[str, typer.Argument(help="A run folder (uses its best.pt) or a checkpoint file.")],
-    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the only format today).")] = True,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Model file (default: model.onnx beside the checkpoint).")] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX with clf metadata and a parity proof (the default target).")] = True,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Model file, or an existing folder to write model.onnx into (default: beside the checkpoint). Missing folders are created.")] = None,
+    opset: Annotated[int, typer.Option(help=f"ONNX opset, {MIN_OPSET}-{MAX_OPSET} ({', '.join(f'{name} {low}-{high}' for name, (low, high) in OPSETS.items())}).")] = 18,
     fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision weights and compute; input/output stay float32.")] = False,
     simplify: Annotated[bool, typer.Option("--simplify", help="Simplify the graph with onnxslim, then re-check parity.")] = False,
-    check_images: Annotated[Optional[Path], typer.Option(help="Images for the parity check (default: the run's validation images).")] = None,
-    atol: Annotated[Optional[float], typer.Option(help="Max abs logit difference allowed (default 1e-4, 1e-2 with --fp16).")] = None,
-    batch_sizes: Annotated[str, typer.Option(help="Batch sizes the parity check runs (one > 1 proves the dynamic axis).")] = "1,8",
-    device: Annotated[str, typer.Option(help="onnxruntime device for the parity check: auto, cpu, cuda, tensorrt.")] = "auto",
-    exporter: Annotated[str, typer.Option(help="auto (dynamo, then TorchScript), dynamo or torchscript.")] = "auto",
+    check_images: Annotated[Optional[Path], typer.Option(help="Images for the parity check (default: the validation images listed in the run's split.json).")] = None,
+    atol: Annotated[Optional[float], typer.Option(help=f"Max abs logit difference allowed, >= 0 (default {DEFAULT_ATOL:g}, {DEFAULT_ATOL_FP16:g} with --fp16).")] = None,
+    batch_sizes: Annotated[str, typer.Option(help=f"Batch sizes the parity check runs, 1-{MAX_BATCH} (one > 1 proves the dynamic axis).")] = "1,8",
+    device: Annotated[str, typer.Option(metavar=f"[{'|'.join(DEVICES)}]", help="onnxruntime device for the parity check (the one inference will use).")] = "auto",
+    exporter: Annotated[str, typer.Option(metavar=f"[{'|'.join(EXPORTERS)}]", help="auto: dynamo, then TorchScript.")] = "auto",
 ) -> None:
     """Export a checkpoint to ONNX with its classes and preprocessing inside, and prove parity with PyTorch."""
     from clf.config import ExportConfig
-    from clf.export.onnx_export import export_onnx
+    from clf.export.targets import run_export
 
-    if not onnx:
-        raise ClfError("only ONNX export exists today: pass --onnx")
+    target = "onnx"  # --onnx; further targets (e.g. --triton REPO) choose theirs here
     cfg = ExportConfig(
-        checkpoint=run_or_ckpt, output=str(output) if output else None, opset=opset, fp16=fp16, simplify=simplify,
-        check_images=str(check_images) if check_images else None, atol=atol,
+        checkpoint=run_or_ckpt, output=str(output) if output else None, target=target, opset=opset, fp16=fp16,
+        simplify=simplify, check_images=str(check_images) if check_images else None, atol=atol,
         batch_sizes=_parse_batch_sizes(batch_sizes), device=device, exporter=exporter,
     )
     try:
         with err_console.status("exporting and checking parity"):
-            result = export_onnx(cfg)
+            result = run_export(cfg)
     except ParityError as exc:
         if exc.result is not None:
             console.print(_export_table(exc.result))  # the numbers behind the failure; the error line follows
@@ -367,19 +365,21 @@ def export(
 
 
 def _export_table(result: Any) -> Table:
-    """file, size, opset, exporter, precision, provider, what was compared, the differences and the verdict."""
+    """file, proof, size, opset, exporter, precision, provider, what was compared, the differences and the verdict."""
     parity = result.parity
     table = Table(title="ONNX export", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     for key, value in (
-        ("file", str(result.path)),
+        ("file", escape(str(result.path))),
+        ("proof", escape(str(result.proof))),
         ("size", f"{result.size_bytes / 1e6:.2f} MB"),
         ("opset", str(result.opset)),
         ("exporter", result.exporter + (" + onnxslim" if result.simplified else "")),
         ("precision", result.precision),
         ("provider", parity.provider),
-        ("checked on", f"{parity.images} inputs ({parity.image_source}), batch sizes {','.join(map(str, parity.batch_sizes))}"),
+        ("checked on", escape(f"{parity.images} inputs ({parity.image_source}), "
+                              f"batch sizes {','.join(map(str, parity.batch_sizes))}")),
         ("max abs diff", f"{parity.max_abs_diff:.3g} (atol {parity.atol:g})"),
         ("mean abs diff", f"{parity.mean_abs_diff:.3g}"),
         ("top-1 agreement", f"{parity.top1_agreement:.2%}"),

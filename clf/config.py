@@ -144,27 +144,59 @@ class TrainConfig(_JsonMixin):
                 raise ClfError(message)
 
 
+DEFAULT_ATOL = 1e-4  # max abs logit difference a fp32 export may show against PyTorch
+DEFAULT_ATOL_FP16 = 1e-2
+
+
 @dataclass(frozen=True)
 class ExportConfig(_JsonMixin):
-    """What ``clf export`` needs: which checkpoint, where to write, how to prove parity."""
+    """What ``clf export`` needs: which checkpoint, which target, where to write, how to prove parity.
+
+    The choices are checked here, once, before anything is loaded: the target against clf.export.targets.TARGETS,
+    the exporter and opset against clf.export.graph (EXPORTERS, OPSETS), the device against
+    clf.serve.session.DEVICES.
+    """
 
     checkpoint: str = ""
     output: str | None = None  # default: model.onnx beside the checkpoint
+    target: str = "onnx"  # a key of clf.export.targets.TARGETS
     opset: int = 18
     fp16: bool = False
     simplify: bool = False
     check_images: str | None = None
-    atol: float | None = None  # default: 1e-4 for fp32, 1e-2 for fp16
+    atol: float | None = None  # default: DEFAULT_ATOL, DEFAULT_ATOL_FP16 with fp16
     batch_sizes: tuple[int, ...] = (1, 8)
     device: str = "auto"  # onnxruntime provider used for the parity check (the one inference will use)
     exporter: str = "auto"  # auto (dynamo, then TorchScript), dynamo, torchscript
     max_images: int = 32
 
+    def __post_init__(self) -> None:
+        # Imported here: the modules are light, and config.py must not pull the export package into every import.
+        import math
+
+        from clf.export.graph import MAX_BATCH, check_exporter_opset
+        from clf.export.targets import TARGETS
+        from clf.serve.session import DEVICES
+
+        if self.target not in TARGETS:
+            raise ClfError(f"export target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        check_exporter_opset(self.exporter, self.opset)
+        if self.device not in DEVICES:
+            raise ClfError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.atol is not None and not (math.isfinite(self.atol) and self.atol >= 0):
+            raise ClfError(f"--atol must be a finite number >= 0, got {self.atol}")
+        sizes = self.batch_sizes
+        if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH for n in sizes):
+            raise ClfError(f"--batch-sizes takes integers from 1 to {MAX_BATCH} like 1,8, "
+                           f"got {','.join(map(str, sizes)) or 'none'}")
+        if self.max_images < 1:
+            raise ClfError(f"max_images must be >= 1, got {self.max_images}")
+
     @property
     def tolerance(self) -> float:
         if self.atol is not None:
             return self.atol
-        return 1e-2 if self.fp16 else 1e-4
+        return DEFAULT_ATOL_FP16 if self.fp16 else DEFAULT_ATOL
 
 
 # Submission ids from an image file: "stem" (img_01), "name" (img_01.jpg), "relpath" (sub/img_01.jpg).

@@ -1,7 +1,10 @@
-"""Shared bits of the export tests: clf checkpoints built without training, a tiny sample dataset, ONNX checks."""
+"""Shared bits of the export tests: clf checkpoints (and the split.json training writes beside them) built without
+training, a tiny sample dataset, ONNX checks."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,9 @@ from onnx import numpy_helper
 
 import clf
 from clf.config import Preprocess, TrainConfig
+from clf.data.datasets import load_labelled
 from clf.data.sample import generate_sample_competition
+from clf.data.split import stratified_split
 from clf.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
 from clf.models.registry import create_model, model_kwargs_for
 
@@ -29,10 +34,30 @@ def make_data(root: Path, per_class: int = PER_CLASS) -> Path:
     return Path(summary["train_dir"])
 
 
+def write_split(folder: Path, data: str | Path, val_split: float = 0.25, seed: int = 0, **changes: Any) -> Path:
+    """The split.json `clf train` writes into a run folder: the data root and its val/train lists (relative paths).
+
+    `changes` replace keys of the file (e.g. val=["../../etc/passwd"]) to build hostile ones.
+    """
+    root = Path(data).resolve()
+    labelled = load_labelled(root)
+    train_idx, val_idx = stratified_split(labelled.labels, val_split, seed)
+    relative = [Path(os.path.relpath(p, root)).as_posix() for p in labelled.paths]
+    payload = {"format": 1, "root": str(root), "val": [relative[i] for i in val_idx],
+               "train": [relative[i] for i in train_idx], **changes}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "split.json").write_text(json.dumps(payload, indent=1))
+    return folder / "split.json"
+
+
 def make_checkpoint(
-    path: Path, arch: str = "cnn", img_size: int = 32, data: str | Path = "", val_split: float = 0.25, **extra: Any
+    path: Path, arch: str = "cnn", img_size: int = 32, data: str | Path = "", val_split: float = 0.25,
+    split: bool = True, **extra: Any
 ) -> Path:
-    """A checkpoint dict with every contract key, as `clf train` writes it, around a freshly initialised model."""
+    """A checkpoint dict with every contract key, as `clf train` writes it, around a freshly initialised model.
+
+    With `data` of an existing folder (and `split`), the split.json training writes goes beside it too.
+    """
     torch.manual_seed(0)
     model = create_model(arch, len(CLASSES), img_size=img_size)
     config = TrainConfig(data=str(data), arch=arch, img_size=img_size, val_split=val_split, name=RUN_NAME)
@@ -57,7 +82,10 @@ def make_checkpoint(
         "run_name": RUN_NAME,
         **extra,
     }
-    return save_checkpoint(state, path)
+    saved = save_checkpoint(state, path)
+    if split and data and Path(data).is_dir():
+        write_split(Path(path).parent, data, val_split)
+    return saved
 
 
 def dims(value_info: onnx.ValueInfoProto) -> list[int | str]:

@@ -62,10 +62,10 @@ def test_every_seed_architecture_exports_with_parity(tmp_path, train_dir, arch, 
     assert (parity.provider, parity.precision, parity.batch_sizes) == ("CPUExecutionProvider", "fp32", [1, 7])
     assert_io_contract(result.path, len(CLASSES), size)
     assert_runs_like_torch(result.path, _model(tmp_path / "run"), size)
-    assert files_in(tmp_path / "run") == {"best.pt", "model.onnx", "parity.json"}
+    assert files_in(tmp_path / "run") == {"best.pt", "split.json", "model.onnx", "model.parity.json"}
 
 
-# --- metadata and parity.json ------------------------------------------------------------------------------------
+# --- metadata and the proof ------------------------------------------------------------------------------------
 
 
 def test_metadata_round_trips_through_onnx_and_onnxruntime(run):
@@ -87,9 +87,10 @@ def test_metadata_round_trips_through_onnx_and_onnxruntime(run):
     assert info == ModelInfo(CLASSES, Preprocess(size=(32, 32)), "cnn", 32, clf.__version__, RUN_NAME, BEST_VAL_ACC)
 
 
-def test_parity_json_describes_the_check(run):
+def test_the_proof_describes_the_check(run):
     result = export_onnx(ExportConfig(checkpoint=str(run), **FAST))
-    report = json.loads((run / "parity.json").read_text())
+    assert result.proof == run / "model.parity.json"
+    report = json.loads((run / "model.parity.json").read_text())
     assert report == {
         "passed": True, "max_abs_diff": result.parity.max_abs_diff, "mean_abs_diff": result.parity.mean_abs_diff,
         "top1_agreement": 1.0, "atol": 1e-4, "images": 4, "image_source": f"validation images of {RUN_NAME}",
@@ -121,19 +122,33 @@ def test_tampered_weights_fail_parity_and_leave_no_model(run, tampered):
     assert info.value.exit_code == 3
     result = info.value.result  # for the CLI's table
     assert result.path == failed and not result.parity.passed and result.parity.model == failed.name
-    assert files_in(run) == {"best.pt", "model.parity-failed.onnx", "parity.json"}
-    report = json.loads((run / "parity.json").read_text())
+    assert result.proof == run / "model.parity-failed.parity.json"
+    assert files_in(run) == {"best.pt", "split.json", "model.parity-failed.onnx", "model.parity-failed.parity.json"}
+    report = json.loads((run / "model.parity-failed.parity.json").read_text())
     assert report["passed"] is False and report["max_abs_diff"] > 1e-4 and report["model"] == failed.name
     assert_io_contract(failed, len(CLASSES), 32)  # a complete model, kept for inspection
 
 
-def test_failed_parity_keeps_an_earlier_good_model(run, monkeypatch):
+def test_failed_parity_keeps_an_earlier_good_model_and_its_proof(run, monkeypatch):
     good = export_onnx(ExportConfig(checkpoint=str(run), **FAST)).path.read_bytes()
+    proof = (run / "model.parity.json").read_bytes()
     set_metadata = graph.set_metadata
     monkeypatch.setattr(graph, "set_metadata", lambda m, p: (scale_float_initializers(m), set_metadata(m, p)))
     with pytest.raises(ParityError):
         export_onnx(ExportConfig(checkpoint=str(run), **FAST))
-    assert (run / "model.onnx").read_bytes() == good
+    assert (run / "model.onnx").read_bytes() == good and (run / "model.parity.json").read_bytes() == proof
+    assert json.loads((run / "model.parity-failed.parity.json").read_text())["model"] == "model.parity-failed.onnx"
+
+
+def test_a_failed_atol_0_after_a_passing_export_keeps_the_passing_proof(run):
+    passed = export_onnx(ExportConfig(checkpoint=str(run), **FAST))
+    before = {name: (run / name).read_bytes() for name in ("model.onnx", "model.parity.json")}
+    if passed.parity.max_abs_diff == 0:
+        pytest.skip("this build gives bit-identical logits: atol 0 cannot fail")
+    with pytest.raises(ParityError):
+        export_onnx(ExportConfig(checkpoint=str(run), atol=0.0, **FAST))
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert json.loads((run / "model.parity-failed.parity.json").read_text())["atol"] == 0.0
 
 
 def test_a_loose_enough_atol_lets_a_small_difference_pass(run, monkeypatch):
@@ -168,7 +183,7 @@ def test_check_images_that_do_not_read_are_an_error_not_noise(run, tmp_path):
     (folder / "a.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=rf"^{folder}: none of the images could be read for the parity check$"):
         export_onnx(ExportConfig(checkpoint=str(run), check_images=str(folder), **FAST))
-    assert files_in(run) == {"best.pt"}
+    assert files_in(run) == {"best.pt", "split.json"}
 
 
 def test_random_tensors_only_when_no_image_exists(tmp_path, caplog):
@@ -198,8 +213,8 @@ def test_fp16_has_float32_io_half_weights_and_its_own_tolerance(run):
     assert onnx.TensorProto.FLOAT16 in kinds and onnx.TensorProto.FLOAT not in kinds
     parity = result.parity
     assert parity.passed and parity.atol == 1e-2 and parity.max_abs_diff <= 1e-2 and parity.precision == "fp16"
-    assert files_in(run) == {"best.pt", "model_fp16.onnx", "parity_fp16.json"}
-    assert json.loads((run / "parity_fp16.json").read_text())["model"] == "model_fp16.onnx"
+    assert files_in(run) == {"best.pt", "split.json", "model_fp16.onnx", "model_fp16.parity.json"}
+    assert json.loads((run / "model_fp16.parity.json").read_text())["model"] == "model_fp16.onnx"
     assert_runs_like_torch(result.path, _model(run), 32, atol=1e-2)
 
 
@@ -217,7 +232,7 @@ def test_output_to_an_existing_folder_writes_model_onnx_inside(run, tmp_path):
     (tmp_path / "out").mkdir()
     result = export_onnx(ExportConfig(checkpoint=str(run / "best.pt"), output=str(tmp_path / "out"), **FAST))
     assert result.path == tmp_path / "out" / "model.onnx"
-    assert files_in(tmp_path / "out") == {"model.onnx", "parity.json"}
+    assert files_in(tmp_path / "out") == {"model.onnx", "model.parity.json"}
 
 
 # --- bad input -----------------------------------------------------------------------------------------------------
@@ -270,15 +285,19 @@ def test_class_names_that_do_not_match_the_outputs_are_refused(tmp_path):
         export_onnx(ExportConfig(checkpoint=str(tmp_path / "best.pt")))
 
 
-@pytest.mark.parametrize("where", ["missing-folder", "under-a-file"])
-def test_an_output_folder_that_is_not_there_is_one_clear_error(run, tmp_path, where):
+def test_a_missing_output_folder_is_created(run, tmp_path):
+    output = tmp_path / "deploy" / "v1" / "shapes.onnx"
+    result = export_onnx(ExportConfig(checkpoint=str(run), output=str(output), **FAST))
+    assert (result.path, result.proof) == (output, output.parent / "shapes.parity.json")
+    assert files_in(output.parent) == {"shapes.onnx", "shapes.parity.json"}
+
+
+def test_an_output_under_a_file_is_one_clear_error(run, tmp_path):
     (tmp_path / "file").write_text("x")
-    parent = tmp_path / ("missing" if where == "missing-folder" else "file")
-    problem = "does not exist" if where == "missing-folder" else "is not a folder"
-    output = parent / "model.onnx"
-    with pytest.raises(ClfError, match=rf"^{output}: output folder {parent} {problem}; create it or pass another -o$"):
+    output = tmp_path / "file" / "model.onnx"
+    with pytest.raises(ClfError, match=rf"^{output}: {tmp_path / 'file'} is a file, not a folder$"):
         export_onnx(ExportConfig(checkpoint=str(run), output=str(output), **FAST))
-    assert files_in(tmp_path) == {"run", "file"} and files_in(run) == {"best.pt"}
+    assert files_in(tmp_path) == {"run", "file"} and files_in(run) == {"best.pt", "split.json"}
 
 
 def test_an_unwritable_output_folder_is_one_clear_error(run, tmp_path, monkeypatch):
@@ -286,9 +305,93 @@ def test_an_unwritable_output_folder_is_one_clear_error(run, tmp_path, monkeypat
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    with pytest.raises(ClfError, match=r"model.onnx: cannot write there \(Permission denied\); pass another -o$"):
+    with pytest.raises(ClfError) as info:
         export_onnx(ExportConfig(checkpoint=str(run), **FAST))
-    assert files_in(run) == {"best.pt"}
+    assert str(info.value) == (f"{run / 'model.onnx'}: cannot write there (Permission denied); "
+                               "choose a folder you can write to")
+    assert files_in(run) == {"best.pt", "split.json"}
+
+
+@pytest.mark.parametrize("name", ["best.pt", "split.json"])
+def test_an_output_that_is_an_input_is_refused_before_any_work(run, name):
+    before = (run / name).read_bytes()
+    with pytest.raises(ClfError) as info:
+        export_onnx(ExportConfig(checkpoint=str(run), output=str(run / name), **FAST))
+    assert str(info.value) == f"{run / name}: -o would overwrite the {name if name == 'split.json' else 'checkpoint'} " \
+                              "input; write to another file"
+    assert (run / name).read_bytes() == before and files_in(run) == {"best.pt", "split.json"}
+
+
+def test_an_output_that_is_a_parity_image_is_refused(run, train_dir, tmp_path):
+    images = tmp_path / "check"
+    shutil.copytree(train_dir / "star", images)
+    target = sorted(images.iterdir())[0]
+    before = target.read_bytes()
+    with pytest.raises(ClfError, match=rf"^{target}: -o would overwrite an input image; write to another file$"):
+        export_onnx(ExportConfig(checkpoint=str(run), output=str(target), check_images=str(images), **FAST))
+    assert target.read_bytes() == before
+
+
+def test_a_255_character_output_name_works_and_its_proof_gets_a_legal_name(run, tmp_path):
+    output = tmp_path / ("m" * 250 + ".onnx")
+    result = export_onnx(ExportConfig(checkpoint=str(run), output=str(output), **FAST))
+    assert result.path == output and output.is_file()
+    proof = result.proof
+    assert proof.parent == tmp_path and len(proof.name.encode()) == 255 and proof.name.endswith(".parity.json")
+    assert proof.name.startswith("m" * 200) and json.loads(proof.read_text())["model"] == output.name
+    assert files_in(tmp_path) == {"run", output.name, proof.name}  # no temp file left either
+
+
+def test_two_models_in_one_folder_have_a_proof_each(run, tmp_path):
+    out = tmp_path / "deploy"
+    out.mkdir()
+    export_onnx(ExportConfig(checkpoint=str(run), output=str(out), **FAST))
+    export_onnx(ExportConfig(checkpoint=str(run), output=str(out), fp16=True, **FAST))
+    export_onnx(ExportConfig(checkpoint=str(run), output=str(out / "other.onnx"), **FAST))
+    assert files_in(out) == {"model.onnx", "model.parity.json", "model_fp16.onnx", "model_fp16.parity.json",
+                             "other.onnx", "other.parity.json"}
+    for model in ("model.onnx", "model_fp16.onnx", "other.onnx"):
+        assert json.loads((out / model.replace(".onnx", ".parity.json")).read_text())["model"] == model
+
+
+def test_errors_name_the_users_path_never_a_temp_file(run, monkeypatch):
+    from clf.export import onnx_export
+
+    def refuse_model(path, device):
+        raise DataError(f"{path}: not a valid ONNX model (protobuf parsing failed)")
+
+    monkeypatch.setattr(onnx_export, "create_session", refuse_model)
+    with pytest.raises(DataError) as info:
+        export_onnx(ExportConfig(checkpoint=str(run), **FAST))
+    assert str(info.value) == f"{run / 'model.onnx'}: not a valid ONNX model (protobuf parsing failed)"
+    assert files_in(run) == {"best.pt", "split.json"}
+
+
+def test_the_files_written_into_a_clf_run_folder_are_recorded_in_its_marker(run, monkeypatch):
+    from clf.ownership import mark_folder, read_marker
+
+    mark_folder(run, "run", ["best.pt", "split.json"])
+    export_onnx(ExportConfig(checkpoint=str(run), **FAST))
+    set_metadata = graph.set_metadata
+    monkeypatch.setattr(graph, "set_metadata", lambda m, p: (scale_float_initializers(m), set_metadata(m, p)))
+    with pytest.raises(ParityError):
+        export_onnx(ExportConfig(checkpoint=str(run), **FAST))
+    assert read_marker(run)["files"] == ["best.pt", "model.onnx", "model.parity-failed.onnx",
+                                         "model.parity-failed.parity.json", "model.parity.json", "split.json"]
+
+
+def test_a_model_of_another_opset_than_asked_is_refused(run, monkeypatch):
+    """A conversion after the export (fp16, onnxslim) that changed the opset is caught, not shipped."""
+    set_metadata = graph.set_metadata
+
+    def downgrade_then_set(model, props):
+        next(o for o in model.opset_import if o.domain in ("", "ai.onnx")).version = 17
+        set_metadata(model, props)
+
+    monkeypatch.setattr(graph, "set_metadata", downgrade_then_set)
+    with pytest.raises(ModelError, match=rf"^{run / 'model.onnx'}: the model has opset 17, not the --opset 18 asked for$"):
+        export_onnx(ExportConfig(checkpoint=str(run), **FAST))
+    assert files_in(run) == {"best.pt", "split.json"}
 
 
 def test_a_failed_export_leaves_no_temp_file(run, monkeypatch):
@@ -298,4 +401,35 @@ def test_a_failed_export_leaves_no_temp_file(run, monkeypatch):
     monkeypatch.setitem(graph._EXPORTERS, "torchscript", broken)
     with pytest.raises(ClfError, match="ONNX export failed with every exporter: torchscript: cannot export"):
         export_onnx(ExportConfig(checkpoint=str(run), **FAST))
-    assert files_in(run) == {"best.pt"}
+    assert files_in(run) == {"best.pt", "split.json"}
+
+
+# --- file names beside the model -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model, proof, kept_aside",
+    [
+        ("model.onnx", "model.parity.json", "model.parity-failed.onnx"),
+        ("model_fp16.onnx", "model_fp16.parity.json", "model_fp16.parity-failed.onnx"),
+        ("model.parity-failed.onnx", "model.parity-failed.parity.json", "model.parity-failed.parity-failed.onnx"),
+        ("shapes", "shapes.parity.json", "shapes.parity-failed.onnx"),
+    ],
+)
+def test_the_proof_and_the_kept_aside_model_are_named_after_the_model(tmp_path, model, proof, kept_aside):
+    from clf.export.onnx_export import kept_aside_path, proof_path
+
+    assert proof_path(tmp_path / model) == tmp_path / proof
+    assert kept_aside_path(tmp_path / model) == tmp_path / kept_aside
+
+
+@pytest.mark.parametrize("stem", ["m" * 250, "é" * 125, "a" * 240 + "日本"])
+def test_names_too_long_for_a_sibling_are_cut_on_characters_and_tagged(tmp_path, stem):
+    from clf.export.onnx_export import kept_aside_path, proof_path
+
+    model = tmp_path / (stem + ".onnx")
+    other = tmp_path / (stem[:-1] + "x.onnx")
+    for name in (proof_path(model).name, kept_aside_path(model).name):
+        assert len(name.encode()) <= 255 and "~" in name
+        name.encode().decode("utf-8")  # whole characters only
+    assert proof_path(model) != proof_path(other)  # same cut stem, another model: another proof

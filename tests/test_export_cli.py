@@ -1,4 +1,5 @@
-"""`clf export`: the parity table, parity.json, exit 3 when parity fails, one clear line and exit 2 for bad input."""
+"""`clf export`: the parity table, the proof beside each model, exit 3 when parity fails, one clear line and exit 2
+for bad input."""
 
 import json
 import os
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 import clf.cli
 from clf.cli import app
+from clf.errors import ClfError
 from clf.export import graph
 
 runner = CliRunner()
@@ -39,21 +41,21 @@ def table(stdout: str) -> dict[str, str]:
     return rows
 
 
-def test_export_prints_the_parity_table_and_writes_parity_json(run):
+def test_export_prints_the_parity_table_and_writes_the_proof_beside_the_model(run):
     result = export(run, "--onnx", "--batch-sizes", "1,7")  # the default exporter: auto -> dynamo
     assert result.exit_code == 0, result.output
     rows = table(result.stdout)
-    assert rows["file"] == str(run / "model.onnx")
+    assert (rows["file"], rows["proof"]) == (str(run / "model.onnx"), str(run / "model.parity.json"))
     assert (rows["opset"], rows["exporter"], rows["precision"]) == ("18", "dynamo", "fp32")
     assert rows["provider"] == "CPUExecutionProvider"
     assert rows["checked on"] == f"4 inputs (validation images of {RUN_NAME}), batch sizes 1,7"
     assert rows["top-1 agreement"] == "100.00%" and rows["verdict"] == "PASS"
     assert re.fullmatch(r"\S+ \(atol 0\.0001\)", rows["max abs diff"])
     assert re.fullmatch(r"\d+\.\d\d MB", rows["size"])
-    report = json.loads((run / "parity.json").read_text())
+    report = json.loads((run / "model.parity.json").read_text())
     assert report["passed"] is True and report["max_abs_diff"] <= 1e-4 and report["model"] == "model.onnx"
     assert f"{report['max_abs_diff']:.3g} (atol 0.0001)" == rows["max abs diff"]
-    assert files_in(run) == {"best.pt", "model.onnx", "parity.json"}
+    assert files_in(run) == {"best.pt", "split.json", "model.onnx", "model.parity.json"}
     assert result.stderr == ""
 
 
@@ -65,8 +67,8 @@ def test_output_and_check_images(run, train_dir, tmp_path):
     rows = table(result.stdout)
     assert (rows["file"], rows["exporter"]) == (str(out), "torchscript")
     assert rows["checked on"] == f"4 inputs ({train_dir / 'circle'}), batch sizes 1,7"
-    assert files_in(out.parent) == {"shapes.onnx", "parity.json"}
-    assert json.loads((out.parent / "parity.json").read_text())["model"] == "shapes.onnx"
+    assert files_in(out.parent) == {"shapes.onnx", "shapes.parity.json"}
+    assert json.loads((out.parent / "shapes.parity.json").read_text())["model"] == "shapes.onnx"
 
 
 def test_fp16(run):
@@ -75,7 +77,7 @@ def test_fp16(run):
     rows = table(result.stdout)
     assert (rows["file"], rows["precision"], rows["verdict"]) == (str(run / "model_fp16.onnx"), "fp16", "PASS")
     assert rows["max abs diff"].endswith("(atol 0.01)")
-    assert json.loads((run / "parity_fp16.json").read_text())["passed"] is True
+    assert json.loads((run / "model_fp16.parity.json").read_text())["passed"] is True
 
 
 def test_simplify(run):
@@ -101,6 +103,7 @@ def test_failed_parity_exits_3_and_keeps_the_model_aside(run, monkeypatch):
     assert result.exit_code == 3
     rows = table(result.stdout)  # the numbers behind the verdict
     assert (rows["file"], rows["verdict"]) == (str(run / "model.parity-failed.onnx"), "FAIL")
+    assert rows["proof"] == str(run / "model.parity-failed.parity.json")
     assert float(rows["max abs diff"].split()[0]) > 1e-4
     (line,) = result.stderr.splitlines()
     assert re.fullmatch(
@@ -108,8 +111,8 @@ def test_failed_parity_exits_3_and_keeps_the_model_aside(run, monkeypatch):
         rf"model kept as {re.escape(str(run / 'model.parity-failed.onnx'))} for inspection",
         line,
     ), line
-    assert files_in(run) == {"best.pt", "model.parity-failed.onnx", "parity.json"}
-    assert json.loads((run / "parity.json").read_text())["passed"] is False
+    assert files_in(run) == {"best.pt", "split.json", "model.parity-failed.onnx", "model.parity-failed.parity.json"}
+    assert json.loads((run / "model.parity-failed.parity.json").read_text())["passed"] is False
 
 
 def _bad_input(tmp_path, run, case):
@@ -122,9 +125,13 @@ def _bad_input(tmp_path, run, case):
     if case == "non-clf checkpoint":
         torch.save({"a": 1}, tmp_path / "other.pt")
         return [tmp_path / "other.pt"], f"{tmp_path / 'other.pt'}: not a clf checkpoint (no clf metadata)", tmp_path
-    if case == "missing output folder":
-        out = tmp_path / "nowhere" / "model.onnx"
-        return [run, "-o", out], f"{out}: output folder {out.parent} does not exist", run
+    if case == "output under a file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "model.onnx"
+        return [run, "-o", out], f"{out}: {tmp_path / 'file'} is a file, not a folder", tmp_path
+    if case == "output is the checkpoint":
+        out = run / "best.pt"
+        return [run, "-o", out], f"{out}: -o would overwrite the checkpoint input; write to another file", run
     if case == "bad batch sizes":
         return [run, "--batch-sizes", "1,x"], "--batch-sizes takes comma-separated integers like 1,8, got '1,x'", run
     if case == "unknown exporter":
@@ -132,8 +139,8 @@ def _bad_input(tmp_path, run, case):
     raise AssertionError(case)
 
 
-BAD = ["missing checkpoint", "corrupt checkpoint", "non-clf checkpoint", "missing output folder", "bad batch sizes",
-       "unknown exporter"]
+BAD = ["missing checkpoint", "corrupt checkpoint", "non-clf checkpoint", "output under a file", "output is the checkpoint",
+       "bad batch sizes", "unknown exporter"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -155,9 +162,9 @@ def test_unwritable_output_folder_is_one_line_and_exit_2(run, monkeypatch):
     result = export(run, "--onnx", *FAST)
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        f"error: {run / 'model.onnx'}: cannot write there (Permission denied); pass another -o"
+        f"error: {run / 'model.onnx'}: cannot write there (Permission denied); choose a folder you can write to"
     ]
-    assert files_in(run) == {"best.pt"}
+    assert files_in(run) == {"best.pt", "split.json"}
 
 
 def test_the_model_is_readable_by_others(run):
@@ -183,3 +190,59 @@ def test_an_opset_below_18_with_dynamo_is_one_line(run):
     result = export(run, "--onnx", "--opset", "17", "--exporter", "dynamo")
     assert result.exit_code == 2
     assert "error: --opset 17: the dynamo exporter writes opset 18 or newer; use --exporter torchscript" in result.output
+
+
+# --- flags are checked before anything is loaded, and the command dispatches through the target registry ---------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--opset", "99"], "--opset 99: clf exports opsets 7 to 23 (torchscript 7-20, dynamo 18-23); pass one of those"),
+        (["--opset", "5"], "--opset 5: clf exports opsets 7 to 23 (torchscript 7-20, dynamo 18-23); pass one of those"),
+        (["--atol", "-1"], "--atol must be a finite number >= 0, got -1.0"),
+        (["--atol", "nan"], "--atol must be a finite number >= 0, got nan"),
+        (["--atol", "inf"], "--atol must be a finite number >= 0, got inf"),
+        (["--batch-sizes", "0,8"], "--batch-sizes takes integers from 1 to 4096 like 1,8, got 0,8"),
+        (["--device", "gpu"], "--device must be one of auto, cpu, cuda, tensorrt, got 'gpu'"),
+    ],
+)
+def test_bad_flags_are_one_line_before_anything_runs(run, monkeypatch, args, message):
+    from clf.export import targets
+
+    def must_not_run(cfg):
+        raise AssertionError("the export ran")
+
+    monkeypatch.setitem(targets.TARGETS, "onnx", must_not_run)
+    result = export(run, "--onnx", *args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [f"error: {message}"] and result.stdout == ""
+    assert files_in(run) == {"best.pt", "split.json"}
+
+
+def test_the_command_dispatches_through_the_target_registry(run, monkeypatch):
+    from clf.config import ExportConfig
+    from clf.export import onnx_export, targets
+
+    seen = []
+    real = targets.TARGETS["onnx"]
+    monkeypatch.setitem(targets.TARGETS, "onnx", lambda cfg: seen.append(cfg) or real(cfg))
+    result = export(run, "--onnx", *FAST)
+    assert result.exit_code == 0, result.output
+    (cfg,) = seen
+    assert isinstance(cfg, ExportConfig) and (cfg.target, cfg.checkpoint) == ("onnx", str(run))
+    assert list(targets.TARGETS) == ["onnx"] and onnx_export.export_onnx  # the one target today
+    with pytest.raises(ClfError, match=r"^export target must be one of onnx, got 'triton'$"):
+        ExportConfig(checkpoint=str(run), target="triton")
+
+
+def test_a_crafted_checkpoint_data_path_is_never_followed(tmp_path):
+    """A checkpoint whose config names / as its data: export used to open /etc/passwd and print its first line."""
+    make_checkpoint(tmp_path / "best.pt", data="/", split=False)
+    result = export(tmp_path / "best.pt", *FAST)
+    assert result.exit_code == 0, result.output
+    assert table(result.stdout)["checked on"] == "14 inputs (random tensors), batch sizes 1,7"
+    assert "root:" not in result.output
+    assert " ".join(result.stderr.split()) == (
+        "WARNING no real images available for the parity check; comparing on random tensors"
+    )

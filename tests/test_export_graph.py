@@ -88,10 +88,61 @@ def test_every_exporter_failing_is_one_error_naming_each(cnn, tmp_path, monkeypa
     assert str(info.value) == expected
 
 
-def test_unknown_exporter_is_refused(cnn, tmp_path):
-    with pytest.raises(ClfError, match=r"--exporter must be one of auto, dynamo, torchscript, got 'onnxsim'"):
-        graph.export_graph(cnn, 32, tmp_path / "cnn.onnx", exporter="onnxsim")
-    assert not (tmp_path / "cnn.onnx").exists()
+@pytest.mark.parametrize(
+    "exporter, opset, message",
+    [
+        ("onnxsim", 18, "--exporter must be one of auto, dynamo, torchscript, got 'onnxsim'"),
+        ("auto", 99, "--opset 99: clf exports opsets 7 to 23 (torchscript 7-20, dynamo 18-23); pass one of those"),
+        ("auto", 5, "--opset 5: clf exports opsets 7 to 23 (torchscript 7-20, dynamo 18-23); pass one of those"),
+        ("dynamo", 17, ("--opset 17: the dynamo exporter writes opset 18 or newer; "
+                        "use --exporter torchscript or a newer --opset")),
+        ("torchscript", 21, ("--opset 21: the torchscript exporter writes opset 20 or older; "
+                             "use --exporter dynamo or an older --opset")),
+    ],
+)
+def test_exporter_and_opset_are_checked_in_one_place(exporter, opset, message):
+    with pytest.raises(ClfError) as info:
+        graph.check_exporter_opset(exporter, opset)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "exporter, opset, order",
+    [("auto", 7, ["torchscript"]), ("auto", 17, ["torchscript"]), ("auto", 18, ["dynamo", "torchscript"]),
+     ("auto", 20, ["dynamo", "torchscript"]), ("auto", 21, ["dynamo"]), ("auto", 23, ["dynamo"]),
+     ("dynamo", 18, ["dynamo"]), ("torchscript", 18, ["torchscript"])],
+)
+def test_auto_tries_only_the_exporters_that_write_the_opset(exporter, opset, order):
+    graph.check_exporter_opset(exporter, opset)
+    assert graph.exporter_order(exporter, opset) == order
+
+
+def test_the_opset_ranges_are_torchs():
+    from torch.onnx import _constants
+
+    assert graph.OPSETS == {
+        "torchscript": (_constants.ONNX_MIN_OPSET, _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET),
+        "dynamo": (18, _constants.ONNX_MAX_OPSET),
+    }
+
+
+def test_an_exporter_that_writes_another_opset_has_failed(cnn, tmp_path, monkeypatch):
+    """torch clamps or converts some requests quietly (TorchScript wrote 20 for 21; dynamo 18 for 99)."""
+    export = graph._EXPORTERS["torchscript"]
+    monkeypatch.setitem(graph._EXPORTERS, "torchscript", lambda model, x, path, opset: export(model, x, path, 17))
+    with pytest.raises(ClfError) as info:
+        graph.export_graph(cnn, 32, tmp_path / "cnn.onnx", opset=16, exporter="torchscript")
+    assert str(info.value) == "ONNX export failed with every exporter: torchscript: wrote opset 17 instead of 16"
+
+
+def test_the_choice_constants_import_without_torch():
+    import subprocess
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None\n"
+            "from clf.export.graph import EXPORTERS, OPSETS\nfrom clf.export.targets import TARGETS\n"
+            "from clf.config import ExportConfig\nExportConfig(checkpoint='x')\nprint(sorted(TARGETS))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['onnx']"
 
 
 def test_torchscript_failure_does_not_dump_its_ir_graph_on_stdout(tmp_path, capfd, caplog):

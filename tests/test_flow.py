@@ -42,7 +42,7 @@ def test_sample_data_to_scored_submission(tmp_path):
     exported = clf("export", run, "--onnx", "--device", "cpu")
     assert "PASS" in exported.output
     model = run / "model.onnx"
-    assert json.loads((run / "parity.json").read_text())["top1_agreement"] == 1.0
+    assert json.loads((run / "model.parity.json").read_text())["top1_agreement"] == 1.0
 
     submission = tmp_path / "submission.csv"
     inferred = clf("infer", data / "test", "--model", model, "--csv", submission,

@@ -1,7 +1,9 @@
-"""clf.export.parity: the report, the comparison (against a scripted session), and where the images come from."""
+"""clf.export.parity: the report, the comparison (against a scripted session), and where the images come from
+(split.json, confined to its data root; --check-images)."""
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -9,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from export_helpers import CLASSES, RUN_NAME, make_data
+from export_helpers import CLASSES, RUN_NAME, make_data, write_split
 from torch import nn
 
 from clf.config import Preprocess
 from clf.data.preprocess import preprocess
 from clf.data.split import stratified_split
 from clf.errors import ClfError, DataError
+from clf.export import parity as parity_module
 from clf.export.parity import (
     ParityReport,
     compare,
@@ -139,8 +142,9 @@ def test_output_of_another_shape_is_an_error(linear, batch):
 # --- where the images come from ------------------------------------------------------------------------------------
 
 
-def _ckpt(data, val_split=0.25, seed=0, **config):
-    return {"run_name": RUN_NAME, "config": {"data": str(data), "val_split": val_split, "seed": seed, **config}}
+def _split(folder, train_dir, val_split=0.25, seed=0, **changes):
+    write_split(folder, train_dir, val_split, seed, **changes)
+    return folder
 
 
 def _expected_val(train_dir, val_split, seed=0):
@@ -150,34 +154,116 @@ def _expected_val(train_dir, val_split, seed=0):
     return [paths[i] for i in val]
 
 
-def test_run_images_are_the_runs_validation_split(train_dir):
-    paths, source = run_images(_ckpt(train_dir, 0.25, seed=3), limit=32)
+def test_run_images_are_the_validation_list_of_split_json(train_dir, tmp_path):
+    paths, source = run_images(_split(tmp_path, train_dir, 0.25, seed=3), RUN_NAME, limit=32)
     assert paths == _expected_val(train_dir, 0.25, seed=3) and len(paths) == 8  # round(6 * 0.25) = 2 per class
     assert source == f"validation images of {RUN_NAME}"
 
 
-def test_run_images_spread_a_limit_over_every_class(train_dir):
-    paths, _ = run_images(_ckpt(train_dir, 0.5), limit=4)  # 12 validation images, 3 per class
+def test_run_images_spread_a_limit_over_every_class(train_dir, tmp_path):
+    paths, _ = run_images(_split(tmp_path, train_dir, 0.5), RUN_NAME, limit=4)  # 12 validation images, 3 per class
     assert len(paths) == 4 and sorted(Path(p).parent.name for p in paths) == CLASSES
 
 
-def test_run_without_validation_uses_its_training_images_and_says_so(train_dir):
-    paths, source = run_images(_ckpt(train_dir, 0.0), limit=100)
+def test_run_without_validation_uses_its_training_images_and_says_so(train_dir, tmp_path):
+    paths, source = run_images(_split(tmp_path, train_dir, 0.0), RUN_NAME, limit=100)
     assert len(paths) == 6 * len(CLASSES)
     assert source == f"training images of {RUN_NAME} (no validation split)"
 
 
-@pytest.mark.parametrize("data", ["", "does-not-exist"])
-def test_run_images_are_none_when_the_data_is_gone(tmp_path, data):
-    assert run_images(_ckpt(tmp_path / data if data else ""), limit=8) == ([], "")
-    assert run_images({"run_name": RUN_NAME}, limit=8) == ([], "")
-
-
-def test_unreadable_run_data_is_logged_not_fatal(tmp_path, caplog):
-    (tmp_path / "only-one-class").mkdir()
+def test_no_split_json_means_no_run_images(tmp_path, caplog):
     with caplog.at_level(logging.DEBUG, logger="clf"):
-        assert run_images(_ckpt(tmp_path), limit=8) == ([], "")
-    assert "cannot read the run's data for the parity check" in caplog.text
+        assert run_images(tmp_path, RUN_NAME, limit=8) == ([], "")
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]  # a v0.1 run or a bare checkpoint: not a warning
+
+
+def test_images_whose_data_is_gone_are_none(train_dir, tmp_path, caplog):
+    _split(tmp_path, train_dir, root=str(tmp_path / "gone"))
+    with caplog.at_level(logging.DEBUG, logger="clf"):
+        assert run_images(tmp_path, RUN_NAME, limit=8) == ([], "")
+    split = tmp_path / "split.json"
+    assert f"{split}: 8 of 8 entries skipped for the parity check (8 missing)" in caplog.messages
+
+
+def _hostile(tmp_path, train_dir):
+    """A split.json whose root is a copy of the data, and entries pointing everywhere but at its images."""
+    root = tmp_path / "data"
+    shutil.copytree(train_dir, root)
+    outside = tmp_path / "outside.png"
+    shutil.copy(sorted((train_dir / "star").iterdir())[0], outside)
+    good = sorted(p.relative_to(root).as_posix() for p in (root / "star").iterdir())[:2]
+    val = [*good, "../../etc/passwd", "../outside.png", "/etc/passwd", str(outside), "circle/fifo.png",
+           "circle/out.png", "circle/passwd.png", "circle/zero.png", "circle/notes.png", 42, "", "circle"]
+    write_split(tmp_path / "run", root, val=val)
+    os.mkfifo(root / "circle" / "fifo.png")
+    (root / "circle" / "out.png").symlink_to(outside)
+    (root / "circle" / "passwd.png").symlink_to("/etc/passwd")
+    (root / "circle" / "zero.png").symlink_to("/dev/zero")
+    (root / "notes.txt").write_text("a text file of the user's, inside the root")
+    (root / "circle" / "notes.png").symlink_to(root / "notes.txt")
+    return root, good
+
+
+def test_only_regular_image_files_under_the_root_are_used(train_dir, tmp_path, caplog):
+    root, good = _hostile(tmp_path, train_dir)
+    with caplog.at_level(logging.DEBUG, logger="clf"):
+        paths, _ = run_images(tmp_path / "run", RUN_NAME, limit=32)
+    assert paths == [str(root / name) for name in good]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        (f"{tmp_path / 'run' / 'split.json'}: 12 of 14 entries skipped for the parity check (1 a link to a non-image "
+         "name, 1 not a regular file, 4 not a relative path, 2 not an image name, 4 outside the data root)")
+    ]
+
+
+def test_hostile_entries_are_never_opened(train_dir, tmp_path, monkeypatch):
+    root, good = _hostile(tmp_path, train_dir)
+    opened = []
+    monkeypatch.setattr(parity_module, "preprocess", lambda path, pre: opened.append(path) or np.zeros((3, 32, 32)))
+    paths, _ = run_images(tmp_path / "run", RUN_NAME, limit=32)
+    load_batch(paths, PRE)
+    assert opened == [str(root / name) for name in good]
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"root": "/x", "val": []}', "no format number"),
+        ('{"format": 2, "root": "/x", "val": []}', "format 2 is newer than this clf reads (1); upgrade clf"),
+        ('{"format": 1, "root": "relative", "val": []}', "its root is not an absolute path"),
+        ('{"format": 1, "root": "/x", "val": "a.png"}', "val and train must be lists of paths"),
+    ],
+)
+def test_an_unusable_split_json_is_one_warning(tmp_path, content, problem, caplog):
+    (tmp_path / "split.json").write_text(content)
+    with caplog.at_level(logging.DEBUG, logger="clf"):
+        assert run_images(tmp_path, RUN_NAME, limit=8) == ([], "")
+    assert caplog.messages == [f"{tmp_path / 'split.json'}: {problem}; not used for the parity check"]
+
+
+def test_a_split_json_that_is_a_fifo_or_a_device_is_never_read(tmp_path, caplog):
+    os.mkfifo(tmp_path / "split.json")  # opening it for reading would wait for a writer forever
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "split.json").symlink_to("/dev/zero")  # reading it would never end
+    with caplog.at_level(logging.DEBUG, logger="clf"):
+        assert run_images(tmp_path, RUN_NAME, limit=8) == ([], "")
+        assert run_images(tmp_path / "dev", RUN_NAME, limit=8) == ([], "")
+    assert caplog.messages == [
+        f"{tmp_path / 'split.json'}: cannot read it (not a regular file); not used for the parity check",
+        f"{tmp_path / 'dev' / 'split.json'}: cannot read it (not a regular file); not used for the parity check",
+    ]
+
+
+def test_a_split_json_linked_to_a_text_file_never_shows_its_contents(tmp_path, caplog):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "split.json").symlink_to(secret)
+    with caplog.at_level(logging.DEBUG, logger="clf"):
+        assert run_images(tmp_path / "run", RUN_NAME, limit=8) == ([], "")
+    assert "root:x" not in caplog.text and "not valid JSON" in caplog.text
 
 
 def test_spread_picks_evenly_spaced_items():

@@ -1,4 +1,8 @@
-"""ONNX graph production: torch export (dynamo, else TorchScript), fp16, simplification, metadata, checks."""
+"""ONNX graph production: torch export (dynamo, else TorchScript), fp16, simplification, metadata, checks.
+
+torch and onnx are imported inside the functions that use them: the choice constants below are read by
+`clf --help` and by ExportConfig's validation, which must stay instant.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +13,56 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-import onnx
-import torch
-from torch import nn
+from clf.errors import ClfError, one_line
 
-from clf.errors import ClfError
+if TYPE_CHECKING:
+    import onnx
+    import torch
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 EXPORTERS = ("auto", "dynamo", "torchscript")
-DYNAMO_MIN_OPSET = 18  # the dynamo exporter writes opset 18+ whatever is asked; older targets need TorchScript
+# The opsets each exporter writes exactly as asked, from torch.onnx._constants (a test keeps them in step):
+# TorchScript ONNX_MIN_OPSET..ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET, dynamo 18..ONNX_MAX_OPSET. Outside them the
+# exporters fail with a traceback or quietly write another opset.
+OPSETS = {"torchscript": (7, 20), "dynamo": (18, 23)}
+DYNAMO_MIN_OPSET = OPSETS["dynamo"][0]
+MIN_OPSET = min(low for low, _ in OPSETS.values())
+MAX_OPSET = max(high for _, high in OPSETS.values())
+MAX_BATCH = 4096  # the batch axis of the exported graph runs from 1 to this (dynamo needs a bound)
+
+
+def check_exporter_opset(exporter: str, opset: int) -> None:
+    """Refuse an exporter name or an opset no exporter (or not the chosen one) writes, in one line.
+
+    Raises:
+        ClfError: naming the flag, what is supported and what to do.
+    """
+    if exporter not in EXPORTERS:
+        raise ClfError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        ranges = ", ".join(f"{name} {low}-{high}" for name, (low, high) in OPSETS.items())
+        raise ClfError(f"--opset {opset}: clf exports opsets {MIN_OPSET} to {MAX_OPSET} ({ranges}); pass one of those")
+    if exporter == "auto":
+        return
+    low, high = OPSETS[exporter]
+    if opset < low:
+        raise ClfError(f"--opset {opset}: the {exporter} exporter writes opset {low} or newer; "
+                       f"use --exporter torchscript or a newer --opset")
+    if opset > high:
+        raise ClfError(f"--opset {opset}: the {exporter} exporter writes opset {high} or older; "
+                       f"use --exporter dynamo or an older --opset")
 
 
 def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     torch.onnx.export(
         model, (example,), str(path), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
         dynamic_shapes=({0: batch},), opset_version=opset, external_data=False, verbose=False,
@@ -34,9 +70,11 @@ def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: i
 
 
 def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    import torch
+
     torch.onnx.export(
         model, (example,), str(path), dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=min(opset, 20),
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset,
     )
 
 
@@ -85,18 +123,18 @@ def export_graph(
         model: the network, in eval mode.
         size: the input (H, W), or one int for a square input.
         path: the .onnx file to write.
-        opset: ONNX opset (TorchScript stops at 20).
-        exporter: "auto" (dynamo, then TorchScript), "dynamo" or "torchscript".
+        opset: ONNX opset, as checked by `check_exporter_opset` (ExportConfig does it).
+        exporter: "auto" (dynamo, then TorchScript, among those that write `opset`), "dynamo" or "torchscript".
 
     Returns:
-        The exporter that produced a model passing ``onnx.checker`` (full check).
+        The exporter that produced a model of exactly `opset` passing ``onnx.checker`` (full check).
 
     Raises:
-        ClfError: an unknown exporter name, or every exporter failed (each one's reason in the message).
+        ClfError: every exporter failed (each one's reason in the message).
     """
-    if exporter not in EXPORTERS:
-        raise ClfError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
-    order = _exporter_order(exporter, opset)
+    import torch
+
+    order = exporter_order(exporter, opset)
     height, width = (size, size) if isinstance(size, int) else size
     example = torch.randn(2, 3, height, width)  # batch 2: a batch of 1 can get specialised away
     failures = []
@@ -105,22 +143,34 @@ def export_graph(
             with warnings.catch_warnings(), torch.no_grad(), _native_stdout_silenced():
                 warnings.simplefilter("ignore")
                 _EXPORTERS[name](model, example, path, opset)
-            onnx.checker.check_model(str(path), full_check=True)
+            _check_written(path, opset)
             return name
-        except Exception as exc:  # exporters raise many types; we report and try the next one
-            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - exporters raise many types; we report and try the next one
+            reason = one_line(exc)
             failures.append(f"{name}: {reason}")
             logger.warning("%s exporter failed (%s)%s", name, reason, "; trying the next one" if name != order[-1] else "")
     raise ClfError("ONNX export failed with every exporter: " + " | ".join(failures))
 
 
-def _exporter_order(exporter: str, opset: int) -> list[str]:
-    if opset < DYNAMO_MIN_OPSET:
-        if exporter == "dynamo":
-            raise ClfError(f"--opset {opset}: the dynamo exporter writes opset {DYNAMO_MIN_OPSET} or newer; "
-                           "use --exporter torchscript or a newer --opset")
-        return ["torchscript"]
-    return ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+def exporter_order(exporter: str, opset: int) -> list[str]:
+    """The exporters to try, best first: the one asked, or for "auto" dynamo then TorchScript where they write `opset`."""
+    names = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    return [name for name in names if OPSETS[name][0] <= opset <= OPSETS[name][1]]
+
+
+def _check_written(path: Path, opset: int) -> None:
+    """The full checker, and the opset asked for: an exporter that quietly wrote another one has failed."""
+    import onnx
+
+    onnx.checker.check_model(str(path), full_check=True)
+    written = model_opset(onnx.load(str(path), load_external_data=False))
+    if written != opset:
+        raise ClfError(f"wrote opset {written} instead of {opset}")
+
+
+def model_opset(model: onnx.ModelProto) -> int | None:
+    """The default-domain opset a model imports (None when it imports none)."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
 
 
 def toposort(graph: onnx.GraphProto) -> None:
@@ -161,15 +211,20 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
     """Replace clf's keys in metadata_props, keeping any others."""
+    import onnx
+
     kept = [entry for entry in model.metadata_props if entry.key not in props]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
     onnx.helper.set_model_props(model, {**{e.key: e.value for e in kept}, **props})
 
 
-def check(model_path: Path) -> None:
-    """onnx.checker with full shape inference; a failure is a ClfError naming the file."""
+def check(model_path: Path, name: str | os.PathLike | None = None) -> None:
+    """onnx.checker with full shape inference; a failure is a ClfError naming the file (or `name`, the path the
+    user knows when `model_path` is a temp file)."""
+    import onnx
+
     try:
         onnx.checker.check_model(str(model_path), full_check=True)
-    except Exception as exc:
-        raise ClfError(f"{model_path}: ONNX checker failed: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - the checker raises several types; each is one line for the user
+        raise ClfError(f"{name or model_path}: ONNX checker failed: {one_line(exc)}") from None

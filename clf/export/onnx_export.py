@@ -1,34 +1,47 @@
-"""clf export: best checkpoint -> model.onnx (dynamic batch, clf metadata) + parity.json, atomically."""
+"""clf export: best checkpoint -> model.onnx (dynamic batch, clf metadata) + its parity proof, atomically.
+
+Every output is checked before any work; the model is written to a clf temp file beside the output, proven
+against PyTorch there, and only then renamed into place. A model that fails the proof is kept aside as
+`<stem>.parity-failed.onnx` with its own proof; the model already at the output, and its proof, stay untouched.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
 
 from clf import __version__
-from clf.atomic import file_mode
+from clf.atomic import atomic_copy, atomic_output, check_outputs
 from clf.config import ExportConfig, Preprocess
 from clf.errors import ClfError, DataError, ModelError, ParityError
 from clf.export import graph
-from clf.export.parity import ParityReport, compare, folder_images, load_batch, random_batch, run_images
+from clf.export.parity import SPLIT_NAME, ParityReport, compare, folder_images, load_batch, random_batch, run_images
 from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint, resolve_checkpoint
+from clf.ownership import record_files
 from clf.serve.metadata import ModelInfo, info_to_props
 from clf.serve.session import create_session
 
 logger = logging.getLogger(__name__)
 
+PROOF_SUFFIX = ".parity.json"  # model.onnx -> model.parity.json
+KEPT_ASIDE_SUFFIX = ".parity-failed.onnx"  # model.onnx -> model.parity-failed.onnx
+MAX_NAME_BYTES = 255  # the longest file name the common filesystems take
+
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What `export_onnx` wrote: the model (kept aside when parity failed), how, and the parity report."""
+    """What `export_onnx` wrote: the model (kept aside when parity failed), its proof, how, and the parity report."""
 
     path: Path
+    proof: Path
     size_bytes: int
     opset: int
     exporter: str
@@ -62,10 +75,6 @@ def model_info(ckpt: dict) -> ModelInfo:
     )
 
 
-def default_output(checkpoint_path: Path, fp16: bool) -> Path:
-    return checkpoint_path.parent / default_name(fp16)
-
-
 def default_name(fp16: bool) -> str:
     return "model_fp16.onnx" if fp16 else "model.onnx"
 
@@ -73,41 +82,64 @@ def default_name(fp16: bool) -> str:
 def resolve_output(cfg: ExportConfig, checkpoint_path: Path) -> Path:
     """-o as given; an existing folder gets the default file name inside it; no -o: beside the checkpoint."""
     if not cfg.output:
-        return default_output(checkpoint_path, cfg.fp16)
+        return checkpoint_path.parent / default_name(cfg.fp16)
     output = Path(cfg.output)
-    return output / default_name(cfg.fp16) if output.is_dir() else output
+    # os.path.isdir: a name too long to stat is not a folder; check_outputs then says what is wrong with it
+    return output / default_name(cfg.fp16) if os.path.isdir(output) else output
 
 
-def report_path(output: Path, fp16: bool) -> Path:
-    """parity.json (parity_fp16.json for --fp16, so both exports can live in one run folder) beside the model."""
-    return output.with_name("parity_fp16.json" if fp16 else "parity.json")
+def sibling(path: Path, suffix: str) -> Path:
+    """`<stem><suffix>` beside `path`. A name that would pass 255 bytes keeps a cut stem tagged with a hash of the
+    whole name, so a legal model name always gets a legal sibling and two models never share one."""
+    name = path.stem + suffix
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return path.with_name(name)
+    tag = "~" + hashlib.sha256(path.name.encode()).hexdigest()[:12]
+    room = MAX_NAME_BYTES - len((tag + suffix).encode())
+    stem = path.stem.encode()[:room].decode("utf-8", errors="ignore")  # never half a character
+    return path.with_name(stem + tag + suffix)
 
 
-def _writable_temp(output: Path) -> Path:
-    """A temp file beside the output (same filesystem, so the final rename is atomic)."""
-    if not output.parent.is_dir():
-        problem = "is not a folder" if output.parent.exists() else "does not exist"
-        raise ClfError(f"{output}: output folder {output.parent} {problem}; create it or pass another -o")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".onnx.tmp", dir=output.parent)
-    except OSError as exc:
-        raise ClfError(f"{output}: cannot write there ({exc.strerror}); pass another -o") from None
-    os.close(fd)
-    return Path(tmp)
+def proof_path(model: Path) -> Path:
+    """The parity proof of a model file: model.onnx -> model.parity.json, one per model, beside it."""
+    return sibling(model, PROOF_SUFFIX)
 
 
-def parity_images(cfg: ExportConfig, ckpt: dict, pre: Preprocess) -> tuple[np.ndarray, str]:
+def kept_aside_path(output: Path) -> Path:
+    """Where a model that failed its parity check goes: model.onnx -> model.parity-failed.onnx."""
+    return sibling(output, KEPT_ASIDE_SUFFIX)
+
+
+def check_export_outputs(output: Path, checkpoint: Path, image_files: list[str]) -> None:
+    """Before any work: every file this export may write is a writable file path, none of them an input.
+
+    Raises:
+        ClfError: naming the output and what it collides with or why it cannot be written.
+    """
+    failed = kept_aside_path(output)
+    split = checkpoint.parent / SPLIT_NAME
+    check_outputs(
+        {"-o": output, "the parity proof": proof_path(output), "the kept-aside model": failed,
+         "its parity proof": proof_path(failed)},
+        inputs={"checkpoint": checkpoint, SPLIT_NAME: split if split.exists() else None},
+        input_files=image_files,
+    )
+
+
+def parity_images(cfg: ExportConfig, check_paths: list[str], run_folder: Path, run_name: str,
+                  pre: Preprocess) -> tuple[np.ndarray, str]:
     """Distinct preprocessed inputs [N,3,H,W] and where they come from.
 
-    --check-images when given (an error when none of them reads), else the run's validation images,
-    else random tensors (logged: the proof is weaker).
+    `check_paths` (the --check-images chosen) when given (an error when none of them reads), else the validation
+    images the run's split.json lists (the training images for a --no-val run), else random tensors (logged: the
+    proof is weaker).
     """
     if cfg.check_images:
-        images = load_batch(folder_images(cfg.check_images, cfg.max_images), pre)
+        images = load_batch(check_paths, pre)
         if len(images) == 0:
             raise DataError(f"{cfg.check_images}: none of the images could be read for the parity check")
         return images, cfg.check_images
-    paths, source = run_images(ckpt, cfg.max_images)
+    paths, source = run_images(run_folder, run_name, cfg.max_images)
     images = load_batch(paths, pre)
     if len(images):
         return images, source
@@ -122,35 +154,64 @@ def fill_rows(images: np.ndarray, rows: int) -> np.ndarray:
 
 
 def export_onnx(cfg: ExportConfig) -> ExportResult:
-    """Export the checkpoint, check it, prove parity, and only then move the model into place.
+    """Export the checkpoint, check it, prove parity, and only then move the model and its proof into place.
 
     Raises:
-        ClfError: a missing/corrupt/foreign checkpoint, an output folder that cannot be written, no usable
-            --check-images, or every exporter failed. Nothing is left at the output path.
-        ParityError: outputs differ beyond tolerance; the model is kept as `<name>.parity-failed.onnx`
-            and parity.json says why.
+        ClfError: a missing/corrupt/foreign checkpoint, an output that cannot be written or would replace an
+            input, no usable --check-images, or every exporter failed. Nothing is left at the output path.
+        ParityError: outputs differ beyond tolerance; the model is kept as `<stem>.parity-failed.onnx` with
+            `<stem>.parity-failed.parity.json` saying why; the model at the output and its proof are untouched.
     """
     ckpt_path = resolve_checkpoint(cfg.checkpoint, prefer="best")
+    output = resolve_output(cfg, ckpt_path)
+    check_paths = folder_images(cfg.check_images, cfg.max_images) if cfg.check_images else []
+    check_export_outputs(output, ckpt_path, check_paths)
     ckpt = load_checkpoint(ckpt_path)
     info = model_info(ckpt)
     model = model_from_checkpoint(ckpt).float().eval()
-    output = resolve_output(cfg, ckpt_path)
-    tmp = _writable_temp(output)
-    try:
-        exporter, opset = _write_model(cfg, model, info, tmp)
-        report = _check_parity(cfg, ckpt, model, info.preprocess, tmp, output)
-        final, report = _publish(report, tmp, output, report_path(output, cfg.fp16))
-    finally:
-        tmp.unlink(missing_ok=True)
-    precision = "fp16" if cfg.fp16 else "fp32"
-    result = ExportResult(final, final.stat().st_size, opset, exporter, precision, cfg.simplify, report)
-    if not report.passed:
-        raise ParityError(f"{output}: parity check failed ({report.reason()}); model kept as {final} for inspection",
-                          result)
+    images, source = parity_images(cfg, check_paths, ckpt_path.parent, info.run_name, info.preprocess)
+    proof = proof_path(output)
+    record_files(output.parent, [output.name, proof.name])  # a clf run folder lists what clf wrote in it
+    with atomic_output(output) as staged, _named_as(staged, output):
+        exporter, opset = _write_model(cfg, model, info, staged, output)
+        report = _check_parity(cfg, model, images, source, staged, output)
+        result = ExportResult(output, proof, staged.stat().st_size, opset, exporter, _precision(cfg), cfg.simplify,
+                              report)
+        if not report.passed:
+            raise _keep_aside(staged, result)
+        report.write(proof)  # before the model moves: a proof that cannot be written leaves both as they were
     return result
 
 
-def _write_model(cfg: ExportConfig, model, info: ModelInfo, path: Path) -> tuple[str, int]:
+def _precision(cfg: ExportConfig) -> str:
+    return "fp16" if cfg.fp16 else "fp32"
+
+
+@contextlib.contextmanager
+def _named_as(staged: Path, output: Path) -> Iterator[None]:
+    """Errors name the user's output path, never clf's temp file the work happens in."""
+    try:
+        yield
+    except ClfError as exc:
+        if str(staged) in str(exc):
+            exc.args = (str(exc).replace(str(staged), str(output)), *exc.args[1:])
+        raise
+
+
+def _keep_aside(staged: Path, result: ExportResult) -> ParityError:
+    """Copy the failed model beside the output as `<stem>.parity-failed.onnx`, with its own proof; the error."""
+    failed = kept_aside_path(result.path)
+    proof = proof_path(failed)
+    report = replace(result.parity, model=failed.name)
+    record_files(failed.parent, [failed.name, proof.name])
+    report.write(proof)
+    atomic_copy(staged, failed)
+    kept = replace(result, path=failed, proof=proof, parity=report)
+    return ParityError(f"{result.path}: parity check failed ({report.reason()}); model kept as {failed} for inspection",
+                       kept)
+
+
+def _write_model(cfg: ExportConfig, model, info: ModelInfo, path: Path, output: Path) -> tuple[str, int]:
     """Export, convert, simplify, add the metadata, check; returns (exporter used, opset of the file)."""
     exporter = graph.export_graph(model, info.preprocess.size, path, cfg.opset, cfg.exporter)
     proto = onnx.load(str(path))
@@ -160,28 +221,16 @@ def _write_model(cfg: ExportConfig, model, info: ModelInfo, path: Path) -> tuple
         proto = graph.simplify(proto)
     graph.set_metadata(proto, info_to_props(info))
     onnx.save(proto, str(path))
-    graph.check(path)
-    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=cfg.opset)
+    graph.check(path, name=output)
+    opset = graph.model_opset(proto)
+    if opset != cfg.opset:  # fp16 conversion or onnxslim must not change what was asked for
+        raise ModelError(f"{output}: the model has opset {opset}, not the --opset {cfg.opset} asked for")
     return exporter, opset
 
 
-def _publish(report: ParityReport, tmp: Path, output: Path, json_path: Path) -> tuple[Path, ParityReport]:
-    """Write parity.json and move the model into place: `output` when parity passed, else kept aside.
-
-    Returns:
-        Where the model went (`output`, or `<name>.parity-failed.onnx` beside it) and the report naming it.
-    """
-    final = output if report.passed else output.with_name(f"{output.stem}.parity-failed.onnx")
-    report = replace(report, model=final.name)
-    report.write(json_path)
-    os.chmod(tmp, file_mode(final))  # the temp file is 0600; a deployable model must be readable by others
-    tmp.replace(final)
-    return final, report
-
-
-def _check_parity(cfg: ExportConfig, ckpt: dict, model, pre: Preprocess, onnx_path: Path, output: Path) -> ParityReport:
+def _check_parity(cfg: ExportConfig, model, images: np.ndarray, source: str, onnx_path: Path,
+                  output: Path) -> ParityReport:
     """Compare PyTorch and onnxruntime (on the provider inference will use) at every batch size."""
-    images, source = parity_images(cfg, ckpt, pre)
     session, provider = create_session(onnx_path, device=cfg.device)
     max_diff, mean_diff, agreement = compare(model, session, fill_rows(images, max(cfg.batch_sizes)), cfg.batch_sizes)
     return ParityReport(
@@ -195,5 +244,5 @@ def _check_parity(cfg: ExportConfig, ckpt: dict, model, pre: Preprocess, onnx_pa
         batch_sizes=list(cfg.batch_sizes),
         provider=provider,
         model=output.name,
-        precision="fp16" if cfg.fp16 else "fp32",
+        precision=_precision(cfg),
     )

@@ -1,9 +1,12 @@
-"""Parity proof: PyTorch vs onnxruntime on the same preprocessed batch of real images."""
+"""Parity proof: PyTorch vs onnxruntime on the same preprocessed batch of real images, and where they come from."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,15 +17,22 @@ from torch import nn
 
 from clf.atomic import atomic_write_text
 from clf.config import Preprocess
+from clf.data.files import is_image_file
 from clf.data.preprocess import preprocess
-from clf.errors import ClfError, DataError
+from clf.errors import ClfError, DataError, one_line
 
 logger = logging.getLogger(__name__)
+
+# Training writes the run's file lists beside its checkpoints:
+#   {"format": 1, "root": "<absolute data root>", "val": ["<class>/<file>", ...], "train": [...]}
+SPLIT_NAME = "split.json"
+SPLIT_FORMAT = 1
+MAX_SPLIT_BYTES = 256 * 2**20  # a list of a few million paths; more is not a file list
 
 
 @dataclass(frozen=True)
 class ParityReport:
-    """What the check compared and what it found; written as parity.json beside the model."""
+    """What the check compared and what it found; written as `<model stem>.parity.json` beside the model."""
 
     passed: bool
     max_abs_diff: float
@@ -30,7 +40,7 @@ class ParityReport:
     top1_agreement: float
     atol: float
     images: int  # distinct inputs compared (a short list is repeated to fill the largest batch, not counted twice)
-    image_source: str  # "validation images of <run>", "<dir>", or "random tensors"
+    image_source: str  # "validation images of <run>" (from split.json), "<dir>", or "random tensors"
     batch_sizes: list[int]
     provider: str
     model: str
@@ -49,31 +59,121 @@ class ParityReport:
         atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
 
-def run_images(ckpt: dict[str, Any], limit: int) -> tuple[list[str], str]:
-    """The run's own validation images (recomputed from its data path, split and seed), and what they are.
+def run_images(folder: str | os.PathLike, run_name: str, limit: int) -> tuple[list[str], str]:
+    """The run's validation images as training listed them in `folder`/split.json, and what they are.
+
+    Only entries that resolve (links followed) to regular image files under the split's root are kept: a run
+    folder is data, never a list of arbitrary paths to open. The checkpoint's own config is not consulted.
 
     Returns:
-        (paths, source): at most ``limit`` paths spread over the classes, and "validation images of <run>"
-        ("training images of <run> (no validation split)" for --no-val runs); ([], "") when the data is gone.
+        (paths, source): at most ``limit`` paths spread over the list, and "validation images of <run>"
+        ("training images of <run> (no validation split)" for a --no-val run); ([], "") when there is no
+        usable split.json or none of its entries is usable (both logged).
     """
-    from clf.data.datasets import load_labelled
-    from clf.data.split import stratified_split
+    split = read_split(Path(folder) / SPLIT_NAME)
+    if split is None:
+        return [], ""
+    run = run_name or "the run"
+    if split["val"]:
+        entries, source = split["val"], f"validation images of {run}"
+    else:
+        entries, source = split["train"], f"training images of {run} (no validation split)"
+    paths = confined_images(split["root"], entries, Path(folder) / SPLIT_NAME)
+    return (spread(paths, limit), source) if paths else ([], "")
 
-    config = ckpt.get("config") or {}
-    data, run = config.get("data"), ckpt.get("run_name") or "the run"
-    if not data or not Path(data).exists():
-        return [], ""
+
+def read_split(path: Path) -> dict[str, Any] | None:
+    """split.json as {"root": str, "val": list, "train": list}; None when absent, else logged when unusable."""
     try:
-        labelled = load_labelled(data, config.get("labels_csv"), id_col=config.get("id_col", "filename"),
-                                 label_col=config.get("label_col", "label"))
-    except DataError as exc:
-        logger.warning("cannot read the run's data for the parity check (%s)", exc)
-        return [], ""
-    split = config.get("val_split", 0.0)
-    _, val_idx = stratified_split(labelled.labels, split, config.get("seed", 0)) if split else (None, [])
-    if len(val_idx):
-        return spread([labelled.paths[i] for i in val_idx], limit), f"validation images of {run}"
-    return spread(list(labelled.paths), limit), f"training images of {run} (no validation split)"
+        text = _read_small_regular_file(path)
+    except FileNotFoundError:
+        logger.debug("%s: not found (a run of clf 0.1, or a bare checkpoint)", path)
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: cannot read it (%s); not used for the parity check", path, _reason(exc))
+        return None
+    problem = _split_problem(text)
+    if isinstance(problem, str):
+        logger.warning("%s: %s; not used for the parity check", path, problem)
+        return None
+    return problem
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or one_line(exc)
+
+
+def _read_small_regular_file(path: Path) -> str:
+    """The UTF-8 text of a regular file of at most MAX_SPLIT_BYTES; a FIFO or device is never read from."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # opening a FIFO must not wait for a writer
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > MAX_SPLIT_BYTES:
+            raise ValueError(f"{info.st_size} bytes, more than a file list of {MAX_SPLIT_BYTES} bytes")
+        return handle.read(MAX_SPLIT_BYTES + 1).decode("utf-8")
+
+
+def _split_problem(text: str) -> dict[str, Any] | str:
+    """The parsed split, or what is wrong with it (never quoting the file's contents)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "not valid JSON"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    version = data.get("format")
+    if isinstance(version, bool) or not isinstance(version, int):
+        return "no format number"
+    if version > SPLIT_FORMAT:
+        return f"format {version} is newer than this clf reads ({SPLIT_FORMAT}); upgrade clf"
+    root = data.get("root")
+    if not isinstance(root, str) or not os.path.isabs(root):
+        return "its root is not an absolute path"
+    lists = {key: data.get(key, []) for key in ("val", "train")}
+    if not all(isinstance(v, list) for v in lists.values()):
+        return "val and train must be lists of paths"
+    return {"root": root, **lists}
+
+
+def confined_images(root: str, entries: Sequence[Any], split_path: Path) -> list[str]:
+    """The entries (paths relative to `root`) that are regular image files inside `root`, links resolved.
+
+    Nothing is opened: names and stat() only. Skipped entries are counted in one warning, by reason.
+    """
+    real_root = os.path.realpath(root)
+    kept, skipped = [], Counter()
+    for entry in entries:
+        problem = _entry_problem(root, real_root, entry)
+        if problem:
+            skipped[problem] += 1
+            logger.debug("%s: entry %r skipped (%s)", split_path, entry, problem)
+        else:
+            kept.append(os.path.join(root, entry))
+    if skipped:
+        reasons = ", ".join(f"{count} {why}" for why, count in sorted(skipped.items()))
+        logger.warning("%s: %d of %d entries skipped for the parity check (%s)", split_path, sum(skipped.values()),
+                       len(entries), reasons)
+    return kept
+
+
+def _entry_problem(root: str, real_root: str, entry: Any) -> str:
+    """Why an entry of split.json is not used ('' when it is)."""
+    if not isinstance(entry, str) or not entry or os.path.isabs(entry) or "\0" in entry:
+        return "not a relative path"
+    if not is_image_file(entry):
+        return "not an image name"
+    real = os.path.realpath(os.path.join(root, entry))
+    if os.path.commonpath([real, real_root]) != real_root:
+        return "outside the data root"
+    if not is_image_file(real):
+        return "a link to a non-image name"
+    try:
+        mode = os.stat(real).st_mode
+    except (OSError, ValueError):
+        return "missing"
+    return "" if stat.S_ISREG(mode) else "not a regular file"
 
 
 def spread(items: Sequence[str], limit: int) -> list[str]:

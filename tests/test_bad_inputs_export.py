@@ -1,0 +1,298 @@
+"""The bad-input catalogue for `clf export` (harness: tests/bad_inputs.py).
+
+The tiny run (a cnn checkpoint and the split.json training writes) is built once for the module; each row gets a
+fresh copy of it under its own tmp folder, so a row that writes cannot disturb another. Rows that export use
+TorchScript and small batches (about a second each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from bad_inputs import Case, run_case
+from export_helpers import make_checkpoint, make_data, write_split
+from serve_helpers import cli_state
+
+from clf.serve.session import nvidia_driver_problem
+
+FAST = ("--exporter", "torchscript", "--batch-sizes", "1,2")
+no_driver_here = pytest.mark.skipif(nvidia_driver_problem() is None, reason="needs a machine without an NVIDIA driver")
+as_root = pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder: nothing to refuse")
+
+
+def _stat_fails_on_long_names() -> bool:
+    """Before main's bbd1c8f, check_output_file stat()ed a name before checking its length (OSError)."""
+    from clf.atomic import check_output_file
+
+    try:
+        check_output_file(Path("/tmp") / ("m" * 256))
+    except OSError:
+        return True
+    except Exception:  # noqa: BLE001 - the ClfError the row expects
+        return False
+    return False
+
+
+length_checked_first = pytest.mark.skipif(_stat_fails_on_long_names(),
+                                          reason="needs clf.atomic's name-length check before stat() (main bbd1c8f)")
+
+# Every file this process opens while a row watches (the "open" audit event covers open(), os.open, Path.read_*).
+_opened: list[str] | None = None
+
+
+def _record_open(event: str, args: tuple) -> None:
+    if event == "open" and _opened is not None and isinstance(args[0], (str, bytes, os.PathLike)):
+        _opened.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_record_open)  # hooks cannot be removed: it records only while a row watches
+
+
+@pytest.fixture(autouse=True)
+def _cli_state():
+    global _opened
+    with cli_state():
+        yield
+    _opened = None
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("export-bad")
+    data = make_data(root / "sample")
+    make_checkpoint(root / "run" / "best.pt", data=data)
+    return {"built": root, "data": data}
+
+
+@pytest.fixture
+def places(built, tmp_path) -> dict[str, Path]:
+    shutil.copytree(built["built"] / "run", tmp_path / "run")
+    return {"tmp": tmp_path, "run": tmp_path / "run", "ckpt": tmp_path / "run" / "best.pt", "data": built["data"]}
+
+
+# --- setups and checks -------------------------------------------------------------------------------------------
+
+
+def _write(name: str, content: bytes = b""):
+    def setup(places):
+        (places["tmp"] / name).parent.mkdir(parents=True, exist_ok=True)
+        (places["tmp"] / name).write_bytes(content)
+
+    return setup
+
+
+def _mkdir(name: str):
+    def setup(places):
+        (places["tmp"] / name).mkdir(parents=True)
+
+    return setup
+
+
+def _pickled_object(places):
+    torch.save({"format": "clf-checkpoint", "args": argparse.Namespace(lr=0.1)}, places["tmp"] / "pickled.pt")
+
+
+def _newer_version(places):
+    make_checkpoint(places["tmp"] / "newer" / "best.pt", version=99, split=False)
+
+
+def _no_classes(places):
+    make_checkpoint(places["tmp"] / "noclasses" / "best.pt", classes=[], split=False)
+
+
+def _checkpoint_with_data(data: str):
+    """A checkpoint whose stored config names `data` (a crafted file: export must not follow it); no split.json."""
+
+    def setup(places):
+        global _opened
+        make_checkpoint(places["tmp"] / "crafted" / "best.pt", data=data, split=False)
+        _opened = []
+
+    return setup
+
+
+def _split_with(**changes):
+    """The run's split.json rewritten with `changes` (hostile entries); opens are watched from here on."""
+
+    def setup(places):
+        global _opened
+        write_split(places["run"], places["data"], **changes)
+        _opened = []
+
+    return setup
+
+
+def _split_with_fifo_entry(places):
+    global _opened
+    root = places["tmp"] / "fifo-data"
+    root.mkdir()
+    os.mkfifo(root / "a.png")  # opening it would wait for a writer forever
+    (places["run"] / "split.json").write_text(json.dumps({"format": 1, "root": str(root), "val": ["a.png"]}))
+    _opened = []
+
+
+def _split_is_a_fifo(places):
+    (places["run"] / "split.json").unlink()
+    os.mkfifo(places["run"] / "split.json")
+
+
+def _passing_export(places):
+    result = run_case(Case("passing export first", ["export", "{run}", *FAST], 0, ""), places)
+    assert "PASS" in result.output
+
+
+def _long_name_folder(places):
+    (places["tmp"] / "long").mkdir()
+
+
+def _read_only_folder(places):
+    (places["tmp"] / "ro").mkdir()
+    (places["tmp"] / "ro").chmod(0o555)
+
+
+def _never_opened(*paths: str, random: bool = True):
+    """None of `paths` was opened (the row watched from its setup), and parity fell back to random tensors."""
+
+    def check(places):
+        assert _opened is not None, "the row's setup did not start watching"
+        hits = [p for p in _opened if os.path.realpath(p) in {os.path.realpath(x) for x in paths}]
+        assert hits == [], hits
+
+    return check
+
+
+def _exists(*names: str):
+    def check(places):
+        for name in names:
+            assert (places["tmp"] / name).is_file(), name
+
+    return check
+
+
+def _long_name_written(places):
+    folder = places["tmp"] / "long"
+    names = sorted(p.name for p in folder.iterdir())
+    model = "m" * 250 + ".onnx"
+    assert model in names and len(names) == 2, names  # the model and its proof, no temp file
+    proof = next(n for n in names if n != model)
+    assert proof.endswith(".parity.json") and len(proof.encode()) <= 255
+    assert json.loads((folder / proof).read_text())["model"] == model
+
+
+def _absent(*names: str):
+    def check(places):
+        for name in names:
+            assert not (places["tmp"] / name).exists(), name
+
+    return check
+
+
+# --- the rows ------------------------------------------------------------------------------------------------------
+
+CASES = [
+    # what to export
+    Case("missing run", ["export", "{tmp}/nope", "--onnx"], 2, "nope: no such run folder or checkpoint file"),
+    Case("folder without a checkpoint", ["export", "{tmp}/empty", "--onnx"], 2,
+         "no best.pt or last.pt in this folder; pass a run folder of `clf train` or a .pt file", setup=_mkdir("empty")),
+    Case("corrupt .pt", ["export", "{tmp}/bad.pt"], 2,
+         "bad.pt: cannot read the checkpoint (corrupt, truncated or not a PyTorch file)",
+         setup=_write("bad.pt", b"not a checkpoint at all"), guard=["{tmp}/bad.pt"]),
+    Case("empty .pt", ["export", "{tmp}/empty.pt"], 2, "empty.pt: cannot read the checkpoint",
+         setup=_write("empty.pt")),
+    Case(".pt holding a pickled object", ["export", "{tmp}/pickled.pt"], 2,
+         "pickled.pt: not a clf checkpoint (it holds pickled Python objects, which are not loaded for safety)",
+         setup=_pickled_object, guard=["{tmp}/pickled.pt"]),
+    Case("newer checkpoint version", ["export", "{tmp}/newer"], 2,
+         "checkpoint version 99 is newer than this clf reads (1); upgrade clf", setup=_newer_version,
+         guard=["{tmp}/newer"]),
+    Case("checkpoint without class names", ["export", "{tmp}/noclasses", *FAST], 2,
+         "checkpoint has no class names; export a checkpoint written by `clf train`", setup=_no_classes,
+         guard=["{tmp}/noclasses"]),
+    # flags, refused before anything is loaded
+    Case("--opset 99", ["export", "{run}", "--opset", "99"], 2,
+         "--opset 99: clf exports opsets 7 to 23 (torchscript 7-20, dynamo 18-23); pass one of those", guard=["{run}"]),
+    Case("--opset 5", ["export", "{run}", "--opset", "5"], 2, "--opset 5: clf exports opsets 7 to 23", guard=["{run}"]),
+    Case("--opset 17 with dynamo", ["export", "{run}", "--opset", "17", "--exporter", "dynamo"], 2,
+         "--opset 17: the dynamo exporter writes opset 18 or newer; use --exporter torchscript", guard=["{run}"]),
+    Case("--opset 21 with torchscript", ["export", "{run}", "--opset", "21", "--exporter", "torchscript"], 2,
+         "--opset 21: the torchscript exporter writes opset 20 or older; use --exporter dynamo", guard=["{run}"]),
+    Case("--atol -1", ["export", "{run}", "--atol", "-1"], 2, "--atol must be a finite number >= 0, got -1.0",
+         guard=["{run}"]),
+    Case("--atol nan", ["export", "{run}", "--atol", "nan"], 2, "--atol must be a finite number >= 0, got nan",
+         guard=["{run}"]),
+    Case("--atol inf", ["export", "{run}", "--atol", "inf"], 2, "--atol must be a finite number >= 0, got inf",
+         guard=["{run}"]),
+    Case("--batch-sizes 0", ["export", "{run}", "--batch-sizes", "0"], 2,
+         "--batch-sizes takes integers from 1 to 4096 like 1,8, got 0", guard=["{run}"]),
+    Case("--batch-sizes 100000", ["export", "{run}", "--batch-sizes", "1,100000"], 2,
+         "--batch-sizes takes integers from 1 to 4096 like 1,8, got 1,100000", guard=["{run}"]),
+    Case("--batch-sizes not numbers", ["export", "{run}", "--batch-sizes", "1,x"], 2,
+         "--batch-sizes takes comma-separated integers like 1,8, got '1,x'", guard=["{run}"]),
+    Case("--exporter bogus", ["export", "{run}", "--exporter", "bogus"], 2,
+         "--exporter must be one of auto, dynamo, torchscript, got 'bogus'", guard=["{run}"]),
+    Case("--device bogus", ["export", "{run}", "--device", "bogus"], 2,
+         "--device must be one of auto, cpu, cuda, tensorrt, got 'bogus'", guard=["{run}"]),
+    pytest.param(Case("--device cuda without CUDA", ["export", "{run}", "--device", "cuda", *FAST], 2,
+                      "cuda requested but", guard=["{run}"]), marks=no_driver_here),
+    # where the model goes
+    Case("-o is the checkpoint", ["export", "{run}", "-o", "{ckpt}"], 2,
+         "best.pt: -o would overwrite the checkpoint input; write to another file", guard=["{run}"]),
+    Case("-o is split.json", ["export", "{run}", "-o", "{run}/split.json"], 2,
+         "split.json: -o would overwrite the split.json input; write to another file", guard=["{run}"]),
+    Case("-o under a file", ["export", "{run}", "-o", "{tmp}/file/model.onnx"], 2, "file is a file, not a folder",
+         setup=_write("file", b"x"), guard=["{tmp}/file", "{run}"]),
+    Case("-o a FIFO", ["export", "{run}", "-o", "{tmp}/fifo.onnx"], 2,
+         "fifo.onnx: exists and is not a regular file (a device, FIFO or socket); give a file name",
+         setup=lambda p: os.mkfifo(p["tmp"] / "fifo.onnx"), guard=["{run}"]),
+    pytest.param(Case("-o a 256-character name", ["export", "{run}", "-o", "{tmp}/" + "m" * 251 + ".onnx"], 2,
+                      "file name longer than 255 bytes; choose a shorter one", guard=["{run}"]),
+                 marks=length_checked_first),
+    pytest.param(Case("-o in a read-only folder", ["export", "{run}", "-o", "{tmp}/ro/model.onnx", *FAST], 2,
+                      "cannot write in", setup=_read_only_folder, guard=["{run}"]), marks=as_root),
+    Case("-o a 255-character name", ["export", "{run}", "-o", "{tmp}/long/" + "m" * 250 + ".onnx", *FAST], 0, "",
+         setup=_long_name_folder, guard=["{run}"], check=_long_name_written),
+    Case("-o an existing folder", ["export", "{run}", "-o", "{tmp}/out", *FAST], 0, "", setup=_mkdir("out"),
+         check=_exists("out/model.onnx", "out/model.parity.json")),
+    Case("-o in a missing folder", ["export", "{run}", "-o", "{tmp}/new/deep/m.onnx", *FAST], 0, "",
+         check=_exists("new/deep/m.onnx", "new/deep/m.parity.json")),
+    Case("failed --atol 0 after a passing export", ["export", "{run}", "--atol", "0", *FAST], 3,
+         "parity check failed (max abs diff", setup=_passing_export,
+         guard=["{run}/model.onnx", "{run}/model.parity.json", "{ckpt}"],
+         check=_exists("run/model.parity-failed.onnx", "run/model.parity-failed.parity.json")),
+    # a checkpoint or run folder is data, never a list of paths to follow
+    Case("checkpoint data path /dev/zero", ["export", "{tmp}/crafted", *FAST], 0, "",
+         setup=_checkpoint_with_data("/dev/zero"), check=_never_opened("/dev/zero")),
+    Case("checkpoint data path /", ["export", "{tmp}/crafted", *FAST], 0, "", setup=_checkpoint_with_data("/"),
+         check=_never_opened("/etc/passwd")),
+    Case("split.json with ../../etc/passwd", ["export", "{run}", *FAST], 0, "",
+         setup=_split_with(val=["../../../../../../../../etc/passwd", "/etc/passwd", "x/../../../etc/shadow.png"]),
+         guard=["{ckpt}"], check=_never_opened("/etc/passwd", "/etc/shadow.png")),
+    Case("split.json root / with a system file", ["export", "{run}", *FAST], 0, "",
+         setup=_split_with(root="/", val=["etc/passwd", "dev/zero"]), check=_never_opened("/etc/passwd", "/dev/zero")),
+    Case("split.json with a FIFO entry", ["export", "{run}", *FAST], 0, "", setup=_split_with_fifo_entry,
+         check=lambda p: _never_opened(str(p["tmp"] / "fifo-data" / "a.png"))(p)),
+    Case("split.json that is a FIFO", ["export", "{run}", *FAST], 0, "", setup=_split_is_a_fifo,
+         check=_exists("run/model.onnx")),
+    # parity images given by the user
+    Case("--check-images an empty folder", ["export", "{run}", "--check-images", "{tmp}/none", *FAST], 2,
+         "none: no images (.jpg, .png, ...) found", setup=_mkdir("none"), guard=["{run}"]),
+    Case("--check-images a file", ["export", "{run}", "--check-images", "{ckpt}", *FAST], 2, "best.pt: not a folder",
+         guard=["{run}"]),
+    Case("--check-images missing", ["export", "{run}", "--check-images", "{tmp}/gone", *FAST], 2,
+         "gone: folder not found", guard=["{run}"]),
+    Case("--check-images that do not decode", ["export", "{run}", "--check-images", "{tmp}/junk", *FAST], 2,
+         "junk: none of the images could be read for the parity check", setup=_write("junk/a.png", b"not a png"),
+         guard=["{run}"], check=_absent("run/model.onnx")),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input(case, places):
+    run_case(case, places)
