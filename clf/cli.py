@@ -409,6 +409,14 @@ def _choices(values: tuple[str, ...]) -> str:
 _DEVICE_HELP = "auto: CUDA when it really loads, else CPU."
 
 
+# The options of `infer` and `eval` that describe a model exported by another tool (no clf metadata).
+_ImgSizeOption = Annotated[Optional[int], typer.Option(help="Only for an .onnx without clf metadata: input size.")]
+_MeanOption = Annotated[Optional[str], typer.Option(help="Only without clf metadata: mean, e.g. 0.485,0.456,0.406.")]
+_StdOption = Annotated[Optional[str], typer.Option(help="Only without clf metadata: std, e.g. 0.229,0.224,0.225.")]
+_LabelsOption = Annotated[Optional[str], typer.Option(help="Only without clf metadata: class names (a,b,c or a file).")]
+_QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
 @app.command("infer")
 @user_errors
 def infer(
@@ -427,11 +435,11 @@ def infer(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 4 when any image was skipped (the other rows are still written).")] = False,
     recursive: Annotated[bool, typer.Option("--recursive", help="Also look in sub-folders.")] = False,
     threads: Annotated[int, typer.Option(help="Decode threads (0 = one per core).")] = 0,
-    img_size: Annotated[Optional[int], typer.Option(help="Only for an .onnx without clf metadata: input size.")] = None,
-    mean: Annotated[Optional[str], typer.Option(help="Only without clf metadata: mean, e.g. 0.485,0.456,0.406.")] = None,
-    std: Annotated[Optional[str], typer.Option(help="Only without clf metadata: std, e.g. 0.229,0.224,0.225.")] = None,
-    labels: Annotated[Optional[str], typer.Option(help="Only without clf metadata: class names (a,b,c or a file).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    img_size: _ImgSizeOption = None,
+    mean: _MeanOption = None,
+    std: _StdOption = None,
+    labels: _LabelsOption = None,
+    quiet: _QuietOption = False,
 ) -> None:
     """Predict a folder of images with onnxruntime and write a Kaggle-style submission CSV."""
     from clf.serve.infer import run_inference
@@ -507,11 +515,11 @@ def eval_(
     confusion: Annotated[Optional[Path], typer.Option(help="Write the confusion matrix as a PNG.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per session.run.")] = 32,
     device: Annotated[str, typer.Option(metavar=_choices(DEVICES), help=_DEVICE_HELP)] = "auto",
-    img_size: Annotated[Optional[int], typer.Option(help="Only for an .onnx without clf metadata: input size.")] = None,
-    mean: Annotated[Optional[str], typer.Option(help="Only without clf metadata: mean, e.g. 0.485,0.456,0.406.")] = None,
-    std: Annotated[Optional[str], typer.Option(help="Only without clf metadata: std, e.g. 0.229,0.224,0.225.")] = None,
-    labels: Annotated[Optional[str], typer.Option(help="Only without clf metadata: class names (a,b,c or a file).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    img_size: _ImgSizeOption = None,
+    mean: _MeanOption = None,
+    std: _StdOption = None,
+    labels: _LabelsOption = None,
+    quiet: _QuietOption = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and confusion matrix of a model on labelled images."""
     import dataclasses
