@@ -42,6 +42,7 @@ class FitResult:
     best_val_acc: float | None
     stopped_early: bool = False
     is_main: bool = True  # False on torchrun ranks > 0: they wrote nothing and have no val metrics to report
+    distributed: bool = False  # trained under torchrun (DDP)
 
 
 def fit(
@@ -67,9 +68,8 @@ def fit(
             "(or a smaller --img-size, or --amp)"
         ) from None
     finally:
-        # Under torchrun the DDP wrapper holds the process group and its gloo work: free it, and anything else
-        # referring to it, before the group goes; left to interpreter exit, gloo's threads were torn down in the
-        # wrong order ("terminate called without an active exception", SIGABRT after a finished run).
+        # Under torchrun the DDP wrapper refers to the process group: let it go before the group is destroyed
+        # (torch still keeps the gloo threads alive after that: the CLI ends a worker with os._exit).
         for trainer in trainers:
             trainer.release()
         trainers.clear()
@@ -124,7 +124,7 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
                                   terminated=isinstance(exc, Terminated))
         raise
     state = trainer.state
-    return FitResult(run_dir, state.epoch, state.best_val_acc, stopped_early, runtime.is_main)
+    return FitResult(run_dir, state.epoch, state.best_val_acc, stopped_early, runtime.is_main, runtime.distributed)
 
 
 def _new_run_dir(cfg: TrainConfig, overwrite: bool, runtime: rt.Runtime) -> tuple[TrainConfig, Path, bool]:

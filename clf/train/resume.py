@@ -37,6 +37,7 @@ def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[Tr
     path = resolve_checkpoint(resume, prefer="last")
     ckpt = load_checkpoint(path)
     saved = TrainConfig.from_dict(ckpt["config"])
+    replace(saved, **given)  # each given value valid on its own (--lr inf is refused as such, not as a change)
     resumable = TrainConfig.resumable_fields()
     for key, value in given.items():
         if key not in resumable and value != getattr(saved, key):
