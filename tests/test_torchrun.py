@@ -61,4 +61,6 @@ def test_refusal_reaches_every_rank(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert output.count(f"error: {tmp_path / 'runs' / 'taken'}: run folder already exists") == 2
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout  # tracebacks go to stderr
+    # Tracebacks go to stderr: the only one there is torchrun's own report of the ranks that failed (exit 2 each)
+    assert result.stderr.count("Traceback (most recent call last)") == result.stderr.count("raise ChildFailedError(")
+    assert result.stderr.count("exitcode  : 2 ") == 2 and "Traceback" not in result.stdout
