@@ -156,6 +156,10 @@ def models(
     """List trainable architectures: clf's own `cnn`, torchvision's `alexnet`, every timm model."""
     from clf.models.registry import list_models
 
+    if img_size < 1:
+        raise ClfError(f"--img-size must be >= 1, got {img_size}")
+    if num_classes < 1:
+        raise ClfError(f"--num-classes must be >= 1, got {num_classes}")
     names = list_models(pattern)
     if not names:
         raise ClfError(f"no architecture matches {pattern!r}; try `clf models` without a pattern")
@@ -164,13 +168,14 @@ def models(
     if params and len(names) > 100:
         raise ClfError(f"--params would build {len(names)} models; narrow the list with a PATTERN such as 'resnet*'")
     if params:
-        from clf.models.registry import create_model
+        from clf.models.registry import check_img_size, create_model
         from clf.models.summary import count_flops, count_parameters
 
         table.add_column("params", justify="right")
         table.add_column(f"GFLOPs @{img_size}", justify="right")
         for name in names:
             model = create_model(name, num_classes=num_classes, img_size=img_size)
+            check_img_size(name, img_size, model)  # one line, not a shape error from the FLOP counter
             flops = count_flops(model, img_size)
             table.add_row(name, f"{count_parameters(model) / 1e6:.2f}M", f"{flops / 1e9:.3f}")
     else:
@@ -230,51 +235,78 @@ class _RichTrainReporter:
         )
 
 
+# Plain data, no torch: the train options take their choices and defaults from the one TrainConfig.
+from clf.config import OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TRAIN_DEVICES, TrainConfig  # noqa: E402
+
+
+def _train_default(name: str) -> Any:
+    """TrainConfig's default for a field: --help shows the real value, typed once in clf/config.py."""
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    return "[" + "|".join(values) + "]"
+
+
+def _given_options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """The options the user typed (or set through the environment), by TrainConfig field name.
+
+    By the source's name: typer carries its own copy of click, whose ParameterSource is not click's.
+    """
+    typed = ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+    return {name: value for name, value in values.items()
+            if getattr(ctx.get_parameter_source(name), "name", None) in typed}
+
+
 @app.command("train")
 @user_errors
 def train(
+    ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Argument(help="Labelled images: DATA/<class>/*.jpg, or a folder with --labels-csv. Optional with --resume.")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="Architecture (see `clf models`): cnn, alexnet, resnet18, rexnet_100, coatnet_0_rw_224, ...")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Total epochs; may be raised on --resume to train further.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (per process under torchrun).")] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Base learning rate.")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="sgd or adamw.")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="cosine, step or none (after warmup).")] = None,
-    warmup_epochs: Annotated[Optional[int], typer.Option(help="Linear LR warmup epochs.")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (not on biases and norms).")] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing for the cross-entropy loss.")] = None,
-    val_split: Annotated[Optional[float], typer.Option(help="Stratified validation fraction.")] = None,
+    arch: Annotated[str, typer.Option(help="Architecture (see `clf models`): cnn, alexnet, resnet18, rexnet_100, coatnet_0_rw_224, ...")] = _train_default("arch"),
+    epochs: Annotated[int, typer.Option(help="Total epochs; may be raised on --resume to train further.")] = _train_default("epochs"),
+    batch_size: Annotated[int, typer.Option(help="Batch size (per process under torchrun).")] = _train_default("batch_size"),
+    img_size: Annotated[int, typer.Option(help="Square input size in pixels.")] = _train_default("img_size"),
+    lr: Annotated[float, typer.Option(help="Base learning rate.")] = _train_default("lr"),
+    optimizer: Annotated[str, typer.Option(metavar=_choices(OPTIMIZERS), help="Optimizer.")] = _train_default("optimizer"),
+    scheduler: Annotated[str, typer.Option(metavar=_choices(SCHEDULERS), help="LR schedule after warmup.")] = _train_default("scheduler"),
+    warmup_epochs: Annotated[int, typer.Option(help="Linear LR warmup epochs.")] = _train_default("warmup_epochs"),
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (not on biases and norms).")] = _train_default("weight_decay"),
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the cross-entropy loss.")] = _train_default("label_smoothing"),
+    val_split: Annotated[float, typer.Option(help="Stratified validation fraction.")] = _train_default("val_split"),
     no_val: Annotated[bool, typer.Option("--no-val", help="Train on all the data (best.pt = last epoch).")] = False,
-    hflip: Annotated[Optional[float], typer.Option(help="Random horizontal flip probability; 0 disables (digits, text).")] = None,
-    rotate: Annotated[Optional[float], typer.Option(help="Random rotation range in degrees; 0 disables.")] = None,
-    resize: Annotated[Optional[str], typer.Option(help="stretch, or shorter_crop (shorter side + center crop).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes (0 = in the main process; default auto: 0 on CPU, up to 8 on GPU).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (split, init, shuffling, augmentation).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Run name (default: ARCH-SIZE, numbered when taken).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Folder holding run folders.")] = None,
+    hflip: Annotated[float, typer.Option(help="Random horizontal flip probability; 0 disables (digits, text).")] = _train_default("hflip"),
+    rotate: Annotated[float, typer.Option(help="Random rotation range in degrees; 0 disables.")] = _train_default("rotate"),
+    resize: Annotated[str, typer.Option(metavar=_choices(RESIZE_MODES), help="stretch, or shorter_crop (shorter side + center crop).")] = _train_default("resize"),
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes (0 = in the main process; -1 = auto: 0 on CPU, up to 8 on GPU).")] = _train_default("workers"),
+    seed: Annotated[int, typer.Option(help="Random seed (split, init, shuffling, augmentation).")] = _train_default("seed"),
+    name: Annotated[str, typer.Option(help="Run name (empty: ARCH-SIZE, numbered when taken).")] = _train_default("name"),
+    out: Annotated[Path, typer.Option(help="Folder holding run folders.")] = Path(_train_default("out")),
     resume: Annotated[Optional[str], typer.Option(help="Continue a run folder (its last.pt) or a checkpoint.")] = None,
-    patience: Annotated[Optional[int], typer.Option(help="Early stop after P epochs without val accuracy gain (0 = off).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
-    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16).")] = None,
-    cache_images: Annotated[Optional[bool], typer.Option("--cache-images", help="Keep decoded, resized images in RAM.")] = None,
-    pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Start from timm's pretrained weights (local cache only).")] = None,
-    labels_csv: Annotated[Optional[str], typer.Option(help="CSV of filename,label for the images in DATA (Kaggle style).")] = None,
-    id_col: Annotated[Optional[str], typer.Option(help="Filename column of --labels-csv.")] = None,
-    label_col: Annotated[Optional[str], typer.Option(help="Label column of --labels-csv.")] = None,
-    strict: Annotated[Optional[bool], typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder of the same name.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, one line per epoch.")] = False,
+    patience: Annotated[int, typer.Option(help="Early stop after P epochs without val accuracy gain (0 = off).")] = _train_default("patience"),
+    device: Annotated[str, typer.Option(metavar=_choices(TRAIN_DEVICES), help="Training device.")] = _train_default("device"),
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16).")] = _train_default("amp"),
+    cache_images: Annotated[bool, typer.Option("--cache-images", help="Keep decoded, resized images in RAM.")] = _train_default("cache_images"),
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="Start from timm's pretrained weights (local cache only).")] = _train_default("pretrained"),
+    labels_csv: Annotated[Optional[str], typer.Option(help="CSV of filename,label for the images in DATA (Kaggle style).")] = _train_default("labels_csv"),
+    id_col: Annotated[str, typer.Option(help="Filename column of --labels-csv.")] = _train_default("id_col"),
+    label_col: Annotated[str, typer.Option(help="Label column of --labels-csv.")] = _train_default("label_col"),
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")] = _train_default("strict"),
+    overwrite: Annotated[bool, typer.Option(help="Replace a run folder of the same name (clf's own files only, once the new run's first epoch is saved).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, one line per epoch.")] = _train_default("quiet"),
 ) -> None:
-    """Train ARCH on DATA: writes runs/NAME/ (config.json, history.csv, curves.png, best.pt, last.pt)."""
-    options = dict(locals())  # first statement: exactly the command's parameters
+    """Train ARCH on DATA: writes runs/NAME/ (config.json, split.json, history.csv, curves.png, best.pt, last.pt)."""
     from clf.train.fit import fit, resolve_config
 
-    given = {k: v for k, v in options.items() if v is not None and k not in ("resume", "overwrite", "no_val", "quiet")}
-    if "data" in given:
-        given["data"] = str(given["data"])
-    if "out" in given:
-        given["out"] = str(given["out"])
+    values = dict(
+        data=str(data) if data is not None else None, arch=arch, epochs=epochs, batch_size=batch_size, img_size=img_size,
+        lr=lr, optimizer=optimizer, scheduler=scheduler, warmup_epochs=warmup_epochs, weight_decay=weight_decay,
+        label_smoothing=label_smoothing, val_split=val_split, hflip=hflip, rotate=rotate, resize=resize,
+        workers=workers, seed=seed, name=name, out=str(out), patience=patience, device=device, amp=amp,
+        cache_images=cache_images, pretrained=pretrained, labels_csv=labels_csv, id_col=id_col, label_col=label_col,
+        strict=strict,
+    )
+    given = _given_options(ctx, values)
     if no_val:
         given["val_split"] = 0.0
     given["quiet"] = quiet  # per sitting: a resumed run does not inherit an earlier sitting's --quiet
@@ -283,12 +315,29 @@ def train(
         logger.setLevel(max(logger.level, logging.WARNING))  # --quiet: epoch lines and warnings only
     reporter = _RichTrainReporter(show_progress=console.is_terminal and not cfg.quiet)
     result = fit(cfg, resume_ckpt=ckpt, overwrite=overwrite, reporter=reporter)
-    if not result.is_main:
-        return  # torchrun rank > 0: rank 0 prints the one summary line
-    best = "n/a (no validation split)" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
-    stop = " (early stop)" if result.stopped_early else ""
-    console.print(f"[bold]{escape(str(result.run_dir))}[/]: {result.epochs_done} epochs{stop}, best val acc {best}",
-                  highlight=False)
+    if result.is_main:  # under torchrun rank 0 prints the one summary line
+        best = "n/a (no validation split)" if result.best_val_acc is None else f"{result.best_val_acc:.4f}"
+        stop = " (early stop)" if result.stopped_early else ""
+        console.print(f"[bold]{escape(str(result.run_dir))}[/]: {result.epochs_done} epochs{stop}, best val acc {best}",
+                      highlight=False)
+    if result.distributed:
+        _end_torchrun_worker()
+
+
+def _end_torchrun_worker() -> None:
+    """Exit a finished torchrun worker now, output flushed, without the interpreter's teardown.
+
+    DistributedDataParallel keeps the gloo process group alive after destroy_process_group (torch 2.x: its
+    threads `gloo_tcp_loop` and `pt_gloo_runloop` are still running at exit, however the wrapper is released).
+    Tearing them down with the interpreter aborted about 1 run in 9 under load: "terminate called without an
+    active exception", SIGABRT, and torchrun reported a failure for a finished run.
+    """
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)
 
 
 @app.command("runs")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 from clf.errors import ClfError
@@ -86,13 +87,22 @@ class Preprocess(_JsonMixin):
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
 
+# The choices of `clf train`, one constant each: validated once (TrainConfig.__post_init__), listed in --help.
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("cosine", "step", "none")
+TRAIN_DEVICES = ("auto", "cpu", "cuda")
+# Marks a TrainConfig field that `clf train --resume` may change; every other field must match the checkpoint
+# (it shapes the weights, the data split or the schedule).
+RESUMABLE = {"resume": True}
+
+
 @dataclass(frozen=True)
 class TrainConfig(_JsonMixin):
     """Everything ``clf train`` needs; saved resolved in ``config.json`` and in every checkpoint."""
 
-    data: str = ""
+    data: str = field(default="", metadata=RESUMABLE)  # the data may move between sittings
     arch: str = "cnn"
-    epochs: int = 10
+    epochs: int = field(default=10, metadata=RESUMABLE)  # raised to train further
     batch_size: int = 32
     img_size: int = 224
     lr: float = 1e-3
@@ -104,29 +114,44 @@ class TrainConfig(_JsonMixin):
     val_split: float = 0.2
     hflip: float = 0.5
     rotate: float = 0.0
-    workers: int = -1  # -1 = auto: 0 on the CPU, up to 8 on a GPU
+    workers: int = field(default=-1, metadata=RESUMABLE)  # -1 = auto: 0 on the CPU, up to 8 on a GPU
     seed: int = 0
     name: str = ""
     out: str = "runs"
-    patience: int = 0  # 0 disables early stopping
-    device: str = "auto"
-    amp: bool = True
-    cache_images: bool = False
+    patience: int = field(default=0, metadata=RESUMABLE)  # 0 disables early stopping
+    device: str = field(default="auto", metadata=RESUMABLE)
+    amp: bool = field(default=True, metadata=RESUMABLE)
+    cache_images: bool = field(default=False, metadata=RESUMABLE)
     pretrained: bool = False
-    strict: bool = False
+    strict: bool = field(default=False, metadata=RESUMABLE)
     labels_csv: str | None = None
     id_col: str = "filename"
     label_col: str = "label"
     resize: str = "stretch"
-    quiet: bool = False
+    quiet: bool = field(default=False, metadata=RESUMABLE)
+
+    @classmethod
+    def resumable_fields(cls) -> frozenset[str]:
+        """The fields a resumed run may change (marked RESUMABLE above)."""
+        return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("resume"))
+
+    @staticmethod
+    def flag(name: str) -> str:
+        """The command-line flag of a field: batch_size -> --batch-size."""
+        return "--" + name.replace("_", "-")
 
     def __post_init__(self) -> None:
         """Reject impossible values up front, with the flag's name, instead of failing deep inside torch."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ClfError(f"{self.flag(f.name)} must be a finite number, got {value}")
         checks = (
             (self.epochs >= 1, "--epochs must be >= 1"),
             (self.batch_size >= 1, "--batch-size must be >= 1"),
             (self.img_size >= 16, "--img-size must be >= 16"),
             (self.lr >= 0, "--lr must be >= 0"),
+            (self.weight_decay >= 0, "--weight-decay must be >= 0"),
             (0.0 <= self.val_split < 1.0, "--val-split must be >= 0 and < 1 (0 = no validation)"),
             (0.0 <= self.hflip <= 1.0, "--hflip is a probability between 0 and 1"),
             (self.rotate >= 0, "--rotate must be >= 0 degrees"),
@@ -134,9 +159,9 @@ class TrainConfig(_JsonMixin):
             (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
             (self.patience >= 0, "--patience must be >= 0"),
             (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be >= 0 and < 1"),
-            (self.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {self.optimizer!r}"),
-            (self.scheduler in ("cosine", "step", "none"), f"--scheduler must be cosine, step or none, got {self.scheduler!r}"),
-            (self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
+            (self.device in TRAIN_DEVICES, f"--device must be one of {', '.join(TRAIN_DEVICES)}, got {self.device!r}"),
             (self.resize in RESIZE_MODES, f"--resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}"),
         )
         for ok, message in checks:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoint_factory import checkpoint_state
 from torch import nn
 
 import clf
@@ -18,6 +19,8 @@ from clf.errors import ModelError, StorageError
 from clf.models.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    SOURCE_KEY,
+    build_checkpoint,
     load_checkpoint,
     model_from_checkpoint,
     preprocess_from_checkpoint,
@@ -38,36 +41,11 @@ def _seeded():
 
 def make_state(arch="cnn", num_classes=3, img_size=32, train_step=True, **model_extra):
     """A checkpoint dict with every contract key, the way training fills it (one optimizer step taken)."""
-    model = create_model(arch, num_classes, img_size=img_size, **model_extra)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=5)
-    if train_step:
-        model(torch.randn(2, 3, img_size, img_size)).sum().backward()
-        optimizer.step()
-        scheduler.step()
-    pre = Preprocess(size=(img_size, img_size))
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "clf_version": clf.__version__,
-        "arch": arch,
-        "model_kwargs": model_kwargs_for(arch, num_classes, img_size, **model_extra),
-        "img_size": img_size,
-        "classes": ["circle", "square", "star"][:num_classes],
-        "preprocess": pre.to_dict(),
-        "config": TrainConfig(arch=arch, img_size=img_size).to_dict(),
-        "epoch": 2,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": None,
-        "rng": to_plain(
-            {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        ),
-        "history": [{"epoch": 1, "train_loss": 1.1, "val_acc": 0.5}, {"epoch": 2, "train_loss": 0.9, "val_acc": 0.75}],
-        "best_val_acc": 0.75,
-        "run_name": "cnn-test",
-    }, model
+    return checkpoint_state(
+        arch, classes=["circle", "square", "star", "triangle"][:num_classes], img_size=img_size, epoch=2,
+        train_step=train_step, model_extra=model_extra, run_name="cnn-test", best_val_acc=0.75,
+        history=[{"epoch": 1, "train_loss": 1.1, "val_acc": 0.5}, {"epoch": 2, "train_loss": 0.9, "val_acc": 0.75}],
+    )
 
 
 # ---------------------------------------------------------------- round trip
@@ -423,3 +401,24 @@ def test_no_temp_files_in_run_folder_after_saves(tmp_path):
     for epoch in range(3):
         save_checkpoint({**state, "epoch": epoch}, tmp_path / "last.pt")
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_build_checkpoint_lays_out_the_documented_schema():
+    model = create_model("cnn", 3, img_size=32)
+    ckpt = build_checkpoint(arch="cnn", model_kwargs=model_kwargs_for("cnn", 3, 32), classes=["a", "b", "c"],
+                            preprocess=Preprocess(size=(32, 32)), config=TrainConfig(arch="cnn").to_dict(),
+                            model=model.state_dict())
+    assert list(ckpt) == ["format", "version", "clf_version", "arch", "model_kwargs", "img_size", "classes",
+                          "preprocess", "config", "epoch", "model", "optimizer", "scheduler", "scaler", "rng",
+                          "history", "best_val_acc", "run_name", "params"]
+    assert (ckpt["format"], ckpt["version"], ckpt["clf_version"]) == (CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+                                                                      clf.__version__)
+    assert ckpt["params"] == sum(p.numel() for p in model.parameters())  # BatchNorm statistics are not parameters
+    assert ckpt["img_size"] == 32 and SOURCE_KEY not in ckpt
+
+
+def test_the_path_read_is_carried_under_source_only(tmp_path):
+    state, _ = make_state()
+    ckpt = load_checkpoint(save_checkpoint(state, tmp_path / "last.pt"))
+    assert ckpt[SOURCE_KEY] == str(tmp_path / "last.pt") and "_path" not in ckpt
+    assert SOURCE_KEY not in torch.load(save_checkpoint(ckpt, tmp_path / "again.pt"), weights_only=True)

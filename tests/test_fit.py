@@ -27,16 +27,17 @@ from train_helpers import (
 )
 
 from clf.config import TrainConfig
-from clf.errors import StorageError
-from clf.models.checkpoint import model_from_checkpoint
-from clf.train import fit as fit_module
+from clf.errors import IncompleteError, StorageError, Terminated
+from clf.models.checkpoint import CHECKPOINT_VERSION, model_from_checkpoint
+from clf.train import trainer as trainer_module
 from clf.train.history import read_history_csv
 from clf.train.loop import EpochMetrics
 from clf.train.schedule import lr_factor
 
 AUG = {"off": dict(hflip=0.0, rotate=0.0), "on": dict(hflip=0.5, rotate=10.0)}
-CONTRACT_KEYS = {"format", "arch", "model_kwargs", "classes", "preprocess", "config", "epoch", "model", "optimizer",
-                 "scheduler", "rng", "history", "best_val_acc", "run_name"}
+CONTRACT_KEYS = {"format", "version", "clf_version", "arch", "model_kwargs", "img_size", "classes", "preprocess", "config",
+                 "epoch", "model", "optimizer", "scheduler", "scaler", "rng", "history", "best_val_acc", "run_name",
+                 "params"}
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,8 @@ def test_checkpoints_hold_the_contract_and_load_weights_only(data, straight):
     run = straight("on")
     for name in ("best.pt", "last.pt"):
         ckpt = torch.load(run / name, map_location="cpu", weights_only=True)
-        assert CONTRACT_KEYS <= ckpt.keys()
+        assert ckpt.keys() == CONTRACT_KEYS  # the documented schema, nothing else
+        assert ckpt["version"] == CHECKPOINT_VERSION and ckpt["params"] == json.loads((run / "config.json").read_text())["params"]
         assert ckpt["format"] == "clf-checkpoint" and ckpt["arch"] == "cnn"
         assert ckpt["classes"] == ["circle", "square", "star", "triangle"]
         assert ckpt["model_kwargs"]["num_classes"] == 4
@@ -177,7 +179,7 @@ def scripted_val(monkeypatch):
             weights.append({k: v.clone() for k, v in model.state_dict().items()})
             return EpochMetrics(loss=1.0, accuracy=accuracies[len(weights) - 1], images=8, seconds=0.0)
 
-        monkeypatch.setattr(fit_module, "evaluate", evaluate)
+        monkeypatch.setattr(trainer_module, "evaluate", evaluate)
         return weights
 
     return script
@@ -251,17 +253,47 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(data, tmp_path, monkey
     assert saves == [1, 2]
     assert load(run / "last.pt")["epoch"] == 1
     assert load(run / "best.pt")["epoch"] == 1
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "curves.png", "history.csv", "last.pt"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".clf-folder.json", "best.pt", "config.json", "curves.png", "history.csv", "last.pt", "split.json"]
 
 
-def test_ctrl_c_while_saving_waits_for_the_save():
+@pytest.fixture
+def signal_handlers():
+    """Put SIGINT's and SIGTERM's handlers back as the test process had them (SIG_IGN in a background job)."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("signum, raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)])
+def test_a_signal_while_saving_waits_for_the_save(signum, raised, signal_handlers):
+    def handler(received, frame):
+        raise AssertionError("the handler must not run during the save")
+
+    signal.signal(signum, handler)
     done = []
-    with pytest.raises(KeyboardInterrupt):
-        with fit_module._interrupts_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            done.append("checkpoint written")
+    with pytest.raises(raised), trainer_module.interrupts_deferred():
+        os.kill(os.getpid(), signum)
+        done.append("checkpoint written")
     assert done == ["checkpoint written"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signum) is handler  # exactly what was there before
+
+
+def test_an_ignored_signal_stays_ignored_while_saving(signal_handlers):
+    """A background job inherits SIGINT as SIG_IGN: the save neither raises for it nor installs a handler for good."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with trainer_module.interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_what_was_installed_before_is_restored(signal_handlers):
+    """Whatever the suite was started with (default handler, or SIG_IGN from `make test </dev/null &`) comes back."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with trainer_module.interrupts_deferred():
+        pass
+    assert {signum: signal.getsignal(signum) for signum in before} == before
 
 
 def test_interrupt_in_first_epoch_leaves_nothing_to_resume(data, tmp_path, monkeypatch, caplog):
@@ -269,7 +301,70 @@ def test_interrupt_in_first_epoch_leaves_nothing_to_resume(data, tmp_path, monke
     with caplog.at_level(logging.DEBUG, logger="clf"), pytest.raises(KeyboardInterrupt):
         train(data, tmp_path, "early", epochs=2)
     assert not (tmp_path / "early" / "last.pt").exists()
-    assert "interrupted during epoch 1: no epoch finished, nothing to resume" in caplog.text
+    assert (f"interrupted during epoch 1: no finished epoch to resume in {tmp_path / 'early'}; "
+            "start it again with --overwrite") in caplog.text
+
+
+def test_a_diverging_loss_stops_before_it_is_saved(data, tmp_path, monkeypatch):
+    real = trainer_module.evaluate
+    calls = []
+
+    def evaluate(model, loader, criterion, runtime):
+        calls.append(1)
+        metrics = real(model, loader, criterion, runtime)
+        return EpochMetrics(float("nan") if len(calls) == 2 else metrics.loss, metrics.accuracy, metrics.images, 0.0)
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+    run = tmp_path / "nan"
+    with pytest.raises(IncompleteError) as error:
+        train(data, tmp_path, "nan", epochs=3)
+    assert str(error.value) == (f"{run}: validation loss became nan in epoch 2; {run / 'last.pt'} keeps epoch 1; "
+                                "try a lower --lr")
+    assert error.value.exit_code == 4
+    assert load(run / "last.pt")["epoch"] == load(run / "best.pt")["epoch"] == 1
+    assert [r["epoch"] for r in read_history_csv(run / "history.csv")] == [1]
+
+
+def test_a_huge_lr_diverges_in_the_first_epoch(data, tmp_path):
+    with pytest.raises(IncompleteError, match=r"training loss became (nan|inf) in epoch 1; no epoch was saved; "
+                                              r"try a lower --lr$"):
+        train(data, tmp_path, "huge", epochs=2, lr=1e30, optimizer="sgd")
+    assert not (tmp_path / "huge" / "last.pt").exists() and not (tmp_path / "huge" / "best.pt").exists()
+
+
+# ---------------------------------------------------------------- the run folder
+
+
+def test_split_json_lists_the_images_of_each_part(data, straight):
+    run = straight("on")
+    split = json.loads((run / "split.json").read_text())
+    assert split.keys() == {"format", "root", "val", "train"} and split["format"] == 1
+    assert split["root"] == str(data.resolve())
+    assert len(split["val"]) == 8 and len(split["train"]) == 40
+    assert not set(split["val"]) & set(split["train"])
+    assert all((data / p).is_file() and "/" in p and not p.startswith("/") for p in split["val"] + split["train"])
+    assert split["val"][0].split("/")[0] == "circle"  # class folder / file, validation order
+
+
+def test_unreadable_images_are_not_in_split_json(tmp_path):
+    data = make_data(tmp_path / "sample")
+    broken = data / "star" / "broken.png"
+    broken.write_bytes(b"not a png")
+    run = train(data, tmp_path / "runs", "r", epochs=1).run_dir
+    split = json.loads((run / "split.json").read_text())
+    assert "star/broken.png" not in split["val"] + split["train"]
+    assert len(split["val"]) + len(split["train"]) == 48
+
+
+def test_resume_rewrites_split_json_when_the_data_moved(tmp_path):
+    data = make_data(tmp_path / "sample")
+    run = train(data, tmp_path / "runs", "r", epochs=1).run_dir
+    before = json.loads((run / "split.json").read_text())
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    resume(run, data=str(moved), epochs=2)
+    after = json.loads((run / "split.json").read_text())
+    assert after["root"] == str(moved.resolve()) and (after["val"], after["train"]) == (before["val"], before["train"])
 
 
 # ---------------------------------------------------------------- options

@@ -77,3 +77,19 @@ def test_runs_command_on_empty_or_missing_folder(tmp_path):
         assert result.exit_code == 2
         assert "no training runs found" in result.output and str(folder) in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_config_json_that_is_not_a_run_config_is_skipped_with_a_warning(tmp_path):
+    make_run(tmp_path, "good")
+    for name, text in (("a-list", "[1, 2]"), ("b-null", "null"), ("c-garbage", "{not json"), ("d-no-train", '{"x": 1}'),
+                       ("e-train-list", '{"train": []}')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(text)
+    (tmp_path / "f-latin1").mkdir()
+    (tmp_path / "f-latin1" / "config.json").write_bytes(b'{"train": "\xe9"}')
+    result = runner.invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    for name in ("a-list", "b-null", "c-garbage", "d-no-train", "e-train-list", "f-latin1"):
+        assert f"WARNING {tmp_path / name}: unreadable run folder (" in result.output
+    assert sum("│ good" in line for line in result.output.splitlines()) == 1

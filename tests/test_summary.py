@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from clf.models.cnn import SimpleCNN
-from clf.models.summary import count_flops, count_parameters
+from clf.models.summary import count_flops, count_parameters, eval_mode, zeros_input
 
 
 @pytest.fixture(autouse=True)
@@ -66,3 +66,21 @@ def test_count_flops_simple_cnn_by_hand():
 
 def test_count_flops_follows_parameter_dtype():
     assert count_flops(nn.Linear(8, 2).double(), 8) == 2 * 24 * 8 * 2
+
+
+def test_zeros_input_follows_the_models_dtype_and_defaults_to_float32():
+    assert zeros_input(nn.Linear(2, 2).double(), 4, 6).dtype == torch.float64
+    x = zeros_input(nn.Identity(), 4, 6, batch=2)  # no parameters: CPU float32
+    assert x.shape == (2, 3, 4, 6) and x.dtype == torch.float32 and x.device.type == "cpu" and not x.any()
+
+
+def test_eval_mode_restores_the_mode_even_after_an_error():
+    model = nn.Dropout(0.5)
+    with pytest.raises(RuntimeError), eval_mode(model):
+        assert not model.training and not torch.is_grad_enabled()
+        raise RuntimeError("shape error")
+    assert model.training
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not model.training

@@ -32,6 +32,7 @@ def test_two_process_training_and_resume(tmp_path):
     first = torchrun(data, *TINY_DDP, "--epochs", "2", "--out", out)
     output = first.stdout + first.stderr
     assert first.returncode == 0, output
+    assert "terminate called" not in output and "Traceback" not in output, output
     assert [p.name for p in out.iterdir()] == ["cnn-32"], output  # one run folder, named by rank 0 for both ranks
     run = out / "cnn-32"
     last = load(run / "last.pt")
@@ -44,6 +45,7 @@ def test_two_process_training_and_resume(tmp_path):
 
     second = torchrun("--resume", run, "--epochs", "3", "--workers", "0", "--device", "cpu", "--quiet")
     assert second.returncode == 0, second.stdout + second.stderr
+    assert "terminate called" not in second.stderr, second.stderr
     last = load(run / "last.pt")
     assert last["epoch"] == 3 and [r["epoch"] for r in last["history"]] == [1, 2, 3]
     assert (run / "history.csv").read_text().count("\n") == 4  # header + 3 epochs
@@ -59,4 +61,6 @@ def test_refusal_reaches_every_rank(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert output.count(f"error: {tmp_path / 'runs' / 'taken'}: run folder already exists") == 2
-    assert "Traceback" not in result.stdout
+    # Tracebacks go to stderr: the only one there is torchrun's own report of the ranks that failed (exit 2 each)
+    assert result.stderr.count("Traceback (most recent call last)") == result.stderr.count("raise ChildFailedError(")
+    assert result.stderr.count("exitcode  : 2 ") == 2 and "Traceback" not in result.stdout

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import clf, error_line
 from train_helpers import interrupt_in_epoch, load, make_data
+
+from clf.ownership import MARKER_NAME, read_marker
+from clf.train.run_folder import RUN_FILES
 
 FAST = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet"]
 
@@ -40,7 +42,9 @@ def test_train_learns_the_sample_competition(tmp_path):
     assert result.output.splitlines()[-1] == f"{run}: 10 epochs, best val acc {best['best_val_acc']:.4f}"
     epoch_lines = [line for line in result.output.splitlines() if line.startswith("epoch ")]
     assert len(epoch_lines) == 10 and epoch_lines[0].startswith("epoch   1/10  train loss ")
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "curves.png", "history.csv", "last.pt"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".clf-folder.json", "best.pt", "config.json", "curves.png", "history.csv", "last.pt", "split.json"]
+    assert read_marker(run)["files"] == sorted(RUN_FILES)
 
 
 def test_missing_data_folder(tmp_path):
@@ -147,13 +151,105 @@ def test_a_run_name_is_one_folder_name(data, tmp_path, name):
                                   "use --out for the parent folder")
 
 
-def test_overwrite_replaces_only_run_folders(data, tmp_path):
+def test_overwrite_refuses_a_folder_clf_did_not_mark(data, tmp_path):
     precious = tmp_path / "runs" / "thesis"
     precious.mkdir(parents=True)
     (precious / "chapter1.txt").write_text("years of work")
     result = clf("train", data, *FAST, "--epochs", "1", "--out", tmp_path / "runs", "--name", "thesis", "--overwrite")
-    assert error_line(result) == f"error: {precious}: exists and is not a clf run folder; --overwrite only replaces run folders"
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        f"error: {precious}: not a run folder written by clf (no {MARKER_NAME}; holds chapter1.txt); "
+        "--overwrite only replaces clf's own folders: remove it yourself or choose another name")
     assert (precious / "chapter1.txt").read_text() == "years of work"
+
+
+def test_overwrite_keeps_a_users_files_that_sit_beside_a_config_json(data, tmp_path):
+    """v0.1 took any config.json as proof of a run and deleted precious.txt and src/ with it."""
+    proj = tmp_path / "runs" / "proj"
+    (proj / "src").mkdir(parents=True)
+    (proj / "config.json").write_text('{"mine": true}')
+    (proj / "precious.txt").write_text("keep me")
+    (proj / "src" / "main.py").write_text("print('hi')")
+    result = clf("train", data, *FAST, "--epochs", "1", "--out", tmp_path / "runs", "--name", "proj", "--overwrite")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        f"error: {proj}: not a run folder written by clf (no {MARKER_NAME}; holds config.json, precious.txt, src); "
+        "--overwrite only replaces clf's own folders: remove it yourself or choose another name")
+    assert (proj / "precious.txt").read_text() == "keep me" and (proj / "src" / "main.py").exists()
+    assert (proj / "config.json").read_text() == '{"mine": true}'
+
+
+def test_overwrite_refuses_a_run_folder_holding_a_users_file(done_run, data, tmp_path):
+    notes = done_run / "notes.txt"
+    notes.write_text("what I tried")
+    try:
+        result = clf("train", data, *FAST, "--epochs", "1", "--out", done_run.parent, "--name", "one", "--overwrite")
+        assert result.exit_code == 2
+        assert error_line(result) == (
+            f"error: {done_run}: holds 1 file(s) clf did not write (notes.txt); "
+            "--overwrite only removes clf's own files: move them out or choose another name")
+        assert notes.read_text() == "what I tried" and load(done_run / "last.pt")["epoch"] == 1
+    finally:
+        notes.unlink()
+
+
+def test_overwrite_replaces_a_run_and_the_files_export_recorded(data, tmp_path):
+    out = tmp_path / "runs"
+    assert clf("train", data, *FAST, "--epochs", "2", "--out", out, "--name", "r").exit_code == 0
+    run = out / "r"
+    from clf.ownership import record_files
+
+    record_files(run, ["model.onnx"])  # what export does before writing its model
+    (run / "model.onnx").write_bytes(b"onnx")
+    result = clf("train", data, *FAST, "--epochs", "1", "--out", out, "--name", "r", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert load(run / "last.pt")["epoch"] == 1 and not (run / "model.onnx").exists()
+    assert sorted(p.name for p in run.iterdir()) == sorted([MARKER_NAME, *RUN_FILES])
+
+
+def test_ctrl_c_in_the_first_epoch_of_an_overwrite_keeps_the_old_run(data, tmp_path, monkeypatch):
+    out = tmp_path / "runs"
+    assert clf("train", data, *FAST, "--epochs", "2", "--out", out, "--name", "r").exit_code == 0
+    run = out / "r"
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, epoch=1, after_batches=1)
+        result = clf("train", data, *FAST, "--epochs", "3", "--out", out, "--name", "r", "--overwrite")
+    assert result.exit_code == 130
+    assert (f"interrupted during epoch 1: the old run in {run} was left as it was (--overwrite replaces it only "
+            "when the new run's first epoch is saved)") in result.output
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_a_run_cut_before_its_first_epoch_gets_one_advice(data, tmp_path, monkeypatch):
+    out = tmp_path / "runs"
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, epoch=1, after_batches=1)
+        result = clf("train", data, *FAST, "--epochs", "2", "--out", out, "--name", "cut")
+    run = out / "cut"
+    assert result.exit_code == 130
+    assert f"interrupted during epoch 1: no finished epoch to resume in {run}; start it again with --overwrite" \
+        in result.output
+    again = clf("train", data, *FAST, "--epochs", "2", "--out", out, "--name", "cut")
+    assert error_line(again) == (f"error: {run}: run folder already exists; no finished epoch to resume; "
+                                 "start it again with --overwrite, or use another --name")
+    resumed = clf("train", "--resume", run, "--epochs", "2")
+    assert error_line(resumed) == f"error: {run}: no finished epoch to resume; start it again with --overwrite"
+    assert clf("train", data, *FAST, "--epochs", "1", "--out", out, "--name", "cut", "--overwrite").exit_code == 0
+    assert load(run / "last.pt")["epoch"] == 1
+
+
+def test_a_v01_run_folder_without_a_marker_still_resumes(data, tmp_path):
+    out = tmp_path / "runs"
+    assert clf("train", data, *FAST, "--epochs", "1", "--out", out, "--name", "old").exit_code == 0
+    run = out / "old"
+    (run / MARKER_NAME).unlink()
+    (run / "split.json").unlink()
+    (run / ".clf-abc123.tmp").write_bytes(b"half a checkpoint")  # left by a kill -9
+    result = clf("train", "--resume", run, "--epochs", "2", "--workers", "0", "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert load(run / "last.pt")["epoch"] == 2
+    assert not (run / MARKER_NAME).exists() and not (run / ".clf-abc123.tmp").exists()
 
 
 def test_an_image_size_the_arch_cannot_take_is_refused_before_training(data, tmp_path):
@@ -189,3 +285,37 @@ def test_an_unwritable_output_is_one_line(data, tmp_path):
     result = clf("train", data, *FAST, "--epochs", "1", "--out", blocker / "runs")
     assert result.exit_code == 2
     assert error_line(result).startswith(f"error: {blocker / 'runs'}")
+
+
+def test_sigterm_finishes_the_save_and_prints_the_resume_command(data, tmp_path):
+    """What a job scheduler sends: exit 143, last.pt a whole epoch, the resume command, and the resume works."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "runs"
+    run = out / "term"
+    command = [sys.executable, "-m", "clf", "train", str(data), *FAST, "--epochs", "500", "--out", str(out),
+               "--name", "term"]
+    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "history.csv").exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, stdout + stderr
+    assert "Traceback" not in stderr and stderr.splitlines()[-1] == "terminated (SIGTERM)"
+    done = load(run / "last.pt")["epoch"]
+    assert f"; {run / 'last.pt'} holds epoch {done}; continue with: clf train --resume {run}" in stderr
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    resumed = clf("train", "--resume", run, "--epochs", str(done + 1), "--workers", "0", "--device", "cpu", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert [r["epoch"] for r in load(run / "last.pt")["history"]] == list(range(1, done + 2))

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from clf.data.sample import generate_sample_competition
-from clf.train import fit as fit_module
+from clf.train import trainer as trainer_module
 from clf.train.fit import FitResult, fit, resolve_config
 
 # Small enough for a busy 2-core box: 12 images per class -> 40 train / 8 val, 5 batches of 8 per epoch.
@@ -50,7 +50,7 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 def interrupt_in_epoch(monkeypatch, epoch: int, after_batches: int = 2) -> None:
     """Ctrl-C after `after_batches` optimizer steps of the `epoch`-th epoch this process trains."""
-    real = fit_module.train_one_epoch
+    real = trainer_module.train_one_epoch
     calls = []
 
     def train_one_epoch(model, loader, *args, **kwargs):
@@ -66,4 +66,4 @@ def interrupt_in_epoch(monkeypatch, epoch: int, after_batches: int = 2) -> None:
 
         return real(model, until_interrupted(), *args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "train_one_epoch", train_one_epoch)
+    monkeypatch.setattr(trainer_module, "train_one_epoch", train_one_epoch)

@@ -4,7 +4,10 @@ A clf checkpoint is a plain dict (contract keys below) that ``torch.load(path, w
 reads back: only dicts, lists, tuples, numbers, strings and tensors, never pickled objects.
 
     format, version, clf_version, arch, model_kwargs, img_size, classes, preprocess, config, epoch,
-    model, optimizer, scheduler, scaler, rng, history, best_val_acc, run_name
+    model, optimizer, scheduler, scaler, rng, history, best_val_acc, run_name, params
+
+``params`` is the model's parameter count (for the runs table); `build_checkpoint` is the one place that lays the
+dict out. ``source`` (the path a checkpoint was read from) is added by `load_checkpoint` and never stored.
 """
 
 from __future__ import annotations
@@ -79,6 +82,65 @@ def to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return to_plain(obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj))
     raise TypeError(f"cannot store a {type(obj).__module__}.{type(obj).__qualname__} in a checkpoint")
+
+
+def build_checkpoint(
+    *,
+    arch: str,
+    model_kwargs: Mapping[str, Any],
+    classes: list[str],
+    preprocess: Preprocess,
+    config: Mapping[str, Any],
+    model: Mapping[str, Any],
+    epoch: int = 0,
+    optimizer: Mapping[str, Any] | None = None,
+    scheduler: Mapping[str, Any] | None = None,
+    scaler: Mapping[str, Any] | None = None,
+    rng: Mapping[str, Any] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    best_val_acc: float | None = None,
+    run_name: str = "",
+    params: int | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict of the documented schema (module docstring), version CHECKPOINT_VERSION.
+
+    Args:
+        arch, model_kwargs: what rebuilds the module (``create_model(arch, **model_kwargs)``).
+        classes: class names in label order.
+        preprocess: the input transform; its size gives ``img_size``.
+        config: the resolved TrainConfig as a dict.
+        model, optimizer, scheduler, scaler: state dicts (None where there is none).
+        rng: RNG states (tensors), history: one dict per epoch, best_val_acc: None without a validation split.
+        params: the parameter count; counted from ``model`` when not given.
+    """
+    if params is None:
+        params = sum(int(v.numel()) for k, v in model.items() if isinstance(v, torch.Tensor) and _is_parameter(k))
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "clf_version": clf.__version__,
+        "arch": arch,
+        "model_kwargs": dict(model_kwargs),
+        "img_size": preprocess.size[0],
+        "classes": list(classes),
+        "preprocess": preprocess.to_dict(),
+        "config": dict(config),
+        "epoch": epoch,
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "scaler": scaler,
+        "rng": dict(rng or {}),
+        "history": list(history or []),
+        "best_val_acc": best_val_acc,
+        "run_name": run_name,
+        "params": params,
+    }
+
+
+def _is_parameter(key: str) -> bool:
+    """State-dict keys of buffers (BatchNorm statistics) are not parameters."""
+    return not key.endswith(("running_mean", "running_var", "num_batches_tracked"))
 
 
 def _check_storable(obj: Any, where: str) -> None:

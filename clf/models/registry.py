@@ -18,9 +18,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from clf.errors import ModelError
+from clf.errors import ModelError, one_line
 from clf.models.cnn import MIN_INPUT_SIZE as CNN_MIN_INPUT_SIZE
 from clf.models.cnn import SimpleCNN
+from clf.models.summary import eval_mode, zeros_input
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def _create_alexnet(num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Mod
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a damaged download
-        raise ModelError(f"{path}: cannot read the cached alexnet weights ({_first_line(e)}); delete the file") from e
+        raise ModelError(f"{path}: cannot read the cached alexnet weights ({one_line(e, limit=200)}); delete the file") from e
     head = "classifier.6."  # the last Linear: 1000 ImageNet classes
     if num_classes != state[head + "weight"].shape[0]:
         state = {k: v for k, v in state.items() if not k.startswith(head)}
@@ -177,7 +178,7 @@ def _create_timm(arch: str, kw: dict[str, Any], pretrained: bool) -> nn.Module:
         raise
     except Exception as e:  # noqa: BLE001 -- whatever fails reading cached weights becomes one line
         raise ModelError(
-            f"pretrained weights for '{arch}' could not be loaded from the local cache ({_first_line(e)}); "
+            f"pretrained weights for '{arch}' could not be loaded from the local cache ({one_line(e, limit=200)}); "
             "train without --pretrained or replace the cached weights"
         ) from e
 
@@ -191,12 +192,6 @@ def _timm_create_model(arch: str, kw: dict[str, Any], pretrained: bool) -> nn.Mo
         if "img_size" not in kw or "'img_size'" not in str(e):
             raise
         return timm.create_model(arch, pretrained=pretrained, **_without_img_size(arch, kw))
-
-
-def _first_line(error: BaseException, limit: int = 200) -> str:
-    """An exception as one short line, for messages that must stay on one line."""
-    text = str(error).strip()
-    return text.splitlines()[0][:limit] if text else type(error).__name__
 
 
 def _without_img_size(arch: str, kw: dict[str, Any]) -> dict[str, Any]:
@@ -297,16 +292,10 @@ def _known_size_rule(arch: str, img_size: int) -> str | None:
 
 def _probe_forward(model: nn.Module, img_size: int) -> str | None:
     """Run one zero image through ``model``; the first line of the error when it fails, else None."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    was_training = model.training
-    model.eval()
+    x = zeros_input(model, img_size, img_size)
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, img_size, img_size, device=device, dtype=dtype))
+        with eval_mode(model):
+            model(x)
     except Exception as e:  # noqa: BLE001 -- shape errors come as RuntimeError, AssertionError, ValueError
-        return _first_line(e, limit=160)
-    finally:
-        model.train(was_training)
+        return one_line(e, limit=160)
     return None

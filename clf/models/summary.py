@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -10,6 +13,27 @@ from torch.utils.flop_counter import FlopCounterMode
 def count_parameters(model: nn.Module) -> int:
     """All parameters, trainable and frozen (shared ones counted once); buffers excluded."""
     return sum(p.numel() for p in model.parameters())
+
+
+def zeros_input(model: nn.Module, height: int, width: int, in_chans: int = 3, batch: int = 1) -> torch.Tensor:
+    """A zero batch on the model's device and in its floating dtype (its first parameter decides; CPU float32
+    for a model without parameters): the probe input of the size check and the FLOP counter."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    return torch.zeros(batch, in_chans, height, width, device=device, dtype=dtype)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode under no_grad for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def count_flops(model: nn.Module, img_size: int | tuple[int, int], in_chans: int = 3) -> int:
@@ -27,16 +51,8 @@ def count_flops(model: nn.Module, img_size: int | tuple[int, int], in_chans: int
         Total FLOPs for a batch of one.
     """
     height, width = (img_size, img_size) if isinstance(img_size, int) else img_size
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    x = torch.zeros(1, in_chans, height, width, device=device, dtype=dtype)
-    was_training = model.training
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(x)
-    finally:
-        model.train(was_training)
+    x = zeros_input(model, height, width, in_chans)
+    counter = FlopCounterMode(display=False)
+    with eval_mode(model), counter:
+        model(x)
     return int(counter.get_total_flops())

@@ -25,10 +25,6 @@ class EpochMetrics:
     images: int
     seconds: float
 
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
-
 
 def _autocast(runtime: Runtime):
     if runtime.amp_dtype is None:

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from clf.errors import one_line
 from clf.train.history import read_history_csv
 
 logger = logging.getLogger(__name__)
@@ -25,9 +26,19 @@ class RunSummary:
     path: Path
 
 
+class _NotARunConfig(ValueError):
+    """config.json holds JSON but not a run's config (a list, null, a dict without "train")."""
+
+
 def summarize_run(run_dir: Path) -> RunSummary:
-    """Read config.json + history.csv of one run folder."""
-    config = json.loads((run_dir / "config.json").read_text())
+    """Read config.json + history.csv of one run folder.
+
+    Raises:
+        OSError, ValueError, KeyError: an unreadable file or one that is not a run's (the caller skips the run).
+    """
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
+        raise _NotARunConfig("config.json is not a clf run config")
     train = config["train"]
     history_path = run_dir / "history.csv"
     rows = read_history_csv(history_path) if history_path.exists() else []
@@ -52,6 +63,6 @@ def collect_runs(root: Path) -> list[RunSummary]:
     for config in sorted(root.glob("*/config.json")):
         try:
             summaries.append(summarize_run(config.parent))
-        except (OSError, ValueError, KeyError) as exc:
-            logger.warning("%s: unreadable run folder (%s); skipped", config.parent, exc)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+            logger.warning("%s: unreadable run folder (%s); skipped", config.parent, one_line(exc))
     return summaries

@@ -39,9 +39,10 @@ class Runtime:
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """auto -> cuda when available else cpu; cuda on a machine without CUDA is an error, not a silent CPU run."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise DeviceError(f"--device must be auto, cpu or cuda, got {requested!r}")
+    """auto -> cuda when available else cpu; cuda on a machine without CUDA is an error, not a silent CPU run.
+
+    `requested` is one of TRAIN_DEVICES (TrainConfig checked it).
+    """
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():

@@ -1,0 +1,130 @@
+"""What a run is built from: the checked training images, their split, the data loaders and the model."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from clf.config import Preprocess, TrainConfig
+from clf.data.datasets import LabelledSet, load_labelled, verify_images
+from clf.data.split import stratified_split
+from clf.data.torch_dataset import ImageDataset
+from clf.errors import DataError
+from clf.models.registry import check_img_size, create_model, model_kwargs_for
+from clf.train import runtime as rt
+
+logger = logging.getLogger(__name__)
+
+
+def preprocess_for(cfg: TrainConfig) -> Preprocess:
+    return Preprocess(size=(cfg.img_size, cfg.img_size), resize=cfg.resize)
+
+
+def load_training_set(cfg: TrainConfig) -> LabelledSet:
+    """Scan the labelled data and drop files that do not decode (each reported; fatal with --strict).
+
+    Raises:
+        DataError: a class left without any readable image (as for an empty class folder).
+    """
+    labelled = load_labelled(cfg.data, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col)
+    ok = verify_images(labelled.paths, strict=cfg.strict, workers=max(2, os.cpu_count() or 2))
+    if len(ok) < len(labelled.paths):
+        logger.warning("%d of %d images could not be read and are left out", len(labelled.paths) - len(ok), len(labelled.paths))
+    readable = labelled.subset(ok)
+    _check_every_class_readable(labelled, readable, cfg)
+    return readable
+
+
+def _check_every_class_readable(labelled: LabelledSet, readable: LabelledSet, cfg: TrainConfig) -> None:
+    counts = readable.class_counts()
+    for label, name in enumerate(labelled.classes):
+        if counts[name]:
+            continue
+        labels = list(labelled.labels)
+        unreadable = labels.count(label)
+        if cfg.labels_csv:
+            raise DataError(f"{cfg.labels_csv}: class '{name}' has no images that can be read "
+                            f"(its {unreadable} image(s) are reported above); fix them or remove the class")
+        folder = Path(labelled.paths[labels.index(label)]).parent
+        raise DataError(f"{folder}: class folder has no images that can be read "
+                        f"(its {unreadable} file(s) are reported above); fix them or remove the folder")
+
+
+@dataclass(frozen=True)
+class Split:
+    """The training and validation parts of the readable images (the same split on every rank)."""
+
+    train: LabelledSet
+    val: LabelledSet
+
+
+def split_training_set(labelled: LabelledSet, cfg: TrainConfig) -> Split:
+    train_idx, val_idx = stratified_split(labelled.labels, cfg.val_split, cfg.seed)
+    return Split(labelled.subset(train_idx), labelled.subset(val_idx))
+
+
+def resolve_workers(requested: int, runtime: rt.Runtime) -> int:
+    """-1 = auto: none on the CPU, where worker processes only take cores from the model's own threads
+    (measured: 0.68 vs 0.96 of the bare step's speed for cnn at 64 px on 2 cores); on a GPU, enough to feed it."""
+    if requested >= 0:
+        return requested
+    if not runtime.cuda:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // max(1, runtime.world_size) - 1))
+
+
+def build_loaders(
+    split: Split, cfg: TrainConfig, pre: Preprocess, runtime: rt.Runtime
+) -> tuple[DataLoader, DataLoader | None, DistributedSampler | None]:
+    """Train loader (augmented, shuffled, DistributedSampler under torchrun) and rank 0's val loader."""
+    train_part, val_part = split.train, split.val
+    train_ds = ImageDataset(
+        train_part.paths, train_part.labels, pre, train=True, hflip=cfg.hflip, rotate=cfg.rotate, cache=cfg.cache_images
+    )
+    workers = resolve_workers(cfg.workers, runtime)
+    if cfg.cache_images:
+        train_ds.fill_cache(workers=max(2, workers))  # before the workers fork: they share it copy-on-write
+    sampler = None
+    if runtime.distributed:
+        sampler = DistributedSampler(train_ds, runtime.world_size, runtime.rank, shuffle=True, seed=cfg.seed)
+    per_rank = len(train_ds) // runtime.world_size
+    loader_args: dict[str, Any] = dict(  # noqa: C408 -- keyword style reads as the DataLoader call
+        num_workers=workers,
+        pin_memory=runtime.cuda,
+        # Not persistent: workers restart each epoch seeded from the main torch RNG, which last.pt saves, so
+        # augmentation after --resume is the same as in an uninterrupted run (a fork per epoch is cheap).
+        persistent_workers=False,
+    )
+    train_loader = DataLoader(
+        train_ds,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=per_rank > cfg.batch_size,  # a trailing batch of 1 would break BatchNorm
+        **loader_args,
+    )
+    val_loader = None
+    if len(val_part.paths) and runtime.is_main:
+        val_ds = ImageDataset(val_part.paths, val_part.labels, pre, train=False, cache=cfg.cache_images)
+        val_loader = DataLoader(val_ds, batch_size=cfg.batch_size * 2, shuffle=False, **loader_args)
+    logger.info("data: %d train / %d val images, %d classes", len(train_part.paths), len(val_part.paths),
+                len(train_part.classes))
+    return train_loader, val_loader, sampler
+
+
+def build_model(cfg: TrainConfig, num_classes: int, runtime: rt.Runtime) -> tuple[nn.Module, dict[str, Any]]:
+    """The model on the run's device (channels-last on CUDA), checked to run at --img-size; and its model_kwargs."""
+    model_kwargs = model_kwargs_for(cfg.arch, num_classes, cfg.img_size)
+    model = create_model(cfg.arch, pretrained=cfg.pretrained, **model_kwargs)
+    check_img_size(cfg.arch, cfg.img_size, model)  # one clear line now, not a shape error mid-epoch
+    model = model.to(runtime.device)
+    if runtime.cuda:
+        model = model.to(memory_format=torch.channels_last)
+    return model, model_kwargs

@@ -1,0 +1,135 @@
+"""The run folder: its name, clf's marker, --overwrite, and the files that describe the run (config.json, split.json).
+
+A new run folder gets clf's marker first (`clf.ownership`), and every file training writes there is recorded in it
+before it is written. `--overwrite` accepts only a marked run folder holding nothing of the user's, and removes the
+old run's files only when the new run is about to write its first checkpoint: a new run that fails or is interrupted
+in its first epoch leaves the old one as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from clf import __version__
+from clf.atomic import atomic_write_text, clean_stale_temps, storage_error
+from clf.config import Preprocess, TrainConfig
+from clf.errors import ClfError
+from clf.ownership import check_clearable, clear_owned, mark_folder, read_marker, record_files
+
+logger = logging.getLogger(__name__)
+
+# Every file training writes in a run folder (export adds its model and proof files to the marker itself).
+RUN_FILES = ("config.json", "split.json", "history.csv", "curves.png", "last.pt", "best.pt")
+CHECKPOINT_FILES = ("last.pt", "best.pt")
+SPLIT_FORMAT = 1
+RUN_KIND = "run"
+RUN_WHAT = "run folder"
+NO_EPOCH_TO_RESUME = "no finished epoch to resume; start it again with --overwrite"
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one folder name: no path separators, no '.' or '..'."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ClfError(f"--name {name!r}: a run name is a plain folder name (no '/', '..'); use --out for the parent folder")
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    """arch-size, numbered when taken: resnet18-128, resnet18-128-2, ..."""
+    base = f"{cfg.arch}-{cfg.img_size}"
+    out, name, n = Path(cfg.out), base, 1
+    while (out / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return any((run_dir / name).is_file() for name in CHECKPOINT_FILES)
+
+
+def prepare_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
+    """Create and mark `run_dir` for a new run; returns True when an old run there waits to be replaced.
+
+    Raises:
+        ClfError: the folder is taken and --overwrite was not given (with the advice that fits what is there),
+            or --overwrite was given for a folder that is not clf's run folder or holds files clf did not write.
+    """
+    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+        try:
+            mark_folder(run_dir, RUN_KIND)
+        except OSError as exc:  # --out under a file, a read-only folder
+            raise storage_error(run_dir, exc) from None
+        record_files(run_dir, RUN_FILES)
+        return False
+    if not overwrite:
+        if has_checkpoint(run_dir):
+            raise ClfError(f"{run_dir}: run folder already exists; use --resume {run_dir} to continue it, "
+                           "--overwrite to start over, or another --name")
+        if read_marker(run_dir) is not None or (run_dir / "config.json").exists():
+            raise ClfError(f"{run_dir}: run folder already exists; {NO_EPOCH_TO_RESUME}, or use another --name")
+        raise ClfError(f"{run_dir}: exists and is not a clf run folder; choose another --name or --out")
+    check_clearable(run_dir, RUN_KIND, RUN_WHAT)
+    return True
+
+
+def replace_old_run(run_dir: Path) -> None:
+    """Remove the old run's files (clf's own only, checked again) before the new run's first checkpoint."""
+    clear_owned(run_dir, RUN_KIND, RUN_WHAT)
+    record_files(run_dir, RUN_FILES)
+    logger.info("%s: the old run's files were removed (--overwrite)", run_dir)
+
+
+def open_existing_run_dir(run_dir: Path) -> None:
+    """A resumed run folder: clf's stale temp files go; a marked folder lists the run files (a v0.1 folder
+    without a marker is resumed as it is: nothing there is ever deleted)."""
+    for stale in clean_stale_temps(run_dir):
+        logger.info("%s: removed a temp file left by an interrupted write", stale)
+    record_files(run_dir, RUN_FILES)
+
+
+def write_config(run_dir: Path, cfg: TrainConfig, classes: Sequence[str], images: int, pre: Preprocess,
+                 model_kwargs: dict[str, Any], params: int) -> None:
+    """config.json: the resolved training config plus what it produced (classes, model, preprocessing)."""
+    resolved = {
+        "train": cfg.to_dict(),
+        "arch": cfg.arch,
+        "model_kwargs": model_kwargs,
+        "classes": list(classes),
+        "preprocess": pre.to_dict(),
+        "params": params,
+        "images": images,
+        "clf_version": __version__,
+    }
+    atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
+
+
+def split_record(root: str | os.PathLike, val_paths: Sequence[str], train_paths: Sequence[str]) -> dict[str, Any]:
+    """split.json's content: the data root (absolute) and the validation and training images relative to it."""
+    root = Path(root).resolve()
+    return {
+        "format": SPLIT_FORMAT,
+        "root": str(root),
+        "val": [_relative(p, root) for p in val_paths],
+        "train": [_relative(p, root) for p in train_paths],
+    }
+
+
+def _relative(path: str, root: Path) -> str:
+    absolute = Path(path) if Path(path).is_absolute() else root / path
+    return Path(os.path.relpath(absolute, root)).as_posix()
+
+
+def write_split(run_dir: Path, record: dict[str, Any]) -> None:
+    """split.json, rewritten only when it changed (a resumed run whose DATA moved)."""
+    path = run_dir / "split.json"
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == record:
+            return
+    except (OSError, ValueError):
+        pass
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")

@@ -1,0 +1,246 @@
+"""The trainer: the objects of one run (model, optimizer, schedule, loaders) and the epoch loop over them,
+with a checkpoint after every epoch that Ctrl-C and SIGTERM wait for."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from clf.atomic import atomic_copy
+from clf.config import Preprocess, TrainConfig
+from clf.data.datasets import LabelledSet
+from clf.errors import IncompleteError, Terminated
+from clf.models.checkpoint import build_checkpoint, save_checkpoint
+from clf.models.summary import count_parameters
+from clf.train import runtime as rt
+from clf.train.build import Split, build_loaders
+from clf.train.history import plot_curves, write_history_csv
+from clf.train.loop import EpochMetrics, evaluate, train_one_epoch
+from clf.train.resume import restore_rng, restore_schedule, rng_state
+from clf.train.schedule import build_optimizer, build_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class TrainReporter:
+    """Progress hooks; the CLI subclasses this to draw a rich progress bar. Called on rank 0 only."""
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None: ...
+
+    def batch(self, index: int, loss: float, images_per_second: float) -> None: ...
+
+    def epoch_end(self, row: dict[str, Any], is_best: bool) -> None: ...
+
+
+@dataclass
+class TrainState:
+    """Everything that changes epoch to epoch and goes into a checkpoint."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_acc: float | None = None
+
+    def best_epoch(self) -> int:
+        rows = [r for r in self.history if r.get("val_acc") is not None]
+        if not rows:
+            return self.epoch
+        best = max(r["val_acc"] for r in rows)
+        return min(r["epoch"] for r in rows if r["val_acc"] == best)  # the first epoch that reached it
+
+
+class Trainer:
+    """The objects of one run and the epoch loop over them; `checkpoint()` is everything resume needs.
+
+    Args:
+        before_first_save: called on rank 0 right before the run's first checkpoint is written (an --overwrite
+            run removes the old run's files there, not earlier).
+    """
+
+    def __init__(self, cfg: TrainConfig, runtime: rt.Runtime, run_dir: Path, labelled: LabelledSet, split: Split,
+                 pre: Preprocess, model: nn.Module, model_kwargs: dict[str, Any],
+                 before_first_save: Callable[[], None] | None = None) -> None:
+        self.cfg, self.runtime, self.run_dir, self.classes = cfg, runtime, run_dir, list(labelled.classes)
+        self.model, self.model_kwargs, self.params, self.pre = model, model_kwargs, count_parameters(model), pre
+        self.train_loader, self.val_loader, self.sampler = build_loaders(split, cfg, pre, runtime)
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, len(self.train_loader))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.state = TrainState()
+        self.before_first_save = before_first_save
+        self.train_model: nn.Module = model
+        if runtime.distributed:
+            device_ids = [runtime.local_rank] if runtime.cuda else None
+            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    def release(self) -> None:
+        """Drop the DDP wrapper (it holds the process group and its pending work) before the group is destroyed."""
+        self.train_model = self.model
+
+    def restore(self, ckpt: dict) -> None:
+        """Model, optimizer, schedule, scaler, history and RNG exactly as last.pt left them."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        restore_schedule(self.optimizer, self.scheduler)
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt.get("best_val_acc"))
+        restore_rng(ckpt["rng"], self.runtime)
+        logger.info("resuming %s after epoch %d (of %d)", self.run_dir, self.state.epoch, self.cfg.epochs)
+
+    def checkpoint(self) -> dict[str, Any]:
+        state = self.state
+        return build_checkpoint(
+            arch=self.cfg.arch, model_kwargs=self.model_kwargs, classes=self.classes, preprocess=self.pre,
+            config=self.cfg.to_dict(), epoch=state.epoch, model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None, rng=rng_state(self.runtime),
+            history=state.history, best_val_acc=state.best_val_acc, run_name=self.run_dir.name, params=self.params,
+        )
+
+    def run(self, reporter: TrainReporter) -> bool:
+        """Epochs from the one after state.epoch to cfg.epochs; True when early stopping ended them."""
+        for epoch in range(self.state.epoch + 1, self.cfg.epochs + 1):
+            row, is_best = self.run_epoch(epoch, reporter)
+            if self.runtime.is_main:
+                with interrupts_deferred():
+                    self.save_epoch(is_best)
+                reporter.epoch_end(row, is_best)
+            if rt.broadcast_flag(self.should_stop(epoch), self.runtime):
+                logger.info("early stop: no val accuracy gain for %d epochs (best %.4f at epoch %d)",
+                            self.cfg.patience, self.state.best_val_acc or 0.0, self.state.best_epoch())
+                return True
+            rt.barrier(self.runtime)
+        return False
+
+    def run_epoch(self, epoch: int, reporter: TrainReporter) -> tuple[dict[str, Any], bool]:
+        """Train one epoch, validate, append the history row; returns (row, whether val accuracy improved).
+
+        Raises:
+            IncompleteError: the train or validation loss is NaN or infinite (nothing of this epoch is saved).
+        """
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]  # the LR this epoch starts with
+        main = self.runtime.is_main
+        if main:
+            reporter.epoch_start(epoch, self.cfg.epochs, len(self.train_loader))
+        metrics = train_one_epoch(
+            self.train_model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.scaler,
+            self.runtime, on_batch=reporter.batch if main else None,
+        )
+        train_loss, train_acc = _reduce_train_metrics(metrics, self.runtime)
+        val = evaluate(self.model, self.val_loader, self.criterion, self.runtime) if self.val_loader else None
+        self.check_finite(epoch, train_loss, val.loss if val else None)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val.loss if val else None,
+            "val_acc": val.accuracy if val else None,
+            "lr": lr,
+            "seconds": time.perf_counter() - started,
+        }
+        state = self.state
+        state.epoch = epoch
+        state.history.append(row)
+        is_best = val is None or state.best_val_acc is None or val.accuracy > state.best_val_acc
+        if val is not None and is_best:
+            state.best_val_acc = val.accuracy
+        return row, is_best
+
+    def check_finite(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
+        """A diverged run stops here, on every rank, before its NaN weights can become best.pt or last.pt."""
+        bad = next(((which, value) for which, value in (("training", train_loss), ("validation", val_loss))
+                    if value is not None and not math.isfinite(value)), None)
+        if not rt.broadcast_flag(bad is not None, self.runtime):
+            return
+        what = f"{bad[0]} loss became {bad[1]}" if bad else "loss became nan or inf"
+        kept = (f"{self.run_dir / 'last.pt'} keeps epoch {epoch - 1}" if epoch > 1
+                else "no epoch was saved")
+        raise IncompleteError(f"{self.run_dir}: {what} in epoch {epoch}; {kept}; try a lower --lr")
+
+    def save_epoch(self, is_best: bool) -> None:
+        """last.pt every epoch, best.pt when val accuracy improved (every epoch without a split), then history + curves."""
+        if self.before_first_save is not None:
+            self.before_first_save()
+            self.before_first_save = None
+        run_dir, history = self.run_dir, self.state.history
+        last = run_dir / "last.pt"
+        save_checkpoint(self.checkpoint(), last)
+        if is_best:
+            atomic_copy(last, run_dir / "best.pt")
+        write_history_csv(history, run_dir / "history.csv")
+        plot_curves(history, run_dir / "curves.png", title=f"{run_dir.name} ({self.cfg.arch}, {self.cfg.img_size}px)")
+
+    def should_stop(self, epoch: int) -> bool:
+        patience = self.cfg.patience
+        return bool(patience) and self.val_loader is not None and epoch - self.state.best_epoch() >= patience
+
+    def explain_interrupt(self, replacing: bool, terminated: bool) -> None:
+        """The one warning after Ctrl-C or SIGTERM: what is saved and how to continue."""
+        if not self.runtime.is_main:
+            return
+        done, run_dir = self.state.epoch, self.run_dir
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
+        if done == 0 and replacing:
+            logger.warning("%s during epoch 1: the old run in %s was left as it was (--overwrite replaces it only "
+                           "when the new run's first epoch is saved)", what, run_dir)
+        elif done == 0:
+            # No last.pt yet: pointing at --resume would only fail.
+            logger.warning("%s during epoch 1: %s in %s; start it again with --overwrite", what,
+                           "no finished epoch to resume", run_dir)
+        else:
+            logger.warning("%s during epoch %d; %s holds epoch %d; continue with: clf train --resume %s",
+                           what, done + 1, run_dir / "last.pt", done, run_dir)
+
+
+def _reduce_train_metrics(metrics: EpochMetrics, runtime: rt.Runtime) -> tuple[float, float]:
+    loss_sum, correct, count = rt.all_reduce_sum(
+        [metrics.loss * metrics.images, metrics.accuracy * metrics.images, float(metrics.images)], runtime
+    )
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Let Ctrl-C or SIGTERM that arrive while checkpoints are written wait until they are complete.
+
+    Each signal's handler is put back exactly as it was afterwards; a signal that was ignored (SIG_IGN, as a
+    background job inherits SIGINT) stays ignored. A deferred SIGTERM is raised as Terminated, a SIGINT as
+    KeyboardInterrupt.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in _DEFERRED}
+    for signum, handler in previous.items():
+        if handler not in (signal.SIG_IGN, None):
+            signal.signal(signum, lambda received, frame: caught.append(received))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+    if signal.SIGTERM in caught:
+        raise Terminated()
+    if caught:
+        raise KeyboardInterrupt

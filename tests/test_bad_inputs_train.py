@@ -1,0 +1,323 @@
+"""The bad-input catalogue for `clf train` (new runs and --resume), `clf runs` and `clf models`.
+
+One tiny sample competition and one finished 1-epoch run are built once for the module; each row builds its own
+hostile input beside them. Rows that could destroy something guard the trees involved.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from bad_inputs import Case, run_case
+from cli_helpers import clf
+from train_helpers import make_data
+
+from clf.ownership import mark_folder
+
+FAST = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet",
+        "--epochs", "1"]
+TRAIN = ["train", "{data}", *FAST, "--out", "{tmp}/runs"]
+RESUME = ["--workers", "0", "--device", "cpu", "--quiet"]
+
+
+# ---------------------------------------------------------------- inputs the rows build
+
+
+def user_folder_with_config(places) -> None:
+    proj = places["tmp"] / "runs" / "proj"
+    (proj / "src").mkdir(parents=True)
+    (proj / "config.json").write_text('{"mine": true}')
+    (proj / "precious.txt").write_text("keep me")
+    (proj / "src" / "main.py").write_text("print('hi')")
+
+
+def unmarked_folder(places) -> None:
+    thesis = places["tmp"] / "runs" / "thesis"
+    thesis.mkdir(parents=True)
+    (thesis / "chapter1.txt").write_text("years of work")
+
+
+def legacy_run(places) -> None:
+    """A v0.1 run folder (no marker): it still resumes, but --overwrite cannot prove what in it is clf's."""
+    legacy = places["tmp"] / "runs" / "legacy"
+    shutil.copytree(places["run"], legacy)
+    (legacy / ".clf-folder.json").unlink()
+
+
+def marked_run_with(name: str, extra: str):
+    def setup(places) -> None:
+        run = places["tmp"] / "runs" / name
+        shutil.copytree(places["run"], run)
+        if extra == "file":
+            (run / "notes.txt").write_text("what I tried")
+        elif extra == "link":
+            (run / "data-link").symlink_to(places["data"])
+    return setup
+
+
+def sample_data_folder(places) -> None:
+    mark_folder(places["tmp"] / "runs" / "comp", "sample-data", files=["a.txt"])
+    (places["tmp"] / "runs" / "comp" / "a.txt").write_text("x")
+
+
+def a_file(name: str):
+    def setup(places) -> None:
+        (places["tmp"] / name).parent.mkdir(parents=True, exist_ok=True)
+        (places["tmp"] / name).write_text("not what you think")
+    return setup
+
+
+def classes(name: str, spec: dict[str, int | str]):
+    """A class-folder tree under tmp/name: class -> number of good images, or "bad" (two unreadable files)."""
+    def setup(places) -> None:
+        root = places["tmp"] / name
+        good = sorted((places["data"] / "circle").iterdir())
+        for cls, what in spec.items():
+            folder = root / cls
+            folder.mkdir(parents=True)
+            if what == "bad":
+                for i in range(2):
+                    (folder / f"broken{i}.png").write_bytes(b"not a png")
+            else:
+                for i in range(int(what)):
+                    shutil.copy(good[i], folder / f"img{i}.png")
+    return setup
+
+
+def labels_csv(name: str, header: str, bad_class: bool = False):
+    def setup(places) -> None:
+        root = places["tmp"] / name
+        root.mkdir()
+        good = sorted((places["data"] / "circle").iterdir())
+        rows = []
+        for i in range(4):
+            shutil.copy(good[i], root / f"img{i}.png")
+            rows.append(f"img{i}.png,{'a' if i % 2 else 'b'}")
+        if bad_class:
+            for i in range(2):
+                (root / f"broken{i}.png").write_bytes(b"not a png")
+                rows.append(f"broken{i}.png,c")
+        (places["tmp"] / f"{name}.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    return setup
+
+
+def run_without_checkpoint(places) -> None:
+    run = places["tmp"] / "runs" / "fresh"
+    mark_folder(run, "run", files=["config.json"])
+    (run / "config.json").write_text(json.dumps({"train": {}}))
+
+
+def damaged_checkpoint(name: str, how: str):
+    def setup(places) -> None:
+        run = places["tmp"] / "runs" / name
+        shutil.copytree(places["run"], run)
+        if how == "corrupt":
+            (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:500])
+        else:
+            torch.save({"format": "clf-checkpoint", "version": 1, "arch": "cnn", "model_kwargs": {},
+                        "model": {}, "thing": Path("/etc/passwd")}, run / "last.pt")
+    return setup
+
+
+def loose_checkpoint(places) -> None:
+    (places["tmp"] / "loose").mkdir()
+    shutil.copy(places["run"] / "last.pt", places["tmp"] / "loose" / "last.pt")
+
+
+def runs_folder(name: str, bad: str | None):
+    def setup(places) -> None:
+        root = places["tmp"] / name
+        root.mkdir()
+        if bad is None:
+            return
+        shutil.copytree(places["run"], root / "good")
+        (root / "bad").mkdir()
+        (root / "bad" / "config.json").write_text(bad)
+    return setup
+
+
+def epoch_of(relative: str, epoch: int):
+    def check(places) -> None:
+        assert torch.load(places["tmp"] / relative, weights_only=True)["epoch"] == epoch
+    return check
+
+
+def absent(relative: str):
+    def check(places) -> None:
+        assert not (places["tmp"] / relative).exists()
+    return check
+
+
+# ---------------------------------------------------------------- faults injected with monkeypatch
+
+
+def full_disk(kind: str):
+    """torch.save fails while writing the second epoch's last.pt, as on a full disk."""
+    def patch(monkeypatch) -> None:
+        real = torch.save
+
+        def save(obj, f, *args, **kwargs):
+            if isinstance(obj, dict) and obj.get("epoch") == 2:
+                f.write(b"PK\x03\x04 half a zip")
+                if kind == "oserror":
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing "
+                                   "file data/3: file write failed")
+            return real(obj, f, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+    return patch
+
+
+PATCHES = {"full-disk-oserror": full_disk("oserror"), "full-disk-torch-writer": full_disk("runtime")}
+
+
+CASES = [
+    # --overwrite and run folders: nothing of the user's is ever deleted
+    Case("overwrite-user-config-json", [*TRAIN, "--name", "proj", "--overwrite"], 2,
+         "runs/proj: not a run folder written by clf (no .clf-folder.json; holds config.json, precious.txt, src)",
+         setup=user_folder_with_config, guard=["{tmp}/runs/proj"]),
+    Case("overwrite-unmarked-folder", [*TRAIN, "--name", "thesis", "--overwrite"], 2,
+         "runs/thesis: not a run folder written by clf", setup=unmarked_folder, guard=["{tmp}/runs/thesis"]),
+    Case("overwrite-v01-run-without-marker", [*TRAIN, "--name", "legacy", "--overwrite"], 2,
+         "runs/legacy: not a run folder written by clf", setup=legacy_run, guard=["{tmp}/runs/legacy"]),
+    Case("overwrite-run-holding-a-user-file", [*TRAIN, "--name", "noted", "--overwrite"], 2,
+         "runs/noted: holds 1 file(s) clf did not write (notes.txt)",
+         setup=marked_run_with("noted", "file"), guard=["{tmp}/runs/noted", "{data}"]),
+    Case("overwrite-run-holding-a-link", [*TRAIN, "--name", "linked", "--overwrite"], 2,
+         "runs/linked: holds 1 file(s) clf did not write (data-link)",
+         setup=marked_run_with("linked", "link"), guard=["{tmp}/runs/linked", "{data}"]),
+    Case("overwrite-sample-data-folder", [*TRAIN, "--name", "comp", "--overwrite"], 2,
+         "runs/comp: is a clf sample-data folder, not a run folder", setup=sample_data_folder,
+         guard=["{tmp}/runs/comp"]),
+    Case("existing-run-without-overwrite", [*TRAIN, "--name", "done"], 2,
+         "runs/done: run folder already exists; use --resume", guard=["{run}"]),
+    Case("existing-run-without-a-finished-epoch", [*TRAIN, "--name", "fresh"], 2,
+         "no finished epoch to resume; start it again with --overwrite", setup=run_without_checkpoint,
+         guard=["{tmp}/runs/fresh"]),
+    Case("name-dot-dot", [*TRAIN, "--name", "../x", "--overwrite"], 2,
+         "--name '../x': a run name is a plain folder name", check=absent("x")),
+    Case("name-dot", [*TRAIN, "--name", ".", "--overwrite"], 2, "--name '.': a run name is a plain folder name",
+         guard=["{run}"]),
+    Case("out-under-a-file", ["train", "{data}", *FAST, "--out", "{tmp}/blocker/runs"], 2, "blocker/runs",
+         setup=a_file("blocker")),
+    # flags
+    Case("lr-inf", [*TRAIN, "--lr", "inf"], 2, "--lr must be a finite number, got inf"),
+    Case("lr-nan", [*TRAIN, "--lr", "nan"], 2, "--lr must be a finite number, got nan"),
+    Case("weight-decay-minus-inf", [*TRAIN, "--weight-decay", "-inf"], 2,
+         "--weight-decay must be a finite number, got -inf"),
+    Case("rotate-nan", [*TRAIN, "--rotate", "nan"], 2, "--rotate must be a finite number, got nan"),
+    Case("epochs-0", [*TRAIN, "--epochs", "0"], 2, "--epochs must be >= 1"),
+    Case("img-size-8", [*TRAIN, "--img-size", "8"], 2, "--img-size must be >= 16"),
+    Case("batch-size-0", [*TRAIN, "--batch-size", "0"], 2, "--batch-size must be >= 1"),
+    Case("val-split-1", [*TRAIN, "--val-split", "1"], 2, "--val-split must be >= 0 and < 1"),
+    Case("hflip-2", [*TRAIN, "--hflip", "2"], 2, "--hflip is a probability between 0 and 1"),
+    Case("negative-weight-decay", [*TRAIN, "--weight-decay", "-0.1"], 2, "--weight-decay must be >= 0"),
+    Case("unknown-arch", [*TRAIN, "--arch", "nope_net"], 2, "unknown architecture 'nope_net'; see `clf models`",
+         check=absent("runs/nope_net-32")),
+    Case("bad-optimizer", [*TRAIN, "--optimizer", "adam"], 2, "--optimizer must be one of sgd, adamw, got 'adam'"),
+    Case("bad-scheduler", [*TRAIN, "--scheduler", "exp"], 2,
+         "--scheduler must be one of cosine, step, none, got 'exp'"),
+    Case("bad-device", [*TRAIN, "--device", "tpu"], 2, "--device must be one of auto, cpu, cuda, got 'tpu'"),
+    Case("bad-resize", [*TRAIN, "--resize", "squash"], 2, "--resize must be one of stretch, shorter_crop"),
+    Case("size-the-arch-cannot-take", [*TRAIN, "--arch", "alexnet"], 2,
+         "img_size 32 does not work with arch 'alexnet'"),
+    # data
+    Case("missing-data-argument", ["train", *FAST, "--out", "{tmp}/runs"], 2, "clf train needs DATA"),
+    Case("data-folder-missing", ["train", "{tmp}/nope", *FAST, "--out", "{tmp}/runs"], 2, "nope: folder not found"),
+    Case("data-is-a-file", ["train", "{tmp}/data.jpg", *FAST, "--out", "{tmp}/runs"], 2, "data.jpg: not a folder",
+         setup=a_file("data.jpg"), guard=["{tmp}/data.jpg"]),
+    Case("one-class-folder", ["train", "{tmp}/oneclass", *FAST, "--out", "{tmp}/runs"], 2,
+         "found 1 class folder(s), need at least 2", setup=classes("oneclass", {"a": 4})),
+    Case("empty-class-folder", ["train", "{tmp}/emptyclass", *FAST, "--out", "{tmp}/runs"], 2,
+         "emptyclass/b: class folder has no images", setup=classes("emptyclass", {"a": 4, "b": 0})),
+    Case("all-unreadable-class-folder", ["train", "{tmp}/badclass", *FAST, "--out", "{tmp}/runs"], 2,
+         "badclass/b: class folder has no images that can be read (its 2 file(s) are reported above)",
+         setup=classes("badclass", {"a": 4, "b": "bad", "c": 4}), guard=["{tmp}/badclass"],
+         check=absent("runs/cnn-32")),
+    Case("labels-csv-missing-column",
+         ["train", "{tmp}/csvcol", "--labels-csv", "{tmp}/csvcol.csv", *FAST, "--out", "{tmp}/runs"], 2,
+         "csvcol.csv: no column 'filename' (columns: file, label)", setup=labels_csv("csvcol", "file,label")),
+    Case("labels-csv-class-all-unreadable",
+         ["train", "{tmp}/csvbad", "--labels-csv", "{tmp}/csvbad.csv", *FAST, "--out", "{tmp}/runs"], 2,
+         "csvbad.csv: class 'c' has no images that can be read", setup=labels_csv("csvbad", "filename,label", True),
+         guard=["{tmp}/csvbad"]),
+    # resume
+    Case("resume-missing-folder", ["train", "--resume", "{tmp}/runs/gone", *RESUME], 2,
+         "runs/gone: no such run folder or checkpoint file"),
+    Case("resume-without-checkpoint", ["train", "--resume", "{tmp}/runs/fresh2", *RESUME], 2,
+         "runs/fresh2: no finished epoch to resume; start it again with --overwrite",
+         setup=lambda p: (mark_folder(p["tmp"] / "runs" / "fresh2", "run"), (p["tmp"] / "runs" / "fresh2" / "config.json").write_text("{}")),
+         guard=["{tmp}/runs/fresh2"]),
+    Case("resume-with-another-arch", ["train", "--resume", "{run}", "--arch", "resnet18", "--epochs", "2"], 2,
+         "checkpoint is arch 'cnn', not 'resnet18'; resume with the same --arch", guard=["{run}"]),
+    Case("resume-epochs-not-larger", ["train", "--resume", "{run}", "--epochs", "1", *RESUME], 2,
+         "already trained 1 epochs; pass --epochs N with N > 1 to train further", guard=["{run}"]),
+    Case("resume-with-another-lr", ["train", "--resume", "{run}", "--lr", "0.5", "--epochs", "2"], 2,
+         "--lr 0.5 differs from the checkpoint's 0.003", guard=["{run}"]),
+    Case("resume-lr-inf", ["train", "--resume", "{run}", "--lr", "inf", "--epochs", "2"], 2,
+         "--lr must be a finite number, got inf", guard=["{run}"]),
+    Case("resume-corrupt-checkpoint", ["train", "--resume", "{tmp}/runs/corrupt", "--epochs", "2", *RESUME], 2,
+         "cannot read the checkpoint (corrupt, truncated or not a PyTorch file)",
+         setup=damaged_checkpoint("corrupt", "corrupt"), guard=["{tmp}/runs/corrupt"]),
+    Case("resume-checkpoint-with-a-pickled-object", ["train", "--resume", "{tmp}/runs/pickled", "--epochs", "2",
+                                                     *RESUME], 2,
+         "it holds pickled Python objects, which are not loaded for safety",
+         setup=damaged_checkpoint("pickled", "pickle"), guard=["{tmp}/runs/pickled"]),
+    Case("resume-checkpoint-outside-a-run-folder", ["train", "--resume", "{tmp}/loose/last.pt", "--epochs", "2",
+                                                    *RESUME], 2,
+         "loose/last.pt: not inside a clf run folder", setup=loose_checkpoint, guard=["{tmp}/loose"]),
+    # faults
+    Case("full-disk-oserror", [*TRAIN, "--name", "disk1", "--epochs", "2"], 2, "runs/disk1/last.pt: disk full (",
+         check=epoch_of("runs/disk1/last.pt", 1)),
+    Case("full-disk-torch-writer", [*TRAIN, "--name", "disk2", "--epochs", "2"], 2, "runs/disk2/last.pt: disk full (",
+         check=epoch_of("runs/disk2/last.pt", 1)),
+    Case("diverging-loss", [*TRAIN, "--name", "nan", "--lr", "1e30", "--optimizer", "sgd"], 4,
+         "loss became", check=absent("runs/nan/best.pt")),
+    # clf runs
+    Case("runs-empty-folder", ["runs", "{tmp}/norun"], 2, "norun: no training runs found",
+         setup=runs_folder("norun", None)),
+    Case("runs-missing-folder", ["runs", "{tmp}/nowhere"], 2, "nowhere: no training runs found"),
+    Case("runs-config-is-a-list", ["runs", "{tmp}/runslist"], 0, "", setup=runs_folder("runslist", "[1, 2]")),
+    Case("runs-config-is-null", ["runs", "{tmp}/runsnull"], 0, "", setup=runs_folder("runsnull", "null")),
+    Case("runs-config-is-garbage", ["runs", "{tmp}/runsjunk"], 0, "", setup=runs_folder("runsjunk", "{not json")),
+    # clf models
+    Case("models-img-size-0", ["models", "cnn", "--params", "--img-size", "0"], 2, "--img-size must be >= 1, got 0"),
+    Case("models-num-classes-0", ["models", "cnn", "--params", "--num-classes", "0"], 2,
+         "--num-classes must be >= 1, got 0"),
+    Case("models-no-match", ["models", "zzz*"], 2, "no architecture matches 'zzz*'"),
+    Case("models-size-too-small", ["models", "cnn", "--params", "--img-size", "8"], 2,
+         "img_size 8 does not work with arch 'cnn'"),
+    Case("models-params-on-too-many", ["models", "--params"], 2, "--params would build"),
+]
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad_train")
+    data = make_data(tmp / "sample", n_per_class=6)
+    result = clf("train", data, *FAST, "--lr", "0.003", "--out", tmp / "runs", "--name", "done")
+    assert result.exit_code == 0, result.output
+    return {"tmp": tmp, "data": data, "run": tmp / "runs" / "done"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input(case, places, monkeypatch):
+    patch = PATCHES.get(case.id)
+    if patch is not None:
+        patch(monkeypatch)
+    result = run_case(case, places)
+    if case.id.startswith("runs-config"):
+        assert "WARNING" in result.output and "unreadable run folder" in result.output
+        assert "│ good" in result.output
+
+
+def test_the_catalogue_is_large_enough():
+    assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
+    assert os.sep == "/"  # the phrases use "/"

@@ -1,0 +1,94 @@
+"""clf.config: TrainConfig and Preprocess refuse impossible values with the flag's name; the resume marks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from clf.config import OPTIMIZERS, SCHEDULERS, TRAIN_DEVICES, Preprocess, TrainConfig
+from clf.errors import ClfError
+
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("float", float)]
+
+
+def test_every_float_field_is_checked():
+    assert FLOAT_FIELDS == ["lr", "weight_decay", "label_smoothing", "val_split", "hflip", "rotate"]
+
+
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_float_flag_must_be_finite(name, value):
+    with pytest.raises(ClfError) as error:
+        TrainConfig(**{name: value})
+    assert str(error.value) == f"--{name.replace('_', '-')} must be a finite number, got {value}"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"epochs": 0}, "--epochs must be >= 1"),
+    ({"batch_size": 0}, "--batch-size must be >= 1"),
+    ({"img_size": 15}, "--img-size must be >= 16"),
+    ({"lr": -1e-3}, "--lr must be >= 0"),
+    ({"weight_decay": -1.0}, "--weight-decay must be >= 0"),
+    ({"val_split": 1.0}, "--val-split must be >= 0 and < 1 (0 = no validation)"),
+    ({"hflip": 1.5}, "--hflip is a probability between 0 and 1"),
+    ({"rotate": -5.0}, "--rotate must be >= 0 degrees"),
+    ({"workers": -2}, "--workers must be >= 0 (or -1 for auto)"),
+    ({"warmup_epochs": -1}, "--warmup-epochs must be >= 0"),
+    ({"patience": -1}, "--patience must be >= 0"),
+    ({"label_smoothing": 1.0}, "--label-smoothing must be >= 0 and < 1"),
+    ({"optimizer": "adam"}, "--optimizer must be one of sgd, adamw, got 'adam'"),
+    ({"scheduler": "exp"}, "--scheduler must be one of cosine, step, none, got 'exp'"),
+    ({"device": "tpu"}, "--device must be one of auto, cpu, cuda, got 'tpu'"),
+    ({"resize": "squash"}, "--resize must be one of stretch, shorter_crop, got 'squash'"),
+])
+def test_impossible_values_are_one_line_naming_the_flag(options, message):
+    with pytest.raises(ClfError) as error:
+        TrainConfig(**options)
+    assert str(error.value) == message
+
+
+def test_the_choices_are_the_ones_the_config_accepts():
+    for optimizer in OPTIMIZERS:
+        assert TrainConfig(optimizer=optimizer).optimizer == optimizer
+    for scheduler in SCHEDULERS:
+        assert TrainConfig(scheduler=scheduler).scheduler == scheduler
+    for device in TRAIN_DEVICES:
+        assert TrainConfig(device=device).device == device
+
+
+def test_the_fields_a_resume_may_change_are_marked_on_the_dataclass():
+    assert TrainConfig.resumable_fields() == {"data", "epochs", "patience", "workers", "device", "amp", "quiet",
+                                              "cache_images", "strict"}
+
+
+def test_round_trip_through_json():
+    cfg = TrainConfig(data="/d", arch="resnet18", lr=0.01, labels_csv="/d/train.csv")
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    assert TrainConfig.from_dict({**cfg.to_dict(), "unknown_key": 1}) == cfg  # older/newer keys are ignored
+
+
+def test_flag_names():
+    assert TrainConfig.flag("batch_size") == "--batch-size" and TrainConfig.flag("lr") == "--lr"
+
+
+def test_preprocess_defaults_and_normalisation():
+    pre = Preprocess(size=[64, 48], mean=[0, 0, 0], std=[1, 1, 1])
+    assert pre.size == (64, 48) and pre.mean == (0.0, 0.0, 0.0) and pre.std == (1.0, 1.0, 1.0)
+    assert Preprocess.from_dict(pre.to_dict()) == pre
+    assert Preprocess.from_json(pre.to_json()) == pre
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"resize": "squash"}, "resize must be one of"),
+    ({"interpolation": "magic"}, "interpolation must be one of"),
+    ({"color": "BGR"}, "only 3-channel RGB input is supported"),
+    ({"channels": 1}, "only 3-channel RGB input is supported"),
+    ({"size": (0, 32)}, "size must be"),
+    ({"size": (32,)}, "size must be"),
+    ({"std": (0.2, 0.0, 0.2)}, "mean and std need 3 values each, std > 0"),
+    ({"mean": (0.5, 0.5)}, "mean and std need 3 values each, std > 0"),
+])
+def test_preprocess_refuses_impossible_settings(options, message):
+    with pytest.raises(ValueError, match=message):
+        Preprocess(**options)
