@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clf.config import DEFAULT_ATOL, DEFAULT_ATOL_FP16, ID_FORMATS, TOPK_FORMATS, EvalConfig, InferConfig
+from clf.config import (DEFAULT_ATOL, DEFAULT_ATOL_FP16, ID_FORMATS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TOPK_FORMATS,
+                        TRAIN_DEVICES, EvalConfig, InferConfig, TrainConfig)
 from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfError, ParityError, Terminated
 from clf.export.graph import EXPORTERS, MAX_BATCH, MAX_OPSET, MIN_OPSET, OPSETS
 from clf.serve.session import DEVICES
@@ -110,6 +111,11 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
     return wrapper
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    """--help shows the library's own choice list; the config checks the value, once, with one error line."""
+    return "[" + "|".join(values) + "]"
 
 
 @app.callback()
@@ -235,17 +241,9 @@ class _RichTrainReporter:
         )
 
 
-# Plain data, no torch: the train options take their choices and defaults from the one TrainConfig.
-from clf.config import OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TRAIN_DEVICES, TrainConfig  # noqa: E402
-
-
 def _train_default(name: str) -> Any:
     """TrainConfig's default for a field: --help shows the real value, typed once in clf/config.py."""
     return TrainConfig.__dataclass_fields__[name].default
-
-
-def _choices(values: tuple[str, ...]) -> str:
-    return "[" + "|".join(values) + "]"
 
 
 def _given_options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
@@ -448,11 +446,6 @@ def _parse_floats3(text: Optional[str], flag: str) -> Optional[tuple[float, floa
     if len(values) != 3:
         raise ClfError(f"{flag} takes three comma-separated numbers like 0.485,0.456,0.406, got {text!r}")
     return values  # type: ignore[return-value]
-
-
-def _choices(values: tuple[str, ...]) -> str:
-    """--help shows the library's own choice list; the config checks the value, once, with one error line."""
-    return "[" + "|".join(values) + "]"
 
 
 _DEVICE_HELP = "auto: CUDA when it really loads, else CPU."
