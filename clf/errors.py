@@ -6,8 +6,9 @@ Exit codes (README table), one meaning each:
     1   a bug in clf (an unexpected exception; please report it with the traceback from --verbose)
     2   bad input, flag, model file, device or disk: nothing was done, or nothing already done was lost
     3   a gate failed (parity): the result was kept aside for inspection, the deployable path is untouched
-    4   the job ran but its result is incomplete or unusable: --strict with skipped images, a training whose
-        loss became NaN/inf (the last good checkpoint is kept)
+    4   the job ran but its result is incomplete or unusable: `clf infer --strict` with skipped images (every other
+        row written), no image of the folder readable, a training whose loss became NaN/inf (the last good
+        checkpoint is kept). `clf train --strict` refuses a bad image before any training: that is exit 2.
     130 interrupted by Ctrl-C (SIGINT), 143 terminated (SIGTERM): the save in progress was finished first
 """
 

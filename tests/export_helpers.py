@@ -14,13 +14,11 @@ import onnxruntime as ort
 import torch
 from onnx import numpy_helper
 
-import clf
-from clf.config import Preprocess, TrainConfig
+from checkpoint_factory import checkpoint_state
 from clf.data.datasets import load_labelled
 from clf.data.sample import generate_sample_competition
 from clf.data.split import stratified_split
-from clf.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
-from clf.models.registry import create_model, model_kwargs_for
+from clf.models.checkpoint import save_checkpoint
 
 CLASSES = ["circle", "square", "star", "triangle"]  # the sample competition's class folders, sorted
 RUN_NAME = "test-run"
@@ -59,29 +57,11 @@ def make_checkpoint(
     With `data` of an existing folder (and `split`), the split.json training writes goes beside it too.
     """
     torch.manual_seed(0)
-    model = create_model(arch, len(CLASSES), img_size=img_size)
-    config = TrainConfig(data=str(data), arch=arch, img_size=img_size, val_split=val_split, name=RUN_NAME)
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "clf_version": clf.__version__,
-        "arch": arch,
-        "model_kwargs": model_kwargs_for(arch, len(CLASSES), img_size),
-        "img_size": img_size,
-        "classes": list(CLASSES),
-        "preprocess": Preprocess(size=(img_size, img_size)).to_dict(),
-        "config": config.to_dict(),
-        "epoch": 1,
-        "model": model.state_dict(),
-        "optimizer": None,
-        "scheduler": None,
-        "scaler": None,
-        "rng": {},
-        "history": [],
-        "best_val_acc": BEST_VAL_ACC,
-        "run_name": RUN_NAME,
-        **extra,
-    }
+    state, _ = checkpoint_state(
+        arch, CLASSES, img_size, config={"data": str(data), "val_split": val_split, "name": RUN_NAME},
+        best_val_acc=BEST_VAL_ACC,
+    )
+    state.update(extra)  # keys set as given, after the model was built (e.g. class names that do not fit it)
     saved = save_checkpoint(state, path)
     if split and data and Path(data).is_dir():
         write_split(Path(path).parent, data, val_split)

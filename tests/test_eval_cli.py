@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from checkpoint_factory import checkpoint_state
 from cli_helpers import clf, error_line
 from clf.config import Preprocess
 from clf.data.datasets import load_labelled
 from clf.data.preprocess import preprocess
 from clf.models.checkpoint import save_checkpoint
-from clf.models.registry import create_model, model_kwargs_for
 from clf.serve.metrics import classification_report
 from serve_helpers import bad_images, brightness_model, cli_state, grey_image
 
@@ -151,13 +151,11 @@ def test_eval_a_run_folder_exports_to_a_temporary_onnx(labelled, tmp_path):
     """A checkpoint is exported (with its parity check) to a temp .onnx, evaluated, and the temp file removed."""
     torch.manual_seed(0)
     classes, pre = ["dark", "mid", "bright"], Preprocess(size=(32, 32))
-    net = create_model("cnn", num_classes=3, img_size=32).eval()
     run = tmp_path / "runs" / "random-cnn"
-    save_checkpoint({
-        "arch": "cnn", "model_kwargs": model_kwargs_for("cnn", 3, 32), "model": net.state_dict(), "classes": classes,
-        "img_size": 32, "preprocess": pre.to_dict(), "run_name": "random-cnn", "epoch": 1,
-        "config": {"data": str(labelled), "val_split": 0.0, "seed": 0},
-    }, run / "best.pt")
+    state, net = checkpoint_state("cnn", classes, 32, config={"data": str(labelled), "val_split": 0.0},
+                                  run_name="random-cnn")
+    save_checkpoint(state, run / "best.pt")
+    net.eval()
     data = load_labelled(str(labelled))  # what PyTorch itself predicts for these images
     with torch.no_grad():
         logits = net(torch.from_numpy(np.stack([preprocess(p, pre) for p in data.paths]))).numpy()
