@@ -591,14 +591,14 @@ def _print_report(result: dict[str, Any], model: Path) -> None:
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, stats in result["per_class"].items():
-        table.add_row(name, f"{stats['precision']:.4f}", f"{stats['recall']:.4f}", f"{stats['f1']:.4f}", str(stats["support"]))
+        table.add_row(escape(name), f"{stats['precision']:.4f}", f"{stats['recall']:.4f}", f"{stats['f1']:.4f}", str(stats["support"]))
     console.print(table)
     matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
     matrix.add_column("")
-    for name in result["classes"]:
-        matrix.add_column(name, justify="right")
+    for name in result["classes"]:  # class names are data: "[/red]" is a name, not rich markup
+        matrix.add_column(escape(name), justify="right")
     for name, row in zip(result["classes"], result["confusion_matrix"]):
-        matrix.add_row(name, *(str(v) for v in row))
+        matrix.add_row(escape(name), *(str(v) for v in row))
     console.print(matrix)
 
 

@@ -80,8 +80,10 @@ class Preprocess(_JsonMixin):
             raise ValueError("only 3-channel RGB input is supported")
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"size must be (height, width) of positive ints, got {self.size!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(v > 0 for v in self.std):  # NaN is not > 0
             raise ValueError("mean and std need 3 values each, std > 0")
+        if not all(map(math.isfinite, (*self.mean, *self.std, self.scale))):
+            raise ValueError(f"mean, std and scale must be finite numbers, got {self.mean}, {self.std}, {self.scale}")
         object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
@@ -243,9 +245,26 @@ def _model_option_checks(cfg: Any) -> tuple[tuple[bool, str], ...]:
         _check_choice("--device", cfg.device, DEVICES),
         (cfg.threads >= 0, f"--threads must be >= 0 (0 = one per core), got {cfg.threads}"),
         (cfg.img_size is None or cfg.img_size >= 1, f"--img-size must be >= 1, got {cfg.img_size}"),
-        (cfg.mean is None or len(cfg.mean) == 3, f"--mean takes 3 values, got {cfg.mean}"),
-        (cfg.std is None or (len(cfg.std) == 3 and min(cfg.std) > 0), f"--std takes 3 values > 0, got {cfg.std}"),
+        # NaN passes a "> 0" test and turns every output into NaN, which would then be blamed on the model
+        (cfg.mean is None or (len(cfg.mean) == 3 and all(map(math.isfinite, cfg.mean))),
+         f"--mean takes 3 finite numbers, got {cfg.mean}"),
+        (cfg.std is None or (len(cfg.std) == 3 and all(math.isfinite(v) and v > 0 for v in cfg.std)),
+         f"--std takes 3 values > 0, got {cfg.std}"),
     )
+
+
+def column_checks(id_col: str, label_col: str) -> tuple[tuple[bool, str], ...]:
+    """--id-col and --label-col: named, and not the same column (the CSV would have one column twice)."""
+    return (
+        (id_col.strip() != "", f"--id-col must name a column, got {id_col!r}"),
+        (label_col.strip() != "", f"--label-col must name a column, got {label_col!r}"),
+        (id_col.strip() != label_col.strip(), f"--id-col and --label-col are both {id_col!r}; give two column names"),
+    )
+
+
+def check_columns(id_col: str, label_col: str) -> None:
+    """Raise ClfError (exit 2) for the first failure of column_checks."""
+    _raise_first_failure(column_checks(id_col, label_col))
 
 
 def _raise_first_failure(checks: tuple[tuple[bool, str], ...]) -> None:
@@ -284,7 +303,15 @@ class InferConfig(_JsonMixin):
             (self.topk >= 1, f"--topk must be >= 1, got {self.topk}"),
             _check_choice("--id-format", self.id_format, ID_FORMATS),
             _check_choice("--topk-format", self.topk_format, TOPK_FORMATS),
+            *column_checks(self.id_col, self.label_col),
+            (self.topk_format != "columns" or self.id_col not in self.topk_columns(),
+             f"--id-col {self.id_col!r} is also a top-k column ({', '.join(self.topk_columns())}); "
+             "give another --id-col or --label-col"),
         ))
+
+    def topk_columns(self) -> list[str]:
+        """The columns --topk adds after the label column (--topk-format columns)."""
+        return [f"{self.label_col}_{rank}" for rank in range(2, self.topk + 1)]
 
 
 @dataclass(frozen=True)
@@ -308,4 +335,5 @@ class EvalConfig(_JsonMixin):
     labels: str | None = None
 
     def __post_init__(self) -> None:
-        _raise_first_failure(_model_option_checks(self))
+        _raise_first_failure(_model_option_checks(self) + (column_checks(self.id_col, self.label_col)
+                                                           if self.labels_csv else ()))

@@ -97,6 +97,38 @@ def _fifo(name: str):
     return setup
 
 
+def _write(name: str, text: str):
+    def setup(places):
+        (Path(places["tmp"]) / name).write_text(text)
+    return setup
+
+
+def _hand_model(name: str, inputs: int = 1, size: tuple[int, int] = (16, 16), preprocess: dict | None = None,
+                classes: list[str] | None = None):
+    """A per-channel-means classifier with `inputs` inputs (summed), spatial `size` ("H", "W" when dynamic) and
+    clf metadata with `preprocess` merged into the plain one and `classes`."""
+    def setup(places):
+        import json
+
+        import onnx
+        from onnx import TensorProto, helper
+
+        from clf.serve.metadata import info_to_props
+
+        names = ["input", *(f"extra{i}" for i in range(1, inputs))]
+        x = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3, *size]) for n in names]
+        nodes = [helper.make_node("Sum", names, ["summed"]),
+                 helper.make_node("ReduceMean", ["summed"], ["logits"], axes=[2, 3], keepdims=0)]
+        y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])
+        model = helper.make_model(helper.make_graph(nodes, name, x, [y]), opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        props = info_to_props(plain_info(classes or ["dark", "mid", "bright"]))
+        props["clf.preprocess"] = json.dumps({**json.loads(props["clf.preprocess"]), **(preprocess or {})})
+        helper.set_model_props(model, props)
+        onnx.save(model, str(Path(places["tmp"]) / name))
+    return setup
+
+
 INFER = ["infer", "{images}", "--model", "{model}", "--device", "cpu"]
 
 CASES = [
@@ -222,6 +254,58 @@ CASES = [
          "sub_missing.csv: 2 ids of"),
     Case("score-answers-is-a-fifo", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.fifo"], 2,
          "answers.fifo: not a regular file", setup=_fifo("answers.fifo")),
+    # --- found by attacker 2: column flags, NaN statistics, special files, hostile models, rich markup ---
+    Case("infer-id-col-empty", [*INFER, "--csv", "{tmp}/a1.csv", "--id-col", ""], 2,
+         "--id-col must name a column, got ''", check=_absent("{tmp}/a1.csv")),
+    Case("infer-label-col-empty", [*INFER, "--csv", "{tmp}/a2.csv", "--label-col", " "], 2,
+         "--label-col must name a column, got ' '", check=_absent("{tmp}/a2.csv")),
+    Case("infer-id-col-equals-label-col", [*INFER, "--csv", "{tmp}/a3.csv", "--id-col", "x", "--label-col", "x"], 2,
+         "--id-col and --label-col are both 'x'; give two column names", check=_absent("{tmp}/a3.csv")),
+    Case("infer-id-col-is-a-topk-column", [*INFER, "--csv", "{tmp}/a4.csv", "--id-col", "label_2", "--topk", "2"], 2,
+         "--id-col 'label_2' is also a top-k column (label_2); give another --id-col or --label-col",
+         check=_absent("{tmp}/a4.csv")),
+    Case("infer-id-col-is-a-class-with-probs", [*INFER, "--csv", "{tmp}/a5.csv", "--id-col", "dark", "--probs",
+                                                "{tmp}/a5p.csv"], 2,
+         "brightness.onnx: a class is named 'dark' like the id column of --probs; give another --id-col",
+         check=_absent("{tmp}/a5.csv", "{tmp}/a5p.csv")),
+    Case("infer-mean-nan", [*INFER, "--csv", "{tmp}/a6.csv", "--mean", "nan,0,0"], 2,
+         "--mean takes 3 finite numbers, got (nan, 0.0, 0.0)", check=_absent("{tmp}/a6.csv")),
+    Case("infer-std-nan", [*INFER, "--csv", "{tmp}/a7.csv", "--std", "1,nan,1"], 2,
+         "--std takes 3 values > 0, got (1.0, nan, 1.0)", check=_absent("{tmp}/a7.csv")),
+    Case("infer-model-is-a-fifo", ["infer", "{images}", "--model", "{tmp}/model.fifo", "--csv", "{tmp}/a8.csv"], 2,
+         "model.fifo: not a regular file (a FIFO, device or socket); give an .onnx file", setup=_fifo("model.fifo"),
+         check=_absent("{tmp}/a8.csv")),
+    Case("infer-labels-is-a-fifo", [*INFER[:3], "{plain}", "--csv", "{tmp}/a9.csv", "--img-size", "16", "--mean",
+                                    "0,0,0", "--std", "1,1,1", "--labels", "{tmp}/labels.fifo"], 2,
+         "labels.fifo: --labels names a folder or special file, not a text file", setup=_fifo("labels.fifo"),
+         check=_absent("{tmp}/a9.csv")),
+    Case("infer-sample-duplicated-id", [*INFER, "--csv", "{tmp}/a10.csv", "--sample-submission", "{tmp}/sdup.csv"], 2,
+         "sdup.csv: line 5: id 'img_0001' is listed twice (also line 2); keep one row per id",
+         setup=_write("sdup.csv", "id,label\n" + "".join(f"{i},x\n" for i in IDS) + "img_0001,x\n"),
+         guard=["{tmp}/sdup.csv"], check=_absent("{tmp}/a10.csv")),
+    Case("infer-model-with-two-inputs", [*INFER[:3], "{tmp}/two.onnx", "--csv", "{tmp}/a11.csv"], 2,
+         "two.onnx: the model has 2 inputs (input, extra1); clf feeds one image tensor [N, 3, H, W]",
+         setup=_hand_model("two.onnx", inputs=2), check=_absent("{tmp}/a11.csv")),
+    Case("infer-preprocess-unknown-key", [*INFER[:3], "{tmp}/newer.onnx", "--csv", "{tmp}/a12.csv"], 2,
+         "newer.onnx: corrupt clf metadata (clf.preprocess: unknown key(s) 'gamma'; made by a newer clf?",
+         setup=_hand_model("newer.onnx", preprocess={"gamma": 2.2}), check=_absent("{tmp}/a12.csv")),
+    Case("infer-preprocess-nan-mean", [*INFER[:3], "{tmp}/nanmean.onnx", "--csv", "{tmp}/a13.csv"], 2,
+         "nanmean.onnx: corrupt clf metadata (clf.preprocess: mean, std and scale must be finite numbers",
+         setup=_hand_model("nanmean.onnx", preprocess={"mean": [float("nan"), 0, 0]}), check=_absent("{tmp}/a13.csv")),
+    Case("infer-dynamic-model-huge-size", [*INFER[:3], "{tmp}/huge.onnx", "--csv", "{tmp}/a14.csv"], 2,
+         "GB of buffers, more than this machine's",
+         setup=_hand_model("huge.onnx", size=("H", "W"), preprocess={"size": [200000, 200000]}),
+         check=_absent("{tmp}/a14.csv")),
+    Case("eval-class-name-is-rich-markup", ["eval", "{images}", "--model", "{tmp}/markup.onnx", "--device", "cpu",
+                                            "--labels-csv", "{tmp}/markup.csv"], 0, "",
+         setup=lambda places: (_hand_model("markup.onnx", classes=["[/red]", "[bold]", "x"])(places),
+                               _write("markup.csv", "id,label\nimg_0001,[/red]\nimg_0002,[bold]\n")(places))),
+    Case("eval-labels-csv-id-col-empty", ["eval", "{images}", "--model", "{model}", "--labels-csv",
+                                          "{tmp}/answers.csv", "--id-col", ""], 2, "--id-col must name a column"),
+    Case("score-id-col-equals-label-col", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--label-col", "id"],
+         2, "--id-col and --label-col are both 'id'; give two column names"),
+    Case("score-submission-is-the-answers", ["score", "{tmp}/answers.csv", "{tmp}/answers.csv"], 2,
+         "answers.csv: is also the answers file; score a submission against other answers"),
     Case("score-extra-ids-warned", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv"], 0, ""),
 ]
 
@@ -296,3 +380,12 @@ def test_predictor_api(places, row):
         call()
     assert phrase in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1"])
+def test_bad_pixel_budget_is_one_error_not_a_skip_of_every_image(places, monkeypatch, value):
+    monkeypatch.setenv("CLF_MAX_IMAGE_PIXELS", value)
+    case = Case(f"infer-max-image-pixels-{value}", [*INFER, "--csv", "{tmp}/pix.csv"], 2,
+                f"CLF_MAX_IMAGE_PIXELS={value}: not a whole number of pixels", check=_absent("{tmp}/pix.csv"))
+    result = run_case(case, places)
+    assert "skipped" not in result.output

@@ -82,7 +82,7 @@ def test_missing_metadata(props):
             '{"resize": "zoom"}',
             "clf.preprocess: resize must be one of ('stretch', 'shorter_crop'), got 'zoom'",
         ),
-        ("clf.preprocess", "[1]", "clf.preprocess: 'list' object has no attribute 'items'"),
+        ("clf.preprocess", "[1]", "clf.preprocess: not a JSON object: '[1]'"),
         ("clf.img_size", "abc", "clf.img_size: invalid literal for int() with base 10: 'abc'"),
         ("clf.best_val_acc", "x", "clf.best_val_acc: could not convert string to float: 'x'"),
     ],

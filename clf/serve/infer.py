@@ -11,7 +11,7 @@ from pathlib import Path
 from clf.atomic import check_outputs
 from clf.config import InferConfig
 from clf.data.files import list_images
-from clf.errors import IncompleteError
+from clf.errors import DataError, IncompleteError
 from clf.serve.loading import labels_file, make_predictor
 from clf.serve.submission import check_sample_ids, make_ids, write_probs, write_submission
 
@@ -72,6 +72,9 @@ def run_inference(
     if cfg.sample_submission:
         check_sample_ids(cfg.sample_submission, all_ids, cfg.id_col, cfg.label_col)
     predictor = make_predictor(cfg, verbose)
+    if cfg.probs and cfg.id_col in predictor.classes:
+        raise DataError(f"{cfg.model}: a class is named '{cfg.id_col}' like the id column of --probs; "
+                        "give another --id-col")
     if on_start is not None:
         on_start(len(paths), predictor.provider)
     started = time.perf_counter()

@@ -3,6 +3,7 @@ without clf metadata (all of --img-size, --mean, --std and --labels, nothing gue
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,8 +50,20 @@ def make_predictor(cfg: ModelOptions, verbose: bool = False) -> Predictor:
 
 
 def labels_file(cfg: ModelOptions) -> str | None:
-    """--labels when it names a file (an input the outputs must not overwrite), else None."""
-    return cfg.labels if cfg.labels and Path(cfg.labels).is_file() else None
+    """--labels when it names a file (an input the outputs must not overwrite), else None.
+
+    Raises:
+        DataError: --labels names something that exists but is no regular file (a folder, a FIFO that would block).
+    """
+    if not cfg.labels:
+        return None
+    path = Path(cfg.labels)
+    if path.is_file():
+        return cfg.labels
+    if "," not in cfg.labels and os.path.lexists(path):
+        raise DataError(f"{path}: --labels names a folder or special file, not a text file; "
+                        "give a,b,c or a file with one name per line")
+    return None
 
 
 def _explicit_preprocess(cfg: ModelOptions) -> tuple[dict[str, Any] | None, list[str] | None]:

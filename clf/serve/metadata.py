@@ -7,6 +7,7 @@ numbers are their decimal text. A plain onnxruntime client can read them from
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -82,7 +83,7 @@ def info_from_props(props: Mapping[str, str], source: str) -> ModelInfo:
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise DataError(f"{source}: corrupt clf metadata ({KEY_CLASSES} must be a non-empty JSON list of names)")
     check_class_names(classes, source, "its clf metadata")
-    preprocess = _parse(props, KEY_PREPROCESS, source, Preprocess.from_json)
+    preprocess = _parse(props, KEY_PREPROCESS, source, _preprocess_from_json)
     return ModelInfo(
         classes=classes,
         preprocess=preprocess,
@@ -105,6 +106,18 @@ def check_class_names(classes: list[str], source: str, where: str) -> None:
         if name in seen:
             raise DataError(f"{source}: class '{name}' appears twice in {where}; each class needs its own name")
         seen.add(name)
+
+
+def _preprocess_from_json(text: str) -> Preprocess:
+    """Preprocess from its JSON; an unknown key is refused: ignoring a step (made by a newer clf, or corrupt)
+    would silently feed the model other inputs than it was trained on."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"not a JSON object: {text[:40]!r}")
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(Preprocess)})
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))}; made by a newer clf? upgrade clf")
+    return Preprocess.from_dict(data)
 
 
 def _optional_float(text: str) -> float | None:

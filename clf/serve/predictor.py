@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 # clf.data.preprocess first: it quiets OpenCV's own stderr warnings, which must happen before cv2 is imported.
-from clf.data.preprocess import ImageSource, load_resized, normalize_batch  # isort: skip
+from clf.data.preprocess import ImageSource, load_resized, max_image_pixels, normalize_batch  # isort: skip
 
 import cv2
 import numpy as np
@@ -146,7 +146,11 @@ class Predictor:
         self.session, self.provider = create_session(
             model_path, device=device, verbose=verbose, threads=threads, spinning=False
         )
-        model_input, model_output = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:  # session.run would fail on the missing feeds with a traceback
+            raise DataError(f"{self.model_path}: the model has {len(inputs)} inputs "
+                            f"({', '.join(i.name for i in inputs)}); clf feeds one image tensor [N, 3, H, W]")
+        model_input, model_output = inputs[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = model_input.name, model_output.name
         self.info = self._model_info(preprocess, classes, model_output.shape)
         self._input_dtype = self._check_input(model_input)
@@ -191,6 +195,7 @@ class Predictor:
             ModelError: the model output NaN or inf for some images (how many, and the first few are named).
         """
         sources = list(sources)
+        max_image_pixels()  # a bad $CLF_MAX_IMAGE_PIXELS is one error for the run, not a skip of every image
         ok_parts, logit_parts, failures = [], [], []
         for batch in self._batches(sources, strict, progress):
             ok_parts.append(batch.ok_indices)
@@ -229,6 +234,7 @@ class Predictor:
         starts = iter(range(0, len(sources), self.batch_size))
         height, width = self.preprocess.size
         capacity = max(1, min(self.batch_size, len(sources)))  # a one-image request allocates one row, not a batch
+        self._check_buffer_memory(capacity, height, width)
         ring = [np.empty((capacity, height, width, 3), np.uint8) for _ in range(self.prefetch + 1)]
         # One float input for the whole call: session.run has consumed it before the next batch is normalised.
         float_input = np.empty((capacity, 3, height, width), np.float32)
@@ -261,6 +267,19 @@ class Predictor:
                 for _, _, futures in pending:
                     for future in futures:
                         future.cancel()
+
+    def _check_buffer_memory(self, capacity: int, height: int, width: int) -> None:
+        """Refuse buffers larger than the machine's memory (a huge --batch-size or input size) before allocating
+        them: numpy would raise MemoryError, or the kernel kill the process, partway through the run."""
+        per_image = height * width * 3 * (self.prefetch + 1 + 4)  # uint8 ring + one float32 batch
+        total = _physical_memory()
+        if not total or capacity * per_image <= total:
+            return
+        fix = "lower --batch-size" if per_image <= total else "the model's input size is too large for this machine"
+        raise DataError(
+            f"{self.model_path}: batches of {capacity} images of {height}x{width} need "
+            f"{capacity * per_image / 1e9:.3g} GB of buffers, more than this machine's {total / 1e9:.3g} GB; {fix}"
+        )
 
     def _submit(
         self, pool: ThreadPoolExecutor, buffer: np.ndarray, indices: range, sources: list[Any]
@@ -379,6 +398,14 @@ class Predictor:
                 f"{height}x{width}; pass a matching --img-size"
             )
         return _INPUT_DTYPES[model_input.type]
+
+
+def _physical_memory() -> int | None:
+    """The machine's RAM in bytes; None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def usable_cpus() -> int:

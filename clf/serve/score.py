@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from clf.config import check_columns
 from clf.data.csv_table import read_csv_table
 from clf.errors import DataError
 
@@ -33,9 +34,13 @@ def score_submission(submission: str | Path, answers: str | Path, id_col: str = 
     given).
 
     Raises:
-        DataError: a missing/unreadable/non-UTF-8/empty file, a missing column, an id listed twice in either file
+        ClfError: --id-col or --label-col empty, or the same column.
+        DataError: the submission is the answers file, a missing/unreadable/non-UTF-8/empty file, a missing column, an id listed twice in either file
             (it would silently change the accuracy), an id of the answers with no prediction.
     """
+    check_columns(id_col, label_col)
+    if _same_file(submission, answers):
+        raise DataError(f"{submission}: is also the answers file; score a submission against other answers")
     predicted = read_labels(submission, id_col, label_col)
     truth = read_labels(answers, id_col, label_col)
     missing = [i for i in truth if i not in predicted]
@@ -68,3 +73,10 @@ def read_labels(path: str | Path, id_col: str, label_col: str) -> dict[str, str]
         first_line[image_id] = line
         labels[image_id] = row[label_at].strip()
     return labels
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).samefile(b)
+    except OSError:
+        return False  # a missing file gets its own message from read_labels

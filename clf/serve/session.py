@@ -190,8 +190,10 @@ def _check_model_file(model_path: str | os.PathLike) -> Path:
     path = Path(model_path)
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not an ONNX model")
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: file not found")
+    if not path.is_file():  # a FIFO would block onnxruntime forever
+        raise DataError(f"{path}: not a regular file (a FIFO, device or socket); give an .onnx file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file, not an ONNX model")
     return path
