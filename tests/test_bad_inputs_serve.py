@@ -369,11 +369,17 @@ def _predictor_rows(places):
         "strict-garbage-bytes": (lambda: Predictor(places["model"], device="cpu").predict([b"junk"], strict=True),
                                  DataError, "<bytes #0>: "),
         "bad-device": (lambda: Predictor(places["model"], device="gpu"), DeviceError, "unknown device 'gpu'"),
+        "int-source-is-no-file-descriptor": (lambda: Predictor(places["model"], device="cpu").predict([0], strict=True),
+                                             DataError, "0: not an image source (int); give a path, encoded bytes"),
+        "empty-array": (lambda: Predictor(places["model"], device="cpu").predict([np.zeros((0, 4, 3), np.uint8)],
+                                                                                  strict=True),
+                        DataError, "empty array of shape (0, 4, 3)"),
     }
 
 
 @pytest.mark.parametrize("row", ["text-file", "folder", "repeated-classes", "wrong-class-count", "nan-outputs",
-                                 "strict-garbage-bytes", "bad-device"])
+                                 "strict-garbage-bytes", "bad-device", "int-source-is-no-file-descriptor",
+                                 "empty-array"])
 def test_predictor_api(places, row):
     call, error, phrase = _predictor_rows(places)[row]
     with pytest.raises(error) as err:

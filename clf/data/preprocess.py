@@ -53,6 +53,9 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     Anything else is refused before it is opened: a FIFO would block forever, /dev/zero would never end. The file is
     opened non-blocking and checked again, so a FIFO swapped in between the two checks cannot hang either.
     """
+    if not isinstance(path, (str, os.PathLike)):  # an int would be taken as a file descriptor (0: stdin)
+        raise DataError(f"{str(path)[:40]}: not an image source ({type(path).__name__}); "
+                        "give a path, encoded bytes or an RGB uint8 array")
     try:
         _check_regular(path, os.stat(path).st_mode)
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
@@ -265,6 +268,8 @@ def load_rgb(source: ImageSource) -> np.ndarray:
 def _array_as_rgb(array: np.ndarray) -> np.ndarray:
     if array.dtype != np.uint8:
         raise DataError(f"in-memory image: expected uint8 RGB array, got dtype {array.dtype}")
+    if array.size == 0:
+        raise DataError(f"in-memory image: empty array of shape {array.shape}")
     if array.ndim == 2:
         return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
     if array.ndim == 3 and array.shape[2] == 3:
