@@ -96,7 +96,8 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except ClfError as exc:
             # escape: a path like data/[2024]/ is text, not rich markup (it vanished, or "[/x]" crashed the print)
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(_one_line_text(str(exc)))}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except Terminated:
             err_console.print("[yellow]terminated (SIGTERM)[/]")
@@ -111,6 +112,11 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
     return wrapper
+
+
+def _one_line_text(text: str) -> str:
+    """The error stays one line when a path holds a newline or other control character: shown escaped."""
+    return "".join(repr(c)[1:-1] if c.isprintable() is False and c != "\t" else c for c in text)
 
 
 def _choices(values: tuple[str, ...]) -> str:

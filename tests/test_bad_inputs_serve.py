@@ -306,6 +306,9 @@ CASES = [
          2, "--id-col and --label-col are both 'id'; give two column names"),
     Case("score-submission-is-the-answers", ["score", "{tmp}/answers.csv", "{tmp}/answers.csv"], 2,
          "answers.csv: is also the answers file; score a submission against other answers"),
+    Case("infer-folder-name-with-a-newline", ["infer", "{tmp}/no\nfolder", "--model", "{model}", "--csv",
+                                              "{tmp}/a15.csv"], 2, "no\\nfolder: folder not found",
+         check=_absent("{tmp}/a15.csv")),
     Case("score-extra-ids-warned", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv"], 0, ""),
 ]
 

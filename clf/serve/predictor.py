@@ -439,11 +439,11 @@ def _display_name(source: Any, index: int) -> str:
 
 def _reason(exc: Exception, source: Any) -> str:
     """The DataError text without its leading "<source>: " (the caller knows the source)."""
-    text = one_line(exc)
     if isinstance(exc, cv2.error):
-        return f"cannot process image ({text})"
+        return f"cannot process image ({one_line(exc)})"
+    text = str(exc)  # the prefix first: a file name may hold a newline, which one_line would cut the reason at
     prefixes = [str(source)] if isinstance(source, (str, os.PathLike)) else ["<bytes>", "in-memory image"]
     for prefix in prefixes:
         if text.startswith(prefix + ": "):
-            return text[len(prefix) + 2 :]
-    return text
+            return one_line(DataError(text[len(prefix) + 2 :]))
+    return one_line(exc)
