@@ -309,6 +309,9 @@ CASES = [
     Case("infer-folder-name-with-a-newline", ["infer", "{tmp}/no\nfolder", "--model", "{model}", "--csv",
                                               "{tmp}/a15.csv"], 2, "no\\nfolder: folder not found",
          check=_absent("{tmp}/a15.csv")),
+    Case("score-answer-without-label", ["score", "{tmp}/answers.csv", "{tmp}/answers_blank.csv"], 2,
+         "answers_blank.csv: 1 ids have an empty 'label' (b); fill in their labels or drop those rows",
+         setup=_write("answers_blank.csv", "id,label\na,cat\nb, \nc,cat\nd,fox\n")),
     Case("score-extra-ids-warned", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv"], 0, ""),
 ]
 

@@ -35,7 +35,7 @@ def score_submission(submission: str | Path, answers: str | Path, id_col: str = 
 
     Raises:
         ClfError: --id-col or --label-col empty, or the same column.
-        DataError: the submission is the answers file, a missing/unreadable/non-UTF-8/empty file, a missing column, an id listed twice in either file
+        DataError: the submission is the answers file, an answer without a label, a missing/unreadable/non-UTF-8/empty file, a missing column, an id listed twice in either file
             (it would silently change the accuracy), an id of the answers with no prediction.
     """
     check_columns(id_col, label_col)
@@ -43,6 +43,11 @@ def score_submission(submission: str | Path, answers: str | Path, id_col: str = 
         raise DataError(f"{submission}: is also the answers file; score a submission against other answers")
     predicted = read_labels(submission, id_col, label_col)
     truth = read_labels(answers, id_col, label_col)
+    unlabelled = [i for i, label in truth.items() if not label]
+    if unlabelled:  # it would count as wrong (or as right against an empty prediction): never a real score
+        shown = ", ".join(unlabelled[:_SHOWN]) + (", ..." if len(unlabelled) > _SHOWN else "")
+        raise DataError(f"{answers}: {len(unlabelled)} ids have an empty '{label_col}' ({shown}); "
+                        "fill in their labels or drop those rows")
     missing = [i for i in truth if i not in predicted]
     if missing:
         raise DataError(f"{submission}: {len(missing)} ids of {answers} have no prediction (e.g. {missing[0]})")
