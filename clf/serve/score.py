@@ -35,7 +35,8 @@ def score_submission(submission: str | Path, answers: str | Path, id_col: str = 
 
     Raises:
         ClfError: --id-col or --label-col empty, or the same column.
-        DataError: the submission is the answers file, an answer without a label, a missing/unreadable/non-UTF-8/empty file, a missing column, an id listed twice in either file
+        DataError: the submission is the answers file, an answer without a label, a missing/unreadable/non-UTF-8/empty
+            file, a missing column, an id listed twice in either file
             (it would silently change the accuracy), an id of the answers with no prediction.
     """
     check_columns(id_col, label_col)
