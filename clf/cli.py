@@ -113,6 +113,13 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _non_empty_path(text: str, name: str, what: str) -> Path:
+    """A path argument; "" (an unset shell variable) is refused, not read as the current folder."""
+    if not text.strip():
+        raise ClfError(f"{name} is empty; give {what}")
+    return Path(text)
+
+
 def _choices(values: tuple[str, ...]) -> str:
     """--help shows the library's own choice list; the config checks the value, once, with one error line."""
     return "[" + "|".join(values) + "]"
@@ -131,7 +138,7 @@ def main(
 @app.command("sample-data")
 @user_errors
 def sample_data(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write the sample competition into.")],
+    out_dir: Annotated[str, typer.Argument(metavar="OUT_DIR", help="Folder to write the sample competition into.")],
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = 0,
     per_class: Annotated[int, typer.Option(help="Training images per class.")] = 60,
     test: Annotated[int, typer.Option(help="Unlabelled test images.")] = 80,
@@ -142,7 +149,7 @@ def sample_data(
     from clf.data.sample import generate_sample_competition
 
     summary = generate_sample_competition(
-        out_dir, seed=seed, n_train_per_class=per_class, n_test=test, image_size=size, overwrite=overwrite
+        _non_empty_path(out_dir, "OUT_DIR", "the folder to write the sample competition into"), seed=seed, n_train_per_class=per_class, n_test=test, image_size=size, overwrite=overwrite
     )
     console.print(
         f"wrote {summary['n_train']} training images in {len(summary['classes'])} classes "
@@ -348,11 +355,12 @@ def _end_torchrun_worker() -> None:
 @app.command("runs")
 @user_errors
 def runs(
-    root: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs"),
+    root_text: Annotated[str, typer.Argument(metavar="ROOT", help="Folder holding run folders.")] = "runs",
 ) -> None:
     """The table of training runs: arch, epochs, batch size, image size, best val accuracy, params, time."""
     from clf.train.runs import collect_runs
 
+    root = _non_empty_path(root_text, "ROOT", "the folder holding run folders (default: runs)")
     summaries = collect_runs(root)
     if not summaries:
         raise ClfError(f"{root}: no training runs found (a run folder holds config.json); train one with `clf train`")

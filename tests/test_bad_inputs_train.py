@@ -322,6 +322,7 @@ CASES = [
     Case("runs-empty-folder", ["runs", "{tmp}/norun"], 2, "norun: no training runs found",
          setup=runs_folder("norun", None)),
     Case("runs-missing-folder", ["runs", "{tmp}/nowhere"], 2, "nowhere: no training runs found"),
+    Case("runs-empty-string", ["runs", ""], 2, "ROOT is empty; give the folder holding run folders (default: runs)"),
     Case("runs-config-is-a-list", ["runs", "{tmp}/runslist"], 0, "", setup=runs_folder("runslist", "[1, 2]")),
     Case("runs-config-is-null", ["runs", "{tmp}/runsnull"], 0, "", setup=runs_folder("runsnull", "null")),
     Case("runs-config-is-garbage", ["runs", "{tmp}/runsjunk"], 0, "", setup=runs_folder("runsjunk", "{not json")),
