@@ -137,7 +137,11 @@ def checkpoint_with(name: str, **changes):
         run = places["tmp"] / "runs" / name
         shutil.copytree(places["run"], run)
         ckpt = torch.load(run / "last.pt", weights_only=True)
-        ckpt.update(changes)
+        given = dict(changes)
+        first = given.pop("model_first_weight", None)
+        if first is not None:
+            ckpt["model"][next(iter(ckpt["model"]))] = first
+        ckpt.update(given)
         torch.save(ckpt, run / "last.pt")
     return setup
 
@@ -318,6 +322,13 @@ CASES = [
     Case("resume-checkpoint-config-bad-values", ["train", "--resume", "{tmp}/runs/cfgbad", "--epochs", "2", *RESUME],
          2, "checkpoint's training settings are invalid (--epochs must be >= 1)",
          setup=checkpoint_with("cfgbad", config={"epochs": 0}), guard=["{tmp}/runs/cfgbad"]),
+    Case("resume-weights-of-another-shape", ["train", "--resume", "{tmp}/runs/reshaped", "--epochs", "2", *RESUME], 2,
+         "runs/reshaped/last.pt: weights do not fit arch 'cnn' (1 of another shape, e.g. 'features.0.0.weight' [3]",
+         setup=checkpoint_with("reshaped", model_first_weight=torch.zeros(3)), guard=["{tmp}/runs/reshaped"]),
+    Case("resume-optimizer-state-damaged", ["train", "--resume", "{tmp}/runs/badopt", "--epochs", "2", *RESUME], 2,
+         "runs/badopt/last.pt: cannot restore the training state (loaded state dict has a different number of "
+         "parameter groups)", setup=checkpoint_with("badopt", optimizer={"state": {}, "param_groups": []}),
+         guard=["{tmp}/runs/badopt"]),
     # clf runs
     Case("runs-empty-folder", ["runs", "{tmp}/norun"], 2, "norun: no training runs found",
          setup=runs_folder("norun", None)),
