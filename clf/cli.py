@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clf.config import (DEFAULT_ATOL, DEFAULT_ATOL_FP16, ID_FORMATS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TOPK_FORMATS,
+from clf.config import (MAX_INPUT_SIZE, DEFAULT_ATOL, DEFAULT_ATOL_FP16, ID_FORMATS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TOPK_FORMATS,
                         TRAIN_DEVICES, EvalConfig, InferConfig, TrainConfig)
 from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfError, ParityError, Terminated
 from clf.export.graph import EXPORTERS, MAX_BATCH, MAX_OPSET, MIN_OPSET, OPSETS
@@ -119,6 +119,13 @@ def _one_line_text(text: str) -> str:
     return "".join(repr(c)[1:-1] if c.isprintable() is False and c != "\t" else c for c in text)
 
 
+def _non_empty_path(text: str, name: str, what: str) -> Path:
+    """A path argument; "" (an unset shell variable) is refused, not read as the current folder."""
+    if not text.strip():
+        raise ClfError(f"{name} is empty; give {what}")
+    return Path(text)
+
+
 def _choices(values: tuple[str, ...]) -> str:
     """--help shows the library's own choice list; the config checks the value, once, with one error line."""
     return "[" + "|".join(values) + "]"
@@ -137,7 +144,7 @@ def main(
 @app.command("sample-data")
 @user_errors
 def sample_data(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write the sample competition into.")],
+    out_dir: Annotated[str, typer.Argument(metavar="OUT_DIR", help="Folder to write the sample competition into.")],
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = 0,
     per_class: Annotated[int, typer.Option(help="Training images per class.")] = 60,
     test: Annotated[int, typer.Option(help="Unlabelled test images.")] = 80,
@@ -148,7 +155,7 @@ def sample_data(
     from clf.data.sample import generate_sample_competition
 
     summary = generate_sample_competition(
-        out_dir, seed=seed, n_train_per_class=per_class, n_test=test, image_size=size, overwrite=overwrite
+        _non_empty_path(out_dir, "OUT_DIR", "the folder to write the sample competition into"), seed=seed, n_train_per_class=per_class, n_test=test, image_size=size, overwrite=overwrite
     )
     console.print(
         f"wrote {summary['n_train']} training images in {len(summary['classes'])} classes "
@@ -170,8 +177,12 @@ def models(
 
     if img_size < 1:
         raise ClfError(f"--img-size must be >= 1, got {img_size}")
+    if img_size > MAX_INPUT_SIZE:  # 100000 asked torch for 120 GB and died with its traceback
+        raise ClfError(f"--img-size must be <= {MAX_INPUT_SIZE}, got {img_size}")
     if num_classes < 1:
         raise ClfError(f"--num-classes must be >= 1, got {num_classes}")
+    if num_classes > MAX_MODELS_CLASSES:
+        raise ClfError(f"--num-classes must be <= {MAX_MODELS_CLASSES}, got {num_classes}")
     names = list_models(pattern)
     if not names:
         raise ClfError(f"no architecture matches {pattern!r}; try `clf models` without a pattern")
@@ -262,11 +273,14 @@ def _given_options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]
             if getattr(ctx.get_parameter_source(name), "name", None) in typed}
 
 
+MAX_MODELS_CLASSES = 100_000  # `clf models --params`: a head this wide still fits in memory
+
+
 @app.command("train")
 @user_errors
 def train(
     ctx: typer.Context,
-    data: Annotated[Optional[Path], typer.Argument(help="Labelled images: DATA/<class>/*.jpg, or a folder with --labels-csv. Optional with --resume.")] = None,
+    data: Annotated[Optional[str], typer.Argument(help="Labelled images: DATA/<class>/*.jpg, or a folder with --labels-csv. Optional with --resume.")] = None,
     arch: Annotated[str, typer.Option(help="Architecture (see `clf models`): cnn, alexnet, resnet18, rexnet_100, coatnet_0_rw_224, ...")] = _train_default("arch"),
     epochs: Annotated[int, typer.Option(help="Total epochs; may be raised on --resume to train further.")] = _train_default("epochs"),
     batch_size: Annotated[int, typer.Option(help="Batch size (per process under torchrun).")] = _train_default("batch_size"),
@@ -285,7 +299,7 @@ def train(
     workers: Annotated[int, typer.Option(help="DataLoader worker processes (0 = in the main process; -1 = auto: 0 on CPU, up to 8 on GPU).")] = _train_default("workers"),
     seed: Annotated[int, typer.Option(help="Random seed (split, init, shuffling, augmentation).")] = _train_default("seed"),
     name: Annotated[str, typer.Option(help="Run name (empty: ARCH-SIZE, numbered when taken).")] = _train_default("name"),
-    out: Annotated[Path, typer.Option(help="Folder holding run folders.")] = Path(_train_default("out")),
+    out: Annotated[str, typer.Option(help="Folder holding run folders.")] = _train_default("out"),
     resume: Annotated[Optional[str], typer.Option(help="Continue a run folder (its last.pt) or a checkpoint.")] = None,
     patience: Annotated[int, typer.Option(help="Early stop after P epochs without val accuracy gain (0 = off).")] = _train_default("patience"),
     device: Annotated[str, typer.Option(metavar=_choices(TRAIN_DEVICES), help="Training device.")] = _train_default("device"),
@@ -303,10 +317,10 @@ def train(
     from clf.train.fit import fit, resolve_config
 
     values = dict(
-        data=str(data) if data is not None else None, arch=arch, epochs=epochs, batch_size=batch_size, img_size=img_size,
+        data=data, arch=arch, epochs=epochs, batch_size=batch_size, img_size=img_size,
         lr=lr, optimizer=optimizer, scheduler=scheduler, warmup_epochs=warmup_epochs, weight_decay=weight_decay,
         label_smoothing=label_smoothing, val_split=val_split, hflip=hflip, rotate=rotate, resize=resize,
-        workers=workers, seed=seed, name=name, out=str(out), patience=patience, device=device, amp=amp,
+        workers=workers, seed=seed, name=name, out=out, patience=patience, device=device, amp=amp,
         cache_images=cache_images, pretrained=pretrained, labels_csv=labels_csv, id_col=id_col, label_col=label_col,
         strict=strict,
     )
@@ -347,11 +361,12 @@ def _end_torchrun_worker() -> None:
 @app.command("runs")
 @user_errors
 def runs(
-    root: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs"),
+    root_text: Annotated[str, typer.Argument(metavar="ROOT", help="Folder holding run folders.")] = "runs",
 ) -> None:
     """The table of training runs: arch, epochs, batch size, image size, best val accuracy, params, time."""
     from clf.train.runs import collect_runs
 
+    root = _non_empty_path(root_text, "ROOT", "the folder holding run folders (default: runs)")
     summaries = collect_runs(root)
     if not summaries:
         raise ClfError(f"{root}: no training runs found (a run folder holds config.json); train one with `clf train`")
@@ -387,11 +402,11 @@ def _parse_batch_sizes(text: str) -> tuple[int, ...]:
 def export(
     run_or_ckpt: Annotated[str, typer.Argument(help="A run folder (uses its best.pt) or a checkpoint file.")],
     onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX with clf metadata and a parity proof (the default target).")] = True,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Model file, or an existing folder to write model.onnx into (default: beside the checkpoint). Missing folders are created.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Model file, or an existing folder to write model.onnx into (default: beside the checkpoint). Missing folders are created.")] = None,
     opset: Annotated[int, typer.Option(help=f"ONNX opset, {MIN_OPSET}-{MAX_OPSET} ({', '.join(f'{name} {low}-{high}' for name, (low, high) in OPSETS.items())}).")] = 18,
     fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision weights and compute; input/output stay float32.")] = False,
     simplify: Annotated[bool, typer.Option("--simplify", help="Simplify the graph with onnxslim, then re-check parity.")] = False,
-    check_images: Annotated[Optional[Path], typer.Option(help="Images for the parity check (default: the validation images listed in the run's split.json).")] = None,
+    check_images: Annotated[Optional[str], typer.Option(help="Images for the parity check (default: the validation images listed in the run's split.json).")] = None,
     atol: Annotated[Optional[float], typer.Option(help=f"Max abs logit difference allowed, >= 0 (default {DEFAULT_ATOL:g}, {DEFAULT_ATOL_FP16:g} with --fp16).")] = None,
     batch_sizes: Annotated[str, typer.Option(help=f"Batch sizes the parity check runs, 1-{MAX_BATCH} (one > 1 proves the dynamic axis).")] = "1,8",
     device: Annotated[str, typer.Option(metavar=f"[{'|'.join(DEVICES)}]", help="onnxruntime device for the parity check (the one inference will use).")] = "auto",
@@ -403,8 +418,8 @@ def export(
 
     target = "onnx"  # --onnx; further targets (e.g. --triton REPO) choose theirs here
     cfg = ExportConfig(
-        checkpoint=run_or_ckpt, output=str(output) if output else None, target=target, opset=opset, fp16=fp16,
-        simplify=simplify, check_images=str(check_images) if check_images else None, atol=atol,
+        checkpoint=run_or_ckpt, output=output, target=target, opset=opset, fp16=fp16,
+        simplify=simplify, check_images=check_images, atol=atol,
         batch_sizes=_parse_batch_sizes(batch_sizes), device=device, exporter=exporter,
     )
     try:

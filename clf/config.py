@@ -48,6 +48,9 @@ class _JsonMixin:
         return cls.from_dict(json.loads(text))
 
 
+MAX_INPUT_SIZE = 4096  # pixels a side of a network input; far above any classifier's, far below what exhausts memory
+
+
 @dataclass(frozen=True)
 class Preprocess(_JsonMixin):
     """How an image file becomes the model's input; identical in training, parity and inference.
@@ -80,6 +83,8 @@ class Preprocess(_JsonMixin):
             raise ValueError("only 3-channel RGB input is supported")
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"size must be (height, width) of positive ints, got {self.size!r}")
+        if max(self.size) > MAX_INPUT_SIZE:  # one 100000x100000 input is 120 GB: refused, not allocated
+            raise ValueError(f"size must be at most {MAX_INPUT_SIZE} pixels a side, got {self.size!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or not all(v > 0 for v in self.std):  # NaN is not > 0
             raise ValueError("mean and std need 3 values each, std > 0")
         if not all(map(math.isfinite, (*self.mean, *self.std, self.scale))):
@@ -88,6 +93,8 @@ class Preprocess(_JsonMixin):
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
+
+MAX_SEED = 2**31  # torch and numpy take it, with room for the per-rank and per-epoch offsets added to it
 
 # The choices of `clf train`, one constant each: validated once (TrainConfig.__post_init__), listed in --help.
 OPTIMIZERS = ("sgd", "adamw")
@@ -152,6 +159,7 @@ class TrainConfig(_JsonMixin):
             (self.epochs >= 1, "--epochs must be >= 1"),
             (self.batch_size >= 1, "--batch-size must be >= 1"),
             (self.img_size >= 16, "--img-size must be >= 16"),
+            (self.img_size <= MAX_INPUT_SIZE, f"--img-size must be <= {MAX_INPUT_SIZE}"),
             (self.lr >= 0, "--lr must be >= 0"),
             (self.weight_decay >= 0, "--weight-decay must be >= 0"),
             (0.0 <= self.val_split < 1.0, "--val-split must be >= 0 and < 1 (0 = no validation)"),
@@ -160,6 +168,9 @@ class TrainConfig(_JsonMixin):
             (self.workers >= -1, "--workers must be >= 0 (or -1 for auto)"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
             (self.patience >= 0, "--patience must be >= 0"),
+            (self.out.strip() != "", "--out is empty; give the folder that holds run folders (default: runs)"),
+            (self.labels_csv is None or self.labels_csv.strip() != "", "--labels-csv is empty; give the CSV file"),
+            (0 <= self.seed < MAX_SEED, f"--seed must be >= 0 and < {MAX_SEED} (2**31), got {self.seed}"),
             (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be >= 0 and < 1"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
@@ -205,6 +216,9 @@ class ExportConfig(_JsonMixin):
         from clf.export.targets import TARGETS
         from clf.serve.session import DEVICES
 
+        for flag, value in (("--output", self.output), ("--check-images", self.check_images)):
+            if value is not None and not value.strip():  # an unset shell variable: not "here" nor "the default"
+                raise ClfError(f"{flag} is empty; give a path or leave the option out")
         if self.target not in TARGETS:
             raise ClfError(f"export target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         check_exporter_opset(self.exporter, self.opset)

@@ -242,6 +242,8 @@ CASES = [
     Case("sd-overwrite-run-folder", ["sample-data", "{tmp}/a_run", "--overwrite", *SMALL], 2,
          "a_run: is a clf run folder, not a sample-data folder; choose another name", setup=marked_run_folder,
          guard=["{tmp}/a_run"]),
+    Case("sd-out-dir-empty-string", ["sample-data", "", *SMALL], 2,
+         "OUT_DIR is empty; give the folder to write the sample competition into"),
     Case("sd-non-empty-without-overwrite", ["sample-data", "{tmp}/non_empty", *SMALL], 2,
          "non_empty: folder is not empty; choose a new folder or pass --overwrite", setup=some_content,
          guard=["{tmp}/non_empty"]),

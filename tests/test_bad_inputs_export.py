@@ -107,6 +107,19 @@ def _no_classes(places):
     make_checkpoint(places["tmp"] / "noclasses" / "best.pt", classes=[], split=False)
 
 
+def _link(name: str, target: str):
+    def setup(places):
+        (places["tmp"] / name).symlink_to(target)
+
+    return setup
+
+
+def _huge_preprocess(places):
+    pre = {"size": [100000, 100000], "resize": "stretch", "interpolation": "linear", "color": "RGB",
+           "scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "channels": 3}
+    make_checkpoint(places["tmp"] / "hugesize" / "best.pt", preprocess=pre, split=False)
+
+
 def _checkpoint_with_data(data: str):
     """A checkpoint whose stored config names `data` (a crafted file: export must not follow it); no split.json."""
 
@@ -290,6 +303,21 @@ CASES = [
     Case("--check-images that do not decode", ["export", "{run}", "--check-images", "{tmp}/junk", *FAST], 2,
          "junk: none of the images could be read for the parity check", setup=_write("junk/a.png", b"not a png"),
          guard=["{run}"], check=_absent("run/model.onnx")),
+    Case("--check-images a symlink loop", ["export", "{run}", "--check-images", "{tmp}/loop", *FAST], 2,
+         "loop: a symbolic link to nothing (a loop, or its target is gone: loop); give the real folder",
+         setup=_link("loop", "loop"), guard=["{run}"]),
+    Case("--check-images a dangling link", ["export", "{run}", "--check-images", "{tmp}/gone-link", *FAST], 2,
+         "gone-link: a symbolic link to nothing", setup=_link("gone-link", "/nonexistent/clf-images"),
+         guard=["{run}"]),
+    # empty paths (an unset shell variable) are refused, not read as "here" (model.onnx landed in the cwd)
+    Case("-o empty", ["export", "{run}", "-o", "", *FAST], 2, "--output is empty; give a path or leave the option out",
+         guard=["{run}"]),
+    Case("--check-images empty", ["export", "{run}", "--check-images", "", *FAST], 2,
+         "--check-images is empty; give a path or leave the option out", guard=["{run}"]),
+    # a crafted preprocess size is refused before an input of that size is allocated (cv2 traceback, exit 1)
+    Case("checkpoint preprocess size 100000", ["export", "{tmp}/hugesize", *FAST], 2,
+         "checkpoint has no valid preprocess settings (size must be at most 4096 pixels a side",
+         setup=_huge_preprocess, guard=["{tmp}/hugesize"]),
 ]
 
 

@@ -125,6 +125,27 @@ def damaged_checkpoint(name: str, how: str):
     return setup
 
 
+def symlink_loop(name: str):
+    def setup(places) -> None:
+        (places["tmp"] / name).symlink_to(name)
+    return setup
+
+
+def checkpoint_with(name: str, **changes):
+    """A copy of the finished run whose last.pt has `changes` applied to its dict."""
+    def setup(places) -> None:
+        run = places["tmp"] / "runs" / name
+        shutil.copytree(places["run"], run)
+        ckpt = torch.load(run / "last.pt", weights_only=True)
+        given = dict(changes)
+        first = given.pop("model_first_weight", None)
+        if first is not None:
+            ckpt["model"][next(iter(ckpt["model"]))] = first
+        ckpt.update(given)
+        torch.save(ckpt, run / "last.pt")
+    return setup
+
+
 def loose_checkpoint(places) -> None:
     (places["tmp"] / "loose").mkdir()
     shutil.copy(places["run"] / "last.pt", places["tmp"] / "loose" / "last.pt")
@@ -280,10 +301,39 @@ CASES = [
          check=epoch_of("runs/disk2/last.pt", 1)),
     Case("diverging-loss", [*TRAIN, "--name", "nan", "--lr", "1e30", "--optimizer", "sgd"], 4,
          "loss became", check=absent("runs/nan/best.pt")),
+    # found by the attack on issue 8's work: each was a traceback (exit 1), a silent misreading or a left-over folder
+    Case("data-symlink-loop", ["train", "{tmp}/loop", *FAST, "--out", "{tmp}/runs"], 2,
+         "loop: cannot resolve the path (Symlink loop from", setup=symlink_loop("loop"), guard=["{tmp}/loop"]),
+    Case("labels-csv-symlink-loop", ["train", "{data}", "--labels-csv", "{tmp}/loop.csv", *FAST, "--out",
+                                     "{tmp}/runs"], 2,
+         "loop.csv: cannot resolve the path", setup=symlink_loop("loop.csv"), guard=["{data}"]),
+    Case("seed-negative", [*TRAIN, "--name", "seedneg", "--seed", "-1"], 2,
+         "--seed must be >= 0 and < 2147483648 (2**31), got -1", check=absent("runs/seedneg")),
+    Case("seed-huge", [*TRAIN, "--name", "seedbig", "--seed", "99999999999999999999"], 2,
+         "--seed must be >= 0 and < 2147483648 (2**31), got 99999999999999999999", check=absent("runs/seedbig")),
+    Case("img-size-100000", [*TRAIN, "--img-size", "100000"], 2, "--img-size must be <= 4096"),
+    Case("out-empty", ["train", "{data}", *FAST, "--out", ""], 2,
+         "--out is empty; give the folder that holds run folders (default: runs)"),
+    Case("labels-csv-empty-flag", [*TRAIN, "--labels-csv", ""], 2, "--labels-csv is empty; give the CSV file"),
+    Case("data-empty-string", ["train", "", *FAST, "--out", "{tmp}/runs"], 2, "clf train needs DATA"),
+    Case("resume-checkpoint-config-is-a-list", ["train", "--resume", "{tmp}/runs/cfglist", "--epochs", "2", *RESUME],
+         2, "checkpoint has no training settings ('config' is list, not a mapping)",
+         setup=checkpoint_with("cfglist", config=[1, 2]), guard=["{tmp}/runs/cfglist"]),
+    Case("resume-checkpoint-config-bad-values", ["train", "--resume", "{tmp}/runs/cfgbad", "--epochs", "2", *RESUME],
+         2, "checkpoint's training settings are invalid (--epochs must be >= 1)",
+         setup=checkpoint_with("cfgbad", config={"epochs": 0}), guard=["{tmp}/runs/cfgbad"]),
+    Case("resume-weights-of-another-shape", ["train", "--resume", "{tmp}/runs/reshaped", "--epochs", "2", *RESUME], 2,
+         "runs/reshaped/last.pt: weights do not fit arch 'cnn' (1 of another shape, e.g. 'features.0.0.weight' [3]",
+         setup=checkpoint_with("reshaped", model_first_weight=torch.zeros(3)), guard=["{tmp}/runs/reshaped"]),
+    Case("resume-optimizer-state-damaged", ["train", "--resume", "{tmp}/runs/badopt", "--epochs", "2", *RESUME], 2,
+         "runs/badopt/last.pt: cannot restore the training state (loaded state dict has a different number of "
+         "parameter groups)", setup=checkpoint_with("badopt", optimizer={"state": {}, "param_groups": []}),
+         guard=["{tmp}/runs/badopt"]),
     # clf runs
     Case("runs-empty-folder", ["runs", "{tmp}/norun"], 2, "norun: no training runs found",
          setup=runs_folder("norun", None)),
     Case("runs-missing-folder", ["runs", "{tmp}/nowhere"], 2, "nowhere: no training runs found"),
+    Case("runs-empty-string", ["runs", ""], 2, "ROOT is empty; give the folder holding run folders (default: runs)"),
     Case("runs-config-is-a-list", ["runs", "{tmp}/runslist"], 0, "", setup=runs_folder("runslist", "[1, 2]")),
     Case("runs-config-is-null", ["runs", "{tmp}/runsnull"], 0, "", setup=runs_folder("runsnull", "null")),
     Case("runs-config-is-garbage", ["runs", "{tmp}/runsjunk"], 0, "", setup=runs_folder("runsjunk", "{not json")),
@@ -291,6 +341,10 @@ CASES = [
     Case("models-img-size-0", ["models", "cnn", "--params", "--img-size", "0"], 2, "--img-size must be >= 1, got 0"),
     Case("models-num-classes-0", ["models", "cnn", "--params", "--num-classes", "0"], 2,
          "--num-classes must be >= 1, got 0"),
+    Case("models-img-size-100000", ["models", "cnn", "--params", "--img-size", "100000"], 2,
+         "--img-size must be <= 4096, got 100000"),
+    Case("models-num-classes-1e9", ["models", "cnn", "--params", "--num-classes", "1000000000"], 2,
+         "--num-classes must be <= 100000, got 1000000000"),
     Case("models-no-match", ["models", "zzz*"], 2, "no architecture matches 'zzz*'"),
     Case("models-size-too-small", ["models", "cnn", "--params", "--img-size", "8"], 2,
          "img_size 8 does not work with arch 'cnn'"),

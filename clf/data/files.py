@@ -83,6 +83,9 @@ def _reason(exc: OSError) -> str:
 def check_folder(folder: str | os.PathLike) -> Path:
     """``folder`` as a Path, or a DataError when it is missing or is a file."""
     path = Path(folder)
+    if not path.exists() and path.is_symlink():  # "not found" sent the user looking for a folder that is there
+        raise DataError(f"{path}: a symbolic link to nothing (a loop, or its target is gone: {os.readlink(path)}); "
+                        "give the real folder")
     if not path.exists():
         raise DataError(f"{path}: folder not found")
     if not path.is_dir():

@@ -285,12 +285,21 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], source: str | Path | None = N
         raise ModelError(f"{src}: {e}") from e
     except (TypeError, ValueError) as e:
         raise ModelError(f"{src}: cannot rebuild arch '{arch}' from model_kwargs {kwargs} ({e})") from e
-    state = _strip_wrapper_prefixes(ckpt.get("model"), model)
+    load_weights(model, ckpt.get("model"), src, arch)
+    return model.eval()
+
+
+def load_weights(model: nn.Module, state: Any, source: str, arch: str) -> None:
+    """Load a checkpoint's state dict into ``model``, strictly.
+
+    Raises:
+        ModelError: missing, unexpected or reshaped weights, named in one line (torch's own error is a page long).
+    """
+    state = _strip_wrapper_prefixes(state, model)
     problem = _state_mismatch(model.state_dict(), state)
     if problem:
-        raise ModelError(f"{src}: weights do not fit arch '{arch}' ({problem})")
+        raise ModelError(f"{source}: weights do not fit arch '{arch}' ({problem})")
     model.load_state_dict(state, strict=True)
-    return model.eval()
 
 
 def _strip_wrapper_prefixes(state: Any, model: nn.Module) -> Any:

@@ -74,10 +74,19 @@ def resolve_workers(requested: int, runtime: rt.Runtime) -> int:
     """-1 = auto: none on the CPU, where worker processes only take cores from the model's own threads
     (measured: 0.68 vs 0.96 of the bare step's speed for cnn at 64 px on 2 cores); on a GPU, enough to feed it."""
     if requested >= 0:
-        return requested
+        return _at_most_the_cores(requested)
     if not runtime.cuda:
         return 0
     return max(1, min(8, (os.cpu_count() or 2) // max(1, runtime.world_size) - 1))
+
+
+def _at_most_the_cores(requested: int) -> int:
+    """More worker processes than cores only add processes (--workers 1000 forked 1000 and stalled the machine)."""
+    cores = os.cpu_count() or 1
+    if requested > cores:
+        logger.warning("--workers %d: more than the %d CPU cores; using %d", requested, cores, cores)
+        return cores
+    return requested
 
 
 def build_loaders(

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from clf.config import TrainConfig
-from clf.errors import ClfError, ModelError
+from clf.errors import ClfError, ModelError, one_line
 from clf.models.checkpoint import SOURCE_KEY, load_checkpoint, resolve_checkpoint
 from clf.ownership import read_marker
 from clf.train import runtime as rt
@@ -36,7 +36,7 @@ def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[Tr
     _check_something_to_resume(Path(resume))
     path = resolve_checkpoint(resume, prefer="last")
     ckpt = load_checkpoint(path)
-    saved = TrainConfig.from_dict(ckpt["config"])
+    saved = _saved_config(ckpt, path)
     replace(saved, **given)  # each given value valid on its own (--lr inf is refused as such, not as a change)
     resumable = TrainConfig.resumable_fields()
     for key, value in given.items():
@@ -56,6 +56,19 @@ def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[Tr
     return cfg, ckpt
 
 
+def _saved_config(ckpt: dict, path: Path) -> TrainConfig:
+    """The training settings a checkpoint carries; a damaged or foreign "config" is a bad model, not a crash."""
+    config = ckpt.get("config")
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: checkpoint has no training settings ('config' is {type(config).__name__}, "
+                         "not a mapping); resume a checkpoint written by `clf train`")
+    try:
+        return TrainConfig.from_dict(config)
+    except (ClfError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"{path}: checkpoint's training settings are invalid ({one_line(exc)}); "
+                         "resume a checkpoint written by `clf train`") from None
+
+
 def _check_something_to_resume(run_dir: Path) -> None:
     """A run folder interrupted before its first epoch ended has no checkpoint: say what to do instead."""
     if run_dir.is_dir() and not has_checkpoint(run_dir) and (
@@ -69,8 +82,17 @@ def _absolute_paths(given: dict[str, Any]) -> dict[str, Any]:
     fixed = dict(given)
     for key in ("data", "labels_csv"):
         if fixed.get(key):
-            fixed[key] = str(Path(fixed[key]).expanduser().resolve())
+            fixed[key] = _resolved(fixed[key])
     return fixed
+
+
+def _resolved(path: str) -> str:
+    """The absolute path; a symbolic link loop is a bad input (Path.resolve raises RuntimeError or OSError on it)."""
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (RuntimeError, OSError) as exc:
+        raise ClfError(f"{path}: cannot resolve the path ({one_line(exc)}); is it a symbolic link loop? "
+                       "give the real folder") from None
 
 
 def _check_resumable_file(path: Path, ckpt: dict) -> None:

@@ -20,8 +20,8 @@ from torch import nn
 from clf.atomic import atomic_copy
 from clf.config import Preprocess, TrainConfig
 from clf.data.datasets import LabelledSet
-from clf.errors import IncompleteError, Terminated
-from clf.models.checkpoint import build_checkpoint, save_checkpoint
+from clf.errors import IncompleteError, ModelError, Terminated, one_line
+from clf.models.checkpoint import SOURCE_KEY, build_checkpoint, load_weights, save_checkpoint
 from clf.models.summary import count_parameters
 from clf.train import runtime as rt
 from clf.train.build import Split, build_loaders
@@ -89,15 +89,24 @@ class Trainer:
         self.train_model = self.model
 
     def restore(self, ckpt: dict) -> None:
-        """Model, optimizer, schedule, scaler, history and RNG exactly as last.pt left them."""
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        restore_schedule(self.optimizer, self.scheduler)
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt.get("best_val_acc"))
-        restore_rng(ckpt["rng"], self.runtime)
+        """Model, optimizer, schedule, scaler, history and RNG exactly as last.pt left them.
+
+        Raises:
+            ModelError: the checkpoint's weights or training state do not fit (a damaged or hand-edited file).
+        """
+        source = str(ckpt.get(SOURCE_KEY) or "checkpoint")
+        load_weights(self.model, ckpt.get("model"), source, self.cfg.arch)
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            restore_schedule(self.optimizer, self.scheduler)
+            if ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+            self.state = TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt.get("best_val_acc"))
+            restore_rng(ckpt["rng"], self.runtime)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:  # torch's are ValueError/RuntimeError
+            raise ModelError(f"{source}: cannot restore the training state ({one_line(exc)}); the checkpoint is "
+                             "damaged; resume an intact last.pt or start a new run") from None
         logger.info("resuming %s after epoch %d (of %d)", self.run_dir, self.state.epoch, self.cfg.epochs)
 
     def checkpoint(self) -> dict[str, Any]:
