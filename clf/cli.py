@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,9 +96,16 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except ClfError as exc:
+            if _under_torchrun():  # this rank is ending with its error: torchrun's stop signal must not replace its code
+                import signal
+
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
             # escape: a path like data/[2024]/ is text, not rich markup (it vanished, or "[/x]" crashed the print)
             err_console.print(f"[bold red]error:[/] {escape(_one_line_text(str(exc)))}", highlight=False,
                               soft_wrap=True)
+            if _under_torchrun():
+                _end_torchrun_worker(exc.exit_code)  # before torchrun's SIGTERM for the failed sibling reaches us
             raise typer.Exit(exc.exit_code) from None
         except Terminated:
             err_console.print("[yellow]terminated (SIGTERM)[/]")
@@ -339,23 +347,27 @@ def train(
         console.print(f"[bold]{escape(str(result.run_dir))}[/]: {result.epochs_done} epochs{stop}, best val acc {best}",
                       highlight=False)
     if result.distributed:
-        _end_torchrun_worker()
+        _end_torchrun_worker(0)
 
 
-def _end_torchrun_worker() -> None:
-    """Exit a finished torchrun worker now, output flushed, without the interpreter's teardown.
+def _under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _end_torchrun_worker(code: int = 0) -> None:
+    """Exit a torchrun worker now with `code`, output flushed, without the interpreter's teardown.
 
     DistributedDataParallel keeps the gloo process group alive after destroy_process_group (torch 2.x: its
     threads `gloo_tcp_loop` and `pt_gloo_runloop` are still running at exit, however the wrapper is released).
     Tearing them down with the interpreter aborted about 1 run in 9 under load: "terminate called without an
-    active exception", SIGABRT, and torchrun reported a failure for a finished run.
+    active exception", SIGABRT, and torchrun reported a failure for a finished run. On a failure, every rank
+    reports the same error; torchrun sends SIGTERM to the others as soon as one exits, so a rank still in the
+    (slow) teardown was reported as killed (-15) instead of its own exit code.
     """
-    import os
-
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
-    os._exit(0)
+    os._exit(code)
 
 
 @app.command("runs")
