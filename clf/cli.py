@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clf.config import (MAX_INPUT_SIZE, DEFAULT_ATOL, DEFAULT_ATOL_FP16, ID_FORMATS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TOPK_FORMATS,
+from clf.config import (AUGMENT_PRESETS, AUTO_AUGMENTS, MAX_INPUT_SIZE, DEFAULT_ATOL, DEFAULT_ATOL_FP16, ID_FORMATS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TOPK_FORMATS,
                         TRAIN_DEVICES, EvalConfig, InferConfig, TrainConfig)
 from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfError, ParityError, Terminated
 from clf.export.graph import EXPORTERS, MAX_BATCH, MAX_OPSET, MIN_OPSET, OPSETS
@@ -292,7 +292,7 @@ def train(
     arch: Annotated[str, typer.Option(help="Architecture (see `clf models`): cnn, alexnet, resnet18, rexnet_100, coatnet_0_rw_224, ...")] = _train_default("arch"),
     epochs: Annotated[int, typer.Option(help="Total epochs; may be raised on --resume to train further.")] = _train_default("epochs"),
     batch_size: Annotated[int, typer.Option(help="Batch size (per process under torchrun).")] = _train_default("batch_size"),
-    img_size: Annotated[int, typer.Option(help="Square input size in pixels.")] = _train_default("img_size"),
+    img_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels. [default: 64 for cnn, 224 for the others]")] = None,
     lr: Annotated[float, typer.Option(help="Base learning rate.")] = _train_default("lr"),
     optimizer: Annotated[str, typer.Option(metavar=_choices(OPTIMIZERS), help="Optimizer.")] = _train_default("optimizer"),
     scheduler: Annotated[str, typer.Option(metavar=_choices(SCHEDULERS), help="LR schedule after warmup.")] = _train_default("scheduler"),
@@ -301,8 +301,23 @@ def train(
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the cross-entropy loss.")] = _train_default("label_smoothing"),
     val_split: Annotated[float, typer.Option(help="Stratified validation fraction.")] = _train_default("val_split"),
     no_val: Annotated[bool, typer.Option("--no-val", help="Train on all the data (best.pt = last epoch).")] = False,
-    hflip: Annotated[float, typer.Option(help="Random horizontal flip probability; 0 disables (digits, text).")] = _train_default("hflip"),
-    rotate: Annotated[float, typer.Option(help="Random rotation range in degrees; 0 disables.")] = _train_default("rotate"),
+    augment: Annotated[str, typer.Option(metavar=_choices(AUGMENT_PRESETS), help="Augmentation preset; the flags below override single ops of it (see `clf augment-preview`).")] = _train_default("augment"),
+    hflip: Annotated[Optional[float], typer.Option(help="Horizontal flip probability; 0 disables (digits, text). [default: from --augment]")] = None,
+    vflip: Annotated[Optional[float], typer.Option(help="Vertical flip probability. [default: from --augment]")] = None,
+    rotate: Annotated[Optional[float], typer.Option(help="Rotation range in degrees; 0 disables. [default: from --augment]")] = None,
+    crop_scale: Annotated[Optional[float], typer.Option(help="Random-resized-crop: smallest crop area fraction; 1 disables. [default: from --augment]")] = None,
+    color_jitter: Annotated[Optional[float], typer.Option(help="Brightness/contrast/saturation jitter strength (hue a quarter of it); 0 disables. [default: from --augment]")] = None,
+    grayscale: Annotated[Optional[float], typer.Option(help="Random grayscale probability. [default: from --augment]")] = None,
+    blur: Annotated[Optional[float], typer.Option(help="Gaussian blur probability. [default: from --augment]")] = None,
+    erase: Annotated[Optional[float], typer.Option(help="Random erasing probability. [default: from --augment]")] = None,
+    auto_augment: Annotated[Optional[str], typer.Option(metavar=_choices(AUTO_AUGMENTS), help="Policy: trivial (TrivialAugment-wide), rand (RandAugment n2 m9). [default: from --augment]")] = None,
+    mixup: Annotated[float, typer.Option(help="Mixup Beta alpha (e.g. 0.2); 0 disables.")] = _train_default("mixup"),
+    cutmix: Annotated[float, typer.Option(help="CutMix Beta alpha (e.g. 1.0); 0 disables.")] = _train_default("cutmix"),
+    mix_prob: Annotated[float, typer.Option(help="Probability that a batch is mixed (with --mixup/--cutmix).")] = _train_default("mix_prob"),
+    mix_switch: Annotated[float, typer.Option(help="Probability of CutMix rather than mixup when both are on.")] = _train_default("mix_switch"),
+    ema: Annotated[float, typer.Option(help="EMA decay of the weights (e.g. 0.999), validated beside the raw weights; 0 disables.")] = _train_default("ema"),
+    drop_path: Annotated[float, typer.Option(help="Stochastic depth rate (timm models that have it).")] = _train_default("drop_path"),
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout before the classifier. [default: the architecture's own]")] = None,
     resize: Annotated[str, typer.Option(metavar=_choices(RESIZE_MODES), help="stretch, or shorter_crop (shorter side + center crop).")] = _train_default("resize"),
     workers: Annotated[int, typer.Option(help="DataLoader worker processes (0 = in the main process; -1 = auto: 0 on CPU, up to 8 on GPU).")] = _train_default("workers"),
     seed: Annotated[int, typer.Option(help="Random seed (split, init, shuffling, augmentation).")] = _train_default("seed"),
@@ -327,7 +342,10 @@ def train(
     values = dict(
         data=data, arch=arch, epochs=epochs, batch_size=batch_size, img_size=img_size,
         lr=lr, optimizer=optimizer, scheduler=scheduler, warmup_epochs=warmup_epochs, weight_decay=weight_decay,
-        label_smoothing=label_smoothing, val_split=val_split, hflip=hflip, rotate=rotate, resize=resize,
+        label_smoothing=label_smoothing, val_split=val_split, augment=augment, hflip=hflip, vflip=vflip, rotate=rotate,
+        crop_scale=crop_scale, color_jitter=color_jitter, grayscale=grayscale, blur=blur, erase=erase,
+        auto_augment=auto_augment, mixup=mixup, cutmix=cutmix, mix_prob=mix_prob, mix_switch=mix_switch, ema=ema,
+        drop_path=drop_path, dropout=dropout, resize=resize,
         workers=workers, seed=seed, name=name, out=out, patience=patience, device=device, amp=amp,
         cache_images=cache_images, pretrained=pretrained, labels_csv=labels_csv, id_col=id_col, label_col=label_col,
         strict=strict,

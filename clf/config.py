@@ -100,6 +100,16 @@ MAX_SEED = 2**31  # torch and numpy take it, with room for the per-rank and per-
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "step", "none")
 TRAIN_DEVICES = ("auto", "cpu", "cuda")
+# Augmentation: a preset, and the knobs that override it one by one (None = the preset's value). The presets' values
+# and the ops they build live in clf/data/augment_presets.py; the names are here so the config stays light.
+AUGMENT_PRESETS = ("none", "light", "default", "strong")
+AUTO_AUGMENTS = ("none", "trivial", "rand")
+AUGMENT_KNOBS = ("hflip", "vflip", "rotate", "crop_scale", "color_jitter", "grayscale", "blur", "erase", "auto_augment")
+# The input size a run gets without --img-size: the own cnn is built for small images, the others for ImageNet's.
+DEFAULT_IMG_SIZES = {"cnn": 64}
+DEFAULT_IMG_SIZE = 224
+# What a checkpoint written before a field existed trained with: resuming it must not switch a new default on.
+LEGACY_VALUES = {"augment": "none", "mixup": 0.0, "cutmix": 0.0, "ema": 0.0, "drop_path": 0.0}
 # Marks a TrainConfig field that `clf train --resume` may change; every other field must match the checkpoint
 # (it shapes the weights, the data split or the schedule).
 RESUMABLE = {"resume": True}
@@ -113,7 +123,7 @@ class TrainConfig(_JsonMixin):
     arch: str = "cnn"
     epochs: int = field(default=10, metadata=RESUMABLE)  # raised to train further
     batch_size: int = 32
-    img_size: int = 224
+    img_size: int | None = None  # None: DEFAULT_IMG_SIZES[arch], else DEFAULT_IMG_SIZE (resolved on construction)
     lr: float = 1e-3
     optimizer: str = "adamw"
     scheduler: str = "cosine"
@@ -121,8 +131,23 @@ class TrainConfig(_JsonMixin):
     weight_decay: float = 0.05
     label_smoothing: float = 0.0
     val_split: float = 0.2
-    hflip: float = 0.5
-    rotate: float = 0.0
+    augment: str = "default"  # a preset of AUGMENT_PRESETS; the knobs below override it (None = the preset's value)
+    hflip: float | None = None
+    vflip: float | None = None
+    rotate: float | None = None
+    crop_scale: float | None = None
+    color_jitter: float | None = None
+    grayscale: float | None = None
+    blur: float | None = None
+    erase: float | None = None
+    auto_augment: str | None = None
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off
+    cutmix: float = 0.0  # Beta(alpha, alpha) of CutMix; 0 = off
+    mix_prob: float = 1.0  # probability that a batch is mixed at all (when mixup or cutmix is on)
+    mix_switch: float = 0.5  # probability of CutMix rather than mixup when both are on
+    ema: float = 0.0  # decay of the exponential moving average of the weights; 0 = off
+    drop_path: float = 0.0  # stochastic depth rate, for the timm models that have it
+    dropout: float | None = None  # dropout before the classifier; None = the architecture's own default
     workers: int = field(default=-1, metadata=RESUMABLE)  # -1 = auto: 0 on the CPU, up to 8 on a GPU
     seed: int = 0
     name: str = ""
@@ -140,6 +165,15 @@ class TrainConfig(_JsonMixin):
     quiet: bool = field(default=False, metadata=RESUMABLE)
 
     @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> "TrainConfig":
+        """The config a checkpoint or config.json recorded; fields it predates take the values it trained with."""
+        return cls.from_dict({**LEGACY_VALUES, **data})
+
+    def augment_overrides(self) -> dict[str, Any]:
+        """The augmentation knobs given explicitly (those that override the --augment preset)."""
+        return {knob: getattr(self, knob) for knob in AUGMENT_KNOBS if getattr(self, knob) is not None}
+
+    @classmethod
     def resumable_fields(cls) -> frozenset[str]:
         """The fields a resumed run may change (marked RESUMABLE above)."""
         return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("resume"))
@@ -155,6 +189,8 @@ class TrainConfig(_JsonMixin):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ClfError(f"{self.flag(f.name)} must be a finite number, got {value}")
+        if self.img_size is None:
+            object.__setattr__(self, "img_size", DEFAULT_IMG_SIZES.get(self.arch, DEFAULT_IMG_SIZE))
         checks = (
             (self.epochs >= 1, "--epochs must be >= 1"),
             (self.batch_size >= 1, "--batch-size must be >= 1"),
@@ -163,8 +199,8 @@ class TrainConfig(_JsonMixin):
             (self.lr >= 0, "--lr must be >= 0"),
             (self.weight_decay >= 0, "--weight-decay must be >= 0"),
             (0.0 <= self.val_split < 1.0, "--val-split must be >= 0 and < 1 (0 = no validation)"),
-            (0.0 <= self.hflip <= 1.0, "--hflip is a probability between 0 and 1"),
-            (self.rotate >= 0, "--rotate must be >= 0 degrees"),
+            *self._augment_checks(),
+            *self._regularisation_checks(),
             (self.workers >= -1, "--workers must be >= 0 (or -1 for auto)"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
             (self.patience >= 0, "--patience must be >= 0"),
@@ -180,6 +216,32 @@ class TrainConfig(_JsonMixin):
         for ok, message in checks:
             if not ok:
                 raise ClfError(message)
+
+    def _augment_checks(self) -> tuple[tuple[bool, str], ...]:
+        probabilities = ("hflip", "vflip", "grayscale", "blur", "erase")
+        return (
+            _check_choice("--augment", self.augment, AUGMENT_PRESETS),
+            *((getattr(self, name) is None or 0.0 <= getattr(self, name) <= 1.0,
+               f"{self.flag(name)} is a probability between 0 and 1, got {getattr(self, name)}") for name in probabilities),
+            (self.rotate is None or 0.0 <= self.rotate <= 180.0, f"--rotate must be 0 to 180 degrees, got {self.rotate}"),
+            (self.crop_scale is None or 0.0 < self.crop_scale <= 1.0,
+             f"--crop-scale is the smallest crop's area fraction, > 0 and <= 1 (1 = no crop), got {self.crop_scale}"),
+            (self.color_jitter is None or 0.0 <= self.color_jitter <= 1.0,
+             f"--color-jitter must be 0 to 1 (0 = off), got {self.color_jitter}"),
+            (self.auto_augment is None or self.auto_augment in AUTO_AUGMENTS,
+             f"--auto-augment must be one of {', '.join(AUTO_AUGMENTS)}, got {self.auto_augment!r}"),
+        )
+
+    def _regularisation_checks(self) -> tuple[tuple[bool, str], ...]:
+        return (
+            (self.mixup >= 0, f"--mixup is a Beta alpha >= 0 (0 = off), got {self.mixup}"),
+            (self.cutmix >= 0, f"--cutmix is a Beta alpha >= 0 (0 = off), got {self.cutmix}"),
+            (0.0 <= self.mix_prob <= 1.0, f"--mix-prob is a probability between 0 and 1, got {self.mix_prob}"),
+            (0.0 <= self.mix_switch <= 1.0, f"--mix-switch is a probability between 0 and 1, got {self.mix_switch}"),
+            (0.0 <= self.ema < 1.0, f"--ema is a decay >= 0 and < 1 (0 = off; e.g. 0.999), got {self.ema}"),
+            (0.0 <= self.drop_path < 1.0, f"--drop-path must be >= 0 and < 1, got {self.drop_path}"),
+            (self.dropout is None or 0.0 <= self.dropout < 1.0, f"--dropout must be >= 0 and < 1, got {self.dropout}"),
+        )
 
 
 DEFAULT_ATOL = 1e-4  # max abs logit difference a fp32 export may show against PyTorch

@@ -57,7 +57,7 @@ def test_round_trip_loads_with_weights_only(tmp_path):
     assert path == tmp_path / "run" / "best.pt"
 
     raw = torch.load(path, weights_only=True)  # what the contract promises, without clf
-    assert raw["format"] == "clf-checkpoint" and raw["version"] == 1
+    assert raw["format"] == "clf-checkpoint" and raw["version"] == CHECKPOINT_VERSION == 2
 
     ckpt = load_checkpoint(path)
     assert set(ckpt) == set(state) | {"source"}
@@ -103,7 +103,7 @@ def test_save_fills_metadata_and_drops_source(tmp_path):
     state["source"] = "/somewhere/else.pt"
     save_checkpoint(state, tmp_path / "best.pt")
     raw = torch.load(tmp_path / "best.pt", weights_only=True)
-    assert (raw["format"], raw["version"], raw["clf_version"]) == ("clf-checkpoint", 1, clf.__version__)
+    assert (raw["format"], raw["version"], raw["clf_version"]) == ("clf-checkpoint", CHECKPOINT_VERSION, clf.__version__)
     assert "source" not in raw
     assert "format" not in state  # the caller's dict is left alone
 
@@ -286,10 +286,11 @@ def test_pickled_module_is_refused_not_executed(tmp_path):
 def test_newer_version_and_incomplete_checkpoint(tmp_path):
     state, _ = make_state()
     newer = tmp_path / "newer.pt"
-    torch.save({**state, "version": 2}, newer)
+    torch.save({**state, "version": CHECKPOINT_VERSION + 1}, newer)
     with pytest.raises(ModelError) as info:
         load_checkpoint(newer)
-    assert str(info.value) == f"{newer}: checkpoint version 2 is newer than this clf reads (1); upgrade clf"
+    assert str(info.value) == (f"{newer}: checkpoint version {CHECKPOINT_VERSION + 1} is newer than this clf reads "
+                               f"({CHECKPOINT_VERSION}); upgrade clf")
 
     incomplete = tmp_path / "incomplete.pt"
     torch.save({k: v for k, v in state.items() if k != "model"}, incomplete)
@@ -410,7 +411,7 @@ def test_build_checkpoint_lays_out_the_documented_schema():
                             model=model.state_dict())
     assert list(ckpt) == ["format", "version", "clf_version", "arch", "model_kwargs", "img_size", "classes",
                           "preprocess", "config", "epoch", "model", "optimizer", "scheduler", "scaler", "rng",
-                          "history", "best_val_acc", "run_name", "params"]
+                          "history", "best_val_acc", "run_name", "params", "augment"]
     assert (ckpt["format"], ckpt["version"], ckpt["clf_version"]) == (CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
                                                                       clf.__version__)
     assert ckpt["params"] == sum(p.numel() for p in model.parameters())  # BatchNorm statistics are not parameters

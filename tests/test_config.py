@@ -9,11 +9,13 @@ import pytest
 from clf.config import OPTIMIZERS, SCHEDULERS, TRAIN_DEVICES, Preprocess, TrainConfig
 from clf.errors import ClfError
 
-FLOAT_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("float", float)]
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("float", float, "float | None")]
 
 
 def test_every_float_field_is_checked():
-    assert FLOAT_FIELDS == ["lr", "weight_decay", "label_smoothing", "val_split", "hflip", "rotate"]
+    assert FLOAT_FIELDS == ["lr", "weight_decay", "label_smoothing", "val_split", "hflip", "vflip", "rotate", "crop_scale",
+                            "color_jitter", "grayscale", "blur", "erase", "mixup", "cutmix", "mix_prob", "mix_switch",
+                            "ema", "drop_path", "dropout"]
 
 
 @pytest.mark.parametrize("name", FLOAT_FIELDS)
@@ -31,8 +33,8 @@ def test_a_float_flag_must_be_finite(name, value):
     ({"lr": -1e-3}, "--lr must be >= 0"),
     ({"weight_decay": -1.0}, "--weight-decay must be >= 0"),
     ({"val_split": 1.0}, "--val-split must be >= 0 and < 1 (0 = no validation)"),
-    ({"hflip": 1.5}, "--hflip is a probability between 0 and 1"),
-    ({"rotate": -5.0}, "--rotate must be >= 0 degrees"),
+    ({"hflip": 1.5}, "--hflip is a probability between 0 and 1, got 1.5"),
+    ({"rotate": -5.0}, "--rotate must be 0 to 180 degrees, got -5.0"),
     ({"workers": -2}, "--workers must be >= 0 (or -1 for auto)"),
     ({"warmup_epochs": -1}, "--warmup-epochs must be >= 0"),
     ({"patience": -1}, "--patience must be >= 0"),

@@ -37,7 +37,7 @@ from clf.train.schedule import lr_factor
 AUG = {"off": dict(hflip=0.0, rotate=0.0), "on": dict(hflip=0.5, rotate=10.0)}
 CONTRACT_KEYS = {"format", "version", "clf_version", "arch", "model_kwargs", "img_size", "classes", "preprocess", "config",
                  "epoch", "model", "optimizer", "scheduler", "scaler", "rng", "history", "best_val_acc", "run_name",
-                 "params"}
+                 "params", "augment"}
 
 
 @pytest.fixture(scope="module")

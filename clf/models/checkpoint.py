@@ -4,7 +4,7 @@ A clf checkpoint is a plain dict (contract keys below) that ``torch.load(path, w
 reads back: only dicts, lists, tuples, numbers, strings and tensors, never pickled objects.
 
     format, version, clf_version, arch, model_kwargs, img_size, classes, preprocess, config, epoch,
-    model, optimizer, scheduler, scaler, rng, history, best_val_acc, run_name, params
+    model, optimizer, scheduler, scaler, rng, history, best_val_acc, run_name, params, augment (version 2)
 
 ``params`` is the model's parameter count (for the runs table); `build_checkpoint` is the one place that lays the
 dict out. ``source`` (the path a checkpoint was read from) is added by `load_checkpoint` and never stored.
@@ -35,7 +35,7 @@ from clf.models.registry import create_model
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "clf-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: + augment (the resolved pipeline), EMA state
 # Without these a checkpoint cannot rebuild its model.
 REQUIRED_KEYS = ("arch", "model_kwargs", "model")
 # Added by load_checkpoint (the path read), dropped by save_checkpoint: never stored.
@@ -101,6 +101,7 @@ def build_checkpoint(
     best_val_acc: float | None = None,
     run_name: str = "",
     params: int | None = None,
+    augment: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict of the documented schema (module docstring), version CHECKPOINT_VERSION.
 
@@ -112,6 +113,7 @@ def build_checkpoint(
         model, optimizer, scheduler, scaler: state dicts (None where there is none).
         rng: RNG states (tensors), history: one dict per epoch, best_val_acc: None without a validation split.
         params: the parameter count; counted from ``model`` when not given.
+        augment: the training augmentation pipeline as plain data (``Pipeline.to_dict()``); None before version 2.
     """
     if params is None:
         params = sum(int(v.numel()) for k, v in model.items() if isinstance(v, torch.Tensor) and _is_parameter(k))
@@ -135,6 +137,7 @@ def build_checkpoint(
         "best_val_acc": best_val_acc,
         "run_name": run_name,
         "params": params,
+        "augment": list(augment) if augment is not None else None,
     }
 
 

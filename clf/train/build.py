@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from clf.config import Preprocess, TrainConfig
 from clf.data.datasets import LabelledSet, load_labelled, verify_images
+from clf.data.augment import Pipeline
 from clf.data.split import stratified_split
 from clf.data.torch_dataset import ImageDataset
 from clf.errors import DataError
@@ -89,14 +90,20 @@ def _at_most_the_cores(requested: int) -> int:
     return requested
 
 
+def augment_pipeline(cfg: TrainConfig, resume_ckpt: dict | None = None) -> Pipeline:
+    """The run's augmentation: the one a resumed checkpoint recorded, else --augment's preset with the knobs given."""
+    if resume_ckpt is not None and resume_ckpt.get("augment") is not None:
+        return Pipeline.from_dict(resume_ckpt["augment"])
+    knobs = {"hflip": 0.5, "rotate": 0.0, **cfg.augment_overrides()}
+    return Pipeline.from_flags(knobs["hflip"], knobs["rotate"])
+
+
 def build_loaders(
-    split: Split, cfg: TrainConfig, pre: Preprocess, runtime: rt.Runtime
+    split: Split, cfg: TrainConfig, pre: Preprocess, runtime: rt.Runtime, augment: Pipeline
 ) -> tuple[DataLoader, DataLoader | None, DistributedSampler | None]:
     """Train loader (augmented, shuffled, DistributedSampler under torchrun) and rank 0's val loader."""
     train_part, val_part = split.train, split.val
-    train_ds = ImageDataset(
-        train_part.paths, train_part.labels, pre, train=True, hflip=cfg.hflip, rotate=cfg.rotate, cache=cfg.cache_images
-    )
+    train_ds = ImageDataset(train_part.paths, train_part.labels, pre, train=True, augment=augment, cache=cfg.cache_images)
     workers = resolve_workers(cfg.workers, runtime)
     if cfg.cache_images:
         train_ds.fill_cache(workers=max(2, workers))  # before the workers fork: they share it copy-on-write

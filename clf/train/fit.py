@@ -16,7 +16,7 @@ import torch
 from clf.config import TrainConfig
 from clf.errors import ClfError, Terminated
 from clf.train import runtime as rt
-from clf.train.build import build_model, load_training_set, preprocess_for, split_training_set
+from clf.train.build import augment_pipeline, build_model, load_training_set, preprocess_for, split_training_set
 from clf.train.resume import check_resume_fits, checkpoint_run_dir, resolve_config
 from clf.train.run_folder import (
     check_run_name,
@@ -96,16 +96,17 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
         cfg, run_dir, replacing = _new_run_dir(cfg, overwrite, runtime)
     split = split_training_set(labelled, cfg)
     pre = preprocess_for(cfg)
+    augment = augment_pipeline(cfg, resume_ckpt)
 
     def write_run_files() -> None:
-        write_config(run_dir, cfg, labelled.classes, len(labelled.paths), pre, model_kwargs, trainer.params)
+        write_config(run_dir, cfg, labelled.classes, len(labelled.paths), pre, model_kwargs, trainer.params, augment)
         write_split(run_dir, split_record(cfg.data, split.val.paths, split.train.paths))
 
     def replace_then_write() -> None:
         replace_old_run(run_dir)
         write_run_files()
 
-    trainer = Trainer(cfg, runtime, run_dir, labelled, split, pre, model, model_kwargs,
+    trainer = Trainer(cfg, runtime, run_dir, labelled, split, pre, model, model_kwargs, augment,
                       before_first_save=replace_then_write if replacing else None)
     trainers.append(trainer)
     if resume_ckpt is not None:

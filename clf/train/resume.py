@@ -63,7 +63,7 @@ def _saved_config(ckpt: dict, path: Path) -> TrainConfig:
         raise ModelError(f"{path}: checkpoint has no training settings ('config' is {type(config).__name__}, "
                          "not a mapping); resume a checkpoint written by `clf train`")
     try:
-        return TrainConfig.from_dict(config)
+        return TrainConfig.from_saved(config)
     except (ClfError, TypeError, ValueError, AttributeError) as exc:
         raise ModelError(f"{path}: checkpoint's training settings are invalid ({one_line(exc)}); "
                          "resume a checkpoint written by `clf train`") from None

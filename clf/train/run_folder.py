@@ -18,6 +18,7 @@ from typing import Any
 from clf import __version__
 from clf.atomic import atomic_write_text, clean_stale_temps, storage_error
 from clf.config import Preprocess, TrainConfig
+from clf.data.augment import Pipeline
 from clf.errors import ClfError
 from clf.ownership import check_clearable, clear_owned, mark_folder, read_marker, record_files
 
@@ -93,10 +94,11 @@ def open_existing_run_dir(run_dir: Path) -> None:
 
 
 def write_config(run_dir: Path, cfg: TrainConfig, classes: Sequence[str], images: int, pre: Preprocess,
-                 model_kwargs: dict[str, Any], params: int) -> None:
-    """config.json: the resolved training config plus what it produced (classes, model, preprocessing)."""
+                 model_kwargs: dict[str, Any], params: int, augment: Pipeline) -> None:
+    """config.json: the resolved training config plus what it produced (augmentation, classes, model, preprocessing)."""
     resolved = {
         "train": cfg.to_dict(),
+        "augment": augment.to_dict(),
         "arch": cfg.arch,
         "model_kwargs": model_kwargs,
         "classes": list(classes),

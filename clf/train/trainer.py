@@ -19,6 +19,7 @@ from torch import nn
 
 from clf.atomic import atomic_copy
 from clf.config import Preprocess, TrainConfig
+from clf.data.augment import Pipeline
 from clf.data.datasets import LabelledSet
 from clf.errors import IncompleteError, ModelError, Terminated, one_line
 from clf.models.checkpoint import SOURCE_KEY, build_checkpoint, load_weights, save_checkpoint
@@ -68,11 +69,12 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, runtime: rt.Runtime, run_dir: Path, labelled: LabelledSet, split: Split,
-                 pre: Preprocess, model: nn.Module, model_kwargs: dict[str, Any],
+                 pre: Preprocess, model: nn.Module, model_kwargs: dict[str, Any], augment: Pipeline,
                  before_first_save: Callable[[], None] | None = None) -> None:
         self.cfg, self.runtime, self.run_dir, self.classes = cfg, runtime, run_dir, list(labelled.classes)
         self.model, self.model_kwargs, self.params, self.pre = model, model_kwargs, count_parameters(model), pre
-        self.train_loader, self.val_loader, self.sampler = build_loaders(split, cfg, pre, runtime)
+        self.augment = augment
+        self.train_loader, self.val_loader, self.sampler = build_loaders(split, cfg, pre, runtime, augment)
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, len(self.train_loader))
         self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
@@ -117,6 +119,7 @@ class Trainer:
             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None, rng=rng_state(self.runtime),
             history=state.history, best_val_acc=state.best_val_acc, run_name=self.run_dir.name, params=self.params,
+            augment=self.augment.to_dict(),
         )
 
     def run(self, reporter: TrainReporter) -> bool:
