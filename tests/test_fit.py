@@ -34,7 +34,8 @@ from clf.train.history import read_history_csv
 from clf.train.loop import EpochMetrics
 from clf.train.schedule import lr_factor
 
-AUG = {"off": dict(hflip=0.0, rotate=0.0), "on": dict(hflip=0.5, rotate=10.0)}
+# "on": the default preset plus a rotation (every stream of the pipeline exercised across a resume)
+AUG = {"off": dict(augment="none"), "on": dict(augment="default", rotate=10.0)}
 CONTRACT_KEYS = {"format", "version", "clf_version", "arch", "model_kwargs", "img_size", "classes", "preprocess", "config",
                  "epoch", "model", "optimizer", "scheduler", "scaler", "rng", "history", "best_val_acc", "run_name",
                  "params", "augment"}
@@ -112,6 +113,20 @@ def test_raising_epochs_on_resume_equals_one_long_run(aug, data, tmp_path):
     assert_same_run(tmp_path / "long", tmp_path / "parts")
 
 
+def test_a_checkpoint_from_before_presets_resumes_with_its_own_augmentation(data, tmp_path):
+    """Version 1 checkpoints have no "augment": their flip/rotate flags are the whole pipeline, whatever the new default."""
+    run = train(data, tmp_path, "old", epochs=1, hflip=0.5).run_dir
+    ckpt = load(run / "last.pt")
+    legacy_config = {k: v for k, v in ckpt["config"].items() if k in ("data", "arch", "epochs", "img_size", "hflip",
+                                                                      "rotate", "seed", "lr", "batch_size")}
+    torch.save({**{k: v for k, v in ckpt.items() if k != "augment"}, "version": 1, "config": legacy_config},
+               run / "last.pt")
+    resume(run, epochs=2)
+    resumed = load(run / "last.pt")
+    assert resumed["config"]["augment"] == "none"
+    assert resumed["augment"] == [{"op": "hflip", "p": 0.5}]
+
+
 def test_history_continues_across_resume(data, tmp_path):
     run = train(data, tmp_path, "parts", epochs=1).run_dir
     resume(run, epochs=2)
@@ -149,7 +164,9 @@ def test_checkpoints_hold_the_contract_and_load_weights_only(data, straight):
         assert ckpt["classes"] == ["circle", "square", "star", "triangle"]
         assert ckpt["model_kwargs"]["num_classes"] == 4
         assert ckpt["preprocess"]["size"] in ([32, 32], (32, 32))
-        assert ckpt["config"]["epochs"] == 4 and ckpt["config"]["hflip"] == 0.5
+        assert ckpt["config"]["epochs"] == 4 and ckpt["config"]["augment"] == "default"
+        assert ckpt["augment"] == json.loads((run / "config.json").read_text())["augment"]
+        assert {"op": "rotate", "max_degrees": 10.0} in ckpt["augment"]
         assert ckpt["run_name"] == "straight-on"
         assert isinstance(ckpt["rng"]["torch"], torch.Tensor)
         assert [r["epoch"] for r in ckpt["history"]] == list(range(1, ckpt["epoch"] + 1))
