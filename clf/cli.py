@@ -281,6 +281,19 @@ def _given_options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]
             if getattr(ctx.get_parameter_source(name), "name", None) in typed}
 
 
+# The augmentation flags of `clf train` and `clf augment-preview`: None takes the --augment preset's value.
+_FROM_PRESET = " [default: from --augment]"
+AugmentOption = Annotated[str, typer.Option(metavar=_choices(AUGMENT_PRESETS), help="Augmentation preset; the flags below override single ops of it (see `clf augment-preview`).")]
+HflipOption = Annotated[Optional[float], typer.Option(help="Horizontal flip probability; 0 disables (digits, text)." + _FROM_PRESET)]
+VflipOption = Annotated[Optional[float], typer.Option(help="Vertical flip probability." + _FROM_PRESET)]
+RotateOption = Annotated[Optional[float], typer.Option(help="Rotation range in degrees; 0 disables." + _FROM_PRESET)]
+CropScaleOption = Annotated[Optional[float], typer.Option(help="Random-resized-crop: the smallest crop's area fraction; 1 disables." + _FROM_PRESET)]
+ColorJitterOption = Annotated[Optional[float], typer.Option(help="Brightness/contrast/saturation jitter strength (hue a quarter of it); 0 disables." + _FROM_PRESET)]
+GrayscaleOption = Annotated[Optional[float], typer.Option(help="Random grayscale probability." + _FROM_PRESET)]
+BlurOption = Annotated[Optional[float], typer.Option(help="Gaussian blur probability." + _FROM_PRESET)]
+EraseOption = Annotated[Optional[float], typer.Option(help="Random erasing probability." + _FROM_PRESET)]
+AutoAugmentOption = Annotated[Optional[str], typer.Option(metavar=_choices(AUTO_AUGMENTS), help="Policy: trivial (TrivialAugment-wide) or rand (RandAugment, 2 ops at magnitude 9)." + _FROM_PRESET)]
+
 MAX_MODELS_CLASSES = 100_000  # `clf models --params`: a head this wide still fits in memory
 
 
@@ -301,16 +314,16 @@ def train(
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the cross-entropy loss.")] = _train_default("label_smoothing"),
     val_split: Annotated[float, typer.Option(help="Stratified validation fraction.")] = _train_default("val_split"),
     no_val: Annotated[bool, typer.Option("--no-val", help="Train on all the data (best.pt = last epoch).")] = False,
-    augment: Annotated[str, typer.Option(metavar=_choices(AUGMENT_PRESETS), help="Augmentation preset; the flags below override single ops of it (see `clf augment-preview`).")] = _train_default("augment"),
-    hflip: Annotated[Optional[float], typer.Option(help="Horizontal flip probability; 0 disables (digits, text). [default: from --augment]")] = None,
-    vflip: Annotated[Optional[float], typer.Option(help="Vertical flip probability. [default: from --augment]")] = None,
-    rotate: Annotated[Optional[float], typer.Option(help="Rotation range in degrees; 0 disables. [default: from --augment]")] = None,
-    crop_scale: Annotated[Optional[float], typer.Option(help="Random-resized-crop: smallest crop area fraction; 1 disables. [default: from --augment]")] = None,
-    color_jitter: Annotated[Optional[float], typer.Option(help="Brightness/contrast/saturation jitter strength (hue a quarter of it); 0 disables. [default: from --augment]")] = None,
-    grayscale: Annotated[Optional[float], typer.Option(help="Random grayscale probability. [default: from --augment]")] = None,
-    blur: Annotated[Optional[float], typer.Option(help="Gaussian blur probability. [default: from --augment]")] = None,
-    erase: Annotated[Optional[float], typer.Option(help="Random erasing probability. [default: from --augment]")] = None,
-    auto_augment: Annotated[Optional[str], typer.Option(metavar=_choices(AUTO_AUGMENTS), help="Policy: trivial (TrivialAugment-wide), rand (RandAugment n2 m9). [default: from --augment]")] = None,
+    augment: AugmentOption = _train_default("augment"),
+    hflip: HflipOption = None,
+    vflip: VflipOption = None,
+    rotate: RotateOption = None,
+    crop_scale: CropScaleOption = None,
+    color_jitter: ColorJitterOption = None,
+    grayscale: GrayscaleOption = None,
+    blur: BlurOption = None,
+    erase: EraseOption = None,
+    auto_augment: AutoAugmentOption = None,
     mixup: Annotated[float, typer.Option(help="Mixup Beta alpha (e.g. 0.2); 0 disables.")] = _train_default("mixup"),
     cutmix: Annotated[float, typer.Option(help="CutMix Beta alpha (e.g. 1.0); 0 disables.")] = _train_default("cutmix"),
     mix_prob: Annotated[float, typer.Option(help="Probability that a batch is mixed (with --mixup/--cutmix).")] = _train_default("mix_prob"),
