@@ -414,13 +414,20 @@ def _channels(image: np.ndarray) -> int:
 
 def _lut(image: np.ndarray, table: np.ndarray) -> np.ndarray:
     """``table`` (256 floats) applied to every sample, rounded and clipped to uint8."""
-    lut = np.clip(np.rint(table), 0, 255).astype(np.uint8)
-    return cv2.LUT(image, lut).reshape(image.shape)
+    table = np.rint(table)
+    np.minimum(table, 255, out=table)  # np.clip's wrapper costs more than the whole LUT pass at 64 px
+    np.maximum(table, 0, out=table)
+    return cv2.LUT(image, table.astype(np.uint8)).reshape(image.shape)
 
 
 def _blend(image: np.ndarray, other: np.ndarray, factor: float) -> np.ndarray:
     """factor * image + (1 - factor) * other, rounded and saturated to uint8 (torchvision's _blend)."""
     return cv2.addWeighted(image, factor, other, 1.0 - factor, 0.0).reshape(image.shape)
+
+
+def _scale_shift(image: np.ndarray, factor: float, shift: float) -> np.ndarray:
+    """factor * image + shift, rounded and saturated to uint8 (one OpenCV pass: ~6x faster than a LUT at 64 px)."""
+    return cv2.addWeighted(image, factor, image, 0.0, shift).reshape(image.shape)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -429,15 +436,15 @@ def _gray(image: np.ndarray) -> np.ndarray:
 
 def adjust_brightness(image: np.ndarray, factor: float) -> np.ndarray:
     """Every sample times ``factor`` (a blend with black)."""
-    return image if factor == 1.0 else _lut(image, np.arange(256) * factor)
+    return image if factor == 1.0 else _scale_shift(image, factor, 0.0)
 
 
 def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
     """A blend with the mean grey level of the image."""
     if factor == 1.0:
         return image
-    mean = float(_gray(image).mean())
-    return _lut(image, np.arange(256) * factor + (1.0 - factor) * mean)
+    mean = cv2.mean(_gray(image))[0]
+    return _scale_shift(image, factor, (1.0 - factor) * mean)
 
 
 def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
@@ -493,13 +500,16 @@ def solarize(image: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def autocontrast(image: np.ndarray) -> np.ndarray:
-    """Stretch each channel to [0, 255] (a constant channel unchanged)."""
-    low = image.min(axis=(0, 1)).astype(np.float32)
-    high = image.max(axis=(0, 1)).astype(np.float32)
-    flat = high <= low
-    scale = np.where(flat, 1.0, 255.0 / np.where(flat, 1.0, high - low)).astype(np.float32)
-    low = np.where(flat, 0.0, low).astype(np.float32)
-    return np.clip(np.rint((image - low) * scale), 0, 255).astype(np.uint8)
+    """Stretch each channel to [0, 255] (a constant channel unchanged): one per-channel LUT."""
+    channels = _channels(image)
+    planes = cv2.split(image) if channels > 1 else [image.reshape(image.shape[:2])]
+    extremes = np.array([cv2.minMaxLoc(plane)[:2] for plane in planes])  # numpy's axis min is ~30x slower
+    low, high = extremes[:, 0], extremes[:, 1]
+    levels = np.arange(256, dtype=np.float64)[:, None]
+    stretched = (levels - low) * 255.0 / np.where(high > low, high - low, 1.0)
+    table = np.clip(np.rint(np.where(high > low, stretched, levels)), 0, 255).astype(np.uint8)  # (256, C)
+    lut = table[:, 0] if channels == 1 else table.reshape(256, 1, channels)
+    return cv2.LUT(image, lut).reshape(image.shape)
 
 
 def equalize(image: np.ndarray) -> np.ndarray:
