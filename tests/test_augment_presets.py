@@ -170,3 +170,27 @@ def test_bad_preset_and_unknown_knob():
 def test_the_edges_of_each_range_are_accepted():
     check_knobs({**OFF, "crop_scale": 1.0, "hflip": 1, "rotate": 180, "color_jitter": 1.0, "erase": 1.0})
     assert names(build_pipeline({**OFF, "crop_scale": 1e-3})) == ["random_resized_crop"]
+
+
+@pytest.mark.parametrize("preset", ["default", "strong"])
+def test_preset_pipelines_resume_exactly_in_the_dataset(tmp_path, preset: str):
+    """The dataset's one per-sample seed from torch drives every op: a saved RNG state replays the same batch."""
+    import cv2
+    import torch
+
+    from clf.config import Preprocess
+    from clf.data.torch_dataset import ImageDataset
+
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"im{i}.png"
+        cv2.imwrite(str(path), np.random.default_rng(i).integers(0, 256, (20, 24, 3), dtype=np.uint8))
+        paths.append(path)
+    ds = ImageDataset(paths, [0] * 4, Preprocess(size=(16, 16)), train=True, augment=build_pipeline(preset_knobs(preset)))
+    torch.manual_seed(7)
+    saved = torch.get_rng_state()
+    first = [ds[i][0] for i in range(4)]
+    after_first = torch.get_rng_state()
+    torch.set_rng_state(saved)
+    assert all(torch.equal(a, ds[i][0]) for i, a in enumerate(first))
+    assert torch.equal(torch.get_rng_state(), after_first)  # one draw per item, whatever the number of ops
