@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -121,3 +124,17 @@ def test_write_preview_bad_image_is_one_line(tmp_path: Path):
         write_preview([bad], Preprocess(size=(32, 32)), STRONG, tmp_path / "grid.png")
     assert str(err.value).startswith(f"{bad}: ")
     assert not (tmp_path / "grid.png").exists()
+
+
+def test_augmentation_modules_never_import_torch():
+    """augment, augment_presets and preview run where only numpy and OpenCV are (the preview on a laptop)."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import clf.data.augment, clf.data.augment_presets, clf.data.preview\n"
+        "print('ok')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
