@@ -584,6 +584,8 @@ def test_every_op_round_trips_through_json(image: np.ndarray):
         (lambda: RandomResizedCrop(scale=(0.8, 0.5)),
          "random_resized_crop: scale is a (low, high) pair with low <= high in (0, 1], got (0.8, 0.5)"),
         (lambda: RandomResizedCrop(ratio=3), "random_resized_crop: ratio is a (low, high) pair of numbers, got 3"),
+        (lambda: RandomResizedCrop(scale="12"),
+         "random_resized_crop: scale is a (low, high) pair of numbers, got '12'"),
         (lambda: Affine(translate=1.5), "affine: translate is a number in [0, 1], got 1.5"),
         (lambda: Affine(shear=90), "affine: shear is a number in [0, 89], got 90"),
         (lambda: ColorJitter(hue=0.6), "color_jitter: hue is a number in [0, 0.5], got 0.6"),

@@ -13,6 +13,7 @@ uncovered border by mirroring (BORDER_REFLECT_101), never with black.
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -203,6 +204,8 @@ def _probability(op: str, p: float) -> None:
 def _range(op: str, field: str, value: Any, low: float, high: float, open_low: bool = False) -> tuple[float, float]:
     """A (lo, hi) pair of finite numbers with low <= lo <= hi <= high (low < lo when open_low), as floats."""
     try:
+        if isinstance(value, (str, bytes)):  # "12" would unpack to (1, 2)
+            raise TypeError
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"{op}: {field} is a (low, high) pair of numbers, got {value!r}") from None
@@ -527,10 +530,12 @@ WIDE_TRANSLATE = 32.0 / 224.0
 RAND_TRANSLATE = 150.0 / 331.0  # torchvision's RandAugment
 
 
+@functools.lru_cache(maxsize=64)
 def policy_space(wide: bool, height: int, width: int) -> dict[str, tuple[np.ndarray, bool]]:
     """op name -> (magnitude per bin, signed): torchvision's TrivialAugmentWide (wide) / RandAugment ranges.
 
-    The ops and their order are torchvision's; an op whose magnitude array is empty takes no magnitude.
+    The ops and their order are torchvision's; an op whose magnitude array is empty takes no magnitude. Cached per
+    image size (the arrays are shared: read them, never write).
     """
     bins = MAGNITUDE_BINS
     strong, translate = (0.99, WIDE_TRANSLATE) if wide else (0.9, RAND_TRANSLATE)
