@@ -135,8 +135,8 @@ def test_overrides_win_and_none_means_the_presets_value():
         ({"grayscale": 2}, "--grayscale must be >= 0 and <= 1, got 2"),
         ({"blur": -1}, "--blur must be >= 0 and <= 1, got -1"),
         ({"erase": 1.01}, "--erase must be >= 0 and <= 1, got 1.01"),
-        ({"rotate": -5}, "--rotate must be >= 0 and <= 180, got -5"),
-        ({"rotate": 181}, "--rotate must be >= 0 and <= 180, got 181"),
+        ({"rotate": -5}, "--rotate must be >= 0 and <= 360, got -5"),
+        ({"rotate": 361}, "--rotate must be >= 0 and <= 360, got 361"),
         ({"color_jitter": 1.2}, "--color-jitter must be >= 0 and <= 1, got 1.2"),
         ({"auto_augment": "auto"}, "--auto-augment must be one of none, trivial, rand, got 'auto'"),
         ({"hflip": "half"}, "--hflip must be a number, got 'half'"),
@@ -168,7 +168,7 @@ def test_bad_preset_and_unknown_knob():
 
 
 def test_the_edges_of_each_range_are_accepted():
-    check_knobs({**OFF, "crop_scale": 1.0, "hflip": 1, "rotate": 180, "color_jitter": 1.0, "erase": 1.0})
+    check_knobs({**OFF, "crop_scale": 1.0, "hflip": 1, "rotate": 360, "color_jitter": 1.0, "erase": 1.0})
     assert names(build_pipeline({**OFF, "crop_scale": 1e-3})) == ["random_resized_crop"]
 
 

@@ -48,7 +48,7 @@ RAND_AUGMENT_MAGNITUDE = 9
 BLUR_SIGMA = (0.1, 2.0)
 
 _PROBABILITIES = ("hflip", "vflip", "grayscale", "blur", "erase")
-MAX_ROTATE = 180.0
+MAX_ROTATE = 360.0  # uniform in [-360, 360] is already every angle
 
 
 def flag(knob: str) -> str:
