@@ -603,3 +603,29 @@ def test_new_op_parameters_are_checked(make, message: str):
     with pytest.raises(ValueError) as err:
         make()
     assert str(err.value) == message
+
+
+def test_colour_ops_agree_with_torchvision_within_rounding():
+    """torchvision truncates where we round: every pixel within one level (posterize and solarize exact); saturation
+    also blends with OpenCV's rounded luma where torchvision keeps it in float: within 1 + 0.5 levels, so 2."""
+    import torch
+    import torchvision.transforms.functional as tvf
+
+    image = np.random.default_rng(8).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+
+    def theirs(fn, *args) -> np.ndarray:
+        return fn(tensor, *args).permute(1, 2, 0).numpy().astype(int)
+
+    for factor in (0.3, 0.9, 1.6):
+        for ours, fn, levels in ((adjust_brightness, tvf.adjust_brightness, 1), (adjust_contrast, tvf.adjust_contrast, 1),
+                                 (adjust_saturation, tvf.adjust_saturation, 2),
+                                 (adjust_sharpness, tvf.adjust_sharpness, 1)):
+            difference = np.abs(ours(image, factor).astype(int) - theirs(fn, factor)).max()
+            assert difference <= levels, (ours.__name__, factor, difference)
+    for bits in (1, 4, 7):
+        np.testing.assert_array_equal(posterize(image, bits), theirs(tvf.posterize, bits))
+    for threshold in (0.0, 100.0, 255.0):
+        np.testing.assert_array_equal(solarize(image, threshold), theirs(tvf.solarize, threshold))
+    assert np.abs(autocontrast(image).astype(int) - theirs(tvf.autocontrast)).max() <= 1
+    assert np.abs(to_grayscale(image)[..., 0].astype(int) - theirs(tvf.rgb_to_grayscale)[..., 0]).max() <= 1
