@@ -105,6 +105,33 @@ TRAIN_DEVICES = ("auto", "cpu", "cuda")
 AUGMENT_PRESETS = ("none", "light", "default", "strong")
 AUTO_AUGMENTS = ("none", "trivial", "rand")
 AUGMENT_KNOBS = ("hflip", "vflip", "rotate", "crop_scale", "color_jitter", "grayscale", "blur", "erase", "auto_augment")
+# (low, high, low excluded) of each numeric knob; a rotation range beyond 360 degrees is already every angle.
+AUGMENT_KNOB_RANGES = {
+    **{knob: (0.0, 1.0, False) for knob in ("hflip", "vflip", "grayscale", "blur", "erase", "color_jitter")},
+    "rotate": (0.0, 360.0, False),
+    "crop_scale": (0.0, 1.0, True),
+}
+
+
+def check_augment_knobs(knobs: dict[str, Any]) -> None:
+    """Each knob given (not None) in range: one ClfError naming its flag ("--crop-scale must be > 0 and <= 1, got 0")."""
+    for knob, value in knobs.items():
+        if value is None:
+            continue
+        flag = "--" + knob.replace("_", "-")
+        if knob == "auto_augment":
+            if value not in AUTO_AUGMENTS:
+                raise ClfError(f"--auto-augment must be one of {', '.join(AUTO_AUGMENTS)}, got {value!r}")
+            continue
+        if knob not in AUGMENT_KNOB_RANGES:
+            raise ClfError(f"unknown augmentation knob {knob!r}; known: {', '.join(AUGMENT_KNOBS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ClfError(f"{flag} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ClfError(f"{flag} must be a finite number, got {value}")
+        low, high, low_open = AUGMENT_KNOB_RANGES[knob]
+        if not ((value > low) if low_open else (value >= low)) or value > high:
+            raise ClfError(f"{flag} must be {'>' if low_open else '>='} {low:g} and <= {high:g}, got {value:g}")
 # The input size a run gets without --img-size: the own cnn is built for small images, the others for ImageNet's.
 DEFAULT_IMG_SIZES = {"cnn": 64}
 DEFAULT_IMG_SIZE = 224
@@ -218,19 +245,8 @@ class TrainConfig(_JsonMixin):
                 raise ClfError(message)
 
     def _augment_checks(self) -> tuple[tuple[bool, str], ...]:
-        probabilities = ("hflip", "vflip", "grayscale", "blur", "erase")
-        return (
-            _check_choice("--augment", self.augment, AUGMENT_PRESETS),
-            *((getattr(self, name) is None or 0.0 <= getattr(self, name) <= 1.0,
-               f"{self.flag(name)} is a probability between 0 and 1, got {getattr(self, name)}") for name in probabilities),
-            (self.rotate is None or 0.0 <= self.rotate <= 180.0, f"--rotate must be 0 to 180 degrees, got {self.rotate}"),
-            (self.crop_scale is None or 0.0 < self.crop_scale <= 1.0,
-             f"--crop-scale is the smallest crop's area fraction, > 0 and <= 1 (1 = no crop), got {self.crop_scale}"),
-            (self.color_jitter is None or 0.0 <= self.color_jitter <= 1.0,
-             f"--color-jitter must be 0 to 1 (0 = off), got {self.color_jitter}"),
-            (self.auto_augment is None or self.auto_augment in AUTO_AUGMENTS,
-             f"--auto-augment must be one of {', '.join(AUTO_AUGMENTS)}, got {self.auto_augment!r}"),
-        )
+        check_augment_knobs(self.augment_overrides())
+        return (_check_choice("--augment", self.augment, AUGMENT_PRESETS),)
 
     def _regularisation_checks(self) -> tuple[tuple[bool, str], ...]:
         return (

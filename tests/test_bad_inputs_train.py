@@ -238,7 +238,7 @@ CASES = [
     Case("img-size-8", [*TRAIN, "--img-size", "8"], 2, "--img-size must be >= 16"),
     Case("batch-size-0", [*TRAIN, "--batch-size", "0"], 2, "--batch-size must be >= 1"),
     Case("val-split-1", [*TRAIN, "--val-split", "1"], 2, "--val-split must be >= 0 and < 1"),
-    Case("hflip-2", [*TRAIN, "--hflip", "2"], 2, "--hflip is a probability between 0 and 1, got 2.0"),
+    Case("hflip-2", [*TRAIN, "--hflip", "2"], 2, "--hflip must be >= 0 and <= 1, got 2"),
     Case("negative-weight-decay", [*TRAIN, "--weight-decay", "-0.1"], 2, "--weight-decay must be >= 0"),
     Case("unknown-arch", [*TRAIN, "--arch", "nope_net"], 2, "unknown architecture 'nope_net'; see `clf models`",
          check=absent("runs/nope_net-32")),

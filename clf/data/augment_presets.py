@@ -7,7 +7,6 @@ knob is off (0, "none", or a crop scale of 1.0). numpy + OpenCV only (through cl
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,12 +24,12 @@ from clf.data.augment import (
     TrivialAugment,
     VerticalFlip,
 )
+from clf.config import AUGMENT_KNOBS, AUGMENT_PRESETS, check_augment_knobs
+from clf.config import AUTO_AUGMENTS as _AUTO_AUGMENTS
 from clf.errors import ClfError
 
-PRESETS: tuple[str, ...] = ("none", "light", "default", "strong")
-KNOBS: tuple[str, ...] = ("hflip", "vflip", "rotate", "crop_scale", "color_jitter", "grayscale", "blur", "erase",
-                          "auto_augment")
-AUTO_AUGMENTS = ("none", "trivial", "rand")
+# The names and ranges live in clf.config (TrainConfig validates the flags with the same check).
+PRESETS, KNOBS, AUTO_AUGMENTS = AUGMENT_PRESETS, AUGMENT_KNOBS, _AUTO_AUGMENTS
 
 _OFF: dict[str, Any] = {"hflip": 0.0, "vflip": 0.0, "rotate": 0.0, "crop_scale": 1.0, "color_jitter": 0.0,
                         "grayscale": 0.0, "blur": 0.0, "erase": 0.0, "auto_augment": "none"}
@@ -46,9 +45,6 @@ PRESET_KNOBS: dict[str, dict[str, Any]] = {
 RAND_AUGMENT_OPS = 2
 RAND_AUGMENT_MAGNITUDE = 9
 BLUR_SIGMA = (0.1, 2.0)
-
-_PROBABILITIES = ("hflip", "vflip", "grayscale", "blur", "erase")
-MAX_ROTATE = 360.0  # uniform in [-360, 360] is already every angle
 
 
 def flag(knob: str) -> str:
@@ -87,42 +83,12 @@ def resolve_knobs(preset: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     return knobs
 
 
-def _number_text(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
-
-
 def check_knobs(knobs: Mapping[str, Any]) -> None:
     """Every knob present and in range; one ClfError naming the flag, e.g. "--crop-scale must be > 0 and <= 1, got 0"."""
     missing = [knob for knob in KNOBS if knob not in knobs]
     if missing:
         raise ClfError(f"augmentation knobs missing: {', '.join(missing)}")
-    for knob in KNOBS:
-        value = knobs[knob]
-        if knob == "auto_augment":
-            if value not in AUTO_AUGMENTS:
-                raise ClfError(f"--auto-augment must be one of {', '.join(AUTO_AUGMENTS)}, got {value!r}")
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ClfError(f"{flag(knob)} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ClfError(f"{flag(knob)} must be a finite number, got {value}")
-        low, high, low_open = _bounds(knob)
-        if not ((value > low) if low_open else (value >= low)) or value > high:
-            raise ClfError(f"{flag(knob)} must be {'>' if low_open else '>='} {low:g} and <= {high:g}, "
-                           f"got {_number_text(value)}")
-
-
-def _bounds(knob: str) -> tuple[float, float, bool]:
-    """(low, high, low is excluded) of a numeric knob."""
-    if knob in _PROBABILITIES:
-        return 0.0, 1.0, False
-    if knob == "rotate":
-        return 0.0, MAX_ROTATE, False
-    if knob == "crop_scale":
-        return 0.0, 1.0, True
-    if knob == "color_jitter":
-        return 0.0, 1.0, False
-    raise KeyError(knob)  # pragma: no cover - every numeric knob is listed above
+    check_augment_knobs(dict(knobs))
 
 
 def build_pipeline(knobs: Mapping[str, Any]) -> Pipeline:

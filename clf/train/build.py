@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from clf.config import Preprocess, TrainConfig
 from clf.data.datasets import LabelledSet, load_labelled, verify_images
 from clf.data.augment import Pipeline
+from clf.data.augment_presets import build_pipeline, resolve_knobs
 from clf.data.split import stratified_split
 from clf.data.torch_dataset import ImageDataset
 from clf.errors import DataError
@@ -94,8 +95,7 @@ def augment_pipeline(cfg: TrainConfig, resume_ckpt: dict | None = None) -> Pipel
     """The run's augmentation: the one a resumed checkpoint recorded, else --augment's preset with the knobs given."""
     if resume_ckpt is not None and resume_ckpt.get("augment") is not None:
         return Pipeline.from_dict(resume_ckpt["augment"])
-    knobs = {"hflip": 0.5, "rotate": 0.0, **cfg.augment_overrides()}
-    return Pipeline.from_flags(knobs["hflip"], knobs["rotate"])
+    return build_pipeline(resolve_knobs(cfg.augment, cfg.augment_overrides()))
 
 
 def build_loaders(
