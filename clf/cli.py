@@ -381,6 +381,53 @@ def train(
         _end_torchrun_worker(0)
 
 
+@app.command("augment-preview")
+@user_errors
+def augment_preview(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Argument(help="Labelled images (DATA/<class>/*.jpg, or a folder with --labels-csv), or a run folder: its own recorded augmentation.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The PNG to write.")] = "augment-preview.png",
+    rows: Annotated[int, typer.Option(help="Images shown, one per row, spread over the classes.")] = 8,
+    columns: Annotated[int, typer.Option(help="Augmented draws per image (the first column is the image itself).")] = 8,
+    arch: Annotated[str, typer.Option(help="Architecture (sets the default --img-size as in `clf train`).")] = _train_default("arch"),
+    img_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels. [default: as `clf train`]")] = None,
+    resize: Annotated[str, typer.Option(metavar=_choices(RESIZE_MODES), help="stretch, or shorter_crop.")] = _train_default("resize"),
+    augment: AugmentOption = _train_default("augment"),
+    hflip: HflipOption = None,
+    vflip: VflipOption = None,
+    rotate: RotateOption = None,
+    crop_scale: CropScaleOption = None,
+    color_jitter: ColorJitterOption = None,
+    grayscale: GrayscaleOption = None,
+    blur: BlurOption = None,
+    erase: EraseOption = None,
+    auto_augment: AutoAugmentOption = None,
+    labels_csv: Annotated[Optional[str], typer.Option(help="CSV of filename,label for the images in DATA.")] = None,
+    id_col: Annotated[str, typer.Option(help="Filename column of --labels-csv.")] = _train_default("id_col"),
+    label_col: Annotated[str, typer.Option(help="Label column of --labels-csv.")] = _train_default("label_col"),
+    seed: Annotated[int, typer.Option(help="Seed of the images chosen and of the draws.")] = 0,
+) -> None:
+    """See what the model sees: a PNG grid, a row per image, its preprocessed self then augmented draws."""
+    from clf.data.preview import is_run_folder, plan_for_data, plan_for_run, write_plan_preview
+
+    values = dict(arch=arch, img_size=img_size, resize=resize, augment=augment, hflip=hflip, vflip=vflip,
+                  rotate=rotate, crop_scale=crop_scale, color_jitter=color_jitter, grayscale=grayscale, blur=blur,
+                  erase=erase, auto_augment=auto_augment, labels_csv=labels_csv, id_col=id_col, label_col=label_col)
+    given = _given_options(ctx, values)
+    source = _non_empty_path(data, "DATA", "a data folder or a run folder")
+    if is_run_folder(source):
+        if given:
+            raise ClfError(f"{source}: a run folder's augmentation is the one it trained with; drop "
+                           f"{', '.join(TrainConfig.flag(name) for name in given)} or preview its data folder")
+        plan = plan_for_run(source)
+    else:
+        plan = plan_for_data(TrainConfig(data=str(source), seed=seed, **given))
+    shown = write_plan_preview(plan, output, rows=rows, columns=columns, seed=seed)
+    console.print(f"[bold]{escape(output)}[/]: {len(shown)} images x {columns} draws of {escape(plan.source)} "
+                  f"({len(plan.pipeline)} ops: {', '.join(op.name for op in plan.pipeline.ops) or 'none'})",
+                  highlight=False)
+
+
 def _under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 

@@ -1,23 +1,31 @@
 """A PNG grid of augmented samples, so a user sees what the model sees.
 
 One row per source image: first its un-augmented (Preprocess-resized) image, then ``columns`` augmented draws,
-with thin separators. Deterministic under ``seed``. numpy + OpenCV only: no torch.
+with thin separators. Deterministic under ``seed``. numpy + OpenCV only: no torch. The plan of `clf augment-preview`
+comes from a data folder and the training flags (``plan_for_data``) or from a run folder's record (``plan_for_run``).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from clf.atomic import atomic_write_bytes
-from clf.config import Preprocess
+from clf.atomic import atomic_write_bytes, check_outputs
+from clf.config import Preprocess, TrainConfig
 from clf.data.augment import Pipeline
+from clf.data.datasets import LabelledSet, load_labelled
 from clf.data.preprocess import ImageSource, load_resized
+from clf.errors import ClfError, DataError, one_line
+
+logger = logging.getLogger(__name__)
 
 SEPARATOR = 2  # pixels between cells
 SEPARATOR_VALUE = 255  # white lines
@@ -87,3 +95,113 @@ def write_preview(paths: Sequence[ImageSource], pre: Preprocess, pipeline: Pipel
         raise ValueError("OpenCV could not encode the preview grid as PNG")
     atomic_write_bytes(output, encoded.tobytes())
     return Path(output)
+
+
+@dataclass(frozen=True)
+class PreviewPlan:
+    """What `clf augment-preview` shows: candidate images (in showing order), their preprocessing, the pipeline."""
+
+    candidates: list[str]
+    pre: Preprocess
+    pipeline: Pipeline
+    source: str  # where the pipeline came from, for the summary line: "--augment default" or the run folder
+
+
+def plan_for_data(cfg: TrainConfig) -> PreviewPlan:
+    """The images of ``cfg.data`` with the pipeline ``clf train`` would build from the same flags."""
+    from clf.data.augment_presets import build_pipeline, resolve_knobs
+
+    labelled = load_labelled(cfg.data, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col)
+    pipeline = build_pipeline(resolve_knobs(cfg.augment, cfg.augment_overrides()))
+    pre = Preprocess(size=(cfg.img_size, cfg.img_size), resize=cfg.resize)
+    return PreviewPlan(spread_over_classes(labelled, cfg.seed), pre, pipeline, f"--augment {cfg.augment}")
+
+
+def plan_for_run(run_dir: Path) -> PreviewPlan:
+    """A run folder's own recorded pipeline and preprocessing, on its training images (split.json, else its data).
+
+    Raises:
+        DataError: config.json unreadable or without the augmentation record (a run of clf 0.1), or the data is gone.
+    """
+    config = _run_config(run_dir)
+    try:
+        pipeline = Pipeline.from_dict(config["augment"])
+        pre = Preprocess.from_dict(config["preprocess"])
+        train = config["train"]
+        labelled = load_labelled(train["data"], train.get("labels_csv"), id_col=train.get("id_col", "filename"),
+                                 label_col=train.get("label_col", "label"))
+    except (KeyError, TypeError, ValueError, ClfError) as exc:
+        raise DataError(f"{run_dir / 'config.json'}: cannot rebuild the run's augmentation ({one_line(exc)}); "
+                        "preview the data folder with the run's flags instead") from None
+    return PreviewPlan(spread_over_classes(labelled, int(train.get("seed", 0))), pre, pipeline, str(run_dir))
+
+
+def _run_config(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the run's settings ({one_line(exc)})") from None
+    if not isinstance(config, dict) or "augment" not in config:
+        raise DataError(f"{path}: the run records no augmentation (trained before clf 0.2); preview its data folder "
+                        "with the run's flags instead")
+    return config
+
+
+def is_run_folder(path: Path) -> bool:
+    """A clf run folder (config.json beside a checkpoint or clf's marker), not a data folder."""
+    return (path / "config.json").is_file() and (
+        (path / ".clf-folder.json").exists() or (path / "last.pt").exists() or (path / "best.pt").exists()
+    )
+
+
+def spread_over_classes(labelled: LabelledSet, seed: int) -> list[str]:
+    """Every image, ordered round-robin over the classes (each class shuffled under ``seed``): the first N rows of a
+    grid show as many classes as possible."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[str]] = {}
+    for path, label in zip(labelled.paths, labelled.labels):
+        by_class.setdefault(int(label), []).append(str(path))
+    queues = [list(rng.permutation(paths)) for _, paths in sorted(by_class.items())]
+    order: list[str] = []
+    for rank in range(max((len(q) for q in queues), default=0)):
+        order.extend(str(q[rank]) for q in queues if rank < len(q))
+    return order
+
+
+def readable_images(candidates: Sequence[str], pre: Preprocess, count: int) -> list[str]:
+    """The first ``count`` candidates that decode; each unreadable one is reported and skipped.
+
+    Raises:
+        DataError: none of the candidates can be read.
+    """
+    chosen: list[str] = []
+    for path in candidates:
+        if len(chosen) == count:
+            break
+        try:
+            load_resized(path, pre)
+        except DataError as exc:
+            logger.warning("skipped: %s", exc)
+            continue
+        chosen.append(path)
+    if not chosen:
+        raise DataError(f"none of the {len(candidates)} images can be read; nothing to preview")
+    return chosen
+
+
+def write_plan_preview(plan: PreviewPlan, output: str | os.PathLike, rows: int = 8, columns: int = 8,
+                       seed: int = 0) -> list[str]:
+    """Write the preview of ``plan`` (``rows`` images x ``columns`` draws) to ``output``; returns the images shown.
+
+    Raises:
+        ClfError: rows or columns < 1, an output that would replace an input image.
+        DataError: no image can be read.
+        StorageError: the PNG cannot be written.
+    """
+    if rows < 1 or columns < 1:
+        raise ClfError(f"--rows and --columns must be >= 1, got {rows} and {columns}")
+    check_outputs({"--output": output}, input_files=plan.candidates)
+    paths = readable_images(plan.candidates, plan.pre, rows)
+    write_preview(paths, plan.pre, plan.pipeline, output, columns=columns, seed=seed)
+    return paths
