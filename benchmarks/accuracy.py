@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import shlex
 import shutil
 import signal
@@ -121,12 +122,12 @@ def train_args(data: Path, runs: Path, name: str, seed: int, recipe_args: list[s
 def measure_recipe(bench: str, data: Path, runs: Path, recipe: str, recipe_args: list[str], seed: int,
                    options: argparse.Namespace) -> Row:
     """Train, export, infer and score one (recipe, seed)."""
-    name = f"{bench}-{recipe.replace('+', '_').replace('=', '_')}-s{seed}"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{bench}-{recipe}-s{seed}")
     run = runs / name
     progress(f"{bench} {recipe} seed {seed}: training")
     train_s = run_clf(*train_args(data, runs, name, seed, recipe_args, options))
     run_clf("export", str(run), "--onnx")
-    submission = run / "submission.csv"
+    submission = runs / f"{name}.submission.csv"  # beside the run: clf's run folder holds only clf's files
     run_clf("infer", str(data / "test"), "--model", str(run / "model.onnx"), "--sample-submission",
             str(data / "sample_submission.csv"), "--csv", str(submission), "--quiet")
     history = read_history(run / "history.csv")
@@ -247,9 +248,10 @@ def print_ratios(bench: str, rows: list[Row]) -> None:
     """Each recipe's median test accuracy as a ratio of (and points above) the bare baseline's; train seconds too
     (clf's include the process start and data loading, the baseline's the loading but not the start)."""
     groups = grouped(rows)
-    baseline = groups.get(BASELINE, [])
-    base = median([r.test_acc for r in baseline] or [float("nan")])
-    base_s = median([r.train_s for r in baseline] or [float("nan")])
+    baseline = groups.get(BASELINE)
+    if not baseline:
+        return
+    base, base_s = median([r.test_acc for r in baseline]), median([r.train_s for r in baseline])
     for recipe, group in groups.items():
         if recipe == BASELINE:
             continue
