@@ -181,8 +181,27 @@ def bare_baseline(bench: str, data: Path, reference_run: Path, seed: int, option
     train_x, train_y = load_images([root / p for p in split["train"]], classes, pre)
     val_x, val_y = load_images([root / p for p in split["val"]], classes, pre)
     model = create_model(options.arch, num_classes=len(classes), img_size=pre.size[0]).to(device)
+    best_val = fit_bare(model, (train_x, train_y), (val_x, val_y), epochs, seed, device)
+    train_s = time.perf_counter() - start
+
+    answers = read_labels(data / "test_labels.csv")
+    test_files = {p.stem: p for p in (data / "test").iterdir()}
+    test_x, test_y = load_images([test_files[i] for i in answers], classes, pre, list(answers.values()))
+    row = Row(bench, BASELINE, seed, [], epochs, round(train_s, 1), best_val,
+              torch_accuracy(model, test_x, test_y, device), "")
+    progress(f"{bench} {BASELINE} seed {seed}: {epochs} epochs, {row.train_s:.0f} s, "
+             f"val {row.best_val_acc:.4f}, test {row.test_acc:.4f}")
+    return row
+
+
+def fit_bare(model, train: tuple, val: tuple, epochs: int, seed: int, device) -> float:
+    """Adam, constant lr, shuffled batches, no augmentation; leaves the best validation epoch's weights in ``model``
+    and returns that accuracy."""
+    import torch
+
     optimizer = torch.optim.Adam(model.parameters(), lr=BASELINE_LR)
     generator = torch.Generator().manual_seed(seed)
+    (train_x, train_y), (val_x, val_y) = train, val
     best_val, best_state = -1.0, None
     for _ in range(epochs):
         model.train()
@@ -194,17 +213,8 @@ def bare_baseline(bench: str, data: Path, reference_run: Path, seed: int, option
         val_acc = torch_accuracy(model, val_x, val_y, device)
         if val_acc > best_val:
             best_val, best_state = val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
-    train_s = time.perf_counter() - start
-
     model.load_state_dict(best_state)
-    answers = read_labels(data / "test_labels.csv")
-    test_files = {p.stem: p for p in (data / "test").iterdir()}
-    test_x, test_y = load_images([test_files[i] for i in answers], classes, pre, list(answers.values()))
-    row = Row(bench, BASELINE, seed, [], epochs, round(train_s, 1), best_val,
-              torch_accuracy(model, test_x, test_y, device), "")
-    progress(f"{bench} {BASELINE} seed {seed}: {epochs} epochs, {row.train_s:.0f} s, "
-             f"val {row.best_val_acc:.4f}, test {row.test_acc:.4f}")
-    return row
+    return best_val
 
 
 def load_images(paths: list[Path], classes: list[str], pre, labels: list[str] | None = None):
