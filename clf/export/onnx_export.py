@@ -173,7 +173,10 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     info = model_info(ckpt)
     model = model_from_checkpoint(ckpt).float().eval()
     weights = checkpoint_weights(ckpt)
-    logger.info("exporting the %s weights of %s", "EMA (averaged)" if weights == "ema" else "raw", ckpt_path)
+    if weights == "ema":  # the raw weights are the usual case: said only with -v (stderr stays the error line)
+        logger.info("exporting the EMA (averaged) weights of %s: they validated better than the raw ones", ckpt_path)
+    else:
+        logger.debug("exporting the raw weights of %s", ckpt_path)
     images, source = parity_images(cfg, check_paths, ckpt_path.parent, info.run_name, info.preprocess)
     proof = proof_path(output)
     record_files(output.parent, [output.name, proof.name])  # a clf run folder lists what clf wrote in it
