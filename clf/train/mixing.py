@@ -97,7 +97,7 @@ class Mixer:
         self.num_classes, self.smoothing = num_classes, smoothing
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, num_classes: int) -> "Mixer | None":
+    def from_config(cls, cfg: TrainConfig, num_classes: int) -> Mixer | None:
         """The run's mixer, or None when neither --mixup nor --cutmix is on (plain hard-label training)."""
         if cfg.mixup <= 0 and cfg.cutmix <= 0:
             return None
