@@ -256,11 +256,17 @@ class _RichTrainReporter:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+        # train acc is None with mixup/cutmix (blended labels): "-", never a misleading number
+        train_acc = "-" if row.get("train_acc") is None else f"{row['train_acc']:.4f}"
         val = ""
         if row.get("val_acc") is not None:
-            val = f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}" + ("  [green]best[/]" if is_best else "")
+            val = f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}"
+        if row.get("ema_val_acc") is not None:
+            val += f"  ema loss {row['ema_val_loss']:.4f} acc {row['ema_val_acc']:.4f}"
+        if val and is_best:
+            val += "  [green]best[/]"
         console.print(
-            f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
+            f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f} acc {train_acc}"
             f"{val}  lr {row['lr']:.2e}  {row['seconds']:.1f}s",
             highlight=False,
         )

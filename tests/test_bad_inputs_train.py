@@ -37,6 +37,14 @@ def user_folder_with_config(places) -> None:
     (proj / "src" / "main.py").write_text("print('hi')")
 
 
+def ema_best_run(places) -> None:
+    """The finished run, as if its EMA weights had won its only epoch: best.pt holds them (weights "ema")."""
+    run = places["tmp"] / "runs" / "emabest"
+    shutil.copytree(places["run"], run)
+    state = torch.load(run / "best.pt", weights_only=True)
+    torch.save({**state, "weights": "ema"}, run / "best.pt")
+
+
 def unmarked_folder(places) -> None:
     thesis = places["tmp"] / "runs" / "thesis"
     thesis.mkdir(parents=True)
@@ -235,6 +243,35 @@ CASES = [
          "--weight-decay must be a finite number, got -inf"),
     Case("rotate-nan", [*TRAIN, "--rotate", "nan"], 2, "--rotate must be a finite number, got nan"),
     Case("epochs-0", [*TRAIN, "--epochs", "0"], 2, "--epochs must be >= 1"),
+    # regularisation and averaging (each refused before a run folder is made)
+    Case("ema-1", [*TRAIN, "--name", "ema1", "--ema", "1"], 2,
+         "--ema is a decay >= 0 and < 1 (0 = off; e.g. 0.999), got 1.0", check=absent("runs/ema1")),
+    Case("ema-minus", [*TRAIN, "--ema", "-0.5"], 2, "--ema is a decay >= 0 and < 1 (0 = off; e.g. 0.999), got -0.5"),
+    Case("ema-nan", [*TRAIN, "--ema", "nan"], 2, "--ema must be a finite number, got nan"),
+    Case("mixup-minus-1", [*TRAIN, "--mixup", "-1"], 2, "--mixup is a Beta alpha >= 0 (0 = off), got -1.0"),
+    Case("mixup-inf", [*TRAIN, "--mixup", "inf"], 2, "--mixup must be a finite number, got inf"),
+    Case("cutmix-minus-1", [*TRAIN, "--cutmix", "-1"], 2, "--cutmix is a Beta alpha >= 0 (0 = off), got -1.0"),
+    Case("mix-prob-2", [*TRAIN, "--mixup", "0.2", "--mix-prob", "2"], 2,
+         "--mix-prob is a probability between 0 and 1, got 2.0"),
+    Case("mix-switch-minus", [*TRAIN, "--cutmix", "1", "--mix-switch", "-0.5"], 2,
+         "--mix-switch is a probability between 0 and 1, got -0.5"),
+    Case("drop-path-1", [*TRAIN, "--drop-path", "1"], 2, "--drop-path must be >= 0 and < 1, got 1.0"),
+    Case("dropout-1", [*TRAIN, "--dropout", "1"], 2, "--dropout must be >= 0 and < 1, got 1.0"),
+    Case("drop-path-for-cnn", [*TRAIN, "--name", "dp", "--drop-path", "0.1"], 2,
+         "--drop-path: 'cnn' has no stochastic depth; leave --drop-path out", check=absent("runs/dp")),
+    Case("drop-path-for-alexnet", ["train", "{data}", *FAST, "--arch", "alexnet", "--img-size", "64", "--name", "dpa",
+                                   "--drop-path", "0.1", "--out", "{tmp}/runs"], 2,
+         "--drop-path: 'alexnet' has no stochastic depth; leave --drop-path out", check=absent("runs/dpa")),
+    Case("drop-path-for-timm-without-it", ["train", "{data}", *FAST, "--arch", "ghostnet_050", "--name", "dpg",
+                                           "--drop-path", "0.1", "--out", "{tmp}/runs"], 2,
+         "--drop-path: 'ghostnet_050' has no stochastic depth; leave --drop-path out", check=absent("runs/dpg")),
+    Case("resume-with-ema", ["train", "--resume", "{run}", "--ema", "0.99", "--epochs", "2"], 2,
+         "--ema 0.99 differs from the checkpoint's 0.0", guard=["{run}"]),
+    Case("resume-with-mixup", ["train", "--resume", "{run}", "--mixup", "0.2", "--epochs", "2"], 2,
+         "--mixup 0.2 differs from the checkpoint's 0.0", guard=["{run}"]),
+    Case("resume-from-ema-best", ["train", "--resume", "{tmp}/runs/emabest/best.pt", *RESUME, "--epochs", "2"], 2,
+         "best.pt: holds the averaged (EMA) weights of its best epoch, not the weights training continues from; "
+         "resume the run folder (its last.pt)", setup=ema_best_run, guard=["{tmp}/runs/emabest"]),
     Case("img-size-8", [*TRAIN, "--img-size", "8"], 2, "--img-size must be >= 16"),
     Case("batch-size-0", [*TRAIN, "--batch-size", "0"], 2, "--batch-size must be >= 1"),
     Case("val-split-1", [*TRAIN, "--val-split", "1"], 2, "--val-split must be >= 0 and < 1"),

@@ -411,7 +411,8 @@ def test_build_checkpoint_lays_out_the_documented_schema():
                             model=model.state_dict())
     assert list(ckpt) == ["format", "version", "clf_version", "arch", "model_kwargs", "img_size", "classes",
                           "preprocess", "config", "epoch", "model", "optimizer", "scheduler", "scaler", "rng",
-                          "history", "best_val_acc", "run_name", "params", "augment"]
+                          "history", "best_val_acc", "run_name", "params", "augment", "weights", "ema", "ema_updates"]
+    assert (ckpt["weights"], ckpt["ema"], ckpt["ema_updates"]) == ("raw", None, None)  # EMA off
     assert (ckpt["format"], ckpt["version"], ckpt["clf_version"]) == (CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
                                                                       clf.__version__)
     assert ckpt["params"] == sum(p.numel() for p in model.parameters())  # BatchNorm statistics are not parameters

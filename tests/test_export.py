@@ -78,6 +78,7 @@ def test_metadata_round_trips_through_onnx_and_onnxruntime(run):
         "clf.version": clf.__version__,
         "clf.run_name": RUN_NAME,
         "clf.best_val_acc": repr(BEST_VAL_ACC),
+        "clf.weights": "raw",  # added in checkpoint version 2; readers that predate it ignore it
     }
     from_onnx = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
@@ -95,7 +96,41 @@ def test_the_proof_describes_the_check(run):
         "passed": True, "max_abs_diff": result.parity.max_abs_diff, "mean_abs_diff": result.parity.mean_abs_diff,
         "top1_agreement": 1.0, "atol": 1e-4, "images": 4, "image_source": f"validation images of {RUN_NAME}",
         "batch_sizes": [1, 7], "provider": "CPUExecutionProvider", "model": "model.onnx", "precision": "fp32",
+        "weights": "raw",
     }
+
+
+def test_ema_weights_are_exported_and_said_so(tmp_path, train_dir, caplog):
+    """best.pt whose "model" holds the EMA weights: the export, its metadata and its proof name them."""
+    make_checkpoint(tmp_path / "run" / "best.pt", data=train_dir, weights="ema")
+    with caplog.at_level(logging.INFO, logger="clf"):
+        result = export_onnx(ExportConfig(checkpoint=str(tmp_path / "run"), **FAST))
+    assert result.weights == "ema" and result.parity.weights == "ema" and result.parity.passed
+    assert (f"exporting the EMA (averaged) weights of {tmp_path / 'run' / 'best.pt'}: they validated better than "
+            "the raw ones") in caplog.messages
+    props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    assert props["clf.weights"] == "ema"
+    assert json.loads(result.proof.read_text())["weights"] == "ema"
+
+
+def test_a_checkpoint_before_ema_exports_raw_weights(tmp_path, train_dir):
+    ckpt = tmp_path / "run" / "best.pt"
+    make_checkpoint(ckpt, data=train_dir)
+    state = torch.load(ckpt, weights_only=True)
+    for key in ("weights", "ema", "ema_updates"):
+        del state[key]
+    torch.save(state, ckpt)
+    result = export_onnx(ExportConfig(checkpoint=str(ckpt), **FAST))
+    assert result.weights == "raw" and json.loads(result.proof.read_text())["weights"] == "raw"
+
+
+def test_an_unknown_weights_value_is_refused(tmp_path, train_dir):
+    ckpt = make_checkpoint(tmp_path / "run" / "best.pt", data=train_dir, weights="average")
+    with pytest.raises(ModelError) as info:
+        export_onnx(ExportConfig(checkpoint=str(ckpt), **FAST))
+    assert str(info.value) == (f"{ckpt}: 'weights' is 'average', not 'raw' or 'ema'; "
+                               "export a checkpoint written by `clf train`")
+    assert files_in(tmp_path / "run") == {"best.pt", "split.json"}
 
 
 # --- parity that fails ---------------------------------------------------------------------------------------------

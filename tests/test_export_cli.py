@@ -246,3 +246,13 @@ def test_a_crafted_checkpoint_data_path_is_never_followed(tmp_path):
     assert " ".join(result.stderr.split()) == (
         "WARNING no real images available for the parity check; comparing on random tensors"
     )
+
+
+def test_exporting_ema_weights_is_said_on_stderr(tmp_path, train_dir):
+    make_checkpoint(tmp_path / "run" / "best.pt", data=train_dir, weights="ema")
+    result = export(tmp_path / "run", *FAST)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())  # rich wraps log lines at the console width
+    assert said == (f"INFO exporting the EMA (averaged) weights of {tmp_path / 'run' / 'best.pt'}: they validated "
+                    "better than the raw ones")
+    assert json.loads((tmp_path / "run" / "model.parity.json").read_text())["weights"] == "ema"

@@ -38,7 +38,7 @@ from clf.train.schedule import lr_factor
 AUG = {"off": dict(augment="none"), "on": dict(augment="default", rotate=10.0)}
 CONTRACT_KEYS = {"format", "version", "clf_version", "arch", "model_kwargs", "img_size", "classes", "preprocess", "config",
                  "epoch", "model", "optimizer", "scheduler", "scaler", "rng", "history", "best_val_acc", "run_name",
-                 "params", "augment"}
+                 "params", "augment", "weights", "ema", "ema_updates"}
 
 
 @pytest.fixture(scope="module")
@@ -406,3 +406,105 @@ def test_cache_images_trains_the_same(data, tmp_path):
     plain = train(data, tmp_path, "files", epochs=2, **AUG["on"]).run_dir
     cached = train(data, tmp_path, "cached", epochs=2, cache_images=True, **AUG["on"]).run_dir
     assert_same_weights(load(plain / "last.pt")["model"], load(cached / "last.pt")["model"])
+
+
+# ---------------------------------------------------------------- mixup / CutMix, EMA, dropout
+
+MIXED_EMA = dict(mixup=0.4, cutmix=1.0, mix_prob=0.8, ema=0.9, **AUG["on"])
+
+
+def test_resume_is_exact_with_mixup_cutmix_and_ema(data, tmp_path, monkeypatch):
+    """Mix draws come from the saved torch generator, the EMA weights and update count from last.pt."""
+    options = dict(epochs=3, warmup_epochs=1, **MIXED_EMA)
+    straight = train(data, tmp_path, "straight", **options).run_dir
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, epoch=3)
+        with pytest.raises(KeyboardInterrupt):
+            train(data, tmp_path, "parts", **options)
+    parts = tmp_path / "parts"
+    assert load(parts / "last.pt")["ema_updates"] == 10  # 2 epochs of 5 steps
+    resume(parts)
+    assert_same_run(straight, parts)
+    last_a, last_b = load(straight / "last.pt"), load(parts / "last.pt")
+    assert last_a["ema_updates"] == last_b["ema_updates"] == 15 and last_a["weights"] == "raw"
+    assert_same_weights(last_a["ema"], last_b["ema"])
+    assert load(straight / "best.pt")["weights"] == load(parts / "best.pt")["weights"]
+    rows = last_a["history"]
+    assert all(r["train_acc"] is None and r["ema_val_acc"] is not None and r["ema_val_loss"] > 0 for r in rows)
+    csv_rows = read_history_csv(straight / "history.csv")
+    assert [r["train_acc"] for r in csv_rows] == [None] * 3
+    assert [r["ema_val_acc"] for r in csv_rows] == [r["ema_val_acc"] for r in rows]
+
+
+@pytest.fixture
+def scripted_raw_and_ema(monkeypatch):
+    """evaluate() scripted per epoch as (raw, EMA) val accuracies; the weights of each call kept (raw, EMA, ...)."""
+    weights: list[dict[str, torch.Tensor]] = []
+
+    def script(pairs):
+        accuracies = [acc for pair in pairs for acc in pair]
+
+        def evaluate(model, loader, criterion, runtime):
+            weights.append({k: v.clone() for k, v in model.state_dict().items()})
+            return EpochMetrics(loss=1.0, accuracy=accuracies[len(weights) - 1], images=8, seconds=0.0)
+
+        monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+        return weights
+
+    return script
+
+
+@pytest.mark.parametrize("pairs, best_epoch, winner", [
+    ([(0.25, 0.5), (0.75, 0.5), (0.5, 1.0)], 3, "ema"),
+    ([(0.25, 0.5), (0.75, 0.5), (0.5, 0.75)], 2, "raw"),  # a tie does not replace the best epoch
+    ([(0.5, 0.5)], 1, "raw"),  # equal: the raw weights
+])
+def test_best_is_the_better_of_raw_and_ema_and_says_which(pairs, best_epoch, winner, data, tmp_path,
+                                                          scripted_raw_and_ema):
+    weights = scripted_raw_and_ema(pairs)
+    result = train(data, tmp_path, "ema", epochs=len(pairs), ema=0.9)
+    run = result.run_dir
+    assert result.best_val_acc == max(max(pair) for pair in pairs)
+    best, last = load(run / "best.pt"), load(run / "last.pt")
+    assert (best["epoch"], best["weights"], last["weights"]) == (best_epoch, winner, "raw")
+    index = 2 * (best_epoch - 1) + (1 if winner == "ema" else 0)
+    assert_same_weights(best["model"], weights[index])
+    assert_same_weights(best["ema"], weights[2 * best_epoch - 1])
+    assert_same_weights(last["model"], weights[-2])  # the raw weights of the last epoch
+    assert_same_weights(last["ema"], weights[-1])
+    rows = read_history_csv(run / "history.csv")
+    assert [(r["val_acc"], r["ema_val_acc"]) for r in rows] == pairs
+
+
+def test_without_validation_best_holds_the_ema_weights(data, tmp_path):
+    run = train(data, tmp_path, "full", epochs=1, val_split=0.0, ema=0.9).run_dir
+    best, last = load(run / "best.pt"), load(run / "last.pt")
+    assert best["weights"] == "ema" and best["ema_updates"] == last["ema_updates"] == 6  # 48 images / batch 8
+    assert_same_weights(best["model"], last["ema"])
+    assert not any(torch.equal(best["model"][k], last["model"][k]) for k in last["model"] if k.endswith("weight"))
+    assert (load(run / "best.pt")["ema"] is not None) and read_history_csv(run / "history.csv")[0]["ema_val_acc"] is None
+
+
+def test_ema_off_leaves_the_keys_empty(straight):
+    for name in ("best.pt", "last.pt"):
+        ckpt = load(straight("off") / name)
+        assert (ckpt["weights"], ckpt["ema"], ckpt["ema_updates"]) == ("raw", None, None)
+        assert all(r["ema_val_acc"] is None and r["train_acc"] is not None for r in ckpt["history"])
+
+
+def test_dropout_reaches_the_model_and_its_rebuild(data, tmp_path):
+    run = train(data, tmp_path, "drop", epochs=1, dropout=0.125).run_dir
+    ckpt = load(run / "best.pt")
+    assert ckpt["model_kwargs"] == {"num_classes": 4, "dropout": 0.125}
+    model = model_from_checkpoint(ckpt)
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.125]
+
+
+def test_the_epoch_line_shows_no_train_accuracy_under_mixup_and_the_ema_columns(data, tmp_path):
+    from cli_helpers import clf
+
+    result = clf("train", data, "--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0",
+                 "--device", "cpu", "--epochs", "1", "--mixup", "0.2", "--ema", "0.9", "--out", tmp_path, "--name", "m")
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("epoch   1/1"))
+    assert " acc -  val loss " in line and "  ema loss " in line and "best" in line

@@ -320,3 +320,53 @@ def test_timm_and_torchvision_are_imported_lazily():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.split() == ["False", "False", "False"]
+
+
+# --- --drop-path and --dropout -------------------------------------------------------------------------------------
+
+
+def test_dropout_and_drop_path_become_each_constructors_own_arguments():
+    assert model_kwargs_for("cnn", 3, 32, dropout=0.2) == {"num_classes": 3, "dropout": 0.2}
+    assert model_kwargs_for("alexnet", 3, 64, dropout=0.1) == {"num_classes": 3, "dropout": 0.1}
+    assert model_kwargs_for("resnet18", 3, 32, drop_path=0.1, dropout=0.2) == {
+        "num_classes": 3, "drop_path_rate": 0.1, "drop_rate": 0.2}
+    assert model_kwargs_for("resnet18", 3, 32, drop_path=0.0, dropout=None) == {"num_classes": 3}  # defaults: nothing
+
+
+def test_the_kwargs_reach_the_modules():
+    from timm.layers import DropPath
+
+    cnn = create_model("cnn", img_size=32, **model_kwargs_for("cnn", 3, 32, dropout=0.2))
+    assert [m.p for m in cnn.modules() if isinstance(m, nn.Dropout)] == [0.2]
+    resnet = create_model("resnet18", img_size=32, **model_kwargs_for("resnet18", 3, 32, drop_path=0.1, dropout=0.2))
+    rates = [m.drop_prob for m in resnet.modules() if isinstance(m, DropPath)]
+    assert rates and max(rates) == pytest.approx(0.1) and resnet.drop_rate == 0.2  # timm ramps the rate with depth
+    with torch.no_grad():  # eval mode ignores both: a rebuild without them computes the same
+        plain = create_model("resnet18", 3, img_size=32)
+        plain.load_state_dict(resnet.state_dict())
+        x = torch.randn(2, 3, 32, 32)
+        assert torch.equal(plain.eval()(x), resnet.eval()(x))
+
+
+@pytest.mark.parametrize("arch", ["cnn", "alexnet"])
+def test_drop_path_is_refused_for_our_own_archs(arch):
+    with pytest.raises(ModelError) as info:
+        model_kwargs_for(arch, 3, 64, drop_path=0.1)
+    assert str(info.value) == f"--drop-path: '{arch}' has no stochastic depth; leave --drop-path out"
+
+
+def test_drop_path_is_refused_for_a_timm_model_without_it():
+    with pytest.raises(ModelError) as info:
+        create_model("ghostnet_050", **model_kwargs_for("ghostnet_050", 3, 32, drop_path=0.1))
+    assert str(info.value) == "--drop-path: 'ghostnet_050' has no stochastic depth; leave --drop-path out"
+
+
+def test_drop_path_swallowed_by_a_constructor_is_refused(monkeypatch):
+    """A timm class taking **kwargs would accept drop_path_rate and build no DropPath: refused, not ignored."""
+    import timm
+
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda arch, pretrained=False, drop_path_rate=0.0, **kw:
+                        real(arch, pretrained=pretrained, **kw))
+    with pytest.raises(ModelError, match=r"^--drop-path: 'resnet18' has no stochastic depth; leave --drop-path out$"):
+        create_model("resnet18", 3, drop_path_rate=0.1)

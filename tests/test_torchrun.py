@@ -64,3 +64,19 @@ def test_refusal_reaches_every_rank(tmp_path):
     # Tracebacks go to stderr: the only one there is torchrun's own report of the ranks that failed (exit 2 each)
     assert result.stderr.count("Traceback (most recent call last)") == result.stderr.count("raise ChildFailedError(")
     assert result.stderr.count("exitcode  : 2 ") == 2 and "Traceback" not in result.stdout
+
+
+def test_two_processes_with_mixing_and_ema(tmp_path):
+    """Rank 0 alone averages and validates the EMA weights; both ranks mix their own batches; resume continues it."""
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "runs"
+    options = ["--mixup", "0.2", "--cutmix", "1.0", "--ema", "0.9"]
+    first = torchrun(data, *TINY_DDP, *options, "--epochs", "1", "--out", out, "--name", "mix")
+    assert first.returncode == 0, first.stdout + first.stderr
+    run = out / "mix"
+    second = torchrun("--resume", run, "--epochs", "2", "--workers", "0", "--device", "cpu", "--quiet")
+    assert second.returncode == 0, second.stdout + second.stderr
+    last = load(run / "last.pt")
+    assert last["ema_updates"] == 4  # 20 images per rank, 2 full batches of 8 per epoch, 2 epochs
+    assert all(r["train_acc"] is None and r["ema_val_acc"] is not None for r in last["history"])
+    assert load(run / "best.pt")["weights"] in ("raw", "ema")

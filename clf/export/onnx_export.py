@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 PROOF_SUFFIX = ".parity.json"  # model.onnx -> model.parity.json
 KEPT_ASIDE_SUFFIX = ".parity-failed.onnx"  # model.onnx -> model.parity-failed.onnx
 MAX_NAME_BYTES = 255  # the longest file name the common filesystems take
+# Which of a run's weights the model holds, "raw" or "ema" (best.pt's "weights"): an added metadata key only.
+KEY_WEIGHTS = "clf.weights"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class ExportResult:
     precision: str
     simplified: bool
     parity: ParityReport
+    weights: str = "raw"  # "ema" when the checkpoint holds the averaged weights (they validated best)
 
 
 def model_info(ckpt: dict) -> ModelInfo:
@@ -169,18 +172,36 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     ckpt = load_checkpoint(ckpt_path)
     info = model_info(ckpt)
     model = model_from_checkpoint(ckpt).float().eval()
+    weights = checkpoint_weights(ckpt)
+    if weights == "ema":  # the raw weights are the usual case: said only with -v (stderr stays the error line)
+        logger.info("exporting the EMA (averaged) weights of %s: they validated better than the raw ones", ckpt_path)
+    else:
+        logger.debug("exporting the raw weights of %s", ckpt_path)
     images, source = parity_images(cfg, check_paths, ckpt_path.parent, info.run_name, info.preprocess)
     proof = proof_path(output)
     record_files(output.parent, [output.name, proof.name])  # a clf run folder lists what clf wrote in it
     with atomic_output(output) as staged, _named_as(staged, output):
-        exporter, opset = _write_model(cfg, model, info, staged, output)
-        report = _check_parity(cfg, model, images, source, staged, output)
+        exporter, opset = _write_model(cfg, model, info, staged, output, weights)
+        report = _check_parity(cfg, model, images, source, staged, output, weights)
         result = ExportResult(output, proof, staged.stat().st_size, opset, exporter, _precision(cfg), cfg.simplify,
-                              report)
+                              report, weights)
         if not report.passed:
             raise _keep_aside(staged, result)
         report.write(proof)  # before the model moves: a proof that cannot be written leaves both as they were
     return result
+
+
+def checkpoint_weights(ckpt: dict) -> str:
+    """"ema" or "raw": which weights a checkpoint's "model" holds (checkpoints before EMA hold raw weights).
+
+    Raises:
+        ModelError: any other value (a damaged or hand-edited checkpoint).
+    """
+    weights = ckpt.get("weights") or "raw"
+    if weights not in ("raw", "ema"):
+        raise ModelError(f"{ckpt.get('source', 'checkpoint')}: 'weights' is {weights!r}, not 'raw' or 'ema'; "
+                         "export a checkpoint written by `clf train`")
+    return weights
 
 
 def _precision(cfg: ExportConfig) -> str:
@@ -211,7 +232,8 @@ def _keep_aside(staged: Path, result: ExportResult) -> ParityError:
                        kept)
 
 
-def _write_model(cfg: ExportConfig, model, info: ModelInfo, path: Path, output: Path) -> tuple[str, int]:
+def _write_model(cfg: ExportConfig, model, info: ModelInfo, path: Path, output: Path,
+                 weights: str = "raw") -> tuple[str, int]:
     """Export, convert, simplify, add the metadata, check; returns (exporter used, opset of the file)."""
     exporter = graph.export_graph(model, info.preprocess.size, path, cfg.opset, cfg.exporter)
     proto = onnx.load(str(path))
@@ -219,7 +241,7 @@ def _write_model(cfg: ExportConfig, model, info: ModelInfo, path: Path, output: 
         proto = graph.convert_to_fp16(proto)
     if cfg.simplify:
         proto = graph.simplify(proto)
-    graph.set_metadata(proto, info_to_props(info))
+    graph.set_metadata(proto, {**info_to_props(info), KEY_WEIGHTS: weights})
     onnx.save(proto, str(path))
     graph.check(path, name=output)
     opset = graph.model_opset(proto)
@@ -229,7 +251,7 @@ def _write_model(cfg: ExportConfig, model, info: ModelInfo, path: Path, output: 
 
 
 def _check_parity(cfg: ExportConfig, model, images: np.ndarray, source: str, onnx_path: Path,
-                  output: Path) -> ParityReport:
+                  output: Path, weights: str = "raw") -> ParityReport:
     """Compare PyTorch and onnxruntime (on the provider inference will use) at every batch size."""
     session, provider = create_session(onnx_path, device=cfg.device)
     max_diff, mean_diff, agreement = compare(model, session, fill_rows(images, max(cfg.batch_sizes)), cfg.batch_sizes)
@@ -245,4 +267,5 @@ def _check_parity(cfg: ExportConfig, model, images: np.ndarray, source: str, onn
         provider=provider,
         model=output.name,
         precision=_precision(cfg),
+        weights=weights,
     )

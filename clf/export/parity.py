@@ -45,6 +45,7 @@ class ParityReport:
     provider: str
     model: str
     precision: str
+    weights: str = "raw"  # which of the run's weights were proven: "raw" or "ema" (the checkpoint's "weights")
 
     def reason(self) -> str:
         """Why it failed, in one line ('' when it passed)."""

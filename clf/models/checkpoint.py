@@ -4,10 +4,13 @@ A clf checkpoint is a plain dict (contract keys below) that ``torch.load(path, w
 reads back: only dicts, lists, tuples, numbers, strings and tensors, never pickled objects.
 
     format, version, clf_version, arch, model_kwargs, img_size, classes, preprocess, config, epoch,
-    model, optimizer, scheduler, scaler, rng, history, best_val_acc, run_name, params, augment (version 2)
+    model, optimizer, scheduler, scaler, rng, history, best_val_acc, run_name, params,
+    augment, weights, ema, ema_updates (version 2)
 
-``params`` is the model's parameter count (for the runs table); `build_checkpoint` is the one place that lays the
-dict out. ``source`` (the path a checkpoint was read from) is added by `load_checkpoint` and never stored.
+``params`` is the model's parameter count (for the runs table); ``weights`` says what ``model`` holds: "raw" (the
+trained weights; always so in last.pt) or "ema" (best.pt when the averaged weights validated better); ``ema`` and
+``ema_updates`` are the averaged weights and their update count (None when --ema is off). `build_checkpoint` is the
+one place that lays the dict out. ``source`` (the path a checkpoint was read from) is added by `load_checkpoint` and never stored.
 """
 
 from __future__ import annotations
@@ -102,6 +105,9 @@ def build_checkpoint(
     run_name: str = "",
     params: int | None = None,
     augment: list[dict[str, Any]] | None = None,
+    weights: str = "raw",
+    ema: Mapping[str, Any] | None = None,
+    ema_updates: int | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict of the documented schema (module docstring), version CHECKPOINT_VERSION.
 
@@ -114,6 +120,8 @@ def build_checkpoint(
         rng: RNG states (tensors), history: one dict per epoch, best_val_acc: None without a validation split.
         params: the parameter count; counted from ``model`` when not given.
         augment: the training augmentation pipeline as plain data (``Pipeline.to_dict()``); None before version 2.
+        weights: "raw" or "ema": which weights ``model`` holds.
+        ema, ema_updates: the EMA state dict and its update count; None when EMA is off.
     """
     if params is None:
         params = sum(int(v.numel()) for k, v in model.items() if isinstance(v, torch.Tensor) and _is_parameter(k))
@@ -138,6 +146,9 @@ def build_checkpoint(
         "run_name": run_name,
         "params": params,
         "augment": list(augment) if augment is not None else None,
+        "weights": weights,
+        "ema": ema,
+        "ema_updates": ema_updates,
     }
 
 

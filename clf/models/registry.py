@@ -89,19 +89,28 @@ def takes_img_size(arch: str) -> bool:
     return bool(cfg is not None and cfg.fixed_input_size)
 
 
-def model_kwargs_for(arch: str, num_classes: int, img_size: int = 224, **kwargs: Any) -> dict[str, Any]:
+def model_kwargs_for(arch: str, num_classes: int, img_size: int = 224, drop_path: float = 0.0,
+                     dropout: float | None = None, **kwargs: Any) -> dict[str, Any]:
     """The exact keyword arguments that rebuild the same module with ``create_model(arch, **kw)``.
 
-    Stored as ``model_kwargs`` in checkpoints, so they hold plain values only.
+    Stored as ``model_kwargs`` in checkpoints, so they hold plain values only (export rebuilds the same module;
+    in eval mode dropout and drop-path do nothing).
 
     Args:
         arch: a name from :func:`list_models`.
         num_classes: number of output logits.
         img_size: square input size; recorded only for models that need it (see :func:`takes_img_size`).
+        drop_path: stochastic depth rate (--drop-path); timm's ``drop_path_rate``, refused for cnn and alexnet.
+        dropout: dropout before the classifier (--dropout); ``dropout`` of cnn/alexnet, timm's ``drop_rate``;
+            None keeps the architecture's own default.
         **kwargs: extra constructor arguments (e.g. ``drop_rate``), passed through unchanged.
 
     Returns:
-        ``{"num_classes": n}``, plus ``"img_size"`` where the architecture depends on it, plus ``kwargs``.
+        ``{"num_classes": n}``, plus ``"img_size"`` where the architecture depends on it, plus the regularisation
+        arguments given, plus ``kwargs``.
+
+    Raises:
+        ModelError: --drop-path for an architecture without stochastic depth.
     """
     _check_known(arch)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -111,7 +120,28 @@ def model_kwargs_for(arch: str, num_classes: int, img_size: int = 224, **kwargs:
     kw: dict[str, Any] = {"num_classes": num_classes}
     if takes_img_size(arch):
         kw["img_size"] = img_size
+    kw.update(_regularisation_kwargs(arch, drop_path, dropout))
     kw.update(kwargs)
+    return kw
+
+
+def _no_drop_path(arch: str) -> ModelError:
+    return ModelError(f"--drop-path: '{arch}' has no stochastic depth; leave --drop-path out")
+
+
+def _regularisation_kwargs(arch: str, drop_path: float, dropout: float | None) -> dict[str, Any]:
+    """--drop-path and --dropout as the constructor's own argument names (only those given)."""
+    kw: dict[str, Any] = {}
+    if arch in OWN_ARCHS:
+        if drop_path > 0:
+            raise _no_drop_path(arch)
+        if dropout is not None:
+            kw["dropout"] = float(dropout)
+        return kw
+    if drop_path > 0:
+        kw["drop_path_rate"] = float(drop_path)
+    if dropout is not None:
+        kw["drop_rate"] = float(dropout)
     return kw
 
 
@@ -187,11 +217,28 @@ def _timm_create_model(arch: str, kw: dict[str, Any], pretrained: bool) -> nn.Mo
     import timm  # lazy: slow import
 
     try:
-        return timm.create_model(arch, pretrained=pretrained, **kw)
+        model = timm.create_model(arch, pretrained=pretrained, **kw)
     except TypeError as e:
+        _refuse_unknown_regularisation(arch, e)
         if "img_size" not in kw or "'img_size'" not in str(e):
             raise
-        return timm.create_model(arch, pretrained=pretrained, **_without_img_size(arch, kw))
+        model = timm.create_model(arch, pretrained=pretrained, **_without_img_size(arch, kw))
+    if kw.get("drop_path_rate") and not _has_drop_path(model):  # a constructor that swallows **kwargs
+        raise _no_drop_path(arch)
+    return model
+
+
+def _refuse_unknown_regularisation(arch: str, error: TypeError) -> None:
+    """A timm class without drop_path_rate / drop_rate fails with an 'unexpected keyword' TypeError: one line."""
+    if "'drop_path_rate'" in str(error):
+        raise _no_drop_path(arch) from None
+    if "'drop_rate'" in str(error):
+        raise ModelError(f"--dropout: '{arch}' has no dropout setting; leave --dropout out") from None
+
+
+def _has_drop_path(model: nn.Module) -> bool:
+    """True when the module holds stochastic-depth layers (timm's DropPath, torchvision's StochasticDepth)."""
+    return any(type(m).__name__ in ("DropPath", "StochasticDepth") for m in model.modules())
 
 
 def _without_img_size(arch: str, kw: dict[str, Any]) -> dict[str, Any]:

@@ -137,7 +137,7 @@ def build_loaders(
 
 def build_model(cfg: TrainConfig, num_classes: int, runtime: rt.Runtime) -> tuple[nn.Module, dict[str, Any]]:
     """The model on the run's device (channels-last on CUDA), checked to run at --img-size; and its model_kwargs."""
-    model_kwargs = model_kwargs_for(cfg.arch, num_classes, cfg.img_size)
+    model_kwargs = model_kwargs_for(cfg.arch, num_classes, cfg.img_size, drop_path=cfg.drop_path, dropout=cfg.dropout)
     model = create_model(cfg.arch, pretrained=cfg.pretrained, **model_kwargs)
     check_img_size(cfg.arch, cfg.img_size, model)  # one clear line now, not a shape error mid-epoch
     model = model.to(runtime.device)

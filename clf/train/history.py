@@ -1,4 +1,8 @@
-"""Per-epoch history: history.csv (one row per epoch) and curves.png against the true epoch number."""
+"""Per-epoch history: history.csv (one row per epoch) and curves.png against the true epoch number.
+
+Blank values: val_* without a validation split, ema_val_* without --ema, train_acc with --mixup/--cutmix (the
+labels of mixed images are blends, so an accuracy on them means nothing).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,11 @@ from typing import Any
 
 from clf.atomic import atomic_write_bytes
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "ema_val_loss", "ema_val_acc", "lr",
+                   "seconds")
+# Which of them curves.png draws, with their legend labels.
+_CURVES = (("train", "train_"), ("val", "val_"), ("EMA val", "ema_val_"))
+TRAIN_ACC_NA = "train acc n/a with mixup/cutmix"
 
 
 def _format(value: Any) -> str:
@@ -21,7 +29,7 @@ def _format(value: Any) -> str:
 
 
 def write_history_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """history.csv: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds (val blank without a split)."""
+    """history.csv: HISTORY_COLUMNS, one row per epoch (blanks: see the module docstring)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(HISTORY_COLUMNS)
@@ -38,7 +46,10 @@ def read_history_csv(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Loss and accuracy, train and val, against the real epoch number (resumed runs continue it)."""
+    """Loss and accuracy, train, val and EMA val, against the real epoch number (resumed runs continue it).
+
+    A series with no value at all is left out; a train accuracy left blank (mixed images) says so in the legend.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,10 +58,13 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
     epochs = [row["epoch"] for row in rows]
     figure = Figure(figsize=(10, 4), dpi=100)
     for axis, metric, label in zip(figure.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy")):
-        axis.plot(epochs, [row[f"train_{metric}"] for row in rows], marker="o", markersize=3, label="train")
-        val = [row.get(f"val_{metric}") for row in rows]
-        if any(v is not None for v in val):
-            axis.plot(epochs, [float("nan") if v is None else v for v in val], marker="o", markersize=3, label="val")
+        for label_text, prefix in _CURVES:
+            values = [row.get(f"{prefix}{metric}") for row in rows]
+            if any(v is not None for v in values):
+                axis.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", markersize=3,
+                          label=label_text)
+            elif prefix == "train_" and metric == "acc":
+                axis.plot([], [], " ", label=TRAIN_ACC_NA)  # a legend entry only: why there is no train curve
         axis.set_xlabel("epoch")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)

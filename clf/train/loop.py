@@ -10,6 +10,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from clf.train.ema import ModelEma
+from clf.train.mixing import Mixer, soft_target_cross_entropy
 from clf.train.runtime import Runtime
 
 # on_batch(batch_index, mean_loss_so_far, images_per_second): after the first and the last batch, and at most
@@ -21,7 +23,7 @@ REPORT_EVERY_S = 0.2
 @dataclass
 class EpochMetrics:
     loss: float
-    accuracy: float
+    accuracy: float | None  # None for a training epoch on mixed images: their labels are blends, not classes
     images: int
     seconds: float
 
@@ -49,10 +51,17 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler,
     runtime: Runtime,
     on_batch: BatchCallback | None = None,
+    mixer: Mixer | None = None,
+    ema: ModelEma | None = None,
 ) -> EpochMetrics:
     """Train for one pass over `loader`; the scheduler steps once per batch.
 
-    Returns this process's loss sum / correct / count folded into means (the caller reduces over ranks).
+    Args:
+        mixer: mixes each batch (mixup/CutMix) and gives soft targets; the loss is then soft-target cross-entropy.
+        ema: averaged weights, updated after every optimizer step.
+
+    Returns this process's loss sum / correct / count folded into means (the caller reduces over ranks);
+    accuracy is None with a mixer.
     """
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
@@ -62,14 +71,19 @@ def train_one_epoch(
     batches = len(loader) if hasattr(loader, "__len__") else -1
     for index, (images, labels) in enumerate(loader):
         images, labels = _to_device(images, labels, runtime)
+        targets = None
+        if mixer is not None:
+            images, targets = mixer(images, labels)  # targets [B, C]
         with _autocast(runtime):
             logits = model(images)  # [B, C]
-            loss = criterion(logits, labels)
+            loss = criterion(logits, labels) if targets is None else soft_target_cross_entropy(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if ema is not None:
+            ema.update(_unwrapped(model))
         # Accumulate on the device: no host sync per batch (the progress callback syncs only when it is shown).
         loss_sum += loss.detach().double() * labels.shape[0]
         correct += (logits.detach().argmax(dim=1) == labels).sum()
@@ -80,7 +94,13 @@ def train_one_epoch(
             reported = time.perf_counter()
             on_batch(index, float(loss_sum) / seen, seen / (reported - start))
     seconds = time.perf_counter() - start
-    return EpochMetrics(float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1), seen, seconds)
+    accuracy = None if mixer is not None else int(correct) / max(seen, 1)
+    return EpochMetrics(float(loss_sum) / max(seen, 1), accuracy, seen, seconds)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel: its parameters in the order the EMA copy has them."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 @torch.no_grad()

@@ -26,8 +26,10 @@ from clf.models.checkpoint import SOURCE_KEY, build_checkpoint, load_weights, sa
 from clf.models.summary import count_parameters
 from clf.train import runtime as rt
 from clf.train.build import Split, build_loaders
+from clf.train.ema import ModelEma
 from clf.train.history import plot_curves, write_history_csv
 from clf.train.loop import EpochMetrics, evaluate, train_one_epoch
+from clf.train.mixing import Mixer
 from clf.train.resume import restore_rng, restore_schedule, rng_state
 from clf.train.schedule import build_optimizer, build_scheduler
 
@@ -53,11 +55,28 @@ class TrainState:
     best_val_acc: float | None = None
 
     def best_epoch(self) -> int:
-        rows = [r for r in self.history if r.get("val_acc") is not None]
-        if not rows:
+        scores = {r["epoch"]: epoch_score(r) for r in self.history}
+        scores = {epoch: score for epoch, score in scores.items() if score is not None}
+        if not scores:
             return self.epoch
-        best = max(r["val_acc"] for r in rows)
-        return min(r["epoch"] for r in rows if r["val_acc"] == best)  # the first epoch that reached it
+        best = max(scores.values())
+        return min(epoch for epoch, score in scores.items() if score == best)  # the first epoch that reached it
+
+
+def epoch_score(row: dict[str, Any]) -> float | None:
+    """An epoch's val accuracy: the better of the raw and the EMA weights (None without a validation split)."""
+    accuracies = [row.get(key) for key in ("val_acc", "ema_val_acc") if row.get(key) is not None]
+    return max(accuracies) if accuracies else None
+
+
+def epoch_winner(row: dict[str, Any], ema_on: bool) -> str:
+    """Which weights an epoch's best.pt holds: "ema" when they validated strictly better than the raw ones, or
+    when there is no validation to decide (--val-split 0: the averaged weights are what --ema asks for)."""
+    if not ema_on:
+        return "raw"
+    if row.get("val_acc") is None or row.get("ema_val_acc") is None:
+        return "ema"
+    return "ema" if row["ema_val_acc"] > row["val_acc"] else "raw"
 
 
 class Trainer:
@@ -79,6 +98,9 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, len(self.train_loader))
         self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.mixer = Mixer.from_config(cfg, len(self.classes))
+        # Rank 0 alone averages and validates: DDP keeps the weights identical on every rank.
+        self.ema = ModelEma(model, cfg.ema) if cfg.ema > 0 and runtime.is_main else None
         self.state = TrainState()
         self.before_first_save = before_first_save
         self.train_model: nn.Module = model
@@ -97,7 +119,12 @@ class Trainer:
             ModelError: the checkpoint's weights or training state do not fit (a damaged or hand-edited file).
         """
         source = str(ckpt.get(SOURCE_KEY) or "checkpoint")
+        if ckpt.get("weights") == "ema":
+            raise ModelError(f"{source}: holds the averaged (EMA) weights of its best epoch, not the weights training "
+                             f"continues from; resume the run folder (its last.pt)")
         load_weights(self.model, ckpt.get("model"), source, self.cfg.arch)
+        if self.ema is not None:
+            self.restore_ema(ckpt, source)
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -111,15 +138,26 @@ class Trainer:
                              "damaged; resume an intact last.pt or start a new run") from None
         logger.info("resuming %s after epoch %d (of %d)", self.run_dir, self.state.epoch, self.cfg.epochs)
 
+    def restore_ema(self, ckpt: dict, source: str) -> None:
+        """The averaged weights and their update count (the decay's warm-up) as last.pt left them."""
+        assert self.ema is not None
+        state, updates = ckpt.get("ema"), ckpt.get("ema_updates")
+        if not isinstance(state, dict) or isinstance(updates, bool) or not isinstance(updates, int) or updates < 0:
+            raise ModelError(f"{source}: --ema is on but the checkpoint has no EMA weights or update count; the "
+                             "checkpoint is damaged; resume an intact last.pt or start a new run")
+        load_weights(self.ema.module, state, f"{source} (EMA weights)", self.cfg.arch)
+        self.ema.updates = updates
+
     def checkpoint(self) -> dict[str, Any]:
-        state = self.state
+        state, ema = self.state, self.ema
         return build_checkpoint(
             arch=self.cfg.arch, model_kwargs=self.model_kwargs, classes=self.classes, preprocess=self.pre,
             config=self.cfg.to_dict(), epoch=state.epoch, model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None, rng=rng_state(self.runtime),
             history=state.history, best_val_acc=state.best_val_acc, run_name=self.run_dir.name, params=self.params,
-            augment=self.augment.to_dict(),
+            augment=self.augment.to_dict(), weights="raw", ema=ema.state_dict() if ema else None,
+            ema_updates=ema.updates if ema else None,
         )
 
     def run(self, reporter: TrainReporter) -> bool:
@@ -152,32 +190,39 @@ class Trainer:
             reporter.epoch_start(epoch, self.cfg.epochs, len(self.train_loader))
         metrics = train_one_epoch(
             self.train_model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.scaler,
-            self.runtime, on_batch=reporter.batch if main else None,
+            self.runtime, on_batch=reporter.batch if main else None, mixer=self.mixer, ema=self.ema,
         )
         train_loss, train_acc = _reduce_train_metrics(metrics, self.runtime)
         val = evaluate(self.model, self.val_loader, self.criterion, self.runtime) if self.val_loader else None
-        self.check_finite(epoch, train_loss, val.loss if val else None)
+        ema_val = None
+        if self.val_loader and self.ema is not None:
+            ema_val = evaluate(self.ema.module, self.val_loader, self.criterion, self.runtime)
+        self.check_finite(epoch, train_loss, val.loss if val else None, ema_val.loss if ema_val else None)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
             "train_acc": train_acc,
             "val_loss": val.loss if val else None,
             "val_acc": val.accuracy if val else None,
+            "ema_val_loss": ema_val.loss if ema_val else None,
+            "ema_val_acc": ema_val.accuracy if ema_val else None,
             "lr": lr,
             "seconds": time.perf_counter() - started,
         }
         state = self.state
         state.epoch = epoch
         state.history.append(row)
-        is_best = val is None or state.best_val_acc is None or val.accuracy > state.best_val_acc
-        if val is not None and is_best:
-            state.best_val_acc = val.accuracy
+        score = epoch_score(row)
+        is_best = score is None or state.best_val_acc is None or score > state.best_val_acc
+        if score is not None and is_best:
+            state.best_val_acc = score
         return row, is_best
 
-    def check_finite(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
+    def check_finite(self, epoch: int, train_loss: float, val_loss: float | None,
+                     ema_val_loss: float | None = None) -> None:
         """A diverged run stops here, on every rank, before its NaN weights can become best.pt or last.pt."""
-        bad = next(((which, value) for which, value in (("training", train_loss), ("validation", val_loss))
-                    if value is not None and not math.isfinite(value)), None)
+        losses = (("training", train_loss), ("validation", val_loss), ("EMA validation", ema_val_loss))
+        bad = next(((which, value) for which, value in losses if value is not None and not math.isfinite(value)), None)
         if not rt.broadcast_flag(bad is not None, self.runtime):
             return
         what = f"{bad[0]} loss became {bad[1]}" if bad else "loss became nan or inf"
@@ -192,11 +237,25 @@ class Trainer:
             self.before_first_save = None
         run_dir, history = self.run_dir, self.state.history
         last = run_dir / "last.pt"
-        save_checkpoint(self.checkpoint(), last)
+        ckpt = self.checkpoint()
+        save_checkpoint(ckpt, last)
         if is_best:
-            atomic_copy(last, run_dir / "best.pt")
+            self.save_best(ckpt, last)
         write_history_csv(history, run_dir / "history.csv")
-        plot_curves(history, run_dir / "curves.png", title=f"{run_dir.name} ({self.cfg.arch}, {self.cfg.img_size}px)")
+        title = f"{run_dir.name} ({self.cfg.arch}, {self.cfg.img_size}px)"
+        if self.mixer is not None:
+            title += "; train acc n/a with mixup/cutmix"
+        plot_curves(history, run_dir / "curves.png", title=title)
+
+    def save_best(self, ckpt: dict[str, Any], last: Path) -> None:
+        """best.pt: a copy of last.pt when the raw weights won the epoch, else last.pt's state with the EMA weights."""
+        best = self.run_dir / "best.pt"
+        winner = epoch_winner(self.state.history[-1], self.ema is not None)
+        if winner == "raw":
+            atomic_copy(last, best)
+            return
+        save_checkpoint({**ckpt, "model": ckpt["ema"], "weights": "ema"}, best)
+        logger.debug("best.pt holds the EMA weights of epoch %d", self.state.epoch)
 
     def should_stop(self, epoch: int) -> bool:
         patience = self.cfg.patience
@@ -220,11 +279,12 @@ class Trainer:
                            what, done + 1, run_dir / "last.pt", done, run_dir)
 
 
-def _reduce_train_metrics(metrics: EpochMetrics, runtime: rt.Runtime) -> tuple[float, float]:
+def _reduce_train_metrics(metrics: EpochMetrics, runtime: rt.Runtime) -> tuple[float, float | None]:
+    accuracy = metrics.accuracy
     loss_sum, correct, count = rt.all_reduce_sum(
-        [metrics.loss * metrics.images, metrics.accuracy * metrics.images, float(metrics.images)], runtime
+        [metrics.loss * metrics.images, (accuracy or 0.0) * metrics.images, float(metrics.images)], runtime
     )
-    return loss_sum / max(count, 1), correct / max(count, 1)
+    return loss_sum / max(count, 1), None if accuracy is None else correct / max(count, 1)
 
 
 _DEFERRED = (signal.SIGINT, signal.SIGTERM)
