@@ -223,7 +223,7 @@ CASES = [
          "pickled.pt: not a clf checkpoint (it holds pickled Python objects, which are not loaded for safety)",
          setup=_pickled_object, guard=["{tmp}/pickled.pt"]),
     Case("newer checkpoint version", ["export", "{tmp}/newer"], 2,
-         "checkpoint version 99 is newer than this clf reads (1); upgrade clf", setup=_newer_version,
+         "checkpoint version 99 is newer than this clf reads (2); upgrade clf", setup=_newer_version,
          guard=["{tmp}/newer"]),
     Case("checkpoint without class names", ["export", "{tmp}/noclasses", *FAST], 2,
          "checkpoint has no class names; export a checkpoint written by `clf train`", setup=_no_classes,

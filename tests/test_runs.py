@@ -33,6 +33,16 @@ def test_summary_of_one_run(tmp_path):
     assert s.best_val_acc == 0.875 and s.params == 456_789 and s.seconds == 61.5 and s.path == run
 
 
+def test_the_best_val_acc_counts_the_ema_weights_where_they_won(tmp_path):
+    run = make_run(tmp_path, "ema", accs=(0.5, 0.75))
+    rows = [{"epoch": 1, "train_loss": 1.0, "train_acc": None, "val_loss": 1.0, "val_acc": 0.5, "ema_val_loss": 0.9,
+             "ema_val_acc": 0.625, "lr": 0.001, "seconds": 1.0},
+            {"epoch": 2, "train_loss": 1.0, "train_acc": None, "val_loss": 1.0, "val_acc": 0.75, "ema_val_loss": 0.8,
+             "ema_val_acc": 0.875, "lr": 0.001, "seconds": 1.0}]
+    write_history_csv(rows, run / "history.csv")
+    assert summarize_run(run).best_val_acc == 0.875  # what best.pt holds: the EMA weights of epoch 2
+
+
 def test_no_val_split_and_no_history_yet(tmp_path):
     assert summarize_run(make_run(tmp_path, "full", accs=(None, None))).best_val_acc is None
     fresh = make_run(tmp_path, "fresh")

@@ -76,3 +76,9 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def epoch_score(row: dict[str, Any]) -> float | None:
+    """An epoch's val accuracy: the better of the raw and the EMA weights (None without a validation split)."""
+    accuracies = [row.get(key) for key in ("val_acc", "ema_val_acc") if row.get(key) is not None]
+    return max(accuracies) if accuracies else None

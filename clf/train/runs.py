@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clf.errors import one_line
-from clf.train.history import read_history_csv
+from clf.train.history import epoch_score, read_history_csv
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
     train = config["train"]
     history_path = run_dir / "history.csv"
     rows = read_history_csv(history_path) if history_path.exists() else []
-    val = [row["val_acc"] for row in rows if row.get("val_acc") is not None]
+    val = [score for score in map(epoch_score, rows) if score is not None]  # the EMA weights count where they won
     return RunSummary(
         name=run_dir.name,
         arch=train["arch"],

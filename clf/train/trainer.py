@@ -27,7 +27,7 @@ from clf.models.summary import count_parameters
 from clf.train import runtime as rt
 from clf.train.build import Split, build_loaders
 from clf.train.ema import ModelEma
-from clf.train.history import plot_curves, write_history_csv
+from clf.train.history import epoch_score, plot_curves, write_history_csv
 from clf.train.loop import EpochMetrics, evaluate, train_one_epoch
 from clf.train.mixing import Mixer
 from clf.train.resume import restore_rng, restore_schedule, rng_state
@@ -61,12 +61,6 @@ class TrainState:
             return self.epoch
         best = max(scores.values())
         return min(epoch for epoch, score in scores.items() if score == best)  # the first epoch that reached it
-
-
-def epoch_score(row: dict[str, Any]) -> float | None:
-    """An epoch's val accuracy: the better of the raw and the EMA weights (None without a validation split)."""
-    accuracies = [row.get(key) for key in ("val_acc", "ema_val_acc") if row.get(key) is not None]
-    return max(accuracies) if accuracies else None
 
 
 def epoch_winner(row: dict[str, Any], ema_on: bool) -> str:
