@@ -541,6 +541,7 @@ def _export_table(result: Any) -> Table:
         ("opset", str(result.opset)),
         ("exporter", result.exporter + (" + onnxslim" if result.simplified else "")),
         ("precision", result.precision),
+        ("weights", "EMA (they validated best)" if result.weights == "ema" else "raw"),
         ("provider", parity.provider),
         ("checked on", escape(f"{parity.images} inputs ({parity.image_source}), "
                               f"batch sizes {','.join(map(str, parity.batch_sizes))}")),

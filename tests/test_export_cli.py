@@ -46,7 +46,7 @@ def test_export_prints_the_parity_table_and_writes_the_proof_beside_the_model(ru
     assert result.exit_code == 0, result.output
     rows = table(result.stdout)
     assert (rows["file"], rows["proof"]) == (str(run / "model.onnx"), str(run / "model.parity.json"))
-    assert (rows["opset"], rows["exporter"], rows["precision"]) == ("18", "dynamo", "fp32")
+    assert (rows["opset"], rows["exporter"], rows["precision"], rows["weights"]) == ("18", "dynamo", "fp32", "raw")
     assert rows["provider"] == "CPUExecutionProvider"
     assert rows["checked on"] == f"4 inputs (validation images of {RUN_NAME}), batch sizes 1,7"
     assert rows["top-1 agreement"] == "100.00%" and rows["verdict"] == "PASS"
@@ -256,3 +256,4 @@ def test_exporting_ema_weights_is_said_on_stderr(tmp_path, train_dir):
     assert said == (f"INFO exporting the EMA (averaged) weights of {tmp_path / 'run' / 'best.pt'}: they validated "
                     "better than the raw ones")
     assert json.loads((tmp_path / "run" / "model.parity.json").read_text())["weights"] == "ema"
+    assert table(result.stdout)["weights"] == "EMA (they validated best)"
