@@ -310,7 +310,7 @@ def train(
     data: Annotated[Optional[str], typer.Argument(help="Labelled images: DATA/<class>/*.jpg, or a folder with --labels-csv. Optional with --resume.")] = None,
     arch: Annotated[str, typer.Option(help="Architecture (see `clf models`): cnn, alexnet, resnet18, rexnet_100, coatnet_0_rw_224, ...")] = _train_default("arch"),
     epochs: Annotated[int, typer.Option(help="Total epochs; may be raised on --resume to train further.")] = _train_default("epochs"),
-    batch_size: Annotated[int, typer.Option(help="Batch size (per process under torchrun).")] = _train_default("batch_size"),
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (per process under torchrun). [default: 32, smaller for small data: at least 16 steps an epoch]")] = None,
     img_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels. [default: 64 for cnn, 224 for the others]")] = None,
     lr: Annotated[float, typer.Option(help="Base learning rate.")] = _train_default("lr"),
     optimizer: Annotated[str, typer.Option(metavar=_choices(OPTIMIZERS), help="Optimizer.")] = _train_default("optimizer"),

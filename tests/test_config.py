@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from clf.config import OPTIMIZERS, SCHEDULERS, TRAIN_DEVICES, Preprocess, TrainConfig
+from clf.config import OPTIMIZERS, SCHEDULERS, TRAIN_DEVICES, Preprocess, TrainConfig, auto_batch_size
 from clf.errors import ClfError
 
 FLOAT_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("float", float, "float | None")]
@@ -102,3 +102,15 @@ def test_preprocess_defaults_and_normalisation():
 def test_preprocess_refuses_impossible_settings(options, message):
     with pytest.raises(ValueError, match=message):
         Preprocess(**options)
+
+
+@pytest.mark.parametrize("images, size", [(0, 8), (80, 8), (255, 8), (256, 16), (511, 16), (512, 32), (100_000, 32)])
+def test_the_auto_batch_size_gives_at_least_16_steps_an_epoch(images, size):
+    assert auto_batch_size(images) == size
+    assert images < 128 or images // size >= 16
+
+
+def test_batch_size_and_img_size_are_resolved_when_not_given():
+    cfg = TrainConfig()
+    assert (cfg.batch_size, cfg.img_size) == (None, 64)  # batch: by fit(), from the training images
+    assert TrainConfig(arch="resnet18").img_size == 224

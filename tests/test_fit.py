@@ -127,6 +127,13 @@ def test_a_checkpoint_from_before_presets_resumes_with_its_own_augmentation(data
     assert resumed["augment"] == [{"op": "hflip", "p": 0.5}]
 
 
+def test_the_auto_batch_size_is_what_the_run_records(data, tmp_path):
+    run = train(data, tmp_path, "auto", epochs=1, batch_size=None).run_dir  # 40 training images
+    assert json.loads((run / "config.json").read_text())["train"]["batch_size"] == 8
+    assert load(run / "last.pt")["config"]["batch_size"] == 8
+    assert load(run / "last.pt")["scheduler"]["last_epoch"] == 5  # 40 // 8 steps
+
+
 def test_history_continues_across_resume(data, tmp_path):
     run = train(data, tmp_path, "parts", epochs=1).run_dir
     resume(run, epochs=2)

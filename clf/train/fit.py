@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from clf.config import TrainConfig
+from clf.config import MIN_STEPS_PER_EPOCH, TrainConfig, auto_batch_size
 from clf.errors import ClfError, Terminated
 from clf.train import runtime as rt
 from clf.train.build import augment_pipeline, build_model, load_training_set, preprocess_for, split_training_set
@@ -63,8 +63,9 @@ def fit(
     try:
         return _fit(cfg, resume_ckpt, overwrite, reporter or TrainReporter(), runtime, trainers)
     except torch.cuda.OutOfMemoryError:
+        used = trainers[0].cfg.batch_size if trainers else (cfg.batch_size or auto_batch_size(0))
         raise ClfError(
-            f"out of GPU memory at --batch-size {cfg.batch_size}; try --batch-size {max(1, cfg.batch_size // 2)} "
+            f"out of GPU memory at --batch-size {used}; try --batch-size {max(1, used // 2)} "
             "(or a smaller --img-size, or --amp)"
         ) from None
     finally:
@@ -95,6 +96,9 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
     else:
         cfg, run_dir, replacing = _new_run_dir(cfg, overwrite, runtime)
     split = split_training_set(labelled, cfg)
+    if cfg.batch_size is None:  # the config written and checkpointed holds the size used
+        cfg = replace(cfg, batch_size=auto_batch_size(len(split.train.paths) // runtime.world_size))
+        logger.info("batch size %d (auto: at least %d steps an epoch)", cfg.batch_size, MIN_STEPS_PER_EPOCH)
     pre = preprocess_for(cfg)
     augment = augment_pipeline(cfg, resume_ckpt)
 
