@@ -21,11 +21,11 @@ install-dev: $(BIN)/python
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[dev,simplify]'
 
-# The whole flow on the embedded sample competition: data -> train -> runs table -> ONNX + parity -> submission -> score.
+# The whole flow on the embedded sample competition with clf's default recipe (no tuning flags):
+# data -> train -> runs table -> ONNX + parity -> submission -> score.
 demo: install
 	$(BIN)/clf sample-data $(DEMO)/data --overwrite
-	$(BIN)/clf train $(DEMO)/data/train --arch cnn --img-size 64 --epochs 12 --batch-size 32 --lr 3e-3 \
-		--out $(DEMO)/runs --name cnn-demo --overwrite --quiet
+	$(BIN)/clf train $(DEMO)/data/train --arch cnn --out $(DEMO)/runs --name cnn-demo --overwrite --quiet
 	$(BIN)/clf runs $(DEMO)/runs
 	$(BIN)/clf export $(DEMO)/runs/cnn-demo --onnx
 	$(BIN)/clf infer $(DEMO)/data/test --model $(DEMO)/runs/cnn-demo/model.onnx \

@@ -266,7 +266,7 @@ CASES = [
                                            "--drop-path", "0.1", "--out", "{tmp}/runs"], 2,
          "--drop-path: 'ghostnet_050' has no stochastic depth; leave --drop-path out", check=absent("runs/dpg")),
     Case("resume-with-ema", ["train", "--resume", "{run}", "--ema", "0.99", "--epochs", "2"], 2,
-         "--ema 0.99 differs from the checkpoint's 0.0", guard=["{run}"]),
+         "--ema 0.99 differs from the checkpoint's 0.999", guard=["{run}"]),
     Case("resume-with-mixup", ["train", "--resume", "{run}", "--mixup", "0.2", "--epochs", "2"], 2,
          "--mixup 0.2 differs from the checkpoint's 0.0", guard=["{run}"]),
     Case("resume-from-ema-best", ["train", "--resume", "{tmp}/runs/emabest/best.pt", *RESUME, "--epochs", "2"], 2,
