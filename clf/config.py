@@ -113,6 +113,11 @@ AUGMENT_KNOB_RANGES = {
 }
 
 
+def option_flag(name: str) -> str:
+    """The command-line flag of a config field or augmentation knob: crop_scale -> --crop-scale."""
+    return "--" + name.replace("_", "-")
+
+
 AUTO_BATCH_SIZES = (32, 16, 8)
 MIN_STEPS_PER_EPOCH = 16
 
@@ -135,7 +140,7 @@ def check_augment_knobs(knobs: dict[str, Any]) -> None:
     for knob, value in knobs.items():
         if value is None:
             continue
-        flag = "--" + knob.replace("_", "-")
+        flag = option_flag(knob)
         if knob == "auto_augment":
             if value not in AUTO_AUGMENTS:
                 raise ClfError(f"--auto-augment must be one of {', '.join(AUTO_AUGMENTS)}, got {value!r}")
@@ -226,7 +231,7 @@ class TrainConfig(_JsonMixin):
     @staticmethod
     def flag(name: str) -> str:
         """The command-line flag of a field: batch_size -> --batch-size."""
-        return "--" + name.replace("_", "-")
+        return option_flag(name)
 
     def __post_init__(self) -> None:
         """Reject impossible values up front, with the flag's name, instead of failing deep inside torch."""

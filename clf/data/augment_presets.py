@@ -25,6 +25,7 @@ from clf.data.augment import (
     VerticalFlip,
 )
 from clf.config import AUGMENT_KNOBS, AUGMENT_PRESETS, check_augment_knobs
+from clf.config import option_flag as flag  # noqa: F401 -- the knob -> flag name, re-exported for the presets' users
 from clf.config import AUTO_AUGMENTS as _AUTO_AUGMENTS
 from clf.errors import ClfError
 
@@ -45,11 +46,6 @@ PRESET_KNOBS: dict[str, dict[str, Any]] = {
 RAND_AUGMENT_OPS = 2
 RAND_AUGMENT_MAGNITUDE = 9
 BLUR_SIGMA = (0.1, 2.0)
-
-
-def flag(knob: str) -> str:
-    """The command-line flag of a knob: crop_scale -> --crop-scale."""
-    return "--" + knob.replace("_", "-")
 
 
 def _check_preset(preset: str) -> None:
