@@ -283,6 +283,15 @@ class TrainConfig(_JsonMixin):
         )
 
 
+# Test-time augmentation: the views averaged, as flips of the preprocessed [N, C, H, W] input ("h" flips the width
+# axis, "v" the height axis, "hv" both). The same names serve `clf export --tta` (views inside the graph) and
+# `clf infer --tta` (views at run time); the views are averaged like ensemble members (probabilities by default).
+TTA_VIEWS: dict[str, tuple[str, ...]] = {
+    "none": ("",),
+    "hflip": ("", "h"),
+    "vflip": ("", "v"),
+    "hvflip": ("", "h", "v", "hv"),
+}
 DEFAULT_ATOL = 1e-4  # max abs logit difference a fp32 export may show against PyTorch
 DEFAULT_ATOL_FP16 = 1e-2
 

@@ -45,3 +45,31 @@ def _val_count(n: int, val_fraction: float) -> int:
     if val_fraction == 0 or n < 2:
         return 0
     return min(max(1, round(n * val_fraction)), n - 1)
+
+
+def stratified_folds(labels: Sequence[int] | np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Assign every item to one of ``folds`` validation folds, each class spread evenly over them.
+
+    Per class, the items are shuffled with the fold seed and dealt round-robin, starting at a fold that rotates from
+    class to class, so that fold sizes differ by at most one overall and every class's count differs by at most one
+    between folds. Uses its own RNG: the same labels and seed give the same folds whatever the global state.
+
+    Args:
+        labels: class label of each item (ints or any sortable values).
+        folds: number of folds K, >= 2.
+        seed: seed of the assignment.
+
+    Returns:
+        int64 array: the validation fold (0..K-1) of each item.
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    labels_arr = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(labels_arr), dtype=np.int64)
+    start = 0
+    for cls in np.unique(labels_arr):  # sorted: the draw order does not depend on item order
+        members = rng.permutation(np.flatnonzero(labels_arr == cls))
+        assignment[members] = (start + np.arange(len(members))) % folds
+        start = (start + len(members)) % folds  # the next class fills the folds this one left short
+    return assignment
