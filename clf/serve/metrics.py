@@ -121,39 +121,3 @@ def save_confusion_png(matrix: Sequence[Sequence[int]], classes: Sequence[str], 
         figure.savefig(tmp, format="png")
     return path
 
-
-ECE_BINS = 15
-
-
-def log_loss(probs: np.ndarray, y_true: Sequence[int], eps: float = 1e-15) -> float:
-    """Mean negative log-likelihood of the true classes (Kaggle's multi-class log-loss).
-
-    Each row is renormalised to sum to 1 and clipped to [eps, 1 - eps] first, as Kaggle and scikit-learn do, so a
-    single confident mistake costs -log(eps) (about 34.5), not infinity.
-    """
-    p = np.asarray(probs, dtype=np.float64)
-    true = np.asarray(y_true, dtype=np.int64)
-    if p.ndim != 2 or len(p) != len(true) or len(true) == 0:
-        raise ValueError(f"log_loss needs [N, C] probabilities for N > 0 labels, got {p.shape} and {len(true)}")
-    p = p / p.sum(axis=1, keepdims=True)
-    picked = np.clip(p[np.arange(len(true)), true], eps, 1 - eps)
-    return float(-np.mean(np.log(picked)))
-
-
-def expected_calibration_error(probs: np.ndarray, y_true: Sequence[int], bins: int = ECE_BINS) -> float:
-    """ECE: the confidence-vs-accuracy gap of the top-1 prediction, averaged over `bins` equal-width confidence bins
-    weighted by how many predictions fall in each (Guo et al. 2017)."""
-    p = np.asarray(probs, dtype=np.float64)
-    true = np.asarray(y_true, dtype=np.int64)
-    if p.ndim != 2 or len(p) != len(true) or len(true) == 0:
-        raise ValueError(f"ECE needs [N, C] probabilities for N > 0 labels, got {p.shape} and {len(true)}")
-    confidence = p.max(axis=1)
-    correct = (p.argmax(axis=1) == true).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)  # (lo, hi] bins, 0 in the first
-    total = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            total += in_bin.sum() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(total / len(true))
