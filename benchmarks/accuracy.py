@@ -94,6 +94,11 @@ def progress(message: str) -> None:
 
 def run_clf(*args: str) -> float:
     """`python -m clf ARGS` with this interpreter; returns its wall seconds; raises CommandFailed on a non-zero exit."""
+    return run_clf_output(*args)[0]
+
+
+def run_clf_output(*args: str) -> tuple[float, str]:
+    """`python -m clf ARGS`: (wall seconds, output); raises CommandFailed on a non-zero exit."""
     argv = [sys.executable, "-m", "clf", *args]
     start = time.perf_counter()
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -106,7 +111,7 @@ def run_clf(*args: str) -> float:
     seconds = time.perf_counter() - start
     if child.returncode != 0:
         raise CommandFailed(argv, child.returncode, output)
-    return seconds
+    return seconds, output
 
 
 def train_args(data: Path, runs: Path, name: str, seed: int, recipe_args: list[str], options: argparse.Namespace
