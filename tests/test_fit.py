@@ -239,6 +239,39 @@ def test_early_stopping(accuracies, patience, stopped_after, best_epoch, data, t
     assert load(result.run_dir / "last.pt")["epoch"] == done
 
 
+@pytest.fixture
+def drawn_curves(monkeypatch):
+    """The epochs each curves.png drawing showed (the drawing itself still happens)."""
+    shown: list[int] = []
+    real = trainer_module.plot_curves
+
+    def plot(rows, path, title=""):
+        shown.append(rows[-1]["epoch"])
+        real(rows, path, title)
+
+    monkeypatch.setattr(trainer_module, "plot_curves", plot)
+    return shown
+
+
+def test_curves_are_drawn_after_the_first_and_last_epoch_then_at_most_every_interval(data, tmp_path, drawn_curves,
+                                                                                      monkeypatch):
+    monkeypatch.setattr(trainer_module, "CURVES_INTERVAL_S", 1e9)
+    result = train(data, tmp_path, "slow-curves", epochs=4)
+    assert drawn_curves == [1, 4]
+    assert (result.run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    monkeypatch.setattr(trainer_module, "CURVES_INTERVAL_S", 0.0)
+    drawn_curves.clear()
+    train(data, tmp_path, "every-epoch", epochs=3)
+    assert drawn_curves == [1, 2, 3]
+
+
+def test_an_early_stopped_run_draws_its_last_epoch(data, tmp_path, scripted_val, drawn_curves, monkeypatch):
+    monkeypatch.setattr(trainer_module, "CURVES_INTERVAL_S", 1e9)
+    scripted_val([0.5, 0.4, 0.4, 0.4, 0.4, 0.4])
+    result = train(data, tmp_path, "es-curves", epochs=6, patience=2)
+    assert result.stopped_early and drawn_curves == [1, 3]
+
+
 def test_early_stopping_for_real_with_lr_zero(data, tmp_path):
     """No scripting: with --lr 0 and no augmentation the weights never change, so val accuracy never improves."""
     result = train(data, tmp_path, "frozen", epochs=6, patience=2, lr=0.0, hflip=0.0, rotate=0.0, scheduler="none")

@@ -33,6 +33,10 @@ from clf.train.mixing import Mixer
 from clf.train.resume import restore_rng, restore_schedule, rng_state
 from clf.train.schedule import build_optimizer, build_scheduler
 
+# Drawing curves.png costs about a second of matplotlib on these CPUs, as much as a whole epoch of a small model on a
+# small data set: it is redrawn after the first epoch, then at most this often, and always after the last epoch.
+CURVES_INTERVAL_S = 30.0
+
 logger = logging.getLogger(__name__)
 
 
@@ -97,6 +101,7 @@ class Trainer:
         self.ema = ModelEma(model, cfg.ema) if cfg.ema > 0 and runtime.is_main else None
         self.state = TrainState()
         self.before_first_save = before_first_save
+        self.curves_drawn: tuple[int, float] | None = None  # (epoch, time.monotonic()) of the last curves.png
         self.train_model: nn.Module = model
         if runtime.distributed:
             device_ids = [runtime.local_rank] if runtime.cuda else None
@@ -163,6 +168,8 @@ class Trainer:
                     self.save_epoch(is_best)
                 reporter.epoch_end(row, is_best)
             if rt.broadcast_flag(self.should_stop(epoch), self.runtime):
+                if self.runtime.is_main:
+                    self.draw_curves()  # the early-stopped run's curves end where it ended
                 logger.info("early stop: no val accuracy gain for %d epochs (best %.4f at epoch %d)",
                             self.cfg.patience, self.state.best_val_acc or 0.0, self.state.best_epoch())
                 return True
@@ -225,7 +232,8 @@ class Trainer:
         raise IncompleteError(f"{self.run_dir}: {what} in epoch {epoch}; {kept}; try a lower --lr")
 
     def save_epoch(self, is_best: bool) -> None:
-        """last.pt every epoch, best.pt when val accuracy improved (every epoch without a split), then history + curves."""
+        """last.pt every epoch, best.pt when val accuracy improved (every epoch without a split), history.csv, and
+        curves.png when due (see curves_due)."""
         if self.before_first_save is not None:
             self.before_first_save()
             self.before_first_save = None
@@ -236,10 +244,23 @@ class Trainer:
         if is_best:
             self.save_best(ckpt, last)
         write_history_csv(history, run_dir / "history.csv")
-        title = f"{run_dir.name} ({self.cfg.arch}, {self.cfg.img_size}px)"
+        if self.curves_due():
+            self.draw_curves()
+
+    def curves_due(self) -> bool:
+        """After the first and the last epoch, else when the last drawing is CURVES_INTERVAL_S old."""
+        return (self.curves_drawn is None or self.state.epoch >= self.cfg.epochs
+                or time.monotonic() - self.curves_drawn[1] >= CURVES_INTERVAL_S)
+
+    def draw_curves(self) -> None:
+        """curves.png from the whole history, unless it already shows the last epoch."""
+        if self.curves_drawn is not None and self.curves_drawn[0] == self.state.epoch:
+            return
+        title = f"{self.run_dir.name} ({self.cfg.arch}, {self.cfg.img_size}px)"
         if self.mixer is not None:
             title += "; train acc n/a with mixup/cutmix"
-        plot_curves(history, run_dir / "curves.png", title=title)
+        plot_curves(self.state.history, self.run_dir / "curves.png", title=title)
+        self.curves_drawn = (self.state.epoch, time.monotonic())
 
     def save_best(self, ckpt: dict[str, Any], last: Path) -> None:
         """best.pt: a copy of last.pt when the raw weights won the epoch, else last.pt's state with the EMA weights."""
