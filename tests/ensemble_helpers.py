@@ -9,9 +9,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-
 from checkpoint_factory import checkpoint_state
 from export_helpers import CLASSES, write_split
+
 from clf.config import Preprocess
 from clf.data.folds import FoldGroup, OutOfFold, member_name, write_group, write_oof
 from clf.data.preprocess import preprocess
@@ -20,7 +20,7 @@ from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, save_c
 
 HFLIP = [{"op": "hflip", "p": 0.5}]  # a run trained with horizontal flips (the recorded pipeline)
 NO_FLIP = [{"op": "rotate", "max_degrees": 10.0}]
-FAST = dict(exporter="torchscript", batch_sizes=(1, 3))
+FAST = {"exporter": "torchscript", "batch_sizes": (1, 3)}
 
 
 def make_member(folder: Path, data: Path | str = "", seed: int = 0, classes: Sequence[str] = CLASSES,

@@ -4,6 +4,7 @@ reported before and after, and the graph divides the logits by T (then log-softm
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,6 @@ from export_helpers import make_data, write_split
 from serve_helpers import cli_state
 
 from clf.config import ExportConfig, Preprocess
-from clf.errors import DataError
 from clf.export.calibration import calibrate, fit_temperature, nll, softmax
 from clf.export.onnx_export import export_onnx
 from clf.probabilities import expected_calibration_error, log_loss
@@ -109,3 +109,14 @@ def test_a_run_without_split_json_is_refused(tmp_path):
     assert error_line(result) == (
         f"error: {run / 'split.json'}: missing or unusable; --calibrate fits the temperature on the run's validation "
         "images (export a run folder written by `clf train`)")
+
+
+def test_a_temperature_at_the_edge_of_the_range_is_a_warning(caplog):
+    rng = np.random.default_rng(0)
+    logits, labels = rng.standard_normal((2000, 4)) * 5, rng.integers(0, 4, 2000)  # confidence unrelated to truth
+    with caplog.at_level(logging.DEBUG, logger="clf"):
+        report = calibrate(logits, labels, "noise")
+    assert report.temperature == pytest.approx(100.0, rel=1e-3)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [("temperature 100 is at the edge of the range searched (0.01 to 100) on 2000 images (noise): "
+                         "the model's confidence carries little information there; check its accuracy")]

@@ -16,7 +16,6 @@ from serve_helpers import cli_state
 from torch import nn
 
 from clf.config import TTA_VIEWS, ExportConfig
-from clf.errors import ModelError
 from clf.export.ensemble import DeployedModel, flip_view
 from clf.export.onnx_export import export_onnx
 

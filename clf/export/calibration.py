@@ -89,6 +89,10 @@ def calibrate(logits: np.ndarray, labels: Sequence[int], source: str) -> Calibra
         nll_before=log_loss(before, y), nll_after=log_loss(after, y),
         ece_before=expected_calibration_error(before, y), ece_after=expected_calibration_error(after, y),
     )
+    if not T_RANGE[0] * 1.01 < temperature < T_RANGE[1] / 1.01:
+        logger.warning("temperature %.4g is at the edge of the range searched (%g to %g) on %d images (%s): the "
+                       "model's confidence carries little information there; check its accuracy", temperature,
+                       *T_RANGE, len(y), source)
     logger.debug("temperature %.4g fitted on %d images (%s): NLL %.4f -> %.4f, ECE %.4f -> %.4f", temperature, len(y),
                 source, report.nll_before, report.nll_after, report.ece_before, report.ece_after)
     return report

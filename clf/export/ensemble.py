@@ -127,8 +127,8 @@ def check_compatible(members: Sequence[Member]) -> None:
         for field, value in mine.items():
             if theirs.get(field) != value:
                 raise ModelError(f"{other.path}: its preprocess {field} is {json.dumps(theirs.get(field))}, "
-                                 f"{first.path} has {json.dumps(value)}; ensemble members must share the preprocessing (retrain with the same "
-                                 "--img-size and normalisation)")
+                                 f"{first.path} has {json.dumps(value)}; ensemble members must share the "
+                                 "preprocessing (retrain with the same --img-size and normalisation)")
 
 
 def member_weights(cfg: ExportConfig, count: int) -> list[float]:
