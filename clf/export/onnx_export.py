@@ -191,12 +191,9 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     members = ensemble.load_members(sources)
     ensemble.member_weights(cfg, len(members))  # a wrong --weights count is refused before any work
     ensemble.check_tta_allowed(cfg, members)
+    # 1. the ONE torch module that is deployed, its parity inputs, its temperature
     model, info, weights = _build_module(cfg, members, sources)
-    first = members[0]
-    if sources.group is not None and not cfg.check_images:
-        images, source = group_images(cfg, sources.group, [m.path.parent for m in members], info.preprocess)
-    else:
-        images, source = parity_images(cfg, check_paths, first.path.parent, first.info.run_name, info.preprocess)
+    images, source = _parity_inputs(cfg, sources, members, check_paths, info.preprocess)
     calibration = _calibrate(model, members, sources) if cfg.calibrate else None
     deployed = None
     if isinstance(model, ensemble.DeployedModel):
@@ -205,6 +202,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     proof = proof_path(output)
     record_files(output.parent, [output.name, proof.name])  # a clf run folder lists what clf wrote in it
     with atomic_output(output) as staged, _named_as(staged, output):
+        # 2. its graph, in a temp file beside the output; 3. the parity gate; 4. the proof, then the model, in place
         exporter, opset = _write_model(cfg, model, info, staged, output, weights, deployed)
         report = _check_parity(cfg, model, images, source, staged, output, weights)
         result = ExportResult(output, proof, staged.stat().st_size, opset, exporter, _precision(cfg), cfg.simplify,
@@ -212,9 +210,19 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         if not report.passed:
             raise _keep_aside(staged, result)
         if deployed is not None:
-            result = replace(result, throughput=_throughput(cfg, staged, first, images))
-        report.write(proof, result.proof_extra())  # before the model moves: a proof that cannot be written
-    return result                                   # leaves both as they were
+            result = replace(result, throughput=_throughput(cfg, staged, members[0], images))
+        # the proof before the model moves: a proof that cannot be written leaves both as they were
+        report.write(proof, result.proof_extra())
+    return result
+
+
+def _parity_inputs(cfg: ExportConfig, sources: ensemble.Sources, members: list[ensemble.Member],
+                   check_paths: list[str], pre: Preprocess) -> tuple[np.ndarray, str]:
+    """--check-images; else a fold group's out-of-fold images, or the first run's validation images."""
+    if sources.group is not None and not cfg.check_images:
+        return group_images(cfg, sources.group, [m.path.parent for m in members], pre)
+    first = members[0]
+    return parity_images(cfg, check_paths, first.path.parent, first.info.run_name, pre)
 
 
 def _build_module(cfg: ExportConfig, members: list[ensemble.Member],
@@ -264,7 +272,8 @@ THROUGHPUT_BATCH = 8
 
 def _throughput(cfg: ExportConfig, deployed_path: Path, first: ensemble.Member,
                 images: np.ndarray) -> dict[str, float]:
-    """images/s of session.run at batch 8 on the parity inputs: the deployed file, and its first member alone."""
+    """images/s of session.run at batch 8 on the parity inputs: the deployed file, and its first member alone (exported
+    again, bare, at the same precision)."""
     import tempfile
 
     batch = fill_rows(images, THROUGHPUT_BATCH)[:THROUGHPUT_BATCH]
@@ -273,6 +282,8 @@ def _throughput(cfg: ExportConfig, deployed_path: Path, first: ensemble.Member,
     with tempfile.TemporaryDirectory(prefix="clf-member-") as folder:
         single = Path(folder) / "member.onnx"
         graph.export_graph(first.model, first.info.preprocess.size, single, cfg.opset, cfg.exporter)
+        if cfg.fp16:  # compared at the same precision
+            onnx.save(graph.convert_to_fp16(onnx.load(str(single))), str(single))
         session, _ = create_session(single, device=cfg.device)
         measured["single member"] = images_per_second(session, batch)
     return measured
