@@ -497,7 +497,7 @@ def _parse_batch_sizes(text: str) -> tuple[int, ...]:
 @app.command("export")
 @user_errors
 def export(
-    runs: Annotated[list[str], typer.Argument(help="A run folder (uses its best.pt), a checkpoint file, or a fold group (the ensemble of its folds); several runs make one ensemble (-o required).", metavar="RUN...")],
+    runs: Annotated[list[str], typer.Argument(help="A run folder (uses its best.pt), a checkpoint file, or a fold group (the ensemble of its folds); several runs make one ensemble (-o required).", metavar="RUN")],
     onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX with clf metadata and a parity proof (the default target).")] = True,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Model file, or an existing folder to write model.onnx into (default: beside the checkpoint). Missing folders are created.")] = None,
     opset: Annotated[int, typer.Option(help=f"ONNX opset, {MIN_OPSET}-{MAX_OPSET} ({', '.join(f'{name} {low}-{high}' for name, (low, high) in OPSETS.items())}).")] = 18,
