@@ -21,6 +21,7 @@ from rich.table import Table
 
 from clf.config import (AUGMENT_PRESETS, AUTO_AUGMENTS, MAX_INPUT_SIZE, DEFAULT_ATOL, DEFAULT_ATOL_FP16, ID_FORMATS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TOPK_FORMATS,
                         TRAIN_DEVICES, EvalConfig, InferConfig, TrainConfig)
+from clf.config import AVERAGES, TTA_VIEWS
 from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfError, ParityError, Terminated
 from clf.export.graph import EXPORTERS, MAX_BATCH, MAX_OPSET, MIN_OPSET, OPSETS
 from clf.serve.session import DEVICES
@@ -496,7 +497,7 @@ def _parse_batch_sizes(text: str) -> tuple[int, ...]:
 @app.command("export")
 @user_errors
 def export(
-    run_or_ckpt: Annotated[str, typer.Argument(help="A run folder (uses its best.pt) or a checkpoint file.")],
+    runs: Annotated[list[str], typer.Argument(help="A run folder (uses its best.pt), a checkpoint file, or a fold group (the ensemble of its folds); several runs make one ensemble (-o required).", metavar="RUN")],
     onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX with clf metadata and a parity proof (the default target).")] = True,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Model file, or an existing folder to write model.onnx into (default: beside the checkpoint). Missing folders are created.")] = None,
     opset: Annotated[int, typer.Option(help=f"ONNX opset, {MIN_OPSET}-{MAX_OPSET} ({', '.join(f'{name} {low}-{high}' for name, (low, high) in OPSETS.items())}).")] = 18,
@@ -507,16 +508,27 @@ def export(
     batch_sizes: Annotated[str, typer.Option(help=f"Batch sizes the parity check runs, 1-{MAX_BATCH} (one > 1 proves the dynamic axis).")] = "1,8",
     device: Annotated[str, typer.Option(metavar=f"[{'|'.join(DEVICES)}]", help="onnxruntime device for the parity check (the one inference will use).")] = "auto",
     exporter: Annotated[str, typer.Option(metavar=f"[{'|'.join(EXPORTERS)}]", help="auto: dynamo, then TorchScript.")] = "auto",
+    average: Annotated[str, typer.Option(metavar=f"[{'|'.join(AVERAGES)}]", help="Ensemble and TTA views: average softmax probabilities (output: their log) or logits.")] = "prob",
+    weights: Annotated[Optional[str], typer.Option(help="One weight per member, e.g. 1,2 (normalised; default equal).")] = None,
+    tta: Annotated[str, typer.Option(metavar=f"[{'|'.join(TTA_VIEWS)}]", help="Flipped views averaged inside the graph.")] = "none",
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Fit a temperature on the validation images (a fold group: its oof.csv) and bake it in.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="--tta with flips the runs were not trained with.")] = False,
 ) -> None:
-    """Export a checkpoint to ONNX with its classes and preprocessing inside, and prove parity with PyTorch."""
+    """Export a checkpoint to ONNX with its classes and preprocessing inside, and prove parity with PyTorch.
+
+    Several runs, or a fold group, become ONE graph averaging every member (with --tta views and a --calibrate
+    temperature inside it too); its output stays `logits`, so every consumer runs it like a single model.
+    """
     from clf.config import ExportConfig
     from clf.export.targets import run_export
 
     target = "onnx"  # --onnx; further targets (e.g. --triton REPO) choose theirs here
     cfg = ExportConfig(
-        checkpoint=run_or_ckpt, output=output, target=target, opset=opset, fp16=fp16,
+        checkpoint=runs[0], output=output, target=target, opset=opset, fp16=fp16,
         simplify=simplify, check_images=check_images, atol=atol,
         batch_sizes=_parse_batch_sizes(batch_sizes), device=device, exporter=exporter,
+        more_runs=tuple(runs[1:]), average=average, weights=_parse_weights(weights), tta=tta, calibrate=calibrate,
+        force=force,
     )
     try:
         with err_console.status("exporting and checking parity"):
@@ -526,6 +538,16 @@ def export(
             console.print(_export_table(exc.result))  # the numbers behind the failure; the error line follows
         raise
     console.print(_export_table(result))
+
+
+def _parse_weights(text: Optional[str]) -> tuple[float, ...]:
+    """"1,2" -> (1.0, 2.0); ExportConfig checks the values, the export their count."""
+    if text is None:
+        return ()
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ClfError(f"--weights takes comma-separated numbers like 1,2, got {text!r}") from None
 
 
 def _export_table(result: Any) -> Table:
@@ -549,9 +571,34 @@ def _export_table(result: Any) -> Table:
         ("mean abs diff", f"{parity.mean_abs_diff:.3g}"),
         ("top-1 agreement", f"{parity.top1_agreement:.2%}"),
         ("verdict", "[green]PASS[/]" if parity.passed else "[bold red]FAIL[/]"),
+        *_ensemble_rows(result),
     ):
         table.add_row(key, value)
     return table
+
+
+def _ensemble_rows(result: Any) -> list[tuple[str, str]]:
+    """Members, average, TTA, temperature (with NLL/ECE before -> after) and throughput of a deployed ensemble."""
+    deployed, calibration = getattr(result, "deployment", None), getattr(result, "calibration", None)
+    if deployed is None:
+        return []
+    rows = []
+    for index, member in enumerate(deployed.members, start=1):
+        acc = member.get("best_val_acc")
+        rows.append((f"member {index}", escape(f"{member['run']} ({member['arch']}), weight {member['weight']:.3g}"
+                                               + (f", best val acc {acc:.2%}" if acc is not None else ""))))
+    rows += [("average", deployed.average), ("tta", deployed.tta)]
+    if calibration is not None:
+        rows.append(("temperature", escape(f"{calibration.temperature:.4g} (fitted on {calibration.images} "
+                                           f"{calibration.source})")))
+        rows.append(("NLL", f"{calibration.nll_before:.4f} -> {calibration.nll_after:.4f}"))
+        rows.append(("ECE", f"{calibration.ece_before:.4f} -> {calibration.ece_after:.4f}"))
+    speed = getattr(result, "throughput", None)
+    if speed:
+        ratio = speed["deployed"] / speed["single member"] if speed["single member"] else float("nan")
+        rows.append(("throughput", f"{speed['deployed']:.0f} images/s at batch 8 ({ratio:.2f}x a single member's "
+                                   f"{speed['single member']:.0f})"))
+    return rows
 
 
 def _parse_floats3(text: Optional[str], flag: str) -> Optional[tuple[float, float, float]]:

@@ -294,6 +294,9 @@ TTA_VIEWS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_ATOL = 1e-4  # max abs logit difference a fp32 export may show against PyTorch
 DEFAULT_ATOL_FP16 = 1e-2
+# How an ensemble's members are combined: "prob" averages softmax probabilities (output: their log), "logit" averages
+# the logits. The same weights and rule average TTA views.
+AVERAGES = ("prob", "logit")
 
 
 @dataclass(frozen=True)
@@ -317,6 +320,13 @@ class ExportConfig(_JsonMixin):
     device: str = "auto"  # onnxruntime provider used for the parity check (the one inference will use)
     exporter: str = "auto"  # auto (dynamo, then TorchScript), dynamo, torchscript
     max_images: int = 32
+    # Ensemble / TTA / calibration (clf/export/ensemble.py): `checkpoint` is the first member, or a fold group.
+    more_runs: tuple[str, ...] = ()  # the other members (runs or checkpoints); -o is required with them
+    average: str = "prob"  # a name of AVERAGES
+    weights: tuple[float, ...] = ()  # one per member, normalised; () = equal
+    tta: str = "none"  # a name of TTA_VIEWS: flipped views averaged inside the graph
+    calibrate: bool = False  # fit a temperature on the validation images (a group: its oof.csv) and bake it in
+    force: bool = False  # --tta with flips the members were not trained with
 
     def __post_init__(self) -> None:
         # Imported here: the modules are light, and config.py must not pull the export package into every import.
@@ -342,6 +352,25 @@ class ExportConfig(_JsonMixin):
                            f"got {','.join(map(str, sizes)) or 'none'}")
         if self.max_images < 1:
             raise ClfError(f"max_images must be >= 1, got {self.max_images}")
+        self._check_ensemble_options()
+
+    def _check_ensemble_options(self) -> None:
+        """--average, --tta and --weights values, and -o with several runs (counts are checked once the members
+        are known: a fold group names its own)."""
+        import math
+
+        ok, message = _check_choice("--average", self.average, AVERAGES)
+        if not ok:
+            raise ClfError(message)
+        ok, message = _check_choice("--tta", self.tta, tuple(TTA_VIEWS))
+        if not ok:
+            raise ClfError(message)
+        if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w > 0)
+               for w in self.weights):
+            raise ClfError(f"--weights takes positive numbers like 1,2, got {','.join(map(str, self.weights))}")
+        if self.more_runs and not self.output:
+            raise ClfError(f"{len(self.more_runs) + 1} runs given without -o: an ensemble belongs to none of them; "
+                           "pass -o ens.onnx")
 
     @property
     def tolerance(self) -> float:

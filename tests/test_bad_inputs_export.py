@@ -207,6 +207,107 @@ def _absent(*names: str):
     return check
 
 
+# --- ensembles, fold groups, TTA, calibration (clf/export/ensemble.py) --------------------------------------------
+
+
+def _member(name: str, **extra):
+    """Another member checkpoint under {tmp}/<name> (no split.json)."""
+
+    def setup(places):
+        make_checkpoint(places["tmp"] / name / "best.pt", split=False, **extra)
+
+    return setup
+
+
+def _group(done=("fold-0", "fold-1"), oof=True, record: str | None = None):
+    """A fold group by hand under {tmp}/grp: two member checkpoints, group.json (or `record` as its text), oof.csv."""
+
+    def setup(places):
+        import numpy as np
+
+        from clf.data.folds import FoldGroup, OutOfFold, write_group, write_oof
+
+        group = places["tmp"] / "grp"
+        for name in ("fold-0", "fold-1"):
+            make_checkpoint(group / name / "best.pt", split=False)
+        if record is not None:
+            (group / "group.json").write_text(record)
+        else:
+            write_group(group, FoldGroup(folds=2, fold_seed=0, members=["fold-0", "fold-1"], done=list(done)))
+        if oof:
+            write_oof(group / "oof.csv", OutOfFold(["a"], ["circle"], np.zeros(1, np.int64),
+                                                   ["circle", "square", "star", "triangle"], np.full((1, 4), 0.25)))
+
+    return setup
+
+
+def _run_augment(augment):
+    """The run's checkpoint rewritten with this recorded augmentation pipeline (its split.json kept)."""
+
+    def setup(places):
+        make_checkpoint(places["ckpt"], split=False, augment=augment)
+
+    return setup
+
+
+ENSEMBLE_CASES = [
+    Case("several runs without -o", ["export", "{run}", "{tmp}/b", *FAST], 2,
+         "2 runs given without -o: an ensemble belongs to none of them; pass -o ens.onnx", setup=_member("b"),
+         guard=["{run}", "{tmp}/b"]),
+    Case("--average bogus", ["export", "{run}", "--average", "bogus"], 2,
+         "--average must be one of prob, logit, got 'bogus'", guard=["{run}"]),
+    Case("--weights 0", ["export", "{run}", "--weights", "0"], 2, "--weights takes positive numbers like 1,2, got 0.0",
+         guard=["{run}"]),
+    Case("--weights not numbers", ["export", "{run}", "--weights", "a,b"], 2,
+         "--weights takes comma-separated numbers like 1,2, got 'a,b'", guard=["{run}"]),
+    Case("--weights count", ["export", "{run}", "{tmp}/b", "-o", "{tmp}/e.onnx", "--weights", "1,2,3", *FAST], 2,
+         "--weights 1,2,3: 3 weights for 2 members; give one per member, in order", setup=_member("b"),
+         guard=["{run}", "{tmp}/b"], check=_absent("e.onnx")),
+    Case("--tta bogus", ["export", "{run}", "--tta", "rot90"], 2,
+         "--tta must be one of none, hflip, vflip, hvflip, got 'rot90'", guard=["{run}"]),
+    Case("--tta hflip on a run trained without flips", ["export", "{run}", "--tta", "hflip", *FAST], 2,
+         "was trained without horizontal flips (hflip 0), and flipped views are wrong where orientation matters "
+         "(digits, text); pass --force to add them anyway", setup=_run_augment([{"op": "rotate", "max_degrees": 5.0}]),
+         guard=["{run}"]),
+    Case("--tta vflip on a run trained with hflip only", ["export", "{run}", "--tta", "vflip", *FAST], 2,
+         "was trained without vertical flips (vflip 0)", setup=_run_augment([{"op": "hflip", "p": 0.5}]),
+         guard=["{run}"]),
+    Case("--tta hflip on a run that records no augmentation", ["export", "{run}", "--tta", "hflip", *FAST], 2,
+         "does not record its training augmentation, so horizontal flips cannot be checked", guard=["{run}"]),
+    Case("members with other classes", ["export", "{run}", "{tmp}/b", "-o", "{tmp}/e.onnx", *FAST], 2,
+         "ensemble members must be trained on the same classes",
+         setup=_member("b", classes=["circle", "square", "star", "heart"]), guard=["{run}", "{tmp}/b"],
+         check=_absent("e.onnx")),
+    Case("members with another preprocess", ["export", "{run}", "{tmp}/b", "-o", "{tmp}/e.onnx", *FAST], 2,
+         "its preprocess size is [48, 48]", setup=_member("b", img_size=48), guard=["{run}", "{tmp}/b"]),
+    Case("member folder without a checkpoint", ["export", "{run}", "{tmp}/empty", "-o", "{tmp}/e.onnx"], 2,
+         "no best.pt or last.pt in this folder", setup=_mkdir("empty"), guard=["{run}"]),
+    Case("-o is member 2's checkpoint", ["export", "{run}", "{tmp}/b", "-o", "{tmp}/b/best.pt"], 2,
+         "-o would overwrite the member 2 checkpoint input; write to another file", setup=_member("b"),
+         guard=["{run}", "{tmp}/b"]),
+    Case("unfinished fold group", ["export", "{tmp}/grp", *FAST], 2,
+         "grp: unfinished fold group (fold-1 not trained yet); finish it with `clf train --resume",
+         setup=_group(done=("fold-0",)), guard=["{tmp}/grp"], check=_absent("grp/model.onnx")),
+    Case("fold group among other runs", ["export", "{tmp}/grp", "{run}", "-o", "{tmp}/e.onnx"], 2,
+         "a fold group is exported on its own (its folds are the ensemble)", setup=_group(),
+         guard=["{tmp}/grp", "{run}"]),
+    Case("damaged fold-group record", ["export", "{tmp}/grp", *FAST], 2,
+         "group.json: unreadable fold-group record (JSONDecodeError); retrain with --overwrite",
+         setup=_group(record="{not json"), guard=["{tmp}/grp"]),
+    Case("-o is the group's oof.csv", ["export", "{tmp}/grp", "-o", "{tmp}/grp/oof.csv"], 2,
+         "-o would overwrite the oof.csv input; write to another file", setup=_group(), guard=["{tmp}/grp"]),
+    Case("--calibrate on a group without oof.csv", ["export", "{tmp}/grp", "--calibrate", *FAST], 2,
+         "oof.csv: not found; --calibrate on a fold group fits on its out-of-fold predictions",
+         setup=_group(oof=False), guard=["{tmp}/grp"], check=_absent("grp/model.onnx")),
+    Case("--calibrate on a run without split.json", ["export", "{tmp}/b", "--calibrate", *FAST], 2,
+         "split.json: missing or unusable; --calibrate fits the temperature on the run's validation images",
+         setup=_member("b"), guard=["{tmp}/b"]),
+    Case("a fold group exports beside its record", ["export", "{tmp}/grp", *FAST], 0, "", setup=_group(),
+         guard=["{tmp}/grp/fold-0", "{tmp}/grp/fold-1", "{tmp}/grp/group.json", "{tmp}/grp/oof.csv"],
+         check=_exists("grp/model.onnx", "grp/model.parity.json")),
+]
+
+
 # --- the rows ------------------------------------------------------------------------------------------------------
 
 CASES = [
@@ -318,6 +419,7 @@ CASES = [
     Case("checkpoint preprocess size 100000", ["export", "{tmp}/hugesize", *FAST], 2,
          "checkpoint has no valid preprocess settings (size must be at most 4096 pixels a side",
          setup=_huge_preprocess, guard=["{tmp}/hugesize"]),
+    *ENSEMBLE_CASES,
 ]
 
 

@@ -11,22 +11,24 @@ import contextlib
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import onnx
+from torch import nn
 
 from clf import __version__
 from clf.atomic import atomic_copy, atomic_output, check_outputs
 from clf.config import ExportConfig, Preprocess
 from clf.errors import ClfError, DataError, ModelError, ParityError
-from clf.export import graph
-from clf.export.parity import SPLIT_NAME, ParityReport, compare, folder_images, load_batch, random_batch, run_images
-from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint, resolve_checkpoint
+from clf.export import calibration, ensemble, graph
+from clf.export.calibration import CalibrationReport
+from clf.export.parity import ParityReport, compare, folder_images, load_batch, random_batch, run_images, spread
+from clf.models.checkpoint import preprocess_from_checkpoint
 from clf.ownership import record_files
-from clf.serve.metadata import ModelInfo, info_to_props
+from clf.serve.metadata import Deployment, ModelInfo, deployment_to_props, info_to_props
 from clf.serve.session import create_session
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,18 @@ class ExportResult:
     simplified: bool
     parity: ParityReport
     weights: str = "raw"  # "ema" when the checkpoint holds the averaged weights (they validated best)
+    deployment: Deployment | None = None  # members, average, TTA, temperature (None: a plain single model)
+    calibration: CalibrationReport | None = None  # the temperature fit, with NLL/ECE before and after
+    throughput: dict[str, float] | None = None  # images/s at batch 8: "deployed" and "single member"
+
+    def proof_extra(self) -> dict[str, Any]:
+        """What the proof adds for an ensemble / TTA / calibrated graph (nothing for a plain model)."""
+        extra: dict[str, Any] = {}
+        if self.deployment is not None:
+            extra.update(asdict(self.deployment))
+        if self.calibration is not None:
+            extra["calibration"] = self.calibration.to_dict()
+        return extra
 
 
 def model_info(ckpt: dict) -> ModelInfo:
@@ -82,10 +96,11 @@ def default_name(fp16: bool) -> str:
     return "model_fp16.onnx" if fp16 else "model.onnx"
 
 
-def resolve_output(cfg: ExportConfig, checkpoint_path: Path) -> Path:
-    """-o as given; an existing folder gets the default file name inside it; no -o: beside the checkpoint."""
+def resolve_output(cfg: ExportConfig, checkpoint_path: Path, group: Path | None = None) -> Path:
+    """-o as given; an existing folder gets the default file name inside it; no -o: beside the checkpoint (in the
+    fold group's folder for a group)."""
     if not cfg.output:
-        return checkpoint_path.parent / default_name(cfg.fp16)
+        return (group or checkpoint_path.parent) / default_name(cfg.fp16)
     output = Path(cfg.output)
     # os.path.isdir: a name too long to stat is not a folder; check_outputs then says what is wrong with it
     return output / default_name(cfg.fp16) if os.path.isdir(output) else output
@@ -113,18 +128,18 @@ def kept_aside_path(output: Path) -> Path:
     return sibling(output, KEPT_ASIDE_SUFFIX)
 
 
-def check_export_outputs(output: Path, checkpoint: Path, image_files: list[str]) -> None:
-    """Before any work: every file this export may write is a writable file path, none of them an input.
+def check_export_outputs(output: Path, sources: ensemble.Sources, image_files: list[str]) -> None:
+    """Before any work: every file this export may write is a writable file path, none of them an input (any
+    member's checkpoint or split.json, a group's record and oof.csv).
 
     Raises:
         ClfError: naming the output and what it collides with or why it cannot be written.
     """
     failed = kept_aside_path(output)
-    split = checkpoint.parent / SPLIT_NAME
     check_outputs(
         {"-o": output, "the parity proof": proof_path(output), "the kept-aside model": failed,
          "its parity proof": proof_path(failed)},
-        inputs={"checkpoint": checkpoint, SPLIT_NAME: split if split.exists() else None},
+        inputs=sources.inputs,
         input_files=image_files,
     )
 
@@ -157,38 +172,134 @@ def fill_rows(images: np.ndarray, rows: int) -> np.ndarray:
 
 
 def export_onnx(cfg: ExportConfig) -> ExportResult:
-    """Export the checkpoint, check it, prove parity, and only then move the model and its proof into place.
+    """Export the checkpoint (or the ensemble of several, with TTA views and a temperature), check it, prove parity,
+    and only then move the model and its proof into place.
+
+    Stages: resolve and load the members; build the ONE torch module that is deployed (a plain single run: the bare
+    model, the same graph as ever); write its graph to a temp file; gate it on parity; place it and its proof.
 
     Raises:
-        ClfError: a missing/corrupt/foreign checkpoint, an output that cannot be written or would replace an
-            input, no usable --check-images, or every exporter failed. Nothing is left at the output path.
+        ClfError: a missing/corrupt/foreign checkpoint, members that differ, an output that cannot be written or
+            would replace an input, no usable --check-images, or every exporter failed. Nothing is left at the output.
         ParityError: outputs differ beyond tolerance; the model is kept as `<stem>.parity-failed.onnx` with
             `<stem>.parity-failed.parity.json` saying why; the model at the output and its proof are untouched.
     """
-    ckpt_path = resolve_checkpoint(cfg.checkpoint, prefer="best")
-    output = resolve_output(cfg, ckpt_path)
+    sources = ensemble.resolve_sources(cfg)
+    output = resolve_output(cfg, sources.checkpoints[0], sources.group)
     check_paths = folder_images(cfg.check_images, cfg.max_images) if cfg.check_images else []
-    check_export_outputs(output, ckpt_path, check_paths)
-    ckpt = load_checkpoint(ckpt_path)
-    info = model_info(ckpt)
-    model = model_from_checkpoint(ckpt).float().eval()
-    weights = checkpoint_weights(ckpt)
-    if weights == "ema":  # the raw weights are the usual case: said only with -v (stderr stays the error line)
-        logger.info("exporting the EMA (averaged) weights of %s: they validated better than the raw ones", ckpt_path)
-    else:
-        logger.debug("exporting the raw weights of %s", ckpt_path)
-    images, source = parity_images(cfg, check_paths, ckpt_path.parent, info.run_name, info.preprocess)
+    check_export_outputs(output, sources, check_paths)
+    members = ensemble.load_members(sources)
+    ensemble.member_weights(cfg, len(members))  # a wrong --weights count is refused before any work
+    ensemble.check_tta_allowed(cfg, members)
+    # 1. the ONE torch module that is deployed, its parity inputs, its temperature
+    model, info, weights = _build_module(cfg, members, sources)
+    images, source = _parity_inputs(cfg, sources, members, check_paths, info.preprocess)
+    calibration = _calibrate(model, members, sources) if cfg.calibrate else None
+    deployed = None
+    if isinstance(model, ensemble.DeployedModel):
+        model.temperature = calibration.temperature if calibration else None
+        deployed = ensemble.deployment(cfg, members, model.temperature)
     proof = proof_path(output)
     record_files(output.parent, [output.name, proof.name])  # a clf run folder lists what clf wrote in it
     with atomic_output(output) as staged, _named_as(staged, output):
-        exporter, opset = _write_model(cfg, model, info, staged, output, weights)
+        # 2. its graph, in a temp file beside the output; 3. the parity gate; 4. the proof, then the model, in place
+        exporter, opset = _write_model(cfg, model, info, staged, output, weights, deployed)
         report = _check_parity(cfg, model, images, source, staged, output, weights)
         result = ExportResult(output, proof, staged.stat().st_size, opset, exporter, _precision(cfg), cfg.simplify,
-                              report, weights)
+                              report, weights, deployed, calibration)
         if not report.passed:
             raise _keep_aside(staged, result)
-        report.write(proof)  # before the model moves: a proof that cannot be written leaves both as they were
+        if deployed is not None:
+            result = replace(result, throughput=_throughput(cfg, staged, members[0], images))
+        # the proof before the model moves: a proof that cannot be written leaves both as they were
+        report.write(proof, result.proof_extra())
     return result
+
+
+def _parity_inputs(cfg: ExportConfig, sources: ensemble.Sources, members: list[ensemble.Member],
+                   check_paths: list[str], pre: Preprocess) -> tuple[np.ndarray, str]:
+    """--check-images; else a fold group's out-of-fold images, or the first run's validation images."""
+    if sources.group is not None and not cfg.check_images:
+        return group_images(cfg, sources.group, [m.path.parent for m in members], pre)
+    first = members[0]
+    return parity_images(cfg, check_paths, first.path.parent, first.info.run_name, pre)
+
+
+def _build_module(cfg: ExportConfig, members: list[ensemble.Member],
+                  sources: ensemble.Sources) -> tuple[nn.Module, ModelInfo, str]:
+    """The module to deploy, the metadata it carries and which weights it holds ("raw", "ema" or "mixed")."""
+    for member in members:
+        if member.weights == "ema":  # the raw weights are the usual case: said only with -v (stderr: the error line)
+            logger.info("exporting the EMA (averaged) weights of %s: they validated better than the raw ones",
+                        member.path)
+        else:
+            logger.debug("exporting the raw weights of %s", member.path)
+    info = ensemble.ensemble_info(members, sources)
+    weights = ensemble.weights_kind(members)
+    if not ensemble.needs_wrapper(cfg, members):
+        return members[0].model, info, weights
+    return ensemble.build_deployed(cfg, members), info, weights
+
+
+def _calibrate(model: ensemble.DeployedModel, members: list[ensemble.Member],
+               sources: ensemble.Sources) -> calibration.CalibrationReport:
+    """Fit the temperature: on a fold group's out-of-fold predictions, else on the first run's validation images."""
+    classes = members[0].info.classes
+    if sources.group is not None:
+        logits, labels, source = calibration.oof_logits(sources.group, classes)
+    else:
+        first = members[0]
+        images, labels = calibration.labelled_validation_images(first.path.parent, classes, first.info.preprocess)
+        logits = calibration.module_logits(model, images)
+        source = f"validation images of {first.info.run_name or first.path.parent.name}"
+    return calibration.calibrate(logits, labels, source)
+
+
+def group_images(cfg: ExportConfig, group: Path, folders: list[Path], pre: Preprocess) -> tuple[np.ndarray, str]:
+    """A fold group's parity inputs: its folds' validation images (together, every out-of-fold image), spread."""
+    paths: list[str] = []
+    for folder in folders:
+        paths += run_images(folder, folder.name, cfg.max_images)[0]
+    images = load_batch(spread(paths, cfg.max_images), pre)
+    if len(images):
+        return images, f"out-of-fold validation images of {group.name}"
+    logger.warning("no real images available for the parity check; comparing on random tensors")
+    return random_batch(pre, max(cfg.batch_sizes) * 2), "random tensors"
+
+
+THROUGHPUT_BATCH = 8
+
+
+def _throughput(cfg: ExportConfig, deployed_path: Path, first: ensemble.Member,
+                images: np.ndarray) -> dict[str, float]:
+    """images/s of session.run at batch 8 on the parity inputs: the deployed file, and its first member alone (exported
+    again, bare, at the same precision)."""
+    import tempfile
+
+    batch = fill_rows(images, THROUGHPUT_BATCH)[:THROUGHPUT_BATCH]
+    session, _ = create_session(deployed_path, device=cfg.device)
+    measured = {"deployed": images_per_second(session, batch)}
+    with tempfile.TemporaryDirectory(prefix="clf-member-") as folder:
+        single = Path(folder) / "member.onnx"
+        graph.export_graph(first.model, first.info.preprocess.size, single, cfg.opset, cfg.exporter)
+        if cfg.fp16:  # compared at the same precision
+            onnx.save(graph.convert_to_fp16(onnx.load(str(single))), str(single))
+        session, _ = create_session(single, device=cfg.device)
+        measured["single member"] = images_per_second(session, batch)
+    return measured
+
+
+def images_per_second(session: Any, batch: np.ndarray, min_seconds: float = 0.3, min_runs: int = 3) -> float:
+    """Throughput of `session.run` on `batch`, after one warm-up run, over at least min_runs runs and min_seconds."""
+    import time
+
+    name = session.get_inputs()[0].name
+    session.run(None, {name: batch})
+    runs, start = 0, time.perf_counter()
+    while runs < min_runs or time.perf_counter() - start < min_seconds:
+        session.run(None, {name: batch})
+        runs += 1
+    return runs * len(batch) / (time.perf_counter() - start)
 
 
 def checkpoint_weights(ckpt: dict) -> str:
@@ -225,7 +336,7 @@ def _keep_aside(staged: Path, result: ExportResult) -> ParityError:
     proof = proof_path(failed)
     report = replace(result.parity, model=failed.name)
     record_files(failed.parent, [failed.name, proof.name])
-    report.write(proof)
+    report.write(proof, result.proof_extra())
     atomic_copy(staged, failed)
     kept = replace(result, path=failed, proof=proof, parity=report)
     return ParityError(f"{result.path}: parity check failed ({report.reason()}); model kept as {failed} for inspection",
@@ -233,15 +344,17 @@ def _keep_aside(staged: Path, result: ExportResult) -> ParityError:
 
 
 def _write_model(cfg: ExportConfig, model, info: ModelInfo, path: Path, output: Path,
-                 weights: str = "raw") -> tuple[str, int]:
-    """Export, convert, simplify, add the metadata, check; returns (exporter used, opset of the file)."""
+                 weights: str = "raw", deployed: Deployment | None = None) -> tuple[str, int]:
+    """Export, convert, simplify, add the metadata (and what an ensemble/TTA/calibrated graph computes), check;
+    returns (exporter used, opset of the file)."""
     exporter = graph.export_graph(model, info.preprocess.size, path, cfg.opset, cfg.exporter)
     proto = onnx.load(str(path))
     if cfg.fp16:
         proto = graph.convert_to_fp16(proto)
     if cfg.simplify:
         proto = graph.simplify(proto)
-    graph.set_metadata(proto, {**info_to_props(info), KEY_WEIGHTS: weights})
+    added = deployment_to_props(deployed) if deployed is not None else {}
+    graph.set_metadata(proto, {**info_to_props(info), KEY_WEIGHTS: weights, **added})
     onnx.save(proto, str(path))
     graph.check(path, name=output)
     opset = graph.model_opset(proto)

@@ -56,8 +56,9 @@ class ParityReport:
             problems.append(f"top-1 agreement {self.top1_agreement:.2%} < 100%")
         return "; ".join(problems)
 
-    def write(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
+    def write(self, path: Path, extra: dict[str, Any] | None = None) -> None:
+        """The proof file; `extra`: what an ensemble / TTA / calibrated graph adds (members, temperature, ...)."""
+        atomic_write_text(path, json.dumps({**asdict(self), **(extra or {})}, indent=2) + "\n")
 
 
 def run_images(folder: str | os.PathLike, run_name: str, limit: int) -> tuple[list[str], str]:

@@ -23,6 +23,13 @@ KEY_VERSION = "clf.version"
 KEY_RUN_NAME = "clf.run_name"
 KEY_BEST_VAL_ACC = "clf.best_val_acc"
 REQUIRED_KEYS = (KEY_CLASSES, KEY_PREPROCESS)
+# What the graph computes beyond one model (added keys, only in ensemble / --tta / --calibrate exports): informative,
+# the graph already does it. members: JSON list of {"run", "arch", "best_val_acc", "weight", "weights"}.
+KEY_MEMBERS = "clf.members"
+KEY_AVERAGE = "clf.average"  # "prob" (softmax probabilities averaged) or "logit"
+KEY_TTA = "clf.tta"  # a name of clf.config.TTA_VIEWS: the flipped views the graph averages ("none": none)
+KEY_TEMPERATURE = "clf.temperature"  # the calibration temperature the graph divides the logits by ("" when none)
+DEPLOYMENT_KEYS = (KEY_MEMBERS, KEY_AVERAGE, KEY_TTA, KEY_TEMPERATURE)
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,53 @@ def info_to_props(info: ModelInfo) -> dict[str, str]:
     if info.best_val_acc is not None:
         props[KEY_BEST_VAL_ACC] = repr(float(info.best_val_acc))
     return props
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What an ensemble / TTA / calibrated graph computes around its members (all of it inside the graph).
+
+    Args:
+        members: one dict per member: run, arch, best_val_acc (None when unknown), weight (normalised), weights
+            ("raw" or "ema").
+        average: "prob" (weighted mean of softmax probabilities, output log of it) or "logit" (weighted mean logits).
+        tta: the TTA_VIEWS name of the flipped views averaged in the graph ("none").
+        temperature: the calibration temperature the final logits are divided by (None: not calibrated).
+    """
+
+    members: list[dict[str, Any]]
+    average: str = "prob"
+    tta: str = "none"
+    temperature: float | None = None
+
+
+def deployment_to_props(deployment: Deployment) -> dict[str, str]:
+    """Deployment -> the added ``metadata_props`` keys (all strings)."""
+    return {
+        KEY_MEMBERS: json.dumps(deployment.members, ensure_ascii=False),
+        KEY_AVERAGE: deployment.average,
+        KEY_TTA: deployment.tta,
+        KEY_TEMPERATURE: "" if deployment.temperature is None else repr(float(deployment.temperature)),
+    }
+
+
+def deployment_from_props(props: Mapping[str, str], source: str) -> Deployment | None:
+    """The Deployment a model's metadata records, or None for a plain single-model export (no member key).
+
+    Raises:
+        DataError: a malformed value, naming the key.
+    """
+    if KEY_MEMBERS not in props:
+        return None
+    members = _parse(props, KEY_MEMBERS, source, json.loads)
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        raise DataError(f"{source}: corrupt clf metadata ({KEY_MEMBERS} must be a JSON list of objects)")
+    return Deployment(
+        members=members,
+        average=props.get(KEY_AVERAGE, "prob"),
+        tta=props.get(KEY_TTA, "none") or "none",
+        temperature=_parse(props, KEY_TEMPERATURE, source, _optional_float),
+    )
 
 
 def has_clf_metadata(props: Mapping[str, str]) -> bool:
