@@ -16,7 +16,7 @@ from clf.config import TTA_VIEWS, Preprocess
 from clf.data.preprocess import preprocess
 from clf.errors import DataError
 from clf.serve.metadata import ModelInfo
-from clf.serve.predictor import Predictor, flip_view, log_mean_probs, softmax
+from clf.serve.predictor import Predictor, average_views, flip_view, log_softmax, softmax
 from serve_helpers import linear_model
 
 CLASSES = ["cat", "dog", "fox", "owl"]
@@ -147,9 +147,14 @@ def test_flip_view_is_a_view_not_a_copy():
         np.testing.assert_array_equal(view, np.flip(batch, axes))
 
 
-def test_log_mean_probs_floors_underflow_instead_of_minus_infinity():
-    prob_sum = np.array([[2.0, 0.0], [1.0, 1.0]], np.float32)  # two views; class 1 of row 0 underflowed to 0
-    out = log_mean_probs(prob_sum, 2)
-    assert out.dtype == np.float32 and np.isfinite(out).all()
-    np.testing.assert_allclose(out, [[0.0, np.log(np.finfo(np.float32).tiny)], [np.log(0.5), np.log(0.5)]],
-                               rtol=1e-6)
+def test_average_views_is_the_log_of_the_mean_probability_without_underflow():
+    views = [np.array([[0.0, -200.0, 5.0], [1.0, 2.0, 3.0]], np.float32),
+             np.array([[0.0, -300.0, 4.0], [3.0, 2.0, 1.0]], np.float32)]
+    out = average_views(views)
+    assert out.dtype == np.float32 and out.shape == (2, 3)
+    np.testing.assert_allclose(softmax(out), np.mean([softmax(v) for v in views], axis=0), rtol=1e-6, atol=1e-7)
+    # float32 softmax gives 0 for the -200 and -300 logits: log of the mean would be -inf; here it is exact
+    expected = np.logaddexp(-200.0 - np.logaddexp(0, 5), -300.0 - np.logaddexp(0, 4)) - np.log(2)
+    assert np.isfinite(out).all() and out[0, 1] == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_array_equal(average_views([views[0]]), log_softmax(views[0]))  # one view: its log-softmax
+    np.testing.assert_allclose(np.exp(log_softmax(views[1])), softmax(views[1]), rtol=1e-6)

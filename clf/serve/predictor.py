@@ -35,9 +35,6 @@ logger = logging.getLogger(__name__)
 _INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 # The TTA a model already runs inside its graph, a TTA_VIEWS name (written by `clf export --tta`).
 KEY_TTA = "clf.tta"
-# The smallest normal float32: an averaged probability that underflowed to 0 becomes log(TINY) (about -87.3), not
-# -inf, which the NaN/inf check would take for a broken model.
-_TINY = np.finfo(np.float32).tiny
 
 
 @dataclass
@@ -118,13 +115,27 @@ def flip_view(batch: np.ndarray, view: str) -> np.ndarray:
     return batch
 
 
-def log_mean_probs(prob_sum: np.ndarray, views: int) -> np.ndarray:
-    """The TTA output from the sum of the views' softmax probabilities: log of their mean, float32 [N, C].
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax, numerically stable (no log(0)), float32."""
+    x = np.asarray(logits, dtype=np.float32)
+    if x.size == 0:
+        return x.copy()
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
-    The same definition as an exported TTA (or ensemble) graph, so its logits and `clf infer --tta` agree; a
-    probability that underflowed to 0 is floored at the smallest normal float32 rather than giving -inf.
+
+def average_views(view_logits: Sequence[np.ndarray]) -> np.ndarray:
+    """The TTA output: log of the mean of the views' softmax probabilities, float32 [N, C].
+
+    Computed as a logsumexp of log-softmaxes minus log(views), as the graph of `clf export --tta` computes it, so
+    `clf infer --tta` and the exported file agree even where a probability underflows (no log(0) = -inf, which the
+    NaN/inf check would take for a broken model). Its softmax is the mean of the views' probabilities.
     """
-    return np.log(np.maximum(prob_sum / np.float32(views), _TINY)).astype(np.float32, copy=False)
+    stacked = np.stack([log_softmax(v) for v in view_logits])  # [V, N, C]
+    if stacked.size == 0:
+        return stacked[0]
+    top = stacked.max(axis=0)
+    return (top + np.log(np.exp(stacked - top).sum(axis=0)) - np.float32(np.log(len(view_logits)))).astype(np.float32)
 
 
 class Predictor:
@@ -376,16 +387,12 @@ class Predictor:
 
         onnxruntime needs a contiguous input, so each flipped view is copied into one buffer reused for the call.
         """
-        plain = self._run(batch, count)
-        prob_sum = softmax(plain)
-        if not flipped or flipped[0].shape[1:] != batch.shape[1:] or len(flipped[0]) < len(batch) \
-                or flipped[0].dtype != batch.dtype:
-            flipped[:] = [np.empty_like(batch)]
-        view_input = flipped[0][: len(batch)]  # a smaller last batch uses the front rows (still contiguous)
+        outputs = [self._run(batch, count)]
+        view_input = _view_buffer(flipped, batch)
         for view in self.views[1:]:
             np.copyto(view_input, flip_view(batch, view))
-            prob_sum += softmax(self._run(view_input, count))
-        return log_mean_probs(prob_sum, len(self.views)), plain
+            outputs.append(self._run(view_input, count))
+        return average_views(outputs), outputs[0]
 
     def _check_tta_in_graph(self, tta: str) -> None:
         """Refuse run-time TTA on a model that already averages TTA views in its graph: the views would double."""
@@ -471,6 +478,14 @@ class Predictor:
                 f"{height}x{width}; pass a matching --img-size"
             )
         return _INPUT_DTYPES[model_input.type]
+
+
+def _view_buffer(held: list[np.ndarray], batch: np.ndarray) -> np.ndarray:
+    """A contiguous array shaped like `batch` for its flipped views: the one in `held` (allocated on first use,
+    replaced only when the batch outgrows it), so a call copies its views into the same memory batch after batch."""
+    if not held or held[0].shape[1:] != batch.shape[1:] or len(held[0]) < len(batch) or held[0].dtype != batch.dtype:
+        held[:] = [np.empty_like(batch)]
+    return held[0][: len(batch)]  # a smaller last batch uses the front rows (still contiguous)
 
 
 def _physical_memory() -> int | None:

@@ -19,8 +19,6 @@ from clf.probabilities import ECE_BINS, expected_calibration_error, log_loss
 logger = logging.getLogger(__name__)
 
 _SHOWN = 5  # ids named in a message before "..."
-
-
 _PROBS_HINT = "give the CSV `clf infer --probs` wrote (an id column, then one probability column per class)"
 
 
