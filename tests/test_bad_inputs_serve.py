@@ -10,8 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bad_inputs import Case, run_case
-from serve_helpers import (bad_images, brightness_model, cli_state, graph_model, grey_image, linear_model, plain_info,
-                           read_csv)
+from serve_helpers import (
+    bad_images,
+    brightness_model,
+    cli_state,
+    graph_model,
+    grey_image,
+    linear_model,
+    plain_info,
+    read_csv,
+)
 
 from clf.errors import DataError, DeviceError, ModelError
 from clf.serve.predictor import Predictor

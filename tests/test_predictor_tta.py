@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
+from serve_helpers import linear_model
 
 from clf.config import TTA_VIEWS, Preprocess
 from clf.data.preprocess import preprocess
 from clf.errors import DataError
 from clf.serve.metadata import ModelInfo
 from clf.serve.predictor import Predictor, average_views, flip_view, log_softmax, softmax
-from serve_helpers import linear_model
 
 CLASSES = ["cat", "dog", "fox", "owl"]
 # Non-square with non-trivial statistics: a flip of the wrong axis, or an H/W swap, changes the numbers.

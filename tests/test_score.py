@@ -87,24 +87,26 @@ def test_log_loss_and_ece_from_a_probabilities_file(small, tmp_path):
     assert score_submission(submission, answers).log_loss is None  # without --probs: as before
 
 
+_HINT = "give the CSV `clf infer --probs` wrote"
+
+
 @pytest.mark.parametrize("text, message", [
-    ("id,cat,dog\na,0.9,0.1\nb,0.5,0.5\n", "{probs}: 2 ids of {answers} have no probabilities (c, d); give the "
-                                           "--probs file of the same `clf infer` run as the submission"),
-    ("id,cat,fox\na,1,0\nb,1,0\nc,1,0\nd,1,0\n", "{probs}: no column for the class 'dog' of {answers} (columns: cat, "
-                                                 "fox); give the CSV `clf infer --probs` wrote (an id column, then one "
-                                                 "probability column per class)"),
-    ("id,label\na,cat\n", "{probs}: no column for the classes 'cat', 'dog' of {answers} (columns: label); give the "
-                          "CSV `clf infer --probs` wrote"),
-    ("id,cat,dog\na,0.9,x\n", "{probs}: line 2: column 'dog' holds 'x', not a probability (a finite number >= 0); "
-                              "give the CSV `clf infer --probs` wrote"),
+    ("id,cat,dog\na,0.9,0.1\nb,0.5,0.5\n",
+     ("{probs}: 2 ids of {answers} have no probabilities (c, d); give the --probs file of the same `clf infer` run "
+      "as the submission")),
+    ("id,cat,fox\na,1,0\nb,1,0\nc,1,0\nd,1,0\n",
+     "{probs}: no column for the class 'dog' of {answers} (columns: cat, fox); " + _HINT
+     + " (an id column, then one probability column per class)"),
+    ("id,label\na,cat\n", "{probs}: no column for the classes 'cat', 'dog' of {answers} (columns: label); " + _HINT),
+    ("id,cat,dog\na,0.9,x\n",
+     "{probs}: line 2: column 'dog' holds 'x', not a probability (a finite number >= 0); " + _HINT),
     ("id,cat,dog\na,0.9,\n", "{probs}: line 2: column 'dog' holds '', not a probability"),
     ("id,cat,dog\na,-0.1,1.1\n", "{probs}: line 2: column 'cat' holds '-0.1', not a probability"),
     ("id,cat,dog\na,nan,1\n", "{probs}: line 2: column 'cat' holds 'nan', not a probability"),
     ("id,cat,dog\na,inf,1\n", "{probs}: line 2: column 'cat' holds 'inf', not a probability"),
-    ("id,cat,dog\na,0,0\n", "{probs}: line 2: every probability of id 'a' is 0; give the CSV `clf infer --probs` "
-                            "wrote"),
+    ("id,cat,dog\na,0,0\n", "{probs}: line 2: every probability of id 'a' is 0; " + _HINT),
     ("id,cat,dog\na,1,0\na,0,1\n", "{probs}: line 3: id 'a' is listed twice (also line 2); keep one row per id"),
-    ("id\na\n", "{probs}: only the id column 'id', no class column; give the CSV `clf infer --probs` wrote"),
+    ("id\na\n", "{probs}: only the id column 'id', no class column; " + _HINT),
     ("image,cat,dog\na,1,0\n", "{probs}: no column 'id' (columns: image, cat, dog); set the id column with --id-col"),
 ])
 def test_bad_probabilities_files(small, tmp_path, text, message):
