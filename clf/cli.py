@@ -19,9 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clf.config import (AUGMENT_PRESETS, AUTO_AUGMENTS, MAX_INPUT_SIZE, DEFAULT_ATOL, DEFAULT_ATOL_FP16, ID_FORMATS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TOPK_FORMATS,
-                        TRAIN_DEVICES, EvalConfig, InferConfig, TrainConfig)
-from clf.config import AVERAGES, TTA_VIEWS
+from clf.config import (AUGMENT_PRESETS, AUTO_AUGMENTS, AVERAGES, MAX_INPUT_SIZE, DEFAULT_ATOL, DEFAULT_ATOL_FP16, ID_FORMATS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TOPK_FORMATS,
+                        TRAIN_DEVICES, TTA_VIEWS, EvalConfig, InferConfig, TrainConfig)
 from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfError, ParityError, Terminated
 from clf.export.graph import EXPORTERS, MAX_BATCH, MAX_OPSET, MIN_OPSET, OPSETS
 from clf.serve.session import DEVICES
@@ -622,6 +621,7 @@ _MeanOption = Annotated[Optional[str], typer.Option(help="Only without clf metad
 _StdOption = Annotated[Optional[str], typer.Option(help="Only without clf metadata: std, e.g. 0.229,0.224,0.225.")]
 _LabelsOption = Annotated[Optional[str], typer.Option(help="Only without clf metadata: class names (a,b,c or a file).")]
 _QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+_TtaOption = Annotated[str, typer.Option(metavar=_choices(tuple(TTA_VIEWS)), help="Test-time augmentation: also run the model on flipped images and average the probabilities (h = left-right, v = up-down).")]
 
 
 @app.command("infer")
@@ -642,6 +642,7 @@ def infer(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 4 when any image was skipped (the other rows are still written).")] = False,
     recursive: Annotated[bool, typer.Option("--recursive", help="Also look in sub-folders.")] = False,
     threads: Annotated[int, typer.Option(help="Decode threads (0 = one per core).")] = 0,
+    tta: _TtaOption = "none",
     img_size: _ImgSizeOption = None,
     mean: _MeanOption = None,
     std: _StdOption = None,
@@ -655,15 +656,16 @@ def infer(
         images=str(images), model=str(model), csv=str(csv), batch_size=batch_size, device=device,
         sample_submission=str(sample_submission) if sample_submission else None, id_col=id_col, label_col=label_col,
         id_format=id_format, topk=topk, topk_format=topk_format, probs=str(probs) if probs else None, strict=strict,
-        recursive=recursive, threads=threads, img_size=img_size, mean=_parse_floats3(mean, "--mean"),
+        recursive=recursive, threads=threads, tta=tta, img_size=img_size, mean=_parse_floats3(mean, "--mean"),
         std=_parse_floats3(std, "--std"), labels=labels,
     )
     with _ImageProgress(enabled=console.is_terminal and not quiet) as bar:
         result = run_inference(cfg, progress=bar.update, on_start=bar.start, verbose=logger.isEnabledFor(logging.DEBUG))
     skipped, extra = len(result.failures), len(result.not_in_sample)
+    with_tta = f"with {result.tta} TTA " if result.tta != "none" else ""
     console.print(
         f"[bold]{escape(str(result.csv))}[/]: {result.predicted} of {result.images} images predicted on {result.provider} "
-        f"({result.images_per_second:.0f} img/s)" + (f", [yellow]{skipped} skipped[/]" if skipped else "")
+        f"{with_tta}({result.images_per_second:.0f} img/s)" + (f", [yellow]{skipped} skipped[/]" if skipped else "")
         + (f", [yellow]{extra} not in the sample submission[/]" if extra else ""),
         highlight=False,
     )
@@ -722,13 +724,14 @@ def eval_(
     confusion: Annotated[Optional[Path], typer.Option(help="Write the confusion matrix as a PNG.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per session.run.")] = 32,
     device: Annotated[str, typer.Option(metavar=_choices(DEVICES), help=_DEVICE_HELP)] = "auto",
+    tta: Annotated[str, typer.Option(metavar=_choices(tuple(TTA_VIEWS)), help="Also score the model with these flipped views averaged: accuracy, log-loss and ECE without and with TTA side by side.")] = "none",
     img_size: _ImgSizeOption = None,
     mean: _MeanOption = None,
     std: _StdOption = None,
     labels: _LabelsOption = None,
     quiet: _QuietOption = False,
 ) -> None:
-    """Accuracy, per-class precision/recall/F1 and confusion matrix of a model on labelled images."""
+    """Accuracy, log-loss, ECE, per-class precision/recall/F1 and confusion matrix of a model on labelled images."""
     import dataclasses
 
     from clf.export.for_eval import onnx_for_evaluation
@@ -737,7 +740,7 @@ def eval_(
     cfg = EvalConfig(
         labelled=str(labelled), model=str(model), labels_csv=str(labels_csv) if labels_csv else None, id_col=id_col,
         label_col=label_col, report=str(report) if report else None, confusion=str(confusion) if confusion else None,
-        batch_size=batch_size, device=device, img_size=img_size, mean=_parse_floats3(mean, "--mean"),
+        batch_size=batch_size, device=device, tta=tta, img_size=img_size, mean=_parse_floats3(mean, "--mean"),
         std=_parse_floats3(std, "--std"), labels=labels,
     )
     data = load_eval_data(cfg)  # data and outputs checked before a checkpoint's export
@@ -746,13 +749,17 @@ def eval_(
         result = evaluate(dataclasses.replace(cfg, model=onnx_path), data, on_start=bar.start, progress=bar.update,
                           verbose=logger.isEnabledFor(logging.DEBUG))
     _print_report(result.report, model)
+    console.print(_probability_line(result.report), highlight=False)
     if result.failures:
         console.print(f"[yellow]{len(result.failures)} unreadable image(s) skipped[/] (not counted above)",
                       highlight=False)
 
 
 def _print_report(result: dict[str, Any], model: Path) -> None:
-    table = Table(title=f"{escape(str(model))}: accuracy {result['accuracy']:.4f} on {result['num_samples']} images")
+    views = result["tta"]["views"]
+    with_tta = f" with {views} TTA" if views != "none" else ""
+    table = Table(title=f"{escape(str(model))}: accuracy {result['accuracy']:.4f}{with_tta} on {result['num_samples']} "
+                        "images")
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, stats in result["per_class"].items():
@@ -767,6 +774,22 @@ def _print_report(result: dict[str, Any], model: Path) -> None:
     console.print(matrix)
 
 
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _probability_line(report: dict[str, Any]) -> str:
+    """Log-loss and ECE; with TTA, accuracy, log-loss and ECE without -> with the views, side by side."""
+    tta = report["tta"]
+    if "without" not in tta:
+        return f"log-loss {_score(report['log_loss'])}, ECE {_score(report['ece'])} ({report['ece_bins']} bins)"
+    before, after = tta["without"], tta["with"]
+    pairs = (("accuracy", "accuracy"), ("log-loss", "log_loss"), ("ECE", "ece"))
+    arrow = "→" if console.encoding.lower().startswith("utf") else "->"  # a latin-1 terminal cannot print the arrow
+    return ", ".join(f"{name} {_score(before[key])} {arrow} {_score(after[key])}" for name, key in pairs) + \
+        f" with {tta['views']} TTA ({report['ece_bins']}-bin ECE)"
+
+
 @app.command("score")
 @user_errors
 def score(
@@ -774,13 +797,18 @@ def score(
     answers: Annotated[Path, typer.Argument(help="The answers CSV (same id and label columns).")],
     id_col: Annotated[str, typer.Option(help="Id column.")] = "id",
     label_col: Annotated[str, typer.Option(help="Label column.")] = "label",
+    probs: Annotated[Optional[Path], typer.Option(help="The probabilities CSV `clf infer --probs` wrote: also report log-loss and ECE.")] = None,
 ) -> None:
-    """Accuracy of a submission against the answers (e.g. the sample competition's test_labels.csv).
+    """Accuracy of a submission against the answers (e.g. the sample competition's test_labels.csv), and with
+    --probs the log-loss and expected calibration error of its probabilities.
 
-    Every id of the answers needs a prediction; ids only in the submission are not scored (a warning counts them).
+    Every id of the answers needs a prediction (and probabilities); ids only in the submission are not scored (a
+    warning counts them). Probability rows are rescaled to sum to 1, as Kaggle does.
     """
     from clf.serve.score import score_submission
 
-    result = score_submission(submission, answers, id_col, label_col)
+    result = score_submission(submission, answers, id_col, label_col, probs=probs)
+    scores = "" if result.log_loss is None else (
+        f", log-loss {result.log_loss:.4f}, ECE {result.ece:.4f} ({result.ece_bins} bins) from {escape(str(probs))}")
     console.print(f"[bold]{escape(str(submission))}[/]: accuracy {result.accuracy:.4f} on {result.rows} rows of "
-                  f"{escape(str(answers))}", highlight=False)
+                  f"{escape(str(answers))}{scores}", highlight=False)

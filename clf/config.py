@@ -445,6 +445,7 @@ class InferConfig(_JsonMixin):
     strict: bool = False  # skipped images make the run fail (IncompleteError, exit 4) after every other row is written
     recursive: bool = False
     threads: int = 0  # decode threads; 0 = one per core (at most 8)
+    tta: str = "none"  # a TTA_VIEWS name: flipped views averaged at run time
     # Only for an .onnx without clf metadata (exported by another tool):
     img_size: int | None = None
     mean: tuple[float, float, float] | None = None
@@ -454,6 +455,7 @@ class InferConfig(_JsonMixin):
     def __post_init__(self) -> None:
         _raise_first_failure(_model_option_checks(self) + (
             (self.topk >= 1, f"--topk must be >= 1, got {self.topk}"),
+            _check_choice("--tta", self.tta, tuple(TTA_VIEWS)),
             _check_choice("--id-format", self.id_format, ID_FORMATS),
             _check_choice("--topk-format", self.topk_format, TOPK_FORMATS),
             *column_checks(self.id_col, self.label_col),
@@ -481,6 +483,7 @@ class EvalConfig(_JsonMixin):
     batch_size: int = 32
     device: str = "auto"
     threads: int = 0
+    tta: str = "none"  # a TTA_VIEWS name: the report shows the numbers without and with these views side by side
     # Only for an .onnx without clf metadata, as for infer:
     img_size: int | None = None
     mean: tuple[float, float, float] | None = None
@@ -488,5 +491,5 @@ class EvalConfig(_JsonMixin):
     labels: str | None = None
 
     def __post_init__(self) -> None:
-        _raise_first_failure(_model_option_checks(self) + (column_checks(self.id_col, self.label_col)
-                                                           if self.labels_csv else ()))
+        _raise_first_failure(_model_option_checks(self) + (_check_choice("--tta", self.tta, tuple(TTA_VIEWS)),) + (
+            column_checks(self.id_col, self.label_col) if self.labels_csv else ()))

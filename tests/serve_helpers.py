@@ -150,3 +150,31 @@ def graph_model(path: Path, kind: str, info: ModelInfo | None = None, size: tupl
 def plain_info(classes: Sequence[str] = BRIGHTNESS_CLASSES) -> ModelInfo:
     """clf metadata for the graph models: PLAIN preprocessing, the given class names (duplicates allowed here)."""
     return ModelInfo(classes=list(classes), preprocess=PLAIN, arch="graph", img_size=16, clf_version="0.1.0")
+
+
+def linear_model(path: Path, info: ModelInfo, seed: int = 0, batch: int | str = "N", temperature: float | None = None,
+                 props: dict[str, str] | None = None) -> Path:
+    """A hand-built ONNX linear classifier on the flattened input (no torch export, instant): logits = x W + b with
+    seeded weights, so unlike BrightnessNet it changes its mind when the image is flipped (TTA tests). `batch` an int
+    fixes the batch axis; `temperature` divides the logits (a calibrated export); `props` are added to the metadata.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    height, width = info.preprocess.size
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((3 * height * width, len(info.classes))).astype(np.float32) * 0.5
+    bias = rng.standard_normal(len(info.classes)).astype(np.float32)
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, height, width])
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+             helper.make_node("Gemm", ["flat", "weight", "bias"], ["scores" if temperature else "logits"])]
+    initializers = [numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")]
+    if temperature:
+        nodes.append(helper.make_node("Div", ["scores", "temperature"], ["logits"]))
+        initializers.append(numpy_helper.from_array(np.array(temperature, np.float32), "temperature"))
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, len(info.classes)])
+    graph = helper.make_graph(nodes, "linear", [x], [y], initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    helper.set_model_props(model, {**info_to_props(info), **(props or {})})
+    onnx.save(model, str(path))
+    return path

@@ -10,7 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bad_inputs import Case, run_case
-from serve_helpers import bad_images, brightness_model, cli_state, graph_model, grey_image, plain_info, read_csv
+from serve_helpers import (
+    bad_images,
+    brightness_model,
+    cli_state,
+    graph_model,
+    grey_image,
+    linear_model,
+    plain_info,
+    read_csv,
+)
 
 from clf.errors import DataError, DeviceError, ModelError
 from clf.serve.predictor import Predictor
@@ -127,6 +136,13 @@ def _hand_model(name: str, inputs: int = 1, size: tuple[int, int] = (16, 16), pr
         helper.set_model_props(model, props)
         onnx.save(model, str(Path(places["tmp"]) / name))
     return setup
+
+
+def _tta_graph_model(places):
+    """A model exported with --tta hflip: its clf metadata says the flips are inside the graph."""
+    path = Path(places["tmp"]) / "tta_graph.onnx"
+    if not path.exists():
+        linear_model(path, plain_info(), props={"clf.tta": "hflip"})
 
 
 INFER = ["infer", "{images}", "--model", "{model}", "--device", "cpu"]
@@ -254,6 +270,52 @@ CASES = [
          "sub_missing.csv: 2 ids of"),
     Case("score-answers-is-a-fifo", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.fifo"], 2,
          "answers.fifo: not a regular file", setup=_fifo("answers.fifo")),
+    # --- run-time TTA (issue 11) ---
+    Case("infer-tta-bogus", [*INFER, "--csv", "{tmp}/t1.csv", "--tta", "rot90"], 2,
+         "--tta must be one of none, hflip, vflip, hvflip, got 'rot90'", check=_absent("{tmp}/t1.csv")),
+    Case("eval-tta-bogus", ["eval", "{labelled}", "--model", "{model}", "--tta", "flip"], 2,
+         "--tta must be one of none, hflip, vflip, hvflip, got 'flip'"),
+    Case("infer-tta-on-a-tta-model", [*INFER[:3], "{tmp}/tta_graph.onnx", "--csv", "{tmp}/t2.csv", "--device", "cpu",
+                                      "--tta", "hvflip", "--probs", "{tmp}/t2p.csv"], 2,
+         "tta_graph.onnx: the model already runs hflip TTA inside its graph (exported with --tta hflip); leave out "
+         "--tta hvflip, it would flip the views twice", setup=_tta_graph_model, guard=["{tmp}/tta_graph.onnx"],
+         check=_absent("{tmp}/t2.csv", "{tmp}/t2p.csv")),
+    Case("eval-tta-on-a-tta-model", ["eval", "{labelled}", "--model", "{tmp}/tta_graph.onnx", "--device", "cpu",
+                                     "--tta", "hflip", "--report", "{tmp}/t3.json"], 2,
+         "tta_graph.onnx: the model already runs hflip TTA inside its graph", setup=_tta_graph_model,
+         check=_absent("{tmp}/t3.json")),
+    Case("infer-tta-none-on-a-tta-model", [*INFER[:3], "{tmp}/tta_graph.onnx", "--csv", "{tmp}/t4.csv", "--device",
+                                           "cpu", "--tta", "none"], 0, "", setup=_tta_graph_model),
+    # --- clf score --probs (issue 11) ---
+    Case("score-probs-missing-file", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--probs",
+                                      "{tmp}/nope_probs.csv"], 2, "nope_probs.csv: file not found"),
+    Case("score-probs-is-a-folder", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--probs", "{empty}"], 2,
+         "empty: is a folder, not a CSV file"),
+    Case("score-probs-not-utf8", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--probs",
+                                  "{tmp}/probs_latin1.csv"], 2, "probs_latin1.csv: not a UTF-8 text file",
+         setup=lambda places: (Path(places["tmp"]) / "probs_latin1.csv").write_bytes(
+             "id,caf\xe9\na,1\n".encode("latin-1"))),
+    Case("score-probs-is-the-submission", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--probs",
+                                           "{tmp}/sub_extra.csv"], 2,
+         "sub_extra.csv: no column for the classes 'cat', 'dog', 'fox' of", guard=["{tmp}/sub_extra.csv"]),
+    Case("score-probs-missing-class-column", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--probs",
+                                              "{tmp}/probs_nofox.csv"], 2,
+         "probs_nofox.csv: no column for the class 'fox' of",
+         setup=_write("probs_nofox.csv", "id,cat,dog\n" + "".join(f"{i},0.5,0.5\n" for i in "abcd"))),
+    Case("score-probs-missing-ids", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--probs",
+                                     "{tmp}/probs_short.csv"], 2,
+         "probs_short.csv: 2 ids of", setup=_write("probs_short.csv", "id,cat,dog,fox\na,1,0,0\nb,0,1,0\n")),
+    Case("score-probs-not-a-number", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--probs",
+                                      "{tmp}/probs_text.csv"], 2,
+         "probs_text.csv: line 3: column 'dog' holds 'high', not a probability (a finite number >= 0)",
+         setup=_write("probs_text.csv", "id,cat,dog,fox\na,1,0,0\nb,0,high,0\nc,1,0,0\nd,0,0,1\n")),
+    Case("score-probs-all-zero-row", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--probs",
+                                      "{tmp}/probs_zero.csv"], 2,
+         "probs_zero.csv: line 2: every probability of id 'a' is 0",
+         setup=_write("probs_zero.csv", "id,cat,dog,fox\na,0,0,0\nb,0,1,0\nc,1,0,0\nd,0,0,1\n")),
+    Case("score-probs-rows-rescaled", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--probs",
+                                       "{tmp}/probs_scaled.csv"], 0, "",
+         setup=_write("probs_scaled.csv", "id,cat,dog,fox\na,2,0,0\nb,0,50,0\nc,3,0,0\nd,0,0,0.5\nzz,1,1,1\n")),
     # --- found by attacker 2: column flags, NaN statistics, special files, hostile models, rich markup ---
     Case("infer-id-col-empty", [*INFER, "--csv", "{tmp}/a1.csv", "--id-col", ""], 2,
          "--id-col must name a column, got ''", check=_absent("{tmp}/a1.csv")),

@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+import clf.serve.predictor as predictor_module
 from checkpoint_factory import checkpoint_state
 from cli_helpers import clf, error_line
 from clf.config import Preprocess
 from clf.data.datasets import load_labelled
 from clf.data.preprocess import preprocess
 from clf.models.checkpoint import save_checkpoint
+from clf.probabilities import expected_calibration_error, log_loss
+from clf.serve.metadata import ModelInfo
 from clf.serve.metrics import classification_report
-from serve_helpers import bad_images, brightness_model, cli_state, grey_image
+from serve_helpers import bad_images, brightness_model, cli_state, grey_image, linear_model, read_csv
 
 
 # class folder -> grey levels; the model's answer in brackets
@@ -174,6 +178,96 @@ def test_eval_a_run_folder_exports_to_a_temporary_onnx(labelled, tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["best.pt"]  # nothing written into the run
 
 
+# ---- log-loss and ECE, and TTA side by side ----
+
+NOISE_CLASSES = ["cat", "dog", "fox", "owl"]
+
+
+@pytest.fixture(scope="module")
+def noise(tmp_path_factory) -> SimpleNamespace:
+    """A linear model that changes its mind under flips, and 12 labelled noise images (3 per class)."""
+    root = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(5)
+    for k in range(12):
+        label = NOISE_CLASSES[k % 4]
+        path = root / "labelled" / label / f"n_{k:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), rng.integers(0, 256, (9 + k, 14, 3), dtype=np.uint8))
+    pre = Preprocess(size=(8, 12), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    info = ModelInfo(classes=NOISE_CLASSES, preprocess=pre, arch="linear", img_size=12, clf_version="0.1.0")
+    return SimpleNamespace(labelled=root / "labelled", model=linear_model(root / "linear.onnx", info, seed=2))
+
+
+def probs_by_hand(labelled: Path, model: Path, out: Path, *flags: str) -> tuple[np.ndarray, np.ndarray]:
+    """`clf infer --probs` over the labelled images, read back: probabilities [N, C] and the true class indices."""
+    result = clf("infer", labelled, "--model", model, "--recursive", "--csv", out / "sub.csv", "--probs",
+                 out / "probs.csv", "--device", "cpu", *flags)
+    assert result.exit_code == 0, result.output
+    table = read_csv(out / "probs.csv")
+    truth = {path.stem: path.parent.name for path in labelled.rglob("*.png")}
+    classes = table[0][1:]
+    probs = np.array([[float(v) for v in row[1:]] for row in table[1:]])
+    return probs, np.array([classes.index(truth[row[0]]) for row in table[1:]])
+
+
+def eval_report(labelled: Path, model: Path, report: Path, *flags: str) -> tuple[dict, str]:
+    result = clf("eval", labelled, "--model", model, "--report", report, "--device", "cpu", *flags)
+    assert result.exit_code == 0, result.output
+    return json.loads(report.read_text()), result.stdout
+
+
+def test_eval_reports_log_loss_and_ece_of_the_model_probabilities(noise, tmp_path):
+    probs, truth = probs_by_hand(noise.labelled, noise.model, tmp_path)
+    got, stdout = eval_report(noise.labelled, noise.model, tmp_path / "report.json")
+    expected_loss, expected_ece = log_loss(probs, truth), expected_calibration_error(probs, truth, 15)
+    assert got["log_loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert got["ece"] == pytest.approx(expected_ece, abs=1e-5)
+    assert got["accuracy"] == pytest.approx(np.mean(probs.argmax(axis=1) == truth))
+    assert got["ece_bins"] == 15 and got["tta"] == {"views": "none"}
+    assert f"log-loss {got['log_loss']:.4f}, ECE {got['ece']:.4f} (15 bins)" in stdout.splitlines()
+    assert 0.1 < got["ece"] and got["log_loss"] > 0.5  # real, non-trivial numbers for this random model
+
+
+def test_eval_with_tta_reports_both_side_by_side_from_one_decode_pass(noise, tmp_path, monkeypatch):
+    plain, _ = eval_report(noise.labelled, noise.model, tmp_path / "plain.json")
+    decodes = []
+    real_load = predictor_module.load_resized
+    monkeypatch.setattr(predictor_module, "load_resized", lambda source, pre: (decodes.append(source),
+                                                                                real_load(source, pre))[1])
+    got, stdout = eval_report(noise.labelled, noise.model, tmp_path / "tta.json", "--tta", "hflip")
+    assert len(decodes) == 12  # each image decoded once for both columns
+    monkeypatch.undo()
+    tta = got["tta"]
+    assert tta["views"] == "hflip"
+    # without TTA: exactly a separate evaluation without --tta (the same session runs)
+    assert tta["without"] == {key: plain[key] for key in ("accuracy", "log_loss", "ece")}
+    # with TTA: the report's own numbers, and what `clf infer --tta hflip --probs` gives by hand
+    assert tta["with"] == {key: got[key] for key in ("accuracy", "log_loss", "ece")}
+    probs, truth = probs_by_hand(noise.labelled, noise.model, tmp_path, "--tta", "hflip")
+    assert got["log_loss"] == pytest.approx(log_loss(probs, truth), rel=1e-5)
+    assert got["ece"] == pytest.approx(expected_calibration_error(probs, truth), abs=1e-5)
+    assert got["accuracy"] == pytest.approx(np.mean(probs.argmax(axis=1) == truth))
+    assert got["confusion_matrix"] != plain["confusion_matrix"]  # the flips changed predictions for this model
+    before, after = tta["without"], tta["with"]
+    assert (f"accuracy {before['accuracy']:.4f} → {after['accuracy']:.4f}, log-loss {before['log_loss']:.4f} → "
+            f"{after['log_loss']:.4f}, ECE {before['ece']:.4f} → {after['ece']:.4f} with hflip TTA (15-bin ECE)"
+            ) in stdout.splitlines()
+    assert f"{noise.model}: accuracy {after['accuracy']:.4f} with hflip TTA on 12 images" in stdout
+
+
+def test_eval_with_tta_matches_an_evaluation_of_a_tta_predictor(noise, tmp_path):
+    """The with-TTA numbers are those of the TTA Predictor on its own (clf.serve.evaluate.evaluate_labelled)."""
+    from clf.serve.evaluate import evaluate_labelled
+    from clf.serve.predictor import Predictor
+
+    data = load_labelled(str(noise.labelled))
+    labels = [data.classes[i] for i in data.labels]
+    alone = evaluate_labelled(Predictor(noise.model, device="cpu", tta="vflip"), data.paths, labels)
+    got, _ = eval_report(noise.labelled, noise.model, tmp_path / "report.json", "--tta", "vflip")
+    for key in ("accuracy", "log_loss", "ece", "confusion_matrix", "tta"):
+        assert got[key] == alone[key], key
+
+
 # ---- clf score ----
 
 
@@ -220,6 +314,31 @@ def test_score_bad_files(answers, tmp_path):
     assert result.exit_code == 2
     assert error_line(result) == (f"error: {wrong}: no column 'id' (columns: image, prediction); "
                                   "set the column names with --id-col and --label-col")
+
+
+def test_score_with_probs_reports_log_loss_and_ece(answers, tmp_path):
+    submission = tmp_path / "submission.csv"
+    submission.write_text("id,label\na,cat\nb,dog\nc,dog\nd,fox\n")
+    probs = tmp_path / "probs.csv"
+    probs.write_text("id,cat,dog,fox\na,0.8,0.1,0.1\nb,0.2,0.6,0.2\nc,0.4,0.5,0.1\nd,0.1,0.1,0.8\n")
+    result = clf("score", submission, answers, "--probs", probs)
+    assert result.exit_code == 0, result.output
+    loss = -(np.log(0.8) + np.log(0.6) + np.log(0.4) + np.log(0.8)) / 4
+    ece = (2 * abs(1 - 0.8) + abs(1 - 0.6) + abs(0 - 0.5)) / 4  # bins: 0.8 (2 right), 0.6 (right), 0.5 (wrong)
+    assert result.stdout.strip() == (f"{submission}: accuracy 0.7500 on 4 rows of {answers}, log-loss {loss:.4f}, "
+                                     f"ECE {ece:.4f} (15 bins) from {probs}")
+
+
+def test_score_probs_of_clf_infer_give_the_log_loss_clf_eval_reports(noise, tmp_path):
+    """The deployed path (infer --probs, then score --probs) and eval agree on log-loss and ECE."""
+    probs_by_hand(noise.labelled, noise.model, tmp_path, "--tta", "hflip")
+    answers = tmp_path / "answers.csv"
+    answers.write_text("id,label\n" + "".join(f"{p.stem},{p.parent.name}\n" for p in noise.labelled.rglob("*.png")))
+    result = clf("score", tmp_path / "sub.csv", answers, "--probs", tmp_path / "probs.csv")
+    assert result.exit_code == 0, result.output
+    got, _ = eval_report(noise.labelled, noise.model, tmp_path / "report.json", "--tta", "hflip")
+    assert (f"accuracy {got['accuracy']:.4f} on 12 rows of {answers}, log-loss {got['log_loss']:.4f}, "
+            f"ECE {got['ece']:.4f} (15 bins)") in result.stdout
 
 
 def test_eval_of_a_checkpoint_whose_export_fails_parity(labelled, tmp_path, monkeypatch):

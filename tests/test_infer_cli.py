@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from cli_helpers import clf, error_line
+from clf.config import Preprocess
+from clf.serve.metadata import ModelInfo
 from clf.serve.session import nvidia_driver_problem
 from serve_helpers import (
     BRIGHTNESS_CLASSES,
@@ -25,6 +27,7 @@ from serve_helpers import (
     brightness_model,
     cli_state,
     grey_image,
+    linear_model,
     read_csv,
 )
 
@@ -434,3 +437,64 @@ def test_an_output_that_cannot_be_written_fails_before_inference(model, images, 
                                   "choose a folder you can write to")
     assert "onnxruntime provider" not in result.output
     assert not (tmp_path / "ok.csv").exists()
+
+
+# ---- run-time TTA and the probabilities of a calibrated model ----
+
+TTA_CLASSES = ["cat", "dog", "fox"]
+
+
+@pytest.fixture(scope="module")
+def noise_images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(7)
+    for k in range(5):
+        cv2.imwrite(str(folder / f"n_{k}.png"), rng.integers(0, 256, (10 + k, 13, 3), dtype=np.uint8))
+    return folder
+
+
+def linear_info() -> ModelInfo:
+    pre = Preprocess(size=(8, 12), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    return ModelInfo(classes=TTA_CLASSES, preprocess=pre, arch="linear", img_size=12, clf_version="0.1.0")
+
+
+def read_probs(path: Path) -> tuple[list[str], np.ndarray]:
+    table = read_csv(path)
+    return [row[0] for row in table[1:]], np.array([[float(v) for v in row[1:]] for row in table[1:]])
+
+
+def test_infer_tta_writes_the_averaged_views(noise_images, tmp_path):
+    from clf.serve.predictor import Predictor
+
+    model = linear_model(tmp_path / "linear.onnx", linear_info(), seed=4)
+    out, probs = tmp_path / "sub.csv", tmp_path / "probs.csv"
+    result = clf("infer", noise_images, "--model", model, "--csv", out, "--probs", probs, "--tta", "hvflip",
+                 "--device", "cpu", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(rf"{re.escape(str(out))}: 5 of 5 images predicted on {CPU} with hvflip TTA \(\d+ img/s\)",
+                        result.stdout.strip()), result.stdout
+    ids, values = read_probs(probs)
+    expected = Predictor(model, device="cpu", tta="hvflip").predict(sorted(noise_images.glob("*.png")))
+    assert ids == [f"n_{k}" for k in range(5)]
+    np.testing.assert_allclose(values, expected.probs(), rtol=1e-5, atol=1e-7)
+    assert [row[1] for row in read_csv(out)[1:]] == expected.labels()
+    plain = Predictor(model, device="cpu").predict(sorted(noise_images.glob("*.png")))
+    assert np.abs(expected.probs() - plain.probs()).max() > 0.05  # the views changed the probabilities
+
+
+def test_infer_probs_of_a_calibrated_model_are_the_calibrated_ones(noise_images, tmp_path):
+    """A graph that divides its logits by a temperature (what `clf export --calibrate` bakes in): --probs writes
+    softmax(logits / T), not the raw model's probabilities."""
+    from clf.serve.predictor import Predictor, softmax
+
+    raw = linear_model(tmp_path / "raw.onnx", linear_info(), seed=4)
+    calibrated = linear_model(tmp_path / "calibrated.onnx", linear_info(), seed=4, temperature=2.5,
+                              props={"clf.temperature": "2.5"})
+    probs = tmp_path / "probs.csv"
+    result = clf("infer", noise_images, "--model", calibrated, "--csv", tmp_path / "sub.csv", "--probs", probs,
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    _, values = read_probs(probs)
+    logits = Predictor(raw, device="cpu").predict(sorted(noise_images.glob("*.png"))).logits
+    np.testing.assert_allclose(values, softmax(logits / 2.5), rtol=1e-5, atol=1e-7)
+    assert np.abs(values - softmax(logits)).max() > 0.05  # really softer than the raw model's

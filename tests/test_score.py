@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clf.errors import DataError
@@ -59,3 +60,58 @@ def test_read_labels_errors(tmp_path):
         read_labels(other, "id", "label")
     assert str(err.value) == (f"{other}: no column 'label' (columns: id, class); "
                               "set the column names with --id-col and --label-col")
+
+
+# ---- --probs: log-loss and ECE ----
+
+SMALL_ANSWERS = "id,label\na,cat\nb,cat\nc,dog\nd,dog\n"
+# columns in another order than the answers' classes, an extra class nobody has, rows not summing to 1 (a: x2),
+# an id the answers do not have
+PROBS = "id,dog,cat,owl\nc,0.62,0.38,0\nzz,0.5,0.5,0\na,0.2,1.8,0\nb,0.9,0.1,0\nd,0.45,0.55,0\n"
+
+
+@pytest.fixture
+def small(tmp_path):
+    return (write(tmp_path / "answers.csv", SMALL_ANSWERS),
+            write(tmp_path / "sub.csv", "id,label\na,cat\nb,dog\nc,dog\nd,cat\n"))
+
+
+def test_log_loss_and_ece_from_a_probabilities_file(small, tmp_path):
+    answers, submission = small
+    result = score_submission(submission, answers, probs=write(tmp_path / "probs.csv", PROBS))
+    assert (result.accuracy, result.rows, result.ece_bins) == (0.5, 4, 15)
+    # the true class's rescaled probability: a 0.9, b 0.1, c 0.62, d 0.45
+    assert result.log_loss == pytest.approx(-(np.log(0.9) + np.log(0.1) + np.log(0.62) + np.log(0.45)) / 4)
+    # confidences 0.9 (right), 0.9 (wrong) share a bin; 0.62 (right) and 0.55 (wrong) have one each
+    assert result.ece == pytest.approx((2 * abs(0.5 - 0.9) + abs(1 - 0.62) + abs(0 - 0.55)) / 4)
+    assert score_submission(submission, answers).log_loss is None  # without --probs: as before
+
+
+_HINT = "give the CSV `clf infer --probs` wrote"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("id,cat,dog\na,0.9,0.1\nb,0.5,0.5\n",
+     ("{probs}: 2 ids of {answers} have no probabilities (c, d); give the --probs file of the same `clf infer` run "
+      "as the submission")),
+    ("id,cat,fox\na,1,0\nb,1,0\nc,1,0\nd,1,0\n",
+     "{probs}: no column for the class 'dog' of {answers} (columns: cat, fox); " + _HINT
+     + " (an id column, then one probability column per class)"),
+    ("id,label\na,cat\n", "{probs}: no column for the classes 'cat', 'dog' of {answers} (columns: label); " + _HINT),
+    ("id,cat,dog\na,0.9,x\n",
+     "{probs}: line 2: column 'dog' holds 'x', not a probability (a finite number >= 0); " + _HINT),
+    ("id,cat,dog\na,0.9,\n", "{probs}: line 2: column 'dog' holds '', not a probability"),
+    ("id,cat,dog\na,-0.1,1.1\n", "{probs}: line 2: column 'cat' holds '-0.1', not a probability"),
+    ("id,cat,dog\na,nan,1\n", "{probs}: line 2: column 'cat' holds 'nan', not a probability"),
+    ("id,cat,dog\na,inf,1\n", "{probs}: line 2: column 'cat' holds 'inf', not a probability"),
+    ("id,cat,dog\na,0,0\n", "{probs}: line 2: every probability of id 'a' is 0; " + _HINT),
+    ("id,cat,dog\na,1,0\na,0,1\n", "{probs}: line 3: id 'a' is listed twice (also line 2); keep one row per id"),
+    ("id\na\n", "{probs}: only the id column 'id', no class column; " + _HINT),
+    ("image,cat,dog\na,1,0\n", "{probs}: no column 'id' (columns: image, cat, dog); set the id column with --id-col"),
+])
+def test_bad_probabilities_files(small, tmp_path, text, message):
+    answers, submission = small
+    probs = write(tmp_path / "probs.csv", text)
+    with pytest.raises(DataError) as err:
+        score_submission(submission, answers, probs=probs)
+    assert str(err.value).startswith(message.format(probs=probs, answers=answers))

@@ -1,5 +1,6 @@
-"""The job behind `clf eval`: labelled images and an ONNX model in; accuracy, per-class precision/recall/F1 and the
-confusion matrix out, with the JSON report and the confusion PNG written atomically. No torch: a checkpoint is
+"""The job behind `clf eval`: labelled images and an ONNX model in; accuracy, log-loss, ECE, per-class
+precision/recall/F1 and the confusion matrix out, with the JSON report and the confusion PNG written atomically; with
+--tta, the scores without and with the flipped views side by side, from one decode pass. No torch: a checkpoint is
 turned into an ONNX model first (clf.export.for_eval), by the caller."""
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from clf.atomic import atomic_write_text, check_outputs
 from clf.config import EvalConfig
 from clf.data.datasets import LabelledSet, load_labelled
 from clf.errors import DataError
+from clf.probabilities import ECE_BINS, expected_calibration_error, log_loss
 from clf.serve.loading import labels_file, make_predictor
 from clf.serve.metrics import classification_report, save_confusion_png
-from clf.serve.predictor import Predictor
+from clf.serve.predictor import Predictor, softmax
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +31,10 @@ class EvalResult:
     """What `evaluate` measured.
 
     Attributes:
-        report: the JSON-ready report: classification_report's keys plus "failures" ([{source, reason}]) and
-            "provider".
+        report: the JSON-ready report: classification_report's keys (from the predictions with TTA when asked)
+            plus "log_loss", "ece" and "ece_bins" (None without a readable image), "failures" ([{source, reason}]),
+            "provider", and "tta": {"views": name} and, with TTA, "without" and "with": {"accuracy", "log_loss",
+            "ece"} side by side.
         report_path, confusion_path: the files written (None where not asked for).
     """
 
@@ -45,6 +49,14 @@ class EvalResult:
     @property
     def failures(self) -> list[dict[str, str]]:
         return self.report["failures"]
+
+    @property
+    def log_loss(self) -> float | None:
+        return self.report["log_loss"]
+
+    @property
+    def ece(self) -> float | None:
+        return self.report["ece"]
 
 
 def load_eval_data(cfg: EvalConfig) -> LabelledSet:
@@ -102,7 +114,8 @@ def check_eval_outputs(cfg: EvalConfig, data: LabelledSet) -> None:
 
 def evaluate_labelled(predictor: Predictor, paths: list[str], true_labels: list[str], strict: bool = False,
                       progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix of `predictor` on labelled images.
+    """Accuracy, log-loss, ECE, per-class precision/recall/F1 and the confusion matrix of `predictor` on labelled
+    images; with the predictor's TTA, also the scores of its unflipped view alone (the same session runs).
 
     True labels are names; a label the model does not know is an error (wrong model for this data).
     """
@@ -115,6 +128,26 @@ def evaluate_labelled(predictor: Predictor, paths: list[str], true_labels: list[
     index = {name: i for i, name in enumerate(classes)}
     y_true = np.array([index[true_labels[i]] for i in result.ok_indices], dtype=np.int64)
     report = classification_report(y_true, result.top1(), classes)
+    report.update(probability_scores(result.probs(), y_true))
+    report["ece_bins"] = ECE_BINS
+    report["tta"] = {"views": predictor.tta}
+    if result.plain_logits is not None:
+        plain = softmax(result.plain_logits)
+        report["tta"]["without"] = {"accuracy": _accuracy(result.plain_logits, y_true),
+                                    **probability_scores(plain, y_true)}
+        report["tta"]["with"] = {key: report[key] for key in ("accuracy", "log_loss", "ece")}
     report["failures"] = [{"source": str(s), "reason": r} for s, r in result.failures]
     report["provider"] = predictor.provider
     return report
+
+
+def probability_scores(probs: np.ndarray, y_true: np.ndarray) -> dict[str, float | None]:
+    """{"log_loss", "ece"} of the probabilities against the true class indices (None for no rows)."""
+    if len(y_true) == 0:
+        return {"log_loss": None, "ece": None}
+    return {"log_loss": log_loss(probs, y_true), "ece": expected_calibration_error(probs, y_true, ECE_BINS)}
+
+
+def _accuracy(logits: np.ndarray, y_true: np.ndarray) -> float:
+    """Top-1 accuracy as classification_report counts it from PredictionResult.top1 (ties -> the lowest index)."""
+    return float(np.mean(np.argmax(logits, axis=1) == y_true)) if len(y_true) else 0.0

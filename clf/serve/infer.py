@@ -27,6 +27,7 @@ class InferResult:
     provider: str
     seconds: float
     not_in_sample: list[str] = field(default_factory=list)
+    tta: str = "none"  # the TTA views averaged at run time (clf.config.TTA_VIEWS)
 
     @property
     def images_per_second(self) -> float:
@@ -98,4 +99,4 @@ def run_inference(
         raise IncompleteError(f"{len(result.failures)} of {len(paths)} image(s) could not be read (--strict); "
                               f"the other rows were written to {cfg.csv}")
     return InferResult(Path(cfg.csv), len(paths), len(ids), list(result.failures), predictor.provider, seconds,
-                       not_in_sample)
+                       not_in_sample, predictor.tta)

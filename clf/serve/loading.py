@@ -23,6 +23,7 @@ class ModelOptions(Protocol):
     mean: tuple[float, float, float] | None
     std: tuple[float, float, float] | None
     labels: str | None
+    # and optionally tta: a TTA_VIEWS name ("none" when absent)
 
 
 def make_predictor(cfg: ModelOptions, verbose: bool = False) -> Predictor:
@@ -38,7 +39,7 @@ def make_predictor(cfg: ModelOptions, verbose: bool = False) -> Predictor:
     fields, classes = _explicit_preprocess(cfg)
     predictor = Predictor(
         cfg.model, device=cfg.device, batch_size=cfg.batch_size, preprocess=fields, classes=classes,
-        workers=cfg.threads or None, verbose=verbose,
+        workers=cfg.threads or None, verbose=verbose, tta=getattr(cfg, "tta", "none"),
     )
     if not has_clf_metadata(predictor.session.get_modelmeta().custom_metadata_map):
         missing = [flag for flag, value in (("--img-size", cfg.img_size), ("--mean", cfg.mean), ("--std", cfg.std),

@@ -3,7 +3,9 @@
 Decoding and resizing run in a thread pool (OpenCV releases the GIL) straight into a small ring of
 preallocated uint8 NHWC buffers, a couple of batches ahead, while ``session.run`` (which also releases
 the GIL) works on the current batch. A bad image is reported by name and reason and skipped; the
-others are still predicted. No torch here: a deployed host has onnxruntime, numpy and OpenCV only.
+others are still predicted. With test-time augmentation (``tta``) the session also runs on flips of each
+preprocessed batch and the softmax probabilities of the views are averaged, exactly as an exported TTA graph does.
+No torch here: a deployed host has onnxruntime, numpy and OpenCV only.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from clf.data.preprocess import ImageSource, load_resized, max_image_pixels, nor
 import cv2
 import numpy as np
 
-from clf.config import Preprocess
+from clf.config import TTA_VIEWS, Preprocess
 from clf.errors import DataError, ModelError, one_line
-from clf.serve.metadata import ModelInfo, check_class_names, has_clf_metadata, info_from_props
+from clf.serve.metadata import KEY_TTA, ModelInfo, check_class_names, has_clf_metadata, info_from_props
 from clf.serve.session import create_session
 
 logger = logging.getLogger(__name__)
 
 _INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+# The TTA a model already runs inside its graph, a TTA_VIEWS name (written by `clf export --tta`).
 
 
 @dataclass
@@ -43,6 +46,8 @@ class PredictionResult:
         ok_indices: int64 [N_ok], ascending indices into ``sources``.
         failures: (source, reason) for each input that could not be read, in input order.
         classes: class names; column c of ``logits`` is ``classes[c]``.
+        plain_logits: with TTA, the logits of the unflipped view alone (the model without TTA, from the same
+            session runs), rows as ``logits``; None without TTA.
     """
 
     sources: list[Any]
@@ -50,6 +55,7 @@ class PredictionResult:
     ok_indices: np.ndarray
     failures: list[tuple[Any, str]] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
+    plain_logits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ok_indices)
@@ -98,6 +104,39 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def flip_view(batch: np.ndarray, view: str) -> np.ndarray:
+    """One TTA view of an NCHW batch, as a numpy view (no copy): "h" reverses the width axis, "v" the height axis,
+    "hv" both, "" is the batch itself (the names of clf.config.TTA_VIEWS)."""
+    if "h" in view:
+        batch = batch[..., ::-1]
+    if "v" in view:
+        batch = batch[..., ::-1, :]
+    return batch
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax, numerically stable (no log(0)), float32."""
+    x = np.asarray(logits, dtype=np.float32)
+    if x.size == 0:
+        return x.copy()
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def average_views(view_logits: Sequence[np.ndarray]) -> np.ndarray:
+    """The TTA output: log of the mean of the views' softmax probabilities, float32 [N, C].
+
+    Computed as a logsumexp of log-softmaxes minus log(views), as the graph of `clf export --tta` computes it, so
+    `clf infer --tta` and the exported file agree even where a probability underflows (no log(0) = -inf, which the
+    NaN/inf check would take for a broken model). Its softmax is the mean of the views' probabilities.
+    """
+    stacked = np.stack([log_softmax(v) for v in view_logits])  # [V, N, C]
+    if stacked.size == 0:
+        return stacked[0]
+    top = stacked.max(axis=0)
+    return (top + np.log(np.exp(stacked - top).sum(axis=0)) - np.float32(np.log(len(view_logits)))).astype(np.float32)
+
+
 class Predictor:
     """Predict classes for images with an exported clf ONNX model (or any [N,3,H,W] -> [N,C] model).
 
@@ -113,6 +152,8 @@ class Predictor:
         verbose: let onnxruntime's warnings through.
         workers: decode threads (None: one per usable core, at most 8).
         prefetch: batches decoded ahead of the one being run.
+        tta: test-time augmentation, a name of clf.config.TTA_VIEWS: the session runs on every flipped view of each
+            batch and the logits are the log of the views' averaged softmax probabilities ("none": one run).
 
     Attributes:
         provider: the execution provider actually running the model.
@@ -123,7 +164,8 @@ class Predictor:
     ``session.run`` is thread-safe; nothing a call writes is shared with another call.
 
     Raises (at construction): DataError for a file onnxruntime cannot load, an input that is not float
-    [N, 3, H, W], an output that is not [N, C], repeated class names or a class count that does not match.
+    [N, 3, H, W], an output that is not [N, C], repeated class names or a class count that does not match, or
+    ``tta`` on a model whose graph already averages TTA views.
     Raises (while predicting): ModelError when the model outputs NaN or inf (a broken model is never silent).
     """
 
@@ -138,9 +180,12 @@ class Predictor:
         verbose: bool = False,
         workers: int | None = None,
         prefetch: int = 2,
+        tta: str = "none",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if tta not in TTA_VIEWS:
+            raise ValueError(f"tta must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
         self.model_path = Path(model_path)
         # No spinning: busy-waiting onnxruntime threads would take the cores from the decode threads between runs.
         self.session, self.provider = create_session(
@@ -159,6 +204,9 @@ class Predictor:
         self.batch_size = self._fixed_batch or int(batch_size)
         self.workers = int(workers) if workers else min(8, usable_cpus())
         self.prefetch = max(0, int(prefetch))
+        self._check_tta_in_graph(tta)
+        self.tta = tta
+        self.views = TTA_VIEWS[tta]
 
     @property
     def classes(self) -> list[str]:
@@ -171,7 +219,7 @@ class Predictor:
     def __repr__(self) -> str:
         return (
             f"Predictor({str(self.model_path)!r}, provider={self.provider!r}, classes={len(self.classes)}, "
-            f"size={self.preprocess.size}, batch_size={self.batch_size})"
+            f"size={self.preprocess.size}, batch_size={self.batch_size}, tta={self.tta!r})"
         )
 
     def predict(
@@ -188,7 +236,7 @@ class Predictor:
             progress: called after each batch with the number of sources handled so far.
 
         Returns:
-            PredictionResult in input order.
+            PredictionResult in input order (with TTA, ``plain_logits`` holds the unflipped view's logits too).
 
         Raises:
             DataError: with ``strict``, the first unreadable image.
@@ -196,18 +244,24 @@ class Predictor:
         """
         sources = list(sources)
         max_image_pixels()  # a bad $CLF_MAX_IMAGE_PIXELS is one error for the run, not a skip of every image
-        ok_parts, logit_parts, failures = [], [], []
-        for batch in self._batches(sources, strict, progress):
+        ok_parts, logit_parts, plain_parts, failures = [], [], [], []
+        for batch, plain in self._batches(sources, strict, progress):
             ok_parts.append(batch.ok_indices)
             logit_parts.append(batch.logits)
+            plain_parts.append(plain)
             failures.extend(batch.failures)
         num_classes = len(self.classes)
+
+        def joined(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros((0, num_classes), np.float32)
+
         result = PredictionResult(
             sources=sources,
-            logits=np.concatenate(logit_parts) if logit_parts else np.zeros((0, num_classes), np.float32),
+            logits=joined(logit_parts),
             ok_indices=np.concatenate(ok_parts) if ok_parts else np.zeros(0, np.int64),
             failures=failures,
             classes=list(self.classes),
+            plain_logits=joined(plain_parts) if len(self.views) > 1 else None,
         )
         self._check_finite(result.logits, result.ok_indices, sources)
         return result
@@ -223,14 +277,15 @@ class Predictor:
         A batch with NaN or inf outputs raises ModelError (naming that batch's images) instead of being yielded.
         """
         sources = list(sources)
-        for batch in self._batches(sources, strict, progress):
+        for batch, _ in self._batches(sources, strict, progress):
             self._check_finite(batch.logits, batch.ok_indices, sources)
             yield batch
 
     def _batches(
         self, sources: list[Any], strict: bool, progress: Callable[[int], Any] | None
-    ) -> Iterator[Batch]:
-        """The decode/run pipeline. Its buffers belong to this call: concurrent calls share nothing they write."""
+    ) -> Iterator[tuple[Batch, np.ndarray | None]]:
+        """The decode/run pipeline, yielding each Batch with its unflipped view's logits (None without TTA).
+        Its buffers belong to this call: concurrent calls share nothing they write."""
         starts = iter(range(0, len(sources), self.batch_size))
         height, width = self.preprocess.size
         capacity = max(1, min(self.batch_size, len(sources)))  # a one-image request allocates one row, not a batch
@@ -238,6 +293,7 @@ class Predictor:
         ring = [np.empty((capacity, height, width, 3), np.uint8) for _ in range(self.prefetch + 1)]
         # One float input for the whole call: session.run has consumed it before the next batch is normalised.
         float_input = np.empty((capacity, 3, height, width), np.float32)
+        flipped: list[np.ndarray] = []  # with TTA: the one contiguous buffer the flipped views are copied into
         pending: deque[tuple[range, np.ndarray, list[Future]]] = deque()
         done = 0
         with ThreadPoolExecutor(self.workers, thread_name_prefix="clf-decode") as pool:
@@ -257,12 +313,15 @@ class Predictor:
                     rows = [r for r, i in enumerate(indices) if i not in failed]
                     batch_input = self._normalize(buffer, rows, len(indices), float_input)
                     submit_next(buffer)  # the buffer is free again: decode the next batch into it during run
-                    logits = self._run(batch_input, len(rows))
+                    if len(self.views) == 1:
+                        logits, plain = self._run(batch_input, len(rows)), None
+                    else:
+                        logits, plain = self._run_views(batch_input, len(rows), flipped)
                     done += len(indices)
                     if progress is not None:
                         progress(done)
                     ok = np.fromiter((indices[r] for r in rows), dtype=np.int64, count=len(rows))
-                    yield Batch(ok, logits, [(sources[i], failed[i]) for i in sorted(failed)])
+                    yield Batch(ok, logits, [(sources[i], failed[i]) for i in sorted(failed)]), plain
             finally:  # an error, strict stop or an abandoned generator: drop the queued decode work
                 for _, _, futures in pending:
                     for future in futures:
@@ -271,7 +330,8 @@ class Predictor:
     def _check_buffer_memory(self, capacity: int, height: int, width: int) -> None:
         """Refuse buffers larger than the machine's memory (a huge --batch-size or input size) before allocating
         them: numpy would raise MemoryError, or the kernel kill the process, partway through the run."""
-        per_image = height * width * 3 * (self.prefetch + 1 + 4)  # uint8 ring + one float32 batch
+        floats = 4 if len(self.views) == 1 else 8  # one float32 batch, and its flipped copy with TTA
+        per_image = height * width * 3 * (self.prefetch + 1 + floats)  # + the uint8 ring
         total = _physical_memory()
         if not total or capacity * per_image <= total:
             return
@@ -320,6 +380,25 @@ class Predictor:
                             f"{len(batch)} images, not [N, C] with C = {len(self.classes)} classes; "
                             "clf needs a classifier with one row of class scores per image")
         return logits[:count]
+
+    def _run_views(self, batch: np.ndarray, count: int, flipped: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The session on every TTA view of the batch: (log of the views' mean softmax, the unflipped logits).
+
+        onnxruntime needs a contiguous input, so each flipped view is copied into one buffer reused for the call.
+        """
+        outputs = [self._run(batch, count)]
+        view_input = _view_buffer(flipped, batch)
+        for view in self.views[1:]:
+            np.copyto(view_input, flip_view(batch, view))
+            outputs.append(self._run(view_input, count))
+        return average_views(outputs), outputs[0]
+
+    def _check_tta_in_graph(self, tta: str) -> None:
+        """Refuse run-time TTA on a model that already averages TTA views in its graph: the views would double."""
+        baked = self.session.get_modelmeta().custom_metadata_map.get(KEY_TTA, "none") or "none"
+        if tta != "none" and baked != "none":
+            raise DataError(f"{self.model_path}: the model already runs {baked} TTA inside its graph (exported with "
+                            f"--tta {baked}); leave out --tta {tta}, it would flip the views twice")
 
     def _check_finite(self, logits: np.ndarray, ok_indices: np.ndarray, sources: list[Any]) -> None:
         """A model that outputs NaN or inf is broken (diverged training, bad export): never pass it on silently,
@@ -398,6 +477,14 @@ class Predictor:
                 f"{height}x{width}; pass a matching --img-size"
             )
         return _INPUT_DTYPES[model_input.type]
+
+
+def _view_buffer(held: list[np.ndarray], batch: np.ndarray) -> np.ndarray:
+    """A contiguous array shaped like `batch` for its flipped views: the one in `held` (allocated on first use,
+    replaced only when the batch outgrows it), so a call copies its views into the same memory batch after batch."""
+    if not held or held[0].shape[1:] != batch.shape[1:] or len(held[0]) < len(batch) or held[0].dtype != batch.dtype:
+        held[:] = [np.empty_like(batch)]
+    return held[0][: len(batch)]  # a smaller last batch uses the front rows (still contiguous)
 
 
 def _physical_memory() -> int | None:

@@ -1,43 +1,56 @@
-"""The job behind `clf score`: a submission's accuracy against the answers, with the same CSV rules as every
-other reader (clf.data.csv_table)."""
+"""The job behind `clf score`: a submission's accuracy against the answers, and with the probabilities CSV of
+`clf infer --probs` its log-loss and expected calibration error, with the same CSV rules as every other reader
+(clf.data.csv_table)."""
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from clf.config import check_columns
-from clf.data.csv_table import read_csv_table
+from clf.data.csv_table import CsvTable, read_csv_table
 from clf.errors import DataError
+from clf.probabilities import ECE_BINS, expected_calibration_error, log_loss
 
 logger = logging.getLogger(__name__)
 
 _SHOWN = 5  # ids named in a message before "..."
+_PROBS_HINT = "give the CSV `clf infer --probs` wrote (an id column, then one probability column per class)"
 
 
 @dataclass(frozen=True)
 class ScoreResult:
-    """accuracy over the answers' rows; `extra`: submission ids the answers do not have (ignored, warned)."""
+    """accuracy over the answers' rows; `extra`: submission ids the answers do not have (ignored, warned);
+    log_loss and ece (over `ece_bins` bins): from the probabilities CSV over the answers' rows, None without one."""
 
     accuracy: float
     rows: int
     extra: list[str]
+    log_loss: float | None = None
+    ece: float | None = None
+    ece_bins: int = ECE_BINS
 
 
 def score_submission(submission: str | Path, answers: str | Path, id_col: str = "id",
-                     label_col: str = "label") -> ScoreResult:
-    """Accuracy of a submission CSV against an answers CSV (same id/label columns; ids and labels stripped).
+                     label_col: str = "label", probs: str | Path | None = None) -> ScoreResult:
+    """Accuracy of a submission CSV against an answers CSV (same id/label columns; ids and labels stripped), and
+    with `probs` (the CSV `clf infer --probs` writes) the log-loss and ECE of those probabilities.
 
-    Every id of the answers needs a prediction. An id of the submission that the answers do not have is left
-    out of the score with a WARNING naming how many (a submission for a larger test set scores on the answers
-    given).
+    Every id of the answers needs a prediction (and a row of probabilities). An id of the submission that the
+    answers do not have is left out of the score with a WARNING naming how many (a submission for a larger test
+    set scores on the answers given). Probability rows are rescaled to sum to 1 before scoring, as Kaggle does.
 
     Raises:
         ClfError: --id-col or --label-col empty, or the same column.
         DataError: the submission is the answers file, an answer without a label, a missing/unreadable/non-UTF-8/empty
             file, a missing column, an id listed twice in either file
-            (it would silently change the accuracy), an id of the answers with no prediction.
+            (it would silently change the accuracy), an id of the answers with no prediction; for `probs`: an id of
+            the answers without probabilities, no column for a class of the answers, a value that is no finite
+            number >= 0, a row without any probability > 0.
     """
     check_columns(id_col, label_col)
     if _same_file(submission, answers):
@@ -57,7 +70,79 @@ def score_submission(submission: str | Path, answers: str | Path, id_col: str = 
         shown = ", ".join(extra[:_SHOWN]) + (", ..." if len(extra) > _SHOWN else "")
         logger.warning("%s: %d ids are not in %s (%s); not scored", submission, len(extra), answers, shown)
     correct = sum(predicted[i] == label for i, label in truth.items())
-    return ScoreResult(correct / len(truth), len(truth), extra)
+    if probs is None:
+        return ScoreResult(correct / len(truth), len(truth), extra)
+    matrix, y_true = probabilities_for(probs, truth, answers, id_col)
+    return ScoreResult(correct / len(truth), len(truth), extra, log_loss(matrix, y_true),
+                       expected_calibration_error(matrix, y_true, ECE_BINS))
+
+
+def probabilities_for(probs: str | Path, truth: dict[str, str], answers: str | Path,
+                      id_col: str) -> tuple[np.ndarray, np.ndarray]:
+    """The probabilities of the answers' ids, float64 [N, C] in the answers' order with each row rescaled to sum
+    to 1, and each true class's column.
+
+    The header is checked against the answers' classes before any value is read: a submission or answers file
+    given as --probs is named as the wrong file, not as a column of non-numbers.
+
+    Raises:
+        DataError: as read_csv_table, no id column or no class column, a class of the answers with no column, an id
+            listed twice, a value that is not a finite number >= 0 (naming the line and column), a row whose
+            probabilities are all 0, an id of the answers with no row.
+    """
+    table = read_csv_table(probs)
+    id_at = table.column(id_col, "set the id column with --id-col")
+    class_at = [c for c in range(len(table.header)) if c != id_at]
+    classes = [table.header[c] for c in class_at]
+    if not classes:
+        raise DataError(f"{probs}: only the id column '{id_col}', no class column; {_PROBS_HINT}")
+    column = {name: k for k, name in enumerate(classes)}
+    missing_classes = sorted({label for label in truth.values() if label not in column})
+    if missing_classes:
+        noun = "class" if len(missing_classes) == 1 else "classes"
+        raise DataError(f"{probs}: no column for the {noun} {_some(missing_classes, quote=True)} of {answers} "
+                        f"(columns: {', '.join(classes)}); {_PROBS_HINT}")
+    rows = _probability_rows(table, id_at, class_at)
+    missing = [i for i in truth if i not in rows]
+    if missing:
+        raise DataError(f"{probs}: {len(missing)} ids of {answers} have no probabilities ({_some(missing)}); "
+                        "give the --probs file of the same `clf infer` run as the submission")
+    matrix = np.array([rows[i] for i in truth], dtype=np.float64)
+    matrix /= matrix.sum(axis=1, keepdims=True)  # rescaled as Kaggle does: the ECE's confidences too
+    return matrix, np.array([column[label] for label in truth.values()], dtype=np.int64)
+
+
+def _probability_rows(table: CsvTable, id_at: int, class_at: list[int]) -> dict[str, list[float]]:
+    """{id: the row's values in class_at order}, every value a finite number >= 0 and some > 0, ids unique."""
+    rows: dict[str, list[float]] = {}
+    first_line: dict[str, int] = {}
+    for line, row in zip(table.lines, table.rows):
+        image_id = row[id_at].strip()
+        if image_id in first_line:
+            raise DataError(f"{table.path}: line {line}: id '{image_id}' is listed twice (also line "
+                            f"{first_line[image_id]}); keep one row per id")
+        first_line[image_id] = line
+        values = [_probability(table, line, c, row[c]) for c in class_at]
+        if not sum(values) > 0:  # nothing to rescale: every class would get 0/0
+            raise DataError(f"{table.path}: line {line}: every probability of id '{image_id}' is 0; {_PROBS_HINT}")
+        rows[image_id] = values
+    return rows
+
+
+def _probability(table: CsvTable, line: int, column: int, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise DataError(f"{table.path}: line {line}: column '{table.header[column]}' holds {text.strip()!r}, not a "
+                        f"probability (a finite number >= 0); {_PROBS_HINT}")
+    return value
+
+
+def _some(items: list[str], quote: bool = False) -> str:
+    shown = ", ".join(f"'{i}'" if quote else i for i in items[:_SHOWN])
+    return shown + (", ..." if len(items) > _SHOWN else "")
 
 
 def read_labels(path: str | Path, id_col: str, label_col: str) -> dict[str, str]:
