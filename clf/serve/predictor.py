@@ -33,7 +33,6 @@ from clf.serve.session import create_session
 logger = logging.getLogger(__name__)
 
 _INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-# The TTA a model already runs inside its graph, a TTA_VIEWS name (written by `clf export --tta`).
 
 
 @dataclass
