@@ -764,9 +764,9 @@ def serve(
                       replicas=replicas, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, address=address,
                       device=device, threads=threads)
 
-    def ready(url: str, predictor: Any, replica_threads: int) -> None:
+    def ready(url: str, classes: list[str], replica_threads: int) -> None:
         console.print(
-            f"[bold]{escape(str(model))}[/] ({len(predictor.classes)} classes) served at [bold]{escape(url)}[/]: "
+            f"[bold]{escape(str(model))}[/] ({len(classes)} classes) served at [bold]{escape(url)}[/]: "
             f"{cfg.replicas} replica(s) x {replica_threads} thread(s), batches of up to {cfg.max_batch_size} "
             f"within {cfg.batch_wait_ms:g} ms. POST an image to {escape(url)}/predict; Ctrl-C stops.",
             highlight=False,
