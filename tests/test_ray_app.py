@@ -79,3 +79,48 @@ def test_internal_grpc_address_is_rewritten_to_loopback(monkeypatch):
     assert replica.add_port_to_grpc_server(None, "[::]:0") == 1234
     replica.add_port_to_grpc_server(None, "10.0.0.5:7000")
     assert seen == ["127.0.0.1:0", "10.0.0.5:7000"]
+
+
+@pytest.fixture(scope="module")
+def replica(tmp_path_factory):
+    """A ClfReplica built outside Ray (its constructor is plain Python), on the brightness model."""
+    pytest.importorskip("ray.serve")
+    from serve_helpers import brightness_model
+
+    from clf.serve.ray_replica import ClfReplica
+
+    model = brightness_model(tmp_path_factory.mktemp("replica") / "model.onnx")
+    return ClfReplica(str(model), "cpu", threads=1, max_batch_size=8, batch_wait_s=0.001, loopback_only=False)
+
+
+def _png(grey: int) -> bytes:
+    import cv2
+    import numpy as np
+
+    ok, data = cv2.imencode(".png", np.full((12, 9, 3), grey, np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+def test_a_batch_maps_each_answer_to_its_own_request(replica):
+    """Bad images anywhere in a dynamic batch: their requests get (400, reason), the others their own logits."""
+    from serve_helpers import brightness_logits
+
+    images = [b"junk", _png(40), b"", _png(220), _png(128), b"\x89PNG\r\n\x1a\n broken"]
+    answers = replica._predict_sync(images)
+    unreadable = (400, "image: not a readable image (corrupt, truncated or unsupported format)")
+    assert answers[0] == unreadable and answers[5] == unreadable
+    assert answers[2][0] == 400 and answers[2][1].startswith("image: ")
+    for index, grey in ((1, 40), (3, 220), (4, 128)):
+        assert answers[index] == pytest.approx(brightness_logits(grey), abs=1e-4)
+
+
+def test_a_model_that_outputs_nan_fails_its_batch_with_500(replica, monkeypatch):
+    from clf.errors import ModelError
+
+    def broken(images):
+        raise ModelError("model.onnx: the model outputs NaN or inf for 2 of 2 images")
+
+    monkeypatch.setattr(replica.predictor, "predict", broken)
+    assert replica._predict_sync([_png(40), _png(220)]) == [
+        (500, "model.onnx: the model outputs NaN or inf for 2 of 2 images")] * 2
