@@ -160,6 +160,8 @@ def _ray_session(cfg: ServeConfig, threads: int) -> Iterator[str]:
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
+    if not logger.isEnabledFor(logging.DEBUG):  # clf prints its own ready line; Serve's INFO lines only with -v
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
         _start_ray(ray, cfg)
         try:
