@@ -812,3 +812,39 @@ def score(
         f", log-loss {result.log_loss:.4f}, ECE {result.ece:.4f} ({result.ece_bins} bins) from {escape(str(probs))}")
     console.print(f"[bold]{escape(str(submission))}[/]: accuracy {result.accuracy:.4f} on {result.rows} rows of "
                   f"{escape(str(answers))}{scores}", highlight=False)
+
+
+@app.command("serve")
+@user_errors
+def serve(
+    model: Annotated[str, typer.Argument(help="An .onnx exported by `clf export`.", metavar="MODEL")],
+    host: Annotated[str, typer.Option(help="Address the HTTP proxy listens on (local mode: keep it on loopback unless something in front authenticates).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    replicas: Annotated[int, typer.Option(help="Model replicas (processes), each with its own session.")] = 1,
+    max_batch_size: Annotated[int, typer.Option(help="Images per dynamic batch, gathered from concurrent requests.")] = 16,
+    batch_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to fill its batch.")] = 5.0,
+    address: Annotated[Optional[str], typer.Option(help="Deploy onto this Ray cluster (e.g. ray://head:10001, auto) instead of a local Ray bound to loopback.")] = None,
+    device: Annotated[str, typer.Option(metavar=_choices(DEVICES), help=_DEVICE_HELP)] = "auto",
+    threads: Annotated[int, typer.Option(help="onnxruntime threads per replica (0 = the usable cores / replicas).")] = 0,
+) -> None:
+    """Serve a model over HTTP on Ray Serve: POST an image to /predict, several to /predict/batch.
+
+    Answers are JSON (label, top-k, every class probability), computed exactly as `clf infer` computes them.
+    Ctrl-C or SIGTERM stops Serve and the local Ray instance.
+    """
+    from clf.config import ServeConfig
+    from clf.serve.ray_app import serve as run_server
+
+    cfg = ServeConfig(model=str(_non_empty_path(model, "MODEL", "an .onnx file")), host=host, port=port,
+                      replicas=replicas, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, address=address,
+                      device=device, threads=threads)
+
+    def ready(url: str, classes: list[str], replica_threads: int) -> None:
+        console.print(
+            f"[bold]{escape(str(model))}[/] ({len(classes)} classes) served at [bold]{escape(url)}[/]: "
+            f"{cfg.replicas} replica(s) x {replica_threads} thread(s), batches of up to {cfg.max_batch_size} "
+            f"within {cfg.batch_wait_ms:g} ms. POST an image to {escape(url)}/predict; Ctrl-C stops.",
+            highlight=False,
+        )
+
+    run_server(cfg, on_ready=ready)

@@ -493,3 +493,39 @@ class EvalConfig(_JsonMixin):
     def __post_init__(self) -> None:
         _raise_first_failure(_model_option_checks(self) + (_check_choice("--tta", self.tta, tuple(TTA_VIEWS)),) + (
             column_checks(self.id_col, self.label_col) if self.labels_csv else ()))
+
+
+MAX_SERVE_BATCH = 1024  # images per dynamic batch; far above what helps on CPUs, far below what exhausts memory
+MAX_BATCH_WAIT_MS = 10_000.0  # a longer wait only delays every lone request
+
+
+@dataclass(frozen=True)
+class ServeConfig(_JsonMixin):
+    """What ``clf serve`` needs: the model, where to listen, how to batch and how many replicas to run."""
+
+    model: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    replicas: int = 1
+    max_batch_size: int = 16  # images per session.run, gathered from concurrent requests (@serve.batch)
+    batch_wait_ms: float = 5.0  # how long a request waits for others to fill its batch
+    address: str | None = None  # an existing Ray cluster; None: a local Ray instance bound to loopback
+    device: str = "auto"
+    threads: int = 0  # onnxruntime intra-op threads per replica; 0 = the usable cores / replicas
+
+    def __post_init__(self) -> None:
+        from clf.serve.session import DEVICES
+
+        _raise_first_failure((
+            (self.host.strip() != "", "--host is empty; give an address to listen on, e.g. 127.0.0.1"),
+            (1 <= self.port <= 65535, f"--port must be between 1 and 65535, got {self.port}"),
+            (self.replicas >= 1, f"--replicas must be >= 1, got {self.replicas}"),
+            (1 <= self.max_batch_size <= MAX_SERVE_BATCH,
+             f"--max-batch-size must be between 1 and {MAX_SERVE_BATCH}, got {self.max_batch_size}"),
+            (math.isfinite(self.batch_wait_ms) and 0 <= self.batch_wait_ms <= MAX_BATCH_WAIT_MS,
+             f"--batch-wait-ms must be between 0 and {MAX_BATCH_WAIT_MS:g}, got {self.batch_wait_ms:g}"),
+            (self.address is None or self.address.strip() != "",
+             "--address is empty; give a Ray cluster address (e.g. ray://head:10001 or auto), or leave it out"),
+            _check_choice("--device", self.device, DEVICES),
+            (self.threads >= 0, f"--threads must be >= 0 (0 = the usable cores / replicas), got {self.threads}"),
+        ))

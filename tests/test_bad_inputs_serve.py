@@ -463,3 +463,84 @@ def test_bad_pixel_budget_is_one_error_not_a_skip_of_every_image(places, monkeyp
                 f"CLF_MAX_IMAGE_PIXELS={value}: not a whole number of pixels", check=_absent("{tmp}/pix.csv"))
     result = run_case(case, places)
     assert "skipped" not in result.output
+
+
+# --- `clf serve`: everything is refused before Ray starts (no row here starts Ray) ---
+
+SERVE = ["serve", "{model}", "--port", "{free_port}"]
+SERVE_CASES = [
+    Case("serve-missing-model", ["serve", "{tmp}/absent.onnx"], 2, "absent.onnx: file not found"),
+    Case("serve-empty-model-argument", ["serve", ""], 2, "MODEL is empty; give an .onnx file"),
+    Case("serve-model-is-a-folder", ["serve", "{models}"], 2, "models: is a folder, not an ONNX model",
+         guard=["{models}"]),
+    Case("serve-model-is-text", ["serve", "{models}/text.onnx"], 2, "text.onnx: not a valid ONNX model",
+         guard=["{models}"]),
+    Case("serve-model-without-metadata", ["serve", "{plain}", "--port", "{free_port}"], 2,
+         "plain.onnx: no clf metadata (exported by another tool?); clf serve needs the class names and preprocessing "
+         "in the model: export it with `clf export RUN --onnx`", guard=["{models}"]),
+    Case("serve-port-in-use", ["serve", "{model}", "--port", "{busy_port}"], 2,
+         "is already in use (another server?); stop it or give another --port", guard=["{models}"]),
+    Case("serve-host-not-this-machine", [*SERVE, "--host", "192.0.2.123"], 2,
+         "--host 192.0.2.123: not an address of this machine; give one of its addresses, e.g. 127.0.0.1"),
+    Case("serve-port-zero", [*SERVE[:2], "--port", "0"], 2, "--port must be between 1 and 65535, got 0"),
+    Case("serve-port-too-big", [*SERVE[:2], "--port", "70000"], 2, "--port must be between 1 and 65535, got 70000"),
+    Case("serve-replicas-zero", [*SERVE, "--replicas", "0"], 2, "--replicas must be >= 1, got 0"),
+    Case("serve-max-batch-size-zero", [*SERVE, "--max-batch-size", "0"], 2,
+         "--max-batch-size must be between 1 and 1024, got 0"),
+    Case("serve-max-batch-size-huge", [*SERVE, "--max-batch-size", "100000"], 2,
+         "--max-batch-size must be between 1 and 1024, got 100000"),
+    Case("serve-batch-wait-negative", [*SERVE, "--batch-wait-ms", "-1"], 2,
+         "--batch-wait-ms must be between 0 and 10000, got -1"),
+    Case("serve-batch-wait-nan", [*SERVE, "--batch-wait-ms", "nan"], 2,
+         "--batch-wait-ms must be between 0 and 10000, got nan"),
+    Case("serve-threads-negative", [*SERVE, "--threads", "-2"], 2,
+         "--threads must be >= 0 (0 = the usable cores / replicas), got -2"),
+    Case("serve-unknown-device", [*SERVE, "--device", "gpu"], 2,
+         "--device must be one of auto, cpu, cuda, tensorrt, got 'gpu'"),
+    Case("serve-empty-host", [*SERVE, "--host", " "], 2, "--host is empty; give an address to listen on"),
+    Case("serve-empty-address", [*SERVE, "--address", ""], 2, "--address is empty; give a Ray cluster address"),
+]
+SERVE_NEEDS_NO_GPU = [
+    Case("serve-device-cuda-without-cuda", [*SERVE, "--device", "cuda"], 2, "cuda requested but"),
+]
+
+
+@pytest.fixture(scope="module")
+def serve_places(places):
+    """`places` plus a port something already listens on, and one that is free."""
+    import socket
+
+    with socket.socket() as busy, socket.socket() as free:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        free.bind(("127.0.0.1", 0))
+        free_port = free.getsockname()[1]
+        free.close()  # a race with another process taking it is harmless: every row fails before listening
+        yield {**places, "busy_port": busy.getsockname()[1], "free_port": free_port}
+
+
+@pytest.mark.parametrize("case", SERVE_CASES, ids=lambda c: c.id)
+def test_serve_bad_input(case, serve_places, monkeypatch):
+    from clf.serve import ray_app
+
+    def ray_started(*args, **kwargs):
+        raise AssertionError("Ray was started: this row must be refused before")
+
+    monkeypatch.setattr(ray_app, "_ray_session", ray_started)
+    run_case(case, serve_places)
+
+
+@no_driver_here
+@pytest.mark.parametrize("case", SERVE_NEEDS_NO_GPU, ids=lambda c: c.id)
+def test_serve_bad_input_without_gpu(case, serve_places):
+    run_case(case, serve_places)
+
+
+def test_serve_without_the_serve_extra(serve_places, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    case = Case("serve-without-extra", SERVE, 2, "clf serve needs the serve extra: pip install 'clf[serve]'")
+    result = run_case(case, serve_places)
+    assert result.output.strip() == "error: clf serve needs the serve extra: pip install 'clf[serve]'"

@@ -1,0 +1,261 @@
+"""`clf serve MODEL`: the model behind Ray Serve, locally (loopback only) or on an existing Ray cluster.
+
+Everything a user can get wrong is checked before Ray starts (seconds of start-up): the `serve` extra, the model
+(clf metadata, the device), the port. Ray itself is imported only here and in clf.serve.ray_replica, so clf
+without the extra, and `clf --help`, never load it.
+
+Local mode binds every port Ray opens to loopback. What it takes, in Ray 2.60 (tests/test_serve_ray.py asserts
+it by listing the listening sockets of the whole process tree):
+- ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` in the environment before ray is imported (ray reads it at import, and
+  every Ray process inherits it): the node address is then 127.0.0.1, and the GCS, the raylet, the object
+  manager, every worker's gRPC server, the dashboard agent (HTTP, gRPC, metrics export) and the runtime-env
+  agent listen on loopback. ``_node_ip_address="127.0.0.1"`` alone does not do it: ray.init turns a loopback
+  node address into the machine's network address, and the servers then bind every interface.
+- ``include_dashboard=False`` (no dashboard on 8265), Serve's proxy on --host/--port (HTTPOptions), no gRPC proxy.
+- each Serve replica's inter-deployment gRPC server, hard-wired to "[::]:0": rewritten to 127.0.0.1 in the
+  replica (clf.serve.ray_replica.bind_internal_grpc_to_loopback).
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from clf.config import ServeConfig
+from clf.errors import ClfError, DataError, one_line
+from clf.serve.metadata import has_clf_metadata
+from clf.serve.predictor import Predictor, usable_cpus
+from clf.serve.session import create_session
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "clf"
+SERVE_EXTRA_HINT = "clf serve needs the serve extra: pip install 'clf[serve]'"
+LOOPBACK_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node address = 127.0.0.1: Ray's servers bind loopback
+    "RAY_USAGE_STATS_ENABLED": "0",  # no usage report leaves the machine
+}
+# Fewer thread hops per request in the proxy and the replica, and proxy -> replica over gRPC rather than actor calls
+# (+10-15 % requests/s for the cnn at 16 clients on 2 cores; benchmarks/serve_throughput.py). Defaults only: the
+# environment of `clf serve` wins. Serve's "throughput optimized" preset would also move HTTP into the replica on
+# ports of its own choosing; that is left off.
+TUNING_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",  # the replica's work is async and runs predict in a thread
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+}
+
+
+SERVE_EXTRA_MODULES = ("ray", "starlette", "uvicorn")  # what `ray[serve]` brings that the serving path imports
+
+
+def check_serve_extra() -> None:
+    """Raises ClfError (one line, exit 2) when Ray Serve is not installed.
+
+    Looked up without importing: ray reads its environment (the loopback settings) once, at import.
+    """
+    if any(importlib.util.find_spec(name) is None for name in SERVE_EXTRA_MODULES):
+        raise ClfError(SERVE_EXTRA_HINT)
+
+
+def replica_threads(cfg: ServeConfig) -> int:
+    """onnxruntime intra-op threads per replica: --threads, else this machine's usable cores shared out.
+
+    Ray sets OMP_NUM_THREADS to the replica's CPUs (1 by default): without an explicit count onnxruntime would
+    run the model on one core.
+    """
+    return cfg.threads or max(1, usable_cpus() // cfg.replicas)
+
+
+def check_model(cfg: ServeConfig) -> Predictor:
+    """Open the model as a replica will, before Ray starts: a bad file, a model without clf metadata or an unusable
+    device is one line now rather than a replica crash loop later.
+
+    Raises:
+        DataError: the model cannot be used, or has no clf metadata (a served model must carry its classes and
+            preprocessing: nothing is guessed).
+        DeviceError: the device asked for is not usable here.
+    """
+    session, _ = create_session(cfg.model, device="cpu", threads=1)  # the file and its metadata, on any host
+    if not has_clf_metadata(session.get_modelmeta().custom_metadata_map):
+        raise DataError(f"{cfg.model}: no clf metadata (exported by another tool?); clf serve needs the class "
+                        "names and preprocessing in the model: export it with `clf export RUN --onnx`")
+    del session
+    return Predictor(cfg.model, device=cfg.device, threads=1, workers=1)
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that is taken (or a host that is not this machine's) before Ray's seconds of start-up.
+
+    Raises:
+        ClfError: the address is in use, not local, or not allowed.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ClfError(f"--host {host}: cannot resolve it ({one_line(exc)}); give an address of this machine, "
+                       "e.g. 127.0.0.1") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a TIME_WAIT port is free
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ClfError(f"--port {port}: {host}:{port} is already in use (another server?); stop it or "
+                               "give another --port") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ClfError(f"--host {host}: not an address of this machine; give one of its addresses, "
+                               "e.g. 127.0.0.1") from None
+            if exc.errno == errno.EACCES:
+                raise ClfError(f"--port {port}: not allowed for this user (ports below 1024 need root); "
+                               "give a --port above 1023") from None
+            raise ClfError(f"--port {port}: cannot listen on {host}:{port} ({one_line(exc)})") from None
+
+
+def serve(cfg: ServeConfig, on_ready: Callable[[str, list[str], int], Any] | None = None) -> None:
+    """Check everything, start (or join) Ray, deploy the model and serve until SIGTERM / Ctrl-C.
+
+    Args:
+        cfg: the checked ServeConfig.
+        on_ready: called once the application answers, with its URL, the class names and the threads per replica.
+
+    Raises:
+        ClfError: the extra, the model or the port (before Ray starts); Ray failing to start or deploy.
+        Terminated / KeyboardInterrupt: the stop signal, after Serve and (local mode) Ray were shut down.
+    """
+    check_serve_extra()
+    classes = check_model(cfg).classes  # the model is not kept open here: the replicas have their own
+    local = cfg.address is None
+    if local:
+        check_port(cfg.host, cfg.port)
+    threads = replica_threads(cfg)
+    with _ray_session(cfg, threads) as url:
+        if on_ready is not None:
+            on_ready(url, classes, threads)
+        while True:
+            time.sleep(3600)  # the signal handlers raise out of here
+
+
+@contextmanager
+def _ray_session(cfg: ServeConfig, threads: int) -> Iterator[str]:
+    """Ray up, the application deployed and answering; on the way out, everything that was started is stopped."""
+    local = cfg.address is None
+    if local:
+        os.environ.update(LOOPBACK_ENV)  # before ray is imported, and inherited by every Ray process
+        for name, value in TUNING_ENV.items():
+            os.environ.setdefault(name, value)
+    import ray
+    from ray import serve as ray_serve
+
+    if local:  # ray imported earlier in this process (a library user's session) read the variable too early
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    if not logger.isEnabledFor(logging.DEBUG):  # clf prints its own ready line; Serve's INFO lines only with -v
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    try:
+        _start_ray(ray, cfg)
+        try:
+            ray_serve.start(http_options={"host": cfg.host, "port": cfg.port}, proxy_location="HeadOnly",
+                            logging_config={"log_level": "WARNING"})
+            ray_serve.run(_application(cfg, threads), name=APP_NAME, route_prefix="/", blocking=False)
+        except Exception as exc:  # noqa: BLE001 - a replica that fails to start, Serve's own errors
+            raise ClfError(f"{cfg.model}: Ray Serve could not deploy it ({one_line(exc)}); "
+                           "see Ray's logs under /tmp/ray/session_latest/logs") from None
+        yield f"http://{_url_host(cfg.host)}:{cfg.port}"
+    finally:
+        _shutdown(ray, ray_serve, local)
+
+
+def _start_ray(ray: Any, cfg: ServeConfig) -> None:
+    """A local Ray instance (no dashboard, loopback: LOOPBACK_ENV), or a connection to the cluster at --address."""
+    try:
+        with _keep_signal_handlers():
+            if cfg.address is None:
+                ray.init(address="local", num_cpus=usable_cpus(), include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            else:
+                ray.init(address=cfg.address, log_to_driver=False, configure_logging=False)
+    except Exception as exc:  # noqa: BLE001 - Ray's connection and start-up errors share no base class
+        if cfg.address is None:
+            raise ClfError(f"cannot start a local Ray instance ({one_line(exc)}); see /tmp/ray for its logs") from None
+        raise ClfError(f"--address {cfg.address}: cannot reach the Ray cluster ({one_line(exc)}); check the "
+                       "address (ray://HOST:10001 from outside the cluster, auto on one of its nodes)") from None
+
+
+def _application(cfg: ServeConfig, threads: int) -> Any:
+    from ray import serve as ray_serve
+
+    from clf.serve.ray_replica import ClfReplica
+
+    local = cfg.address is None
+    # Local: the replicas share this machine's cores. A cluster: each replica asks for the cores it will use.
+    num_cpus = usable_cpus() / cfg.replicas if local else float(threads)
+    deployment = ray_serve.deployment(
+        ClfReplica, name="ClfReplica", num_replicas=cfg.replicas,
+        # enough requests in flight per replica to fill two batches: Serve's default (5) would cap every batch at 5
+        max_ongoing_requests=max(100, 2 * cfg.max_batch_size),
+        ray_actor_options={"num_cpus": num_cpus},
+        logging_config={"log_level": "WARNING", "enable_access_log": False},  # no log line per request
+    )
+    return deployment.bind(os.path.abspath(cfg.model), cfg.device, threads, cfg.max_batch_size,
+                           cfg.batch_wait_ms / 1000.0, local)
+
+
+def _shutdown(ray: Any, ray_serve: Any, local: bool) -> None:
+    """Stop what this command started; a second SIGTERM/Ctrl-C must not cut it short and leave Ray running."""
+    if not ray.is_initialized():
+        return
+    with _signals_ignored():
+        try:
+            if local:
+                ray_serve.shutdown()
+            else:  # the cluster and its Serve instance belong to someone else: only remove this application
+                ray_serve.delete(APP_NAME)
+        except Exception as exc:  # noqa: BLE001 - shutting down must reach ray.shutdown whatever Serve says
+            logger.warning("Ray Serve did not shut down cleanly: %s", one_line(exc))
+        ray.shutdown()
+
+
+@contextmanager
+def _keep_signal_handlers() -> Iterator[None]:
+    """ray.init replaces the SIGTERM handler with sys.exit(15): keep clf's (Terminated -> clean shutdown, 143)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for signum in saved:
+        signal.signal(signum, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

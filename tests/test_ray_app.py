@@ -1,0 +1,126 @@
+"""clf.serve.ray_app and ray_replica without a running Ray: the checks made before Ray starts, the thread count, the
+loopback rewrite of Serve's internal gRPC address, and that neither `clf serve --help` nor the serve modules
+load what they must not. The live server is tests/test_serve_ray.py."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from clf.config import ServeConfig
+from clf.errors import ClfError
+from clf.serve import ray_app
+
+
+def test_serve_help_loads_neither_ray_nor_the_model_libraries():
+    code = (
+        "import sys; from typer.testing import CliRunner; from clf.cli import app\n"
+        "assert CliRunner().invoke(app, ['serve', '--help']).exit_code == 0\n"
+        "print(','.join(m for m in ('ray', 'torch', 'onnxruntime', 'cv2') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_serve_modules_never_import_torch():
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # any `import torch` fails\n"
+        "import clf.serve.ray_app, clf.serve.http_api, clf.serve.ray_replica\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("replicas, threads, usable, expected", [(1, 0, 2, 2), (2, 0, 2, 1), (3, 0, 2, 1),
+                                                                  (1, 0, 16, 16), (4, 0, 16, 4), (2, 3, 2, 3)])
+def test_replica_threads(monkeypatch, replicas, threads, usable, expected):
+    monkeypatch.setattr(ray_app, "usable_cpus", lambda: usable)
+    assert ray_app.replica_threads(ServeConfig(model="m.onnx", replicas=replicas, threads=threads)) == expected
+
+
+def test_check_port_accepts_a_free_port_and_refuses_a_taken_one():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ClfError) as caught:
+            ray_app.check_port("127.0.0.1", port)
+        assert str(caught.value) == (f"--port {port}: 127.0.0.1:{port} is already in use (another server?); "
+                                     "stop it or give another --port")
+    ray_app.check_port("127.0.0.1", port)  # closed again: free
+
+
+def test_missing_extra_is_one_line(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else find_spec(name, *a))
+    with pytest.raises(ClfError) as caught:
+        ray_app.check_serve_extra()
+    assert str(caught.value) == "clf serve needs the serve extra: pip install 'clf[serve]'"
+
+
+def test_internal_grpc_address_is_rewritten_to_loopback(monkeypatch):
+    pytest.importorskip("ray.serve")
+    from ray.serve._private import replica
+
+    from clf.serve.ray_replica import bind_internal_grpc_to_loopback
+
+    seen = []
+    monkeypatch.setattr(replica, "add_port_to_grpc_server", lambda server, address: seen.append(address) or 1234)
+    bind_internal_grpc_to_loopback()
+    bind_internal_grpc_to_loopback()  # idempotent: a second replica in the same worker wraps nothing twice
+    assert replica.add_port_to_grpc_server(None, "[::]:0") == 1234
+    replica.add_port_to_grpc_server(None, "10.0.0.5:7000")
+    assert seen == ["127.0.0.1:0", "10.0.0.5:7000"]
+
+
+@pytest.fixture(scope="module")
+def replica(tmp_path_factory):
+    """A ClfReplica built outside Ray (its constructor is plain Python), on the brightness model."""
+    pytest.importorskip("ray.serve")
+    from serve_helpers import brightness_model
+
+    from clf.serve.ray_replica import ClfReplica
+
+    model = brightness_model(tmp_path_factory.mktemp("replica") / "model.onnx")
+    return ClfReplica(str(model), "cpu", threads=1, max_batch_size=8, batch_wait_s=0.001, loopback_only=False)
+
+
+def _png(grey: int) -> bytes:
+    import cv2
+    import numpy as np
+
+    ok, data = cv2.imencode(".png", np.full((12, 9, 3), grey, np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+def test_a_batch_maps_each_answer_to_its_own_request(replica):
+    """Bad images anywhere in a dynamic batch: their requests get (400, reason), the others their own logits."""
+    from serve_helpers import brightness_logits
+
+    images = [b"junk", _png(40), b"", _png(220), _png(128), b"\x89PNG\r\n\x1a\n broken"]
+    answers = replica._predict_sync(images)
+    unreadable = (400, "image: not a readable image (corrupt, truncated or unsupported format)")
+    assert answers[0] == unreadable and answers[5] == unreadable
+    assert answers[2][0] == 400 and answers[2][1].startswith("image: ")
+    for index, grey in ((1, 40), (3, 220), (4, 128)):
+        assert answers[index] == pytest.approx(brightness_logits(grey), abs=1e-4)
+
+
+def test_a_model_that_outputs_nan_fails_its_batch_with_500(replica, monkeypatch):
+    from clf.errors import ModelError
+
+    def broken(images):
+        raise ModelError("model.onnx: the model outputs NaN or inf for 2 of 2 images")
+
+    monkeypatch.setattr(replica.predictor, "predict", broken)
+    assert replica._predict_sync([_png(40), _png(220)]) == [
+        (500, "model.onnx: the model outputs NaN or inf for 2 of 2 images")] * 2

@@ -1,0 +1,360 @@
+"""`clf serve` live: one server for the module (Ray starts in seconds, not milliseconds), started as a user starts it,
+as a subprocess on a free loopback port, then stopped with SIGTERM.
+
+Every check runs against that one server in a single test, in order (health, answers equal to `clf infer`'s from
+several threads at once, the batch route, a corrupt image among good ones, the listening sockets, shutdown): pytest-xdist
+would otherwise hand tests of this module to two workers and start two Ray instances on two cores. The request
+parsing and response shaping are tested without Ray in tests/test_http_api.py; the checks before Ray starts (port,
+model, flags) are rows of tests/test_bad_inputs_serve.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from cli_helpers import clf
+from serve_helpers import brightness_model, cli_state
+
+import clf as clf_package
+from clf.errors import EXIT_TERMINATED
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="lists sockets and processes through /proc"),
+    pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the serve extra: pip install 'clf[serve]'"),
+]
+
+READY_TIMEOUT_S = 150  # Ray's start-up: ~10 s alone on 2 cores, several times that beside a busy test suite
+STOP_TIMEOUT_S = 40
+GREYS = (30, 60, 100, 128, 150, 190, 230, 250)
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _cli_state():
+    with cli_state():
+        yield
+
+
+def test_clf_serve_live(tmp_path):
+    images = _images(tmp_path / "images")
+    model = brightness_model(tmp_path / "model.onnx")
+    expected = _infer_rows(tmp_path, images, model)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _start(model, port, tmp_path / "server.log")
+    try:
+        _wait_ready(server, url, tmp_path / "server.log")
+        _check_health_and_ready(url, model)
+        _check_concurrent_answers_equal_infer(url, images, expected)
+        _check_batch_route(url, images, expected)
+        _check_corrupt_image_is_one_4xx(url, images, expected)
+        _check_bad_requests(url)
+        tree = _process_tree(server.pid)
+        _check_only_loopback_listeners(tree)
+        _check_sigterm_stops_everything(server, tree, tmp_path / "server.log")
+    finally:
+        _kill_leftovers(server)
+
+
+# ---- the checks, in the order the test runs them ----
+
+
+def _check_health_and_ready(url: str, model: Path) -> None:
+    assert _get(f"{url}/health") == (200, {"status": "ok"})
+    status, ready = _get(f"{url}/ready")
+    assert status == 200
+    assert ready == {"ready": True, "model": str(model.resolve()), "provider": "CPUExecutionProvider",
+                     "classes": ["dark", "mid", "bright"]}
+
+
+def _check_concurrent_answers_equal_infer(url: str, images: list[Path], expected: dict[str, dict]) -> None:
+    """Raw bodies and multipart `file` fields, JPEG and PNG, from 8 threads at once: every answer is infer's row."""
+    jobs = [(image, multipart) for image in images for multipart in (False, True)] * 2
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda job: _predict(url, job[0], multipart=job[1], topk=2), jobs))
+    for (image, multipart), (status, answer) in zip(jobs, answers):
+        assert status == 200, (image.name, answer)
+        _assert_matches(answer, expected[image.stem], topk=2, where=f"{image.name} multipart={multipart}")
+
+
+def _check_batch_route(url: str, images: list[Path], expected: dict[str, dict]) -> None:
+    """Several `files` in one request: answers in order; an unreadable one is an error entry for that image only."""
+    chosen = images[:3] + images[-2:]
+    files = [p.read_bytes() for p in chosen]
+    files.insert(2, b"\xff\xd8\xff\xe0" + b"\x00garbage" * 50)
+    status, answer = _post_multipart(f"{url}/predict/batch", [("files", f"f{i}", data) for i, data in enumerate(files)])
+    assert status == 200, answer
+    assert len(answer) == len(files)
+    assert answer[2] == {"error": "image: not a readable image (corrupt, truncated or unsupported format)"}
+    for image, entry in zip(chosen, answer[:2] + answer[3:]):
+        _assert_matches(entry, expected[image.stem], topk=3, where=f"batch {image.name}")
+
+
+def _check_corrupt_image_is_one_4xx(url: str, images: list[Path], expected: dict[str, dict]) -> None:
+    """Corrupt, truncated and text bodies among good requests, all at once: 400 for them, the others answered."""
+    png = images[0].read_bytes()
+    bad = {"corrupt": b"\xff\xd8\xff\xe0" + b"\x00garbage" * 50, "truncated": png[:60], "text": b"my notes\n"}
+    jobs = [("bad", name) for name in bad] + [("good", image) for image in images]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(
+            lambda job: _post(f"{url}/predict", bad[job[1]]) if job[0] == "bad" else _predict(url, job[1]), jobs))
+    for (kind, what), (status, answer) in zip(jobs, results):
+        if kind == "bad":
+            assert status == 400, (what, answer)
+            assert answer == {"error": "image: not a readable image (corrupt, truncated or unsupported format)"}
+        else:
+            assert status == 200, (what, answer)
+            _assert_matches(answer, expected[what.stem], topk=3, where=what.name)
+
+
+def _check_bad_requests(url: str) -> None:
+    assert _post(f"{url}/predict", b"") == (
+        400, {"error": "empty request body; send the encoded image (JPEG, PNG, ...) as the body"})
+    assert _post(f"{url}/predict?topk=zero", b"x") == (
+        400, {"error": "topk: 'zero' is not a whole number; give topk=K with K >= 1"})
+    status, answer = _get(f"{url}/predict")
+    assert (status, answer) == (405, {"error": "/predict: use POST, not GET"})
+    status, answer = _get(f"{url}/nothing-here")
+    assert status == 404 and answer["error"].startswith("/nothing-here: no such route;")
+
+
+def _check_only_loopback_listeners(tree: list[int]) -> None:
+    """Every socket that any process of the server's tree listens on is bound to loopback: none on 0.0.0.0, ::,
+    or a network address. (The list also proves the lookup works: the HTTP proxy and Ray's GCS are in it.)"""
+    listeners = _listening_sockets(tree)
+    assert len(listeners) >= 5, listeners  # proxy, GCS, raylet, agents, workers: an empty list would prove nothing
+    exposed = [(pid, proto, address, port) for pid, proto, address, port in listeners if not _is_loopback(address)]
+    assert exposed == [], f"listening beyond loopback: {exposed}"
+
+
+def _check_sigterm_stops_everything(server: subprocess.Popen, tree: list[int], log: Path) -> None:
+    """SIGTERM: exit 143 after Serve and Ray are shut down, and no process of the tree is left."""
+    server.send_signal(signal.SIGTERM)
+    code = server.wait(STOP_TIMEOUT_S)
+    assert code == EXIT_TERMINATED, log.read_text()
+    assert "terminated (SIGTERM)" in log.read_text()
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while (alive := [pid for pid in tree if _alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert alive == [], f"left running after SIGTERM: {[_cmdline(pid) for pid in alive]}"
+
+
+# ---- the server and the expected answers ----
+
+
+def _images(folder: Path) -> list[Path]:
+    """Noisy grey images (so no two answers are alike), half PNG, half JPEG, of several sizes."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, grey in enumerate(GREYS):
+        size = (20 + 3 * i, 30 + 2 * i, 3)
+        pixels = np.clip(grey + rng.normal(0, 12, size), 0, 255).astype(np.uint8)
+        path = folder / f"img_{i:02d}.{'png' if i % 2 else 'jpg'}"
+        assert cv2.imwrite(str(path), pixels)
+        paths.append(path)
+    return paths
+
+
+def _infer_rows(tmp: Path, images: list[Path], model: Path) -> dict[str, dict]:
+    """`clf infer`'s label and probabilities per image id, the answers the server must give."""
+    result = clf("infer", images[0].parent, "--model", model, "--csv", tmp / "sub.csv", "--probs", tmp / "probs.csv")
+    assert result.exit_code == 0, result.output
+    labels = {row["id"]: row["label"] for row in csv.DictReader(open(tmp / "sub.csv", newline=""))}
+    rows = {}
+    for row in csv.DictReader(open(tmp / "probs.csv", newline="")):
+        image_id = row.pop("id")
+        rows[image_id] = {"label": labels[image_id], "probs": {k: float(v) for k, v in row.items()}}
+    assert len({row["label"] for row in rows.values()}) == 3, rows  # every class is somebody's answer
+    return rows
+
+
+def _assert_matches(answer: dict, expected: dict, topk: int, where: str) -> None:
+    assert answer["label"] == expected["label"], where
+    assert list(answer["probs"]) == list(expected["probs"]), where
+    for name, p in expected["probs"].items():
+        assert abs(answer["probs"][name] - p) <= TOLERANCE, (where, name, answer["probs"][name], p)
+    best = sorted(expected["probs"], key=lambda name: -expected["probs"][name])[:topk]
+    assert [entry["label"] for entry in answer["topk"]] == best, where
+    assert all(entry["prob"] == answer["probs"][entry["label"]] for entry in answer["topk"]), where
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start(model: Path, port: int, log: Path) -> subprocess.Popen:
+    """`clf serve` as a user runs it, in its own session; SIGTERM at its default action even when the suite was
+    started with it ignored (a background job), stdin closed."""
+    root = str(Path(clf_package.__file__).resolve().parents[1])  # the Ray workers import this clf, not another
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "clf", "serve", str(model), "--port", str(port), "--max-batch-size", "8"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
+        )
+
+
+def _wait_ready(server: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"clf serve exited with {server.returncode} before it was ready:\n{log.read_text()}")
+        try:
+            if _get(f"{url}/ready", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"clf serve not ready within {READY_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+def _kill_leftovers(server: subprocess.Popen) -> None:
+    """After a failed check: stop the server the way a user would, then anything of its tree still running."""
+    tree = _process_tree(server.pid) if server.poll() is None else []
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass
+    for pid in tree:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    if server.poll() is None:
+        server.kill()
+        server.wait()
+
+
+# ---- HTTP, stdlib only ----
+
+
+def _request(request: urllib.request.Request, timeout: float) -> tuple[int, object]:
+    """(status, the JSON answer); the text of an answer that is not JSON (Serve's own 404 before deployment)."""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode(errors="replace")
+
+
+def _get(url: str, timeout: float = 30) -> tuple[int, object]:
+    return _request(urllib.request.Request(url), timeout)
+
+
+def _post(url: str, body: bytes, content_type: str = "application/octet-stream") -> tuple[int, object]:
+    return _request(urllib.request.Request(url, data=body, headers={"Content-Type": content_type}), 60)
+
+
+def _post_multipart(url: str, fields: list[tuple[str, str, bytes]]) -> tuple[int, object]:
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+        for name, filename, data in fields
+    ) + f"--{boundary}--\r\n".encode()
+    return _post(url, body, f"multipart/form-data; boundary={boundary}")
+
+
+def _predict(url: str, image: Path, multipart: bool = False, topk: int = 3) -> tuple[int, object]:
+    target = f"{url}/predict?topk={topk}"
+    if multipart:
+        return _post_multipart(target, [("file", image.name, image.read_bytes())])
+    return _post(target, image.read_bytes())
+
+
+# ---- processes and sockets, from /proc ----
+
+
+def _process_tree(root: int) -> list[int]:
+    """root and every descendant (Ray's actors start their own sessions, but stay children of the raylet)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def _listening_sockets(pids: list[int]) -> list[tuple[int, str, str, int]]:
+    """(pid, protocol, address, port) of every listening TCP socket and bound UDP socket the processes hold."""
+    owners: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    owners[target[8:-1]] = pid
+        except OSError:
+            continue
+    found = []
+    for proto, listening_state in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+        for line in Path(f"/proc/net/{proto}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == listening_state and inode in owners:
+                address, port = local.split(":")
+                found.append((owners[inode], proto, str(_proc_address(address)), int(port, 16)))
+    return found
+
+
+def _proc_address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """/proc/net/tcp{,6} addresses: 32-bit words in host (little-endian) byte order."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(words)
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return str(pid)
