@@ -50,15 +50,22 @@ def fit(
     resume_ckpt: dict | None = None,
     overwrite: bool = False,
     reporter: TrainReporter | None = None,
+    runtime: rt.Runtime | None = None,
 ) -> FitResult:
     """Train `cfg` (continuing `resume_ckpt` when given) and write the run folder. Returns where and how it ended.
+
+    Args:
+        runtime: the process's device and torchrun set-up when the caller owns it (a fold group trains its runs
+            in one DDP process group); by default fit sets it up and tears it down itself.
 
     Raises:
         ClfError: bad data or model, a run folder that cannot be used, a full disk (StorageError), a loss that
             became NaN/inf (IncompleteError, exit 4).
         KeyboardInterrupt / Terminated: Ctrl-C or SIGTERM, after the checkpoint being written was finished.
     """
-    runtime = rt.setup_runtime(cfg.device, cfg.amp)
+    owns_runtime = runtime is None
+    if runtime is None:
+        runtime = rt.setup_runtime(cfg.device, cfg.amp)
     trainers: list[Trainer] = []
     try:
         return _fit(cfg, resume_ckpt, overwrite, reporter or TrainReporter(), runtime, trainers)
@@ -75,7 +82,8 @@ def fit(
             trainer.release()
         trainers.clear()
         gc.collect()
-        rt.teardown_runtime(runtime)
+        if owns_runtime:
+            rt.teardown_runtime(runtime)
 
 
 def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: TrainReporter,
