@@ -284,7 +284,7 @@ class TrainConfig(_JsonMixin):
                                           f"got {folds}"),
             (0 <= self.fold_seed < MAX_SEED, f"--fold-seed must be >= 0 and < {MAX_SEED} (2**31), got {self.fold_seed}"),
             (self.fold is None or (folds is not None and 0 <= self.fold < folds),
-             f"fold {self.fold} is not one of the {folds} folds"),
+             f"fold {self.fold} is not one of the {folds} folds" if folds else f"fold {self.fold} needs --folds K"),
         )
 
     def _regularisation_checks(self) -> tuple[tuple[bool, str], ...]:

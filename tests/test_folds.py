@@ -71,7 +71,7 @@ def test_a_fold_run_validates_on_its_fold_and_trains_on_the_rest():
     ({"folds": 0}, "--folds must be >= 2 (each of K folds validates on 1/K of the data), got 0"),
     ({"folds": 3, "fold_seed": -1}, "--fold-seed must be >= 0 and < 2147483648 (2**31), got -1"),
     ({"folds": 3, "fold": 3}, "fold 3 is not one of the 3 folds"),
-    ({"fold": 0}, "fold 0 is not one of the None folds"),
+    ({"fold": 0}, "fold 0 needs --folds K"),
 ])
 def test_fold_settings_are_checked(options, message):
     with pytest.raises(ClfError) as caught:
