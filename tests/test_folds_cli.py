@@ -165,6 +165,17 @@ def test_csv_labelled_data(data, tmp_path):
         assert sorted(split["val"]) == sorted(oof.ids[i] for i in np.flatnonzero(oof.folds == k))
 
 
+def test_an_unreadable_image_is_reported_once_and_left_out_of_every_fold(data, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    (copy / "circle" / "broken.png").write_bytes(b"not a png")
+    result = clf("train", copy, *TINY_CLI, "--epochs", "1", "--folds", "2", "--out", tmp_path / "runs", "--name", "b")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("broken.png") == 1, result.output  # the group checks the images once, not per fold
+    oof = read_oof(tmp_path / "runs" / "b" / "oof.csv")
+    assert len(oof.ids) == 24 and "circle/broken.png" not in oof.ids
+
+
 def test_clf_runs_shows_a_group_as_one_line(group, tmp_path):
     root = tmp_path / "runs"
     shutil.copytree(group, root / "g")

@@ -125,7 +125,7 @@ def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, repor
         if action == DONE:
             continue
         try:
-            _train_fold(cfg, group_dir, group.members[fold], fold, action, reporter, runtime)
+            _train_fold(cfg, group_dir, group.members[fold], fold, action, reporter, runtime, labelled)
         except KeyboardInterrupt:
             if runtime.is_main:
                 logger.warning("fold group interrupted in %s; continue the group with: clf train --resume %s",
@@ -349,16 +349,17 @@ def _fold_record(labelled: LabelledSet, cfg: TrainConfig, fold: int) -> dict[str
 
 
 def _train_fold(cfg: TrainConfig, group_dir: Path, name: str, fold: int, action: str, reporter: TrainReporter,
-                runtime: rt.Runtime) -> FitResult:
-    """Fold `fold` through the ordinary fit path, in the caller's runtime (one DDP process group for all folds)."""
+                runtime: rt.Runtime, labelled: LabelledSet) -> FitResult:
+    """Fold `fold` through the ordinary fit path, in the caller's runtime (one DDP process group for all folds)
+    and on the images the group checked."""
     if action == RESUME:
         resumable = TrainConfig.resumable_fields()
         options = {k: v for k, v in cfg.to_dict().items() if k in resumable}
         fold_cfg, ckpt = resolve_config(options, str(group_dir / name))
-        return fit(fold_cfg, resume_ckpt=ckpt, reporter=reporter, runtime=runtime)
+        return fit(fold_cfg, resume_ckpt=ckpt, reporter=reporter, runtime=runtime, labelled=labelled)
     fold_cfg = replace(cfg, name=name, out=str(group_dir), fold=fold)
     # A fold folder left without a finished epoch is clf's: --overwrite semantics replace it (user files refuse).
-    return fit(fold_cfg, overwrite=True, reporter=reporter, runtime=runtime)
+    return fit(fold_cfg, overwrite=True, reporter=reporter, runtime=runtime, labelled=labelled)
 
 
 # ---------------------------------------------------------------- out-of-fold predictions and the CV score
