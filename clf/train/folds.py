@@ -132,7 +132,8 @@ def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, repor
                                group.members[fold], group_dir)
             raise
         if runtime.is_main:
-            group.done.append(group.members[fold])
+            finished = set(group.done) | {group.members[fold]}
+            group.done = [name for name in group.members if name in finished]  # in fold order
             write_group(group_dir, group)
         rt.barrier(runtime)
     if not runtime.is_main:
