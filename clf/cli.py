@@ -543,11 +543,10 @@ def _groups_table(root: Path, groups: list[Any], expand: bool) -> Table:
                          min_width=4 if column == "arch" else None)
     for summary in groups:
         group, cv = summary.group, summary.group.cv or {}
-        cv_acc = f"{cv['mean_val_acc']:.4f} ± {cv['std_val_acc']:.4f}" if "mean_val_acc" in cv else ""
+        mean, std = _cv_number(cv, "mean_val_acc"), _cv_number(cv, "std_val_acc")
         table.add_row(
-            escape(summary.name), escape(group.arch), str(group.folds), cv_acc,
-            f"{cv['oof_acc']:.4f}" if "oof_acc" in cv else "", f"{cv['oof_log_loss']:.4f}" if "oof_log_loss" in cv else "",
-            summary.state, _duration(summary.seconds),
+            escape(summary.name), escape(group.arch), str(group.folds), f"{mean} ± {std}" if mean else "",
+            _cv_number(cv, "oof_acc"), _cv_number(cv, "oof_log_loss"), summary.state, _duration(summary.seconds),
         )
         for run in summary.members if expand else ():
             done = "done" if run.name in group.done else f"{run.epochs} epochs"
@@ -555,6 +554,12 @@ def _groups_table(root: Path, groups: list[Any], expand: bool) -> Table:
                           "" if run.best_val_acc is None else f"{run.best_val_acc:.4f}", "", "", done,
                           _duration(run.seconds))
     return table
+
+
+def _cv_number(cv: dict[str, Any], key: str) -> str:
+    """A CV score from group.json, or "" where the record lacks it (a hand-edited record is data, not a crash)."""
+    value = cv.get(key)
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
 
 
 def _duration(seconds: float) -> str:

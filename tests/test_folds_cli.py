@@ -202,9 +202,13 @@ def test_clf_runs_skips_a_damaged_group(group, tmp_path):
     shutil.copytree(group, root / "g")
     (root / "bad").mkdir()
     (root / "bad" / "group.json").write_text("{not json")
+    record = json.loads((group / "group.json").read_text())
+    shutil.copytree(group, root / "odd")
+    (root / "odd" / "group.json").write_text(json.dumps({**record, "cv": {"oof_acc": "high", "mean_val_acc": None}}))
     result = clf("runs", root)
     assert result.exit_code == 0, result.output
     assert "unreadable fold-group record (JSONDecodeError)" in result.output and "│ g " in result.output
+    assert any(line.startswith("│ odd ") for line in result.output.splitlines())  # shown, its odd scores left blank
 
 
 # ---------------------------------------------------------------- torchrun
