@@ -455,6 +455,12 @@ CASES = [
     Case("resume-group-member-absolute", ["train", "--resume", "{tmp}/runs/grpa", *RESUME], 2,
          "member '/etc' is not a folder name inside the group", setup=fold_group("grpa", members=["fold-0", "/etc"]),
          guard=["{tmp}/runs/grpa"]),
+    Case("single-run-on-a-group", [*TRAIN, "--name", "grpr"], 2,
+         "runs/grpr: is a fold group (clf train --folds); continue it with --resume", setup=fold_group("grpr"),
+         guard=["{tmp}/runs/grpr"]),
+    Case("single-run-overwriting-a-group", [*TRAIN, "--name", "grpw", "--overwrite"], 2,
+         "runs/grpw: is a fold group (clf train --folds); continue it with --resume", setup=fold_group("grpw"),
+         guard=["{tmp}/runs/grpw"]),
     Case("resume-single-run-with-folds", ["train", "--resume", "{run}", "--folds", "2", *RESUME], 2,
          "runs/done: not a fold group (no group.json); train one with `clf train --folds K`", guard=["{run}"]),
     # clf runs
