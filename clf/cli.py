@@ -354,9 +354,12 @@ def train(
     strict: Annotated[bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")] = _train_default("strict"),
     overwrite: Annotated[bool, typer.Option(help="Replace a run folder of the same name (clf's own files only, once the new run's first epoch is saved).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, one line per epoch.")] = _train_default("quiet"),
+    folds: Annotated[Optional[int], typer.Option(help="Cross-validate: K stratified folds, K runs in runs/NAME/fold-k, then oof.csv and the CV score (--resume runs/NAME continues the group).")] = _train_default("folds"),
+    fold_seed: Annotated[int, typer.Option(help="Seed of the fold assignment (with --folds).")] = _train_default("fold_seed"),
 ) -> None:
     """Train ARCH on DATA: writes runs/NAME/ (config.json, split.json, history.csv, curves.png, best.pt, last.pt)."""
     from clf.train.fit import fit, resolve_config
+    from clf.train.folds import wants_folds
 
     values = dict(
         data=data, arch=arch, epochs=epochs, batch_size=batch_size, img_size=img_size,
@@ -367,12 +370,15 @@ def train(
         drop_path=drop_path, dropout=dropout, resize=resize,
         workers=workers, seed=seed, name=name, out=out, patience=patience, device=device, amp=amp,
         cache_images=cache_images, pretrained=pretrained, labels_csv=labels_csv, id_col=id_col, label_col=label_col,
-        strict=strict,
+        strict=strict, folds=folds, fold_seed=fold_seed,
     )
     given = _given_options(ctx, values)
     if no_val:
         given["val_split"] = 0.0
     given["quiet"] = quiet  # per sitting: a resumed run does not inherit an earlier sitting's --quiet
+    if wants_folds(given, resume):
+        _train_folds(given, resume, overwrite)
+        return
     cfg, ckpt = resolve_config(given, resume)
     if cfg.quiet:
         logger.setLevel(max(logger.level, logging.WARNING))  # --quiet: epoch lines and warnings only
@@ -385,6 +391,41 @@ def train(
                       highlight=False)
     if result.distributed:
         _end_torchrun_worker(0)
+
+
+def _train_folds(given: dict[str, Any], resume: Optional[str], overwrite: bool) -> None:
+    """`clf train --folds K` (or --resume of a fold group): the folds one after the other, then the CV table."""
+    from clf.train.folds import DONE, RESUME, fit_group
+
+    if given["quiet"]:
+        logger.setLevel(max(logger.level, logging.WARNING))
+    reporter = _RichTrainReporter(show_progress=console.is_terminal and not given["quiet"])
+
+    def on_fold(fold: int, folds: int, run_dir: Path, action: str) -> None:
+        how = {DONE: "finished earlier, kept", RESUME: "resuming from its last.pt"}.get(action, "training")
+        console.print(f"[bold]fold {fold + 1}/{folds}[/] {escape(str(run_dir))}: {how}", highlight=False)
+
+    result = fit_group(given, resume, overwrite=overwrite, reporter=reporter, on_fold=on_fold)
+    if result.is_main:
+        console.print(_cv_table(result))
+    if result.distributed:
+        _end_torchrun_worker(0)
+
+
+def _cv_table(result: Any) -> Table:
+    """Each fold's best val accuracy, then mean ± std and the out-of-fold accuracy and log-loss."""
+    cv = result.group.cv
+    table = Table(title=f"{escape(str(result.group_dir))}: {len(result.folds)}-fold cross-validation")
+    for column, justify in (("fold", "left"), ("val images", "right"), ("best val acc", "right"), ("", "left")):
+        table.add_column(column, justify=justify)
+    for fold in result.folds:
+        acc = "n/a" if fold.val_acc is None else f"{fold.val_acc:.4f}"
+        table.add_row(escape(fold.run_dir.name), str(fold.val_images), acc, "" if fold.trained_now else "earlier")
+    table.add_section()
+    table.add_row("mean ± std", "", f"{cv['mean_val_acc']:.4f} ± {cv['std_val_acc']:.4f}", "")
+    table.add_row("out-of-fold", str(sum(f.val_images for f in result.folds)), f"{cv['oof_acc']:.4f}",
+                  f"log-loss {cv['oof_log_loss']:.4f}")
+    return table
 
 
 @app.command("augment-preview")
@@ -458,14 +499,26 @@ def _end_torchrun_worker(code: int = 0) -> None:
 @user_errors
 def runs(
     root_text: Annotated[str, typer.Argument(metavar="ROOT", help="Folder holding run folders.")] = "runs",
+    expand: Annotated[bool, typer.Option("--folds", "--expand", help="List each fold group's runs beneath it.")] = False,
 ) -> None:
-    """The table of training runs: arch, epochs, batch size, image size, best val accuracy, params, time."""
-    from clf.train.runs import collect_runs
+    """The table of training runs: arch, epochs, batch size, image size, best val accuracy, params, time.
+
+    Fold groups (`clf train --folds K`) get a table of their own, one line each with the CV score.
+    """
+    from clf.train.runs import collect_groups, collect_runs
 
     root = _non_empty_path(root_text, "ROOT", "the folder holding run folders (default: runs)")
     summaries = collect_runs(root)
-    if not summaries:
+    groups = collect_groups(root)
+    if not summaries and not groups:
         raise ClfError(f"{root}: no training runs found (a run folder holds config.json); train one with `clf train`")
+    if summaries:
+        _print_runs_table(root, summaries)
+    if groups:
+        console.print(_groups_table(root, groups, expand))
+
+
+def _print_runs_table(root: Path, summaries: list[Any]) -> None:
     table = Table(title=f"training runs in {escape(str(root))}")
     for column, justify in (("run", "left"), ("arch", "left"), ("epochs", "right"), ("batch", "right"),
                             ("img size", "right"), ("best val acc", "right"), ("params", "right"), ("time", "right")):
@@ -477,6 +530,36 @@ def runs(
             f"{run.params / 1e6:.2f}M", _duration(run.seconds),
         )
     console.print(table)
+
+
+def _groups_table(root: Path, groups: list[Any], expand: bool) -> Table:
+    """One line per fold group (arch, K, CV mean ± std, OOF accuracy and log-loss, state); --folds adds its runs.
+
+    No-wrap columns: "0.9100 ± 0.0200" is one number and must stay on one line at a terminal's 80 columns."""
+    table = Table(title=f"fold groups in {escape(str(root))}")
+    for column, justify in (("group", "left"), ("arch", "left"), ("K", "right"), ("CV val acc", "right"),
+                            ("OOF acc", "right"), ("OOF loss", "right"), ("state", "left"), ("time", "right")):
+        table.add_column(column, justify=justify, no_wrap=column != "arch", overflow="fold",
+                         min_width=4 if column == "arch" else None)
+    for summary in groups:
+        group, cv = summary.group, summary.group.cv or {}
+        mean, std = _cv_number(cv, "mean_val_acc"), _cv_number(cv, "std_val_acc")
+        table.add_row(
+            escape(summary.name), escape(group.arch), str(group.folds), f"{mean} ± {std}" if mean else "",
+            _cv_number(cv, "oof_acc"), _cv_number(cv, "oof_log_loss"), summary.state, _duration(summary.seconds),
+        )
+        for run in summary.members if expand else ():
+            done = "done" if run.name in group.done else f"{run.epochs} epochs"
+            table.add_row("  " + escape(run.name), escape(run.arch), "",
+                          "" if run.best_val_acc is None else f"{run.best_val_acc:.4f}", "", "", done,
+                          _duration(run.seconds))
+    return table
+
+
+def _cv_number(cv: dict[str, Any], key: str) -> str:
+    """A CV score from group.json, or "" where the record lacks it (a hand-edited record is data, not a crash)."""
+    value = cv.get(key)
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
 
 
 def _duration(seconds: float) -> str:

@@ -213,6 +213,11 @@ class TrainConfig(_JsonMixin):
     label_col: str = "label"
     resize: str = "stretch"
     quiet: bool = field(default=False, metadata=RESUMABLE)
+    # k-fold cross-validation (clf/train/folds.py): K stratified folds seeded by fold_seed; `fold` is set on the
+    # member runs only (fold k validates on the items of fold k and trains on the rest).
+    folds: int | None = None
+    fold_seed: int = 0
+    fold: int | None = None
 
     @classmethod
     def from_saved(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -262,6 +267,7 @@ class TrainConfig(_JsonMixin):
             (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
             (self.device in TRAIN_DEVICES, f"--device must be one of {', '.join(TRAIN_DEVICES)}, got {self.device!r}"),
             (self.resize in RESIZE_MODES, f"--resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}"),
+            *self._fold_checks(),
         )
         for ok, message in checks:
             if not ok:
@@ -270,6 +276,16 @@ class TrainConfig(_JsonMixin):
     def _augment_checks(self) -> tuple[tuple[bool, str], ...]:
         check_augment_knobs(self.augment_overrides())
         return (_check_choice("--augment", self.augment, AUGMENT_PRESETS),)
+
+    def _fold_checks(self) -> tuple[tuple[bool, str], ...]:
+        folds = self.folds
+        return (
+            (folds is None or folds >= 2, f"--folds must be >= 2 (each of K folds validates on 1/K of the data), "
+                                          f"got {folds}"),
+            (0 <= self.fold_seed < MAX_SEED, f"--fold-seed must be >= 0 and < {MAX_SEED} (2**31), got {self.fold_seed}"),
+            (self.fold is None or (folds is not None and 0 <= self.fold < folds),
+             f"fold {self.fold} is not one of the {folds} folds" if folds else f"fold {self.fold} needs --folds K"),
+        )
 
     def _regularisation_checks(self) -> tuple[tuple[bool, str], ...]:
         return (

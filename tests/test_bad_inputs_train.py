@@ -18,6 +18,8 @@ from bad_inputs import Case, run_case
 from cli_helpers import clf
 from train_helpers import make_data
 
+from clf.config import TrainConfig
+from clf.data.folds import FoldGroup, write_group
 from clf.ownership import mark_folder
 
 FAST = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet",
@@ -169,6 +171,36 @@ def runs_folder(name: str, bad: str | None):
         (root / "bad").mkdir()
         (root / "bad" / "config.json").write_text(bad)
     return setup
+
+
+def fold_group(name: str, folds: int = 2, fold_seed: int = 0, text: str | None = None, members=None,
+               user_file: str | None = None):
+    """A fold group folder as `clf train --folds` leaves it before its first fold ends (record, marker, fold-0
+    started); `text` replaces group.json, `members` its member list, `user_file` adds a file of the user's."""
+    def setup(places) -> None:
+        group = places["tmp"] / "runs" / name
+        mark_folder(group, "run", files=["group.json", "oof.csv"])
+        cfg = TrainConfig(data=str(places["data"]), arch="cnn", img_size=32, epochs=1, folds=folds,
+                          fold_seed=fold_seed, name=name, out=str(group.parent))
+        write_group(group, FoldGroup(folds=folds, fold_seed=fold_seed, members=[f"fold-{k}" for k in range(folds)],
+                                     classes=["circle", "square", "star", "triangle"], arch="cnn",
+                                     config=cfg.to_dict()))
+        if members is not None:
+            record = json.loads((group / "group.json").read_text())
+            (group / "group.json").write_text(json.dumps({**record, "members": members}))
+        if text is not None:
+            (group / "group.json").write_text(text)
+        mark_folder(group / "fold-0", "run", files=["config.json"])
+        (group / "fold-0" / "config.json").write_text("{}")
+        if user_file is not None:
+            (group / user_file).write_text("mine")
+    return setup
+
+
+def outside_folder(places) -> None:
+    """What a member "../x" would point at: a folder beside the group that must never be touched."""
+    (places["tmp"] / "runs" / "x").mkdir(parents=True)
+    (places["tmp"] / "runs" / "x" / "best.pt").write_text("not clf's")
 
 
 def epoch_of(relative: str, epoch: int):
@@ -366,6 +398,71 @@ CASES = [
          "runs/badopt/last.pt: cannot restore the training state (loaded state dict has a different number of "
          "parameter groups)", setup=checkpoint_with("badopt", optimizer={"state": {}, "param_groups": []}),
          guard=["{tmp}/runs/badopt"]),
+    # k-fold cross-validation (--folds)
+    Case("folds-1", [*TRAIN, "--name", "f1", "--folds", "1"], 2,
+         "--folds must be >= 2 (each of K folds validates on 1/K of the data), got 1", check=absent("runs/f1")),
+    Case("folds-above-the-smallest-class", [*TRAIN, "--name", "f7", "--folds", "7"], 2,
+         "--folds 7 needs at least 7 images in every class, but class 'circle' has 6; use --folds 6 or fewer",
+         check=absent("runs/f7")),
+    Case("folds-with-val-split", [*TRAIN, "--name", "fv", "--folds", "3", "--val-split", "0.3"], 2,
+         "--val-split: the folds choose the validation images (fold k validates on the k-th 1/K of the data); "
+         "leave out --val-split and --no-val with --folds", check=absent("runs/fv")),
+    Case("folds-with-no-val", [*TRAIN, "--name", "fn", "--folds", "3", "--no-val"], 2,
+         "--val-split: the folds choose the validation images", check=absent("runs/fn")),
+    Case("fold-seed-negative", [*TRAIN, "--name", "fs", "--folds", "2", "--fold-seed", "-1"], 2,
+         "--fold-seed must be >= 0 and < 2147483648 (2**31), got -1", check=absent("runs/fs")),
+    Case("folds-unknown-arch", [*TRAIN, "--name", "fa", "--folds", "2", "--arch", "nope_net"], 2,
+         "unknown architecture 'nope_net'; see `clf models`", check=absent("runs/fa")),
+    Case("folds-name-dot-dot", [*TRAIN, "--name", "../fx", "--folds", "2"], 2,
+         "--name '../fx': a run name is a plain folder name", check=absent("fx")),
+    Case("folds-on-an-existing-group", [*TRAIN, "--name", "grp", "--folds", "2"], 2,
+         "runs/grp: fold group already exists; use --resume", setup=fold_group("grp"), guard=["{tmp}/runs/grp"]),
+    Case("folds-on-an-existing-run", [*TRAIN, "--name", "done", "--folds", "2"], 2,
+         "runs/done: run folder already exists; use --resume", guard=["{run}"]),
+    Case("folds-overwrite-unmarked-folder", [*TRAIN, "--name", "thesis2", "--folds", "2", "--overwrite"], 2,
+         "runs/thesis2: not a fold group written by clf", guard=["{tmp}/runs/thesis2"],
+         setup=lambda p: ((p["tmp"] / "runs" / "thesis2").mkdir(parents=True),
+                          (p["tmp"] / "runs" / "thesis2" / "ch1.txt").write_text("years of work"))),
+    Case("folds-overwrite-group-holding-a-user-file", [*TRAIN, "--name", "grpu", "--folds", "2", "--overwrite"], 2,
+         "runs/grpu/fold-0: holds 1 file(s) clf did not write (notes.txt)",
+         setup=fold_group("grpu", user_file="fold-0/notes.txt"), guard=["{tmp}/runs/grpu"]),
+    Case("resume-group-with-other-folds", ["train", "--resume", "{tmp}/runs/grpk", "--folds", "3", *RESUME], 2,
+         "runs/grpk/group.json: the group has 2 folds with fold seed 0; --folds 3 differs; resume with the group's "
+         "own (or leave it out), or start a new group with another --name",
+         setup=fold_group("grpk"), guard=["{tmp}/runs/grpk"]),
+    Case("resume-group-with-other-fold-seed", ["train", "--resume", "{tmp}/runs/grps", "--fold-seed", "5", *RESUME],
+         2, "runs/grps/group.json: the group has 2 folds with fold seed 0; --fold-seed 5 differs",
+         setup=fold_group("grps"), guard=["{tmp}/runs/grps"]),
+    Case("resume-group-with-another-lr", ["train", "--resume", "{tmp}/runs/grpl", "--lr", "0.5", *RESUME], 2,
+         "runs/grpl/group.json: --lr 0.5 differs from the fold group's 0.003", setup=fold_group("grpl"),
+         guard=["{tmp}/runs/grpl"]),
+    Case("resume-group-with-val-split", ["train", "--resume", "{tmp}/runs/grpv", "--val-split", "0.1", *RESUME], 2,
+         "--val-split: the folds choose the validation images", setup=fold_group("grpv"), guard=["{tmp}/runs/grpv"]),
+    Case("resume-group-damaged-record", ["train", "--resume", "{tmp}/runs/grpd", *RESUME], 2,
+         "runs/grpd/group.json: unreadable fold-group record (JSONDecodeError); retrain with --overwrite",
+         setup=fold_group("grpd", text='{"kind": "clf-fold-gr'), guard=["{tmp}/runs/grpd"]),
+    Case("resume-group-record-of-another-kind", ["train", "--resume", "{tmp}/runs/grpo", *RESUME], 2,
+         "runs/grpo/group.json: not a clf fold-group record", setup=fold_group("grpo", text='{"kind": "x"}'),
+         guard=["{tmp}/runs/grpo"]),
+    Case("resume-group-record-without-settings", ["train", "--resume", "{tmp}/runs/grpn", *RESUME], 2,
+         "runs/grpn/group.json: damaged fold-group record (no training settings); retrain with --overwrite",
+         setup=fold_group("grpn", text='{"kind": "clf-fold-group", "folds": 2, "fold_seed": 0, '
+                                       '"members": ["fold-0", "fold-1"]}'), guard=["{tmp}/runs/grpn"]),
+    Case("resume-group-member-outside", ["train", "--resume", "{tmp}/runs/grpx", *RESUME], 2,
+         "runs/grpx/group.json: member '../x' is not a folder name inside the group; retrain with --overwrite",
+         setup=lambda p: (outside_folder(p), fold_group("grpx", members=["fold-0", "../x"])(p)),
+         guard=["{tmp}/runs/grpx", "{tmp}/runs/x"]),
+    Case("resume-group-member-absolute", ["train", "--resume", "{tmp}/runs/grpa", *RESUME], 2,
+         "member '/etc' is not a folder name inside the group", setup=fold_group("grpa", members=["fold-0", "/etc"]),
+         guard=["{tmp}/runs/grpa"]),
+    Case("single-run-on-a-group", [*TRAIN, "--name", "grpr"], 2,
+         "runs/grpr: is a fold group (clf train --folds); continue it with --resume", setup=fold_group("grpr"),
+         guard=["{tmp}/runs/grpr"]),
+    Case("single-run-overwriting-a-group", [*TRAIN, "--name", "grpw", "--overwrite"], 2,
+         "runs/grpw: is a fold group (clf train --folds); continue it with --resume", setup=fold_group("grpw"),
+         guard=["{tmp}/runs/grpw"]),
+    Case("resume-single-run-with-folds", ["train", "--resume", "{run}", "--folds", "2", *RESUME], 2,
+         "runs/done: not a fold group (no group.json); train one with `clf train --folds K`", guard=["{run}"]),
     # clf runs
     Case("runs-empty-folder", ["runs", "{tmp}/norun"], 2, "norun: no training runs found",
          setup=runs_folder("norun", None)),

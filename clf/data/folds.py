@@ -45,6 +45,7 @@ class FoldGroup:
     classes: list[str] = field(default_factory=list)
     arch: str = ""
     cv: dict[str, float] | None = None
+    config: dict[str, Any] | None = None  # the group's resolved training settings (each fold's, less its fold)
 
     @property
     def finished(self) -> bool:
@@ -76,9 +77,9 @@ def read_group(folder: str | Path) -> FoldGroup:
         raise DataError(f"{path}: not a clf fold-group record; retrain with `clf train --folds K --overwrite`")
     try:
         group = FoldGroup(
-            folds=int(raw["folds"]), fold_seed=int(raw["fold_seed"]), members=[str(m) for m in raw["members"]],
-            done=[str(m) for m in raw.get("done", [])], classes=[str(c) for c in raw.get("classes", [])],
-            arch=str(raw.get("arch", "")), cv=raw.get("cv"),
+            folds=int(raw["folds"]), fold_seed=int(raw["fold_seed"]), members=[str(m) for m in _list(raw, "members")],
+            done=[str(m) for m in _list(raw, "done")], classes=[str(c) for c in raw.get("classes", [])],
+            arch=str(raw.get("arch", "")), cv=_optional_dict(raw, "cv"), config=_optional_dict(raw, "config"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: damaged fold-group record (field {exc}); retrain with --overwrite") from None
@@ -86,11 +87,27 @@ def read_group(folder: str | Path) -> FoldGroup:
     return group
 
 
+def _list(raw: dict[str, Any], key: str) -> list[Any]:
+    value = raw[key] if key == "members" else raw.get(key, [])
+    if not isinstance(value, list):
+        raise TypeError(f"{key!r} is {type(value).__name__}, not a list")
+    return value
+
+
+def _optional_dict(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise TypeError(f"{key!r} is {type(value).__name__}, not a mapping")
+    return value
+
+
 def _check_members(group: FoldGroup, path: Path) -> None:
     """Members are plain sub-folder names: a record is data, never a list of paths to follow."""
     for name in group.members:
         if not name or name in (".", "..") or "/" in name or "\\" in name:
             raise DataError(f"{path}: member {name!r} is not a folder name inside the group; retrain with --overwrite")
+    if len(group.members) != group.folds or len(set(group.members)) != group.folds:
+        raise DataError(f"{path}: lists {len(group.members)} member(s) for {group.folds} folds; retrain with --overwrite")
 
 
 def write_group(folder: str | Path, group: FoldGroup) -> Path:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
@@ -16,7 +17,7 @@ from clf.config import Preprocess, TrainConfig
 from clf.data.datasets import LabelledSet, load_labelled, verify_images
 from clf.data.augment import Pipeline
 from clf.data.augment_presets import build_pipeline, resolve_knobs
-from clf.data.split import stratified_split
+from clf.data.split import stratified_folds, stratified_split
 from clf.data.torch_dataset import ImageDataset
 from clf.errors import DataError
 from clf.models.registry import check_img_size, create_model, model_kwargs_for
@@ -68,8 +69,18 @@ class Split:
 
 
 def split_training_set(labelled: LabelledSet, cfg: TrainConfig) -> Split:
+    """--val-split's stratified split; for a fold run (`cfg.fold` set), its fold validates and the others train."""
+    if cfg.fold is not None:
+        assert cfg.folds is not None  # TrainConfig checked it
+        in_val = fold_assignment(labelled, cfg.folds, cfg.fold_seed) == cfg.fold
+        return Split(labelled.subset(np.flatnonzero(~in_val)), labelled.subset(np.flatnonzero(in_val)))
     train_idx, val_idx = stratified_split(labelled.labels, cfg.val_split, cfg.seed)
     return Split(labelled.subset(train_idx), labelled.subset(val_idx))
+
+
+def fold_assignment(labelled: LabelledSet, folds: int, fold_seed: int) -> np.ndarray:
+    """The validation fold of each readable image: the same on every rank, in every fold run and in the OOF pass."""
+    return stratified_folds(labelled.labels, folds, fold_seed)
 
 
 def resolve_workers(requested: int, runtime: rt.Runtime) -> int:

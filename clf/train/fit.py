@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from clf.config import MIN_STEPS_PER_EPOCH, TrainConfig, auto_batch_size
+from clf.data.datasets import LabelledSet
 from clf.errors import ClfError, Terminated
 from clf.train import runtime as rt
 from clf.train.build import augment_pipeline, build_model, load_training_set, preprocess_for, split_training_set
@@ -50,18 +51,28 @@ def fit(
     resume_ckpt: dict | None = None,
     overwrite: bool = False,
     reporter: TrainReporter | None = None,
+    runtime: rt.Runtime | None = None,
+    labelled: LabelledSet | None = None,
 ) -> FitResult:
     """Train `cfg` (continuing `resume_ckpt` when given) and write the run folder. Returns where and how it ended.
+
+    Args:
+        runtime: the process's device and torchrun set-up when the caller owns it (a fold group trains its runs
+            in one DDP process group); by default fit sets it up and tears it down itself.
+        labelled: the checked training images, when the caller has loaded them (a fold group checks every image
+            once, not once per fold); by default fit loads and checks DATA itself.
 
     Raises:
         ClfError: bad data or model, a run folder that cannot be used, a full disk (StorageError), a loss that
             became NaN/inf (IncompleteError, exit 4).
         KeyboardInterrupt / Terminated: Ctrl-C or SIGTERM, after the checkpoint being written was finished.
     """
-    runtime = rt.setup_runtime(cfg.device, cfg.amp)
+    owns_runtime = runtime is None
+    if runtime is None:
+        runtime = rt.setup_runtime(cfg.device, cfg.amp)
     trainers: list[Trainer] = []
     try:
-        return _fit(cfg, resume_ckpt, overwrite, reporter or TrainReporter(), runtime, trainers)
+        return _fit(cfg, resume_ckpt, overwrite, reporter or TrainReporter(), runtime, trainers, labelled)
     except torch.cuda.OutOfMemoryError:
         used = trainers[0].cfg.batch_size if trainers else (cfg.batch_size or auto_batch_size(0))
         raise ClfError(
@@ -75,13 +86,15 @@ def fit(
             trainer.release()
         trainers.clear()
         gc.collect()
-        rt.teardown_runtime(runtime)
+        if owns_runtime:
+            rt.teardown_runtime(runtime)
 
 
 def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: TrainReporter,
-         runtime: rt.Runtime, trainers: list[Trainer]) -> FitResult:
+         runtime: rt.Runtime, trainers: list[Trainer], labelled: LabelledSet | None = None) -> FitResult:
     torch.manual_seed(cfg.seed)
-    labelled = load_training_set(cfg)
+    if labelled is None:
+        labelled = load_training_set(cfg)
     if resume_ckpt is not None:
         check_resume_fits(resume_ckpt, labelled.classes)
     # The model before the run folder: an unknown --arch must not leave an empty folder behind (it would also

@@ -28,7 +28,7 @@ def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[Tr
     Returns:
         (config, checkpoint dict or None); the checkpoint's path is under its "source" key.
     """
-    given = _absolute_paths(given)
+    given = absolute_paths(given)
     if resume is None:
         if not given.get("data"):
             raise ClfError("clf train needs DATA (a folder of class folders, or images with --labels-csv)")
@@ -37,23 +37,32 @@ def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[Tr
     path = resolve_checkpoint(resume, prefer="last")
     ckpt = load_checkpoint(path)
     saved = _saved_config(ckpt, path)
-    replace(saved, **given)  # each given value valid on its own (--lr inf is refused as such, not as a change)
-    resumable = TrainConfig.resumable_fields()
-    for key, value in given.items():
-        if key not in resumable and value != getattr(saved, key):
-            if key == "arch":
-                raise ModelError(f"{path}: checkpoint is arch '{saved.arch}', not '{value}'; resume with the same --arch")
-            raise ClfError(
-                f"{path}: {TrainConfig.flag(key)} {value} differs from the checkpoint's {getattr(saved, key)}; "
-                "a resumed run keeps its training settings (start a new run to change them)"
-            )
+    cfg = continued_config(saved, given, path)
     _check_resumable_file(path, ckpt)
-    cfg = replace(saved, **{k: v for k, v in given.items() if k in resumable})
     if not Path(cfg.data).exists():
         raise ClfError(f"{cfg.data}: the run's data folder is gone; pass DATA to say where it is now")
     if cfg.epochs <= ckpt["epoch"]:
         raise ClfError(f"{path}: already trained {ckpt['epoch']} epochs; pass --epochs N with N > {ckpt['epoch']} to train further")
     return cfg, ckpt
+
+
+def continued_config(saved: TrainConfig, given: dict[str, Any], source: Path, what: str = "checkpoint") -> TrainConfig:
+    """`saved` with the given options a resumed run may change; any other given option must equal the saved one.
+
+    Args:
+        source: the file the saved config was read from (named in the refusal); `what` calls it that.
+    """
+    replace(saved, **given)  # each given value valid on its own (--lr inf is refused as such, not as a change)
+    resumable = TrainConfig.resumable_fields()
+    for key, value in given.items():
+        if key not in resumable and value != getattr(saved, key):
+            if key == "arch":
+                raise ModelError(f"{source}: {what} is arch '{saved.arch}', not '{value}'; resume with the same --arch")
+            raise ClfError(
+                f"{source}: {TrainConfig.flag(key)} {value} differs from the {what}'s {getattr(saved, key)}; "
+                "a resumed run keeps its training settings (start a new run to change them)"
+            )
+    return replace(saved, **{k: v for k, v in given.items() if k in resumable})
 
 
 def _saved_config(ckpt: dict, path: Path) -> TrainConfig:
@@ -77,7 +86,7 @@ def _check_something_to_resume(run_dir: Path) -> None:
         raise ClfError(f"{run_dir}: {NO_EPOCH_TO_RESUME}")
 
 
-def _absolute_paths(given: dict[str, Any]) -> dict[str, Any]:
+def absolute_paths(given: dict[str, Any]) -> dict[str, Any]:
     """Data paths are stored absolute: resume and export must find them from any working directory."""
     fixed = dict(given)
     for key in ("data", "labels_csv"):

@@ -19,6 +19,7 @@ from clf import __version__
 from clf.atomic import atomic_write_text, clean_stale_temps, storage_error
 from clf.config import Preprocess, TrainConfig
 from clf.data.augment import Pipeline
+from clf.data.folds import is_fold_group
 from clf.errors import ClfError
 from clf.ownership import check_clearable, clear_owned, mark_folder, read_marker, record_files
 
@@ -67,6 +68,9 @@ def prepare_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
             raise storage_error(run_dir, exc) from None
         record_files(run_dir, RUN_FILES)
         return False
+    if is_fold_group(run_dir):
+        raise ClfError(f"{run_dir}: is a fold group (clf train --folds); continue it with --resume {run_dir}, "
+                       "replace it with --folds K --overwrite, or use another --name")
     if not overwrite:
         if has_checkpoint(run_dir):
             raise ClfError(f"{run_dir}: run folder already exists; use --resume {run_dir} to continue it, "

@@ -7,7 +7,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from clf.errors import one_line
+from clf.data.folds import GROUP_FILE, FoldGroup, read_group
+from clf.errors import ClfError, one_line
 from clf.train.history import epoch_score, read_history_csv
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def summarize_run(run_dir: Path) -> RunSummary:
 
 
 def collect_runs(root: Path) -> list[RunSummary]:
-    """Every run folder under `root` (a folder holding config.json), sorted by name; unreadable ones skipped."""
+    """Every run folder under `root` (a folder holding config.json), sorted by name; unreadable ones skipped.
+
+    A fold group's runs sit one level deeper (OUT/NAME/fold-k): they are listed by `collect_groups`, not here."""
     root = Path(root)
     summaries = []
     for config in sorted(root.glob("*/config.json")):
@@ -66,3 +69,45 @@ def collect_runs(root: Path) -> list[RunSummary]:
         except (OSError, ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
             logger.warning("%s: unreadable run folder (%s); skipped", config.parent, one_line(exc))
     return summaries
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """One fold group: its record and its member runs (those that have started)."""
+
+    name: str
+    group: FoldGroup
+    members: list[RunSummary]
+    path: Path
+
+    @property
+    def state(self) -> str:
+        """"done" once the CV score is in, else how many folds have finished."""
+        if self.group.cv is not None and self.group.finished:
+            return "done"
+        return f"{len(set(self.group.done) & set(self.group.members))}/{self.group.folds} folds"
+
+    @property
+    def seconds(self) -> float:
+        return sum(run.seconds for run in self.members)
+
+
+def collect_groups(root: Path) -> list[GroupSummary]:
+    """Every fold group under `root` (a folder holding group.json), sorted by name; unreadable ones skipped."""
+    groups = []
+    for record in sorted(Path(root).glob(f"*/{GROUP_FILE}")):
+        folder = record.parent
+        try:
+            group = read_group(folder)
+        except ClfError as exc:
+            logger.warning("%s; skipped", one_line(exc))
+            continue
+        members = []
+        for name in group.members:  # plain sub-folder names (read_group checked): nothing outside is followed
+            if (folder / name / "config.json").is_file():
+                try:
+                    members.append(summarize_run(folder / name))
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    logger.warning("%s: unreadable run folder (%s); skipped", folder / name, one_line(exc))
+        groups.append(GroupSummary(folder.name, group, members, folder))
+    return groups

@@ -1,0 +1,423 @@
+"""k-fold cross-validation: `clf train DATA --folds K` trains K ordinary runs in one group folder, then scores them.
+
+    OUT/NAME/                 the group folder, clf's (marker first; it lists group.json and oof.csv)
+    OUT/NAME/group.json       the group record (clf.data.folds), rewritten after every fold
+    OUT/NAME/fold-k/          fold k's run: validates on the images of fold k, trains on the others (fit, as any run)
+    OUT/NAME/oof.csv          out-of-fold predictions, once every fold has finished
+
+Folds come from `clf.data.split.stratified_folds` over the readable labelled images; a fold run records K, the fold
+seed and its fold in its config, so it rebuilds its own split on resume. Under torchrun the folds train one after the
+other in the one process group; rank 0 alone writes the group folder, group.json and oof.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from clf.atomic import clean_stale_temps
+from clf.config import TrainConfig
+from clf.data.datasets import LabelledSet
+from clf.data.folds import (GROUP_FILE, OOF_FILE, FoldGroup, OutOfFold, is_fold_group, member_name, read_group,
+                            write_group, write_oof)
+from clf.data.torch_dataset import ImageDataset
+from clf.errors import ClfError, DataError, ModelError, one_line
+from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
+from clf.ownership import MARKER_NAME, check_clearable, clear_owned, foreign_entries, mark_folder, read_marker, record_files
+from clf.probabilities import log_loss
+from clf.train import runtime as rt
+from clf.train.build import build_model, fold_assignment, load_training_set
+from clf.train.fit import FitResult, fit
+from clf.train.resume import absolute_paths, continued_config, resolve_config
+from clf.train.run_folder import (RUN_KIND, check_run_name, default_run_name, has_checkpoint, prepare_new_run_dir,
+                                  split_record)
+from clf.train.trainer import TrainReporter
+
+logger = logging.getLogger(__name__)
+
+GROUP_FILES = (GROUP_FILE, OOF_FILE)  # what clf writes at the top of a group folder (the members mark themselves)
+GROUP_WHAT = "fold group"
+GROUP_OPTIONS = ("folds", "fold_seed")  # fixed by the group record; a resumed group checks them against it
+# How a fold is taken up: already finished, continued from its last.pt, started (again) from scratch.
+DONE, RESUME, START = "done", "resume", "start"
+
+T = TypeVar("T")
+FoldHook = Callable[[int, int, Path, str], None]  # (fold, K, its run folder, DONE | RESUME | START)
+
+
+@dataclass(frozen=True)
+class FoldScore:
+    """One member's result, as the CV table shows it."""
+
+    fold: int
+    run_dir: Path
+    val_acc: float | None
+    val_images: int
+    trained_now: bool
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    group_dir: Path
+    group: FoldGroup
+    folds: list[FoldScore]
+    is_main: bool = True  # False on torchrun ranks > 0: they wrote nothing and have no scores
+    distributed: bool = False
+
+
+def wants_folds(given: dict[str, Any], resume: str | None) -> bool:
+    """A fold group is asked for: --folds K, or --resume of a group folder."""
+    return given.get("folds") is not None or (resume is not None and is_fold_group(resume))
+
+
+def fit_group(given: dict[str, Any], resume: str | None = None, overwrite: bool = False,
+              reporter: TrainReporter | None = None, on_fold: FoldHook | None = None) -> GroupResult:
+    """Train (or continue) a fold group, then write its out-of-fold predictions and CV score.
+
+    Args:
+        given: the options the user gave (field name -> value), as for `resolve_config`.
+        resume: the group folder to continue; finished folds are kept, an interrupted one resumes from its last.pt.
+        on_fold: called on rank 0 as each fold is taken up.
+
+    Raises:
+        ClfError: the bad inputs of a single run, plus: --folds below 2 or above a class's image count, --val-split
+            with --folds, a group record that is damaged or disagrees with the options given.
+        KeyboardInterrupt / Terminated: as fit; the group resumes with `clf train --resume OUT/NAME`.
+    """
+    _refuse_val_split(given)
+    if resume is None:
+        cfg, _ = resolve_config(given)
+        group = None
+    else:
+        cfg, group = _resumed_group_config(given, Path(resume))
+    runtime = rt.setup_runtime(cfg.device, cfg.amp)
+    try:
+        return _fit_group(cfg, group, overwrite, reporter or TrainReporter(), on_fold, runtime)
+    finally:
+        rt.teardown_runtime(runtime)
+
+
+def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, reporter: TrainReporter,
+               on_fold: FoldHook | None, runtime: rt.Runtime) -> GroupResult:
+    labelled = load_training_set(cfg)
+    assert cfg.folds is not None
+    check_fold_counts(labelled, cfg)
+    if group is None:
+        build_model(cfg, len(labelled.classes), runtime)  # an unknown --arch must not leave a group folder behind
+        cfg, group = _on_main(lambda: _new_group(cfg, labelled, overwrite), runtime)
+    else:
+        _check_same_classes(cfg, group, labelled)
+    group_dir = Path(cfg.out) / cfg.name
+    plan = _on_main(lambda: _plan(group_dir, group, cfg, labelled), runtime)
+    group.done = [name for name, action in zip(group.members, plan) if action == DONE]
+    for fold, action in enumerate(plan):
+        member = group_dir / group.members[fold]
+        if runtime.is_main and on_fold is not None:
+            on_fold(fold, cfg.folds, member, action)
+        if action == DONE:
+            continue
+        try:
+            _train_fold(cfg, group_dir, group.members[fold], fold, action, reporter, runtime, labelled)
+        except KeyboardInterrupt:
+            if runtime.is_main:
+                logger.warning("fold group interrupted in %s; continue the group with: clf train --resume %s",
+                               group.members[fold], group_dir)
+            raise
+        if runtime.is_main:
+            finished = set(group.done) | {group.members[fold]}
+            group.done = [name for name in group.members if name in finished]  # in fold order
+            write_group(group_dir, group)
+        rt.barrier(runtime)
+    if not runtime.is_main:
+        return GroupResult(group_dir, group, [], is_main=False, distributed=runtime.distributed)
+    scores = _score_group(group_dir, group, cfg, labelled, runtime, trained_now=[a != DONE for a in plan])
+    return GroupResult(group_dir, group, scores, distributed=runtime.distributed)
+
+
+def _on_main(work: Callable[[], T], runtime: rt.Runtime) -> T:
+    """Rank 0 does `work` (it alone writes); every rank gets its result, or raises its error."""
+    result, error = None, None
+    if runtime.is_main:
+        try:
+            result = work()
+        except ClfError as exc:
+            error = exc
+    result, error = rt.broadcast_object((result, error), runtime)  # type: ignore[misc]
+    if error is not None:
+        raise error
+    return result  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- options and data
+
+
+def _refuse_val_split(given: dict[str, Any]) -> None:
+    if "val_split" in given:
+        raise ClfError("--val-split: the folds choose the validation images (fold k validates on the k-th 1/K of "
+                       "the data); leave out --val-split and --no-val with --folds")
+
+
+def check_fold_counts(labelled: LabelledSet, cfg: TrainConfig) -> None:
+    """Every class needs at least K readable images, one in each fold's validation.
+
+    Raises:
+        DataError: naming the smallest class and its count.
+    """
+    assert cfg.folds is not None
+    counts = labelled.class_counts()
+    name = min(counts, key=lambda c: counts[c])
+    if counts[name] < cfg.folds:
+        where = cfg.labels_csv or cfg.data
+        raise DataError(f"{where}: --folds {cfg.folds} needs at least {cfg.folds} images in every class, but class "
+                        f"'{name}' has {counts[name]}; use --folds {max(2, counts[name])} or fewer, or add images")
+
+
+def _check_same_classes(cfg: TrainConfig, group: FoldGroup, labelled: LabelledSet) -> None:
+    if group.classes and list(group.classes) != list(labelled.classes):
+        raise ModelError(f"{Path(cfg.out) / cfg.name / GROUP_FILE}: the group was trained on classes {group.classes} "
+                         f"but the data has {labelled.classes}; resume with the same data or start a new group")
+
+
+# ---------------------------------------------------------------- the group folder
+
+
+def _new_group(cfg: TrainConfig, labelled: LabelledSet, overwrite: bool) -> tuple[TrainConfig, FoldGroup]:
+    """Name, create (or clear, with --overwrite) and mark the group folder; write its first group.json."""
+    assert cfg.folds is not None
+    name = cfg.name or default_run_name(cfg)
+    check_run_name(name)
+    cfg = replace(cfg, name=name)
+    group_dir = Path(cfg.out) / name
+    prepare_group_dir(group_dir, overwrite)
+    group = FoldGroup(folds=cfg.folds, fold_seed=cfg.fold_seed, members=[member_name(k) for k in range(cfg.folds)],
+                      classes=list(labelled.classes), arch=cfg.arch, config=cfg.to_dict())
+    write_group(group_dir, group)
+    logger.info("fold group %s: %d folds (fold seed %d) of %d images", group_dir, cfg.folds, cfg.fold_seed,
+                len(labelled.paths))
+    return cfg, group
+
+
+def prepare_group_dir(group_dir: Path, overwrite: bool) -> None:
+    """Create and mark `group_dir`; with --overwrite, first remove the old group's (or run's) files, clf's own only.
+
+    Raises:
+        ClfError: the folder is taken and --overwrite was not given, or it holds anything clf did not write.
+    """
+    if group_dir.exists() and not (group_dir.is_dir() and not any(group_dir.iterdir())):
+        if not overwrite:
+            if is_fold_group(group_dir):
+                raise ClfError(f"{group_dir}: fold group already exists; use --resume {group_dir} to continue it, "
+                               "--overwrite to start over, or another --name")
+            prepare_new_run_dir(group_dir, overwrite=False)  # raises the refusal that fits what is there
+        clear_group_dir(group_dir)
+    mark_folder(group_dir, RUN_KIND)
+    record_files(group_dir, GROUP_FILES)
+
+
+def _member_dirs(group_dir: Path) -> list[Path]:
+    """The fold runs in a group folder: sub-folders (not links) named fold-N carrying clf's run marker."""
+    return sorted(p for p in group_dir.iterdir() if p.name.startswith("fold-") and p.name[5:].isdigit()
+                  and p.is_dir() and not p.is_symlink() and read_marker(p) is not None)
+
+
+def clear_group_dir(group_dir: Path) -> None:
+    """--overwrite of a group: every fold run's files and the group's own, after checking all of them are clf's.
+
+    Raises:
+        ClfError: the folder is not clf's, or it (or one of its fold runs) holds a file clf did not write.
+    """
+    members = _member_dirs(group_dir)
+    if read_marker(group_dir) is None:
+        check_clearable(group_dir, RUN_KIND, GROUP_WHAT)  # raises: not clf's
+    names = {m.name for m in members}
+    foreign = [e for e in foreign_entries(group_dir) if e.split("/")[0] not in names]
+    if foreign:
+        raise ClfError(f"{group_dir}: holds {len(foreign)} file(s) clf did not write ({', '.join(foreign[:3])}); "
+                       "--overwrite only removes clf's own files: move them out or choose another name")
+    for member in members:
+        check_clearable(member, RUN_KIND, "fold run folder")
+    for member in members:
+        clear_owned(member, RUN_KIND, "fold run folder")
+        (member / MARKER_NAME).unlink()
+        member.rmdir()
+    clear_owned(group_dir, RUN_KIND, GROUP_WHAT)
+    logger.info("%s: the old group's files were removed (--overwrite)", group_dir)
+
+
+def _resumed_group_config(given: dict[str, Any], group_dir: Path) -> tuple[TrainConfig, FoldGroup]:
+    """The group's recorded settings with the options a resumed run may change; K and the fold seed must match.
+
+    Raises:
+        DataError: a damaged group record (one line naming it).
+        ClfError: --folds or --fold-seed differ from the group's, or another fixed setting was changed.
+    """
+    record = group_dir / GROUP_FILE
+    group = read_group(group_dir)
+    for option, recorded in (("folds", group.folds), ("fold_seed", group.fold_seed)):
+        if given.get(option) is not None and given[option] != recorded:
+            raise ClfError(f"{record}: the group has {group.folds} folds with fold seed {group.fold_seed}; "
+                           f"{TrainConfig.flag(option)} {given[option]} differs; resume with the group's own (or "
+                           "leave it out), or start a new group with another --name")
+    if group.config is None:
+        raise DataError(f"{record}: damaged fold-group record (no training settings); retrain with --overwrite")
+    try:
+        saved = TrainConfig.from_saved(group.config)
+    except (ClfError, TypeError, ValueError) as exc:
+        raise DataError(f"{record}: damaged fold-group record (training settings: {one_line(exc)}); "
+                        "retrain with --overwrite") from None
+    if saved.folds != group.folds or saved.fold_seed != group.fold_seed:
+        raise DataError(f"{record}: damaged fold-group record (its settings say {saved.folds} folds, seed "
+                        f"{saved.fold_seed}); retrain with --overwrite")
+    cfg = continued_config(saved, absolute_paths({k: v for k, v in given.items() if k not in GROUP_OPTIONS}),
+                           record, what="fold group")
+    cfg = replace(cfg, name=group_dir.name, out=str(group_dir.parent))
+    if not Path(cfg.data).exists():
+        raise ClfError(f"{cfg.data}: the group's data folder is gone; pass DATA to say where it is now")
+    return cfg, group
+
+
+def _plan(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: LabelledSet) -> list[str]:
+    """How each fold is taken up (decided by rank 0): DONE, RESUME or START; group.json then records this sitting.
+
+    A finished fold stays finished, unless --epochs was raised above the group's: then it trains further, as a
+    resumed single run does. A fold with a last.pt holding every epoch counts as finished (the sitting stopped
+    between its last save and the group record).
+
+    Raises:
+        DataError: a fold trained earlier whose validation images are not its fold of the data now.
+    """
+    for stale in clean_stale_temps(group_dir):
+        logger.info("%s: removed a temp file left by an interrupted write", stale)
+    record_files(group_dir, GROUP_FILES)
+    raised = cfg.epochs > int((group.config or {}).get("epochs", cfg.epochs))
+    plan = []
+    for fold, name in enumerate(group.members):
+        member = group_dir / name
+        if name in group.done or has_checkpoint(member):
+            check_fold_split(member, fold, cfg, labelled)
+        last = member / "last.pt"
+        if name in group.done and not raised:
+            plan.append(DONE)
+        elif last.is_file():
+            plan.append(DONE if _epochs_done(last) >= cfg.epochs else RESUME)
+        else:
+            plan.append(START)
+    if any(action != DONE for action in plan):
+        group.done = [name for name, action in zip(group.members, plan) if action == DONE]
+        group.config, group.cv = cfg.to_dict(), None
+        write_group(group_dir, group)
+    return plan
+
+
+def _epochs_done(last: Path) -> int:
+    return int(load_checkpoint(last)["epoch"])
+
+
+def check_fold_split(member: Path, fold: int, cfg: TrainConfig, labelled: LabelledSet) -> None:
+    """A fold trained in an earlier sitting validated on the images of its fold; the data now must give the same.
+
+    Raises:
+        DataError: split.json is missing or unreadable, or lists other validation images (the data changed).
+    """
+    assert cfg.folds is not None
+    expected = _fold_record(labelled, cfg, fold)["val"]
+    path = member / "split.json"
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))["val"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: cannot read the fold's validation list ({one_line(exc)}); "
+                        "start the group over with --overwrite") from None
+    if recorded != expected:
+        raise DataError(f"{path}: fold {fold} validated on other images than fold {fold} of the data now "
+                        f"({len(recorded)} vs {len(expected)} images; was DATA changed?); resume with the data it "
+                        "trained on, or start the group over with --overwrite")
+
+
+def _fold_record(labelled: LabelledSet, cfg: TrainConfig, fold: int) -> dict[str, Any]:
+    assert cfg.folds is not None
+    in_val = fold_assignment(labelled, cfg.folds, cfg.fold_seed) == fold
+    val = [p for p, v in zip(labelled.paths, in_val) if v]
+    train = [p for p, v in zip(labelled.paths, in_val) if not v]
+    return split_record(cfg.data, val, train)
+
+
+def _train_fold(cfg: TrainConfig, group_dir: Path, name: str, fold: int, action: str, reporter: TrainReporter,
+                runtime: rt.Runtime, labelled: LabelledSet) -> FitResult:
+    """Fold `fold` through the ordinary fit path, in the caller's runtime (one DDP process group for all folds)
+    and on the images the group checked."""
+    if action == RESUME:
+        resumable = TrainConfig.resumable_fields()
+        options = {k: v for k, v in cfg.to_dict().items() if k in resumable}
+        fold_cfg, ckpt = resolve_config(options, str(group_dir / name))
+        return fit(fold_cfg, resume_ckpt=ckpt, reporter=reporter, runtime=runtime, labelled=labelled)
+    fold_cfg = replace(cfg, name=name, out=str(group_dir), fold=fold)
+    # A fold folder left without a finished epoch is clf's: --overwrite semantics replace it (user files refuse).
+    return fit(fold_cfg, overwrite=True, reporter=reporter, runtime=runtime, labelled=labelled)
+
+
+# ---------------------------------------------------------------- out-of-fold predictions and the CV score
+
+
+def _score_group(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: LabelledSet, runtime: rt.Runtime,
+                 trained_now: list[bool]) -> list[FoldScore]:
+    """oof.csv and group.json's `cv` from every fold's best.pt; returns each fold's score."""
+    oof, val_accs = out_of_fold(group_dir, group, cfg, labelled, runtime.device)
+    write_oof(group_dir / OOF_FILE, oof)
+    group.cv = cv_score(oof, val_accs)
+    write_group(group_dir, group)
+    return [FoldScore(k, group_dir / name, val_accs[k], int(np.sum(oof.folds == k)), trained_now[k])
+            for k, name in enumerate(group.members)]
+
+
+def out_of_fold(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: LabelledSet,
+                device: torch.device) -> tuple[OutOfFold, list[float | None]]:
+    """Each image's class probabilities from the one fold model that did not train on it (eval preprocessing).
+
+    Returns:
+        (the out-of-fold predictions in the order of the labelled images, each fold's best val accuracy).
+    """
+    assert cfg.folds is not None
+    assignment = fold_assignment(labelled, cfg.folds, cfg.fold_seed)
+    probs = np.zeros((len(labelled.paths), len(labelled.classes)), dtype=np.float64)
+    val_accs: list[float | None] = []
+    for fold, name in enumerate(group.members):
+        check_fold_split(group_dir / name, fold, cfg, labelled)
+        ckpt = load_checkpoint(group_dir / name / "best.pt")
+        rows = np.flatnonzero(assignment == fold)
+        probs[rows] = predict_probabilities(ckpt, [labelled.paths[i] for i in rows], device,
+                                            batch_size=2 * (cfg.batch_size or 32))
+        val_accs.append(None if ckpt.get("best_val_acc") is None else float(ckpt["best_val_acc"]))
+    ids = split_record(cfg.data, labelled.paths, [])["val"]  # relative to DATA, posix: as split.json lists them
+    labels = [labelled.classes[label] for label in labelled.labels]
+    return OutOfFold(ids, labels, assignment, list(labelled.classes), probs), val_accs
+
+
+@torch.no_grad()
+def predict_probabilities(ckpt: dict[str, Any], paths: list[str], device: torch.device,
+                          batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities [N, C] (float64) of a checkpoint's model on `paths`, eval mode, eval preprocessing."""
+    model = model_from_checkpoint(ckpt).to(device)
+    pre = preprocess_from_checkpoint(ckpt)
+    loader = DataLoader(ImageDataset(paths, [0] * len(paths), pre, train=False), batch_size=batch_size)
+    parts = [torch.softmax(model(images.to(device)).float(), dim=1).double().cpu() for images, _ in loader]
+    return torch.cat(parts).numpy() if parts else np.zeros((0, len(ckpt["classes"])))
+
+
+def cv_score(oof: OutOfFold, val_accs: list[float | None]) -> dict[str, float]:
+    """group.json's `cv`: mean and (population) std of the folds' best val accuracy, OOF accuracy and log-loss."""
+    accs = np.array([a for a in val_accs if a is not None], dtype=np.float64)
+    truth = oof.label_indices()
+    return {
+        "mean_val_acc": float(accs.mean()) if len(accs) else float("nan"),
+        "std_val_acc": float(accs.std()) if len(accs) else float("nan"),
+        "oof_acc": float(np.mean(oof.probs.argmax(axis=1) == truth)),
+        "oof_log_loss": log_loss(oof.probs, truth),
+    }
