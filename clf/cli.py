@@ -632,6 +632,10 @@ def _parse_weights(text: Optional[str]) -> tuple[float, ...]:
         raise ClfError(f"--weights takes comma-separated numbers like 1,2, got {text!r}") from None
 
 
+_WEIGHTS_SHOWN = {"ema": "EMA (they validated best)", "raw": "raw",
+                  "mixed": "EMA for the members where they validated best, raw for the others"}
+
+
 def _export_table(result: Any) -> Table:
     """file, proof, size, opset, exporter, precision, provider, what was compared, the differences and the verdict."""
     parity = result.parity
@@ -645,7 +649,7 @@ def _export_table(result: Any) -> Table:
         ("opset", str(result.opset)),
         ("exporter", result.exporter + (" + onnxslim" if result.simplified else "")),
         ("precision", result.precision),
-        ("weights", "EMA (they validated best)" if result.weights == "ema" else "raw"),
+        ("weights", _WEIGHTS_SHOWN.get(result.weights, result.weights)),
         ("provider", parity.provider),
         ("checked on", escape(f"{parity.images} inputs ({parity.image_source}), "
                               f"batch sizes {','.join(map(str, parity.batch_sizes))}")),
