@@ -22,7 +22,7 @@ from clf import __version__
 from clf.atomic import atomic_copy, atomic_output, check_outputs
 from clf.config import ExportConfig, Preprocess
 from clf.errors import ClfError, DataError, ModelError, ParityError
-from clf.export import graph
+from clf.export import graph, int8
 from clf.export.parity import SPLIT_NAME, ParityReport, compare, folder_images, load_batch, random_batch, run_images
 from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint, resolve_checkpoint
 from clf.ownership import record_files
@@ -78,17 +78,17 @@ def model_info(ckpt: dict) -> ModelInfo:
     )
 
 
-def default_name(fp16: bool) -> str:
-    return "model_fp16.onnx" if fp16 else "model.onnx"
+def default_name(fp16: bool, int8: bool = False) -> str:
+    return "model_int8.onnx" if int8 else "model_fp16.onnx" if fp16 else "model.onnx"
 
 
 def resolve_output(cfg: ExportConfig, checkpoint_path: Path) -> Path:
     """-o as given; an existing folder gets the default file name inside it; no -o: beside the checkpoint."""
     if not cfg.output:
-        return checkpoint_path.parent / default_name(cfg.fp16)
+        return checkpoint_path.parent / default_name(cfg.fp16, cfg.int8)
     output = Path(cfg.output)
     # os.path.isdir: a name too long to stat is not a folder; check_outputs then says what is wrong with it
-    return output / default_name(cfg.fp16) if os.path.isdir(output) else output
+    return output / default_name(cfg.fp16, cfg.int8) if os.path.isdir(output) else output
 
 
 def sibling(path: Path, suffix: str) -> Path:
@@ -178,6 +178,8 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     else:
         logger.debug("exporting the raw weights of %s", ckpt_path)
     images, source = parity_images(cfg, check_paths, ckpt_path.parent, info.run_name, info.preprocess)
+    int8_images = (int8.choose_images(cfg, ckpt_path.parent, info.run_name, info.classes, check_paths)
+                   if cfg.int8 else None)
     proof = proof_path(output)
     record_files(output.parent, [output.name, proof.name])  # a clf run folder lists what clf wrote in it
     with atomic_output(output) as staged, _named_as(staged, output):
@@ -187,6 +189,11 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
                               report, weights)
         if not report.passed:
             raise _keep_aside(staged, result)
+        if int8_images is not None:  # the proven fp32 graph becomes the int8 model, behind its accuracy gate
+            report = int8.quantize_proven(cfg, staged, output, int8_images, info.preprocess, report)
+            result = replace(result, parity=report, precision="int8", size_bytes=staged.stat().st_size)
+            if not report.passed:
+                raise _keep_aside(staged, result, gate="int8 accuracy gate")
         report.write(proof)  # before the model moves: a proof that cannot be written leaves both as they were
     return result
 
@@ -219,7 +226,7 @@ def _named_as(staged: Path, output: Path) -> Iterator[None]:
         raise
 
 
-def _keep_aside(staged: Path, result: ExportResult) -> ParityError:
+def _keep_aside(staged: Path, result: ExportResult, gate: str = "parity check") -> ParityError:
     """Copy the failed model beside the output as `<stem>.parity-failed.onnx`, with its own proof; the error."""
     failed = kept_aside_path(result.path)
     proof = proof_path(failed)
@@ -228,7 +235,7 @@ def _keep_aside(staged: Path, result: ExportResult) -> ParityError:
     report.write(proof)
     atomic_copy(staged, failed)
     kept = replace(result, path=failed, proof=proof, parity=report)
-    return ParityError(f"{result.path}: parity check failed ({report.reason()}); model kept as {failed} for inspection",
+    return ParityError(f"{result.path}: {gate} failed ({report.reason()}); model kept as {failed} for inspection",
                        kept)
 
 
