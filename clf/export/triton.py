@@ -28,7 +28,7 @@ from clf.errors import ClfError, ModelError, ParityError
 from clf.export import graph
 from clf.export.onnx_export import ExportResult, default_name, export_onnx, kept_aside_path, proof_path
 from clf.models.checkpoint import resolve_checkpoint
-from clf.ownership import check_clearable, clear_owned, mark_folder, read_marker, record_files
+from clf.ownership import clear_owned, foreign_entries, mark_folder, read_marker, record_files
 from clf.serve.metadata import KEY_CLASSES, KEY_PREPROCESS
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,10 @@ def check_repository(repo: Path, folder: Path) -> None:
         if marker is None or marker["kind"] != KIND:
             raise ClfError(f"{folder}: a model folder clf did not write; clf replaces only its own: choose another "
                            "--model-name or move it")
-        check_clearable(folder, KIND, WHAT)
+        foreign = foreign_entries(folder)
+        if foreign:
+            raise ClfError(f"{folder}: holds {len(foreign)} file(s) clf did not write ({', '.join(foreign[:3])}); clf "
+                           "replaces only its own model folders: move them out or choose another --model-name")
 
 
 def export_triton(cfg: ExportConfig) -> TritonResult:
