@@ -15,9 +15,10 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -25,7 +26,8 @@ import onnx
 from clf.config import ExportConfig, Preprocess
 from clf.errors import DataError, ModelError, one_line
 from clf.export import graph
-from clf.export.parity import SPLIT_NAME, ParityReport, confined_images, load_batch, read_split, spread
+from clf.export.parity import (SPLIT_NAME, ParityReport, confined_images, folder_images, load_batch, read_split,
+                               spread)
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +107,8 @@ def choose_images(cfg: ExportConfig, run_folder: Path, run_name: str, classes: S
     else:
         raise DataError(f"{run_folder}: no training images for the int8 calibration (no usable {SPLIT_NAME} beside "
                         "the checkpoint); pass --check-images FOLDER with images like the training data")
-    if check_paths:
-        gate, gate_source, root = check_paths, str(cfg.check_images), str(cfg.check_images)
+    if cfg.check_images:  # up to MAX_GATE_IMAGES of them (the parity check takes --max-images)
+        gate, gate_source, root = folder_images(cfg.check_images, MAX_GATE_IMAGES), cfg.check_images, cfg.check_images
     elif val:
         gate, gate_source, root = spread(val, MAX_GATE_IMAGES), f"validation images of {run}", split["root"]
     else:

@@ -25,7 +25,6 @@ import onnx
 from clf.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_copy, check_output_file, check_outputs, storage_error
 from clf.config import ExportConfig
 from clf.errors import ClfError, ModelError, ParityError
-from clf.export import graph
 from clf.export.onnx_export import ExportResult, default_name, export_onnx, kept_aside_path, proof_path
 from clf.models.checkpoint import resolve_checkpoint
 from clf.ownership import clear_owned, foreign_entries, mark_folder, read_marker, record_files
