@@ -55,15 +55,19 @@ if ! has_provider CUDAExecutionProvider; then
     shopt -s nullglob
     WHEELS=("$HERE"/onnxruntime_gpu-*.whl "$HERE"/wheels/onnxruntime_gpu-*.whl)
     shopt -u nullglob
-    "$PYTHON" -m pip uninstall -y -q onnxruntime >/dev/null 2>&1 || true  # the CPU build shadows the GPU one
+    CPU_ORT="$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("onnxruntime"))' 2>/dev/null || true)"
+    restore_cpu_build() {  # a failed install must not leave the machine without any onnxruntime
+        [[ -n "$CPU_ORT" ]] && "$PYTHON" -m pip install -q "onnxruntime==$CPU_ORT" >/dev/null 2>&1 || true
+    }
+    "$PYTHON" -m pip uninstall -y -q onnxruntime >/dev/null 2>&1 || true  # both builds own onnxruntime/: one at a time
     if (( ${#WHEELS[@]} )); then
         say "installing onnxruntime-gpu from ${WHEELS[-1]} (and the wheels beside it)"
         "$PYTHON" -m pip install -q --no-index --find-links "$(dirname "${WHEELS[-1]}")" "${WHEELS[-1]}" \
-            || fail "could not install ${WHEELS[-1]}; place its dependencies' wheels beside it"
+            || { restore_cpu_build; fail "could not install ${WHEELS[-1]}; place its dependencies' wheels beside it"; }
     else
         say "installing onnxruntime-gpu from the package index"
         timeout "$STEP_TIMEOUT" "$PYTHON" -m pip install -q onnxruntime-gpu \
-            || fail "onnxruntime-gpu is not installed and pip could not fetch it; place its wheel in $HERE/wheels/"
+            || { restore_cpu_build; fail "onnxruntime-gpu is missing and pip could not fetch it; put its wheel in $HERE/wheels/"; }
     fi
     has_provider CUDAExecutionProvider \
         || fail "onnxruntime still has no CUDAExecutionProvider (CUDA/cuDNN libraries missing or mismatched?)"

@@ -159,6 +159,9 @@ def fill_rows(images: np.ndarray, rows: int) -> np.ndarray:
 def export_onnx(cfg: ExportConfig) -> ExportResult:
     """Export the checkpoint, check it, prove parity, and only then move the model and its proof into place.
 
+    With --int8 the proven fp32 graph is then quantised and gated on accuracy (clf/export/int8.py); a model failing
+    that gate is kept aside exactly like one failing parity.
+
     Raises:
         ClfError: a missing/corrupt/foreign checkpoint, an output that cannot be written or would replace an
             input, no usable --check-images, or every exporter failed. Nothing is left at the output path.
