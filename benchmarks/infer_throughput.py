@@ -427,6 +427,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.int8 and (args.fp16 or args.device != "cpu"):
         parser.error("--int8 measures CPU inference: leave out --fp16 and --device")
+    if args.int8 and not args.models.strip():  # --models "": the agreement section alone
+        print_agreement(args)
+        return
     rows = {}
     for arch in [m.strip() for m in args.models.split(",") if m.strip()]:
         if arch not in MODELS:

@@ -217,3 +217,15 @@ def test_gate_images_without_class_folders_check_agreement_only(run, built, tmp_
     assert proof["fp32_accuracy"] is None and proof["accuracy_drop"] is None and proof["images"] == 12
     assert " ".join(result.stderr.split()) == (f"WARNING {flat}: no class folders, so no accuracies; the int8 gate "
                                                "checks the top-1 agreement only")
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_methods_run_and_are_recorded(run, method):
+    """The histogram calibrators fold a few steps at a time (CalibStridedMinMax) and still give a working model."""
+    result = clf("export", run, "--int8", "--calibration-method", method, "--calibration-images", "24",
+                 "--min-agreement", "0", "--max-drop", "1", *FAST)
+    assert result.exit_code == 0, result.output
+    props = {p.key: p.value for p in onnx.load(str(run / "model_int8.onnx")).metadata_props}
+    assert json.loads(props["clf.calibration"])["method"] == method
+    proof = json.loads((run / "model_int8.parity.json").read_text())
+    assert proof["calibration"]["method"] == method and proof["calibration"]["images"] == 24
