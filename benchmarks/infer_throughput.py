@@ -370,6 +370,7 @@ def print_agreement(args: argparse.Namespace) -> None:
     lines = [("data", "test images", "top-1 agreement (clf infer)", "accuracy", "export gate (validation)")]
     for name, folder in benches:
         lines.append(agreement_on(name.split()[0], folder, work, args.agreement_epochs))
+        print("  " + "  |  ".join(lines[-1]), flush=True)  # each row as soon as it is known
     print()
     print("int8 vs fp32 top-1 agreement, own cnn trained here, `clf infer` on the test images")
     _print_lines(lines)
