@@ -72,7 +72,8 @@ def test_int8_export_writes_the_model_and_its_proof_with_the_gate_numbers(export
     assert proof["accuracy_drop"] == pytest.approx(proof["fp32_accuracy"] - proof["int8_accuracy"])
     assert proof["max_abs_diff"] <= proof["atol"] == 1e-4  # the fp32 graph's parity with PyTorch came first
     assert proof["calibration"] == {"method": "minmax", "images": 16, "source": f"training images of {RUN_NAME}",
-                                    "format": "QDQ", "activations": "QUInt8", "weights": "QInt8 per-channel"}
+                                    "format": "QDQ", "activations": "QUInt8",
+                                    "weights": "QInt8 per-channel, 7-bit (reduce_range)"}
 
 
 def test_int8_model_is_quantized_and_carries_precision_and_calibration(exported):
