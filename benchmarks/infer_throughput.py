@@ -342,7 +342,7 @@ def agreement_on(name: str, competition: Path, work: Path, epochs: int) -> tuple
     _clf("export", str(run), "--onnx")
     out = _clf("export", str(run), "--onnx", "--int8", allowed=(0, 3))  # 3: the gate refused it (kept aside)
     gate = " ".join(line.split("│")[2].strip() for line in out.splitlines() if "top-1 agreement" in line)
-    if not (run / "model_int8.onnx").exists():
+    if "verdict" in out and "FAIL" in out.split("verdict", 1)[1]:  # the gate refused it: no int8 model to run
         return name, "-", "-", "-", f"FAILED, kept aside: {gate}"
     csvs = {}
     for model in ("model.onnx", "model_int8.onnx"):
