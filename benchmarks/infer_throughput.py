@@ -16,11 +16,20 @@ metadata) are made once under benchmarks/_data/ (git-ignored) and reused.
     python benchmarks/infer_throughput.py                        # the issue's sizes: 1500 / 20000 images
     python benchmarks/infer_throughput.py --images resnet18=500,cnn=8000 --repeats 3   # a shorter run
     python benchmarks/infer_throughput.py --device cuda [--fp16]  # on a GPU machine
+    python benchmarks/infer_throughput.py --int8 --skip-torch     # int8 vs fp32 (+ agreement on real data)
+
+With --int8 each model is also quantised exactly as `clf export --int8` does it (clf.export.int8.quantize, 64
+calibration images) and (a), (b) are measured for the int8 model too, interleaved with fp32's: the int8 table gives
+int8 (a) / fp32 (a) (target >= 3 for resnet18 on a VNNI CPU) and int8 (a) / its ceiling 1/(1/b8+1/d) (target >= 0.90).
+Its agreement section trains the own cnn briefly on the sample competition (and on benchmarks/_data/accuracy/scenes
+when benchmarks/accuracy.py has made it), exports fp32 and --int8 with `clf export`, runs `clf infer` with both on
+the test images and prints top-1 agreement (and accuracies where the answers are known).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -232,18 +241,42 @@ def rate_torch(model, paths: list[str], pre: Preprocess, workers: int, args: arg
 # ---- driver ----
 
 
+def ensure_int8_model(data: Path, arch: str, size: int, fp32_path: Path, paths: list[str], pre: Preprocess) -> Path:
+    """The fp32 model quantised once, through the code `clf export --int8` runs (64 calibration images)."""
+    import onnx
+
+    from clf.config import ExportConfig
+    from clf.export.int8 import GateImages, calibration_settings, finish_model, quantize
+
+    path = data / "models" / f"{arch}_{size}_int8.onnx"
+    if not path.exists():
+        print(f"quantising {arch} @{size} to {path} (once) ...", flush=True)
+        images = np.stack([preprocess(p, pre) for p in paths[:64]])
+        tmp = path.with_name(f".{path.stem}.tmp.onnx")
+        quantize(fp32_path, tmp, images, "minmax")
+        cfg = ExportConfig(checkpoint="benchmark", int8=True, calibration_images=len(images))
+        settings = calibration_settings(cfg, GateImages([], "benchmark JPEGs", [], "", None), len(images))
+        finish_model(tmp, onnx.load(str(fp32_path)), settings, path)
+        os.replace(tmp, path)
+    return path
+
+
 def bench_model(arch: str, args: argparse.Namespace) -> dict[str, float]:
     size, default_count = MODELS[arch]
     count = args.images.get(arch) or args.images.get("*") or default_count
     data = Path(args.data)
     folder, paths = image_set(data, count)
     model, model_path, pre = ensure_model(data, arch, size, args.fp16)
+    int8_path = ensure_int8_model(data, arch, size, model_path, paths, pre) if args.int8 else None
     workers = args.threads or min(8, usable_cpus())  # what clf infer uses when --threads is not given
-    runs: dict[str, list[float]] = {"a": [], "b": [], "d": [], "c": []}
+    runs: dict[str, list[float]] = {"a": [], "b": [], "d": [], "c": [], "a8": [], "b8": []}
     for repeat in range(args.repeats):  # interleaved, so a slow spell on a shared machine hits every column
         runs["a"].append(rate_clf_infer(folder, model_path, count, args))
         runs["b"].append(rate_session(model_path, paths, pre, args))
         runs["d"].append(rate_decode(paths, pre, workers, args))
+        if int8_path is not None:
+            runs["a8"].append(rate_clf_infer(folder, int8_path, count, args))
+            runs["b8"].append(rate_session(int8_path, paths, pre, args))
         if not args.skip_torch:
             runs["c"].append(rate_torch(model, paths, pre, workers, args))
         print(f"  {arch} repeat {repeat + 1}/{args.repeats}: "
@@ -251,8 +284,99 @@ def bench_model(arch: str, args: argparse.Namespace) -> dict[str, float]:
     medians = {k: statistics.median(v) if v else float("nan") for k, v in runs.items()}
     a, b, d, c = medians["a"], medians["b"], medians["d"], medians["c"]
     ceiling = min(b, d) if args.device in ("cuda", "tensorrt") else 1 / (1 / b + 1 / d)
+    b8 = medians["b8"]
+    ceiling8 = b8 if math.isnan(b8) else min(b8, d) if args.device in ("cuda", "tensorrt") else 1 / (1 / b8 + 1 / d)
     return {"images": count, "workers": workers, **medians, "ceiling": ceiling, "a/ceiling": a / ceiling,
-            "a/c": a / c if c == c else float("nan")}
+            "a/c": a / c if c == c else float("nan"), "ceiling8": ceiling8}
+
+
+def print_int8_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    """int8 vs fp32, `clf infer` end to end, and int8 against its own session ceiling."""
+    overlap = "min(b8, d)" if args.device in ("cuda", "tensorrt") else "1/(1/b8+1/d)"
+    print()
+    print(f"int8 vs fp32, images/s (median of {args.repeats}); int8 = QDQ, per-channel 7-bit int8 weights, uint8 activations")
+    header = ("model", "fp32 (a)", "int8 (a)", "int8/fp32 (a)", "fp32 (b)", "int8 (b)", "int8/fp32 (b)", "(d) decode",
+              f"int8 ceiling {overlap}", "int8 a/ceiling")
+    lines = [header]
+    for arch, r in rows.items():
+        lines.append((f"{arch}@{MODELS[arch][0]}", f"{r['a']:.1f}", f"{r['a8']:.1f}", f"{r['a8'] / r['a']:.2f}",
+                      f"{r['b']:.1f}", f"{r['b8']:.1f}", f"{r['b8'] / r['b']:.2f}", f"{r['d']:.1f}",
+                      f"{r['ceiling8']:.1f}", f"{r['a8'] / r['ceiling8']:.2f}"))
+    _print_lines(lines)
+    print("targets: int8/fp32 (a) >= 3.0 for resnet18 (VNNI CPU), int8 a/ceiling >= 0.90")
+
+
+def _print_lines(lines: list[tuple[str, ...]]) -> None:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for n, line in enumerate(lines):
+        print("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+# ---- int8 agreement on real data: trained models, `clf export --int8`, `clf infer` both ----
+
+
+def _clf(*args: str, allowed: tuple[int, ...] = (0,)) -> str:
+    proc = subprocess.run([sys.executable, "-m", "clf", *args], capture_output=True, text=True, cwd=REPO)
+    if proc.returncode not in allowed:
+        raise SystemExit(f"clf {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def _read_labels(path: Path) -> dict[str, str]:
+    import csv
+
+    with open(path, newline="") as handle:
+        return {row["id"]: row["label"] for row in csv.DictReader(handle)}
+
+
+def agreement_on(name: str, competition: Path, work: Path, epochs: int) -> tuple[str, ...]:
+    """Train the own cnn on `competition`/train, export fp32 and int8, infer both on `competition`/test."""
+    runs = work / "runs"
+    run = runs / name
+    if not (run / "best.pt").exists():
+        print(f"training cnn on {name} ({epochs} epochs) ...", flush=True)
+        _clf("train", str(competition / "train"), "--arch", "cnn", "--epochs", str(epochs), "--out", str(runs),
+             "--name", name, "--device", "cpu", "--quiet")
+    _clf("export", str(run), "--onnx")
+    out = _clf("export", str(run), "--onnx", "--int8", allowed=(0, 3))  # 3: the gate refused it (kept aside)
+    gate = " ".join(line.split("│")[2].strip() for line in out.splitlines() if "top-1 agreement" in line)
+    if "verdict" in out and "FAIL" in out.split("verdict", 1)[1]:  # the gate refused it: no int8 model to run
+        return name, "-", "-", "-", f"FAILED, kept aside: {gate}"
+    csvs = {}
+    for model in ("model.onnx", "model_int8.onnx"):
+        csvs[model] = work / f"{name}-{model}.csv"
+        _clf("infer", str(competition / "test"), "--model", str(run / model), "--csv", str(csvs[model]), "--quiet")
+    fp32, int8 = _read_labels(csvs["model.onnx"]), _read_labels(csvs["model_int8.onnx"])
+    agree = sum(fp32[k] == int8[k] for k in fp32) / len(fp32)
+    answers = competition / "test_labels.csv"
+    accuracy = "n/a"
+    if answers.exists():
+        truth = _read_labels(answers)
+        acc = [sum(p[k] == truth[k] for k in truth) / len(truth) for p in (fp32, int8)]
+        accuracy = f"fp32 {acc[0]:.3f}, int8 {acc[1]:.3f}"
+    return name, str(len(fp32)), f"{agree:.2%}", accuracy, gate
+
+
+def print_agreement(args: argparse.Namespace) -> None:
+    data = Path(args.data)
+    work = data / "int8-agreement"
+    sample = work / "sample"
+    if not (sample / "test").exists():
+        _clf("sample-data", str(sample), "--test", "400")
+    benches = [("sample competition", sample)]
+    scenes = data / "accuracy" / "scenes"
+    if (scenes / "train").is_dir():
+        benches.append(("scenes", scenes))
+    lines = [("data", "test images", "top-1 agreement (clf infer)", "accuracy", "export gate (validation)")]
+    for name, folder in benches:
+        lines.append(agreement_on(name.split()[0], folder, work, args.agreement_epochs))
+        print("  " + "  |  ".join(lines[-1]), flush=True)  # each row as soon as it is known
+    print()
+    print("int8 vs fp32 top-1 agreement, own cnn trained here, `clf infer` on the test images")
+    _print_lines(lines)
+    print("target: agreement >= 99%")
 
 
 def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
@@ -300,13 +424,25 @@ def main() -> None:
     parser.add_argument("--fp16", action="store_true", help="fp16 ONNX (and half torch model) on a GPU")
     parser.add_argument("--skip-torch", action="store_true", help="leave out (c)")
     parser.add_argument("--data", default=str(HERE / "_data"), help="cache folder for images and models")
+    parser.add_argument("--int8", action="store_true", help="also int8 (a) and (b), and the int8 agreement section")
+    parser.add_argument("--agreement-epochs", type=int, default=15, help="--int8: epochs of the cnn trained for it")
+    parser.add_argument("--no-agreement", action="store_true", help="--int8: leave out the agreement section")
     args = parser.parse_args()
+    if args.int8 and (args.fp16 or args.device != "cpu"):
+        parser.error("--int8 measures CPU inference: leave out --fp16 and --device")
+    if args.int8 and not args.models.strip():  # --models "": the agreement section alone
+        print_agreement(args)
+        return
     rows = {}
     for arch in [m.strip() for m in args.models.split(",") if m.strip()]:
         if arch not in MODELS:
             parser.error(f"unknown model {arch!r}; choose from {', '.join(MODELS)}")
         rows[arch] = bench_model(arch, args)
     print_table(rows, args)
+    if args.int8:
+        print_int8_table(rows, args)
+        if not args.no_agreement:
+            print_agreement(args)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from rich.table import Table
 
 from clf.config import (AUGMENT_PRESETS, AUTO_AUGMENTS, AVERAGES, MAX_INPUT_SIZE, DEFAULT_ATOL, DEFAULT_ATOL_FP16, ID_FORMATS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TOPK_FORMATS,
                         TRAIN_DEVICES, TTA_VIEWS, EvalConfig, InferConfig, TrainConfig)
+from clf.config import (CALIBRATION_METHODS, DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT,
+                        DEFAULT_TRITON_MAX_BATCH)
 from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfError, ParityError, Terminated
 from clf.export.graph import EXPORTERS, MAX_BATCH, MAX_OPSET, MIN_OPSET, OPSETS
 from clf.serve.session import DEVICES
@@ -595,6 +597,14 @@ def export(
     tta: Annotated[str, typer.Option(metavar=f"[{'|'.join(TTA_VIEWS)}]", help="Flipped views averaged inside the graph.")] = "none",
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Fit a temperature on the validation images (a fold group: its oof.csv) and bake it in.")] = False,
     force: Annotated[bool, typer.Option("--force", help="--tta with flips the runs were not trained with.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Static int8 (QDQ) quantisation of the proven fp32 model, behind an accuracy gate on the validation images (model_int8.onnx).")] = False,
+    calibration_images: Annotated[Optional[int], typer.Option(help=f"--int8: training images to calibrate on, spread over the classes (default {DEFAULT_CALIBRATION_IMAGES}, or all when fewer).")] = None,
+    calibration_method: Annotated[Optional[str], typer.Option(metavar=f"[{'|'.join(CALIBRATION_METHODS)}]", help=f"--int8: how activation ranges are chosen (default {CALIBRATION_METHODS[0]}).")] = None,
+    min_agreement: Annotated[Optional[float], typer.Option(help=f"--int8 gate: least top-1 agreement with the fp32 model, 0-1 (default {DEFAULT_MIN_AGREEMENT:g}).")] = None,
+    max_drop: Annotated[Optional[float], typer.Option(help=f"--int8 gate: most accuracy lost, 0-1 (default {DEFAULT_MAX_DROP:g} = half a point).")] = None,
+    triton: Annotated[Optional[str], typer.Option(metavar="REPO", help="Write a Triton model repository entry REPO/<model>/ (config.pbtxt, labels.txt, preprocess.json, 1/model.onnx); composes with --int8/--fp16.")] = None,
+    max_batch_size: Annotated[Optional[int], typer.Option(help=f"--triton: the largest batch Triton forms, 1-{MAX_BATCH} (default {DEFAULT_TRITON_MAX_BATCH}).")] = None,
+    model_name: Annotated[Optional[str], typer.Option(help="--triton: the model's name and folder (default: the run's name).")] = None,
 ) -> None:
     """Export a checkpoint to ONNX with its classes and preprocessing inside, and prove parity with PyTorch.
 
@@ -604,13 +614,16 @@ def export(
     from clf.config import ExportConfig
     from clf.export.targets import run_export
 
-    target = "onnx"  # --onnx; further targets (e.g. --triton REPO) choose theirs here
+    target = "triton" if triton is not None else "onnx"  # --onnx is the default target
     cfg = ExportConfig(
         checkpoint=runs[0], output=output, target=target, opset=opset, fp16=fp16,
         simplify=simplify, check_images=check_images, atol=atol,
         batch_sizes=_parse_batch_sizes(batch_sizes), device=device, exporter=exporter,
         more_runs=tuple(runs[1:]), average=average, weights=_parse_weights(weights), tta=tta, calibrate=calibrate,
         force=force,
+        int8=int8, calibration_images=calibration_images, calibration_method=calibration_method,
+        min_agreement=min_agreement, max_drop=max_drop,
+        triton=triton, max_batch_size=max_batch_size, model_name=model_name,
     )
     try:
         with err_console.status("exporting and checking parity"):
@@ -619,6 +632,9 @@ def export(
         if exc.result is not None:
             console.print(_export_table(exc.result))  # the numbers behind the failure; the error line follows
         raise
+    if hasattr(result, "export"):  # --triton: the repository entry, then the export behind it
+        console.print(_triton_table(result))
+        result = result.export
     console.print(_export_table(result))
 
 
@@ -651,13 +667,55 @@ def _export_table(result: Any) -> Table:
         ("precision", result.precision),
         ("weights", _WEIGHTS_SHOWN.get(result.weights, result.weights)),
         ("provider", parity.provider),
+        *(_int8_rows(parity) if hasattr(parity, "calibration") else _parity_rows(parity)),
+        ("verdict", "[green]PASS[/]" if parity.passed else "[bold red]FAIL[/]"),
+        *_ensemble_rows(result),
+    ):
+        table.add_row(key, value)
+    return table
+
+
+def _parity_rows(parity: Any) -> list[tuple[str, str]]:
+    return [
         ("checked on", escape(f"{parity.images} inputs ({parity.image_source}), "
                               f"batch sizes {','.join(map(str, parity.batch_sizes))}")),
         ("max abs diff", f"{parity.max_abs_diff:.3g} (atol {parity.atol:g})"),
         ("mean abs diff", f"{parity.mean_abs_diff:.3g}"),
         ("top-1 agreement", f"{parity.top1_agreement:.2%}"),
-        ("verdict", "[green]PASS[/]" if parity.passed else "[bold red]FAIL[/]"),
-        *_ensemble_rows(result),
+    ]
+
+
+def _int8_rows(report: Any) -> list[tuple[str, str]]:
+    """The fp32 graph's parity in one row, then the calibration and the int8 accuracy gate."""
+    calib = report.calibration
+
+    def acc(value: Optional[float]) -> str:
+        return "n/a" if value is None else f"{value:.2%}"
+
+    drop = "n/a (no class folders)" if report.accuracy_drop is None else f"{report.accuracy_drop * 100:.2f} points"
+    return [
+        ("fp32 parity", escape(f"max abs diff {report.max_abs_diff:.3g} (atol {report.atol:g}) on "
+                               f"{report.parity_images} inputs ({report.parity_source})")),
+        ("calibration", escape(f"{calib['method']}, {calib['images']} images ({calib['source']}), "
+                               f"{calib['activations']} activations, {calib['weights']} weights")),
+        ("gate on", escape(f"{report.images} inputs ({report.image_source})")),
+        ("top-1 agreement", f"{report.top1_agreement:.2%} with fp32 (min {report.min_agreement:.2%})"),
+        ("accuracy", f"fp32 {acc(report.fp32_accuracy)}, int8 {acc(report.int8_accuracy)}; drop {drop} "
+                     f"(max {report.max_drop * 100:.2f})"),
+    ]
+
+
+def _triton_table(result: Any) -> Table:
+    """The Triton model folder: where, which files, the batching Triton will do."""
+    table = Table(title="Triton model repository", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in (
+        ("model folder", escape(str(result.folder))),
+        ("model name", escape(result.model_name)),
+        ("files", escape(", ".join(result.files))),
+        ("max batch size", str(result.max_batch_size)),
+        ("preferred batches", ",".join(map(str, result.preferred_batch_sizes))),
     ):
         table.add_row(key, value)
     return table

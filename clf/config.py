@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -313,6 +314,24 @@ DEFAULT_ATOL_FP16 = 1e-2
 # How an ensemble's members are combined: "prob" averages softmax probabilities (output: their log), "logit" averages
 # the logits. The same weights and rule average TTA views.
 AVERAGES = ("prob", "logit")
+# int8 export (clf/export/int8.py): static QDQ quantisation calibrated on training images, gated on validation images.
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIBRATION_IMAGES = 256  # capped by the training images the run has
+MAX_CALIBRATION_IMAGES = 10000  # every image's activations pass through the calibrator: more is slow, not better
+DEFAULT_MIN_AGREEMENT = 0.99  # top-1 agreement of the int8 model with the fp32 one on the validation images
+DEFAULT_MAX_DROP = 0.005  # accuracy the int8 model may lose (0.005 = half a point)
+MIN_INT8_OPSET = 13  # per-channel QDQ (QuantizeLinear with an axis) needs opset 13
+# Triton model repository (clf/export/triton.py).
+DEFAULT_TRITON_MAX_BATCH = 32
+
+
+MODEL_NAME_RULE = ("a Triton model name is one folder name: letters, digits, '.', '_' and '-', starting with a "
+                   "letter or digit, at most 128 characters")
+
+
+def is_safe_model_name(name: str) -> bool:
+    """A name Triton and every filesystem take as one folder: no separator, no '..', no hidden folder."""
+    return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name) is not None
 
 
 @dataclass(frozen=True)
@@ -343,6 +362,16 @@ class ExportConfig(_JsonMixin):
     tta: str = "none"  # a name of TTA_VIEWS: flipped views averaged inside the graph
     calibrate: bool = False  # fit a temperature on the validation images (a group: its oof.csv) and bake it in
     force: bool = False  # --tta with flips the members were not trained with
+    # --int8 (the calibration and gate options are None unless --int8; then they take the defaults above)
+    int8: bool = False
+    calibration_images: int | None = None
+    calibration_method: str | None = None
+    min_agreement: float | None = None
+    max_drop: float | None = None
+    # --triton REPO (target "triton"): the model folder REPO/<model_name>/ (default name: the run's)
+    triton: str | None = None
+    max_batch_size: int | None = None
+    model_name: str | None = None
 
     def __post_init__(self) -> None:
         # Imported here: the modules are light, and config.py must not pull the export package into every import.
@@ -369,6 +398,8 @@ class ExportConfig(_JsonMixin):
         if self.max_images < 1:
             raise ClfError(f"max_images must be >= 1, got {self.max_images}")
         self._check_ensemble_options()
+        self._check_int8()
+        self._check_triton(MAX_BATCH)
 
     def _check_ensemble_options(self) -> None:
         """--average, --tta and --weights values, and -o with several runs (counts are checked once the members
@@ -384,9 +415,60 @@ class ExportConfig(_JsonMixin):
         if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w > 0)
                for w in self.weights):
             raise ClfError(f"--weights takes positive numbers like 1,2, got {','.join(map(str, self.weights))}")
-        if self.more_runs and not self.output:
+        if self.more_runs and not self.output and self.triton is None:
             raise ClfError(f"{len(self.more_runs) + 1} runs given without -o: an ensemble belongs to none of them; "
                            "pass -o ens.onnx")
+
+    def _check_int8(self) -> None:
+        """--int8 and its options: in range, not with --fp16, defaults filled in when --int8 is on."""
+        options = {"--calibration-images": self.calibration_images, "--calibration-method": self.calibration_method,
+                   "--min-agreement": self.min_agreement, "--max-drop": self.max_drop}
+        if not self.int8:
+            given = [flag for flag, value in options.items() if value is not None]
+            if given:
+                raise ClfError(f"{given[0]} applies to int8 exports only; add --int8 or leave it out")
+            return
+        if self.fp16:
+            raise ClfError("--int8 and --fp16 are two precisions for one model; choose one")
+        if self.opset < MIN_INT8_OPSET:
+            raise ClfError(f"--opset {self.opset}: --int8 needs opset {MIN_INT8_OPSET} or newer (per-channel "
+                           "quantisation); pass a newer --opset")
+        defaults = {"calibration_images": DEFAULT_CALIBRATION_IMAGES, "calibration_method": CALIBRATION_METHODS[0],
+                    "min_agreement": DEFAULT_MIN_AGREEMENT, "max_drop": DEFAULT_MAX_DROP}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        count = self.calibration_images
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_CALIBRATION_IMAGES:
+            raise ClfError(f"--calibration-images must be from 1 to {MAX_CALIBRATION_IMAGES}, got {count}")
+        _raise_first_failure((
+            _check_choice("--calibration-method", self.calibration_method, CALIBRATION_METHODS),
+            (math.isfinite(self.min_agreement) and 0.0 <= self.min_agreement <= 1.0,
+             f"--min-agreement is a fraction from 0 to 1 (e.g. 0.99), got {self.min_agreement}"),
+            (math.isfinite(self.max_drop) and 0.0 <= self.max_drop <= 1.0,
+             f"--max-drop is a fraction of accuracy from 0 to 1 (e.g. 0.005 = half a point), got {self.max_drop}"),
+        ))
+
+    def _check_triton(self, max_batch: int) -> None:
+        """--triton REPO and its options: a repository path, a batch size the graph takes, a safe folder name."""
+        options = {"--max-batch-size": self.max_batch_size, "--model-name": self.model_name}
+        if self.triton is None:
+            given = [flag for flag, value in options.items() if value is not None]
+            if given:
+                raise ClfError(f"{given[0]} applies to --triton only; add --triton REPO or leave it out")
+            return
+        if not self.triton.strip():
+            raise ClfError("--triton is empty; give the model repository folder")
+        if self.output is not None:
+            raise ClfError("-o and --triton both say where the model goes; the model goes to REPO/<model>/1/model.onnx "
+                           "with --triton: leave -o out")
+        if self.max_batch_size is None:
+            object.__setattr__(self, "max_batch_size", DEFAULT_TRITON_MAX_BATCH)
+        size = self.max_batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= max_batch:
+            raise ClfError(f"--max-batch-size must be from 1 to {max_batch} (the model's batch axis), got {size}")
+        if self.model_name is not None and not is_safe_model_name(self.model_name):
+            raise ClfError(f"--model-name {self.model_name!r}: {MODEL_NAME_RULE}; choose another")
 
     @property
     def tolerance(self) -> float:

@@ -423,6 +423,94 @@ CASES = [
 ]
 
 
+
+# --- int8 and Triton (issue 12) ------------------------------------------------------------------------------------
+
+
+def _no_split(places):
+    make_checkpoint(places["tmp"] / "nosplit" / "best.pt", split=False)
+
+
+def _foreign_model_folder(places):
+    (places["tmp"] / "repo" / "test-run" / "1").mkdir(parents=True)
+    (places["tmp"] / "repo" / "test-run" / "config.pbtxt").write_text('name: "test-run"\n')
+
+
+def _clf_folder_with_a_user_file(places):
+    from clf.ownership import mark_folder
+
+    mark_folder(places["tmp"] / "repo" / "test-run", "triton-model", ["config.pbtxt"])
+    (places["tmp"] / "repo" / "test-run" / "config.pbtxt").write_text("x")
+    (places["tmp"] / "repo" / "test-run" / "notes.txt").write_text("mine")
+
+
+CASES += [
+    Case("--calibration-images 0", ["export", "{run}", "--int8", "--calibration-images", "0"], 2,
+         "--calibration-images must be from 1 to 10000, got 0", guard=["{run}"]),
+    Case("--calibration-images 20000", ["export", "{run}", "--int8", "--calibration-images", "20000"], 2,
+         "--calibration-images must be from 1 to 10000, got 20000", guard=["{run}"]),
+    Case("--calibration-method bogus", ["export", "{run}", "--int8", "--calibration-method", "bogus"], 2,
+         "--calibration-method must be one of minmax, entropy, percentile, got 'bogus'", guard=["{run}"]),
+    Case("--min-agreement 1.01", ["export", "{run}", "--int8", "--min-agreement", "1.01"], 2,
+         "--min-agreement is a fraction from 0 to 1 (e.g. 0.99), got 1.01", guard=["{run}"]),
+    Case("--min-agreement -0.1", ["export", "{run}", "--int8", "--min-agreement", "-0.1"], 2,
+         "--min-agreement is a fraction from 0 to 1 (e.g. 0.99), got -0.1", guard=["{run}"]),
+    Case("--min-agreement nan", ["export", "{run}", "--int8", "--min-agreement", "nan"], 2,
+         "--min-agreement is a fraction from 0 to 1 (e.g. 0.99), got nan", guard=["{run}"]),
+    Case("--max-drop -1", ["export", "{run}", "--int8", "--max-drop", "-1"], 2,
+         "--max-drop is a fraction of accuracy from 0 to 1 (e.g. 0.005 = half a point), got -1.0", guard=["{run}"]),
+    Case("--max-drop 5 (points, not a fraction)", ["export", "{run}", "--int8", "--max-drop", "5"], 2,
+         "--max-drop is a fraction of accuracy from 0 to 1", guard=["{run}"]),
+    Case("--int8 --fp16", ["export", "{run}", "--int8", "--fp16"], 2,
+         "--int8 and --fp16 are two precisions for one model; choose one", guard=["{run}"]),
+    Case("--calibration-images without --int8", ["export", "{run}", "--calibration-images", "64"], 2,
+         "--calibration-images applies to int8 exports only; add --int8 or leave it out", guard=["{run}"]),
+    Case("--min-agreement without --int8", ["export", "{run}", "--min-agreement", "0.9"], 2,
+         "--min-agreement applies to int8 exports only", guard=["{run}"]),
+    Case("--int8 --opset 11", ["export", "{run}", "--int8", "--opset", "11", "--exporter", "torchscript"], 2,
+         "--opset 11: --int8 needs opset 13 or newer (per-channel quantisation); pass a newer --opset",
+         guard=["{run}"]),
+    Case("--int8 without training images", ["export", "{tmp}/nosplit", "--int8", *FAST], 2,
+         "no training images for the int8 calibration (no usable split.json beside the checkpoint); pass "
+         "--check-images FOLDER", setup=_no_split, guard=["{tmp}/nosplit"], check=_absent("nosplit/model_int8.onnx")),
+    Case("--int8 -o the checkpoint", ["export", "{run}", "--int8", "-o", "{ckpt}"], 2,
+         "best.pt: -o would overwrite the checkpoint input", guard=["{run}"]),
+    Case("--triton REPO that is a file", ["export", "{run}", "--triton", "{tmp}/repo.txt", *FAST], 2,
+         "repo.txt: --triton needs a model repository folder, and this is a file; give a folder",
+         setup=_write("repo.txt", b"x"), guard=["{tmp}/repo.txt", "{run}"]),
+    Case("--triton empty", ["export", "{run}", "--triton", ""], 2,
+         "--triton is empty; give the model repository folder", guard=["{run}"]),
+    Case("--triton with -o", ["export", "{run}", "--triton", "{tmp}/repo", "-o", "{tmp}/m.onnx"], 2,
+         "-o and --triton both say where the model goes", guard=["{run}"], check=_absent("repo", "m.onnx")),
+    Case("--triton over a model folder clf did not write", ["export", "{run}", "--triton", "{tmp}/repo", *FAST], 2,
+         "repo/test-run: a model folder clf did not write; clf replaces only its own: choose another --model-name "
+         "or move it", setup=_foreign_model_folder, guard=["{tmp}/repo", "{run}"]),
+    Case("--triton over clf's folder holding a user's file", ["export", "{run}", "--triton", "{tmp}/repo", *FAST], 2,
+         "repo/test-run: holds 1 file(s) clf did not write (notes.txt); clf replaces only its own model folders",
+         setup=_clf_folder_with_a_user_file, guard=["{tmp}/repo", "{run}"]),
+    Case("--triton model folder is a file", ["export", "{run}", "--triton", "{tmp}/repo", *FAST], 2,
+         "repo/test-run: exists and is not a model folder; choose another --model-name or move it",
+         setup=_write("repo/test-run", b"x"), guard=["{tmp}/repo", "{run}"]),
+    Case("--max-batch-size 0", ["export", "{run}", "--triton", "{tmp}/repo", "--max-batch-size", "0"], 2,
+         "--max-batch-size must be from 1 to 4096 (the model's batch axis), got 0", guard=["{run}"],
+         check=_absent("repo")),
+    Case("--max-batch-size 5000", ["export", "{run}", "--triton", "{tmp}/repo", "--max-batch-size", "5000"], 2,
+         "--max-batch-size must be from 1 to 4096 (the model's batch axis), got 5000", guard=["{run}"]),
+    Case("--max-batch-size without --triton", ["export", "{run}", "--max-batch-size", "8"], 2,
+         "--max-batch-size applies to --triton only; add --triton REPO or leave it out", guard=["{run}"]),
+    Case("--model-name ../x", ["export", "{run}", "--triton", "{tmp}/repo", "--model-name", "../x"], 2,
+         "--model-name '../x': a Triton model name is one folder name: letters, digits, '.', '_' and '-', starting "
+         "with a letter or digit, at most 128 characters; choose another", guard=["{run}"], check=_absent("x", "repo")),
+    Case("--model-name .hidden", ["export", "{run}", "--triton", "{tmp}/repo", "--model-name", ".hidden"], 2,
+         "--model-name '.hidden': a Triton model name is one folder name", guard=["{run}"]),
+    Case("--model-name a/b", ["export", "{run}", "--triton", "{tmp}/repo", "--model-name", "a/b"], 2,
+         "--model-name 'a/b': a Triton model name is one folder name", guard=["{run}"]),
+    Case("--triton with a failing gate", ["export", "{run}", "--triton", "{tmp}/repo", "--atol", "0", *FAST], 3,
+         "parity check failed (max abs diff", guard=["{ckpt}"],
+         check=_exists("run/model.parity-failed.onnx", "run/model.parity-failed.parity.json")),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_bad_input(case, places):
     run_case(case, places)

@@ -80,7 +80,7 @@ def test_calibrate_bakes_the_temperature_into_the_graph(tmp_path, data):
     assert float(metadata(result.path)["clf.temperature"]) == report.temperature
     written = proof(result.path)
     assert written["temperature"] == report.temperature
-    assert written["calibration"] == json.loads(json.dumps(report.to_dict()))
+    assert written["temperature_calibration"] == json.loads(json.dumps(report.to_dict()))
 
 
 def test_the_cli_table_reports_nll_and_ece(tmp_path, data):

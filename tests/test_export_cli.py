@@ -231,9 +231,9 @@ def test_the_command_dispatches_through_the_target_registry(run, monkeypatch):
     assert result.exit_code == 0, result.output
     (cfg,) = seen
     assert isinstance(cfg, ExportConfig) and (cfg.target, cfg.checkpoint) == ("onnx", str(run))
-    assert list(targets.TARGETS) == ["onnx"] and onnx_export.export_onnx  # the one target today
-    with pytest.raises(ClfError, match=r"^export target must be one of onnx, got 'triton'$"):
-        ExportConfig(checkpoint=str(run), target="triton")
+    assert list(targets.TARGETS) == ["onnx", "triton"] and onnx_export.export_onnx
+    with pytest.raises(ClfError, match=r"^export target must be one of onnx, triton, got 'bogus'$"):
+        ExportConfig(checkpoint=str(run), target="bogus")
 
 
 def test_a_crafted_checkpoint_data_path_is_never_followed(tmp_path):

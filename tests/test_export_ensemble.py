@@ -270,7 +270,7 @@ def test_a_fold_group_calibrates_on_its_out_of_fold_predictions(group):
     assert report.source == "out-of-fold predictions of grp" and report.images == 32
     assert report.nll_after <= report.nll_before + 1e-9
     assert float(metadata(result.path)["clf.temperature"]) == pytest.approx(report.temperature)
-    assert proof(result.path)["calibration"]["temperature"] == report.temperature
+    assert proof(result.path)["temperature_calibration"]["temperature"] == report.temperature
 
 
 def test_an_unfinished_group_is_refused_naming_the_missing_folds(group):

@@ -23,7 +23,7 @@ from clf import __version__
 from clf.atomic import atomic_copy, atomic_output, check_outputs
 from clf.config import ExportConfig, Preprocess
 from clf.errors import ClfError, DataError, ModelError, ParityError
-from clf.export import calibration, ensemble, graph
+from clf.export import calibration, ensemble, graph, int8
 from clf.export.calibration import CalibrationReport
 from clf.export.parity import ParityReport, compare, folder_images, load_batch, random_batch, run_images, spread
 from clf.models.checkpoint import preprocess_from_checkpoint
@@ -63,7 +63,7 @@ class ExportResult:
         if self.deployment is not None:
             extra.update(asdict(self.deployment))
         if self.calibration is not None:
-            extra["calibration"] = self.calibration.to_dict()
+            extra["temperature_calibration"] = self.calibration.to_dict()  # int8 has its own "calibration"
         return extra
 
 
@@ -92,18 +92,18 @@ def model_info(ckpt: dict) -> ModelInfo:
     )
 
 
-def default_name(fp16: bool) -> str:
-    return "model_fp16.onnx" if fp16 else "model.onnx"
+def default_name(fp16: bool, int8: bool = False) -> str:
+    return "model_int8.onnx" if int8 else "model_fp16.onnx" if fp16 else "model.onnx"
 
 
 def resolve_output(cfg: ExportConfig, checkpoint_path: Path, group: Path | None = None) -> Path:
     """-o as given; an existing folder gets the default file name inside it; no -o: beside the checkpoint (in the
     fold group's folder for a group)."""
     if not cfg.output:
-        return (group or checkpoint_path.parent) / default_name(cfg.fp16)
+        return (group or checkpoint_path.parent) / default_name(cfg.fp16, cfg.int8)
     output = Path(cfg.output)
     # os.path.isdir: a name too long to stat is not a folder; check_outputs then says what is wrong with it
-    return output / default_name(cfg.fp16) if os.path.isdir(output) else output
+    return output / default_name(cfg.fp16, cfg.int8) if os.path.isdir(output) else output
 
 
 def sibling(path: Path, suffix: str) -> Path:
@@ -178,6 +178,9 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     Stages: resolve and load the members; build the ONE torch module that is deployed (a plain single run: the bare
     model, the same graph as ever); write its graph to a temp file; gate it on parity; place it and its proof.
 
+    With --int8 the proven fp32 graph is then quantised and gated on accuracy (clf/export/int8.py); a model failing
+    that gate is kept aside exactly like one failing parity.
+
     Raises:
         ClfError: a missing/corrupt/foreign checkpoint, members that differ, an output that cannot be written or
             would replace an input, no usable --check-images, or every exporter failed. Nothing is left at the output.
@@ -199,6 +202,8 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     if isinstance(model, ensemble.DeployedModel):
         model.temperature = calibration.temperature if calibration else None
         deployed = ensemble.deployment(cfg, members, model.temperature)
+    int8_images = (int8.choose_images(cfg, sources.checkpoints[0].parent, info.run_name, info.classes, check_paths)
+                   if cfg.int8 else None)
     proof = proof_path(output)
     record_files(output.parent, [output.name, proof.name])  # a clf run folder lists what clf wrote in it
     with atomic_output(output) as staged, _named_as(staged, output):
@@ -209,6 +214,11 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
                               report, weights, deployed, calibration)
         if not report.passed:
             raise _keep_aside(staged, result)
+        if int8_images is not None:  # the proven fp32 graph becomes the int8 model, behind its accuracy gate
+            report = int8.quantize_proven(cfg, staged, output, int8_images, info.preprocess, report)
+            result = replace(result, parity=report, precision="int8", size_bytes=staged.stat().st_size)
+            if not report.passed:
+                raise _keep_aside(staged, result, gate="int8 accuracy gate")
         if deployed is not None:
             result = replace(result, throughput=_throughput(cfg, staged, members[0], images))
         # the proof before the model moves: a proof that cannot be written leaves both as they were
@@ -330,7 +340,7 @@ def _named_as(staged: Path, output: Path) -> Iterator[None]:
         raise
 
 
-def _keep_aside(staged: Path, result: ExportResult) -> ParityError:
+def _keep_aside(staged: Path, result: ExportResult, gate: str = "parity check") -> ParityError:
     """Copy the failed model beside the output as `<stem>.parity-failed.onnx`, with its own proof; the error."""
     failed = kept_aside_path(result.path)
     proof = proof_path(failed)
@@ -339,7 +349,7 @@ def _keep_aside(staged: Path, result: ExportResult) -> ParityError:
     report.write(proof, result.proof_extra())
     atomic_copy(staged, failed)
     kept = replace(result, path=failed, proof=proof, parity=report)
-    return ParityError(f"{result.path}: parity check failed ({report.reason()}); model kept as {failed} for inspection",
+    return ParityError(f"{result.path}: {gate} failed ({report.reason()}); model kept as {failed} for inspection",
                        kept)
 
 

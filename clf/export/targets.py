@@ -19,8 +19,15 @@ def _onnx(cfg: ExportConfig) -> Any:
     return export_onnx(cfg)
 
 
+def _triton(cfg: ExportConfig) -> Any:
+    from clf.export.triton import export_triton
+
+    return export_triton(cfg)
+
+
 TARGETS: dict[str, Callable[[ExportConfig], Any]] = {
     "onnx": _onnx,  # model.onnx (+ model.parity.json) with clf metadata, gated by the parity check
+    "triton": _triton,  # REPO/<model>/ of a Triton model repository, the same export and gate behind it
 }
 
 

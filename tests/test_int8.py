@@ -1,0 +1,235 @@
+"""`clf export --int8` (clf/export/int8.py): static QDQ quantisation of the proven fp32 graph behind an accuracy gate;
+`clf infer` and a plain onnxruntime client run the int8 file unchanged."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import onnxruntime as ort
+import pytest
+from cli_helpers import clf, error_line
+from serve_helpers import cli_state
+from train_helpers import make_data, train
+
+from clf.config import ExportConfig, Preprocess
+from clf.data.files import list_images
+from clf.data.preprocess import preprocess
+from clf.export import int8
+from clf.export.parity import ParityReport
+
+FAST = ("--exporter", "torchscript", "--batch-sizes", "1,2")
+CLASSES = ["circle", "square", "star", "triangle"]  # the sample competition's classes
+RUN_NAME = "int8-run"
+
+
+@pytest.fixture(autouse=True)
+def _wide():
+    with cli_state():
+        yield
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict[str, Path]:
+    """A really trained tiny run (its predictions depend on the image, so a broken quantisation shows)."""
+    root = tmp_path_factory.mktemp("int8")
+    data = make_data(root / "sample")
+    train(data, root / "runs", RUN_NAME, epochs=3)
+    shutil.move(root / "runs" / RUN_NAME, root / "run")
+    return {"root": root, "data": data}
+
+
+@pytest.fixture
+def run(built, tmp_path) -> Path:
+    shutil.copytree(built["root"] / "run", tmp_path / "run")
+    return tmp_path / "run"
+
+
+@pytest.fixture(scope="module")
+def exported(built, tmp_path_factory) -> Path:
+    """One passing int8 export shared by the read-only tests: the run folder holding model_int8.onnx."""
+    folder = tmp_path_factory.mktemp("int8-run") / "run"
+    shutil.copytree(built["root"] / "run", folder)
+    with cli_state():
+        result = clf("export", folder, "--onnx", "--int8", "--calibration-images", "16", *FAST)
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def test_int8_export_writes_the_model_and_its_proof_with_the_gate_numbers(exported, built):
+    names = {p.name for p in exported.iterdir()}
+    assert {"model_int8.onnx", "model_int8.parity.json"} <= names and "model.onnx" not in names
+    proof = json.loads((exported / "model_int8.parity.json").read_text())
+    assert proof["passed"] is True and proof["precision"] == "int8" and proof["model"] == "model_int8.onnx"
+    assert proof["top1_agreement"] >= 0.99 and proof["min_agreement"] == 0.99 and proof["max_drop"] == 0.005
+    assert proof["images"] == 8 and proof["image_source"] == f"validation images of {RUN_NAME}"
+    assert proof["fp32_accuracy"] is not None and proof["int8_accuracy"] is not None
+    assert proof["accuracy_drop"] == pytest.approx(proof["fp32_accuracy"] - proof["int8_accuracy"])
+    assert proof["max_abs_diff"] <= proof["atol"] == 1e-4  # the fp32 graph's parity with PyTorch came first
+    assert proof["calibration"] == {"method": "minmax", "images": 16, "source": f"training images of {RUN_NAME}",
+                                    "format": "QDQ", "activations": "QUInt8",
+                                    "weights": "QInt8 per-channel, 7-bit (reduce_range)"}
+
+
+def test_int8_model_is_quantized_and_carries_precision_and_calibration(exported):
+    model = onnx.load(str(exported / "model_int8.onnx"))
+    ops = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert weights and any(len(i.dims) == 4 for i in weights)  # conv weights stored as int8
+    # 7-bit weights: full 8-bit ones saturate onnxruntime's u8s8 kernels on CPUs without VNNI (int8.REDUCE_RANGE)
+    assert max(int(np.abs(onnx.numpy_helper.to_array(i).astype(np.int32)).max()) for i in weights) <= 64
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["clf.precision"] == "int8"
+    assert json.loads(props["clf.calibration"])["method"] == "minmax"
+    assert json.loads(props["clf.classes"]) == CLASSES and "clf.preprocess" in props
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert (inp.name, out.name) == ("input", "logits")
+    assert inp.type.tensor_type.elem_type == out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_plain_onnxruntime_client_and_clf_infer_give_the_same_labels(exported, built, tmp_path):
+    """A client with onnxruntime, numpy and clf's torch-free preprocess only, reading the metadata."""
+    session = ort.InferenceSession(str(exported / "model_int8.onnx"), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    classes = json.loads(meta["clf.classes"])
+    pre = Preprocess.from_json(meta["clf.preprocess"])
+    paths = list_images(built["data"], recursive=True)
+    batch = np.stack([preprocess(str(p), pre) for p in paths])
+    (logits,) = session.run(None, {"input": batch})
+    plain = {p.stem: classes[i] for p, i in zip(paths, logits.argmax(1))}
+    result = clf("infer", built["data"], "--recursive", "--model", exported / "model_int8.onnx", "--csv",
+                 tmp_path / "sub.csv", "--quiet")
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "sub.csv", newline="") as handle:
+        rows = {row["id"]: row["label"] for row in csv.DictReader(handle)}
+    assert rows == plain
+
+
+def test_failing_gate_exits_3_and_keeps_the_model_aside(run, monkeypatch):
+    """Calibrating on inputs 1000x too large gives ranges that crush every activation: agreement collapses."""
+    real = int8._CalibrationReader
+    monkeypatch.setattr(int8, "_CalibrationReader", lambda images, name: real(images * 1000.0, name))
+    result = clf("export", run, "--int8", *FAST)
+    assert result.exit_code == 3, result.output
+    line = error_line(result)
+    failed = run / "model_int8.parity-failed.onnx"
+    assert line.startswith(f"error: {run / 'model_int8.onnx'}: int8 accuracy gate failed (top-1 agreement with fp32 ")
+    assert re.fullmatch(r"\d+\.\d\d% < 99\.00%(; accuracy drop \d+\.\d\d points > 0\.50)?",
+                        line.split("with fp32 ", 1)[1].split(")", 1)[0]), line
+    assert line.endswith(f"); model kept as {failed} for inspection")
+    assert not (run / "model_int8.onnx").exists() and not (run / "model_int8.parity.json").exists()
+    proof = json.loads((run / "model_int8.parity-failed.parity.json").read_text())
+    assert proof["passed"] is False and proof["model"] == failed.name and proof["top1_agreement"] < 0.99
+    assert "FAIL" in result.output  # the table with the numbers behind the failure
+
+
+def test_a_failed_gate_leaves_the_model_already_there_untouched(exported, tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    shutil.copytree(exported, folder)
+    before = (folder / "model_int8.onnx").read_bytes(), (folder / "model_int8.parity.json").read_bytes()
+    monkeypatch.setattr(int8, "gate", _gate_with_int8_accuracy(0.5))
+    result = clf("export", folder, "--int8", *FAST)
+    assert result.exit_code == 3, result.output
+    assert "accuracy drop 50.00 points > 0.50" in error_line(result)
+    assert ((folder / "model_int8.onnx").read_bytes(), (folder / "model_int8.parity.json").read_bytes()) == before
+
+
+def _gate_with_int8_accuracy(value: float):
+    """The real gate, with the int8 model's measured accuracy replaced (fp32 stays as measured)."""
+    real = int8.gate
+
+    def gate(*args, **kwargs):
+        from dataclasses import replace
+
+        report = real(*args, **kwargs)
+        report = replace(report, fp32_accuracy=1.0, int8_accuracy=value, accuracy_drop=1.0 - value)
+        return replace(report, passed=report.reason() == "")
+
+    return gate
+
+
+def test_accuracy_needs_a_class_folder_for_every_image(tmp_path):
+    root = tmp_path / "data"
+    paths = [str(root / "star" / "a.png"), str(root / "circle" / "b.png")]
+    assert int8.labels_from_folders(paths, str(root), CLASSES) == [2, 0]
+    assert int8.labels_from_folders([*paths, str(root / "c.png")], str(root), CLASSES) is None
+    assert int8.labels_from_folders([str(root / "dog" / "d.png")], str(root), CLASSES) is None
+
+
+def test_report_reason_names_each_failed_condition():
+    base = ParityReport(True, 0.0, 0.0, 1.0, 1e-4, 8, "x", [1], "CPUExecutionProvider", "m.onnx", "int8")
+    fields = {k: v for k, v in base.__dict__.items()}
+    ok = int8.Int8Report(**{**fields, "top1_agreement": 0.995}, accuracy_drop=0.004, min_agreement=0.99,
+                         max_drop=0.005)
+    assert ok.reason() == ""
+    bad = int8.Int8Report(**{**fields, "top1_agreement": 0.9}, accuracy_drop=0.02, min_agreement=0.99, max_drop=0.005)
+    assert bad.reason() == "top-1 agreement with fp32 90.00% < 99.00%; accuracy drop 2.00 points > 0.50"
+    nan = int8.Int8Report(**{**fields, "top1_agreement": float("nan")}, min_agreement=0.99)
+    assert nan.reason().startswith("top-1 agreement")  # NaN never passes
+
+
+@pytest.mark.parametrize(("steps", "stride"), [(1, 1), (2, 2), (3, 3), (4, 4), (5, 1), (6, 3), (32, 4), (33, 3)])
+def test_fold_stride_divides_the_steps(steps, stride):
+    assert int8._fold_stride(steps) == stride
+
+
+def test_calibration_reader_serves_each_range_once():
+    images = np.arange(20 * 3 * 2 * 2, dtype=np.float32).reshape(20, 3, 2, 2)
+    reader = int8._CalibrationReader(images, "input")
+    assert len(reader) == 3  # steps of 8, 8, 4
+    reader.set_range(1, 3)
+    sizes = []
+    while (item := reader.get_next()) is not None:
+        sizes.append(len(item["input"]))
+    assert sizes == [8, 4]
+
+
+def test_int8_options_fill_their_defaults_only_with_int8():
+    cfg = ExportConfig(checkpoint="x", int8=True)
+    assert (cfg.calibration_images, cfg.calibration_method, cfg.min_agreement, cfg.max_drop) == (
+        256, "minmax", 0.99, 0.005)
+    plain = ExportConfig(checkpoint="x")
+    assert plain.calibration_images is None and plain.calibration_method is None
+
+
+def test_check_images_with_class_folders_are_the_gate_images_with_accuracies(run, built):
+    # a 3-epoch 32 px cnn has close logits: a few of 48 flip, so the threshold is not what this test is about
+    result = clf("export", run, "--int8", "--check-images", built["data"], "--min-agreement", "0.9", *FAST)
+    assert result.exit_code == 0, result.output
+    proof = json.loads((run / "model_int8.parity.json").read_text())
+    assert (proof["image_source"], proof["images"]) == (str(built["data"]), len(list_images(built["data"],
+                                                                                            recursive=True)))
+    assert proof["fp32_accuracy"] is not None and proof["accuracy_drop"] is not None
+    assert proof["parity_images"] == 32 and proof["calibration"]["images"] == 40  # parity keeps its --max-images
+
+
+def test_gate_images_without_class_folders_check_agreement_only(run, built, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in list_images(built["data"], recursive=True)[:12]:
+        shutil.copy(path, flat / f"{Path(path).parent.name}-{Path(path).name}")
+    result = clf("export", run, "--int8", "--check-images", flat, "--min-agreement", "0.9", *FAST)
+    assert result.exit_code == 0, result.output
+    proof = json.loads((run / "model_int8.parity.json").read_text())
+    assert proof["fp32_accuracy"] is None and proof["accuracy_drop"] is None and proof["images"] == 12
+    assert " ".join(result.stderr.split()) == (f"WARNING {flat}: no class folders, so no accuracies; the int8 gate "
+                                               "checks the top-1 agreement only")
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_methods_run_and_are_recorded(run, method):
+    """The histogram calibrators fold a few steps at a time (CalibStridedMinMax) and still give a working model."""
+    result = clf("export", run, "--int8", "--calibration-method", method, "--calibration-images", "24",
+                 "--min-agreement", "0", "--max-drop", "1", *FAST)
+    assert result.exit_code == 0, result.output
+    props = {p.key: p.value for p in onnx.load(str(run / "model_int8.onnx")).metadata_props}
+    assert json.loads(props["clf.calibration"])["method"] == method
+    proof = json.loads((run / "model_int8.parity.json").read_text())
+    assert proof["calibration"]["method"] == method and proof["calibration"]["images"] == 24
