@@ -142,7 +142,7 @@ def test_the_choice_constants_import_without_torch():
             "from clf.export.graph import EXPORTERS, OPSETS\nfrom clf.export.targets import TARGETS\n"
             "from clf.config import ExportConfig\nExportConfig(checkpoint='x')\nprint(sorted(TARGETS))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['onnx']"
+    assert out.stdout.strip() == "['onnx', 'triton']"
 
 
 def test_torchscript_failure_does_not_dump_its_ir_graph_on_stdout(tmp_path, capfd, caplog):
