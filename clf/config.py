@@ -172,7 +172,7 @@ class TrainConfig(_JsonMixin):
     data: str = field(default="", metadata=RESUMABLE)  # the data may move between sittings
     arch: str = "cnn"
     # The defaults below were chosen from benchmarks/accuracy.py (scenes, faces) and the sample competition: see README.
-    epochs: int = field(default=15, metadata=RESUMABLE)  # raised to train further
+    epochs: int = field(default=30, metadata=RESUMABLE)  # raised to train further; 30: README "Defaults"
     batch_size: int | None = None  # None: auto_batch_size(training images per process), resolved by fit()
     img_size: int | None = None  # None: DEFAULT_IMG_SIZES[arch], else DEFAULT_IMG_SIZE (resolved on construction)
     lr: float = 3e-3
