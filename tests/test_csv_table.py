@@ -81,3 +81,13 @@ def test_a_fifo_is_refused_without_being_opened(tmp_path):
     with pytest.raises(DataError) as err:
         read_csv_table(link)
     assert str(err.value) == f"{link}: not a regular file (a FIFO, device or socket); give a CSV file"
+
+
+def test_unique_ids_are_stripped_in_row_order_and_a_repeat_names_both_lines(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("id,label\n a ,x\nb,y\n\nc,z\n", encoding="utf-8")
+    assert read_csv_table(path).unique_ids(0) == ["a", "b", "c"]
+    path.write_text("id,label\na,x\nb,y\na ,z\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_csv_table(path).unique_ids(0)
+    assert str(info.value) == f"{path}: line 4: id 'a' is listed twice (also line 2); keep one row per id"

@@ -44,6 +44,21 @@ class CsvTable:
             raise DataError(f"{self.path}: no column '{name}' (columns: {', '.join(self.header)}); {hint}")
         return self.header.index(name)
 
+    def unique_ids(self, id_at: int) -> list[str]:
+        """Each row's id (column `id_at`, stripped), in row order.
+
+        Raises:
+            DataError: an id listed twice, naming both lines (it would silently change a score or a submission).
+        """
+        first_line: dict[str, int] = {}
+        for line, row in zip(self.lines, self.rows):
+            image_id = row[id_at].strip()
+            if image_id in first_line:
+                raise DataError(f"{self.path}: line {line}: id '{image_id}' is listed twice (also line "
+                                f"{first_line[image_id]}); keep one row per id")
+            first_line[image_id] = line
+        return list(first_line)
+
     def records(self) -> list[tuple[int, dict[str, str]]]:
         """(line, {column: value}) per row."""
         return [(line, dict(zip(self.header, row))) for line, row in zip(self.lines, self.rows)]

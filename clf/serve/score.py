@@ -115,13 +115,7 @@ def probabilities_for(probs: str | Path, truth: dict[str, str], answers: str | P
 def _probability_rows(table: CsvTable, id_at: int, class_at: list[int]) -> dict[str, list[float]]:
     """{id: the row's values in class_at order}, every value a finite number >= 0 and some > 0, ids unique."""
     rows: dict[str, list[float]] = {}
-    first_line: dict[str, int] = {}
-    for line, row in zip(table.lines, table.rows):
-        image_id = row[id_at].strip()
-        if image_id in first_line:
-            raise DataError(f"{table.path}: line {line}: id '{image_id}' is listed twice (also line "
-                            f"{first_line[image_id]}); keep one row per id")
-        first_line[image_id] = line
+    for line, row, image_id in zip(table.lines, table.rows, table.unique_ids(id_at)):
         values = [_probability(table, line, c, row[c]) for c in class_at]
         if not sum(values) > 0:  # nothing to rescale: every class would get 0/0
             raise DataError(f"{table.path}: line {line}: every probability of id '{image_id}' is 0; {_PROBS_HINT}")
@@ -154,16 +148,7 @@ def read_labels(path: str | Path, id_col: str, label_col: str) -> dict[str, str]
     table = read_csv_table(path)
     hint = "set the column names with --id-col and --label-col"
     id_at, label_at = table.column(id_col, hint), table.column(label_col, hint)
-    labels: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    for line, row in zip(table.lines, table.rows):
-        image_id = row[id_at].strip()
-        if image_id in first_line:
-            raise DataError(f"{path}: line {line}: id '{image_id}' is listed twice (also line {first_line[image_id]}); "
-                            "keep one row per id")
-        first_line[image_id] = line
-        labels[image_id] = row[label_at].strip()
-    return labels
+    return {image_id: row[label_at].strip() for image_id, row in zip(table.unique_ids(id_at), table.rows)}
 
 
 def _same_file(a: str | Path, b: str | Path) -> bool:

@@ -144,7 +144,7 @@ def check_sample_ids(
     sample = Path(sample_submission)
     table = read_csv_table(sample)
     id_at, _ = _columns(table, id_col, label_col)
-    _check_unique_ids(table, id_at)
+    table.unique_ids(id_at)  # a sample listing an id twice would make a submission the grader rejects
     known = set(ids)
     missing = [row[id_at].strip() for row in table.rows if row[id_at].strip() not in known]
     if missing:
@@ -158,17 +158,6 @@ def _columns(table: CsvTable, id_col: str, label_col: str) -> tuple[int, int]:
     return table.column(id_col), table.column(label_col)
 
 
-def _check_unique_ids(table: CsvTable, id_at: int) -> None:
-    """A sample listing an id twice would make a submission listing it twice (rejected by the grader)."""
-    first_line: dict[str, int] = {}
-    for line, row in zip(table.lines, table.rows):
-        image_id = row[id_at].strip()
-        if image_id in first_line:
-            raise DataError(f"{table.path}: line {line}: id '{image_id}' is listed twice (also line "
-                            f"{first_line[image_id]}); keep one row per id")
-        first_line[image_id] = line
-
-
 def _fill_sample(
     sample: Path, predictions: dict[str, list[str]], id_col: str, label_col: str, extra_columns: list[str],
     unreadable: set[str] = frozenset(),
@@ -177,7 +166,7 @@ def _fill_sample(
     row for."""
     table = read_csv_table(sample)
     id_at, label_at = _columns(table, id_col, label_col)
-    _check_unique_ids(table, id_at)
+    table.unique_ids(id_at)  # a sample listing an id twice would make a submission the grader rejects
     header = table.header + [c for c in extra_columns if c not in table.header]
     value_at = [label_at, *(header.index(c) for c in extra_columns)]
     rows = [row + [""] * (len(header) - len(row)) for row in table.rows]
