@@ -120,3 +120,11 @@ def test_a_temperature_at_the_edge_of_the_range_is_a_warning(caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [("temperature 100 is at the edge of the range searched (0.01 to 100) on 2000 images (noise): "
                          "the model's confidence carries little information there; check its accuracy")]
+
+
+def test_parity_tolerance_scales_with_a_sharpening_temperature_only():
+    from clf.export.onnx_export import parity_tolerance
+
+    assert parity_tolerance(1e-4, None) == 1e-4
+    assert parity_tolerance(1e-4, 2.0) == 1e-4  # softening shrinks the rounding differences: the plain --atol
+    assert parity_tolerance(1e-4, 0.25) == pytest.approx(4e-4)  # logits / 0.25: their float32 differences x 4
