@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pytest
 import torch
 from checkpoint_factory import checkpoint_state
 from export_helpers import CLASSES, write_split
+from serve_helpers import cli_state
 
 from clf.config import Preprocess
 from clf.data.folds import FoldGroup, OutOfFold, member_name, write_group, write_oof
@@ -21,6 +23,14 @@ from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, save_c
 HFLIP = [{"op": "hflip", "p": 0.5}]  # a run trained with horizontal flips (the recorded pipeline)
 NO_FLIP = [{"op": "rotate", "max_degrees": 10.0}]
 FAST = {"exporter": "torchscript", "batch_sizes": (1, 3)}
+CLI_FAST = ["--exporter", "torchscript", "--batch-sizes", "1,3"]  # FAST as `clf export` flags
+
+
+@pytest.fixture(autouse=True)
+def _cli_state():
+    """Each CLI invocation in a module that imports this fixture starts from a clean logging/console state."""
+    with cli_state():
+        yield
 
 
 def make_member(folder: Path, data: Path | str = "", seed: int = 0, classes: Sequence[str] = CLASSES,

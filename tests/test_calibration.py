@@ -11,22 +11,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from cli_helpers import clf, error_line
-from ensemble_helpers import FAST, log_softmax, logits_of, make_member, metadata, model_of, proof, val_images
+from ensemble_helpers import (  # noqa: F401 - _cli_state is an autouse fixture
+    CLI_FAST, _cli_state, FAST, log_softmax, logits_of, make_member, metadata, model_of, proof, val_images)
 from export_helpers import make_data, write_split
-from serve_helpers import cli_state
 
 from clf.config import ExportConfig, Preprocess
 from clf.export.calibration import calibrate, fit_temperature, nll, softmax
 from clf.export.onnx_export import export_onnx
 from clf.probabilities import expected_calibration_error, log_loss
 
-CLI_FAST = ["--exporter", "torchscript", "--batch-sizes", "1,3"]
-
-
-@pytest.fixture(autouse=True)
-def _cli_state():
-    with cli_state():
-        yield
 
 
 @pytest.fixture(scope="module")

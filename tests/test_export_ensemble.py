@@ -12,8 +12,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from cli_helpers import clf, error_line
-from ensemble_helpers import (
+from ensemble_helpers import (  # noqa: F401 - _cli_state is an autouse fixture
+    CLI_FAST,
     FAST,
+    _cli_state,
     hand_average,
     logits_of,
     make_group,
@@ -24,7 +26,6 @@ from ensemble_helpers import (
     val_images,
 )
 from export_helpers import CLASSES, make_data
-from serve_helpers import cli_state
 from train_helpers import make_data as make_train_data
 from train_helpers import train
 
@@ -33,14 +34,7 @@ from clf.errors import ModelError
 from clf.export.onnx_export import export_onnx
 from clf.serve.metadata import Deployment, deployment_from_props, info_from_props
 
-CLI_FAST = ["--exporter", "torchscript", "--batch-sizes", "1,3"]
 PRE = Preprocess(size=(32, 32))
-
-
-@pytest.fixture(autouse=True)
-def _cli_state():
-    with cli_state():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -10,22 +10,15 @@ import onnxruntime as ort
 import pytest
 import torch
 from cli_helpers import clf, error_line
-from ensemble_helpers import FAST, HFLIP, NO_FLIP, hand_average, logits_of, make_member, metadata, model_of, proof
+from ensemble_helpers import (  # noqa: F401 - _cli_state is an autouse fixture
+    CLI_FAST, _cli_state, FAST, HFLIP, NO_FLIP, hand_average, logits_of, make_member, metadata, model_of, proof)
 from export_helpers import make_data
-from serve_helpers import cli_state
 from torch import nn
 
 from clf.config import TTA_VIEWS, ExportConfig
 from clf.export.ensemble import DeployedModel, flip_view
 from clf.export.onnx_export import export_onnx
 
-CLI_FAST = ["--exporter", "torchscript", "--batch-sizes", "1,3"]
-
-
-@pytest.fixture(autouse=True)
-def _cli_state():
-    with cli_state():
-        yield
 
 
 @pytest.fixture(scope="module")

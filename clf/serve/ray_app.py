@@ -243,18 +243,12 @@ def _keep_signal_handlers() -> Iterator[None]:
 
 @contextmanager
 def _signals_ignored() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
+    """SIGTERM and SIGINT ignored while Ray shuts down (a second Ctrl-C must not leave Ray half down), then restored."""
+    with _keep_signal_handlers():
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_IGN)
         yield
-        return
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    for signum in saved:
-        signal.signal(signum, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        for signum, handler in saved.items():
-            if handler is not None:
-                signal.signal(signum, handler)
 
 
 def _url_host(host: str) -> str:
