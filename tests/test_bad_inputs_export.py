@@ -20,6 +20,7 @@ from bad_inputs import Case, run_case
 from export_helpers import make_checkpoint, make_data, write_split
 from serve_helpers import cli_state
 
+from clf.models.checkpoint import CHECKPOINT_VERSION
 from clf.serve.session import nvidia_driver_problem
 
 FAST = ("--exporter", "torchscript", "--batch-sizes", "1,2")
@@ -324,7 +325,7 @@ CASES = [
          "pickled.pt: not a clf checkpoint (it holds pickled Python objects, which are not loaded for safety)",
          setup=_pickled_object, guard=["{tmp}/pickled.pt"]),
     Case("newer checkpoint version", ["export", "{tmp}/newer"], 2,
-         "checkpoint version 99 is newer than this clf reads (2); upgrade clf", setup=_newer_version,
+         f"checkpoint version 99 is newer than this clf reads ({CHECKPOINT_VERSION}); upgrade clf", setup=_newer_version,
          guard=["{tmp}/newer"]),
     Case("checkpoint without class names", ["export", "{tmp}/noclasses", *FAST], 2,
          "checkpoint has no class names; export a checkpoint written by `clf train`", setup=_no_classes,

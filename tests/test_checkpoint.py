@@ -28,6 +28,7 @@ from clf.models.checkpoint import (
     save_checkpoint,
     to_plain,
 )
+from clf.models.cnn import CNN_DESIGN, CNN_DESIGN_V1, SimpleCNN
 from clf.models.registry import create_model, model_kwargs_for
 
 NOT_CLF = "{path}: not a clf checkpoint ({why}); use best.pt or last.pt written by `clf train`"
@@ -57,7 +58,7 @@ def test_round_trip_loads_with_weights_only(tmp_path):
     assert path == tmp_path / "run" / "best.pt"
 
     raw = torch.load(path, weights_only=True)  # what the contract promises, without clf
-    assert raw["format"] == "clf-checkpoint" and raw["version"] == CHECKPOINT_VERSION == 2
+    assert raw["format"] == "clf-checkpoint" and raw["version"] == CHECKPOINT_VERSION == 3
 
     ckpt = load_checkpoint(path)
     assert set(ckpt) == set(state) | {"source"}
@@ -320,7 +321,7 @@ def test_weights_of_another_arch(tmp_path):
         model_from_checkpoint(load_checkpoint(path))
     assert str(info.value) == (
         f"{path}: weights do not fit arch 'resnet18' ({len(expected_keys)} missing, e.g. 'conv1.weight'; "
-        "28 unexpected, e.g. 'features.0.0.weight')"
+        "50 unexpected, e.g. 'features.0.0.weight')"
     )
 
 
@@ -332,7 +333,7 @@ def test_weights_for_another_number_of_classes(tmp_path):
         model_from_checkpoint(load_checkpoint(path))
     assert str(info.value) == (
         f"{path}: weights do not fit arch 'cnn' "
-        "(2 of another shape, e.g. 'head.4.weight' [3, 256] vs [5, 256] in the model)"
+        "(2 of another shape, e.g. 'head.2.weight' [3, 64] vs [5, 64] in the model)"
     )
 
 
@@ -354,7 +355,7 @@ def test_ddp_and_compiled_prefixes_are_accepted():
     for prefix in ["module.", "_orig_mod."]:
         wrapped = {prefix + k: v for k, v in state["model"].items()}
         rebuilt = model_from_checkpoint({**state, "model": wrapped}, source="x.pt")
-        assert torch.equal(rebuilt.state_dict()["head.4.bias"], model.state_dict()["head.4.bias"])
+        assert torch.equal(rebuilt.state_dict()["head.2.bias"], model.state_dict()["head.2.bias"])
 
 
 def test_preprocess_missing():
@@ -424,3 +425,34 @@ def test_the_path_read_is_carried_under_source_only(tmp_path):
     ckpt = load_checkpoint(save_checkpoint(state, tmp_path / "last.pt"))
     assert ckpt[SOURCE_KEY] == str(tmp_path / "last.pt") and "_path" not in ckpt
     assert SOURCE_KEY not in torch.load(save_checkpoint(ckpt, tmp_path / "again.pt"), weights_only=True)
+
+
+# ---------------------------------------------------------------- checkpoints of the first cnn design
+
+
+def _version_2_cnn_checkpoint(tmp_path: Path) -> tuple[Path, nn.Module]:
+    """What clf wrote before version 3: the one-conv-per-block cnn, model_kwargs without its design."""
+    torch.manual_seed(0)
+    old = SimpleCNN(num_classes=3, **CNN_DESIGN_V1).eval()
+    state, _ = make_state()
+    state.update(version=2, model_kwargs={"num_classes": 3}, model=old.state_dict())
+    path = tmp_path / "best.pt"
+    torch.save(state, path)
+    return path, old
+
+
+def test_version_2_cnn_checkpoint_rebuilds_its_own_design(tmp_path):
+    path, old = _version_2_cnn_checkpoint(tmp_path)
+    ckpt = load_checkpoint(path)
+    assert ckpt["model_kwargs"] == {"num_classes": 3, **CNN_DESIGN_V1}
+    rebuilt = model_from_checkpoint(ckpt)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), old(x))
+
+
+def test_version_3_cnn_checkpoint_keeps_its_recorded_design(tmp_path):
+    state, _ = make_state(width=8)
+    assert state["model_kwargs"] == {"num_classes": 3, **CNN_DESIGN, "width": 8}
+    path = save_checkpoint(state, tmp_path / "best.pt")
+    assert load_checkpoint(path)["model_kwargs"] == {"num_classes": 3, **CNN_DESIGN, "width": 8}

@@ -61,7 +61,7 @@ def test_models_pattern_and_params():
     assert result.exit_code == 0, result.output
     assert "cnn" in result.output and "resnet18" not in result.output
     assert "GFLOPs @64" in result.output
-    assert "0.46M" in result.output  # SimpleCNN(num_classes=4, width=32)
+    assert "0.29M" in result.output  # SimpleCNN(num_classes=4): 294,516 parameters
 
 
 def test_models_unknown_pattern_is_an_error():

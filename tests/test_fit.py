@@ -29,6 +29,7 @@ from train_helpers import (
 from clf.config import TrainConfig
 from clf.errors import IncompleteError, StorageError, Terminated
 from clf.models.checkpoint import CHECKPOINT_VERSION, model_from_checkpoint
+from clf.models.cnn import CNN_DESIGN
 from clf.train import trainer as trainer_module
 from clf.train.history import read_history_csv
 from clf.train.loop import EpochMetrics
@@ -535,7 +536,7 @@ def test_ema_off_leaves_the_keys_empty(straight):
 def test_dropout_reaches_the_model_and_its_rebuild(data, tmp_path):
     run = train(data, tmp_path, "drop", epochs=1, dropout=0.125).run_dir
     ckpt = load(run / "best.pt")
-    assert ckpt["model_kwargs"] == {"num_classes": 4, "dropout": 0.125}
+    assert ckpt["model_kwargs"] == {"num_classes": 4, **CNN_DESIGN, "dropout": 0.125}
     model = model_from_checkpoint(ckpt)
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.125]
 
@@ -548,3 +549,31 @@ def test_the_epoch_line_shows_no_train_accuracy_under_mixup_and_the_ema_columns(
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("epoch   1/1"))
     assert " acc -  val loss " in line and "  ema loss " in line and "best" in line
+
+
+def test_a_run_of_the_first_cnn_design_resumes_and_exports(tmp_path, monkeypatch):
+    """A run trained before checkpoints recorded the cnn's design (version 2) resumes with that design."""
+    from clf.config import ExportConfig  # noqa: PLC0415 -- only this test exports
+    from clf.export.onnx_export import export_onnx  # noqa: PLC0415
+    from clf.models import registry  # noqa: PLC0415
+    from clf.models.cnn import CNN_DESIGN_V1  # noqa: PLC0415
+
+    data = make_data(tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(registry, "CNN_DESIGN", CNN_DESIGN_V1)
+        train(data, tmp_path / "runs", "old", epochs=1)
+    run = tmp_path / "runs" / "old"
+    for name in ("last.pt", "best.pt"):  # rewrite both as the older clf wrote them
+        ckpt = load(run / name)
+        ckpt["version"] = 2
+        ckpt["model_kwargs"] = {"num_classes": ckpt["model_kwargs"]["num_classes"]}
+        torch.save(ckpt, run / name)
+
+    result = resume(run, epochs=2)
+    assert result.epochs_done == 2
+    last = load(run / "last.pt")
+    assert last["version"] == CHECKPOINT_VERSION and last["epoch"] == 2
+    assert last["model_kwargs"] == {"num_classes": 4, **CNN_DESIGN_V1}
+    assert "head.4.weight" in last["model"]  # the two dense layers of the first design
+    export_onnx(ExportConfig(checkpoint=str(run)))
+    assert (run / "model.onnx").is_file()

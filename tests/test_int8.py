@@ -200,8 +200,9 @@ def test_int8_options_fill_their_defaults_only_with_int8():
 
 
 def test_check_images_with_class_folders_are_the_gate_images_with_accuracies(run, built):
-    # a 3-epoch 32 px cnn has close logits: a few of 48 flip, so the threshold is not what this test is about
-    result = clf("export", run, "--int8", "--check-images", built["data"], "--min-agreement", "0.9", *FAST)
+    # a 3-epoch 32 px cnn has close logits: a few of 48 flip, so the thresholds are not what this test is about
+    result = clf("export", run, "--int8", "--check-images", built["data"], "--min-agreement", "0.9", "--max-drop", "1",
+                 *FAST)
     assert result.exit_code == 0, result.output
     proof = json.loads((run / "model_int8.parity.json").read_text())
     assert (proof["image_source"], proof["images"]) == (str(built["data"]), len(list_images(built["data"],

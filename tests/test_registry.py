@@ -13,7 +13,7 @@ from torch import nn
 
 from clf.errors import ModelError
 from clf.models import registry
-from clf.models.cnn import SimpleCNN
+from clf.models.cnn import CNN_DESIGN, SimpleCNN
 from clf.models.registry import (
     check_img_size,
     create_model,
@@ -90,7 +90,7 @@ def test_unknown_arch(call):
 @pytest.mark.parametrize(
     ("arch", "size", "kwargs"),
     [
-        ("cnn", 32, {"num_classes": 3}),
+        ("cnn", 32, {"num_classes": 3, **CNN_DESIGN}),
         ("alexnet", 64, {"num_classes": 3}),
         ("resnet18", 32, {"num_classes": 3}),
         ("rexnet_100", 32, {"num_classes": 3}),
@@ -121,7 +121,7 @@ def test_create_model_types_and_training_mode():
 
 def test_extra_kwargs_are_forwarded_and_recorded():
     kwargs = model_kwargs_for("cnn", 3, 32, width=8, dropout=0.1)
-    assert kwargs == {"num_classes": 3, "width": 8, "dropout": 0.1}
+    assert kwargs == {"num_classes": 3, **CNN_DESIGN, "width": 8, "dropout": 0.1}
     model = create_model("cnn", 3, img_size=32, width=8, dropout=0.1)
     assert model.features[0][0].out_channels == 8
     assert model_kwargs_for("resnet18", 3, 32, drop_rate=0.2) == {"num_classes": 3, "drop_rate": 0.2}
@@ -326,7 +326,7 @@ def test_timm_and_torchvision_are_imported_lazily():
 
 
 def test_dropout_and_drop_path_become_each_constructors_own_arguments():
-    assert model_kwargs_for("cnn", 3, 32, dropout=0.2) == {"num_classes": 3, "dropout": 0.2}
+    assert model_kwargs_for("cnn", 3, 32, dropout=0.2) == {"num_classes": 3, **CNN_DESIGN, "dropout": 0.2}
     assert model_kwargs_for("alexnet", 3, 64, dropout=0.1) == {"num_classes": 3, "dropout": 0.1}
     assert model_kwargs_for("resnet18", 3, 32, drop_path=0.1, dropout=0.2) == {
         "num_classes": 3, "drop_path_rate": 0.1, "drop_rate": 0.2}

@@ -26,10 +26,11 @@ def test_count_parameters_includes_frozen_and_counts_shared_once():
 
 
 def test_count_parameters_simple_cnn_by_hand():
-    # conv3x3 (no bias) + BN(2c) per block, then 64->256 and 256->3 dense layers.
-    blocks = (3 * 8 * 9 + 16) + (8 * 16 * 9 + 32) + (16 * 32 * 9 + 64) + (32 * 64 * 9 + 128)
-    head = (64 * 256 + 256) + (256 * 3 + 3)
-    assert count_parameters(SimpleCNN(num_classes=3, width=8)) == blocks + head == 42059
+    # Two conv3x3 (no bias) + BN(2c) per block, then the 64->3 linear classifier.
+    blocks = ((3 * 8 * 9 + 16) + (8 * 8 * 9 + 16) + (8 * 16 * 9 + 32) + (16 * 16 * 9 + 32)
+              + (16 * 32 * 9 + 64) + (32 * 32 * 9 + 64) + (32 * 64 * 9 + 128) + (64 * 64 * 9 + 128))
+    head = 64 * 3 + 3
+    assert count_parameters(SimpleCNN(num_classes=3, width=8)) == blocks + head == 74043
 
 
 def test_count_flops_linear_on_last_dim():
@@ -59,8 +60,9 @@ def test_count_flops_restores_mode_and_keeps_no_graph():
 
 def test_count_flops_simple_cnn_by_hand():
     model = SimpleCNN(num_classes=3, width=4)
-    convs = 2 * (32 * 32 * 4 * 3 * 9 + 16 * 16 * 8 * 4 * 9 + 8 * 8 * 16 * 8 * 9 + 4 * 4 * 32 * 16 * 9)
-    dense = 2 * (32 * 256 + 256 * 3)
+    convs = 2 * (32 * 32 * 4 * 3 * 9 + 32 * 32 * 4 * 4 * 9 + 16 * 16 * 8 * 4 * 9 + 16 * 16 * 8 * 8 * 9
+                 + 8 * 8 * 16 * 8 * 9 + 8 * 8 * 16 * 16 * 9 + 4 * 4 * 32 * 16 * 9 + 4 * 4 * 32 * 32 * 9)
+    dense = 2 * 32 * 3
     assert count_flops(model, 32) == convs + dense
 
 

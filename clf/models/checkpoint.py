@@ -7,6 +7,9 @@ reads back: only dicts, lists, tuples, numbers, strings and tensors, never pickl
     model, optimizer, scheduler, scaler, rng, history, best_val_acc, run_name, params,
     augment, weights, ema, ema_updates (version 2)
 
+A cnn checkpoint before version 3 did not record the cnn's design in ``model_kwargs``; ``load_checkpoint`` fills in
+the design it was trained with (``CNN_DESIGN_V1``), so old runs still export, evaluate and resume.
+
 ``params`` is the model's parameter count (for the runs table); ``weights`` says what ``model`` holds: "raw" (the
 trained weights; always so in last.pt) or "ema" (best.pt when the averaged weights validated better); ``ema`` and
 ``ema_updates`` are the averaged weights and their update count (None when --ema is off). `build_checkpoint` is the
@@ -33,12 +36,13 @@ import clf
 from clf.atomic import atomic_output
 from clf.config import Preprocess
 from clf.errors import ModelError
+from clf.models.cnn import CNN_DESIGN_V1
 from clf.models.registry import create_model
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "clf-checkpoint"
-CHECKPOINT_VERSION = 2  # 2: + augment (the resolved pipeline), EMA state
+CHECKPOINT_VERSION = 3  # 2: + augment (the resolved pipeline), EMA state; 3: cnn's model_kwargs record its design
 # Without these a checkpoint cannot rebuild its model.
 REQUIRED_KEYS = ("arch", "model_kwargs", "model")
 # Added by load_checkpoint (the path read), dropped by save_checkpoint: never stored.
@@ -252,6 +256,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ModelError(f"{path}: clf checkpoint is incomplete (no {', '.join(missing)}); train again")
     obj[SOURCE_KEY] = str(path)
+    if obj.get("arch") == "cnn" and version < 3 and isinstance(obj["model_kwargs"], dict):
+        obj["model_kwargs"] = {**CNN_DESIGN_V1, **obj["model_kwargs"]}  # the design it was trained with
     return obj
 
 

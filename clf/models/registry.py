@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from clf.errors import ModelError, one_line
+from clf.models.cnn import CNN_DESIGN
 from clf.models.cnn import MIN_INPUT_SIZE as CNN_MIN_INPUT_SIZE
 from clf.models.cnn import SimpleCNN
 from clf.models.summary import eval_mode, zeros_input
@@ -118,6 +119,8 @@ def model_kwargs_for(arch: str, num_classes: int, img_size: int = 224, drop_path
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
         raise ValueError(f"img_size must be a positive int, got {img_size!r}")
     kw: dict[str, Any] = {"num_classes": num_classes}
+    if arch == "cnn":  # recorded, so that a checkpoint rebuilds its own design after the defaults change
+        kw.update(CNN_DESIGN)
     if takes_img_size(arch):
         kw["img_size"] = img_size
     kw.update(_regularisation_kwargs(arch, drop_path, dropout))

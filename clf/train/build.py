@@ -146,9 +146,17 @@ def build_loaders(
     return train_loader, val_loader, sampler
 
 
-def build_model(cfg: TrainConfig, num_classes: int, runtime: rt.Runtime) -> tuple[nn.Module, dict[str, Any]]:
-    """The model on the run's device (channels-last on CUDA), checked to run at --img-size; and its model_kwargs."""
-    model_kwargs = model_kwargs_for(cfg.arch, num_classes, cfg.img_size, drop_path=cfg.drop_path, dropout=cfg.dropout)
+def build_model(cfg: TrainConfig, num_classes: int, runtime: rt.Runtime,
+                resume_ckpt: dict | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The model on the run's device (channels-last on CUDA), checked to run at --img-size; and its model_kwargs.
+
+    A resumed run rebuilds the module its checkpoint recorded, whatever today's defaults are.
+    """
+    if resume_ckpt is not None:
+        model_kwargs = dict(resume_ckpt["model_kwargs"])
+    else:
+        model_kwargs = model_kwargs_for(cfg.arch, num_classes, cfg.img_size, drop_path=cfg.drop_path,
+                                        dropout=cfg.dropout)
     model = create_model(cfg.arch, pretrained=cfg.pretrained, **model_kwargs)
     check_img_size(cfg.arch, cfg.img_size, model)  # one clear line now, not a shape error mid-epoch
     model = model.to(runtime.device)

@@ -99,7 +99,7 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
         check_resume_fits(resume_ckpt, labelled.classes)
     # The model before the run folder: an unknown --arch must not leave an empty folder behind (it would also
     # push the next default name to ARCH-SIZE-2).
-    model, model_kwargs = build_model(cfg, len(labelled.classes), runtime)
+    model, model_kwargs = build_model(cfg, len(labelled.classes), runtime, resume_ckpt)
     replacing = False
     if resume_ckpt is not None:
         run_dir = checkpoint_run_dir(resume_ckpt)

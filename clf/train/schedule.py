@@ -19,7 +19,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr)  # TrainConfig allows only OPTIMIZERS
+    # fused: one kernel per step instead of a loop over tensors (CPU and CUDA alike; measured faster on the own cnn)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)  # TrainConfig allows only OPTIMIZERS
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
