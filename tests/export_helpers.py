@@ -23,6 +23,8 @@ from clf.models.checkpoint import save_checkpoint
 CLASSES = ["circle", "square", "star", "triangle"]  # the sample competition's class folders, sorted
 RUN_NAME = "test-run"
 BEST_VAL_ACC = 0.75
+# `clf export` flags of the CLI tests: the quicker TorchScript exporter, two batch sizes to check
+CLI_FAST = ("--exporter", "torchscript", "--batch-sizes", "1,2")
 PER_CLASS = 4  # with val_split 0.25: one validation image per class, 4 in all
 
 

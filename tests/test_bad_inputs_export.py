@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 from bad_inputs import Case, run_case
+from export_helpers import CLI_FAST as FAST
 from export_helpers import make_checkpoint, make_data, write_split
 from serve_helpers import cli_state
 
 from clf.models.checkpoint import CHECKPOINT_VERSION
 from clf.serve.session import nvidia_driver_problem
 
-FAST = ("--exporter", "torchscript", "--batch-sizes", "1,2")
 no_driver_here = pytest.mark.skipif(nvidia_driver_problem() is None, reason="needs a machine without an NVIDIA driver")
 as_root = pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder: nothing to refuse")
 

@@ -15,6 +15,7 @@ import onnx.numpy_helper
 import onnxruntime as ort
 import pytest
 from cli_helpers import clf, error_line
+from export_helpers import CLI_FAST as FAST
 from serve_helpers import cli_state
 from train_helpers import make_data, train
 
@@ -24,7 +25,6 @@ from clf.data.preprocess import preprocess
 from clf.export import int8
 from clf.export.parity import ParityReport
 
-FAST = ("--exporter", "torchscript", "--batch-sizes", "1,2")
 CLASSES = ["circle", "square", "star", "triangle"]  # the sample competition's classes
 RUN_NAME = "int8-run"
 

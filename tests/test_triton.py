@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 from cli_helpers import clf, error_line
 from export_helpers import CLASSES, RUN_NAME, make_checkpoint, make_data
+from export_helpers import CLI_FAST as FAST
 from google.protobuf import text_format
 from serve_helpers import cli_state
 
@@ -21,7 +22,6 @@ from clf.export import triton
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="pip install clf[dev]")
 
-FAST = ("--exporter", "torchscript", "--batch-sizes", "1,2")
 
 
 @pytest.fixture(autouse=True)
