@@ -108,7 +108,7 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             err_console.print(f"[bold red]error:[/] {escape(_one_line_text(str(exc)))}", highlight=False,
                               soft_wrap=True)
             if _under_torchrun():
-                _end_torchrun_worker(exc.exit_code)  # before torchrun's SIGTERM for the failed sibling reaches us
+                _end_torchrun_worker(exc.exit_code, meet_other_ranks=exc.every_rank)
             raise typer.Exit(exc.exit_code) from None
         except Terminated:
             err_console.print("[yellow]terminated (SIGTERM)[/]")
@@ -482,7 +482,7 @@ def _under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def _end_torchrun_worker(code: int = 0) -> None:
+def _end_torchrun_worker(code: int = 0, meet_other_ranks: bool = False) -> None:
     """Exit a torchrun worker now with `code`, output flushed, without the interpreter's teardown.
 
     DistributedDataParallel keeps the gloo process group alive after destroy_process_group (torch 2.x: its
@@ -491,9 +491,16 @@ def _end_torchrun_worker(code: int = 0) -> None:
     active exception", SIGABRT, and torchrun reported a failure for a finished run. On a failure, every rank
     reports the same error; torchrun sends SIGTERM to the others as soon as one exits, so a rank still in the
     (slow) teardown was reported as killed (-15) instead of its own exit code.
+
+    An error every rank raised together (`meet_other_ranks`) waits until each rank has printed it: otherwise the
+    first rank to exit had torchrun stop a slower sibling before its line (seen under load).
     """
     sys.stdout.flush()
     sys.stderr.flush()
+    if meet_other_ranks:
+        from clf.train.runtime import meet_other_ranks as meet
+
+        meet()
     logging.shutdown()
     os._exit(code)
 

@@ -16,8 +16,27 @@ pytestmark = pytest.mark.slow  # two processes importing torch, twice: ~30 s on 
 TINY_DDP = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu"]  # not --quiet: the test reads the ranks' INFO lines
 
 
-def torchrun(*args: str | Path) -> subprocess.CompletedProcess:
+# Rank 1 gets rank 0's decision 2 s late, as on a loaded machine: rank 0 must wait for it before exiting, or torchrun
+# stops rank 1 (SIGTERM) before it prints its line. A 1-in-many failure under CI load before the ranks met at exit.
+LATE_RANK_1 = """
+import os
+if os.environ.get("RANK") == "1":
+    import time
+    import clf.train.runtime as rt
+    on_time = rt.broadcast_object
+    def late(obj, runtime):
+        value = on_time(obj, runtime)
+        time.sleep(2)
+        return value
+    rt.broadcast_object = late
+"""
+
+
+def torchrun(*args: str | Path, site: Path | None = None) -> subprocess.CompletedProcess:
+    """`site`: a folder whose sitecustomize.py each rank imports at start-up."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if site is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -53,11 +72,17 @@ def test_two_process_training_and_resume(tmp_path):
 
 
 def test_refusal_reaches_every_rank(tmp_path):
-    """An existing run folder stops both ranks with the one error line, rather than leaving rank 1 in DDP set-up."""
+    """An existing run folder stops both ranks with the one error line, rather than leaving rank 1 in DDP set-up.
+
+    Rank 1 is made slow: both lines must still be printed, each rank exiting with its own code 2.
+    """
     data = make_data(tmp_path / "data")
     (tmp_path / "runs" / "taken").mkdir(parents=True)
     (tmp_path / "runs" / "taken" / "config.json").write_text("{}")
-    result = torchrun(data, *TINY_DDP, "--epochs", "1", "--out", tmp_path / "runs", "--name", "taken")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(LATE_RANK_1)
+    result = torchrun(data, *TINY_DDP, "--epochs", "1", "--out", tmp_path / "runs", "--name", "taken",
+                      site=tmp_path / "site")
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert output.count(f"error: {tmp_path / 'runs' / 'taken'}: run folder already exists") == 2

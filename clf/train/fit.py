@@ -71,6 +71,7 @@ def fit(
     if runtime is None:
         runtime = rt.setup_runtime(cfg.device, cfg.amp)
     trainers: list[Trainer] = []
+    error: BaseException | None = None
     try:
         return _fit(cfg, resume_ckpt, overwrite, reporter or TrainReporter(), runtime, trainers, labelled)
     except torch.cuda.OutOfMemoryError:
@@ -79,6 +80,9 @@ def fit(
             f"out of GPU memory at --batch-size {used}; try --batch-size {max(1, used // 2)} "
             "(or a smaller --img-size, or --amp)"
         ) from None
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
         # Under torchrun the DDP wrapper refers to the process group: let it go before the group is destroyed
         # (torch still keeps the gloo threads alive after that: the CLI ends a worker with os._exit).
@@ -87,7 +91,7 @@ def fit(
         trainers.clear()
         gc.collect()
         if owns_runtime:
-            rt.teardown_runtime(runtime)
+            rt.teardown_runtime(runtime, error)
 
 
 def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: TrainReporter,
@@ -165,5 +169,5 @@ def _new_run_dir(cfg: TrainConfig, overwrite: bool, runtime: rt.Runtime) -> tupl
             error = str(exc)
     name, error, replacing = rt.broadcast_object((name, error, replacing), runtime)
     if error:
-        raise ClfError(error)
+        rt.raise_on_every_rank(ClfError(error))
     return replace(cfg, name=name), Path(cfg.out) / name, replacing

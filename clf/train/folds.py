@@ -99,10 +99,14 @@ def fit_group(given: dict[str, Any], resume: str | None = None, overwrite: bool 
     else:
         cfg, group = _resumed_group_config(given, Path(resume))
     runtime = rt.setup_runtime(cfg.device, cfg.amp)
+    error: BaseException | None = None
     try:
         return _fit_group(cfg, group, overwrite, reporter or TrainReporter(), on_fold, runtime)
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
-        rt.teardown_runtime(runtime)
+        rt.teardown_runtime(runtime, error)
 
 
 def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, reporter: TrainReporter,
@@ -152,7 +156,7 @@ def _on_main(work: Callable[[], T], runtime: rt.Runtime) -> T:
             error = exc
     result, error = rt.broadcast_object((result, error), runtime)  # type: ignore[misc]
     if error is not None:
-        raise error
+        rt.raise_on_every_rank(error)
     return result  # type: ignore[return-value]
 
 

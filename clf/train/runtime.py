@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
 
-from clf.errors import DeviceError
+from clf.errors import ClfError, DeviceError
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +76,31 @@ def setup_runtime(requested_device: str, amp: bool) -> Runtime:
     return Runtime(device, resolve_amp_dtype(device, amp), rank, world_size, local_rank)
 
 
-def teardown_runtime(runtime: Runtime) -> None:
+def teardown_runtime(runtime: Runtime, error: BaseException | None = None) -> None:
+    """Destroy the process group, unless every rank is ending with the same error: the CLI meets the ranks with it."""
+    if getattr(error, "every_rank", False):
+        return
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def raise_on_every_rank(error: ClfError) -> NoReturn:
+    """Raise rank 0's error, broadcast to every rank, marked so that the ranks meet before they exit."""
+    error.every_rank = True
+    raise error
+
+
+def meet_other_ranks(timeout_s: float = 30.0) -> None:
+    """Wait until every rank got here (each printed its error line), or `timeout_s`, whichever comes first.
+
+    A sibling that died instead makes the barrier fail at once or time out: either way this rank goes on exiting.
+    """
+    if not dist.is_initialized():
+        return
+    try:
+        dist.barrier(async_op=True).wait(timeout=timedelta(seconds=timeout_s))
+    except Exception as exc:  # noqa: BLE001 - the rank is exiting with its own error in any case
+        logger.debug("ranks did not meet before exiting: %s", exc)
 
 
 def all_reduce_sum(values: list[float], runtime: Runtime) -> list[float]:
