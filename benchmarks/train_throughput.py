@@ -6,7 +6,7 @@ For each (arch, image size) it prints, measured in one run on this machine:
   (b) images/s of the same model, optimizer and batch size stepping on tensors already in memory (the ceiling),
 and the ratio a/b (target >= 0.90: the data pipeline costs under 10 %). Medians over epochs / repeats.
 
-    python benchmarks/train_throughput.py [--epochs 4] [--per-class 150] [--workers 1] [--cache-images]
+    python benchmarks/train_throughput.py [--epochs 4] [--per-class 150] [--workers 1] [--[no-]cache-images]
 """
 
 from __future__ import annotations
@@ -84,14 +84,15 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=150, help="training images per class (4 classes, 80%% train)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers; -1 = clf's auto (0 on CPU)")
-    parser.add_argument("--cache-images", action="store_true")
+    parser.add_argument("--cache-images", action=argparse.BooleanOptionalAction, default=None,
+                        help="default: clf's auto rule (cached when the resized images fit 2 GiB)")
     parser.add_argument("--repeats", type=int, default=3, help="(a, b) pairs measured alternately; medians printed")
     parser.add_argument("--cases", default=",".join(f"{a}@{s}" for a, s in CASES), help="e.g. cnn@64,resnet18@128")
     args = parser.parse_args()
     cases = [(c.split("@")[0], int(c.split("@")[1])) for c in args.cases.split(",")]
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{'cuda' if torch.cuda.is_available() else 'cpu'}, workers {args.workers}, cache {args.cache_images}")
+          f"{'cuda' if torch.cuda.is_available() else 'cpu'}, workers {args.workers}, cache {'auto' if args.cache_images is None else args.cache_images}")
     print(f"{'arch':<10} {'size':>5} {'batch':>6} {'(a) clf img/s':>14} {'(b) bare img/s':>15} {'a/b':>6}   (medians)")
     with tempfile.TemporaryDirectory(prefix="clf-bench-") as tmp:
         for arch, size in cases:

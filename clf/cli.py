@@ -349,7 +349,7 @@ def train(
     patience: Annotated[int, typer.Option(help="Early stop after P epochs without val accuracy gain (0 = off).")] = _train_default("patience"),
     device: Annotated[str, typer.Option(metavar=_choices(TRAIN_DEVICES), help="Training device.")] = _train_default("device"),
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16).")] = _train_default("amp"),
-    cache_images: Annotated[bool, typer.Option("--cache-images", help="Keep decoded, resized images in RAM.")] = _train_default("cache_images"),
+    cache_images: Annotated[Optional[bool], typer.Option("--cache-images/--no-cache-images", help="Keep decoded, resized images in RAM. [default: auto, when they take at most 2 GiB and a quarter of the free memory]", show_default=False)] = _train_default("cache_images"),
     pretrained: Annotated[bool, typer.Option("--pretrained", help="Start from timm's pretrained weights (local cache only).")] = _train_default("pretrained"),
     labels_csv: Annotated[Optional[str], typer.Option(help="CSV of filename,label for the images in DATA (Kaggle style).")] = _train_default("labels_csv"),
     id_col: Annotated[str, typer.Option(help="Filename column of --labels-csv.")] = _train_default("id_col"),

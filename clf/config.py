@@ -206,7 +206,7 @@ class TrainConfig(_JsonMixin):
     patience: int = field(default=0, metadata=RESUMABLE)  # 0 disables early stopping
     device: str = field(default="auto", metadata=RESUMABLE)
     amp: bool = field(default=True, metadata=RESUMABLE)
-    cache_images: bool = field(default=False, metadata=RESUMABLE)
+    cache_images: bool | None = field(default=None, metadata=RESUMABLE)  # None: auto (clf/train/build.py)
     pretrained: bool = False
     strict: bool = field(default=False, metadata=RESUMABLE)
     labels_csv: str | None = None

@@ -442,11 +442,19 @@ def test_history_lr_follows_the_schedule(data, tmp_path):
     assert ckpt["scheduler"]["last_epoch"] == 4 * steps
 
 
-def test_cache_images_trains_the_same(data, tmp_path):
-    """Cached decoded images, augmentation still drawn per epoch: the same weights as reading the files each time."""
-    plain = train(data, tmp_path, "files", epochs=2, **AUG["on"]).run_dir
+def test_cache_images_trains_the_same(data, tmp_path, caplog):
+    """Cached decoded images, augmentation still drawn per epoch: the same weights as reading the files each time.
+
+    Unset, --cache-images is auto: these few small images are cached (and the run says so).
+    """
+    plain = train(data, tmp_path, "files", epochs=2, cache_images=False, **AUG["on"]).run_dir
     cached = train(data, tmp_path, "cached", epochs=2, cache_images=True, **AUG["on"]).run_dir
-    assert_same_weights(load(plain / "last.pt")["model"], load(cached / "last.pt")["model"])
+    with caplog.at_level(logging.INFO, logger="clf.train.build"):
+        auto = train(data, tmp_path, "auto", epochs=2, **AUG["on"]).run_dir
+    assert "images cached in RAM (0 MB of " in caplog.text
+    assert json.loads((auto / "config.json").read_text())["train"]["cache_images"] is None  # auto again on resume
+    for run in (cached, auto):
+        assert_same_weights(load(plain / "last.pt")["model"], load(run / "last.pt")["model"])
 
 
 # ---------------------------------------------------------------- mixup / CutMix, EMA, dropout

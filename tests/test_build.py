@@ -1,0 +1,57 @@
+"""clf.train.build: the image cache's auto rule (`--cache-images` unset)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clf.config import Preprocess
+from clf.train import build
+from clf.train.runtime import Runtime
+
+PRE_64 = Preprocess(size=(64, 64))
+IMAGE_BYTES = 64 * 64 * 3  # one resized uint8 RGB image
+
+
+def runtime(world_size: int = 1) -> Runtime:
+    return Runtime(torch.device("cpu"), None, 0, world_size, 0)
+
+
+@pytest.fixture
+def plenty_of_memory(monkeypatch):
+    monkeypatch.setattr(build, "_free_memory_bytes", lambda: 64 * 1024**3)
+
+
+@pytest.mark.parametrize("requested", [True, False])
+def test_a_given_choice_is_kept_whatever_the_size(requested, monkeypatch):
+    monkeypatch.setattr(build, "_free_memory_bytes", lambda: 0)
+    assert build.resolve_cache(requested, 10**9, PRE_64, runtime()) is requested
+
+
+def test_auto_caches_up_to_the_cap_and_not_beyond(plenty_of_memory, monkeypatch):
+    monkeypatch.setattr(build, "AUTO_CACHE_MAX_BYTES", 1000 * IMAGE_BYTES)
+    assert build.resolve_cache(None, 1000, PRE_64, runtime()) is True
+    assert build.resolve_cache(None, 1001, PRE_64, runtime()) is False
+
+
+def test_auto_counts_every_process_on_the_machine(plenty_of_memory, monkeypatch):
+    monkeypatch.setattr(build, "AUTO_CACHE_MAX_BYTES", 1000 * IMAGE_BYTES)
+    assert build.resolve_cache(None, 500, PRE_64, runtime(world_size=2)) is True
+    assert build.resolve_cache(None, 501, PRE_64, runtime(world_size=2)) is False
+
+
+def test_auto_takes_at_most_a_quarter_of_the_free_memory(monkeypatch):
+    monkeypatch.setattr(build, "_free_memory_bytes", lambda: 4 * 100 * IMAGE_BYTES)
+    assert build.resolve_cache(None, 100, PRE_64, runtime()) is True
+    assert build.resolve_cache(None, 101, PRE_64, runtime()) is False
+
+
+def test_auto_at_224_px_caches_a_competition_not_imagenet(plenty_of_memory):
+    pre = Preprocess(size=(224, 224))
+    assert build.resolve_cache(None, 10_000, pre, runtime()) is True  # 1.4 GiB
+    assert build.resolve_cache(None, 1_281_167, pre, runtime()) is False  # 180 GiB
+
+
+def test_free_memory_is_read_from_this_machine():
+    free = build._free_memory_bytes()
+    assert 0 < free < 2**50
