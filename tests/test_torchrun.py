@@ -16,20 +16,41 @@ pytestmark = pytest.mark.slow  # two processes importing torch, twice: ~30 s on 
 TINY_DDP = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu"]  # not --quiet: the test reads the ranks' INFO lines
 
 
-# Rank 1 gets rank 0's decision 2 s late, as on a loaded machine: rank 0 must wait for it before exiting, or torchrun
-# stops rank 1 (SIGTERM) before it prints its line. A 1-in-many failure under CI load before the ranks met at exit.
+# Rank 1 is 2 s late, as on a loaded machine, checking the data and raising an error every rank shares. Rank 0 must
+# wait for it, or it exits first and torchrun stops rank 1 (SIGTERM) before rank 1 prints its line: a 1-in-many
+# failure under CI load before the ranks agreed on set-up errors and met at exit.
 LATE_RANK_1 = """
 import os
 if os.environ.get("RANK") == "1":
     import time
+    import clf.train.build as build
     import clf.train.runtime as rt
-    on_time = rt.broadcast_object
-    def late(obj, runtime):
-        value = on_time(obj, runtime)
-        time.sleep(2)
-        return value
-    rt.broadcast_object = late
+
+    def late(work):
+        def slow(*args, **kwargs):
+            time.sleep(2)
+            return work(*args, **kwargs)
+        return slow
+
+    build.load_training_set = late(build.load_training_set)
+    rt.raise_on_every_rank = late(rt.raise_on_every_rank)
 """
+
+
+def late_rank_1(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(LATE_RANK_1)
+    return site
+
+
+def assert_each_rank_printed(result: subprocess.CompletedProcess, line: str) -> None:
+    """Both ranks printed `line` and exited 2; the only traceback is torchrun's report of the failed ranks."""
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert output.count(line) == 2, output
+    assert result.stderr.count("Traceback (most recent call last)") == result.stderr.count("raise ChildFailedError(")
+    assert result.stderr.count("exitcode  : 2 ") == 2 and "Traceback" not in result.stdout
 
 
 def torchrun(*args: str | Path, site: Path | None = None) -> subprocess.CompletedProcess:
@@ -79,16 +100,20 @@ def test_refusal_reaches_every_rank(tmp_path):
     data = make_data(tmp_path / "data")
     (tmp_path / "runs" / "taken").mkdir(parents=True)
     (tmp_path / "runs" / "taken" / "config.json").write_text("{}")
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(LATE_RANK_1)
     result = torchrun(data, *TINY_DDP, "--epochs", "1", "--out", tmp_path / "runs", "--name", "taken",
-                      site=tmp_path / "site")
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert output.count(f"error: {tmp_path / 'runs' / 'taken'}: run folder already exists") == 2
-    # Tracebacks go to stderr: the only one there is torchrun's own report of the ranks that failed (exit 2 each)
-    assert result.stderr.count("Traceback (most recent call last)") == result.stderr.count("raise ChildFailedError(")
-    assert result.stderr.count("exitcode  : 2 ") == 2 and "Traceback" not in result.stdout
+                      site=late_rank_1(tmp_path))
+    assert_each_rank_printed(result, f"error: {tmp_path / 'runs' / 'taken'}: run folder already exists")
+
+
+def test_bad_data_stops_every_rank_with_its_line(tmp_path):
+    """Checking the data happens after DDP's set-up: a class with no readable image stops each rank with the line."""
+    data = make_data(tmp_path / "data")
+    broken = data / "broken"
+    broken.mkdir()
+    (broken / "only.png").write_bytes(b"not a png")
+    result = torchrun(data, *TINY_DDP, "--epochs", "1", "--out", tmp_path / "runs", site=late_rank_1(tmp_path))
+    assert_each_rank_printed(result, f"error: {broken}: class folder has no images that can be read")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_two_processes_with_mixing_and_ema(tmp_path):

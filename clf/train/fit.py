@@ -98,18 +98,18 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
          runtime: rt.Runtime, trainers: list[Trainer], labelled: LabelledSet | None = None) -> FitResult:
     torch.manual_seed(cfg.seed)
     if labelled is None:
-        labelled = load_training_set(cfg)
+        labelled = rt.agree(lambda: load_training_set(cfg), runtime)
+    classes = labelled.classes
     if resume_ckpt is not None:
-        check_resume_fits(resume_ckpt, labelled.classes)
+        rt.agree(lambda: check_resume_fits(resume_ckpt, classes), runtime)
     # The model before the run folder: an unknown --arch must not leave an empty folder behind (it would also
     # push the next default name to ARCH-SIZE-2).
-    model, model_kwargs = build_model(cfg, len(labelled.classes), runtime, resume_ckpt)
+    model, model_kwargs = rt.agree(lambda: build_model(cfg, len(classes), runtime, resume_ckpt), runtime)
     replacing = False
     if resume_ckpt is not None:
         run_dir = checkpoint_run_dir(resume_ckpt)
         cfg = replace(cfg, name=run_dir.name, out=str(run_dir.parent))
-        if runtime.is_main:
-            open_existing_run_dir(run_dir)
+        rt.on_main(lambda: open_existing_run_dir(run_dir), runtime)
     else:
         cfg, run_dir, replacing = _new_run_dir(cfg, overwrite, runtime)
     split = split_training_set(labelled, cfg)
@@ -159,15 +159,10 @@ def _new_run_dir(cfg: TrainConfig, overwrite: bool, runtime: rt.Runtime) -> tupl
     Returns:
         (config with the name, run folder, whether an old run there is replaced at the first checkpoint).
     """
-    name, error, replacing = cfg.name, None, False
-    if runtime.is_main:
-        try:
-            name = cfg.name or default_run_name(cfg)
-            check_run_name(name)
-            replacing = prepare_new_run_dir(Path(cfg.out) / name, overwrite)
-        except ClfError as exc:
-            error = str(exc)
-    name, error, replacing = rt.broadcast_object((name, error, replacing), runtime)
-    if error:
-        rt.raise_on_every_rank(ClfError(error))
+    def create() -> tuple[str, bool]:
+        name = cfg.name or default_run_name(cfg)
+        check_run_name(name)
+        return name, prepare_new_run_dir(Path(cfg.out) / name, overwrite)
+
+    name, replacing = rt.on_main(create, runtime)
     return replace(cfg, name=name), Path(cfg.out) / name, replacing

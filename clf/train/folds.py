@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +49,6 @@ GROUP_OPTIONS = ("folds", "fold_seed")  # fixed by the group record; a resumed g
 # How a fold is taken up: already finished, continued from its last.pt, started (again) from scratch.
 DONE, RESUME, START = "done", "resume", "start"
 
-T = TypeVar("T")
 FoldHook = Callable[[int, int, Path, str], None]  # (fold, K, its run folder, DONE | RESUME | START)
 
 
@@ -116,11 +115,11 @@ def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, repor
     check_fold_counts(labelled, cfg)
     if group is None:
         build_model(cfg, len(labelled.classes), runtime)  # an unknown --arch must not leave a group folder behind
-        cfg, group = _on_main(lambda: _new_group(cfg, labelled, overwrite), runtime)
+        cfg, group = rt.on_main(lambda: _new_group(cfg, labelled, overwrite), runtime)
     else:
         _check_same_classes(cfg, group, labelled)
     group_dir = Path(cfg.out) / cfg.name
-    plan = _on_main(lambda: _plan(group_dir, group, cfg, labelled), runtime)
+    plan = rt.on_main(lambda: _plan(group_dir, group, cfg, labelled), runtime)
     group.done = [name for name, action in zip(group.members, plan) if action == DONE]
     for fold, action in enumerate(plan):
         member = group_dir / group.members[fold]
@@ -144,20 +143,6 @@ def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, repor
         return GroupResult(group_dir, group, [], is_main=False, distributed=runtime.distributed)
     scores = _score_group(group_dir, group, cfg, labelled, runtime, trained_now=[a != DONE for a in plan])
     return GroupResult(group_dir, group, scores, distributed=runtime.distributed)
-
-
-def _on_main(work: Callable[[], T], runtime: rt.Runtime) -> T:
-    """Rank 0 does `work` (it alone writes); every rank gets its result, or raises its error."""
-    result, error = None, None
-    if runtime.is_main:
-        try:
-            result = work()
-        except ClfError as exc:
-            error = exc
-    result, error = rt.broadcast_object((result, error), runtime)  # type: ignore[misc]
-    if error is not None:
-        rt.raise_on_every_rank(error)
-    return result  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- options and data

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -14,6 +15,8 @@ import torch.distributed as dist
 from clf.errors import ClfError, DeviceError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,46 @@ def teardown_runtime(runtime: Runtime, error: BaseException | None = None) -> No
 
 
 def raise_on_every_rank(error: ClfError) -> NoReturn:
-    """Raise rank 0's error, broadcast to every rank, marked so that the ranks meet before they exit."""
+    """Raise an error that every rank raises together, marked so that the ranks meet before they exit."""
     error.every_rank = True
     raise error
+
+
+def agree(work: Callable[[], T], runtime: Runtime) -> T:
+    """`work()` on every rank; when it raises a ClfError on any rank, every rank raises the lowest such rank's error.
+
+    For the set-up before training (checking the data, building the model): a rank that failed alone used to exit
+    while the others went on into DDP's first collective, to be stopped by torchrun with SIGTERM and no line.
+    """
+    if not runtime.distributed:
+        return work()
+    result, error = None, None
+    try:
+        result = work()
+    except ClfError as exc:
+        error = exc
+    errors: list[ClfError | None] = [None] * runtime.world_size
+    dist.all_gather_object(errors, error)
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise_on_every_rank(first)
+    return result  # type: ignore[return-value]
+
+
+def on_main(work: Callable[[], T], runtime: Runtime) -> T:
+    """Rank 0 does `work` (it alone writes); every rank gets its result, or raises its ClfError."""
+    if not runtime.distributed:
+        return work()
+    result, error = None, None
+    if runtime.is_main:
+        try:
+            result = work()
+        except ClfError as exc:
+            error = exc
+    result, error = broadcast_object((result, error), runtime)  # type: ignore[misc]
+    if error is not None:
+        raise_on_every_rank(error)
+    return result  # type: ignore[return-value]
 
 
 def meet_other_ranks(timeout_s: float = 30.0) -> None:

@@ -229,7 +229,8 @@ class Trainer:
         what = f"{bad[0]} loss became {bad[1]}" if bad else "loss became nan or inf"
         kept = (f"{self.run_dir / 'last.pt'} keeps epoch {epoch - 1}" if epoch > 1
                 else "no epoch was saved")
-        raise IncompleteError(f"{self.run_dir}: {what} in epoch {epoch}; {kept}; try a lower --lr")
+        error = IncompleteError(f"{self.run_dir}: {what} in epoch {epoch}; {kept}; try a lower --lr")
+        rt.raise_on_every_rank(error)  # every rank stops here together
 
     def save_epoch(self, is_best: bool) -> None:
         """last.pt every epoch, best.pt when val accuracy improved (every epoch without a split), history.csv, and
