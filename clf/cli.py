@@ -379,6 +379,10 @@ def train(
     if no_val:
         given["val_split"] = 0.0
     given["quiet"] = quiet  # per sitting: a resumed run does not inherit an earlier sitting's --quiet
+    if _under_torchrun():
+        from clf.train.runtime import meet_at_exit
+
+        meet_at_exit()  # user_errors prints a shared error on every rank, then the ranks meet before exiting
     if wants_folds(given, resume):
         _train_folds(given, resume, overwrite)
         return

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import resource
 import struct
+import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ SMALL = ["--per-class", "2", "--test", "2", "--size", "16"]
 TRAIN = ["--arch", "cnn", "--epochs", "1", "--img-size", "16", "--batch-size", "4", "--no-val", "--workers", "0",
          "--device", "cpu", "--quiet"]
 _clock: dict[str, float] = {}  # a row's setup starts the clock, its check reads it
+WAIT_BOUND_S = 90.0  # wall seconds: a row that blocks instead of working (its CPU bounds are 4-60 s)
 
 
 # ---------------------------------------------------------------- builders
@@ -79,7 +81,7 @@ def cpu_seconds() -> float:
 
 
 def start_clock(places: Mapping[str, Path]) -> None:
-    _clock["cpu"] = cpu_seconds()
+    _clock["cpu"], _clock["wall"] = cpu_seconds(), time.perf_counter()
     _clock["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -88,10 +90,11 @@ def assert_fast_and_small(seconds: float = 10.0, extra_mb: float = 300.0) -> Non
 
     CPU time, not wall time: a 5 GB upscale or a gigapixel decode is CPU work, while wall time also counts the other
     xdist worker and whatever else shares CI's two cores (a 4 s wall bound failed there under load). A command that
-    waits instead (a FIFO opened for reading) uses no CPU: the test's timeout catches that one. Peak memory is a
-    high-water mark: a 1.2 GB decode or a 5 GB upscale would show.
+    waits instead (a FIFO opened for reading) uses no CPU: a wall bound far above any load's effect catches that.
+    Peak memory is a high-water mark: a 1.2 GB decode or a 5 GB upscale would show.
     """
     assert cpu_seconds() - _clock["cpu"] < seconds
+    assert time.perf_counter() - _clock["wall"] < WAIT_BOUND_S
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - _clock["rss_mb"] < extra_mb
 
 

@@ -55,3 +55,26 @@ def test_auto_at_224_px_caches_a_competition_not_imagenet(plenty_of_memory):
 def test_free_memory_is_read_from_this_machine():
     free = build._free_memory_bytes()
     assert 0 < free < 2**50
+
+
+def write(path, text: str):
+    path.write_text(text)
+    return path
+
+
+def test_a_container_limit_nearer_than_the_machine_s_free_memory_wins(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "MEMINFO", write(tmp_path / "meminfo", "MemTotal: 100 kB\nMemAvailable: 8000000 kB\n"))
+    monkeypatch.setattr(build, "CGROUP_LIMITS", ((write(tmp_path / "max", "3000000000\n"),
+                                                  write(tmp_path / "current", "1000000000\n")),))
+    assert build._free_memory_bytes() == 2_000_000_000
+    write(tmp_path / "max", "max\n")  # cgroup v2 without a limit
+    assert build._free_memory_bytes() == 8_000_000 * 1024
+
+
+def test_cgroup_v1_without_a_limit_and_unreadable_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "MEMINFO", tmp_path / "absent")
+    v1 = (write(tmp_path / "limit", f"{2**63 - 4096}\n"), write(tmp_path / "usage", "5\n"))
+    monkeypatch.setattr(build, "CGROUP_LIMITS", ((tmp_path / "no-v2", tmp_path / "no-v2-usage"), v1))
+    assert build._free_memory_bytes() == build.AUTO_CACHE_MAX_BYTES * 4  # neither says anything: the fallback
+    write(tmp_path / "limit", "1000\n")
+    assert build._free_memory_bytes() == 995

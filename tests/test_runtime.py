@@ -53,3 +53,36 @@ def test_a_single_process_runtime(monkeypatch):
 def test_rank_and_world_come_from_torchrun_s_environment():
     runtime = rt.Runtime(torch.device("cpu"), None, rank=1, world_size=2, local_rank=1)
     assert runtime.distributed and not runtime.is_main
+
+
+def test_outside_torchrun_agree_and_on_main_just_run_the_work():
+    runtime = rt.Runtime(torch.device("cpu"), None, 0, 1, 0)
+    assert rt.agree(lambda: 7, runtime) == 7
+    assert rt.on_main(lambda: "run", runtime) == "run"
+
+    def refuse() -> None:
+        raise DeviceError("no such device")
+
+    for run in (rt.agree, rt.on_main):
+        with pytest.raises(DeviceError) as error:
+            run(refuse, runtime)
+        assert not error.value.every_rank  # one process: nobody to meet
+
+
+@pytest.mark.parametrize("cli_meets, kept", [(False, False), (True, True)], ids=["library caller", "the CLI"])
+def test_a_shared_error_keeps_the_process_group_only_for_the_cli_s_meeting(cli_meets, kept, monkeypatch):
+    destroyed = []
+    monkeypatch.setattr(rt.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(rt.dist, "destroy_process_group", lambda: destroyed.append(True))
+    monkeypatch.setitem(rt._exit_meeting, "enabled", False)
+    if cli_meets:
+        rt.meet_at_exit()
+    runtime = rt.Runtime(torch.device("cpu"), None, rank=0, world_size=2, local_rank=0)
+    shared = DeviceError("the same on every rank")
+    with pytest.raises(DeviceError):
+        rt.raise_on_every_rank(shared)
+    assert shared.every_rank
+    rt.teardown_runtime(runtime, shared)
+    assert destroyed == ([] if kept else [True])
+    rt.teardown_runtime(runtime, DeviceError("this rank's own"))  # not shared: always destroyed
+    assert destroyed[-1:] == [True]

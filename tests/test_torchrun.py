@@ -105,13 +105,15 @@ def test_refusal_reaches_every_rank(tmp_path):
     assert_each_rank_printed(result, f"error: {tmp_path / 'runs' / 'taken'}: run folder already exists")
 
 
-def test_bad_data_stops_every_rank_with_its_line(tmp_path):
+@pytest.mark.parametrize("folds", [[], ["--folds", "2"]], ids=["run", "fold group"])
+def test_bad_data_stops_every_rank_with_its_line(tmp_path, folds):
     """Checking the data happens after DDP's set-up: a class with no readable image stops each rank with the line."""
     data = make_data(tmp_path / "data")
     broken = data / "broken"
     broken.mkdir()
     (broken / "only.png").write_bytes(b"not a png")
-    result = torchrun(data, *TINY_DDP, "--epochs", "1", "--out", tmp_path / "runs", site=late_rank_1(tmp_path))
+    result = torchrun(data, *TINY_DDP, *folds, "--epochs", "1", "--out", tmp_path / "runs",
+                      site=late_rank_1(tmp_path))
     assert_each_rank_printed(result, f"error: {broken}: class folder has no images that can be read")
     assert not (tmp_path / "runs").exists()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,10 @@ def build_loaders(
         # augmentation after --resume is the same as in an uninterrupted run (a fork per epoch is cheap).
         persistent_workers=False,
     )
+    if cache and workers and "fork" in multiprocessing.get_all_start_methods():
+        # Forked workers share the filled cache; forkserver (Python 3.14's default on Linux) or spawn would pickle it
+        # into every worker, every epoch.
+        loader_args["multiprocessing_context"] = "fork"
     train_loader = DataLoader(
         train_ds,
         batch_size=cfg.batch_size,
@@ -164,22 +169,52 @@ def resolve_cache(requested: bool | None, images: int, pre: Preprocess, runtime:
     needed = images * pre.size[0] * pre.size[1] * 3 * runtime.world_size  # uint8 RGB at the network's input size
     budget = min(AUTO_CACHE_MAX_BYTES, _free_memory_bytes() // 4)
     cache = needed <= budget
-    logger.info("images %s RAM (%d MB of %d MB allowed; --%scache-images to change)",
-                "cached in" if cache else "decoded each epoch, not cached in", needed >> 20, budget >> 20,
-                "no-" if cache else "")
+    if runtime.is_main:
+        logger.info("images %s RAM (%d MB of %d MB allowed; --%scache-images to change)",
+                    "cached in" if cache else "decoded each epoch, not cached in", needed >> 20, budget >> 20,
+                    "no-" if cache else "")
     return cache
 
 
+# Linux: the machine's available memory, and the container's (cgroup v2, then v1) limit and usage.
+MEMINFO = Path("/proc/meminfo")
+CGROUP_LIMITS = (
+    (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")),
+    (Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"), Path("/sys/fs/cgroup/memory/memory.usage_in_bytes")),
+)
+
+
 def _free_memory_bytes() -> int:
-    """Memory available to new allocations (Linux: MemAvailable); AUTO_CACHE_MAX_BYTES * 4 where unknown."""
+    """Memory available to new allocations: the machine's MemAvailable, or less when a container's limit is nearer.
+
+    AUTO_CACHE_MAX_BYTES * 4 where neither can be read (not Linux).
+    """
+    free = [value for value in (_meminfo_available(), _cgroup_headroom()) if value is not None]
+    return min(free) if free else AUTO_CACHE_MAX_BYTES * 4
+
+
+def _meminfo_available() -> int | None:
     try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        for line in MEMINFO.read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return AUTO_CACHE_MAX_BYTES * 4
+    return None
+
+
+def _cgroup_headroom() -> int | None:
+    """The container's memory limit less its usage; None without a limit ("max", or v1's near-2**63 value)."""
+    for limit_file, usage_file in CGROUP_LIMITS:
+        try:
+            limit_text = limit_file.read_text(encoding="ascii").strip()
+            usage = int(usage_file.read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or int(limit_text) >= 2**60:
+            return None
+        return max(0, int(limit_text) - usage)
+    return None
 
 
 def build_model(cfg: TrainConfig, num_classes: int, runtime: rt.Runtime,

@@ -110,14 +110,15 @@ def fit_group(given: dict[str, Any], resume: str | None = None, overwrite: bool 
 
 def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, reporter: TrainReporter,
                on_fold: FoldHook | None, runtime: rt.Runtime) -> GroupResult:
-    labelled = load_training_set(cfg)
+    labelled = rt.agree(lambda: load_training_set(cfg), runtime)
     assert cfg.folds is not None
-    check_fold_counts(labelled, cfg)
+    rt.agree(lambda: check_fold_counts(labelled, cfg), runtime)
     if group is None:
-        build_model(cfg, len(labelled.classes), runtime)  # an unknown --arch must not leave a group folder behind
+        # an unknown --arch must not leave a group folder behind
+        rt.agree(lambda: build_model(cfg, len(labelled.classes), runtime), runtime)
         cfg, group = rt.on_main(lambda: _new_group(cfg, labelled, overwrite), runtime)
     else:
-        _check_same_classes(cfg, group, labelled)
+        rt.agree(lambda: _check_same_classes(cfg, group, labelled), runtime)
     group_dir = Path(cfg.out) / cfg.name
     plan = rt.on_main(lambda: _plan(group_dir, group, cfg, labelled), runtime)
     group.done = [name for name, action in zip(group.members, plan) if action == DONE]

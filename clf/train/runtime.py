@@ -79,9 +79,19 @@ def setup_runtime(requested_device: str, amp: bool) -> Runtime:
     return Runtime(device, resolve_amp_dtype(device, amp), rank, world_size, local_rank)
 
 
+# Set by the CLI (`meet_at_exit`), whose ranks exit through os._exit right after meeting; a library caller that
+# catches the error and goes on gets its process group destroyed as usual.
+_exit_meeting = {"enabled": False}
+
+
+def meet_at_exit() -> None:
+    """Keep the process group after an error every rank shares, for `meet_other_ranks` before the process exits."""
+    _exit_meeting["enabled"] = True
+
+
 def teardown_runtime(runtime: Runtime, error: BaseException | None = None) -> None:
-    """Destroy the process group, unless every rank is ending with the same error: the CLI meets the ranks with it."""
-    if getattr(error, "every_rank", False):
+    """Destroy the process group, unless every rank is ending with the same error and the ranks meet at exit."""
+    if _exit_meeting["enabled"] and getattr(error, "every_rank", False):
         return
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -224,9 +224,10 @@ class Trainer:
         """A diverged run stops here, on every rank, before its NaN weights can become best.pt or last.pt."""
         losses = (("training", train_loss), ("validation", val_loss), ("EMA validation", ema_val_loss))
         bad = next(((which, value) for which, value in losses if value is not None and not math.isfinite(value)), None)
-        if not rt.broadcast_flag(bad is not None, self.runtime):
+        bad = rt.broadcast_object(bad, self.runtime)  # rank 0 alone validates: its verdict, and its line, for all
+        if bad is None:
             return
-        what = f"{bad[0]} loss became {bad[1]}" if bad else "loss became nan or inf"
+        what = f"{bad[0]} loss became {bad[1]}"
         kept = (f"{self.run_dir / 'last.pt'} keeps epoch {epoch - 1}" if epoch > 1
                 else "no epoch was saved")
         error = IncompleteError(f"{self.run_dir}: {what} in epoch {epoch}; {kept}; try a lower --lr")
