@@ -30,9 +30,9 @@ class ClfError(Exception):
     """
 
     exit_code = EXIT_BAD_INPUT
-    # Under torchrun: raised by every rank together (rank 0's decision, broadcast). The ranks keep their process
-    # group and meet once more after printing it, so that the first rank to exit cannot have torchrun's stop signal
-    # cut a slower sibling's line.
+    # Under torchrun: raised by every rank together (rank 0's decision broadcast, or a set-up error the ranks agreed
+    # on: clf.train.runtime). The ranks keep their process group and meet once more after printing it, so that the
+    # first rank to exit cannot have torchrun's stop signal cut a slower sibling's line.
     every_rank = False
 
 
