@@ -67,11 +67,10 @@ def fit(
             became NaN/inf (IncompleteError, exit 4).
         KeyboardInterrupt / Terminated: Ctrl-C or SIGTERM, after the checkpoint being written was finished.
     """
-    owns_runtime = runtime is None
     if runtime is None:
-        runtime = rt.setup_runtime(cfg.device, cfg.amp)
+        with rt.process_group(cfg.device, cfg.amp) as runtime:
+            return fit(cfg, resume_ckpt, overwrite, reporter, runtime, labelled)
     trainers: list[Trainer] = []
-    error: BaseException | None = None
     try:
         return _fit(cfg, resume_ckpt, overwrite, reporter or TrainReporter(), runtime, trainers, labelled)
     except torch.cuda.OutOfMemoryError:
@@ -80,9 +79,6 @@ def fit(
             f"out of GPU memory at --batch-size {used}; try --batch-size {max(1, used // 2)} "
             "(or a smaller --img-size, or --amp)"
         ) from None
-    except BaseException as exc:
-        error = exc
-        raise
     finally:
         # Under torchrun the DDP wrapper refers to the process group: let it go before the group is destroyed
         # (torch still keeps the gloo threads alive after that: the CLI ends a worker with os._exit).
@@ -90,8 +86,6 @@ def fit(
             trainer.release()
         trainers.clear()
         gc.collect()
-        if owns_runtime:
-            rt.teardown_runtime(runtime, error)
 
 
 def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: TrainReporter,

@@ -97,15 +97,8 @@ def fit_group(given: dict[str, Any], resume: str | None = None, overwrite: bool 
         group = None
     else:
         cfg, group = _resumed_group_config(given, Path(resume))
-    runtime = rt.setup_runtime(cfg.device, cfg.amp)
-    error: BaseException | None = None
-    try:
+    with rt.process_group(cfg.device, cfg.amp) as runtime:
         return _fit_group(cfg, group, overwrite, reporter or TrainReporter(), on_fold, runtime)
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        rt.teardown_runtime(runtime, error)
 
 
 def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, reporter: TrainReporter,

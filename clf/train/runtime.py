@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import NoReturn, TypeVar
@@ -95,6 +96,18 @@ def teardown_runtime(runtime: Runtime, error: BaseException | None = None) -> No
         return
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(requested_device: str, amp: bool) -> Iterator[Runtime]:
+    """`setup_runtime`, then `teardown_runtime` on the way out, told of the error that ends the block if one does."""
+    runtime = setup_runtime(requested_device, amp)
+    try:
+        yield runtime
+    except BaseException as exc:
+        teardown_runtime(runtime, exc)
+        raise
+    teardown_runtime(runtime)
 
 
 def raise_on_every_rank(error: ClfError) -> NoReturn:
