@@ -11,8 +11,19 @@ Each benchmark is written as a competition-shaped folder (the layout of `clf sam
 - scenes: one class per bundled picture; square crops of 48-128 px at native resolution, training crops from the
   left 65 % of the picture's width only, test crops from the right 35 % only (no pixel shared), in mixed encodings.
 - faces: `skimage.data.lfw_subset()` (100 faces, then 100 non-faces, 25x25 grey), a seeded stratified 50/50 split.
+- textures: one class per grey texture-like source (a terrain elevation model, an MRI slice, an aerial photo, a
+  staircase photo, a cell micrograph, a scanned page); 32 px patches at native resolution, each turned by a random
+  multiple of 90 degrees (a texture has no up), test patches from the unseen right part as for the scenes.
+- glyphs: printed digits 0-9 in the fonts matplotlib ships, grey 28 px with random size, shift, slant, ink, paper
+  and noise; the test digits are set in fonts no training digit uses (OCR of an unseen typeface).
+- tiny: 32x32 thumbnails (INTER_AREA) of 40-160 px photo crops, one class per photo (six photos none of the other
+  benchmarks use), training crops from the left 65 %, test crops from the rest: small images as CIFAR's.
 
-Same bytes for the same data seed (and the same scikit-image and OpenCV). Nothing is downloaded.
+Kept aside for independent checks and never used here: scikit-learn's digits and scikit-image's astronaut, brick,
+camera (also PyWavelets' camera), coffee, grass, gravel, hubble_deep_field, immunohistochemistry, moon and retina.
+
+Same bytes for the same data seed (and the same scikit-image, matplotlib, PyWavelets, scikit-learn and OpenCV).
+Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import cv2
 import numpy as np
 
 FORMAT = 1  # bump when the builder changes what it writes: existing folders are then rebuilt
-BENCHES = ("scenes", "faces")
+BENCHES = ("scenes", "faces", "textures", "glyphs", "tiny")
 PARAMS_FILE = "params.json"
 
 SCENE_TRAIN_PER_CLASS, SCENE_TEST_PER_CLASS = 80, 40
@@ -37,6 +48,9 @@ TRAIN_FRACTION = 0.65  # of each picture's width, from the left; the test crops 
 JPEG_QUALITY = 90
 FACES_TRAIN_FRACTION = 0.5
 _TEST_ORDER_STREAM = 1_000_000  # the scenes' test shuffle: a stream no class index reaches
+TEXTURE_TRAIN_PER_CLASS, TEXTURE_TEST_PER_CLASS, TEXTURE_SIDE = 60, 30, 32
+TINY_TRAIN_PER_CLASS, TINY_TEST_PER_CLASS, TINY_SIDE, TINY_CROP = 80, 40, 32, (40, 160)
+GLYPH_SIDE, GLYPH_TRAIN_RENDERS, GLYPH_TEST_RENDERS = 28, 6, 4
 
 
 def _scene_sources() -> dict[str, Callable[[], np.ndarray]]:
@@ -74,10 +88,7 @@ def build(bench: str, root: Path, seed: int) -> Path:
     tmp = root / f"{bench}.building"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if bench == "scenes":
-        _write_scenes(tmp, seed)
-    else:
-        _write_faces(tmp, seed)
+    _WRITERS[bench](tmp, seed)
     (tmp / PARAMS_FILE).write_text(json.dumps(params, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     tmp.rename(out)
     return out
@@ -86,8 +97,18 @@ def build(bench: str, root: Path, seed: int) -> Path:
 def _params(bench: str, seed: int) -> dict:
     import skimage
 
-    return {"bench": bench, "data_seed": seed, "format": FORMAT, "skimage": skimage.__version__,
-            "opencv": cv2.__version__}
+    params = {"bench": bench, "data_seed": seed, "format": FORMAT, "skimage": skimage.__version__,
+              "opencv": cv2.__version__}
+    if bench in ("textures", "glyphs", "tiny"):
+        import matplotlib
+
+        params["matplotlib"] = matplotlib.__version__
+    if bench in ("textures", "tiny"):
+        import pywt
+        import sklearn
+
+        params |= {"pywavelets": pywt.__version__, "sklearn": sklearn.__version__}
+    return params
 
 
 def _recorded_params(folder: Path) -> dict | None:
@@ -123,10 +144,11 @@ def _encodings(picture: np.ndarray) -> list[str]:
     return (["grey8"] if picture.ndim == 2 else []) + ["jpeg", "rgba", "png16"]
 
 
-def _random_crop(picture: np.ndarray, x_start: int, x_stop: int, rng: np.random.Generator) -> np.ndarray:
-    """A square crop of 48-128 px (capped to the region) lying entirely in columns [x_start, x_stop)."""
+def _random_crop(picture: np.ndarray, x_start: int, x_stop: int, rng: np.random.Generator,
+                 sides: tuple[int, int] = (CROP_MIN, CROP_MAX)) -> np.ndarray:
+    """A square crop of ``sides`` px (capped to the region) lying entirely in columns [x_start, x_stop)."""
     height, width = picture.shape[0], x_stop - x_start
-    side = min(int(rng.integers(CROP_MIN, CROP_MAX + 1)), height, width)
+    side = min(int(rng.integers(sides[0], sides[1] + 1)), height, width)
     x0 = x_start + int(rng.integers(0, width - side + 1))
     y0 = int(rng.integers(0, height - side + 1))
     return picture[y0:y0 + side, x0:x0 + side]
@@ -141,6 +163,8 @@ def _write_crop(stem: Path, crop: np.ndarray, encoding: str) -> Path:
         path, image, params = stem.with_suffix(".jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
     elif encoding == "rgba":
         path, image, params = stem.with_suffix(".png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA), []
+    elif encoding == "png":
+        path, image, params = stem.with_suffix(".png"), bgr, []
     elif encoding == "png16":
         source = crop if crop.ndim == 2 else bgr  # grey stays 1 channel, colour 3
         path, image, params = stem.with_suffix(".png"), source.astype(np.uint16) * 257, []
@@ -173,6 +197,164 @@ def _write_faces(out: Path, seed: int) -> None:
     _write_test(out, test_items, rng)
 
 
+# --- textures ---------------------------------------------------------------------------------------------------
+
+def _texture_sources() -> dict[str, Callable[[], np.ndarray]]:
+    """Class name -> loader of a grey uint8 texture-like picture, from the skimage, matplotlib and PyWavelets wheels."""
+    import pywt.data
+    from skimage import data
+
+    return {
+        "terrain": lambda: _to_uint8(_matplotlib_sample("jacksboro_fault_dem.npz")["elevation"]),
+        "mri": _mri_slice,
+        "aerial": lambda: _to_uint8(pywt.data.aero()),
+        "stairs": lambda: _to_uint8(pywt.data.ascent()),
+        "cells": data.cell,
+        "print": data.page,
+    }
+
+
+def _write_textures(out: Path, seed: int) -> None:
+    """60 train / 30 test grey 32 px patches per source, each turned by k x 90 degrees, test from the unseen part."""
+    test_items: list[tuple[str, np.ndarray, str]] = []
+    for class_index, (name, load) in enumerate(_texture_sources().items()):
+        picture = load()
+        rng = np.random.default_rng([seed, class_index])
+        split = round(picture.shape[1] * TRAIN_FRACTION)
+        sides = (TEXTURE_SIDE, TEXTURE_SIDE)
+        class_dir = out / "train" / name
+        class_dir.mkdir(parents=True)
+        for i in range(TEXTURE_TRAIN_PER_CLASS):
+            patch = np.rot90(_random_crop(picture, 0, split, rng, sides), int(rng.integers(4)))
+            _write_crop(class_dir / f"{name}_{i + 1:04d}", np.ascontiguousarray(patch), "grey8")
+        for _ in range(TEXTURE_TEST_PER_CLASS):
+            patch = np.rot90(_random_crop(picture, split, picture.shape[1], rng, sides), int(rng.integers(4)))
+            test_items.append((name, np.ascontiguousarray(patch), "grey8"))
+    _write_test(out, test_items, np.random.default_rng([seed, _TEST_ORDER_STREAM]))
+
+
+def _mri_slice() -> np.ndarray:
+    """matplotlib's s1045.ima: one 256x256 big-endian 16-bit MRI slice of a head."""
+    import gzip
+
+    raw = gzip.decompress(_matplotlib_sample_path("s1045.ima.gz").read_bytes())
+    return _to_uint8(np.frombuffer(raw, dtype=">u2").reshape(256, 256).astype(np.float64))
+
+
+def _matplotlib_sample_path(name: str) -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / name
+
+
+def _matplotlib_sample(name: str):
+    return np.load(_matplotlib_sample_path(name))
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """Min-max scaled to 0-255 (elevations, 16-bit scans, floats)."""
+    values = np.asarray(values, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    return np.round((values - low) / max(high - low, 1e-12) * 255).astype(np.uint8)
+
+
+# --- glyphs -----------------------------------------------------------------------------------------------------
+
+# Fonts with plain digits (the symbol-only STIX and cm fonts are left out); the test fonts are never trained on.
+GLYPH_TRAIN_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSansMono.ttf",
+                     "DejaVuSansMono-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Italic.ttf", "STIXGeneral.ttf",
+                     "STIXGeneralBolIta.ttf", "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf")
+GLYPH_TEST_FONTS = ("DejaVuSans-BoldOblique.ttf", "DejaVuSansMono-Oblique.ttf", "DejaVuSerif-Bold.ttf",
+                    "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "cmb10.ttf")
+
+
+def _write_glyphs(out: Path, seed: int) -> None:
+    """Digits 0-9: 6 renders per training font, 4 per test font."""
+    test_items: list[tuple[str, np.ndarray, str]] = []
+    for digit in range(10):
+        rng = np.random.default_rng([seed, digit])
+        class_dir = out / "train" / str(digit)
+        class_dir.mkdir(parents=True)
+        number = 0
+        for font in GLYPH_TRAIN_FONTS:
+            for _ in range(GLYPH_TRAIN_RENDERS):
+                number += 1
+                _write_crop(class_dir / f"{digit}_{number:04d}", _render_glyph(str(digit), font, rng), "grey8")
+        for font in GLYPH_TEST_FONTS:
+            test_items += [(str(digit), _render_glyph(str(digit), font, rng), "grey8")
+                           for _ in range(GLYPH_TEST_RENDERS)]
+    _write_test(out, test_items, np.random.default_rng([seed, _TEST_ORDER_STREAM]))
+
+
+def _render_glyph(text: str, font_file: str, rng: np.random.Generator) -> np.ndarray:
+    """One grey GLYPH_SIDE px render: random size, shift, slant, ink and paper levels, blur and sensor noise."""
+    import matplotlib
+    from PIL import Image, ImageDraw, ImageFont
+
+    big = GLYPH_SIDE * 4
+    font = ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / font_file),
+                              size=int(big * rng.uniform(0.55, 0.8)))
+    canvas = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(canvas)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x = (big - (right - left)) / 2 - left + rng.uniform(-0.08, 0.08) * big
+    y = (big - (bottom - top)) / 2 - top + rng.uniform(-0.08, 0.08) * big
+    draw.text((x, y), text, fill=255, font=font)
+    shear = rng.uniform(-0.15, 0.15)
+    matrix = np.float32([[1, shear, -shear * big / 2], [0, 1, 0]])
+    mask = cv2.warpAffine(np.asarray(canvas, dtype=np.float32) / 255, matrix, (big, big))
+    mask = cv2.resize(mask, (GLYPH_SIDE, GLYPH_SIDE), interpolation=cv2.INTER_AREA)
+    mask = cv2.GaussianBlur(mask, (0, 0), rng.uniform(0.3, 0.9))
+    paper, ink = rng.uniform(170, 250), rng.uniform(0, 90)
+    image = paper + (ink - paper) * mask + rng.normal(0, rng.uniform(2, 10), mask.shape)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+# --- tiny -------------------------------------------------------------------------------------------------------
+
+def _tiny_sources() -> dict[str, Callable[[], np.ndarray]]:
+    """Class name -> loader of an RGB uint8 photo from the matplotlib, skimage and scikit-learn wheels."""
+    import pywt.data
+    from skimage import data
+    from sklearn.datasets import load_sample_image
+
+    def matplotlib_photo(name: str) -> np.ndarray:
+        bgr = cv2.imread(str(_matplotlib_sample_path(name)), cv2.IMREAD_COLOR)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    return {
+        "hopper": lambda: matplotlib_photo("grace_hopper.jpg"),
+        "motorcycle": lambda: data.stereo_motorcycle()[1],
+        "palace": lambda: load_sample_image("china.jpg"),
+        "flower": lambda: load_sample_image("flower.jpg"),
+        "aerial": lambda: cv2.cvtColor(_to_uint8(pywt.data.aero()), cv2.COLOR_GRAY2RGB),
+        "package": lambda: matplotlib_photo("Minduka_Present_Blue_Pack.png"),
+    }
+
+
+def _write_tiny(out: Path, seed: int) -> None:
+    """80 train / 40 test 32x32 thumbnails per photo; train from the left 65 %, test from the rest."""
+    test_items: list[tuple[str, np.ndarray, str]] = []
+    for class_index, (name, load) in enumerate(_tiny_sources().items()):
+        picture = load()
+        rng = np.random.default_rng([seed, class_index])
+        split = round(picture.shape[1] * TRAIN_FRACTION)
+        encodings = ["png", "jpeg"]
+        class_dir = out / "train" / name
+        class_dir.mkdir(parents=True)
+        for i in range(TINY_TRAIN_PER_CLASS):
+            thumb = _thumbnail(_random_crop(picture, 0, split, rng, TINY_CROP))
+            _write_crop(class_dir / f"{name}_{i + 1:04d}", thumb, encodings[i % 2])
+        for i in range(TINY_TEST_PER_CLASS):
+            thumb = _thumbnail(_random_crop(picture, split, picture.shape[1], rng, TINY_CROP))
+            test_items.append((name, thumb, encodings[i % 2]))
+    _write_test(out, test_items, np.random.default_rng([seed, _TEST_ORDER_STREAM]))
+
+
+def _thumbnail(crop: np.ndarray) -> np.ndarray:
+    return cv2.resize(np.ascontiguousarray(crop), (TINY_SIDE, TINY_SIDE), interpolation=cv2.INTER_AREA)
+
+
 # --- shared -----------------------------------------------------------------------------------------------------
 
 def _write_test(out: Path, items: list[tuple[str, np.ndarray, str]], rng: np.random.Generator) -> None:
@@ -197,3 +379,9 @@ def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
     writer.writerow(["id", "label"])
     writer.writerows(rows)
     path.write_bytes(buffer.getvalue().encode("utf-8"))
+
+
+_WRITERS: dict[str, Callable[[Path, int], None]] = {
+    "scenes": _write_scenes, "faces": _write_faces, "textures": _write_textures, "glyphs": _write_glyphs,
+    "tiny": _write_tiny,
+}

@@ -62,3 +62,35 @@ def test_train_and_test_crops_never_share_a_column():
     assert all(c.shape[0] == c.shape[1] and builder.CROP_MIN <= c.shape[0] <= builder.CROP_MAX for c in train + test)
     narrow = builder._random_crop(columns, split, split + 40, rng)  # a region narrower than the smallest crop
     assert narrow.shape == (40, 40)
+
+
+@pytest.mark.parametrize("bench, classes, train, test", [
+    ("textures", 6, 60, 180), ("glyphs", 10, 72, 240), ("tiny", 6, 80, 240),
+])
+def test_each_new_benchmark_is_byte_identical_for_a_seed(tmp_path, bench, classes, train, test):
+    pytest.importorskip("pywt")
+    pytest.importorskip("sklearn")
+    builder = _load_builder()
+    first = _digest(builder.build(bench, tmp_path / "a", seed=2))
+    assert first == _digest(builder.build(bench, tmp_path / "b", seed=2))
+    assert first != _digest(builder.build(bench, tmp_path / "c", seed=3))
+    class_names = {name.split("/")[1] for name in first if name.startswith("train/")}
+    assert len(class_names) == classes
+    assert all(sum(name.startswith(f"train/{c}/") for name in first) == train for c in class_names)
+    assert sum(name.startswith("test/") for name in first) == test
+
+
+def test_glyph_test_fonts_are_never_trained_on():
+    builder = _load_builder()
+    assert not set(builder.GLYPH_TRAIN_FONTS) & set(builder.GLYPH_TEST_FONTS)
+
+
+def test_the_pictures_kept_for_independent_checks_are_not_used():
+    builder = _load_builder()
+    text = _MODULE.read_text()
+    sources = text[:text.index("# --- shared")]  # the builders, not the docstring's list of what is kept aside
+    code = sources[sources.index('"""', sources.index('"""') + 3):]
+    for kept in ("astronaut", "brick", "camera", "coffee", "grass", "gravel", "hubble", "immunohistochemistry",
+                 "moon", "retina", "load_digits"):
+        assert kept not in code, kept
+    assert builder.BENCHES == ("scenes", "faces", "textures", "glyphs", "tiny")
