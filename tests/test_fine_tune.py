@@ -114,7 +114,7 @@ def straight(base, data3, tmp_path_factory) -> Path:
 def test_resume_across_the_unfreeze_is_exact_and_never_reads_the_file(cut, straight, data3, tmp_path, monkeypatch):
     weights = tmp_path / "weights.pt"
     shutil.copy(straight.parent / "weights.pt", weights)
-    options = dict(epochs=3, freeze_epochs=1, layer_decay=0.5, warmup_epochs=1, pretrained_path=str(weights))
+    options = {"epochs": 3, "freeze_epochs": 1, "layer_decay": 0.5, "warmup_epochs": 1, "pretrained_path": str(weights)}
     with monkeypatch.context() as patch:
         interrupt_in_epoch(patch, epoch=cut)
         with pytest.raises(KeyboardInterrupt):
