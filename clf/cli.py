@@ -351,6 +351,9 @@ def train(
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16).")] = _train_default("amp"),
     cache_images: Annotated[Optional[bool], typer.Option("--cache-images/--no-cache-images", help="Keep decoded, resized images in RAM. [default: auto, when they take at most 2 GiB and a quarter of the free memory]", show_default=False)] = _train_default("cache_images"),
     pretrained: Annotated[bool, typer.Option("--pretrained", help="Start from timm's pretrained weights (local cache only).")] = _train_default("pretrained"),
+    pretrained_path: Annotated[Optional[str], typer.Option(help="Start from weights you have: a clf checkpoint (best.pt, last.pt, a run folder), a torch.save state dict or .safetensors; the head is re-initialised for another class count.")] = _train_default("pretrained_path"),
+    layer_decay: Annotated[Optional[float], typer.Option(help="Layer-wise LR decay D (e.g. 0.75): the head trains at --lr, each earlier layer at D times the next one's. [default: off]")] = _train_default("layer_decay"),
+    freeze_epochs: Annotated[int, typer.Option(help="Train only the head for the first N epochs (body frozen, its BatchNorm in eval mode), then everything.")] = _train_default("freeze_epochs"),
     labels_csv: Annotated[Optional[str], typer.Option(help="CSV of filename,label for the images in DATA (Kaggle style).")] = _train_default("labels_csv"),
     id_col: Annotated[str, typer.Option(help="Filename column of --labels-csv.")] = _train_default("id_col"),
     label_col: Annotated[str, typer.Option(help="Label column of --labels-csv.")] = _train_default("label_col"),
@@ -372,7 +375,8 @@ def train(
         auto_augment=auto_augment, mixup=mixup, cutmix=cutmix, mix_prob=mix_prob, mix_switch=mix_switch, ema=ema,
         drop_path=drop_path, dropout=dropout, resize=resize,
         workers=workers, seed=seed, name=name, out=out, patience=patience, device=device, amp=amp,
-        cache_images=cache_images, pretrained=pretrained, labels_csv=labels_csv, id_col=id_col, label_col=label_col,
+        cache_images=cache_images, pretrained=pretrained, pretrained_path=pretrained_path, layer_decay=layer_decay,
+        freeze_epochs=freeze_epochs, labels_csv=labels_csv, id_col=id_col, label_col=label_col,
         strict=strict, folds=folds, fold_seed=fold_seed,
     )
     given = _given_options(ctx, values)

@@ -208,6 +208,13 @@ class TrainConfig(_JsonMixin):
     amp: bool = field(default=True, metadata=RESUMABLE)
     cache_images: bool | None = field(default=None, metadata=RESUMABLE)  # None: auto (clf/train/build.py)
     pretrained: bool = False
+    # Fine-tuning (clf/models/pretrained.py, clf/train/schedule.py): weights from a file the user has (its sha256 is
+    # recorded when it is read: the run is traceable to the exact file; resume never reads it again), layer-wise LR
+    # decay (the head at --lr, each earlier layer D times the next), and epochs that train the head alone.
+    pretrained_path: str | None = None
+    pretrained_sha256: str | None = None
+    layer_decay: float | None = None
+    freeze_epochs: int = 0
     strict: bool = field(default=False, metadata=RESUMABLE)
     labels_csv: str | None = None
     id_col: str = "filename"
@@ -269,6 +276,7 @@ class TrainConfig(_JsonMixin):
             (self.device in TRAIN_DEVICES, f"--device must be one of {', '.join(TRAIN_DEVICES)}, got {self.device!r}"),
             (self.resize in RESIZE_MODES, f"--resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}"),
             *self._fold_checks(),
+            *self._fine_tune_checks(),
         )
         for ok, message in checks:
             if not ok:
@@ -286,6 +294,21 @@ class TrainConfig(_JsonMixin):
             (0 <= self.fold_seed < MAX_SEED, f"--fold-seed must be >= 0 and < {MAX_SEED} (2**31), got {self.fold_seed}"),
             (self.fold is None or (folds is not None and 0 <= self.fold < folds),
              f"fold {self.fold} is not one of the {folds} folds" if folds else f"fold {self.fold} needs --folds K"),
+        )
+
+    def _fine_tune_checks(self) -> tuple[tuple[bool, str], ...]:
+        decay, frozen = self.layer_decay, self.freeze_epochs
+        return (
+            (self.pretrained_path is None or self.pretrained_path.strip() != "",
+             "--pretrained-path is empty; give the weights file (a clf checkpoint, a state dict or .safetensors)"),
+            (not (self.pretrained and self.pretrained_path),
+             "--pretrained and --pretrained-path both say where the weights come from; choose one"),
+            (decay is None or 0.0 < decay <= 1.0, f"--layer-decay must be > 0 and <= 1 (e.g. 0.75), got {decay}"),
+            (frozen >= 0, f"--freeze-epochs must be >= 0, got {frozen}"),
+            (frozen < self.epochs, (f"--freeze-epochs {frozen} must be less than --epochs {self.epochs}: "
+                                    "the whole model trains after the frozen epochs")),
+            (not frozen or self.pretrained or bool(self.pretrained_path),
+             "--freeze-epochs trains the new head over pretrained weights; add --pretrained-path FILE or --pretrained"),
         )
 
     def _regularisation_checks(self) -> tuple[tuple[bool, str], ...]:

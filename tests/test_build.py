@@ -1,4 +1,4 @@
-"""clf.train.build: the image cache's auto rule (`--cache-images` unset)."""
+"""clf.train.build: the image cache's auto rule (`--cache-images` unset); --pretrained-path read and recorded."""
 
 from __future__ import annotations
 
@@ -78,3 +78,38 @@ def test_cgroup_v1_without_a_limit_and_unreadable_files(tmp_path, monkeypatch):
     assert build._free_memory_bytes() == build.AUTO_CACHE_MAX_BYTES * 4  # neither says anything: the fallback
     write(tmp_path / "limit", "1000\n")
     assert build._free_memory_bytes() == 995
+
+
+# ---------------------------------------------------------------- --pretrained-path
+
+
+def _weights_file(tmp_path):
+    from clf.models.registry import create_model
+
+    torch.save(create_model("cnn", 3, img_size=32).state_dict(), tmp_path / "w.pt")
+    return tmp_path / "w.pt"
+
+
+def test_the_config_records_the_weights_file_and_its_sha256(tmp_path):
+    import hashlib
+
+    from clf.config import TrainConfig
+
+    path = _weights_file(tmp_path)
+    cfg, weights = build.pretrained_weights(TrainConfig(arch="cnn", pretrained_path=str(path)))
+    assert (cfg.pretrained_path, cfg.pretrained_sha256) == (str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+    model, _ = build.build_model(cfg, 3, runtime(), weights=weights)
+    assert all(torch.equal(v, weights.state[k]) for k, v in model.state_dict().items())
+    assert build.pretrained_weights(cfg, resume_ckpt={"epoch": 1}) == (cfg, None)  # resume: never read again
+
+
+def test_a_replayed_config_refuses_a_changed_weights_file(tmp_path):
+    from clf.config import TrainConfig
+    from clf.errors import ModelError
+
+    path = _weights_file(tmp_path)
+    with pytest.raises(ModelError) as error:
+        build.pretrained_weights(TrainConfig(arch="cnn", pretrained_path=str(path), pretrained_sha256="ab" * 32))
+    digest = build.read_pretrained(path).sha256
+    assert str(error.value) == (f"{path}: sha256 {digest[:12]}... differs from the abababababab... this configuration "
+                                "recorded; pass the file it was made with, or leave pretrained_sha256 out")

@@ -15,7 +15,7 @@ FLOAT_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("f
 def test_every_float_field_is_checked():
     assert FLOAT_FIELDS == ["lr", "weight_decay", "label_smoothing", "val_split", "hflip", "vflip", "rotate", "crop_scale",
                             "color_jitter", "grayscale", "blur", "erase", "mixup", "cutmix", "mix_prob", "mix_switch",
-                            "ema", "drop_path", "dropout"]
+                            "ema", "drop_path", "dropout", "layer_decay"]
 
 
 @pytest.mark.parametrize("name", FLOAT_FIELDS)
@@ -51,6 +51,17 @@ def test_a_float_flag_must_be_finite(name, value):
     ({"scheduler": "exp"}, "--scheduler must be one of cosine, step, none, got 'exp'"),
     ({"device": "tpu"}, "--device must be one of auto, cpu, cuda, got 'tpu'"),
     ({"resize": "squash"}, "--resize must be one of stretch, shorter_crop, got 'squash'"),
+    ({"pretrained_path": " "},
+     "--pretrained-path is empty; give the weights file (a clf checkpoint, a state dict or .safetensors)"),
+    ({"pretrained": True, "pretrained_path": "w.pt"},
+     "--pretrained and --pretrained-path both say where the weights come from; choose one"),
+    ({"layer_decay": 0.0}, "--layer-decay must be > 0 and <= 1 (e.g. 0.75), got 0.0"),
+    ({"layer_decay": 1.5}, "--layer-decay must be > 0 and <= 1 (e.g. 0.75), got 1.5"),
+    ({"freeze_epochs": -1, "pretrained": True}, "--freeze-epochs must be >= 0, got -1"),
+    ({"freeze_epochs": 3, "epochs": 3, "pretrained_path": "w.pt"},
+     "--freeze-epochs 3 must be less than --epochs 3: the whole model trains after the frozen epochs"),
+    ({"freeze_epochs": 1, "epochs": 3},
+     "--freeze-epochs trains the new head over pretrained weights; add --pretrained-path FILE or --pretrained"),
 ])
 def test_impossible_values_are_one_line_naming_the_flag(options, message):
     with pytest.raises(ClfError) as error:

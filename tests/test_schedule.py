@@ -1,6 +1,7 @@
 """clf.train.schedule: the LR multiplier by hand, optimizer parameter groups, the scheduler's per-step values."""
 
 import io
+import itertools
 import math
 
 import pytest
@@ -9,7 +10,7 @@ from torch import nn
 
 from clf.config import TrainConfig
 from clf.errors import ClfError
-from clf.train.schedule import build_optimizer, build_scheduler, lr_factor
+from clf.train.schedule import body_lr_factor, build_optimizer, build_scheduler, lr_factor
 
 
 def cfg(**kw):
@@ -98,3 +99,65 @@ def test_scheduler_steps_per_batch_through_the_factor():
     torch.save(sched.state_dict(), buffer)
     buffer.seek(0)
     assert torch.load(buffer, weights_only=True)["last_epoch"] == 6
+
+
+# ---------------------------------------------------------------- fine-tuning: --layer-decay and --freeze-epochs
+
+
+def _group_lrs(opt: torch.optim.Optimizer) -> dict[int, set[float]]:
+    lrs: dict[int, set[float]] = {}
+    for group in opt.param_groups:
+        lrs.setdefault(group["layer"], set()).add(group["lr"])
+    return lrs
+
+
+@pytest.mark.parametrize("arch, layers", [("cnn", 5), ("alexnet", 6), ("resnet18", 10)])
+def test_layer_decay_gives_each_earlier_layer_d_times_the_next_ones_lr(arch, layers):
+    from clf.models.registry import create_model
+
+    c = cfg(arch=arch, lr=0.4, layer_decay=0.5, img_size=64)
+    opt = build_optimizer(create_model(arch, 3, img_size=64), c)
+    lrs = _group_lrs(opt)
+    assert sorted(lrs) == list(range(layers))
+    assert all(len(values) == 1 for values in lrs.values())  # decayed and undecayed groups of a layer agree
+    by_layer = [lrs[layer].pop() for layer in range(layers)]
+    assert by_layer[-1] == 0.4  # the head: the base LR
+    assert [a / b for a, b in itertools.pairwise(by_layer)] == pytest.approx([0.5] * (layers - 1), rel=1e-12)
+    assert by_layer[0] == 0.4 * 0.5 ** (layers - 1)
+    assert [g["head"] for g in opt.param_groups] == [g["layer"] == layers - 1 for g in opt.param_groups]
+
+
+def test_layer_decay_keeps_no_weight_decay_on_biases_and_norms():
+    from clf.models.registry import create_model
+
+    model = create_model("cnn", 3, img_size=32)
+    opt = build_optimizer(model, cfg(arch="cnn", layer_decay=0.75, weight_decay=0.05))
+    for group in opt.param_groups:
+        assert group["weight_decay"] == (0.0 if all(p.ndim <= 1 for p in group["params"]) else 0.05)
+        assert len({p.ndim <= 1 for p in group["params"]}) == 1
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_without_fine_tuning_options_the_two_groups_of_earlier_runs_stay():
+    from clf.models.registry import create_model
+
+    opt = build_optimizer(create_model("cnn", 3, img_size=32), cfg(arch="cnn"))
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    assert all("layer" not in g and g["lr"] == 3e-3 for g in opt.param_groups)
+
+
+def test_the_schedule_multiplies_each_groups_own_lr_and_the_frozen_body_gets_zero():
+    from clf.models.registry import create_model
+
+    c = cfg(arch="cnn", lr=1.0, layer_decay=0.5, scheduler="cosine", epochs=3, freeze_epochs=1, pretrained_path="w.pt",
+            optimizer="sgd")
+    opt = build_optimizer(create_model("cnn", 3, img_size=32), c)
+    initial = [g["lr"] for g in opt.param_groups]
+    sched = build_scheduler(opt, c, steps_per_epoch=2)
+    for step in range(6):
+        head = lr_factor(step, 2, c)
+        expected = [lr * (head if g["head"] or step >= 2 else 0.0) for g, lr in zip(opt.param_groups, initial)]
+        assert [g["lr"] for g in opt.param_groups] == expected
+        opt.step()
+        sched.step()
+    assert [body_lr_factor(s, 2, c) for s in range(3)] == [0.0, 0.0, lr_factor(2, 2, c)]

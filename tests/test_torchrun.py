@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from train_helpers import load, make_data
 
@@ -132,3 +133,21 @@ def test_two_processes_with_mixing_and_ema(tmp_path):
     assert last["ema_updates"] == 4  # 20 images per rank, 2 full batches of 8 per epoch, 2 epochs
     assert all(r["train_acc"] is None and r["ema_val_acc"] is not None for r in last["history"])
     assert load(run / "best.pt")["weights"] in ("raw", "ema")
+
+
+def test_two_processes_fine_tune_with_a_frozen_body(tmp_path):
+    """--freeze-epochs zeroes the body's LR and keeps its BatchNorm in eval mode: every parameter stays in DDP's
+    graph (no find_unused_parameters), the body stays the file's through the frozen epoch, then trains."""
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "runs"
+    first = torchrun(data, *TINY_DDP, "--quiet", "--epochs", "1", "--out", out, "--name", "base")
+    assert first.returncode == 0, first.stdout + first.stderr
+    weights = out / "base" / "best.pt"
+    tuned = torchrun(data, *TINY_DDP, "--quiet", "--epochs", "2", "--freeze-epochs", "1", "--layer-decay", "0.5",
+                     "--pretrained-path", weights, "--out", out, "--name", "ft")
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    source, final = load(weights)["model"], load(out / "ft" / "last.pt")["model"]
+    body = [k for k in source if not k.startswith("head.")]
+    assert any(not torch.equal(source[k], final[k]) for k in body)  # trained after the unfreeze
+    history = load(out / "ft" / "last.pt")["history"]
+    assert [r["epoch"] for r in history] == [1, 2]

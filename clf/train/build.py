@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from clf.data.augment import Pipeline
 from clf.data.augment_presets import build_pipeline, resolve_knobs
 from clf.data.split import stratified_folds, stratified_split
 from clf.data.torch_dataset import ImageDataset
-from clf.errors import DataError
+from clf.errors import DataError, ModelError
+from clf.models.pretrained import PretrainedWeights, load_pretrained, read_pretrained
 from clf.models.registry import check_img_size, create_model, model_kwargs_for
 from clf.train import runtime as rt
 
@@ -217,18 +218,43 @@ def _cgroup_headroom() -> int | None:
     return None
 
 
-def build_model(cfg: TrainConfig, num_classes: int, runtime: rt.Runtime,
-                resume_ckpt: dict | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def pretrained_weights(cfg: TrainConfig, resume_ckpt: dict | None = None
+                       ) -> tuple[TrainConfig, PretrainedWeights | None]:
+    """--pretrained-path read, and the config recording the file read and its sha256; (cfg, None) without it.
+
+    A resumed run never reads the file again: its own last.pt holds the weights it continues from.
+
+    Raises:
+        ModelError: the file cannot be read, or its sha256 differs from the one the config already records
+            (a replayed config pointing at a changed file).
+    """
+    if cfg.pretrained_path is None or resume_ckpt is not None:
+        return cfg, None
+    weights = read_pretrained(cfg.pretrained_path)
+    recorded = cfg.pretrained_sha256
+    if recorded is not None and recorded != weights.sha256:
+        raise ModelError(f"{weights.path}: sha256 {weights.sha256[:12]}... differs from the {recorded[:12]}... this "
+                         "configuration recorded; pass the file it was made with, or leave pretrained_sha256 out")
+    logger.debug("pretrained weights: %s (sha256 %s)", weights.path, weights.sha256)
+    return replace(cfg, pretrained_path=str(weights.path), pretrained_sha256=weights.sha256), weights
+
+
+def build_model(cfg: TrainConfig, num_classes: int, runtime: rt.Runtime, resume_ckpt: dict | None = None,
+                weights: PretrainedWeights | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The model on the run's device (channels-last on CUDA), checked to run at --img-size; and its model_kwargs.
 
-    A resumed run rebuilds the module its checkpoint recorded, whatever today's defaults are.
+    A resumed run rebuilds the module its checkpoint recorded, whatever today's defaults are. A new run with
+    `weights` (from `pretrained_weights`) builds the design a clf checkpoint recorded and starts from its weights.
     """
     if resume_ckpt is not None:
         model_kwargs = dict(resume_ckpt["model_kwargs"])
     else:
+        design = weights.design_kwargs(cfg.arch) if weights is not None else {}
         model_kwargs = model_kwargs_for(cfg.arch, num_classes, cfg.img_size, drop_path=cfg.drop_path,
-                                        dropout=cfg.dropout)
+                                        dropout=cfg.dropout, **design)
     model = create_model(cfg.arch, pretrained=cfg.pretrained, **model_kwargs)
+    if weights is not None and resume_ckpt is None:
+        load_pretrained(model, cfg.arch, weights, cfg.img_size)
     check_img_size(cfg.arch, cfg.img_size, model)  # one clear line now, not a shape error mid-epoch
     model = model.to(runtime.device)
     if runtime.cuda:

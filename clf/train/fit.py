@@ -17,7 +17,14 @@ from clf.config import MIN_STEPS_PER_EPOCH, TrainConfig, auto_batch_size
 from clf.data.datasets import LabelledSet
 from clf.errors import ClfError, Terminated
 from clf.train import runtime as rt
-from clf.train.build import augment_pipeline, build_model, load_training_set, preprocess_for, split_training_set
+from clf.train.build import (
+    augment_pipeline,
+    build_model,
+    load_training_set,
+    preprocess_for,
+    pretrained_weights,
+    split_training_set,
+)
 from clf.train.resume import check_resume_fits, checkpoint_run_dir, resolve_config
 from clf.train.run_folder import (
     check_run_name,
@@ -98,7 +105,9 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
         rt.agree(lambda: check_resume_fits(resume_ckpt, classes), runtime)
     # The model before the run folder: an unknown --arch must not leave an empty folder behind (it would also
     # push the next default name to ARCH-SIZE-2).
-    model, model_kwargs = rt.agree(lambda: build_model(cfg, len(classes), runtime, resume_ckpt), runtime)
+    cfg, weights = rt.agree(lambda: pretrained_weights(cfg, resume_ckpt), runtime)
+    model, model_kwargs = rt.agree(lambda: build_model(cfg, len(classes), runtime, resume_ckpt, weights), runtime)
+    weights = None  # the model holds them now: a big file's tensors need not stay for the whole run
     replacing = False
     if resume_ckpt is not None:
         run_dir = checkpoint_run_dir(resume_ckpt)

@@ -34,7 +34,7 @@ from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, prepro
 from clf.ownership import MARKER_NAME, check_clearable, clear_owned, foreign_entries, mark_folder, read_marker, record_files
 from clf.probabilities import log_loss
 from clf.train import runtime as rt
-from clf.train.build import build_model, fold_assignment, load_training_set
+from clf.train.build import build_model, fold_assignment, load_training_set, pretrained_weights
 from clf.train.fit import FitResult, fit
 from clf.train.resume import absolute_paths, continued_config, resolve_config
 from clf.train.run_folder import (RUN_KIND, check_run_name, default_run_name, has_checkpoint, prepare_new_run_dir,
@@ -108,7 +108,8 @@ def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, repor
     rt.agree(lambda: check_fold_counts(labelled, cfg), runtime)
     if group is None:
         # an unknown --arch must not leave a group folder behind
-        rt.agree(lambda: build_model(cfg, len(labelled.classes), runtime), runtime)
+        rt.agree(lambda: build_model(cfg, len(labelled.classes), runtime,
+                                     weights=pretrained_weights(cfg)[1]), runtime)
         cfg, group = rt.on_main(lambda: _new_group(cfg, labelled, overwrite), runtime)
     else:
         rt.agree(lambda: _check_same_classes(cfg, group, labelled), runtime)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -53,17 +54,22 @@ def train_one_epoch(
     on_batch: BatchCallback | None = None,
     mixer: Mixer | None = None,
     ema: ModelEma | None = None,
+    frozen_norms: Sequence[nn.Module] = (),
 ) -> EpochMetrics:
     """Train for one pass over `loader`; the scheduler steps once per batch.
 
     Args:
         mixer: mixes each batch (mixup/CutMix) and gives soft targets; the loss is then soft-target cross-entropy.
         ema: averaged weights, updated after every optimizer step.
+        frozen_norms: BatchNorm layers of a frozen body (--freeze-epochs): kept in eval mode, so that they
+            normalise with, and do not update, the running statistics of the weights they came with.
 
     Returns this process's loss sum / correct / count folded into means (the caller reduces over ranks);
     accuracy is None with a mixer.
     """
     model.train()
+    for norm in frozen_norms:
+        norm.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
     correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
     seen = 0

@@ -87,9 +87,9 @@ def _check_something_to_resume(run_dir: Path) -> None:
 
 
 def absolute_paths(given: dict[str, Any]) -> dict[str, Any]:
-    """Data paths are stored absolute: resume and export must find them from any working directory."""
+    """Data (and weights) paths are stored absolute: resume and export must find them from any working directory."""
     fixed = dict(given)
-    for key in ("data", "labels_csv"):
+    for key in ("data", "labels_csv", "pretrained_path"):
         if fixed.get(key):
             fixed[key] = _resolved(fixed[key])
     return fixed

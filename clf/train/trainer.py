@@ -23,6 +23,7 @@ from clf.data.augment import Pipeline
 from clf.data.datasets import LabelledSet
 from clf.errors import IncompleteError, ModelError, Terminated, one_line
 from clf.models.checkpoint import SOURCE_KEY, build_checkpoint, load_weights, save_checkpoint
+from clf.models.layers import body_norm_layers
 from clf.models.summary import count_parameters
 from clf.train import runtime as rt
 from clf.train.build import Split, build_loaders
@@ -93,6 +94,8 @@ class Trainer:
         self.augment = augment
         self.train_loader, self.val_loader, self.sampler = build_loaders(split, cfg, pre, runtime, augment)
         self.optimizer = build_optimizer(model, cfg)
+        # --freeze-epochs: the body's LR is 0 (its groups' schedule) and its BatchNorm layers stay in eval mode
+        self.frozen_norms = body_norm_layers(model, cfg.arch) if cfg.freeze_epochs else []
         self.scheduler = build_scheduler(self.optimizer, cfg, len(self.train_loader))
         self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -185,13 +188,14 @@ class Trainer:
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         started = time.perf_counter()
-        lr = self.optimizer.param_groups[0]["lr"]  # the LR this epoch starts with
+        lr = max(group["lr"] for group in self.optimizer.param_groups)  # the head's LR this epoch starts with
         main = self.runtime.is_main
         if main:
             reporter.epoch_start(epoch, self.cfg.epochs, len(self.train_loader))
         metrics = train_one_epoch(
             self.train_model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.scaler,
             self.runtime, on_batch=reporter.batch if main else None, mixer=self.mixer, ema=self.ema,
+            frozen_norms=self.frozen_norms if epoch <= self.cfg.freeze_epochs else (),
         )
         train_loss, train_acc = _reduce_train_metrics(metrics, self.runtime)
         val = evaluate(self.model, self.val_loader, self.criterion, self.runtime) if self.val_loader else None
