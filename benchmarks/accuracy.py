@@ -22,7 +22,8 @@ a summary over the benchmarks (mean test accuracy, the worst benchmark's margin,
         [--baselines plain,plain-noflip,bare] [--arch cnn] [--epochs N] [--extra "--img-size 64"] [--json out.json]
         [--keep] [--workdir DIR]
 
---recipes takes names from RECIPES below, or ad-hoc recipes as NAME=ARGS (e.g. 'lr3e-3=--lr 3e-3'). --epochs is
+--recipes takes names from RECIPES below, or ad-hoc recipes as NAME=ARGS (e.g. 'lr3e-3=--lr 3e-3'); args after
+'::' go to `clf export` (e.g. 'tta=--vflip 0.5 :: --tta hvflip': the flips baked into the deployed graph). --epochs is
 passed to `clf train` only when given: the defaults are part of what is measured. Data goes to
 benchmarks/_data/accuracy/ (rebuilt only when its parameters change); runs go to a temporary folder there, deleted at
 the end unless --keep (or --workdir, which is never deleted). Progress goes to stderr, the tables to stdout. A failing
@@ -145,14 +146,16 @@ def measure_recipe(bench: str, data: Path, runs: Path, recipe: str, recipe_args:
     name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{bench}-{recipe}-s{seed}")
     run = runs / name
     progress(f"{bench} {recipe} seed {seed}: training")
-    train_s = run_clf(*train_args(data, runs, name, seed, recipe_args, options))
-    run_clf("export", str(run), "--onnx")
+    train_part, export_part = split_recipe(recipe_args)
+    train_s = run_clf(*train_args(data, runs, name, seed, train_part, options))
+    run_clf("export", str(run), "--onnx", *export_part)
     submission = runs / f"{name}.submission.csv"  # beside the run: clf's run folder holds only clf's files
     run_clf("infer", str(data / "test"), "--model", str(run / "model.onnx"), "--sample-submission",
             str(data / "sample_submission.csv"), "--csv", str(submission), "--quiet")
     history = read_history(run / "history.csv")
-    row = Row(bench, recipe, seed, recipe_args + shlex.split(options.extra), len(history), round(train_s, 1),
-              max(history), accuracy(submission, data / "test_labels.csv"), str(run))
+    epochs = len(read_epochs(run / "history.csv"))
+    row = Row(bench, recipe, seed, recipe_args + shlex.split(options.extra), epochs, round(train_s, 1),
+              max(history, default=float("nan")), accuracy(submission, data / "test_labels.csv"), str(run))
     progress(f"{bench} {recipe} seed {seed}: {row.epochs} epochs, {row.train_s:.0f} s, "
              f"val {row.best_val_acc:.4f}, test {row.test_acc:.4f}")
     return row
@@ -162,6 +165,19 @@ def read_history(path: Path) -> list[float]:
     """The validation accuracy of every epoch in a run's history.csv."""
     with path.open(newline="", encoding="utf-8") as f:
         return [float(r["val_acc"]) for r in csv.DictReader(f) if r.get("val_acc") not in (None, "")]
+
+
+def split_recipe(args: list[str]) -> tuple[list[str], list[str]]:
+    """A recipe's `clf train` args, and after a "::" its `clf export` args (e.g. a baked --tta)."""
+    if "::" not in args:
+        return args, []
+    cut = args.index("::")
+    return args[:cut], args[cut + 1:]
+
+
+def read_epochs(path: Path) -> list[int]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
 
 
 def read_labels(path: Path) -> dict[str, str]:
