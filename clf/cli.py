@@ -346,7 +346,7 @@ def train(
     name: Annotated[str, typer.Option(help="Run name (empty: ARCH-SIZE, numbered when taken).")] = _train_default("name"),
     out: Annotated[str, typer.Option(help="Folder holding run folders.")] = _train_default("out"),
     resume: Annotated[Optional[str], typer.Option(help="Continue a run folder (its last.pt) or a checkpoint.")] = None,
-    patience: Annotated[int, typer.Option(help="Early stop after P epochs without val accuracy gain (0 = off).")] = _train_default("patience"),
+    patience: Annotated[int, typer.Option(help="Early stop after P epochs without a val gain (accuracy, then lower loss; 0 = off).")] = _train_default("patience"),
     device: Annotated[str, typer.Option(metavar=_choices(TRAIN_DEVICES), help="Training device.")] = _train_default("device"),
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16).")] = _train_default("amp"),
     cache_images: Annotated[Optional[bool], typer.Option("--cache-images/--no-cache-images", help="Keep decoded, resized images in RAM. [default: auto, when they take at most 2 GiB and a quarter of the free memory]", show_default=False)] = _train_default("cache_images"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clf.data.folds import GROUP_FILE, FoldGroup, read_group
 from clf.errors import ClfError, one_line
-from clf.train.history import epoch_score, read_history_csv
+from clf.train.history import best_row, epoch_acc, read_history_csv
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +43,14 @@ def summarize_run(run_dir: Path) -> RunSummary:
     train = config["train"]
     history_path = run_dir / "history.csv"
     rows = read_history_csv(history_path) if history_path.exists() else []
-    val = [score for score in map(epoch_score, rows) if score is not None]  # the EMA weights count where they won
+    best = best_row(rows)  # chosen as best.pt is: by the key (accuracy, then loss) of the raw or EMA weights
     return RunSummary(
         name=run_dir.name,
         arch=train["arch"],
         epochs=rows[-1]["epoch"] if rows else 0,
         batch_size=train["batch_size"],
         img_size=train["img_size"],
-        best_val_acc=max(val) if val else None,
+        best_val_acc=None if best is None else epoch_acc(best),
         params=int(config.get("params", 0)),
         seconds=sum(row.get("seconds") or 0.0 for row in rows),
         path=run_dir,
