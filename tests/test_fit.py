@@ -242,6 +242,17 @@ def test_a_tie_on_accuracy_goes_to_the_later_epoch_with_the_lower_loss(data, tmp
     assert [(r.levelname, r.getMessage()) for r in notes] == [("WARNING", expected)]  # once, at the end
 
 
+def test_a_resumed_run_ranks_its_new_epochs_against_the_whole_history_by_the_key(data, tmp_path, scripted_val_loss):
+    """The history in last.pt carries val_loss (every checkpoint's does): the resumed epoch 3 (1.0, 0.4) does not
+    beat epoch 2 (1.0, 0.3), though it beats epoch 1 (1.0, 0.5)."""
+    weights = scripted_val_loss([(1.0, 0.5), (1.0, 0.3), (1.0, 0.4)])
+    run = train(data, tmp_path, "resumed-key", epochs=2).run_dir
+    resume(run, epochs=3)
+    best = load(run / "best.pt")
+    assert (best["epoch"], load(run / "last.pt")["epoch"]) == (2, 3)
+    assert_same_weights(best["model"], weights[1])
+
+
 def test_patience_counts_from_the_best_epoch_by_the_key(data, tmp_path, scripted_val_loss):
     """Saturated accuracy with a falling loss is progress: no early stop until the loss stops falling too."""
     scripted_val_loss([(1.0, 0.5), (1.0, 0.4), (1.0, 0.3), (1.0, 0.35), (1.0, 0.36), (1.0, 0.1)])
