@@ -346,7 +346,7 @@ def train(
     name: Annotated[str, typer.Option(help="Run name (empty: ARCH-SIZE, numbered when taken).")] = _train_default("name"),
     out: Annotated[str, typer.Option(help="Folder holding run folders.")] = _train_default("out"),
     resume: Annotated[Optional[str], typer.Option(help="Continue a run folder (its last.pt) or a checkpoint.")] = None,
-    patience: Annotated[int, typer.Option(help="Early stop after P epochs without val accuracy gain (0 = off).")] = _train_default("patience"),
+    patience: Annotated[int, typer.Option(help="Early stop after P epochs without a val gain (accuracy, then lower loss; 0 = off).")] = _train_default("patience"),
     device: Annotated[str, typer.Option(metavar=_choices(TRAIN_DEVICES), help="Training device.")] = _train_default("device"),
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16).")] = _train_default("amp"),
     cache_images: Annotated[Optional[bool], typer.Option("--cache-images/--no-cache-images", help="Keep decoded, resized images in RAM. [default: auto, when they take at most 2 GiB and a quarter of the free memory]", show_default=False)] = _train_default("cache_images"),
@@ -362,10 +362,12 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, one line per epoch.")] = _train_default("quiet"),
     folds: Annotated[Optional[int], typer.Option(help="Cross-validate: K stratified folds, K runs in runs/NAME/fold-k, then oof.csv and the CV score (--resume runs/NAME continues the group).")] = _train_default("folds"),
     fold_seed: Annotated[int, typer.Option(help="Seed of the fold assignment (with --folds).")] = _train_default("fold_seed"),
+    refit: Annotated[bool, typer.Option("--refit", help="After the validated run, train the same recipe on every image for the epoch count validation chose, in runs/NAME/refit (--resume runs/NAME continues either).")] = _train_default("refit"),
 ) -> None:
     """Train ARCH on DATA: writes runs/NAME/ (config.json, split.json, history.csv, curves.png, best.pt, last.pt)."""
     from clf.train.fit import fit, resolve_config
     from clf.train.folds import wants_folds
+    from clf.train.refit import wants_refit
 
     values = dict(
         data=data, arch=arch, epochs=epochs, batch_size=batch_size, img_size=img_size,
@@ -377,7 +379,7 @@ def train(
         workers=workers, seed=seed, name=name, out=out, patience=patience, device=device, amp=amp,
         cache_images=cache_images, pretrained=pretrained, pretrained_path=pretrained_path, layer_decay=layer_decay,
         freeze_epochs=freeze_epochs, labels_csv=labels_csv, id_col=id_col, label_col=label_col,
-        strict=strict, folds=folds, fold_seed=fold_seed,
+        strict=strict, folds=folds, fold_seed=fold_seed, refit=refit,
     )
     given = _given_options(ctx, values)
     if no_val:
@@ -389,6 +391,9 @@ def train(
         meet_at_exit()  # user_errors prints a shared error on every rank, then the ranks meet before exiting
     if wants_folds(given, resume):
         _train_folds(given, resume, overwrite)
+        return
+    if wants_refit(given, resume):
+        _train_refit(given, resume, overwrite)
         return
     cfg, ckpt = resolve_config(given, resume)
     if cfg.quiet:
@@ -419,6 +424,27 @@ def _train_folds(given: dict[str, Any], resume: Optional[str], overwrite: bool) 
     result = fit_group(given, resume, overwrite=overwrite, reporter=reporter, on_fold=on_fold)
     if result.is_main:
         console.print(_cv_table(result))
+    if result.distributed:
+        _end_torchrun_worker(0)
+
+
+def _train_refit(given: dict[str, Any], resume: str | None, overwrite: bool) -> None:
+    """`clf train --refit` (or --resume of such a run): the validated run, then the refit; one line for each."""
+    from clf.train.refit import DONE, fit_with_refit
+
+    if given["quiet"]:
+        logger.setLevel(max(logger.level, logging.WARNING))
+    reporter = _RichTrainReporter(show_progress=console.is_terminal and not given["quiet"])
+    result = fit_with_refit(given, resume, overwrite=overwrite, reporter=reporter)
+    if result.is_main:
+        validated, plan, refit = result.validated, result.plan, result.refit
+        stop = " (early stop)" if validated.stopped_early else ""
+        acc = "n/a" if plan.val_acc is None else f"{plan.val_acc:.4f}"
+        console.print(f"[bold]{escape(str(validated.run_dir))}[/]: {validated.epochs_done} epochs{stop}, best val acc "
+                      f"{acc} at epoch {plan.epochs} ({plan.weights} weights)", highlight=False)
+        earlier = " (finished earlier)" if result.refit_action == DONE else ""
+        console.print(f"[bold]{escape(str(refit.run_dir))}[/]: refit on all {result.images} images for "
+                      f"{refit.epochs_done} epochs{earlier}", highlight=False)
     if result.distributed:
         _end_torchrun_worker(0)
 

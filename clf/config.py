@@ -226,6 +226,12 @@ class TrainConfig(_JsonMixin):
     folds: int | None = None
     fold_seed: int = 0
     fold: int | None = None
+    # --refit (clf/train/refit.py): after this validated run, the same recipe on every image for the epochs validation
+    # chose, in OUT/NAME/refit. `refit_of` and `refit_epoch` are set on that refit run only (the validated run's name
+    # and its best epoch). RESUMABLE: `--resume RUN --refit` adds a refit to a run trained without it.
+    refit: bool = field(default=False, metadata=RESUMABLE)
+    refit_of: str | None = None
+    refit_epoch: int | None = None
 
     @classmethod
     def from_saved(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -277,6 +283,7 @@ class TrainConfig(_JsonMixin):
             (self.resize in RESIZE_MODES, f"--resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}"),
             *self._fold_checks(),
             *self._fine_tune_checks(),
+            *self._refit_checks(),
         )
         for ok, message in checks:
             if not ok:
@@ -309,6 +316,17 @@ class TrainConfig(_JsonMixin):
                                     "the whole model trains after the frozen epochs")),
             (not frozen or self.pretrained or bool(self.pretrained_path),
              "--freeze-epochs trains the new head over pretrained weights; add --pretrained-path FILE or --pretrained"),
+        )
+
+    def _refit_checks(self) -> tuple[tuple[bool, str], ...]:
+        return (
+            (not self.refit or self.val_split > 0,
+             ("--refit trains again for the epoch count validation chose, so it needs a validation split; drop "
+              "--no-val / --val-split 0 (or train on every image for a count you choose: --no-val --epochs N)")),
+            (not self.refit or self.folds is None,
+             ("--refit with --folds: each fold chooses its own best epoch, so there is no one epoch count to refit "
+              "for; refit a single validated run (leave out --folds), or train on every image with --no-val "
+              "--epochs N")),
         )
 
     def _regularisation_checks(self) -> tuple[tuple[bool, str], ...]:

@@ -108,11 +108,21 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
     return foreign
 
 
-def check_clearable(folder: str | os.PathLike, kind: str, what: str) -> None:
+def owned_subfolders(folder: str | os.PathLike, names: Iterable[str], kind: str) -> list[str]:
+    """Those of `names` that are sub-folders of `folder` (not links) carrying clf's marker of `kind`: clf folders
+    of their own inside a clf folder (a run's refit), checked and cleared by their own markers."""
+    folder = Path(folder)
+    return [name for name in names if (folder / name).is_dir() and not (folder / name).is_symlink()
+            and owned_kind(folder / name) == kind]
+
+
+def check_clearable(folder: str | os.PathLike, kind: str, what: str, nested: Iterable[str] = ()) -> None:
     """Refuse, in one line, to clear a folder that is not clf's `kind` folder or holds anything clf did not write.
 
     Args:
         what: how the folder is called in the message, e.g. "run folder", "sample-data folder".
+        nested: names of sub-folders that, when they carry clf's marker of `kind`, are checked by their own marker
+            (an unmarked one counts as foreign like any other entry).
     """
     folder = Path(folder)
     marker = read_marker(folder)
@@ -122,19 +132,30 @@ def check_clearable(folder: str | os.PathLike, kind: str, what: str) -> None:
                        "--overwrite only replaces clf's own folders: remove it yourself or choose another name")
     if marker["kind"] != kind:
         raise ClfError(f"{folder}: is a clf {marker['kind']} folder, not a {what}; choose another name")
-    foreign = foreign_entries(folder)
+    owned = owned_subfolders(folder, nested, kind)
+    foreign = [entry for entry in foreign_entries(folder) if entry.split("/")[0] not in owned]
     if foreign:
         raise ClfError(f"{folder}: holds {len(foreign)} file(s) clf did not write ({_first(foreign)}); "
                        "--overwrite only removes clf's own files: move them out or choose another name")
+    for name in owned:
+        check_clearable(folder / name, kind, what)
 
 
-def clear_owned(folder: str | os.PathLike, kind: str, what: str) -> None:
+def clear_owned(folder: str | os.PathLike, kind: str, what: str, nested: Iterable[str] = ()) -> None:
     """Delete the files clf wrote in `folder` (after `check_clearable`), then the folders they leave empty.
 
-    The marker stays, listing nothing: the folder remains provably clf's while it is refilled.
+    The marker stays, listing nothing: the folder remains provably clf's while it is refilled. A `nested` clf
+    folder (see check_clearable) is cleared by its own marker and removed, marker and all.
     """
     folder = Path(folder)
-    check_clearable(folder, kind, what)
+    check_clearable(folder, kind, what, nested)
+    for name in owned_subfolders(folder, nested, kind):
+        clear_owned(folder / name, kind, what)
+        (folder / name / MARKER_NAME).unlink()
+        try:
+            os.rmdir(folder / name)
+        except OSError:  # an empty folder of the user's left inside: the folder stays, with nothing of clf's
+            pass
     marker = read_marker(folder)
     assert marker is not None
     for rel in marker["files"]:

@@ -209,6 +209,17 @@ def epoch_of(relative: str, epoch: int):
     return check
 
 
+def no_val_run(name: str):
+    """The finished run, copied as a --no-val run had written it (its checkpoints' val_split 0)."""
+    def setup(places) -> None:
+        run = places["tmp"] / "runs" / name
+        shutil.copytree(places["run"], run)
+        for checkpoint in ("last.pt", "best.pt"):
+            state = torch.load(run / checkpoint, weights_only=True)
+            torch.save({**state, "config": {**state["config"], "val_split": 0.0}}, run / checkpoint)
+    return setup
+
+
 def absent(relative: str):
     def check(places) -> None:
         assert not (places["tmp"] / relative).exists()
@@ -398,6 +409,20 @@ CASES = [
          "runs/badopt/last.pt: cannot restore the training state (loaded state dict has a different number of "
          "parameter groups)", setup=checkpoint_with("badopt", optimizer={"state": {}, "param_groups": []}),
          guard=["{tmp}/runs/badopt"]),
+    # --refit (clf/train/refit.py)
+    Case("refit-with-no-val", [*TRAIN, "--name", "rn", "--refit", "--no-val"], 2,
+         "--refit trains again for the epoch count validation chose, so it needs a validation split; drop --no-val "
+         "/ --val-split 0", check=absent("runs/rn")),
+    Case("refit-with-val-split-0", [*TRAIN, "--name", "rz", "--refit", "--val-split", "0"], 2,
+         "--refit trains again for the epoch count validation chose, so it needs a validation split",
+         check=absent("runs/rz")),
+    Case("refit-with-folds", [*TRAIN, "--name", "rf", "--refit", "--folds", "2"], 2,
+         "--refit with --folds: each fold chooses its own best epoch, so there is no one epoch count to refit for",
+         check=absent("runs/rf")),
+    Case("resume-no-val-run-with-refit", ["train", "--resume", "{tmp}/runs/nv", "--refit", *RESUME], 2,
+         "--refit trains again for the epoch count validation chose, so it needs a validation split",
+         setup=no_val_run("nv"),
+         guard=["{tmp}/runs/nv"]),
     # k-fold cross-validation (--folds)
     Case("folds-1", [*TRAIN, "--name", "f1", "--folds", "1"], 2,
          "--folds must be >= 2 (each of K folds validates on 1/K of the data), got 1", check=absent("runs/f1")),

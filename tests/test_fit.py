@@ -188,7 +188,8 @@ def test_best_checkpoint_is_the_best_val_epoch(straight):
     run = straight("on")
     rows = read_history_csv(run / "history.csv")
     best_acc = max(r["val_acc"] for r in rows)
-    best_epoch = next(r["epoch"] for r in rows if r["val_acc"] == best_acc)  # first epoch reaching it
+    best_loss = min(r["val_loss"] for r in rows if r["val_acc"] == best_acc)  # the key: accuracy, then loss
+    best_epoch = next(r["epoch"] for r in rows if (r["val_acc"], r["val_loss"]) == (best_acc, best_loss))
     best = load(run / "best.pt")
     assert best["epoch"] == best_epoch and best["best_val_acc"] == best_acc
     assert load(run / "last.pt")["best_val_acc"] == best_acc
@@ -208,6 +209,64 @@ def scripted_val(monkeypatch):
         return weights
 
     return script
+
+
+@pytest.fixture
+def scripted_val_loss(monkeypatch):
+    """evaluate() scripted per call as (val accuracy, val loss); the weights of each call kept."""
+    weights: list[dict[str, torch.Tensor]] = []
+
+    def script(results):
+        def evaluate(model, loader, criterion, runtime):
+            weights.append({k: v.clone() for k, v in model.state_dict().items()})
+            acc, loss = results[len(weights) - 1]
+            return EpochMetrics(loss=loss, accuracy=acc, images=8, seconds=0.0)
+
+        monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+        return weights
+
+    return script
+
+
+def test_a_tie_on_accuracy_goes_to_the_later_epoch_with_the_lower_loss(data, tmp_path, scripted_val_loss, caplog):
+    weights = scripted_val_loss([(0.5, 0.9), (1.0, 0.5), (1.0, 0.2), (1.0, 0.3)])
+    with caplog.at_level(logging.DEBUG, logger="clf"):
+        result = train(data, tmp_path, "tie", epochs=4)
+    best = load(result.run_dir / "best.pt")
+    assert (best["epoch"], best["best_val_acc"], result.best_val_acc) == (3, 1.0, 1.0)
+    assert_same_weights(best["model"], weights[2])
+    assert load(result.run_dir / "last.pt")["best_val_acc"] == 1.0
+    notes = [r for r in caplog.records if r.getMessage().startswith("val accuracy 1.00")]
+    expected = ("val accuracy 1.00 since epoch 2: validation can no longer rank checkpoints; best.pt chosen by "
+                "val loss (epoch 3, raw weights)")
+    assert [(r.levelname, r.getMessage()) for r in notes] == [("WARNING", expected)]  # once, at the end
+
+
+def test_a_resumed_run_ranks_its_new_epochs_against_the_whole_history_by_the_key(data, tmp_path, scripted_val_loss):
+    """The history in last.pt carries val_loss (every checkpoint's does): the resumed epoch 3 (1.0, 0.4) does not
+    beat epoch 2 (1.0, 0.3), though it beats epoch 1 (1.0, 0.5)."""
+    weights = scripted_val_loss([(1.0, 0.5), (1.0, 0.3), (1.0, 0.4)])
+    run = train(data, tmp_path, "resumed-key", epochs=2).run_dir
+    resume(run, epochs=3)
+    best = load(run / "best.pt")
+    assert (best["epoch"], load(run / "last.pt")["epoch"]) == (2, 3)
+    assert_same_weights(best["model"], weights[1])
+
+
+def test_patience_counts_from_the_best_epoch_by_the_key(data, tmp_path, scripted_val_loss):
+    """Saturated accuracy with a falling loss is progress: no early stop until the loss stops falling too."""
+    scripted_val_loss([(1.0, 0.5), (1.0, 0.4), (1.0, 0.3), (1.0, 0.35), (1.0, 0.36), (1.0, 0.1)])
+    result = train(data, tmp_path, "es-key", epochs=6, patience=2)
+    assert (result.epochs_done, result.stopped_early) == (5, True)
+    assert load(result.run_dir / "best.pt")["epoch"] == 3
+
+
+def test_ema_weights_win_an_accuracy_tie_on_a_lower_loss(data, tmp_path, scripted_val_loss):
+    weights = scripted_val_loss([(0.75, 0.5), (0.75, 0.25), (0.75, 0.4), (0.75, 0.45)])  # (raw, EMA) per epoch
+    run = train(data, tmp_path, "ema-loss", epochs=2, ema=0.9).run_dir
+    best = load(run / "best.pt")
+    assert (best["epoch"], best["weights"]) == (1, "ema")  # epoch 2's raw weights (0.4) lose to epoch 1's EMA (0.25)
+    assert_same_weights(best["model"], weights[1])
 
 
 def test_best_and_last_hold_their_own_epochs(data, tmp_path, scripted_val):

@@ -108,3 +108,74 @@ def test_curves_draw_ema_val_and_say_why_train_accuracy_is_missing(tmp_path, dra
     assert list(acc_axis.get_lines()[2].get_ydata()) == [r["ema_val_acc"] for r in MIXED_EMA]
     assert [t.get_text() for t in acc_axis.get_legend().get_texts()] == labels
     assert figure._suptitle.get_text() == "run; train acc n/a with mixup/cutmix"
+
+
+# ---------------------------------------------------------------- the selection key
+
+
+def row(epoch, acc, loss, ema_acc=None, ema_loss=None):
+    return {"epoch": epoch, "val_acc": acc, "val_loss": loss, "ema_val_acc": ema_acc, "ema_val_loss": ema_loss}
+
+
+def test_the_key_is_accuracy_then_the_lower_loss():
+    key = history.selection_key
+    assert key(0.75, 0.5) > key(0.5, 0.1)  # accuracy first
+    assert key(1.0, 0.2) > key(1.0, 0.3)  # a tie on accuracy goes to the lower loss
+    assert key(1.0, 0.3) == key(1.0, 0.3)
+    assert key(1.0, 9.0) > key(1.0, None)  # a missing loss ranks last among equal accuracies
+
+
+def test_a_tie_on_accuracy_goes_to_the_later_epoch_with_the_lower_loss():
+    rows = [row(1, 0.5, 0.9), row(2, 1.0, 0.4), row(3, 1.0, 0.1), row(4, 1.0, 0.2), row(5, 0.75, 0.01)]
+    assert history.best_epoch(rows) == 3
+    assert history.best_row(rows) is rows[2]
+    assert history.epoch_acc(rows[2]) == 1.0
+
+
+def test_a_full_tie_keeps_the_earlier_epoch():
+    assert history.best_epoch([row(1, 0.5, 0.5), row(2, 0.5, 0.5)]) == 1
+
+
+def test_ema_and_raw_are_compared_on_the_same_footing():
+    equal_acc_ema_lower_loss = row(1, 0.75, 0.5, ema_acc=0.75, ema_loss=0.25)
+    assert history.epoch_winner(equal_acc_ema_lower_loss, ema_on=True) == "ema"
+    assert history.epoch_score(equal_acc_ema_lower_loss) == (0.75, -0.25)
+    assert history.epoch_winner(row(1, 0.75, 0.25, ema_acc=0.75, ema_loss=0.5), ema_on=True) == "raw"
+    assert history.epoch_winner(row(1, 0.75, 0.5, ema_acc=0.75, ema_loss=0.5), ema_on=True) == "raw"  # full tie
+    assert history.epoch_winner(row(1, 0.5, 0.1, ema_acc=0.75, ema_loss=0.9), ema_on=True) == "ema"  # accuracy first
+    # across epochs the winner's key counts: epoch 2's EMA weights tie epoch 1's accuracy at a lower loss
+    assert history.best_epoch([row(1, 1.0, 0.3), row(2, 0.5, 0.9, ema_acc=1.0, ema_loss=0.2)]) == 2
+
+
+def test_without_validation_the_last_epoch_and_the_ema_weights_as_before():
+    rows = [row(1, None, None), row(2, None, None)]
+    assert history.best_epoch(rows) is None and history.epoch_score(rows[0]) is None
+    assert history.epoch_winner(rows[1], ema_on=True) == "ema"
+    assert history.epoch_winner(rows[1], ema_on=False) == "raw"
+    assert not history.patience_exhausted(rows, 1)
+
+
+def test_patience_counts_epochs_since_the_best_by_the_key():
+    rows = [row(1, 1.0, 0.5), row(2, 1.0, 0.4), row(3, 1.0, 0.45)]
+    assert not history.patience_exhausted(rows, 2)  # epoch 2 is the best: its lower loss is a gain
+    assert history.patience_exhausted(rows, 1)
+    assert not history.patience_exhausted(rows, 0)  # 0 = off
+
+
+def test_the_saturation_note_names_the_first_saturated_and_the_chosen_epoch():
+    rows = [row(1, 0.75, 0.9), row(2, 0.5, 0.8, ema_acc=1.0, ema_loss=0.6), row(3, 1.0, 0.3, ema_acc=1.0,
+                                                                               ema_loss=0.2), row(4, 1.0, 0.25)]
+    assert history.saturation_note(rows, ema_on=True) == (
+        "val accuracy 1.00 since epoch 2: validation can no longer rank checkpoints; best.pt chosen by val loss "
+        "(epoch 3, EMA weights)")
+    later = row(4, 1.0, 0.1, ema_acc=1.0, ema_loss=0.15)
+    assert history.saturation_note(rows[:3] + [later], ema_on=True).endswith("(epoch 4, raw weights)")
+
+
+@pytest.mark.parametrize("rows", [
+    [row(1, 0.875, 0.3), row(2, 0.875, 0.2)],  # a tie below 1.0: the key's ordinary work, no note
+    [row(1, 0.5, 0.3), row(2, 1.0, 0.2), row(3, 0.875, 0.1)],  # 1.0 once: accuracy alone chose it
+    [row(1, None, None), row(2, None, None)],  # no validation
+])
+def test_no_saturation_note(rows):
+    assert history.saturation_note(rows, ema_on=False) is None

@@ -132,3 +132,35 @@ def test_clear_owned_refuses_and_deletes_nothing(run, tmp_path):
 def test_mark_folder_checks_the_kind(tmp_path):
     with pytest.raises(ValueError, match="kind must be one of"):
         mark_folder(tmp_path / "x", "mine")
+
+
+def nested_run(run):
+    """A clf run folder of its own inside `run` (a refit), holding one file it lists."""
+    refit = run / "refit"
+    mark_folder(refit, "run", files=["best.pt"])
+    (refit / "best.pt").write_bytes(b"refit")
+    return refit
+
+
+def test_a_nested_clf_folder_is_checked_and_cleared_by_its_own_marker(run):
+    refit = nested_run(run)
+    with pytest.raises(ClfError, match=r"holds 2 file\(s\) clf did not write \(refit/\.clf-folder\.json, refit/best\.pt\)"):
+        check_clearable(run, "run", "run folder")  # not named nested: its files are not the run's
+    check_clearable(run, "run", "run folder", nested=["refit"])
+    clear_owned(run, "run", "run folder", nested=["refit"])
+    assert not refit.exists() and not (run / "last.pt").exists() and read_marker(run)["files"] == []
+
+
+@pytest.mark.parametrize("spoil", ["user file", "no marker"])
+def test_a_nested_folder_with_anything_not_clfs_refuses(run, spoil):
+    refit = nested_run(run)
+    if spoil == "user file":
+        (refit / "notes.txt").write_text("mine")
+        message = f"{refit}: holds 1 file(s) clf did not write (notes.txt)"
+    else:
+        (refit / MARKER_NAME).unlink()
+        message = f"{run}: holds 1 file(s) clf did not write (refit/best.pt)"
+    with pytest.raises(ClfError) as error:
+        clear_owned(run, "run", "run folder", nested=["refit"])
+    assert str(error.value).startswith(message)
+    assert (refit / "best.pt").read_bytes() == b"refit" and (run / "last.pt").exists()

@@ -103,3 +103,14 @@ def test_a_config_json_that_is_not_a_run_config_is_skipped_with_a_warning(tmp_pa
     for name in ("a-list", "b-null", "c-garbage", "d-no-train", "e-train-list", "f-latin1"):
         assert f"WARNING {tmp_path / name}: unreadable run folder (" in result.output
     assert sum("│ good" in line for line in result.output.splitlines()) == 1
+
+
+def test_a_refit_is_listed_beneath_its_run_and_a_link_is_not_followed(tmp_path):
+    run = make_run(tmp_path, "a", accs=(0.5, 0.75))
+    make_run(run, "refit", accs=(None, None, None))
+    elsewhere = make_run(tmp_path / "elsewhere", "x")
+    make_run(tmp_path, "b")
+    (tmp_path / "b" / "refit").symlink_to(elsewhere)
+    rows = [(s.name, s.epochs, s.best_val_acc, s.path) for s in collect_runs(tmp_path)]
+    assert rows == [("a", 2, 0.75, run), ("a/refit", 3, None, run / "refit"), ("b", 3, 0.75, tmp_path / "b")]
+

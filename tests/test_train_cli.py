@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import clf, error_line
-from train_helpers import interrupt_in_epoch, load, make_data
+from train_helpers import interrupt_in_epoch, load, make_data, make_easy_data
 
 from clf.ownership import MARKER_NAME, read_marker
+from clf.train.history import read_history_csv
 from clf.train.run_folder import RUN_FILES
 
 FAST = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet"]
@@ -45,6 +46,26 @@ def test_train_learns_the_sample_competition(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == [
         ".clf-folder.json", "best.pt", "config.json", "curves.png", "history.csv", "last.pt", "split.json"]
     assert read_marker(run)["files"] == sorted(RUN_FILES)
+
+
+def test_saturated_validation_keeps_a_later_checkpoint_and_says_so(tmp_path):
+    """Val accuracy reaches 1.00 early and stays; best.pt is the saturated epoch with the lowest val loss, not the
+    first one, and the run says so in one warning (shown with --quiet too)."""
+    data = make_easy_data(tmp_path / "easy")
+    run = tmp_path / "runs" / "sat"
+    result = clf("train", data, *FAST, "--epochs", "8", "--lr", "3e-3", "--ema", "0", "--augment", "none",
+                 "--out", run.parent, "--name", "sat")
+    assert result.exit_code == 0, result.output
+    rows = read_history_csv(run / "history.csv")
+    saturated = [r for r in rows if r["val_acc"] == 1.0]
+    first, chosen = saturated[0], min(saturated, key=lambda r: r["val_loss"])
+    assert len(saturated) >= 2 and chosen["epoch"] > first["epoch"], rows  # the data does what it is for
+    best = load(run / "best.pt")
+    assert (best["epoch"], best["weights"], best["best_val_acc"]) == (chosen["epoch"], "raw", 1.0)
+    line = (f"WARNING val accuracy 1.00 since epoch {first['epoch']}: validation can no longer rank checkpoints; "
+            f"best.pt chosen by val loss (epoch {chosen['epoch']}, raw weights)")
+    assert result.output.splitlines().count(line) == 1, result.output
+    assert result.output.splitlines()[-1] == f"{run}: 8 epochs, best val acc 1.0000"
 
 
 def test_missing_data_folder(tmp_path):

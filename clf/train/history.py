@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,87 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def epoch_score(row: dict[str, Any]) -> float | None:
-    """An epoch's val accuracy: the better of the raw and the EMA weights (None without a validation split)."""
-    accuracies = [row.get(key) for key in ("val_acc", "ema_val_acc") if row.get(key) is not None]
-    return max(accuracies) if accuracies else None
+# ---------------------------------------------------------------- choosing the best checkpoint
+#
+# A candidate is one epoch's raw weights or its EMA weights. Its key is (val accuracy, then the lower val loss):
+# accuracy alone ties as soon as validation saturates (1.00 on a small split), and a strictly-greater rule then kept
+# the earliest, least-trained checkpoint although later ones validated equally well at a lower loss. The same key
+# decides raw vs EMA within an epoch, best.pt across epochs, early stopping, resume and the runs table.
+
+Key = tuple[float, float]
+RAW, EMA = "raw", "ema"
+
+
+def selection_key(acc: float, loss: float | None) -> Key:
+    """The key of one candidate: higher is better; accuracy first, ties go to the lower loss (a missing loss last)."""
+    return (acc, -math.inf if loss is None else -loss)
+
+
+def epoch_candidates(row: dict[str, Any]) -> list[tuple[str, Key]]:
+    """The validated weights of an epoch as (RAW | EMA, key), raw first; empty without a validation split."""
+    pairs = ((RAW, "val_"), (EMA, "ema_val_"))
+    return [(weights, selection_key(row[f"{prefix}acc"], row.get(f"{prefix}loss")))
+            for weights, prefix in pairs if row.get(f"{prefix}acc") is not None]
+
+
+def epoch_winner(row: dict[str, Any], ema_on: bool) -> str:
+    """Which weights an epoch's best.pt holds: EMA when their key beats the raw weights' (a full tie keeps the raw
+    ones), or when there is no validation to decide (--val-split 0: the averaged weights are what --ema asks for)."""
+    if not ema_on:
+        return RAW
+    candidates = dict(epoch_candidates(row))
+    if RAW not in candidates or EMA not in candidates:
+        return EMA
+    return EMA if candidates[EMA] > candidates[RAW] else RAW
+
+
+def epoch_score(row: dict[str, Any]) -> Key | None:
+    """An epoch's key: the better of its raw and EMA weights' (None without a validation split)."""
+    keys = [key for _, key in epoch_candidates(row)]
+    return max(keys) if keys else None
+
+
+def epoch_acc(row: dict[str, Any]) -> float | None:
+    """The val accuracy of the weights that won the epoch (None without a validation split)."""
+    score = epoch_score(row)
+    return None if score is None else score[0]
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch whose key is best; a full tie keeps the earlier epoch. None when no epoch was validated."""
+    best: tuple[Key, dict[str, Any]] | None = None
+    for row in rows:
+        score = epoch_score(row)
+        if score is not None and (best is None or score > best[0]):
+            best = (score, row)
+    return None if best is None else best[1]
+
+
+def best_epoch(rows: list[dict[str, Any]]) -> int | None:
+    """best_row's epoch number."""
+    row = best_row(rows)
+    return None if row is None else row["epoch"]
+
+
+def patience_exhausted(rows: list[dict[str, Any]], patience: int) -> bool:
+    """Early stopping: `patience` epochs (> 0) have passed since the best epoch by the key."""
+    best = best_epoch(rows)
+    return bool(patience) and best is not None and rows[-1]["epoch"] - best >= patience
+
+
+def saturation_note(rows: list[dict[str, Any]], ema_on: bool) -> str | None:
+    """The one line saying that validation accuracy saturated and val loss chose best.pt, or None.
+
+    Only at accuracy 1.0, reached by two or more epochs. Below 1.0 a tie on accuracy broken by the loss is the key
+    doing its ordinary work (with 48 validation images ties are common), and accuracy can still rise to rank later
+    epochs: saying so after every such run would be noise. At 1.0 accuracy has no room left: every later epoch can
+    only tie, so the choice among them was the loss's alone, and the user should know that validation stopped
+    telling the checkpoints apart (a bigger split, or `--refit`, is the answer).
+    """
+    saturated = [row["epoch"] for row in rows if any(key[0] >= 1.0 for _, key in epoch_candidates(row))]
+    best = best_row(rows)
+    if len(saturated) < 2 or best is None:
+        return None
+    weights = "EMA" if epoch_winner(best, ema_on) == EMA else "raw"
+    return (f"val accuracy 1.00 since epoch {saturated[0]}: validation can no longer rank checkpoints; "
+            f"best.pt chosen by val loss (epoch {best['epoch']}, {weights} weights)")

@@ -32,6 +32,11 @@ SPLIT_FORMAT = 1
 RUN_KIND = "run"
 RUN_WHAT = "run folder"
 NO_EPOCH_TO_RESUME = "no finished epoch to resume; start it again with --overwrite"
+# A run trained with --refit holds its refit, an ordinary run folder of its own (own marker), and the record of it
+# (clf/train/refit.py). --overwrite of the run clears the refit too, by the refit's own marker.
+REFIT_DIR = "refit"
+REFIT_FILE = "refit.json"
+NESTED_RUNS = (REFIT_DIR,)
 
 
 def check_run_name(name: str) -> None:
@@ -78,13 +83,13 @@ def prepare_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
         if read_marker(run_dir) is not None or (run_dir / "config.json").exists():
             raise ClfError(f"{run_dir}: run folder already exists; {NO_EPOCH_TO_RESUME}, or use another --name")
         raise ClfError(f"{run_dir}: exists and is not a clf run folder; choose another --name or --out")
-    check_clearable(run_dir, RUN_KIND, RUN_WHAT)
+    check_clearable(run_dir, RUN_KIND, RUN_WHAT, nested=NESTED_RUNS)
     return True
 
 
 def replace_old_run(run_dir: Path) -> None:
     """Remove the old run's files (clf's own only, checked again) before the new run's first checkpoint."""
-    clear_owned(run_dir, RUN_KIND, RUN_WHAT)
+    clear_owned(run_dir, RUN_KIND, RUN_WHAT, nested=NESTED_RUNS)
     record_files(run_dir, RUN_FILES)
     logger.info("%s: the old run's files were removed (--overwrite)", run_dir)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clf.data.folds import GROUP_FILE, FoldGroup, read_group
 from clf.errors import ClfError, one_line
-from clf.train.history import epoch_score, read_history_csv
+from clf.train.history import best_row, epoch_acc, read_history_csv
+from clf.train.run_folder import REFIT_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +44,14 @@ def summarize_run(run_dir: Path) -> RunSummary:
     train = config["train"]
     history_path = run_dir / "history.csv"
     rows = read_history_csv(history_path) if history_path.exists() else []
-    val = [score for score in map(epoch_score, rows) if score is not None]  # the EMA weights count where they won
+    best = best_row(rows)  # chosen as best.pt is: by the key (accuracy, then loss) of the raw or EMA weights
     return RunSummary(
         name=run_dir.name,
         arch=train["arch"],
         epochs=rows[-1]["epoch"] if rows else 0,
         batch_size=train["batch_size"],
         img_size=train["img_size"],
-        best_val_acc=max(val) if val else None,
+        best_val_acc=None if best is None else epoch_acc(best),
         params=int(config.get("params", 0)),
         seconds=sum(row.get("seconds") or 0.0 for row in rows),
         path=run_dir,
@@ -60,15 +61,28 @@ def summarize_run(run_dir: Path) -> RunSummary:
 def collect_runs(root: Path) -> list[RunSummary]:
     """Every run folder under `root` (a folder holding config.json), sorted by name; unreadable ones skipped.
 
-    A fold group's runs sit one level deeper (OUT/NAME/fold-k): they are listed by `collect_groups`, not here."""
+    A run's refit (OUT/NAME/refit, `clf train --refit`) follows its run, named NAME/refit. A fold group's runs sit
+    one level deeper too (OUT/NAME/fold-k): they are listed by `collect_groups`, not here."""
     root = Path(root)
     summaries = []
     for config in sorted(root.glob("*/config.json")):
-        try:
-            summaries.append(summarize_run(config.parent))
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
-            logger.warning("%s: unreadable run folder (%s); skipped", config.parent, one_line(exc))
+        run_dir = config.parent
+        _add_run(summaries, run_dir, run_dir.name)
+        if _is_refit(run_dir / REFIT_DIR):
+            _add_run(summaries, run_dir / REFIT_DIR, f"{run_dir.name}/{REFIT_DIR}")
     return summaries
+
+
+def _add_run(summaries: list[RunSummary], run_dir: Path, name: str) -> None:
+    try:
+        summaries.append(replace(summarize_run(run_dir), name=name))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+        logger.warning("%s: unreadable run folder (%s); skipped", run_dir, one_line(exc))
+
+
+def _is_refit(folder: Path) -> bool:
+    """A refit's run folder: a real sub-folder (not a link: nothing outside is followed) holding config.json."""
+    return folder.is_dir() and not folder.is_symlink() and (folder / "config.json").is_file()
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,15 @@ from clf.models.summary import count_parameters
 from clf.train import runtime as rt
 from clf.train.build import Split, build_loaders
 from clf.train.ema import ModelEma
-from clf.train.history import epoch_score, plot_curves, write_history_csv
+from clf.train.history import (
+    best_epoch,
+    epoch_acc,
+    epoch_winner,
+    patience_exhausted,
+    plot_curves,
+    saturation_note,
+    write_history_csv,
+)
 from clf.train.loop import EpochMetrics, evaluate, train_one_epoch
 from clf.train.mixing import Mixer
 from clf.train.resume import restore_rng, restore_schedule, rng_state
@@ -60,22 +68,9 @@ class TrainState:
     best_val_acc: float | None = None
 
     def best_epoch(self) -> int:
-        scores = {r["epoch"]: epoch_score(r) for r in self.history}
-        scores = {epoch: score for epoch, score in scores.items() if score is not None}
-        if not scores:
-            return self.epoch
-        best = max(scores.values())
-        return min(epoch for epoch, score in scores.items() if score == best)  # the first epoch that reached it
-
-
-def epoch_winner(row: dict[str, Any], ema_on: bool) -> str:
-    """Which weights an epoch's best.pt holds: "ema" when they validated strictly better than the raw ones, or
-    when there is no validation to decide (--val-split 0: the averaged weights are what --ema asks for)."""
-    if not ema_on:
-        return "raw"
-    if row.get("val_acc") is None or row.get("ema_val_acc") is None:
-        return "ema"
-    return "ema" if row["ema_val_acc"] > row["val_acc"] else "raw"
+        """The epoch best.pt holds: the best by clf.train.history's key, the last one without validation."""
+        best = best_epoch(self.history)
+        return self.epoch if best is None else best
 
 
 class Trainer:
@@ -173,14 +168,22 @@ class Trainer:
             if rt.broadcast_flag(self.should_stop(epoch), self.runtime):
                 if self.runtime.is_main:
                     self.draw_curves()  # the early-stopped run's curves end where it ended
-                logger.info("early stop: no val accuracy gain for %d epochs (best %.4f at epoch %d)",
+                logger.info("early stop: no val gain (accuracy, then loss) for %d epochs (best %.4f at epoch %d)",
                             self.cfg.patience, self.state.best_val_acc or 0.0, self.state.best_epoch())
+                self.note_saturation()
                 return True
             rt.barrier(self.runtime)
+        self.note_saturation()
         return False
 
+    def note_saturation(self) -> None:
+        """Once, at the end of training (rank 0): say when val accuracy saturated and the loss chose best.pt."""
+        note = saturation_note(self.state.history, self.ema is not None) if self.runtime.is_main else None
+        if note:
+            logger.warning("%s", note)
+
     def run_epoch(self, epoch: int, reporter: TrainReporter) -> tuple[dict[str, Any], bool]:
-        """Train one epoch, validate, append the history row; returns (row, whether val accuracy improved).
+        """Train one epoch, validate, append the history row; returns (row, whether it is the new best epoch).
 
         Raises:
             IncompleteError: the train or validation loss is NaN or infinite (nothing of this epoch is saved).
@@ -217,10 +220,11 @@ class Trainer:
         state = self.state
         state.epoch = epoch
         state.history.append(row)
-        score = epoch_score(row)
-        is_best = score is None or state.best_val_acc is None or score > state.best_val_acc
-        if score is not None and is_best:
-            state.best_val_acc = score
+        # The best by the key (accuracy, then loss; clf.train.history): a full tie keeps the earlier epoch. Without
+        # validation every epoch is the best (best.pt = the last epoch).
+        is_best = state.best_epoch() == epoch
+        if is_best and epoch_acc(row) is not None:
+            state.best_val_acc = epoch_acc(row)
         return row, is_best
 
     def check_finite(self, epoch: int, train_loss: float, val_loss: float | None,
@@ -238,7 +242,7 @@ class Trainer:
         rt.raise_on_every_rank(error)  # every rank stops here together
 
     def save_epoch(self, is_best: bool) -> None:
-        """last.pt every epoch, best.pt when val accuracy improved (every epoch without a split), history.csv, and
+        """last.pt every epoch, best.pt when the epoch is the new best (every epoch without a split), history.csv, and
         curves.png when due (see curves_due)."""
         if self.before_first_save is not None:
             self.before_first_save()
@@ -279,8 +283,8 @@ class Trainer:
         logger.debug("best.pt holds the EMA weights of epoch %d", self.state.epoch)
 
     def should_stop(self, epoch: int) -> bool:
-        patience = self.cfg.patience
-        return bool(patience) and self.val_loader is not None and epoch - self.state.best_epoch() >= patience
+        """--patience epochs since the best epoch by the key (accuracy, then loss)."""
+        return self.val_loader is not None and patience_exhausted(self.state.history, self.cfg.patience)
 
     def explain_interrupt(self, replacing: bool, terminated: bool) -> None:
         """The one warning after Ctrl-C or SIGTERM: what is saved and how to continue."""
