@@ -690,8 +690,8 @@ def _parse_weights(text: Optional[str]) -> tuple[float, ...]:
         raise ClfError(f"--weights takes comma-separated numbers like 1,2, got {text!r}") from None
 
 
-_WEIGHTS_SHOWN = {"ema": "EMA (they validated best)", "raw": "raw",
-                  "mixed": "EMA for the members where they validated best, raw for the others"}
+_WEIGHTS_SHOWN = {"ema": "EMA (averaged)", "raw": "raw",
+                  "mixed": "EMA (averaged) for some members, raw for the others"}
 
 
 def _export_table(result: Any) -> Table:

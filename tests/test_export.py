@@ -106,8 +106,8 @@ def test_ema_weights_are_exported_and_said_so(tmp_path, train_dir, caplog):
     with caplog.at_level(logging.INFO, logger="clf"):
         result = export_onnx(ExportConfig(checkpoint=str(tmp_path / "run"), **FAST))
     assert result.weights == "ema" and result.parity.weights == "ema" and result.parity.passed
-    assert (f"exporting the EMA (averaged) weights of {tmp_path / 'run' / 'best.pt'}: they validated better than "
-            "the raw ones") in caplog.messages
+    assert (f"exporting the EMA (averaged) weights of {tmp_path / 'run' / 'best.pt'}, the weights its best.pt "
+            "holds") in caplog.messages
     props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
     assert props["clf.weights"] == "ema"
     assert json.loads(result.proof.read_text())["weights"] == "ema"

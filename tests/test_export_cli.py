@@ -254,7 +254,7 @@ def test_exporting_ema_weights_is_said_on_stderr(tmp_path, train_dir):
     result = export(tmp_path / "run", *FAST)
     assert result.exit_code == 0, result.output
     said = " ".join(result.stderr.split())  # rich wraps log lines at the console width
-    assert said == (f"INFO exporting the EMA (averaged) weights of {tmp_path / 'run' / 'best.pt'}: they validated "
-                    "better than the raw ones")
+    assert said == (f"INFO exporting the EMA (averaged) weights of {tmp_path / 'run' / 'best.pt'}, the weights its "
+                    "best.pt holds")
     assert json.loads((tmp_path / "run" / "model.parity.json").read_text())["weights"] == "ema"
-    assert table(result.stdout)["weights"] == "EMA (they validated best)"
+    assert table(result.stdout)["weights"] == "EMA (averaged)"

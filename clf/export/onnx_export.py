@@ -52,7 +52,7 @@ class ExportResult:
     precision: str
     simplified: bool
     parity: ParityReport
-    weights: str = "raw"  # "ema" when the checkpoint holds the averaged weights (they validated best)
+    weights: str = "raw"  # "ema" when the checkpoint holds the averaged weights (by validation, or by rule without it)
     deployment: Deployment | None = None  # members, average, TTA, temperature (None: a plain single model)
     calibration: CalibrationReport | None = None  # the temperature fit, with NLL/ECE before and after
     throughput: dict[str, float] | None = None  # images/s at batch 8: "deployed" and "single member"
@@ -241,8 +241,8 @@ def _build_module(cfg: ExportConfig, members: list[ensemble.Member],
     """The module to deploy, the metadata it carries and which weights it holds ("raw", "ema" or "mixed")."""
     for member in members:
         if member.weights == "ema":  # the raw weights are the usual case: said only with -v (stderr: the error line)
-            logger.info("exporting the EMA (averaged) weights of %s: they validated better than the raw ones",
-                        member.path)
+            # Not "they validated better": without validation best.pt holds the EMA weights by rule.
+            logger.info("exporting the EMA (averaged) weights of %s, the weights its best.pt holds", member.path)
         else:
             logger.debug("exporting the raw weights of %s", member.path)
     info = ensemble.ensemble_info(members, sources)
