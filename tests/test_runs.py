@@ -78,7 +78,7 @@ def test_runs_command_prints_the_table(tmp_path):
     alex = next(line for line in lines if "alex-full" in line).split("│")
     assert [c.strip() for c in cnn[1:-1]] == ["cnn-64", "cnn", "2", "16", "64", "0.9375", "0.46M", "1m30s"]
     assert [c.strip() for c in alex[1:-1]] == ["alex-full", "alexnet", "4", "32", "96", "", "57.00M", "1h06m"]
-    assert lines.index(next(l for l in lines if "alex-full" in l)) < lines.index(next(l for l in lines if "cnn-64" in l))
+    assert lines.index(next(x for x in lines if "alex-full" in x)) < lines.index(next(x for x in lines if "cnn-64" in x))
 
 
 def test_runs_command_on_empty_or_missing_folder(tmp_path):
