@@ -122,20 +122,27 @@ def _recorded_params(folder: Path) -> dict | None:
 
 def _write_scenes(out: Path, seed: int) -> None:
     """80 train crops per class from the left part, 40 test crops from the right part, encodings cycled per crop."""
+    _write_region_classes(out, seed, _scene_sources(), (SCENE_TRAIN_PER_CLASS, SCENE_TEST_PER_CLASS), _random_crop,
+                          _encodings)
+
+
+def _write_region_classes(out: Path, seed: int, sources: dict[str, Callable[[], np.ndarray]],
+                          per_class: tuple[int, int], cut: Callable[..., np.ndarray],
+                          encodings_of: Callable[[np.ndarray], list[str]]) -> None:
+    """One class per picture: ``cut(picture, x_start, x_stop, rng)`` gives each crop, the training ones from the left
+    TRAIN_FRACTION of its width, the test ones from the rest (no pixel shared); encodings cycle per crop."""
     test_items: list[tuple[str, np.ndarray, str]] = []
-    for class_index, (name, load) in enumerate(_scene_sources().items()):
+    for class_index, (name, load) in enumerate(sources.items()):
         picture = load()
         rng = np.random.default_rng([seed, class_index])  # one stream per class: adding a class shifts no other
         split = round(picture.shape[1] * TRAIN_FRACTION)
-        encodings = _encodings(picture)
+        encodings = encodings_of(picture)
         class_dir = out / "train" / name
         class_dir.mkdir(parents=True)
-        for i in range(SCENE_TRAIN_PER_CLASS):
-            crop = _random_crop(picture, 0, split, rng)
-            _write_crop(class_dir / f"{name}_{i + 1:04d}", crop, encodings[i % len(encodings)])
-        for i in range(SCENE_TEST_PER_CLASS):
-            crop = _random_crop(picture, split, picture.shape[1], rng)
-            test_items.append((name, crop, encodings[i % len(encodings)]))
+        for i in range(per_class[0]):
+            _write_crop(class_dir / f"{name}_{i + 1:04d}", cut(picture, 0, split, rng), encodings[i % len(encodings)])
+        for i in range(per_class[1]):
+            test_items.append((name, cut(picture, split, picture.shape[1], rng), encodings[i % len(encodings)]))
     _write_test(out, test_items, np.random.default_rng([seed, _TEST_ORDER_STREAM]))
 
 
@@ -216,21 +223,13 @@ def _texture_sources() -> dict[str, Callable[[], np.ndarray]]:
 
 def _write_textures(out: Path, seed: int) -> None:
     """60 train / 30 test grey 32 px patches per source, each turned by k x 90 degrees, test from the unseen part."""
-    test_items: list[tuple[str, np.ndarray, str]] = []
-    for class_index, (name, load) in enumerate(_texture_sources().items()):
-        picture = load()
-        rng = np.random.default_rng([seed, class_index])
-        split = round(picture.shape[1] * TRAIN_FRACTION)
-        sides = (TEXTURE_SIDE, TEXTURE_SIDE)
-        class_dir = out / "train" / name
-        class_dir.mkdir(parents=True)
-        for i in range(TEXTURE_TRAIN_PER_CLASS):
-            patch = np.rot90(_random_crop(picture, 0, split, rng, sides), int(rng.integers(4)))
-            _write_crop(class_dir / f"{name}_{i + 1:04d}", np.ascontiguousarray(patch), "grey8")
-        for _ in range(TEXTURE_TEST_PER_CLASS):
-            patch = np.rot90(_random_crop(picture, split, picture.shape[1], rng, sides), int(rng.integers(4)))
-            test_items.append((name, np.ascontiguousarray(patch), "grey8"))
-    _write_test(out, test_items, np.random.default_rng([seed, _TEST_ORDER_STREAM]))
+    _write_region_classes(out, seed, _texture_sources(), (TEXTURE_TRAIN_PER_CLASS, TEXTURE_TEST_PER_CLASS),
+                          _turned_patch, lambda picture: ["grey8"])
+
+
+def _turned_patch(picture: np.ndarray, x_start: int, x_stop: int, rng: np.random.Generator) -> np.ndarray:
+    patch = _random_crop(picture, x_start, x_stop, rng, (TEXTURE_SIDE, TEXTURE_SIDE))
+    return np.ascontiguousarray(np.rot90(patch, int(rng.integers(4))))
 
 
 def _mri_slice() -> np.ndarray:
@@ -334,25 +333,13 @@ def _tiny_sources() -> dict[str, Callable[[], np.ndarray]]:
 
 def _write_tiny(out: Path, seed: int) -> None:
     """80 train / 40 test 32x32 thumbnails per photo; train from the left 65 %, test from the rest."""
-    test_items: list[tuple[str, np.ndarray, str]] = []
-    for class_index, (name, load) in enumerate(_tiny_sources().items()):
-        picture = load()
-        rng = np.random.default_rng([seed, class_index])
-        split = round(picture.shape[1] * TRAIN_FRACTION)
-        encodings = ["png", "jpeg"]
-        class_dir = out / "train" / name
-        class_dir.mkdir(parents=True)
-        for i in range(TINY_TRAIN_PER_CLASS):
-            thumb = _thumbnail(_random_crop(picture, 0, split, rng, TINY_CROP))
-            _write_crop(class_dir / f"{name}_{i + 1:04d}", thumb, encodings[i % 2])
-        for i in range(TINY_TEST_PER_CLASS):
-            thumb = _thumbnail(_random_crop(picture, split, picture.shape[1], rng, TINY_CROP))
-            test_items.append((name, thumb, encodings[i % 2]))
-    _write_test(out, test_items, np.random.default_rng([seed, _TEST_ORDER_STREAM]))
+    _write_region_classes(out, seed, _tiny_sources(), (TINY_TRAIN_PER_CLASS, TINY_TEST_PER_CLASS), _thumbnail_crop,
+                          lambda picture: ["png", "jpeg"])
 
 
-def _thumbnail(crop: np.ndarray) -> np.ndarray:
-    return cv2.resize(np.ascontiguousarray(crop), (TINY_SIDE, TINY_SIDE), interpolation=cv2.INTER_AREA)
+def _thumbnail_crop(picture: np.ndarray, x_start: int, x_stop: int, rng: np.random.Generator) -> np.ndarray:
+    crop = np.ascontiguousarray(_random_crop(picture, x_start, x_stop, rng, TINY_CROP))
+    return cv2.resize(crop, (TINY_SIDE, TINY_SIDE), interpolation=cv2.INTER_AREA)
 
 
 # --- shared -----------------------------------------------------------------------------------------------------
