@@ -181,3 +181,26 @@ def test_the_design_of_a_clf_checkpoint_builds_a_model_that_fits(tmp_path):
     assert torch.equal(model.head[1].weight, weights.state["head.1.weight"])  # the hidden layer is kept
 
 
+
+
+@pytest.mark.parametrize("classes, why", [
+    (["circle", "square", "star", "triangle"], None),
+    (["circle", "square", "star", "hexagon"], "the file's 'triangle' is not a class here"),
+    (["square", "circle", "star", "triangle"], "the same names in another order"),
+])
+def test_a_clf_checkpoint_keeps_its_head_only_for_the_same_classes_in_the_same_order(tmp_path, caplog, classes, why):
+    """Same class count, other names or order: the file's head would start every logit on the wrong class."""
+    path = write_checkpoint(tmp_path / "best.pt")  # classes circle, square, star, triangle
+    weights = read_pretrained(path)
+    model = create_model("cnn", 4, img_size=32, **weights.design_kwargs("cnn"))
+    fresh_head = model.head[2].weight.detach().clone()
+    with caplog.at_level(logging.INFO, logger="clf"):
+        load_pretrained(model, "cnn", weights, classes=classes)
+    assert_same(body(model.state_dict()), body(weights.state))
+    if why is None:
+        assert torch.equal(model.head[2].weight, weights.state["head.2.weight"])
+        assert caplog.messages == [f"{path}: weights loaded; classifier head kept (4 classes)"]
+    else:
+        assert torch.equal(model.head[2].weight, fresh_head)
+        assert caplog.messages == [
+            f"{path}: weights loaded; classifier head re-initialised: the file's classes are not this data's ({why})"]

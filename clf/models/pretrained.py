@@ -146,13 +146,16 @@ def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in obj.items()}
 
 
-def load_pretrained(model: nn.Module, arch: str, weights: PretrainedWeights, img_size: int | None = None) -> None:
-    """Copy ``weights`` into ``model``: the classifier head when its shape fits (else it keeps its fresh
-    initialisation), every other key exactly.
+def load_pretrained(model: nn.Module, arch: str, weights: PretrainedWeights, img_size: int | None = None,
+                    classes: list[str] | None = None) -> None:
+    """Copy ``weights`` into ``model``: the classifier head when its shape fits and, for a clf checkpoint, its class
+    names are the run's in the same order (else it keeps its fresh initialisation), every other key exactly.
 
     Args:
         model: a new module of ``arch``, on the CPU.
         img_size: the run's input size, named in the advice when a clf checkpoint was trained at another.
+        classes: the run's class names; a clf checkpoint's head trained on other names (or another order) would
+            start every logit on the wrong class, so it is re-initialised.
 
     Raises:
         ModelError: a key missing from the file, a key the model lacks, or a shape that differs outside the head;
@@ -167,8 +170,30 @@ def load_pretrained(model: nn.Module, arch: str, weights: PretrainedWeights, img
         raise ModelError(f"{weights.path}: weights do not fit arch '{arch}' ({problem}); {_advice(weights, arch, img_size)}")
     head_state = {k: v for k, v in state.items() if in_prefixes(k, head)}
     keep_head = _head_fits({k: v for k, v in expected.items() if in_prefixes(k, head)}, head_state)
+    other_classes = keep_head and _other_classes(weights, classes)
+    keep_head = keep_head and not other_classes
     model.load_state_dict({**body, **(head_state if keep_head else {})}, strict=keep_head)
+    if other_classes:
+        logger.info("%s: weights loaded; classifier head re-initialised: the file's classes are not this data's "
+                    "(%s)", weights.path, _class_difference(weights.classes or [], classes or []))
+        return
     logger.info("%s", _head_message(weights, model, head, head_state, keep_head))
+
+
+def _other_classes(weights: PretrainedWeights, classes: list[str] | None) -> bool:
+    """A clf checkpoint whose class names (in order) are not the run's; a plain state dict names none."""
+    return weights.classes is not None and classes is not None and list(weights.classes) != list(classes)
+
+
+def _class_difference(theirs: list[str], ours: list[str]) -> str:
+    """What differs, in a few words: the first name the data lacks, or the first that only the data has, or order."""
+    missing = [c for c in theirs if c not in ours]
+    if missing:
+        return f"the file's {missing[0]!r} is not a class here"
+    extra = [c for c in ours if c not in theirs]
+    if extra:
+        return f"{extra[0]!r} is not one of the file's"
+    return "the same names in another order"
 
 
 def _first_mismatch(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> str | None:

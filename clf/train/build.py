@@ -240,7 +240,8 @@ def pretrained_weights(cfg: TrainConfig, resume_ckpt: dict | None = None
 
 
 def build_model(cfg: TrainConfig, num_classes: int, runtime: rt.Runtime, resume_ckpt: dict | None = None,
-                weights: PretrainedWeights | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                weights: PretrainedWeights | None = None,
+                classes: list[str] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The model on the run's device (channels-last on CUDA), checked to run at --img-size; and its model_kwargs.
 
     A resumed run rebuilds the module its checkpoint recorded, whatever today's defaults are. A new run with
@@ -254,7 +255,7 @@ def build_model(cfg: TrainConfig, num_classes: int, runtime: rt.Runtime, resume_
                                         dropout=cfg.dropout, **design)
     model = create_model(cfg.arch, pretrained=cfg.pretrained, **model_kwargs)
     if weights is not None and resume_ckpt is None:
-        load_pretrained(model, cfg.arch, weights, cfg.img_size)
+        load_pretrained(model, cfg.arch, weights, cfg.img_size, classes)
     check_img_size(cfg.arch, cfg.img_size, model)  # one clear line now, not a shape error mid-epoch
     model = model.to(runtime.device)
     if runtime.cuda:

@@ -106,7 +106,8 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
     # The model before the run folder: an unknown --arch must not leave an empty folder behind (it would also
     # push the next default name to ARCH-SIZE-2).
     cfg, weights = rt.agree(lambda: pretrained_weights(cfg, resume_ckpt), runtime)
-    model, model_kwargs = rt.agree(lambda: build_model(cfg, len(classes), runtime, resume_ckpt, weights), runtime)
+    model, model_kwargs = rt.agree(lambda: build_model(cfg, len(classes), runtime, resume_ckpt, weights, classes),
+                                   runtime)
     weights = None  # the model holds them now: a big file's tensors need not stay for the whole run
     replacing = False
     if resume_ckpt is not None:
