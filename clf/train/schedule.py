@@ -39,8 +39,10 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     group; each group records ``layer`` and ``head`` (whether it is the top layer, which --freeze-epochs trains alone).
     """
     if cfg.layer_decay is None and not cfg.freeze_epochs:
-        decay = [p for p in model.parameters() if p.requires_grad and not _no_decay(p)]
-        no_decay = [p for p in model.parameters() if p.requires_grad and _no_decay(p)]
+        decay, no_decay = [], []
+        for param in model.parameters():
+            if param.requires_grad:
+                (no_decay if _no_decay(param) else decay).append(param)
         return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     ids = layer_ids(model, cfg.arch)
     top = max(ids.values())

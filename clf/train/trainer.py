@@ -223,8 +223,9 @@ class Trainer:
         # The best by the key (accuracy, then loss; clf.train.history): a full tie keeps the earlier epoch. Without
         # validation every epoch is the best (best.pt = the last epoch).
         is_best = state.best_epoch() == epoch
-        if is_best and epoch_acc(row) is not None:
-            state.best_val_acc = epoch_acc(row)
+        accuracy = epoch_acc(row)
+        if is_best and accuracy is not None:
+            state.best_val_acc = accuracy
         return row, is_best
 
     def check_finite(self, epoch: int, train_loss: float, val_loss: float | None,
