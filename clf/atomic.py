@@ -8,8 +8,11 @@ never see half a file and a failure leaves the previous file intact. Every outpu
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -19,25 +22,92 @@ from typing import Iterator
 
 from clf.errors import ClfError, StorageError, one_line
 
-# Temp files are short and clf's own: a legal 255-character output name still gets a legal temp name beside it,
-# and `clean_stale_temps` can tell them from anything of the user's.
+# Temp files are short and clf's own: a legal 255-character output name still gets a legal temp name beside it.
+# Their name carries the writer: `.clf-<host tag>-<pid>-<random>.tmp` (see `temp_prefix`), so that
+# `clean_stale_temps` removes only temps whose writer is provably gone, never a live writer's or a user's file.
 TEMP_PREFIX = ".clf-"
 TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"\.clf-(?P<host>[0-9a-f]{8})-(?P<pid>[1-9][0-9]{0,9})-[a-z0-9_]{4,32}\.tmp")
 
 PathLike = str | os.PathLike
 
 
+def process_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (/proc/self/status); else set and restored
+    (briefly 077: a file another thread creates meanwhile is private rather than world-writable)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8) & 0o777
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
 def file_mode(path: PathLike) -> int:
-    """The existing file's permissions, else 0666 minus the umask (what a plain open() would give).
+    """The existing file's permissions, else 0666 minus the umask (what a plain open() or `cp` would give).
 
     mkstemp creates 0600 files; without this, teammates on a shared machine could not read best.pt.
     """
     try:
         return Path(path).stat().st_mode & 0o777
     except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~process_umask()
+
+
+def folder_mode() -> int:
+    """0777 minus the umask: what mkdir (or `cp -r`) gives a new folder; mkdtemp gives 0700."""
+    return 0o777 & ~process_umask()
+
+
+def host_tag() -> str:
+    """8 hex digits naming this machine in clf's temp names (a pid means nothing on another host of a shared disk)."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def temp_prefix(pid: int | None = None) -> str:
+    """The start of a temp name clf writes: `.clf-<host tag>-<pid>-` (this process's pid by default)."""
+    return f"{TEMP_PREFIX}{host_tag()}-{os.getpid() if pid is None else pid}-"
+
+
+def is_clf_temp_name(name: str) -> bool:
+    """True for a name of clf's temp pattern (`.clf-<host tag>-<pid>-<random>.tmp`), of any writer."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this machine (another user's counts); unknown counts as alive."""
+    if os.name != "posix":  # os.kill(pid, 0) would end the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
+
+
+def is_stale_temp(path: PathLike, folder: bool = False) -> bool:
+    """True only for a temp clf can prove it wrote and nobody is writing: its exact temp name, written on this
+    machine by a process that no longer runs, a regular file (a folder with `folder`) itself, never a link, owned
+    by this user. A reused pid keeps the temp (alive): clf leaves it rather than guess."""
+    path = Path(path)
+    match = _TEMP_NAME.fullmatch(path.name)
+    if match is None or match["host"] != host_tag():
+        return False
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    kind_ok = stat.S_ISDIR(info.st_mode) if folder else stat.S_ISREG(info.st_mode)
+    if not kind_ok or (hasattr(os, "getuid") and info.st_uid != os.getuid()):
+        return False
+    pid = int(match["pid"])
+    return pid != os.getpid() and not _pid_alive(pid)
 
 
 def free_space(path: PathLike) -> str:
@@ -156,7 +226,7 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     path = check_output_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(), suffix=TEMP_SUFFIX, dir=path.parent)
     except OSError as exc:
         raise storage_error(path, exc) from None
     os.close(fd)
@@ -200,8 +270,9 @@ def atomic_copy(src: PathLike, dst: PathLike) -> None:
 def clean_stale_temps(folder: PathLike) -> list[Path]:
     """Remove clf's own temp files left in `folder` by a killed process (kill -9 mid-write); returns them.
 
-    Only regular files named like clf's temps (`.clf-*.tmp`) are touched; call it where no other clf process
-    writes at the same time (a run folder at the start of a training).
+    Only files `is_stale_temp` proves stale go (clf's exact temp name, this machine, a writer no longer running,
+    a regular file owned by this user): safe while other clf processes write in the same folder, and a user's
+    file of a similar name or a link is never touched. Nothing to clean, or a folder that cannot be listed: [].
     """
     removed = []
     try:
@@ -209,8 +280,10 @@ def clean_stale_temps(folder: PathLike) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        if entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(TEMP_SUFFIX) and entry.is_file() \
-                and not entry.is_symlink():
-            entry.unlink(missing_ok=True)
+        if is_stale_temp(entry):
+            try:
+                entry.unlink()
+            except OSError:
+                continue
             removed.append(entry)
     return removed

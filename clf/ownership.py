@@ -17,7 +17,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from clf.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write_text
+from clf.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write_text, clean_stale_temps
 from clf.errors import ClfError
 
 MARKER_NAME = ".clf-folder.json"
@@ -86,7 +86,8 @@ def _relative(name: str | os.PathLike) -> str:
 
 def foreign_entries(folder: str | os.PathLike) -> list[str]:
     """What in `folder` clf cannot prove it wrote: unlisted files, links, anything that is not a regular file
-    where a listed file should be. clf's own stale temp files do not count. Everything, for an unmarked folder."""
+    where a listed file should be. Names of clf's temp files (`.clf-*.tmp`, top level) do not count: they block
+    nothing, and are removed only when proven stale (clf.atomic.is_stale_temp). Everything, for an unmarked folder."""
     folder = Path(folder)
     marker = read_marker(folder)
     owned = set(marker["files"]) if marker else set()
@@ -166,9 +167,7 @@ def clear_owned(folder: str | os.PathLike, kind: str, what: str, nested: Iterabl
             os.rmdir(folder / parent)
         except OSError:
             pass
-    for stale in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
-        if stale.is_file() and not stale.is_symlink():
-            stale.unlink(missing_ok=True)
+    clean_stale_temps(folder)  # only temps whose writer is provably gone (clf.atomic.is_stale_temp)
     _write(folder, kind, [])
 
 

@@ -16,9 +16,15 @@ from clf.atomic import (
     check_output_file,
     check_outputs,
     clean_stale_temps,
+    folder_mode,
+    is_clf_temp_name,
+    is_stale_temp,
+    process_umask,
     storage_error,
+    temp_prefix,
 )
 from clf.errors import ClfError, StorageError
+from temp_helpers import stale_temp_name, write_stale_temp
 
 
 def names(folder):
@@ -169,10 +175,83 @@ def test_outputs_may_not_collide_with_each_other_or_with_inputs(tmp_path):
 
 
 def test_stale_temps_of_clf_are_cleaned_and_nothing_else(tmp_path):
-    (tmp_path / ".clf-abc123.tmp").write_bytes(b"half a checkpoint")
+    stale = write_stale_temp(tmp_path, b"half a checkpoint")
     (tmp_path / ".clf-notes.txt").write_text("mine")
     (tmp_path / "data.tmp").write_text("mine")
     (tmp_path / "last.pt").write_bytes(b"pt")
     removed = clean_stale_temps(tmp_path)
-    assert [p.name for p in removed] == [".clf-abc123.tmp"]
+    assert [p.name for p in removed] == [stale.name]
     assert names(tmp_path) == [".clf-notes.txt", "data.tmp", "last.pt"]
+
+
+# --- issue 24: which temp files are provably clf's and dead (kill -9 mid-export) ----------------------------------
+
+
+def test_a_temp_name_carries_this_host_and_this_pid(tmp_path):
+    with atomic_output(tmp_path / "model.onnx") as tmp:
+        assert tmp.name.startswith(temp_prefix()) and is_clf_temp_name(tmp.name)
+        assert str(os.getpid()) in tmp.name
+        assert not is_stale_temp(tmp)  # this process is writing it
+
+
+def test_only_provably_stale_temps_are_removed(tmp_path):
+    stale = write_stale_temp(tmp_path)
+    live = tmp_path / stale_temp_name(pid=os.getpid(), random="livewrit")  # a writer still running
+    live.write_bytes(b"being written")
+    parent = tmp_path / stale_temp_name(pid=os.getppid(), random="parentpid")
+    parent.write_bytes(b"another live clf")
+    lookalikes = [".clf-mine.tmp", ".clf-abc123.tmp", ".clf-12345678-1-abcdefgh.tmp",  # other host tag
+                  stale_temp_name(random="AB") + ".bak", "x" + stale_temp_name()]
+    for name in lookalikes:
+        (tmp_path / name).write_text("the user's")
+    folder = tmp_path / stale_temp_name(random="adirectr")  # a folder is not a temp file
+    folder.mkdir()
+    assert clean_stale_temps(tmp_path) == [stale]
+    assert sorted(names(tmp_path)) == sorted([live.name, parent.name, *lookalikes, folder.name])
+    assert is_stale_temp(folder, folder=True)
+
+
+def test_a_link_named_like_a_stale_temp_is_not_followed_nor_removed(tmp_path):
+    target = tmp_path / "precious.onnx"
+    target.write_bytes(b"the user's model")
+    link = tmp_path / stale_temp_name()
+    link.symlink_to(target)
+    dangling = tmp_path / stale_temp_name(random="dangling")
+    dangling.symlink_to(tmp_path / "gone")
+    assert clean_stale_temps(tmp_path) == []
+    assert link.is_symlink() and dangling.is_symlink() and target.read_bytes() == b"the user's model"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a file another user owns")
+def test_another_users_temp_is_not_removed(tmp_path):
+    other = write_stale_temp(tmp_path)
+    os.chown(other, 12345, 12345)
+    assert clean_stale_temps(tmp_path) == [] and other.exists()
+
+
+# --- issue 24: outputs are readable as `cp` would leave them (umask), never mkstemp's 0600 --------------------------
+
+
+@pytest.fixture
+def umask_027():
+    previous = os.umask(0o027)
+    yield 0o027
+    os.umask(previous)
+
+
+def test_process_umask_is_read_without_changing_it(umask_027):
+    assert process_umask() == 0o027
+    assert process_umask() == 0o027  # not reset by reading it
+    assert folder_mode() == 0o750
+
+
+def test_every_atomic_write_gets_the_umask_mode_and_a_replaced_file_keeps_its_own(tmp_path, umask_027):
+    atomic_write_text(tmp_path / "a.csv", "id,label\n")
+    atomic_copy(tmp_path / "a.csv", tmp_path / "b.csv")
+    with atomic_output(tmp_path / "new" / "c.onnx") as tmp:
+        tmp.write_bytes(b"model")
+    for name in ("a.csv", "b.csv", "new/c.onnx"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640, name
+    (tmp_path / "a.csv").chmod(0o604)  # the user's choice for an existing file stays, as with `cp` onto it
+    atomic_write_text(tmp_path / "a.csv", "id,label\nx,y\n")
+    assert stat.S_IMODE((tmp_path / "a.csv").stat().st_mode) == 0o604

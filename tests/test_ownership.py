@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from temp_helpers import write_stale_temp
 
 from clf.errors import ClfError
 from clf.ownership import (
@@ -104,10 +105,17 @@ def test_check_clearable(run, tmp_path):
 
 
 def test_clear_owned_removes_clfs_files_and_keeps_the_marker(run):
-    (run / ".clf-old.tmp").write_bytes(b"stale")
+    write_stale_temp(run, b"stale")
     clear_owned(run, "run", "run folder")
     assert sorted(p.name for p in run.iterdir()) == [MARKER_NAME]  # sub/ was clf's and is empty: gone
     assert read_marker(run)["files"] == []
+
+
+def test_clear_owned_keeps_a_users_file_named_like_a_temp(run):
+    """issue 24: only temps clf can prove stale go (clf.atomic.is_stale_temp); a look-alike blocks nothing either."""
+    (run / ".clf-old.tmp").write_bytes(b"the user's")
+    clear_owned(run, "run", "run folder")
+    assert sorted(p.name for p in run.iterdir()) == sorted([".clf-old.tmp", MARKER_NAME])
 
 
 def test_clear_owned_keeps_an_empty_folder_of_the_users(run):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import clf, error_line
+from temp_helpers import write_stale_temp
 from train_helpers import interrupt_in_epoch, load, make_data, make_easy_data
 
 from clf.ownership import MARKER_NAME, read_marker
@@ -266,11 +267,11 @@ def test_a_v01_run_folder_without_a_marker_still_resumes(data, tmp_path):
     run = out / "old"
     (run / MARKER_NAME).unlink()
     (run / "split.json").unlink()
-    (run / ".clf-abc123.tmp").write_bytes(b"half a checkpoint")  # left by a kill -9
+    stale = write_stale_temp(run, b"half a checkpoint")  # left by a kill -9
     result = clf("train", "--resume", run, "--epochs", "2", "--workers", "0", "--device", "cpu", "--quiet")
     assert result.exit_code == 0, result.output
     assert load(run / "last.pt")["epoch"] == 2
-    assert not (run / MARKER_NAME).exists() and not (run / ".clf-abc123.tmp").exists()
+    assert not (run / MARKER_NAME).exists() and not stale.exists()
 
 
 def test_an_image_size_the_arch_cannot_take_is_refused_before_training(data, tmp_path):
