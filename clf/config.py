@@ -456,6 +456,9 @@ class ExportConfig(_JsonMixin):
         if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w > 0)
                for w in self.weights):
             raise ClfError(f"--weights takes positive numbers like 1,2, got {','.join(map(str, self.weights))}")
+        problem = _weights_problem(self.weights)
+        if problem:
+            raise ClfError(f"--weights {','.join(map(str, self.weights))}: {problem}")
         if self.more_runs and not self.output and self.triton is None:
             raise ClfError(f"{len(self.more_runs) + 1} runs given without -o: an ensemble belongs to none of them; "
                            "pass -o ens.onnx")
@@ -522,6 +525,27 @@ class ExportConfig(_JsonMixin):
 ID_FORMATS = ("stem", "name", "relpath")
 # Top-k labels: "columns" (label, label_2 .. label_K) or "space" ("a b c" in the label column, MAP@K style).
 TOPK_FORMATS = ("columns", "space")
+
+
+# The smallest normal float32: a normalised weight below it is 0 (or denormal) in the exported graph.
+_FLOAT32_TINY = 1.1754943508222875e-38
+
+
+def _weights_problem(weights: tuple[float, ...]) -> str:
+    """Why positive, finite --weights still cannot be normalised into the graph ('' when they can): a sum that
+    overflows (each weight becomes 0 and the graph outputs NaN), or a weight too small next to the others for float32."""
+    import math
+
+    total = float(sum(weights))
+    if not math.isfinite(total):
+        return (f"their sum overflows to {total}, so every weight would normalise to 0; give weights of a usual size "
+                "like 1,2 (only their ratios matter)")
+    for index, weight in enumerate(weights, start=1):
+        if float(weight) / total < _FLOAT32_TINY:
+            return (f"weight {index} ({weight}) is {float(weight) / total:.3g} of their sum, which is 0 in the "
+                    "float32 graph; give weights within a few orders of magnitude of each other, or leave that "
+                    "member out")
+    return ""
 
 
 def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> tuple[bool, str]:

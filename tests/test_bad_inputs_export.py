@@ -512,6 +512,133 @@ CASES += [
 ]
 
 
+# --- issue 24: ensembles, calibration input, Triton names, stale temps (kill -9) -------------------------------------
+
+
+def _nan_weights(places):
+    """The run's checkpoint with NaN weights (its split.json kept): both runtimes output NaN."""
+    from clf.models.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(places["ckpt"])
+    state.pop("source", None)
+    first = next(name for name, value in state["model"].items() if value.is_floating_point())
+    state["model"][first] = torch.full_like(state["model"][first], float("nan"))
+    save_checkpoint(state, places["ckpt"])
+
+
+def _proof_says_nothing_agreed(places):
+    proof = json.loads((places["run"] / "model.parity-failed.parity.json").read_text())  # strict JSON: no bare NaN
+    assert proof["top1_agreement"] == 0.0 and proof["max_abs_diff"] is None and proof["passed"] is False
+    assert not (places["run"] / "model.onnx").exists()
+
+
+def _oof_group(*rows):
+    """A finished fold group ({tmp}/grp) whose oof.csv holds these probability rows (one image each)."""
+
+    def setup(places):
+        import numpy as np
+
+        from clf.data.folds import OutOfFold, write_oof
+
+        _group()(places)
+        probs = np.array(rows, dtype=np.float64)
+        write_oof(places["tmp"] / "grp" / "oof.csv", OutOfFold([f"img{i}" for i in range(len(rows))],
+                                                               ["circle"] * len(rows), np.zeros(len(rows), np.int64),
+                                                               ["circle", "square", "star", "triangle"], probs))
+
+    return setup
+
+
+def _alias_of_run(places):
+    (places["tmp"] / "alias").symlink_to(places["run"])
+
+
+def _single_triton_export_first(places):
+    result = run_case(Case("the member alone first", ["export", "{run}", "--triton", "{tmp}/repo", *FAST], 0, ""),
+                      places)
+    assert (places["tmp"] / "repo" / "test-run" / "config.pbtxt").is_file(), result.output
+
+
+def _ensemble_has_its_own_folder(places):
+    repo = places["tmp"] / "repo"
+    assert sorted(p.name for p in repo.iterdir()) == ["ensemble-run-b", "test-run"]
+    assert 'name: "ensemble-run-b"' in (repo / "ensemble-run-b" / "config.pbtxt").read_text()
+    members = json.loads((repo / "ensemble-run-b" / "1" / "model.parity.json").read_text())["members"]
+    assert len(members) == 2
+
+
+def _stale_temps_and_lookalikes(places):
+    """What a kill -9 mid-export leaves in the run folder, beside a user's look-alike file and a link named like a
+    stale temp (pointing at a file of the user's)."""
+    from temp_helpers import stale_temp_name, write_stale_temp
+
+    run = places["run"]
+    places_extra = {"stale": write_stale_temp(run).name, "link": stale_temp_name(random="symlink1")}
+    (run / ".clf-mine.tmp").write_text("the user's")
+    (places["tmp"] / "precious.txt").write_text("the user's")
+    (run / places_extra["link"]).symlink_to(places["tmp"] / "precious.txt")
+    (places["tmp"] / "names.json").write_text(json.dumps(places_extra))
+
+
+def _only_the_stale_temp_went(places):
+    run = places["run"]
+    names = json.loads((places["tmp"] / "names.json").read_text())
+    assert not (run / names["stale"]).exists()
+    assert (run / ".clf-mine.tmp").read_text() == "the user's"
+    assert (run / names["link"]).is_symlink() and (places["tmp"] / "precious.txt").read_text() == "the user's"
+    assert (run / "model.onnx").is_file()
+
+
+ISSUE_24_CASES = [
+    # 5. weights that pass "positive and finite" but cannot be normalised into the graph
+    Case("--weights whose sum overflows", ["export", "{run}", "{tmp}/b", "-o", "{tmp}/e.onnx", "--weights",
+                                           "1e308,1e308", *FAST], 2,
+         "--weights 1e+308,1e+308: their sum overflows to inf, so every weight would normalise to 0; give weights of "
+         "a usual size like 1,2 (only their ratios matter)", setup=_member("b"), guard=["{run}", "{tmp}/b"],
+         check=_absent("e.onnx")),
+    Case("--weights with one that is 0 in float32", ["export", "{run}", "{tmp}/b", "-o", "{tmp}/e.onnx", "--weights",
+                                                     "1,1e-300", *FAST], 2,
+         "--weights 1.0,1e-300: weight 2 (1e-300) is 1e-300 of their sum, which is 0 in the float32 graph; give "
+         "weights within a few orders of magnitude of each other, or leave that member out",
+         setup=_member("b"), guard=["{run}", "{tmp}/b"], check=_absent("e.onnx")),
+    # 5. a graph that outputs NaN fails its gate with 0 % agreement, never "100.00 %"
+    Case("a checkpoint whose outputs are NaN", ["export", "{run}", *FAST], 3,
+         "parity check failed (max abs diff nan > atol 0.0001; top-1 agreement 0.00% < 100%)", setup=_nan_weights,
+         check=_proof_says_nothing_agreed),
+    # 10c. one checkpoint named twice is one member (resolved paths and links compared)
+    Case("the same run twice (another spelling)", ["export", "{run}", "{tmp}/./run/", "-o", "{tmp}/e.onnx", *FAST],
+         2, "run/: the same checkpoint as ", guard=["{run}"], check=_absent("e.onnx")),
+    Case("the same run twice (its checkpoint)", ["export", "{run}", "{tmp}/b", "{ckpt}", "-o", "{tmp}/e.onnx", *FAST],
+         2, "best.pt), named twice in the ensemble; list each run once and give it more weight with --weights",
+         setup=_member("b"), guard=["{run}", "{tmp}/b"], check=_absent("e.onnx")),
+    Case("the same run twice (a link to it)", ["export", "{run}", "{tmp}/alias", "-o", "{tmp}/e.onnx", *FAST], 2,
+         "alias: the same checkpoint as ", setup=_alias_of_run, guard=["{run}"], check=_absent("e.onnx")),
+    # 10d. oof.csv must hold probabilities
+    Case("--calibrate on an oof.csv value 1e308", ["export", "{tmp}/grp", "--calibrate", *FAST], 2,
+         "oof.csv: line 3 has 1e+308 for class 'square', not a probability from 0 to 1; it must hold the "
+         "probabilities clf wrote: retrain the group with --overwrite to rewrite it",
+         setup=_oof_group([0.25] * 4, [0.0, 1e308, 0.0, 0.0]), guard=["{tmp}/grp"], check=_absent("grp/model.onnx")),
+    Case("--calibrate on a negative oof.csv value", ["export", "{tmp}/grp", "--calibrate", *FAST], 2,
+         "oof.csv: line 2 has -0.5 for class 'circle', not a probability from 0 to 1",
+         setup=_oof_group([-0.5, 0.5, 0.5, 0.5]), guard=["{tmp}/grp"], check=_absent("grp/model.onnx")),
+    Case("--calibrate on oof.csv rows not summing to 1", ["export", "{tmp}/grp", "--calibrate", *FAST], 2,
+         "oof.csv: line 2's probabilities sum to 2, not 1; it must hold the probabilities clf wrote",
+         setup=_oof_group([0.5, 0.5, 0.5, 0.5]), guard=["{tmp}/grp"], check=_absent("grp/model.onnx")),
+    Case("--calibrate on a NaN in oof.csv", ["export", "{tmp}/grp", "--calibrate", *FAST], 2,
+         "oof.csv: line 2 has a probability that is not finite", setup=_oof_group([float("nan"), 0.5, 0.25, 0.25]),
+         guard=["{tmp}/grp"], check=_absent("grp/model.onnx")),
+    # 10f. an ensemble's Triton model is named after the ensemble, never after (and over) its first member
+    Case("--triton ensemble beside its member's own export",
+         ["export", "{run}", "{tmp}/b", "--triton", "{tmp}/repo", *FAST], 0, "",
+         setup=lambda p: (_member("b")(p), _single_triton_export_first(p)),
+         guard=["{tmp}/repo/test-run", "{run}", "{tmp}/b"], check=_ensemble_has_its_own_folder),
+    # 10i. a kill -9 mid-export: the next export there removes clf's dead temp, nothing else, no link followed
+    Case("export into a folder with a stale temp, a look-alike and a link", ["export", "{run}", *FAST], 0, "",
+         setup=_stale_temps_and_lookalikes, guard=["{ckpt}"], check=_only_the_stale_temp_went),
+]
+CASES += ISSUE_24_CASES
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_bad_input(case, places):
     run_case(case, places)

@@ -124,6 +124,34 @@ def test_difference_is_measured_over_every_logit(linear, batch):
     assert agreement == 1.0
 
 
+def test_nan_outputs_agree_with_nothing(linear, batch):
+    """issue 24: argmax of an all-NaN row is 0 in both runtimes; that was reported as 100 % agreement."""
+    nan_model = nn.Sequential(linear, _AllNan()).eval()
+    max_diff, _, agreement = compare(nan_model, ScriptedSession(nan_model), batch, (1, 2))
+    assert np.isnan(max_diff) and agreement == 0.0
+
+    def one_nan_row(logits, x):
+        logits[0, 1] = np.nan
+        return logits
+
+    _, _, agreement = compare(linear, ScriptedSession(linear, one_nan_row), batch, (5,))
+    assert agreement == pytest.approx(4 / 5)
+    report = replace(REPORT, passed=False, max_abs_diff=float("nan"), top1_agreement=0.0)
+    assert report.reason() == "max abs diff nan > atol 0.0001; top-1 agreement 0.00% < 100%"
+
+
+def test_a_nan_proof_is_strict_json(tmp_path):
+    replace(REPORT, passed=False, max_abs_diff=float("nan"), mean_abs_diff=float("inf")).write(tmp_path / "p.json")
+    text = (tmp_path / "p.json").read_text()
+    data = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in the proof"))
+    assert data["max_abs_diff"] is None and data["mean_abs_diff"] is None
+
+
+class _AllNan(nn.Module):
+    def forward(self, x):
+        return x * float("nan")
+
+
 def test_top1_agreement_counts_rows_whose_argmax_moved(linear, batch):
     def flip_first_row(logits, x):
         if len(logits) == 5 or np.array_equal(x[0], batch[0]):  # row 0 of the batch, whatever the chunking

@@ -4,7 +4,9 @@ parsed with Triton's own protobuf schema, the ownership rules, and the gate befo
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from export_helpers import CLASSES, RUN_NAME, make_checkpoint, make_data
 from export_helpers import CLI_FAST as FAST
 from google.protobuf import text_format
 from serve_helpers import cli_state
+from temp_helpers import stale_temp_name
 
 from clf.config import ExportConfig
 from clf.export import triton
@@ -70,6 +73,41 @@ def test_the_model_folder_holds_config_labels_preprocess_and_the_versioned_model
     props = {p.key: p.value for p in onnx.load(str(folder / "1" / "model.onnx")).metadata_props}
     assert (folder / "preprocess.json").read_text() == props["clf.preprocess"] + "\n"
     assert json.loads((folder / "1" / "model.parity.json").read_text())["passed"] is True
+
+
+def modes(folder: Path) -> dict[str, int]:
+    """relative path -> permission bits of the folder itself and everything in it."""
+    found = {".": stat.S_IMODE(folder.stat().st_mode)}
+    for path in folder.rglob("*"):
+        found[path.relative_to(folder).as_posix()] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+def expected_modes(folder: Path, umask: int) -> dict[str, int]:
+    """What `cp -r` would leave: folders 0777 and files 0666, minus the umask."""
+    return {rel: (0o777 if (folder / rel).is_dir() else 0o666) & ~umask for rel in modes(folder)}
+
+
+def test_the_model_folder_is_readable_as_cp_would_leave_it(repo):
+    """issue 24: mkdtemp made the folder 0700, so a Triton server under another user could not read it."""
+    from clf.atomic import process_umask
+
+    folder = repo / RUN_NAME
+    assert modes(folder) == expected_modes(folder, process_umask())
+    assert modes(folder)["."] & 0o055 == 0o055 & ~process_umask()  # others may list and enter it (umask 022: 0755)
+
+
+def test_the_model_folder_follows_the_umask(run, tmp_path):
+    repo = tmp_path / "repo"
+    previous = os.umask(0o027)
+    try:
+        result = clf("export", run, "--triton", repo, *FAST)
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.output
+    folder = repo / RUN_NAME
+    assert modes(folder) == expected_modes(folder, 0o027)
+    assert modes(folder)["."] == 0o750 and modes(folder)["1/model.onnx"] == 0o640
 
 
 def test_config_parses_with_tritons_schema_and_matches_the_onnx_graph(repo):
@@ -160,3 +198,52 @@ def test_default_model_names_are_safe_folder_names(run_name, folder, expected):
 def test_a_class_name_with_a_line_break_is_refused():
     with pytest.raises(Exception, match=r"contains a line break; Triton's labels.txt holds one name a line"):
         triton.labels_text(["cat", "dog\nfish"])
+
+
+# --- issue 24: ensemble names, stale folders of a killed export ------------------------------------------------------
+
+
+def test_an_ensemble_is_named_after_its_members_never_after_the_first_alone():
+    runs = [Path("/r/a/best.pt"), Path("/r/b/best.pt")]
+    assert triton.exported_name(runs, None) == "ensemble-a-b"
+    assert triton.exported_name(runs[:1], None) == ""  # one run: its checkpoint's run name
+    assert triton.exported_name(runs, Path("/r/cv5")) == "cv5"
+    cfg = ExportConfig(checkpoint="x", triton="repo")
+    many = [Path(f"/r/{'member' * 4}-{i}/best.pt") for i in range(8)]
+    long_a = triton.model_name(cfg, many[0], triton.exported_name(many, None))
+    long_b = triton.model_name(cfg, many[0], triton.exported_name(many[:7] + [Path("/r/other/best.pt")], None))
+    assert len(long_a) == len(long_b) == 128 and long_a != long_b  # cut, and told apart by a hash of the whole name
+
+
+def _stale_build(repo: Path, random: str, listed: dict[str, str], unlisted: dict[str, str] | None = None) -> Path:
+    """A folder under clf's temp name, as a kill -9 leaves a model folder being built (marker listing `listed`)."""
+    from clf.ownership import mark_folder
+
+    folder = repo / stale_temp_name(random=random)
+    mark_folder(folder, triton.KIND, list(listed))
+    for rel, text in {**listed, **(unlisted or {})}.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    return folder
+
+
+def test_the_next_export_removes_folders_a_killed_export_left_and_nothing_else(run, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    stale = _stale_build(repo, "building", {"config.pbtxt": "x", "1/model.onnx": "half"})
+    empty = repo / stale_temp_name(random="nomarker")  # killed before its marker was written
+    empty.mkdir()
+    kept = _stale_build(repo, "usersfile", {"config.pbtxt": "x"}, unlisted={"notes.txt": "the user's"})
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "config.pbtxt").write_text("the user's")
+    link = repo / stale_temp_name(random="linkdirx")
+    link.symlink_to(tmp_path / "elsewhere")
+    live = repo / stale_temp_name(pid=os.getppid(), random="livewrit")  # another clf still building
+    live.mkdir()
+    result = clf("export", run, "--triton", repo, *FAST)
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and not empty.exists()
+    assert (kept / "notes.txt").read_text() == "the user's" and (kept / "config.pbtxt").read_text() == "x"
+    assert link.is_symlink() and (tmp_path / "elsewhere" / "config.pbtxt").read_text() == "the user's"
+    assert live.is_dir()
+    assert sorted(p.name for p in repo.iterdir()) == sorted([RUN_NAME, kept.name, link.name, live.name])

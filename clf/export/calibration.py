@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 T_RANGE = (0.01, 100.0)  # searched on a log scale; a fit at either end says the logits carry no usable scale
 MAX_CALIBRATION_IMAGES = 10_000  # spread over the validation list: plenty for one parameter
+PROB_SUM_TOLERANCE = 1e-3  # an oof.csv row's sum may miss 1 by this much (6 significant digits a value)
 _GOLDEN = (math.sqrt(5) - 1) / 2
 
 
@@ -114,8 +115,29 @@ def oof_logits(group: Path, classes: Sequence[str]) -> tuple[np.ndarray, np.ndar
                         "retrain the group with --overwrite")
     if not oof.ids:
         raise DataError(f"{path}: no out-of-fold predictions to calibrate on")
+    check_probabilities(path, oof.probs, list(classes))
     logits = np.log(np.clip(oof.probs, 1e-12, None))
     return logits, oof.label_indices(), f"out-of-fold predictions of {group.name}"
+
+
+def check_probabilities(path: Path, probs: np.ndarray, classes: Sequence[str]) -> None:
+    """Every row of oof.csv must be a probability distribution: each value from 0 to 1, the row summing to 1 within
+    PROB_SUM_TOLERANCE (clf writes 6 significant digits). A temperature fitted on anything else means nothing.
+
+    Raises:
+        DataError: naming the file, the line (the header is line 1) and what is wrong; the first bad row only.
+    """
+    fix = "it must hold the probabilities clf wrote: retrain the group with --overwrite to rewrite it"
+    for row, values in enumerate(np.asarray(probs, dtype=np.float64)):
+        line = row + 2
+        bad = [(name, value) for name, value in zip(classes, values) if not (math.isfinite(value) and 0 <= value <= 1)]
+        if bad:
+            name, value = bad[0]
+            raise DataError(f"{path}: line {line} has {value:g} for class {name!r}, not a probability from 0 to 1; "
+                            f"{fix}")
+        total = float(values.sum())
+        if abs(total - 1.0) > PROB_SUM_TOLERANCE:
+            raise DataError(f"{path}: line {line}'s probabilities sum to {total:.6g}, not 1; {fix}")
 
 
 def labelled_validation_images(run_folder: Path, classes: Sequence[str], pre: Preprocess,

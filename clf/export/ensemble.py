@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -77,7 +78,34 @@ def resolve_sources(cfg: ExportConfig) -> Sources:
     if groups:
         folder = Path(groups[0])
         return Sources([resolve_checkpoint(f, prefer="best") for f in finished_members(folder)], group=folder)
-    return Sources([resolve_checkpoint(run, prefer="best") for run in given])
+    checkpoints = [resolve_checkpoint(run, prefer="best") for run in given]
+    check_distinct(given, checkpoints)
+    return Sources(checkpoints)
+
+
+def check_distinct(given: Sequence[str], checkpoints: Sequence[Path]) -> None:
+    """Each member once: two names of one checkpoint (`runs/a`, `./runs/a/`, `runs/a/best.pt`, a link to it) would
+    silently double its weight, which is what --weights is for.
+
+    Raises:
+        ClfError: naming both spellings of the first checkpoint given twice.
+    """
+    seen: dict[object, str] = {}
+    for name, ckpt in zip(given, checkpoints):
+        key = _file_identity(ckpt)
+        if key in seen:
+            raise ClfError(f"{name}: the same checkpoint as {seen[key]} ({ckpt}), named twice in the ensemble; "
+                           "list each run once and give it more weight with --weights")
+        seen[key] = name
+
+
+def _file_identity(path: Path) -> object:
+    """(device, inode): one key for every name of a file, links and hard links included; the real path if stat fails."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (info.st_dev, info.st_ino)
 
 
 def finished_members(folder: Path) -> list[Path]:

@@ -20,7 +20,7 @@ import onnx
 from torch import nn
 
 from clf import __version__
-from clf.atomic import atomic_copy, atomic_output, check_outputs
+from clf.atomic import atomic_copy, atomic_output, check_outputs, clean_stale_temps
 from clf.config import ExportConfig, Preprocess
 from clf.errors import ClfError, DataError, ModelError, ParityError
 from clf.export import calibration, ensemble, graph, int8
@@ -205,6 +205,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     int8_images = (int8.choose_images(cfg, sources.checkpoints[0].parent, info.run_name, info.classes, check_paths)
                    if cfg.int8 else None)
     proof = proof_path(output)
+    remove_stale_temps(output.parent)
     record_files(output.parent, [output.name, proof.name])  # a clf run folder lists what clf wrote in it
     with atomic_output(output) as staged, _named_as(staged, output):
         # 2. its graph, in a temp file beside the output; 3. the parity gate; 4. the proof, then the model, in place
@@ -225,6 +226,13 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         # the proof before the model moves: a proof that cannot be written leaves both as they were
         report.write(proof, result.proof_extra())
     return result
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """clf's temp files a killed export (kill -9) left in the output folder; only those clf.atomic.is_stale_temp
+    proves stale (clf's temp name, writer gone, a regular file of this user's), never another export's live one."""
+    for stale in clean_stale_temps(folder):
+        logger.info("%s: removed a temp file left by an interrupted write", stale)
 
 
 def _parity_inputs(cfg: ExportConfig, sources: ensemble.Sources, members: list[ensemble.Member],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import stat
 from collections import Counter
@@ -58,7 +59,19 @@ class ParityReport:
 
     def write(self, path: Path, extra: dict[str, Any] | None = None) -> None:
         """The proof file; `extra`: what an ensemble / TTA / calibrated graph adds (members, temperature, ...)."""
-        atomic_write_text(path, json.dumps({**asdict(self), **(extra or {})}, indent=2) + "\n")
+        payload = _json_safe({**asdict(self), **(extra or {})})
+        atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and inf as null: Python's json writes them as bare NaN/Infinity, which strict JSON readers refuse."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def run_images(folder: str | os.PathLike, run_name: str, limit: int) -> tuple[list[str], str]:
@@ -224,7 +237,14 @@ def compare(model: nn.Module, session: Any, batch: np.ndarray, batch_sizes: Sequ
         if onnx_logits.shape != reference.shape:
             raise ClfError(f"ONNX output shape {onnx_logits.shape} != PyTorch {reference.shape} at batch {size}")
         diffs.append(np.abs(onnx_logits - reference))
-        agree += int((onnx_logits.argmax(1) == reference.argmax(1)).sum())
+        agree += int(top1_agrees(onnx_logits, reference).sum())
         total += len(reference)
     every = np.concatenate([d.ravel() for d in diffs])
     return float(every.max()), float(every.mean()), agree / max(total, 1)
+
+
+def top1_agrees(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row [N]: both rows finite and their top-1 class the same. A row holding NaN or inf agrees with nothing:
+    argmax picks the first NaN in both, which would count a broken graph as 100 % in agreement."""
+    finite = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    return finite & (a.argmax(axis=1) == b.argmax(axis=1))

@@ -8,10 +8,18 @@
 
 The export runs into a temporary folder first; nothing reaches REPO unless its gate passed. The new model folder is
 built beside the old one under a clf temp name and renamed into place; other models in REPO are never touched.
+Folders and files get the permissions `cp` would give them (0777 / 0666 minus the umask): a Triton server running
+under another user must read them. A folder under clf's temp name that a killed export left in REPO is removed by
+the next export there, when clf.atomic.is_stale_temp proves it stale and it holds only what its marker lists.
+
+The model is named --model-name, else after what is exported: the run, the fold group, or for an ensemble of runs
+`ensemble-<member>-<member>...` (each member's folder name), so that an ensemble never replaces the folder a single
+export of its first member writes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -22,11 +30,13 @@ from pathlib import Path
 
 import onnx
 
-from clf.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_copy, check_output_file, check_outputs, storage_error
+from clf.atomic import (TEMP_SUFFIX, atomic_copy, check_output_file, check_outputs, clean_stale_temps, folder_mode,
+                        is_stale_temp, storage_error, temp_prefix)
 from clf.config import ExportConfig
 from clf.errors import ClfError, ModelError, ParityError
-from clf.export.onnx_export import ExportResult, default_name, export_onnx, kept_aside_path, proof_path
-from clf.ownership import clear_owned, foreign_entries, mark_folder, read_marker, record_files
+from clf.export.onnx_export import (ExportResult, default_name, export_onnx, kept_aside_path, proof_path,
+                                   remove_stale_temps)
+from clf.ownership import MARKER_NAME, clear_owned, foreign_entries, mark_folder, read_marker, record_files
 from clf.serve.metadata import KEY_CLASSES, KEY_PREPROCESS
 
 logger = logging.getLogger(__name__)
@@ -57,12 +67,31 @@ class TritonResult:
     export: ExportResult
 
 
+MAX_NAME = 128  # clf.config.MODEL_NAME_RULE
+
+
 def model_name(cfg: ExportConfig, checkpoint: Path, run_name: str) -> str:
-    """--model-name, else the run's name (its folder's name for a bare checkpoint) made a safe folder name."""
+    """--model-name, else the run's name (its folder's name for a bare checkpoint) made a safe folder name.
+
+    A name cut to MAX_NAME characters ends in a hash of the whole name, so two long names never share a folder.
+    """
     if cfg.model_name:
         return cfg.model_name
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", run_name or checkpoint.parent.name).lstrip("._-")[:128]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", run_name or checkpoint.parent.name).lstrip("._-")
+    if len(name) > MAX_NAME:
+        tag = "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = name[: MAX_NAME - len(tag)] + tag
     return name or "model"
+
+
+def exported_name(checkpoints: list[Path], group: Path | None) -> str:
+    """What the export is called before it is made a folder name: the fold group's name; for an ensemble of runs
+    "ensemble-" and each member's folder name; "" for one run (its checkpoint's run name is used)."""
+    if group is not None:
+        return group.name
+    if len(checkpoints) > 1:
+        return "-".join(["ensemble", *(ckpt.parent.name for ckpt in checkpoints)])
+    return ""
 
 
 def preferred_batch_sizes(max_batch_size: int) -> list[int]:
@@ -168,15 +197,18 @@ def export_triton(cfg: ExportConfig) -> TritonResult:
 
     sources = resolve_sources(cfg)  # one run, several (an ensemble) or a fold group
     checkpoint = sources.checkpoints[0]
-    run_name = sources.group.name if sources.group else str(load_checkpoint(checkpoint).get("run_name") or "")
+    run_name = (exported_name(sources.checkpoints, sources.group)
+                or str(load_checkpoint(checkpoint).get("run_name") or ""))
     name = model_name(cfg, checkpoint, run_name)
     repo = Path(str(cfg.triton))
     folder = repo / name
     check_repository(repo, folder)
+    clean_stale_builds(repo)
     home = sources.group or checkpoint.parent  # where a model that fails its gate is kept, as `clf export` keeps it
     failed = kept_aside_beside(home, "int8" if cfg.int8 else "fp16" if cfg.fp16 else "fp32")
     check_outputs({"the kept-aside model": failed, "its parity proof": proof_path(failed)},
                   inputs={"checkpoint": checkpoint})
+    remove_stale_temps(home)  # a model failing its gate is copied there
     with tempfile.TemporaryDirectory(prefix="clf-triton-") as work:
         staged = Path(work) / MODEL_FILE
         try:
@@ -201,7 +233,8 @@ def _write_folder(repo: Path, folder: Path, name: str, model: onnx.ModelProto, s
     files = sorted([*texts, *copies])
     try:
         repo.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=repo))
+        building = Path(tempfile.mkdtemp(prefix=temp_prefix(), suffix=TEMP_SUFFIX, dir=repo))
+        os.chmod(building, folder_mode())  # mkdtemp makes it 0700: Triton runs under another user
     except OSError as exc:
         raise storage_error(repo, exc) from None
     try:
@@ -241,16 +274,45 @@ def _move_into_place(building: Path, folder: Path, repo: Path) -> None:
     if not folder.exists():
         os.rename(building, folder)
         return
-    old = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=repo))
+    old = Path(tempfile.mkdtemp(prefix=temp_prefix(), suffix=TEMP_SUFFIX, dir=repo))
     os.rmdir(old)  # a free name under clf's temp prefix: the old folder goes there
     os.rename(folder, old)
     os.rename(building, folder)
-    clear_owned(old, KIND, WHAT)  # checked clearable before the export; removes only what clf listed
-    (old / ".clf-folder.json").unlink(missing_ok=True)
-    try:
-        os.rmdir(old)
-    except OSError:
+    if not remove_own_folder(old):  # checked clearable before the export; removes only what clf listed
         logger.warning("%s: the previous model folder kept files clf did not write; left as %s", folder, old)
+
+
+def remove_own_folder(folder: Path) -> bool:
+    """Remove a model folder clf wrote: the files its marker lists, its stale temps, the marker, the folders left
+    empty. An unmarked folder goes only when empty (a build killed before its marker). True when it is gone."""
+    clean_stale_temps(folder)
+    if read_marker(folder) is not None:
+        try:
+            clear_owned(folder, KIND, WHAT)
+        except ClfError:  # something of the user's inside: nothing is removed
+            return False
+        (folder / MARKER_NAME).unlink(missing_ok=True)
+    try:
+        os.rmdir(folder)
+    except OSError:
+        return False
+    return True
+
+
+def clean_stale_builds(repo: Path) -> None:
+    """Folders a killed export left in REPO under clf's temp name (a model folder being built, or the old one moved
+    aside): removed when proven stale (clf.atomic.is_stale_temp) and holding only what clf wrote."""
+    try:
+        entries = list(repo.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if is_stale_temp(entry, folder=True):
+            if remove_own_folder(entry):
+                logger.info("%s: removed a model folder left by an interrupted export", entry)
+            else:
+                logger.warning("%s: left by an interrupted export, and holds files clf did not write; left there",
+                               entry)
 
 
 def kept_aside_beside(home: Path, precision: str) -> Path:
