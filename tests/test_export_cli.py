@@ -258,3 +258,31 @@ def test_exporting_ema_weights_is_said_on_stderr(tmp_path, train_dir):
                     "best.pt holds")
     assert json.loads((tmp_path / "run" / "model.parity.json").read_text())["weights"] == "ema"
     assert table(result.stdout)["weights"] == "EMA (averaged)"
+
+
+def test_a_kill_9_mid_export_leaves_a_temp_the_next_export_removes(run):
+    """issue 24 (10i): a real SIGKILL while the model is written; the next export into the folder removes clf's dead
+    temp (writer pid gone) and nothing else."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from clf.atomic import is_clf_temp_name, is_stale_temp
+
+    (run / ".clf-mine.tmp").write_text("the user's")
+    child = subprocess.Popen([sys.executable, "-m", "clf", "export", str(run), *FAST],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, temps = time.monotonic() + 120, []
+    while child.poll() is None and time.monotonic() < deadline and not temps:
+        temps = [p for p in run.iterdir() if is_clf_temp_name(p.name)]
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert temps, "the export ended before its temp file was seen"
+    assert str(child.pid) in temps[0].name and is_stale_temp(temps[0])
+    assert not (run / "model.onnx").exists()  # killed before the rename
+    result = export(run, *FAST)
+    assert result.exit_code == 0, result.output
+    assert not any(is_clf_temp_name(p.name) for p in run.iterdir())
+    assert (run / ".clf-mine.tmp").read_text() == "the user's" and (run / "model.onnx").is_file()
