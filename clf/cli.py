@@ -469,10 +469,10 @@ def _cv_table(result: Any) -> Table:
 @user_errors
 def augment_preview(
     ctx: typer.Context,
-    data: Annotated[str, typer.Argument(help="Labelled images (DATA/<class>/*.jpg, or a folder with --labels-csv), or a run folder: its own recorded augmentation.")],
+    data: Annotated[str, typer.Argument(help="Labelled images (DATA/<class>/*.jpg, or a folder with --labels-csv), or a run folder or fold group: its own recorded augmentation.")],
     output: Annotated[str, typer.Option("--output", "-o", help="The PNG to write.")] = "augment-preview.png",
-    rows: Annotated[int, typer.Option(help="Images shown, one per row, spread over the classes.")] = 8,
-    columns: Annotated[int, typer.Option(help="Augmented draws per image (the first column is the image itself).")] = 8,
+    rows: Annotated[int, typer.Option(help="Images shown, one per row, spread over the classes (1..64).")] = 8,
+    columns: Annotated[int, typer.Option(help="Augmented draws per image, 1..64 (the first column is the image itself); the grid holds at most 100 megapixels.")] = 8,
     arch: Annotated[str, typer.Option(help="Architecture (sets the default --img-size as in `clf train`).")] = _train_default("arch"),
     img_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels. [default: as `clf train`]")] = None,
     resize: Annotated[str, typer.Option(metavar=_choices(RESIZE_MODES), help="stretch, or shorter_crop.")] = _train_default("resize"),
@@ -492,18 +492,23 @@ def augment_preview(
     seed: Annotated[int, typer.Option(help="Seed of the images chosen and of the draws.")] = 0,
 ) -> None:
     """See what the model sees: a PNG grid, a row per image, its preprocessed self then augmented draws."""
-    from clf.data.preview import is_run_folder, plan_for_data, plan_for_run, write_plan_preview
+    from clf.data.folds import is_fold_group
+    from clf.data.preview import check_grid_counts, is_run_folder, plan_for_data, plan_for_group, plan_for_run, \
+        write_plan_preview
 
+    check_grid_counts(rows, columns)  # the pixel count is checked once the image size is known, before any image
     values = dict(arch=arch, img_size=img_size, resize=resize, augment=augment, hflip=hflip, vflip=vflip,
                   rotate=rotate, crop_scale=crop_scale, color_jitter=color_jitter, grayscale=grayscale, blur=blur,
                   erase=erase, auto_augment=auto_augment, labels_csv=labels_csv, id_col=id_col, label_col=label_col)
     given = _given_options(ctx, values)
     source = _non_empty_path(data, "DATA", "a data folder or a run folder")
-    if is_run_folder(source):
+    group = is_fold_group(source)
+    if group or is_run_folder(source):
         if given:
-            raise ClfError(f"{source}: a run folder's augmentation is the one it trained with; drop "
+            what = "a fold group's" if group else "a run folder's"
+            raise ClfError(f"{source}: {what} augmentation is the one it trained with; drop "
                            f"{', '.join(TrainConfig.flag(name) for name in given)} or preview its data folder")
-        plan = plan_for_run(source)
+        plan = plan_for_group(source) if group else plan_for_run(source)
     else:
         plan = plan_for_data(TrainConfig(data=str(source), seed=seed, **given))
     shown = write_plan_preview(plan, output, rows=rows, columns=columns, seed=seed)
