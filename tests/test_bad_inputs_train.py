@@ -503,6 +503,12 @@ CASES = [
          "--val-split: the folds choose the validation images", check=absent("runs/fn")),
     Case("fold-seed-negative", [*TRAIN, "--name", "fs", "--folds", "2", "--fold-seed", "-1"], 2,
          "--fold-seed must be >= 0 and < 2147483648 (2**31), got -1", check=absent("runs/fs")),
+    # issue 24: --fold-seed without --folds was ignored without a word
+    Case("fold-seed-without-folds", [*TRAIN, "--name", "fsn", "--fold-seed", "3"], 2,
+         "--fold-seed 3 seeds the fold assignment of --folds K, which was not given; add --folds K for "
+         "cross-validation, or leave out --fold-seed (--seed seeds the split)", check=absent("runs/fsn")),
+    Case("fold-seed-with-refit-without-folds", [*TRAIN, "--name", "fsr", "--refit", "--fold-seed", "0"], 2,
+         "--fold-seed 0 seeds the fold assignment of --folds K, which was not given", check=absent("runs/fsr")),
     Case("folds-unknown-arch", [*TRAIN, "--name", "fa", "--folds", "2", "--arch", "nope_net"], 2,
          "unknown architecture 'nope_net'; see `clf models`", check=absent("runs/fa")),
     Case("folds-name-dot-dot", [*TRAIN, "--name", "../fx", "--folds", "2"], 2,
