@@ -584,14 +584,15 @@ def _print_runs_table(root: Path, summaries: list[Any]) -> None:
 def _groups_table(root: Path, groups: list[Any], expand: bool) -> Table:
     """One line per fold group (arch, K, CV mean ± std, OOF accuracy and log-loss, state); --folds adds its runs.
 
-    No-wrap columns: "0.9100 ± 0.0200" is one number and must stay on one line at a terminal's 80 columns."""
+    No-wrap columns: "0.9100 ± 0.0200" is one number and must stay on one line at a terminal's 80 columns (the state
+    wraps: "2/3 folds (fold-1 missing)")."""
     table = Table(title=f"fold groups in {escape(str(root))}")
     for column, justify in (("group", "left"), ("arch", "left"), ("K", "right"), ("CV val acc", "right"),
                             ("OOF acc", "right"), ("OOF loss", "right"), ("state", "left"), ("time", "right")):
-        table.add_column(column, justify=justify, no_wrap=column != "arch", overflow="fold",
-                         min_width=4 if column == "arch" else None)
+        table.add_column(column, justify=justify, no_wrap=column not in ("arch", "state"), overflow="fold",
+                         min_width={"arch": 4, "state": 9}.get(column))
     for summary in groups:
-        group, cv = summary.group, summary.group.cv or {}
+        group, cv = summary.group, summary.cv or {}  # no CV claimed over folds that are gone
         mean, std = _cv_number(cv, "mean_val_acc"), _cv_number(cv, "std_val_acc")
         table.add_row(
             escape(summary.name), escape(group.arch), str(group.folds), f"{mean} ± {std}" if mean else "",

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bad_inputs import tree_digest
 from cli_helpers import clf, error_line
 from train_helpers import assert_same_weights, interrupt_in_epoch, load, make_data, train
 
@@ -174,6 +175,37 @@ def test_an_unreadable_image_is_reported_once_and_left_out_of_every_fold(data, t
     assert result.output.count("broken.png") == 1, result.output  # the group checks the images once, not per fold
     oof = read_oof(tmp_path / "runs" / "b" / "oof.csv")
     assert len(oof.ids) == 24 and "circle/broken.png" not in oof.ids
+
+
+def test_a_deleted_fold_folder_is_shown_missing_and_trained_again_alone(group, tmp_path):
+    """Issue 24: `clf runs` said "done" with the full CV, and --resume refused with --overwrite as the remedy (which
+    would discard the finished folds). Now the group is listed incomplete and --resume trains the missing fold only."""
+    root = tmp_path / "runs"
+    shutil.copytree(group, root / "g")
+    g = root / "g"
+    shutil.rmtree(g / "fold-1")
+    kept = {k: tree_digest(g / f"fold-{k}") for k in (0, 2)}
+
+    listed = clf("runs", root)
+    assert listed.exit_code == 0, listed.output
+    row = " ".join(line for line in listed.output.splitlines() if "│" in line and "group" not in line)
+    assert "2/3 folds" in row and "fold-1" in row and "missing" in row and "done" not in row, listed.output
+    cv = read_group(group).cv
+    assert f"{cv['oof_acc']:.4f}" not in listed.output and f"{cv['mean_val_acc']:.4f}" not in listed.output
+
+    resumed = clf("train", "--resume", g, "--folds", "3", *RESUME)
+    assert resumed.exit_code == 0, resumed.output
+    assert "fold-0: finished earlier, kept" in resumed.output and "fold-2: finished earlier, kept" in resumed.output
+    assert "fold-1: training" in resumed.output
+    assert "fold-1: finished earlier, but its checkpoints are gone; training it again" in resumed.output
+    assert {k: tree_digest(g / f"fold-{k}") for k in (0, 2)} == kept  # the finished folds are untouched
+    # the same fold model as the first sitting trained (same seed, same images): the group is whole again
+    assert_same_weights(load(g / "fold-1" / "best.pt")["model"], load(group / "fold-1" / "best.pt")["model"])
+    record = read_group(g)
+    assert record.done == ["fold-0", "fold-1", "fold-2"] and record.cv == pytest.approx(cv)
+    assert (g / "oof.csv").read_bytes() == (group / "oof.csv").read_bytes()
+    listed = clf("runs", root)
+    assert "done" in listed.output and f"{cv['oof_acc']:.4f}" in listed.output
 
 
 def test_clf_runs_shows_a_group_as_one_line(group, tmp_path):

@@ -273,7 +273,7 @@ def _plan(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: Labelle
 
     A finished fold stays finished, unless --epochs was raised above the group's: then it trains further, as a
     resumed single run does. A fold with a last.pt holding every epoch counts as finished (the sitting stopped
-    between its last save and the group record).
+    between its last save and the group record). A finished fold whose folder (or checkpoints) is gone starts again.
 
     Raises:
         DataError: a fold trained earlier whose validation images are not its fold of the data now.
@@ -285,10 +285,13 @@ def _plan(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: Labelle
     plan = []
     for fold, name in enumerate(group.members):
         member = group_dir / name
-        if name in group.done or has_checkpoint(member):
+        gone = name in group.done and not has_checkpoint(member)
+        if gone:  # its folder (or every checkpoint in it) was deleted: the other folds stay as they are
+            logger.warning("%s: finished earlier, but its checkpoints are gone; training it again", member)
+        if (name in group.done and not gone) or has_checkpoint(member):
             check_fold_split(member, fold, cfg, labelled)
         last = member / "last.pt"
-        if name in group.done and not raised:
+        if name in group.done and not raised and not gone:
             plan.append(DONE)
         elif last.is_file():
             plan.append(DONE if _epochs_done(last) >= cfg.epochs else RESUME)
