@@ -197,6 +197,26 @@ def fold_group(name: str, folds: int = 2, fold_seed: int = 0, text: str | None =
     return setup
 
 
+def run_with_refit(name: str, user_file: bool = False):
+    """The finished run copied as `clf train --refit` leaves it: its refit, a run folder with its own marker, in
+    refit/ (`user_file`: with a file of the user's in it)."""
+    def setup(places) -> None:
+        run = places["tmp"] / "runs" / name
+        shutil.copytree(places["run"], run)
+        shutil.copytree(places["run"], run / "refit")
+        if user_file:
+            (run / "refit" / "notes.txt").write_text("mine")
+    return setup
+
+
+def replaced_by_a_group(name: str):
+    def check(places) -> None:
+        group = places["tmp"] / "runs" / name
+        assert sorted(p.name for p in group.iterdir()) == [".clf-folder.json", "fold-0", "fold-1", "group.json",
+                                                           "oof.csv"]
+    return check
+
+
 def outside_folder(places) -> None:
     """What a member "../x" would point at: a folder beside the group that must never be touched."""
     (places["tmp"] / "runs" / "x").mkdir(parents=True)
@@ -524,6 +544,12 @@ CASES = [
     Case("folds-overwrite-group-holding-a-user-file", [*TRAIN, "--name", "grpu", "--folds", "2", "--overwrite"], 2,
          "runs/grpu/fold-0: holds 1 file(s) clf did not write (notes.txt)",
          setup=fold_group("grpu", user_file="fold-0/notes.txt"), guard=["{tmp}/runs/grpu"]),
+    # found in issue 24's work: a run's refit/ (clf's, by its own marker) was called a file clf did not write
+    Case("folds-overwrite-a-run-with-its-refit", [*TRAIN, "--name", "rr", "--folds", "2", "--overwrite"], 0, "",
+         setup=run_with_refit("rr"), check=replaced_by_a_group("rr")),
+    Case("folds-overwrite-a-refit-holding-a-user-file", [*TRAIN, "--name", "rru", "--folds", "2", "--overwrite"], 2,
+         "runs/rru/refit: holds 1 file(s) clf did not write (notes.txt)", setup=run_with_refit("rru", user_file=True),
+         guard=["{tmp}/runs/rru"]),
     Case("resume-group-with-other-folds", ["train", "--resume", "{tmp}/runs/grpk", "--folds", "3", *RESUME], 2,
          "runs/grpk/group.json: the group has 2 folds with fold seed 0; --folds 3 differs; resume with the group's "
          "own (or leave it out), or start a new group with another --name",
