@@ -27,7 +27,39 @@ from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfErr
 from clf.export.graph import EXPORTERS, MAX_BATCH, MAX_OPSET, MIN_OPSET, OPSETS
 from clf.serve.session import DEVICES
 
-app = typer.Typer(
+# True once the app runs as the process itself (the `clf` script, `python -m clf`), not in-process (CliRunner).
+_RUNS_AS_PROCESS = {"enabled": False}
+
+
+class _ClfTyper(typer.Typer):
+    """The app as the `clf` script and `python -m clf` call it: once its command has ended, the process only exits.
+
+    A Ctrl-C or SIGTERM from then on (torch's teardown takes a while) used to land in a finaliser, e.g. a
+    WeakKeyDictionary callback, and print "Exception ignored in: ... KeyboardInterrupt" after the work was done:
+    the command's own end ignores them (`_ignore_late_signals`), and the exit code stays the command's.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        _RUNS_AS_PROCESS["enabled"] = True
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            _ignore_late_signals()
+
+
+def _ignore_late_signals() -> None:
+    """The command's outcome is settled: SIGINT and SIGTERM are ignored for the rest of the process (its teardown).
+
+    Only when the app is the process (in-process callers keep their handlers) and on the main thread."""
+    import signal
+    import threading
+
+    if _RUNS_AS_PROCESS["enabled"] and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+app = _ClfTyper(
     name="clf",
     help="Image classification: images -> train -> ONNX (+ parity proof) -> batched inference -> submission.",
     no_args_is_help=True,
@@ -96,14 +128,12 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # Each way out ignores late signals first: a second Ctrl-C while the line is printed (or under torchrun, the
+        # stop signal torchrun sends this rank) must not replace the exit code or print a traceback.
         try:
             return command(*args, **kwargs)
         except ClfError as exc:
-            if _under_torchrun():  # this rank is ending with its error: torchrun's stop signal must not replace its code
-                import signal
-
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _ignore_late_signals()
             # escape: a path like data/[2024]/ is text, not rich markup (it vanished, or "[/x]" crashed the print)
             err_console.print(f"[bold red]error:[/] {escape(_one_line_text(str(exc)))}", highlight=False,
                               soft_wrap=True)
@@ -111,16 +141,21 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
                 _end_torchrun_worker(exc.exit_code, meet_other_ranks=exc.every_rank)
             raise typer.Exit(exc.exit_code) from None
         except Terminated:
+            _ignore_late_signals()
             err_console.print("[yellow]terminated (SIGTERM)[/]")
             raise typer.Exit(EXIT_TERMINATED) from None
         except KeyboardInterrupt:
+            _ignore_late_signals()
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except OSError as exc:  # an output path that cannot be written, a disk that is full, ...
+            _ignore_late_signals()
             where = exc.filename or "clf"
             err_console.print(f"[bold red]error:[/] {escape(str(where))}: {escape(exc.strerror or str(exc))}",
                               highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
+        finally:
+            _ignore_late_signals()
 
     return wrapper
 
