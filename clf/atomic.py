@@ -126,12 +126,22 @@ def free_space(path: PathLike) -> str:
     return ""  # pragma: no cover
 
 
+def is_torch_write_failure(exc: BaseException) -> bool:
+    """torch's C++ zip writer (torch.save) failed to write: it reports a full disk only as a RuntimeError."""
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("writ" in text or "inline_container" in text)
+
+
 def storage_error(path: PathLike, exc: BaseException) -> StorageError:
-    """One line for a write that failed: the user's path, the reason, and the free space when the disk is full."""
+    """One line for a write that failed: the user's path, the reason, and the free space when the disk is full
+    (or when torch's writer failed without saying why: a full disk is its usual cause)."""
     code = getattr(exc, "errno", None)
     text = str(exc).lower()
     if code in (errno.ENOSPC, errno.EDQUOT) or "no space left" in text or "fail" in text and "writ" in text:
         return StorageError(f"{path}: disk full ({free_space(path)}); free some space or write elsewhere")
+    if is_torch_write_failure(exc):
+        return StorageError(f"{path}: cannot write ({one_line(exc)}; {free_space(path)}); "
+                            "free some space or write elsewhere")
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StorageError(f"{path}: cannot write there ({getattr(exc, 'strerror', None) or 'permission denied'}); "
                             "choose a folder you can write to")
@@ -240,9 +250,9 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise storage_error(path, exc) from None
-    except RuntimeError as exc:  # torch.save on a full disk: "PytorchStreamWriter failed writing file ..."
-        tmp.unlink(missing_ok=True)
-        if "writ" in str(exc).lower():
+    except RuntimeError as exc:  # torch's zip writer failed: "PytorchStreamWriter failed writing file ...",
+        tmp.unlink(missing_ok=True)  # "[enforce fail at inline_container.cc] unexpected pos ..."
+        if is_torch_write_failure(exc):
             raise storage_error(path, exc) from None
         raise
     except BaseException:

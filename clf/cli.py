@@ -27,7 +27,39 @@ from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfErr
 from clf.export.graph import EXPORTERS, MAX_BATCH, MAX_OPSET, MIN_OPSET, OPSETS
 from clf.serve.session import DEVICES
 
-app = typer.Typer(
+# True once the app runs as the process itself (the `clf` script, `python -m clf`), not in-process (CliRunner).
+_RUNS_AS_PROCESS = {"enabled": False}
+
+
+class _ClfTyper(typer.Typer):
+    """The app as the `clf` script and `python -m clf` call it: once its command has ended, the process only exits.
+
+    A Ctrl-C or SIGTERM from then on (torch's teardown takes a while) used to land in a finaliser, e.g. a
+    WeakKeyDictionary callback, and print "Exception ignored in: ... KeyboardInterrupt" after the work was done:
+    the command's own end ignores them (`_ignore_late_signals`), and the exit code stays the command's.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        _RUNS_AS_PROCESS["enabled"] = True
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            _ignore_late_signals()
+
+
+def _ignore_late_signals() -> None:
+    """The command's outcome is settled: SIGINT and SIGTERM are ignored for the rest of the process (its teardown).
+
+    Only when the app is the process (in-process callers keep their handlers) and on the main thread."""
+    import signal
+    import threading
+
+    if _RUNS_AS_PROCESS["enabled"] and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+app = _ClfTyper(
     name="clf",
     help="Image classification: images -> train -> ONNX (+ parity proof) -> batched inference -> submission.",
     no_args_is_help=True,
@@ -96,14 +128,12 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # Each way out ignores late signals first: a second Ctrl-C while the line is printed (or under torchrun, the
+        # stop signal torchrun sends this rank) must not replace the exit code or print a traceback.
         try:
             return command(*args, **kwargs)
         except ClfError as exc:
-            if _under_torchrun():  # this rank is ending with its error: torchrun's stop signal must not replace its code
-                import signal
-
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _ignore_late_signals()
             # escape: a path like data/[2024]/ is text, not rich markup (it vanished, or "[/x]" crashed the print)
             err_console.print(f"[bold red]error:[/] {escape(_one_line_text(str(exc)))}", highlight=False,
                               soft_wrap=True)
@@ -111,16 +141,21 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
                 _end_torchrun_worker(exc.exit_code, meet_other_ranks=exc.every_rank)
             raise typer.Exit(exc.exit_code) from None
         except Terminated:
+            _ignore_late_signals()
             err_console.print("[yellow]terminated (SIGTERM)[/]")
             raise typer.Exit(EXIT_TERMINATED) from None
         except KeyboardInterrupt:
+            _ignore_late_signals()
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except OSError as exc:  # an output path that cannot be written, a disk that is full, ...
+            _ignore_late_signals()
             where = exc.filename or "clf"
             err_console.print(f"[bold red]error:[/] {escape(str(where))}: {escape(exc.strerror or str(exc))}",
                               highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
+        finally:
+            _ignore_late_signals()
 
     return wrapper
 
@@ -469,10 +504,10 @@ def _cv_table(result: Any) -> Table:
 @user_errors
 def augment_preview(
     ctx: typer.Context,
-    data: Annotated[str, typer.Argument(help="Labelled images (DATA/<class>/*.jpg, or a folder with --labels-csv), or a run folder: its own recorded augmentation.")],
+    data: Annotated[str, typer.Argument(help="Labelled images (DATA/<class>/*.jpg, or a folder with --labels-csv), or a run folder or fold group: its own recorded augmentation.")],
     output: Annotated[str, typer.Option("--output", "-o", help="The PNG to write.")] = "augment-preview.png",
-    rows: Annotated[int, typer.Option(help="Images shown, one per row, spread over the classes.")] = 8,
-    columns: Annotated[int, typer.Option(help="Augmented draws per image (the first column is the image itself).")] = 8,
+    rows: Annotated[int, typer.Option(help="Images shown, one per row, spread over the classes (1..64).")] = 8,
+    columns: Annotated[int, typer.Option(help="Augmented draws per image, 1..64 (the first column is the image itself); the grid holds at most 100 megapixels.")] = 8,
     arch: Annotated[str, typer.Option(help="Architecture (sets the default --img-size as in `clf train`).")] = _train_default("arch"),
     img_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels. [default: as `clf train`]")] = None,
     resize: Annotated[str, typer.Option(metavar=_choices(RESIZE_MODES), help="stretch, or shorter_crop.")] = _train_default("resize"),
@@ -492,18 +527,23 @@ def augment_preview(
     seed: Annotated[int, typer.Option(help="Seed of the images chosen and of the draws.")] = 0,
 ) -> None:
     """See what the model sees: a PNG grid, a row per image, its preprocessed self then augmented draws."""
-    from clf.data.preview import is_run_folder, plan_for_data, plan_for_run, write_plan_preview
+    from clf.data.folds import is_fold_group
+    from clf.data.preview import check_grid_counts, is_run_folder, plan_for_data, plan_for_group, plan_for_run, \
+        write_plan_preview
 
+    check_grid_counts(rows, columns)  # the pixel count is checked once the image size is known, before any image
     values = dict(arch=arch, img_size=img_size, resize=resize, augment=augment, hflip=hflip, vflip=vflip,
                   rotate=rotate, crop_scale=crop_scale, color_jitter=color_jitter, grayscale=grayscale, blur=blur,
                   erase=erase, auto_augment=auto_augment, labels_csv=labels_csv, id_col=id_col, label_col=label_col)
     given = _given_options(ctx, values)
     source = _non_empty_path(data, "DATA", "a data folder or a run folder")
-    if is_run_folder(source):
+    group = is_fold_group(source)
+    if group or is_run_folder(source):
         if given:
-            raise ClfError(f"{source}: a run folder's augmentation is the one it trained with; drop "
+            what = "a fold group's" if group else "a run folder's"
+            raise ClfError(f"{source}: {what} augmentation is the one it trained with; drop "
                            f"{', '.join(TrainConfig.flag(name) for name in given)} or preview its data folder")
-        plan = plan_for_run(source)
+        plan = plan_for_group(source) if group else plan_for_run(source)
     else:
         plan = plan_for_data(TrainConfig(data=str(source), seed=seed, **given))
     shown = write_plan_preview(plan, output, rows=rows, columns=columns, seed=seed)
@@ -579,14 +619,15 @@ def _print_runs_table(root: Path, summaries: list[Any]) -> None:
 def _groups_table(root: Path, groups: list[Any], expand: bool) -> Table:
     """One line per fold group (arch, K, CV mean ± std, OOF accuracy and log-loss, state); --folds adds its runs.
 
-    No-wrap columns: "0.9100 ± 0.0200" is one number and must stay on one line at a terminal's 80 columns."""
+    No-wrap columns: "0.9100 ± 0.0200" is one number and must stay on one line at a terminal's 80 columns (the state
+    wraps: "2/3 folds (fold-1 missing)")."""
     table = Table(title=f"fold groups in {escape(str(root))}")
     for column, justify in (("group", "left"), ("arch", "left"), ("K", "right"), ("CV val acc", "right"),
                             ("OOF acc", "right"), ("OOF loss", "right"), ("state", "left"), ("time", "right")):
-        table.add_column(column, justify=justify, no_wrap=column != "arch", overflow="fold",
-                         min_width=4 if column == "arch" else None)
+        table.add_column(column, justify=justify, no_wrap=column not in ("arch", "state"), overflow="fold",
+                         min_width={"arch": 4, "state": 9}.get(column))
     for summary in groups:
-        group, cv = summary.group, summary.group.cv or {}
+        group, cv = summary.group, summary.cv or {}  # no CV claimed over folds that are gone
         mean, std = _cv_number(cv, "mean_val_acc"), _cv_number(cv, "std_val_acc")
         table.add_row(
             escape(summary.name), escape(group.arch), str(group.folds), f"{mean} ± {std}" if mean else "",

@@ -18,7 +18,8 @@ import pytest
 from bad_inputs import Case, run_case
 from serve_helpers import PLAIN, BrightnessNet, brightness_model, cli_state, export_onnx, grey_image, read_csv
 
-from clf.config import Preprocess
+from clf.config import Preprocess, TrainConfig
+from clf.data.folds import FoldGroup, write_group
 from clf.data.sample import generate_sample_competition
 from clf.ownership import mark_folder, owned_kind, read_marker
 from clf.serve.metadata import ModelInfo
@@ -233,6 +234,47 @@ def predicted(name: str, ids: list[str], seconds: float = 20.0):
     return check
 
 
+def preview_data(name: str, group: bool = False):
+    """Two classes of tiny images under tmp/name/data (the clock started); with `group`, a fold-group record
+    tmp/name/group beside them whose folds have not started (its settings: --augment light --rotate 20)."""
+    def setup(places: Mapping[str, Path]) -> None:
+        root = case_dir(places, name)
+        class_data(root / "data")
+        if group:
+            cfg = TrainConfig(data=str(root / "data"), arch="cnn", img_size=16, folds=2, augment="light",
+                              rotate=20.0, name="group", out=str(root))
+            mark_folder(root / "group", "run", files=["group.json", "oof.csv"])
+            write_group(root / "group", FoldGroup(folds=2, fold_seed=0, members=["fold-0", "fold-1"],
+                                                  classes=["bright", "dark"], arch="cnn", config=cfg.to_dict()))
+        start_clock(places)
+
+    return setup
+
+
+def preview_written(name: str, rows: int):
+    """The grid shows `rows` images (not the group's folds as classes), within a small CPU and memory budget."""
+    def check(places: Mapping[str, Path]) -> None:
+        from clf.data.preview import MIN_CELL, SEPARATOR
+
+        grid = cv2.imread(str(places["tmp"] / name / "grid.png"))
+        assert grid.shape[0] == rows * MIN_CELL + (rows - 1) * SEPARATOR
+        assert_fast_and_small(seconds=10)
+
+    return check
+
+
+def no_preview(name: str):
+    def check(places: Mapping[str, Path]) -> None:
+        assert not (places["tmp"] / name / "grid.png").exists()
+        assert_fast_and_small(seconds=5, extra_mb=50)
+
+    return check
+
+
+def preview_argv(name: str, source: str = "data", *extra: str) -> list[str]:
+    return ["augment-preview", f"{{tmp}}/{name}/{source}", "-o", f"{{tmp}}/{name}/grid.png", *extra]
+
+
 def train_argv(name: str) -> list[str]:
     return ["train", f"{{tmp}}/{name}/data", *TRAIN, "--out", f"{{tmp}}/{name}/runs", "--name", "r"]
 
@@ -315,6 +357,25 @@ CASES = [
          "cannot list the folder (File name too long); stopped (--strict)",
          setup=infer_folder_with("infer_deep_strict", unlistable_sub_folder),
          check=lambda places: not (places["tmp"] / "infer_deep_strict" / "out.csv").exists() or pytest.fail("csv written")),
+    # clf augment-preview (issue 24): 1e6 x 1e6 ran 82 s and died of OpenCV's out-of-memory; a fold group was read as
+    # labelled data (its folds as classes)
+    Case("preview-rows-columns-1000000", preview_argv("prev_huge", "data", "--rows", "1000000", "--columns", "1000000"),
+         2, "--rows must be <= 64 and --columns <= 64, got 1000000 and 1000000", setup=preview_data("prev_huge"),
+         guard=["{tmp}/prev_huge/data"], check=no_preview("prev_huge")),
+    Case("preview-columns-65", preview_argv("prev_cols", "data", "--columns", "65"), 2,
+         "--rows must be <= 64 and --columns <= 64, got 8 and 65", setup=preview_data("prev_cols"),
+         check=no_preview("prev_cols")),
+    Case("preview-grid-above-100-megapixels", preview_argv("prev_mp", "data", "--img-size", "4096", "--rows", "64",
+                                                             "--columns", "64"), 2,
+         "--rows 64 x --columns 64 of 4096x4096-pixel images make a 266368x262270 grid (69860.3 megapixels), above "
+         "the limit of 100; use fewer --rows or --columns", setup=preview_data("prev_mp"), check=no_preview("prev_mp")),
+    Case("preview-fold-group", preview_argv("prev_group", "group", "--rows", "3", "--columns", "2"), 0, "",
+         setup=preview_data("prev_group", group=True), guard=["{tmp}/prev_group/group", "{tmp}/prev_group/data"],
+         check=preview_written("prev_group", rows=3)),
+    Case("preview-fold-group-with-flags", preview_argv("prev_groupf", "group", "--rotate", "0"), 2,
+         "prev_groupf/group: a fold group's augmentation is the one it trained with; drop --rotate or preview its "
+         "data folder", setup=preview_data("prev_groupf", group=True), guard=["{tmp}/prev_groupf/group"],
+         check=no_preview("prev_groupf")),
     Case("infer-all-unreadable", infer_argv("infer_unreadable"), 4, "could be read (each is named above); nothing was written", setup=all_unreadable,
          guard=["{tmp}/infer_unreadable/test"]),
 ]

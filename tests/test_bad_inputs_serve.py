@@ -316,6 +316,15 @@ CASES = [
     Case("score-probs-rows-rescaled", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--probs",
                                        "{tmp}/probs_scaled.csv"], 0, "",
          setup=_write("probs_scaled.csv", "id,cat,dog,fox\na,2,0,0\nb,0,50,0\nc,3,0,0\nd,0,0,0.5\nzz,1,1,1\n")),
+    # issue 24: a column that is no class rescaled every row without a word; a model class nobody has stays fine
+    Case("score-probs-extra-non-class-column", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--probs",
+                                                "{tmp}/probs_weight.csv"], 2,
+         "probs_weight.csv: column 'weight' is no class of",
+         setup=_write("probs_weight.csv", "id,cat,dog,fox,weight\na,1,0,0,3\nb,0,1,0,3\nc,1,0,0,3\nd,0,0,1,3\n")),
+    Case("score-probs-model-class-nobody-has", ["score", "{tmp}/sub_extra.csv", "{tmp}/answers.csv", "--probs",
+                                                "{tmp}/probs_owl.csv"], 0, "",
+         setup=_write("probs_owl.csv", "id,cat,dog,fox,owl\na,0.7,0.1,0.1,0.1\nb,0.1,0.7,0.1,0.1\n"
+                                       "c,0.7,0.1,0.1,0.1\nd,0.1,0.1,0.7,0.1\nzz,0.25,0.25,0.25,0.25\n")),
     # --- found by attacker 2: column flags, NaN statistics, special files, hostile models, rich markup ---
     Case("infer-id-col-empty", [*INFER, "--csv", "{tmp}/a1.csv", "--id-col", ""], 2,
          "--id-col must name a column, got ''", check=_absent("{tmp}/a1.csv")),

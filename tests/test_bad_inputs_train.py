@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bad_inputs import Case, run_case
+from bad_inputs import Case, run_case, tree_digest
 from cli_helpers import clf
 from train_helpers import make_data
 
@@ -197,6 +197,26 @@ def fold_group(name: str, folds: int = 2, fold_seed: int = 0, text: str | None =
     return setup
 
 
+def run_with_refit(name: str, user_file: bool = False):
+    """The finished run copied as `clf train --refit` leaves it: its refit, a run folder with its own marker, in
+    refit/ (`user_file`: with a file of the user's in it)."""
+    def setup(places) -> None:
+        run = places["tmp"] / "runs" / name
+        shutil.copytree(places["run"], run)
+        shutil.copytree(places["run"], run / "refit")
+        if user_file:
+            (run / "refit" / "notes.txt").write_text("mine")
+    return setup
+
+
+def replaced_by_a_group(name: str):
+    def check(places) -> None:
+        group = places["tmp"] / "runs" / name
+        assert sorted(p.name for p in group.iterdir()) == [".clf-folder.json", "fold-0", "fold-1", "group.json",
+                                                           "oof.csv"]
+    return check
+
+
 def outside_folder(places) -> None:
     """What a member "../x" would point at: a folder beside the group that must never be touched."""
     (places["tmp"] / "runs" / "x").mkdir(parents=True)
@@ -247,7 +267,71 @@ def full_disk(kind: str):
     return patch
 
 
-PATCHES = {"full-disk-oserror": full_disk("oserror"), "full-disk-torch-writer": full_disk("runtime")}
+# last.pt's bytes right before the save that fails (keyed by the row's run name)
+LAST_BEFORE_THE_FAILED_SAVE: dict[str, str] = {}
+
+
+class DiskFilledUp:
+    """A file handle whose writes fail with ENOSPC once `room` writes have gone through (None: never), as on a disk
+    that fills up mid-file; flush and close work, as on a real disk whose last write failed."""
+
+    room: int | None = None
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def write(self, data) -> int:
+        if DiskFilledUp.room is not None:
+            if DiskFilledUp.room <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            DiskFilledUp.room -= 1
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+
+def disk_fills_up(name: str):
+    """The real torch.save writes the second epoch's last.pt of run `name` to a disk that fills up: torch's C++
+    writer swallows the OSError and raises "RuntimeError: [enforce fail at inline_container.cc] unexpected pos" (a
+    traceback before issue 24)."""
+    def patch(monkeypatch) -> None:
+        from clf.models import checkpoint
+
+        real_save, real_open = torch.save, open
+
+        def save(obj, f, *args, **kwargs):
+            failing = isinstance(obj, dict) and obj.get("epoch") == 2 and obj.get("run_name") == name
+            if failing:
+                LAST_BEFORE_THE_FAILED_SAVE[name] = tree_digest(Path(obj["config"]["out"]) / name / "last.pt")["."]
+            DiskFilledUp.room = 3 if failing else None  # the zip's first records fit
+            try:
+                return real_save(obj, f, *args, **kwargs)
+            finally:
+                DiskFilledUp.room = None
+
+        monkeypatch.setattr(torch, "save", save)
+        monkeypatch.setattr(checkpoint, "open", lambda *a, **k: DiskFilledUp(real_open(*a, **k)), raising=False)
+    return patch
+
+
+def last_unchanged(name: str):
+    def check(places) -> None:
+        last = places["tmp"] / "runs" / name / "last.pt"
+        assert tree_digest(last)["."] == LAST_BEFORE_THE_FAILED_SAVE[name]
+        assert torch.load(last, weights_only=True)["epoch"] == 1
+        assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]
+    return check
+
+
+PATCHES = {"full-disk-oserror": full_disk("oserror"), "full-disk-torch-writer": full_disk("runtime"),
+           "full-disk-real-torch-writer": disk_fills_up("disk3")}
 
 
 CASES = [
@@ -379,6 +463,9 @@ CASES = [
          check=epoch_of("runs/disk1/last.pt", 1)),
     Case("full-disk-torch-writer", [*TRAIN, "--name", "disk2", "--epochs", "2"], 2, "runs/disk2/last.pt: disk full (",
          check=epoch_of("runs/disk2/last.pt", 1)),
+    # issue 24: the real torch.save on a full disk raises "unexpected pos", not an OSError (was a traceback)
+    Case("full-disk-real-torch-writer", [*TRAIN, "--name", "disk3", "--epochs", "2"], 2,
+         "runs/disk3/last.pt: disk full (", check=last_unchanged("disk3")),
     Case("diverging-loss", [*TRAIN, "--name", "nan", "--lr", "1e30", "--optimizer", "sgd"], 4,
          "loss became", check=absent("runs/nan/best.pt")),
     # found by the attack on issue 8's work: each was a traceback (exit 1), a silent misreading or a left-over folder
@@ -436,6 +523,12 @@ CASES = [
          "--val-split: the folds choose the validation images", check=absent("runs/fn")),
     Case("fold-seed-negative", [*TRAIN, "--name", "fs", "--folds", "2", "--fold-seed", "-1"], 2,
          "--fold-seed must be >= 0 and < 2147483648 (2**31), got -1", check=absent("runs/fs")),
+    # issue 24: --fold-seed without --folds was ignored without a word
+    Case("fold-seed-without-folds", [*TRAIN, "--name", "fsn", "--fold-seed", "3"], 2,
+         "--fold-seed 3 seeds the fold assignment of --folds K, which was not given; add --folds K for "
+         "cross-validation, or leave out --fold-seed (--seed seeds the split)", check=absent("runs/fsn")),
+    Case("fold-seed-with-refit-without-folds", [*TRAIN, "--name", "fsr", "--refit", "--fold-seed", "0"], 2,
+         "--fold-seed 0 seeds the fold assignment of --folds K, which was not given", check=absent("runs/fsr")),
     Case("folds-unknown-arch", [*TRAIN, "--name", "fa", "--folds", "2", "--arch", "nope_net"], 2,
          "unknown architecture 'nope_net'; see `clf models`", check=absent("runs/fa")),
     Case("folds-name-dot-dot", [*TRAIN, "--name", "../fx", "--folds", "2"], 2,
@@ -451,6 +544,12 @@ CASES = [
     Case("folds-overwrite-group-holding-a-user-file", [*TRAIN, "--name", "grpu", "--folds", "2", "--overwrite"], 2,
          "runs/grpu/fold-0: holds 1 file(s) clf did not write (notes.txt)",
          setup=fold_group("grpu", user_file="fold-0/notes.txt"), guard=["{tmp}/runs/grpu"]),
+    # found in issue 24's work: a run's refit/ (clf's, by its own marker) was called a file clf did not write
+    Case("folds-overwrite-a-run-with-its-refit", [*TRAIN, "--name", "rr", "--folds", "2", "--overwrite"], 0, "",
+         setup=run_with_refit("rr"), check=replaced_by_a_group("rr")),
+    Case("folds-overwrite-a-refit-holding-a-user-file", [*TRAIN, "--name", "rru", "--folds", "2", "--overwrite"], 2,
+         "runs/rru/refit: holds 1 file(s) clf did not write (notes.txt)", setup=run_with_refit("rru", user_file=True),
+         guard=["{tmp}/runs/rru"]),
     Case("resume-group-with-other-folds", ["train", "--resume", "{tmp}/runs/grpk", "--folds", "3", *RESUME], 2,
          "runs/grpk/group.json: the group has 2 folds with fold seed 0; --folds 3 differs; resume with the group's "
          "own (or leave it out), or start a new group with another --name",
@@ -554,3 +653,47 @@ def test_bad_input(case, places, monkeypatch):
 def test_the_catalogue_is_large_enough():
     assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
     assert os.sep == "/"  # the phrases use "/"
+
+
+@pytest.fixture
+def small_tmpfs(places, tmp_path):
+    """A real tmpfs (root only; skipped where mounting is not permitted) with room for one epoch's files of the
+    fixture's run (best.pt, last.pt, small files) but not for the temp file of the next epoch's last.pt."""
+    import subprocess
+
+    size = os.path.getsize(places["run"] / "last.pt")
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    options = f"size={(size * 5 // 2 + 200_000) // 1024}k"
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or done.returncode})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_tmpfs_while_last_pt_is_written(places, small_tmpfs, monkeypatch):
+    """Issue 24 item 6 on a real full disk: one line with the path and the free space, exit 2, last.pt unchanged."""
+    from clf.train import trainer as trainer_module
+
+    before: list[dict[str, str]] = []
+    real = trainer_module.save_checkpoint
+
+    def save(state, path):
+        before.append(tree_digest(path))
+        return real(state, path)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+    result = clf("train", places["data"], *FAST, "--epochs", "2", "--out", small_tmpfs / "runs", "--name", "full")
+    assert "Traceback" not in result.output
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {small_tmpfs}/runs/full/last.pt: disk full ("), \
+        result.output
+    assert " free); free some space or write elsewhere" in errors[0]
+    last = small_tmpfs / "runs" / "full" / "last.pt"
+    assert len(before) == 2 and tree_digest(last) == before[-1]  # the failed save left epoch 1's file as it was
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    assert not list(last.parent.glob(".clf-*.tmp"))

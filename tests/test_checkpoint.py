@@ -1,6 +1,7 @@
 """Checkpoints: weights_only round trip, atomic save, plain-data conversion, every load error, model rebuild."""
 
 import enum
+import errno
 import os
 import random
 from collections import OrderedDict
@@ -157,6 +158,69 @@ def test_atomic_save_keeps_previous_file_on_failure(tmp_path, monkeypatch):
 
     assert load_checkpoint(path)["epoch"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left
+
+
+class _FullAfter:
+    """A file whose writes fail with ENOSPC after `room` of them, as a disk filling up mid-file."""
+
+    def __init__(self, handle, room: int) -> None:
+        self.handle, self.room = handle, room
+
+    def write(self, data):
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= 1
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def test_a_full_disk_under_the_real_torch_writer_is_a_storage_error(tmp_path, monkeypatch):
+    """torch's C++ writer swallows the write's OSError and raises "unexpected pos" (issue 24): the OSError wins."""
+    from clf.models import checkpoint
+
+    state, _ = make_state()
+    path = tmp_path / "last.pt"
+    save_checkpoint(state, path)
+    before = path.read_bytes()
+    monkeypatch.setattr(checkpoint, "open", lambda *a, **k: _FullAfter(open(*a, **k), room=3), raising=False)
+    state["epoch"] = 3
+    with pytest.raises(StorageError) as info:
+        save_checkpoint(state, path)
+    assert str(info.value).startswith(f"{path}: disk full (") and str(info.value).endswith(
+        " free); free some space or write elsewhere")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_a_torch_writer_failure_without_an_oserror_names_the_free_space(tmp_path, monkeypatch):
+    def fails(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", fails)
+    with pytest.raises(StorageError) as info:
+        save_checkpoint(make_state()[0], tmp_path / "last.pt")
+    assert str(info.value).startswith(f"{tmp_path / 'last.pt'}: cannot write ([enforce fail at inline_container.cc:672]"
+                                      " . unexpected pos 64 vs 0; ")
+    assert str(info.value).endswith(" free); free some space or write elsewhere")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_another_torch_error_is_not_called_a_storage_error(tmp_path, monkeypatch):
+    def fails(obj, f, *args, **kwargs):
+        raise RuntimeError("something else went wrong")
+
+    monkeypatch.setattr(torch, "save", fails)
+    with pytest.raises(RuntimeError, match="something else"):
+        save_checkpoint(make_state()[0], tmp_path / "last.pt")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_save_replaces_existing_file(tmp_path):

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from cli_helpers import error_line
 from typer.testing import CliRunner
 
@@ -102,3 +104,46 @@ def test_imports_run_one_way():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+LATE_SIGNAL = """
+import atexit, os, signal, sys, weakref
+from clf.cli import app
+
+LATE = getattr(signal, sys.argv[1])
+
+class Key:
+    pass
+
+def on_death(ref):  # a weakref callback in the teardown, as torch's WeakKeyDictionary callbacks run
+    os.kill(os.getpid(), LATE)
+    sum(range(1000))
+
+key = Key()
+sys.late_refs = [weakref.ref(key, on_death)]
+
+@atexit.register
+def teardown():  # the interpreter's teardown drops the last reference
+    global key
+    del key
+
+sys.argv = ["clf", *sys.argv[2:]]
+app()
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_in_the_teardown_after_the_command_prints_nothing(signal_name, tmp_path):
+    """Issue 24: Ctrl-C as a command finished printed "Exception ignored in: <function WeakKeyDictionary...>
+    KeyboardInterrupt" (and SIGTERM then killed the process). Once the command has ended, its exit code stands."""
+    import signal
+
+    script = tmp_path / "late.py"
+    script.write_text(LATE_SIGNAL)
+    done = subprocess.run([sys.executable, str(script), signal_name, "sample-data", str(tmp_path / "comp"),
+                           "--per-class", "2", "--test", "2", "--size", "16"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    assert done.returncode == 0, done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert (tmp_path / "comp" / "train").is_dir()

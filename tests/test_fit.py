@@ -644,3 +644,33 @@ def test_a_run_of_the_first_cnn_design_resumes_and_exports(tmp_path, monkeypatch
     assert "head.4.weight" in last["model"]  # the two dense layers of the first design
     export_onnx(ExportConfig(checkpoint=str(run)))
     assert (run / "model.onnx").is_file()
+
+
+def test_ctrl_c_in_a_finaliser_during_teardown_is_not_lost(data, tmp_path, monkeypatch, signal_handlers):
+    """Issue 24: a Ctrl-C landing in a weakref callback (torch's WeakKeyDictionary) while fit's teardown collects
+    garbage was printed as "Exception ignored ... KeyboardInterrupt" and lost (a fold group went on training)."""
+    import gc
+    import weakref
+
+    from clf.train import fit as fit_module
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal gives it (a background job: SIG_IGN)
+    real_collect = gc.collect
+    unraisable = []
+    monkeypatch.setattr("sys.unraisablehook", unraisable.append)
+
+    def collect(*args):
+        class Dying:
+            pass
+
+        dying = Dying()
+        ref = weakref.ref(dying, lambda _: os.kill(os.getpid(), signal.SIGINT))  # the signal lands in the callback
+        del dying
+        assert ref() is None
+        return real_collect(*args)
+
+    monkeypatch.setattr(fit_module.gc, "collect", collect)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, tmp_path, "late", epochs=1)
+    assert unraisable == []
+    assert load(tmp_path / "late" / "last.pt")["epoch"] == 1  # the epoch finished and was saved before

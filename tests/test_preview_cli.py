@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -85,6 +86,12 @@ def test_flags_with_a_run_folder_are_refused(run, tmp_path):
     (["--crop-scale", "0"], "--crop-scale must be > 0 and <= 1, got 0"),
     (["--augment", "heavy"], "--augment must be one of none, light, default, strong, got 'heavy'"),
     (["--rows", "0"], "--rows and --columns must be >= 1, got 0 and 8"),
+    # issue 24: 1e6 x 1e6 ran 82 s and died of OpenCV's out-of-memory; refused before any image is read
+    (["--rows", "1000000", "--columns", "1000000"], "--rows must be <= 64 and --columns <= 64, got 1000000 and 1000000"),
+    (["--columns", "65"], "--rows must be <= 64 and --columns <= 64, got 8 and 65"),
+    (["--img-size", "4096", "--rows", "2", "--columns", "2"],
+     "--rows 2 x --columns 2 of 4096x4096-pixel images make a 12292x8194 grid (100.7 megapixels), above the limit "
+     "of 100; use fewer --rows or --columns"),
 ])
 def test_bad_flags_are_one_line(args, message, data, tmp_path):
     result = clf("augment-preview", data, "-o", tmp_path / "x.png", *args)
@@ -108,7 +115,73 @@ def test_unreadable_images_are_skipped_and_reported(tmp_path):
     broken.write_bytes(b"not a png")
     out = tmp_path / "grid.png"
     readable = sum(1 for p in data.rglob("*") if p.is_file()) - 1
-    result = clf("augment-preview", data, "-o", out, "--img-size", "32", "--rows", "100", "--columns", "1")
+    result = clf("augment-preview", data, "-o", out, "--img-size", "32", "--rows", "64", "--columns", "1")
     assert result.exit_code == 0, result.output
     assert cv2.imread(str(out)).shape == grid_shape(readable, 1, cell=MIN_CELL)  # every image but the broken one
     assert f"WARNING skipped: {broken}: not a readable image" in result.output
+
+
+def test_the_grid_bound_is_checked_before_any_image_is_read(data, tmp_path, monkeypatch):
+    from clf.data import preview
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("an image was read")
+
+    monkeypatch.setattr(preview, "load_resized", no_reading)
+    result = clf("augment-preview", data, "-o", tmp_path / "x.png", "--img-size", "2048", "--rows", "64",
+                 "--columns", "64")
+    assert result.exit_code == 2
+    assert "above the limit of 100; use fewer --rows or --columns" in error_line(result)
+
+
+def test_the_largest_grid_within_the_bounds_is_drawn(data, tmp_path):
+    out = tmp_path / "big.png"
+    result = clf("augment-preview", data, "-o", out, "--img-size", "32", "--rows", "64", "--columns", "64",
+                 "--augment", "none")
+    assert result.exit_code == 0, result.output
+    shown = sum(1 for p in data.rglob("*") if p.is_file())  # fewer images than 64 rows: every one of them
+    assert cv2.imread(str(out)).shape == grid_shape(min(64, shown), 64, cell=MIN_CELL)
+
+
+@pytest.fixture(scope="module")
+def group(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("group")
+    result = clf("train", data, "--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device",
+                 "cpu", "--quiet", "--epochs", "1", "--folds", "2", "--augment", "light", "--rotate", "20", "--out",
+                 out, "--name", "g")
+    assert result.exit_code == 0, result.output
+    return out / "g"
+
+
+def test_a_fold_group_shows_its_recorded_pipeline_not_its_folds_as_classes(group, data, tmp_path):
+    """Issue 24: the group folder was read as labelled data, fold-0/fold-1 as classes, curves.png "augmented"."""
+    out = tmp_path / "group.png"
+    result = clf("augment-preview", group, "-o", out, "--rows", "4", "--columns", "2")
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((group / "fold-0" / "config.json").read_text())["augment"]
+    assert [op["op"] for op in recorded] == ["random_resized_crop", "hflip", "rotate"]
+    assert f"of {group} (3 ops: random_resized_crop, hflip, rotate)" in " ".join(result.output.split())
+    assert cv2.imread(str(out)).shape == grid_shape(4, 2, cell=MIN_CELL)
+    # the same grid as the data folder's under the group's flags: the group's images, not its files
+    same = tmp_path / "data.png"
+    assert clf("augment-preview", data, "-o", same, "--img-size", "32", "--augment", "light", "--rotate", "20",
+               "--rows", "4", "--columns", "2").exit_code == 0
+    assert out.read_bytes() == same.read_bytes()
+
+
+def test_a_fold_group_before_its_first_fold_uses_the_group_record(group, tmp_path):
+    early = tmp_path / "early"
+    early.mkdir()
+    shutil.copy(group / "group.json", early / "group.json")  # no fold run has started: only the record
+    out = tmp_path / "early.png"
+    result = clf("augment-preview", early, "-o", out, "--rows", "2", "--columns", "2")
+    assert result.exit_code == 0, result.output
+    assert f"of {early} (3 ops: random_resized_crop, hflip, rotate)" in " ".join(result.output.split())
+
+
+def test_flags_with_a_fold_group_are_refused(group, tmp_path):
+    result = clf("augment-preview", group, "-o", tmp_path / "x.png", "--hflip", "0")
+    assert result.exit_code == 2
+    assert error_line(result) == (f"error: {group}: a fold group's augmentation is the one it trained with; drop "
+                                  "--hflip or preview its data folder")
+    assert not (tmp_path / "x.png").exists()

@@ -115,3 +115,49 @@ def test_bad_probabilities_files(small, tmp_path, text, message):
     with pytest.raises(DataError) as err:
         score_submission(submission, answers, probs=probs)
     assert str(err.value).startswith(message.format(probs=probs, answers=answers))
+
+
+# ---- issue 24: a column that is no class of the answers or of the submission ----
+
+
+def test_a_non_class_column_that_would_rescale_the_rows_is_refused(small, tmp_path):
+    answers, submission = small
+    probs = write(tmp_path / "probs.csv", "id,cat,dog,weight\na,0.9,0.1,0\nb,0.5,0.5,2.5\nc,0.4,0.6,1\nd,0,1,1\n")
+    with pytest.raises(DataError) as err:
+        score_submission(submission, answers, probs=probs)
+    assert str(err.value) == (
+        f"{probs}: column 'weight' is no class of {answers} or of the submission, and line 3 (id 'b') sums to 3.5 "
+        "with it, not 1: the rows would be rescaled by it; drop it (an id column, then one probability column per "
+        "class: cat, dog)")
+
+
+def test_two_non_class_columns_are_named_together(small, tmp_path):
+    answers, submission = small
+    probs = write(tmp_path / "probs.csv", "id,cat,dog,w,fold\na,0.5,0.5,1,2\nb,1,0,1,2\nc,0,1,1,2\nd,0,1,1,2\n")
+    with pytest.raises(DataError, match=r"columns 'w', 'fold' are no class of .* line 2 \(id 'a'\) sums to 4 with "
+                                        r"them, not 1: the rows would be rescaled by them; drop them"):
+        score_submission(submission, answers, probs=probs)
+
+
+def test_a_model_class_nobody_has_is_taken_when_the_rows_sum_to_1(small, tmp_path):
+    """`clf infer --probs` of a model with a class neither the answers nor the submission has: scored as before."""
+    answers, submission = small
+    with_owl = write(tmp_path / "owl.csv", "id,cat,dog,owl\na,0.8,0.1,0.1\nb,0.2,0.7,0.1\nc,0.3,0.6,0.1\n"
+                                           "d,0.45,0.45,0.1\n")
+    result = score_submission(submission, answers, probs=with_owl)
+    assert result.log_loss == pytest.approx(-(np.log(0.8) + np.log(0.2) + np.log(0.6) + np.log(0.45)) / 4)
+    # written with 6 significant digits, 1000 classes: the sum is 1 within their rounding
+    many = [f"c{k}" for k in range(998)]
+    rows = "".join(f"{i},{p},{1 - p - 998 * 1.234567e-05:.6g},{','.join(['1.23457e-05'] * 998)}\n"
+                   for i, p in zip("abcd", (0.6, 0.3, 0.2, 0.3)))
+    wide = write(tmp_path / "wide.csv", "id,cat,dog," + ",".join(many) + "\n" + rows)
+    assert score_submission(submission, answers, probs=wide).log_loss is not None
+
+
+def test_a_class_of_the_submission_is_a_class(small, tmp_path):
+    """A column named as a predicted label is a class even when no answer has it: rows are rescaled as Kaggle does."""
+    answers = write(tmp_path / "answers2.csv", "id,label\na,cat\nb,cat\n")
+    submission = write(tmp_path / "sub2.csv", "id,label\na,cat\nb,dog\n")
+    probs = write(tmp_path / "probs.csv", "id,cat,dog\na,1.8,0.2\nb,0.5,0.5\n")
+    assert score_submission(submission, answers, probs=probs).log_loss == pytest.approx(
+        -(np.log(0.9) + np.log(0.5)) / 2)

@@ -2,7 +2,8 @@
 
 One row per source image: first its un-augmented (Preprocess-resized) image, then ``columns`` augmented draws,
 with thin separators. Deterministic under ``seed``. numpy + OpenCV only: no torch. The plan of `clf augment-preview`
-comes from a data folder and the training flags (``plan_for_data``) or from a run folder's record (``plan_for_run``).
+comes from a data folder and the training flags (``plan_for_data``), from a run folder's record (``plan_for_run``) or
+from a fold group's (``plan_for_group``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -22,6 +23,7 @@ from clf.atomic import atomic_write_bytes, check_outputs
 from clf.config import Preprocess, TrainConfig
 from clf.data.augment import Pipeline
 from clf.data.datasets import LabelledSet, load_labelled
+from clf.data.folds import GROUP_FILE, member_folders, read_group
 from clf.data.preprocess import ImageSource, load_resized
 from clf.errors import ClfError, DataError, one_line
 
@@ -30,6 +32,12 @@ logger = logging.getLogger(__name__)
 SEPARATOR = 2  # pixels between cells
 SEPARATOR_VALUE = 255  # white lines
 MIN_CELL = 96  # tiny inputs (32-px digits) are upscaled (nearest) so that each cell is at least this many pixels
+# Bounds of a grid, checked before any image is read: 1e6 x 1e6 ran 82 s and died of OpenCV's out-of-memory. 64 x 65
+# cells is more than a screen shows; 100 megapixels (300 MB of RGB, as the decode budget of one image) is what the
+# largest grid may hold (one 4096-px image and its draw are 34 megapixels: a 1 x 1 grid always fits).
+MAX_ROWS = 64
+MAX_COLUMNS = 64
+MAX_GRID_PIXELS = 100_000_000
 
 
 def cell_seeds(rows: int, columns: int, seed: int) -> np.ndarray:
@@ -74,6 +82,39 @@ def preview_grid(images: Sequence[np.ndarray], pipeline: Pipeline, columns: int,
 def preview_cell_scale(height: int, width: int, min_cell: int = MIN_CELL) -> int:
     """The integer upscaling that makes the shorter side of a cell at least ``min_cell`` pixels (1 for large inputs)."""
     return max(1, math.ceil(min_cell / max(1, min(height, width))))
+
+
+def check_grid_counts(rows: int, columns: int) -> None:
+    """--rows and --columns within 1..MAX_ROWS and 1..MAX_COLUMNS.
+
+    Raises:
+        ClfError: naming both flags and the values given.
+    """
+    if rows < 1 or columns < 1:
+        raise ClfError(f"--rows and --columns must be >= 1, got {rows} and {columns}")
+    if rows > MAX_ROWS or columns > MAX_COLUMNS:
+        raise ClfError(f"--rows must be <= {MAX_ROWS} and --columns <= {MAX_COLUMNS}, got {rows} and {columns}")
+
+
+def grid_size(rows: int, columns: int, pre: Preprocess) -> tuple[int, int]:
+    """The (height, width) in pixels of the grid `preview_grid` draws for `rows` images of `pre`'s size."""
+    scale = preview_cell_scale(*pre.size)
+    cell_h, cell_w = pre.size[0] * scale, pre.size[1] * scale
+    return rows * (cell_h + SEPARATOR) - SEPARATOR, (columns + 1) * (cell_w + SEPARATOR) - SEPARATOR
+
+
+def check_grid(rows: int, columns: int, pre: Preprocess) -> None:
+    """The grid's counts and its pixel count (at most MAX_GRID_PIXELS), before any image is read.
+
+    Raises:
+        ClfError: one line with the grid's size and what to lower.
+    """
+    check_grid_counts(rows, columns)
+    height, width = grid_size(rows, columns, pre)
+    if height * width > MAX_GRID_PIXELS:
+        raise ClfError(f"--rows {rows} x --columns {columns} of {pre.size[1]}x{pre.size[0]}-pixel images make a "
+                       f"{width}x{height} grid ({height * width / 1e6:.1f} megapixels), above the limit of "
+                       f"{MAX_GRID_PIXELS // 1_000_000}; use fewer --rows or --columns")
 
 
 def write_preview(paths: Sequence[ImageSource], pre: Preprocess, pipeline: Pipeline, output: str | os.PathLike,
@@ -136,6 +177,28 @@ def plan_for_run(run_dir: Path) -> PreviewPlan:
     return PreviewPlan(spread_over_classes(labelled, int(train.get("seed", 0))), pre, pipeline, str(run_dir))
 
 
+def plan_for_group(group_dir: Path) -> PreviewPlan:
+    """A fold group's recorded pipeline (its folds share one recipe): the first fold run that recorded it, else,
+    before any fold has started, the one the group record's settings build.
+
+    Raises:
+        DataError: an unreadable group record or fold config.json, or a record without training settings.
+    """
+    group = read_group(group_dir)
+    for member in member_folders(group_dir, group):
+        if not member.is_symlink() and is_run_folder(member):  # a record is data: nothing outside is followed
+            return replace(plan_for_run(member), source=str(group_dir))
+    record = group_dir / GROUP_FILE
+    try:
+        if group.config is None:
+            raise ValueError("no training settings")
+        cfg = TrainConfig.from_saved(group.config)
+    except (ClfError, TypeError, ValueError) as exc:
+        raise DataError(f"{record}: cannot rebuild the group's augmentation ({one_line(exc)}); preview the data "
+                        "folder with the group's flags instead") from None
+    return replace(plan_for_data(cfg), source=str(group_dir))
+
+
 def _run_config(run_dir: Path) -> dict:
     path = run_dir / "config.json"
     try:
@@ -195,12 +258,12 @@ def write_plan_preview(plan: PreviewPlan, output: str | os.PathLike, rows: int =
     """Write the preview of ``plan`` (``rows`` images x ``columns`` draws) to ``output``; returns the images shown.
 
     Raises:
-        ClfError: rows or columns < 1, an output that would replace an input image.
+        ClfError: rows or columns out of bounds, a grid above MAX_GRID_PIXELS, an output that would replace an
+            input image.
         DataError: no image can be read.
         StorageError: the PNG cannot be written.
     """
-    if rows < 1 or columns < 1:
-        raise ClfError(f"--rows and --columns must be >= 1, got {rows} and {columns}")
+    check_grid(rows, columns, plan.pre)
     check_outputs({"--output": output}, input_files=plan.candidates)
     paths = readable_images(plan.candidates, plan.pre, rows)
     write_preview(paths, plan.pre, plan.pipeline, output, columns=columns, seed=seed)

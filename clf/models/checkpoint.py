@@ -208,10 +208,48 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
     _check_storable(data, "checkpoint")
 
     with atomic_output(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(data, handle)
+        _torch_save(data, handle)
     _fsync_dir(path.parent)
     logger.debug("saved checkpoint %s (epoch %s)", path, data.get("epoch"))
     return path
+
+
+class _WriteRecorder:
+    """A file handle for torch.save that keeps the OSError of a failed write.
+
+    torch's C++ zip writer swallows the OSError of the Python ``write`` it calls (a full disk: ENOSPC) and raises
+    ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``, which says nothing of the disk.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.handle.flush()
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+
+def _torch_save(data: Mapping[str, Any], handle: Any) -> None:
+    """torch.save into an open file; a write that failed raises its own OSError (atomic_output names the user's
+    path and the free space), not torch's RuntimeError."""
+    recorder = _WriteRecorder(handle)
+    try:
+        torch.save(data, recorder)
+    except RuntimeError:
+        if recorder.error is not None:
+            raise recorder.error from None
+        raise
 
 
 def _fsync_dir(folder: Path) -> None:

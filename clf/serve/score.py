@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,23 +73,26 @@ def score_submission(submission: str | Path, answers: str | Path, id_col: str = 
     correct = sum(predicted[i] == label for i, label in truth.items())
     if probs is None:
         return ScoreResult(correct / len(truth), len(truth), extra)
-    matrix, y_true = probabilities_for(probs, truth, answers, id_col)
+    matrix, y_true = probabilities_for(probs, truth, answers, id_col, predicted_classes=set(predicted.values()))
     return ScoreResult(correct / len(truth), len(truth), extra, log_loss(matrix, y_true),
                        expected_calibration_error(matrix, y_true, ECE_BINS))
 
 
-def probabilities_for(probs: str | Path, truth: dict[str, str], answers: str | Path,
-                      id_col: str) -> tuple[np.ndarray, np.ndarray]:
+def probabilities_for(probs: str | Path, truth: dict[str, str], answers: str | Path, id_col: str,
+                      predicted_classes: Collection[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """The probabilities of the answers' ids, float64 [N, C] in the answers' order with each row rescaled to sum
     to 1, and each true class's column.
 
     The header is checked against the answers' classes before any value is read: a submission or answers file
-    given as --probs is named as the wrong file, not as a column of non-numbers.
+    given as --probs is named as the wrong file, not as a column of non-numbers. A column that is no class of the
+    answers or of `predicted_classes` (the submission's labels) may be a class of the model that nobody has; it is
+    taken as one only when it changes nothing (every value 0) or every row sums to 1 with it, as `clf infer --probs`
+    writes them: otherwise the rows would be rescaled by a column that holds something else.
 
     Raises:
         DataError: as read_csv_table, no id column or no class column, a class of the answers with no column, an id
             listed twice, a value that is not a finite number >= 0 (naming the line and column), a row whose
-            probabilities are all 0, an id of the answers with no row.
+            probabilities are all 0, an id of the answers with no row, a column that is no class (above).
     """
     table = read_csv_table(probs)
     id_at = table.column(id_col, "set the id column with --id-col")
@@ -103,6 +107,8 @@ def probabilities_for(probs: str | Path, truth: dict[str, str], answers: str | P
         raise DataError(f"{probs}: no column for the {noun} {_some(missing_classes, quote=True)} of {answers} "
                         f"(columns: {', '.join(classes)}); {_PROBS_HINT}")
     rows = _probability_rows(table, id_at, class_at)
+    known = set(truth.values()) | set(predicted_classes)
+    _refuse_non_class_columns(table, rows, classes, [c for c in classes if c not in known], sorted(known), answers)
     missing = [i for i in truth if i not in rows]
     if missing:
         raise DataError(f"{probs}: {len(missing)} ids of {answers} have no probabilities ({_some(missing)}); "
@@ -121,6 +127,34 @@ def _probability_rows(table: CsvTable, id_at: int, class_at: list[int]) -> dict[
             raise DataError(f"{table.path}: line {line}: every probability of id '{image_id}' is 0; {_PROBS_HINT}")
         rows[image_id] = values
     return rows
+
+
+def sum_tolerance(classes: int) -> float:
+    """How far from 1 a row of `clf infer --probs` may sum: each value is written with 6 significant digits."""
+    return 1e-4 + 1e-6 * classes
+
+
+def _refuse_non_class_columns(table: CsvTable, rows: dict[str, list[float]], classes: list[str], unknown: list[str],
+                              known: list[str], answers: str | Path) -> None:
+    """Columns that are no class of the answers or the submission: refused unless all 0 or part of rows summing to 1.
+
+    Raises:
+        DataError: naming the columns, the first line that does not sum to 1 with them, and the classes expected.
+    """
+    at = [classes.index(name) for name in unknown]
+    if not any(values[k] > 0 for values in rows.values() for k in at):
+        return  # all 0 (a class nobody has, or nothing): the rescaled rows are the same
+    tolerance = sum_tolerance(len(classes))
+    for line, (image_id, values) in zip(table.lines, rows.items()):
+        total = math.fsum(values)
+        if abs(total - 1) > tolerance:
+            names = ", ".join(f"'{name}'" for name in unknown)
+            it = "it" if len(unknown) == 1 else "them"
+            noun = "column" if len(unknown) == 1 else "columns"
+            raise DataError(f"{table.path}: {noun} {names} {'is' if it == 'it' else 'are'} no class of {answers} or of "
+                            f"the submission, and line {line} (id '{image_id}') sums to {total:.6g} with {it}, not "
+                            f"1: the rows would be rescaled by {it}; drop {it} (an id column, then one probability "
+                            f"column per class: {_some(known)})")
 
 
 def _probability(table: CsvTable, line: int, column: int, text: str) -> float:

@@ -36,7 +36,7 @@ from clf.train.run_folder import (
     write_config,
     write_split,
 )
-from clf.train.trainer import Trainer, TrainReporter
+from clf.train.trainer import Trainer, TrainReporter, interrupts_deferred
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +88,14 @@ def fit(
         ) from None
     finally:
         # Under torchrun the DDP wrapper refers to the process group: let it go before the group is destroyed
-        # (torch still keeps the gloo threads alive after that: the CLI ends a worker with os._exit).
-        for trainer in trainers:
-            trainer.release()
-        trainers.clear()
-        gc.collect()
+        # (torch still keeps the gloo threads alive after that: the CLI ends a worker with os._exit). Ctrl-C waits
+        # until this is done: in gc's finalisers (torch's WeakKeyDictionary callbacks) it was printed as "Exception
+        # ignored ... KeyboardInterrupt" and lost, and a fold group went on to its next fold.
+        with interrupts_deferred():
+            for trainer in trainers:
+                trainer.release()
+            trainers.clear()
+            gc.collect()
 
 
 def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: TrainReporter,

@@ -31,14 +31,14 @@ from clf.data.folds import (GROUP_FILE, OOF_FILE, FoldGroup, OutOfFold, is_fold_
 from clf.data.torch_dataset import ImageDataset
 from clf.errors import ClfError, DataError, ModelError, one_line
 from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
-from clf.ownership import MARKER_NAME, check_clearable, clear_owned, foreign_entries, mark_folder, read_marker, record_files
+from clf.ownership import check_clearable, clear_owned, mark_folder, record_files
 from clf.probabilities import log_loss
 from clf.train import runtime as rt
 from clf.train.build import build_model, fold_assignment, load_training_set, pretrained_weights
 from clf.train.fit import FitResult, fit
 from clf.train.resume import absolute_paths, continued_config, resolve_config
-from clf.train.run_folder import (RUN_KIND, check_run_name, default_run_name, has_checkpoint, prepare_new_run_dir,
-                                  split_record)
+from clf.train.run_folder import (NESTED_RUNS, RUN_KIND, check_run_name, default_run_name, has_checkpoint,
+                                  prepare_new_run_dir, split_record)
 from clf.train.trainer import TrainReporter
 
 logger = logging.getLogger(__name__)
@@ -206,33 +206,23 @@ def prepare_group_dir(group_dir: Path, overwrite: bool) -> None:
     record_files(group_dir, GROUP_FILES)
 
 
-def _member_dirs(group_dir: Path) -> list[Path]:
-    """The fold runs in a group folder: sub-folders (not links) named fold-N carrying clf's run marker."""
-    return sorted(p for p in group_dir.iterdir() if p.name.startswith("fold-") and p.name[5:].isdigit()
-                  and p.is_dir() and not p.is_symlink() and read_marker(p) is not None)
+def _nested_runs(group_dir: Path) -> list[str]:
+    """The names of the clf run folders a group (or the run it replaces) may hold: fold-N, and a run's refit.
+    Each is checked and cleared by its own marker (an unmarked one, or a link, counts as the user's)."""
+    folds = sorted(p.name for p in group_dir.iterdir() if p.name.startswith("fold-") and p.name[5:].isdigit())
+    return [*folds, *NESTED_RUNS]
 
 
 def clear_group_dir(group_dir: Path) -> None:
-    """--overwrite of a group: every fold run's files and the group's own, after checking all of them are clf's.
+    """--overwrite of a group (or of a run, its refit included): every fold run's files and the folder's own, after
+    checking all of them are clf's.
 
     Raises:
         ClfError: the folder is not clf's, or it (or one of its fold runs) holds a file clf did not write.
     """
-    members = _member_dirs(group_dir)
-    if read_marker(group_dir) is None:
-        check_clearable(group_dir, RUN_KIND, GROUP_WHAT)  # raises: not clf's
-    names = {m.name for m in members}
-    foreign = [e for e in foreign_entries(group_dir) if e.split("/")[0] not in names]
-    if foreign:
-        raise ClfError(f"{group_dir}: holds {len(foreign)} file(s) clf did not write ({', '.join(foreign[:3])}); "
-                       "--overwrite only removes clf's own files: move them out or choose another name")
-    for member in members:
-        check_clearable(member, RUN_KIND, "fold run folder")
-    for member in members:
-        clear_owned(member, RUN_KIND, "fold run folder")
-        (member / MARKER_NAME).unlink()
-        member.rmdir()
-    clear_owned(group_dir, RUN_KIND, GROUP_WHAT)
+    nested = _nested_runs(group_dir)
+    check_clearable(group_dir, RUN_KIND, GROUP_WHAT, nested=nested)
+    clear_owned(group_dir, RUN_KIND, GROUP_WHAT, nested=nested)
     logger.info("%s: the old group's files were removed (--overwrite)", group_dir)
 
 
@@ -273,7 +263,7 @@ def _plan(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: Labelle
 
     A finished fold stays finished, unless --epochs was raised above the group's: then it trains further, as a
     resumed single run does. A fold with a last.pt holding every epoch counts as finished (the sitting stopped
-    between its last save and the group record).
+    between its last save and the group record). A finished fold whose folder (or checkpoints) is gone starts again.
 
     Raises:
         DataError: a fold trained earlier whose validation images are not its fold of the data now.
@@ -285,10 +275,13 @@ def _plan(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: Labelle
     plan = []
     for fold, name in enumerate(group.members):
         member = group_dir / name
-        if name in group.done or has_checkpoint(member):
+        gone = name in group.done and not has_checkpoint(member)
+        if gone:  # its folder (or every checkpoint in it) was deleted: the other folds stay as they are
+            logger.warning("%s: finished earlier, but its checkpoints are gone; training it again", member)
+        if (name in group.done and not gone) or has_checkpoint(member):
             check_fold_split(member, fold, cfg, labelled)
         last = member / "last.pt"
-        if name in group.done and not raised:
+        if name in group.done and not raised and not gone:
             plan.append(DONE)
         elif last.is_file():
             plan.append(DONE if _epochs_done(last) >= cfg.epochs else RESUME)

@@ -32,6 +32,7 @@ def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[Tr
     if resume is None:
         if not given.get("data"):
             raise ClfError("clf train needs DATA (a folder of class folders, or images with --labels-csv)")
+        _refuse_fold_seed_without_folds(given)
         return TrainConfig(**given), None
     _check_something_to_resume(Path(resume))
     path = resolve_checkpoint(resume, prefer="last")
@@ -44,6 +45,13 @@ def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[Tr
     if cfg.epochs <= ckpt["epoch"]:
         raise ClfError(f"{path}: already trained {ckpt['epoch']} epochs; pass --epochs N with N > {ckpt['epoch']} to train further")
     return cfg, ckpt
+
+
+def _refuse_fold_seed_without_folds(given: dict[str, Any]) -> None:
+    """--fold-seed only seeds the fold assignment of --folds K: without it, it would be ignored without a word."""
+    if "fold_seed" in given and given.get("folds") is None:
+        raise ClfError(f"--fold-seed {given['fold_seed']} seeds the fold assignment of --folds K, which was not given; "
+                       "add --folds K for cross-validation, or leave out --fold-seed (--seed seeds the split)")
 
 
 def continued_config(saved: TrainConfig, given: dict[str, Any], source: Path, what: str = "checkpoint") -> TrainConfig:

@@ -95,11 +95,25 @@ class GroupSummary:
     path: Path
 
     @property
+    def missing(self) -> list[str]:
+        """Finished folds whose best.pt is gone (a deleted fold folder): `clf train --resume` trains them again."""
+        return [name for name in self.group.members
+                if name in self.group.done and not (self.path / name / "best.pt").is_file()]
+
+    @property
+    def cv(self) -> dict[str, float] | None:
+        """The recorded CV score while every fold it was computed over is still there."""
+        return None if self.missing else self.group.cv
+
+    @property
     def state(self) -> str:
-        """"done" once the CV score is in, else how many folds have finished."""
-        if self.group.cv is not None and self.group.finished:
+        """"done" once the CV score is in, else how many folds have finished (and which of them are gone)."""
+        missing = self.missing
+        if self.group.cv is not None and self.group.finished and not missing:
             return "done"
-        return f"{len(set(self.group.done) & set(self.group.members))}/{self.group.folds} folds"
+        finished = len((set(self.group.done) & set(self.group.members)) - set(missing))
+        gone = f" ({', '.join(missing)} missing)" if missing else ""
+        return f"{finished}/{self.group.folds} folds{gone}"
 
     @property
     def seconds(self) -> float:
