@@ -168,6 +168,31 @@ def test_unwritable_output_folder_is_one_line_and_exit_2(run, monkeypatch):
     assert files_in(run) == {"best.pt", "split.json"}
 
 
+def test_a_full_disk_during_the_export_is_the_one_disk_full_line(run, monkeypatch):
+    """Exporters wrap the ENOSPC in their own errors; it is still the usual line naming the model, and no exporter is
+    tried after it (the next one would meet the same disk)."""
+    tried = []
+
+    def full_disk(name):
+        def write(model, example, path, opset):
+            tried.append(name)
+            try:
+                raise OSError(28, "No space left on device")
+            except OSError as exc:
+                raise RuntimeError(f"{name} failed to save the model") from exc
+        return write
+
+    for name in ("dynamo", "torchscript"):
+        monkeypatch.setitem(graph._EXPORTERS, name, full_disk(name))
+    result = export(run, "--onnx", "--batch-sizes", "1,7")
+    assert result.exit_code == 2
+    line, = result.stderr.splitlines()
+    assert re.fullmatch(rf"error: {re.escape(str(run / 'model.onnx'))}: disk full \(.+ free\); free some space or "
+                        r"write elsewhere", line), line
+    assert tried == ["dynamo"]
+    assert files_in(run) == {"best.pt", "split.json"}
+
+
 def test_the_model_is_readable_by_others(run):
     """mkstemp makes 0600 files; a deployable model gets the usual permissions."""
     result = export(run, "--onnx", *FAST)

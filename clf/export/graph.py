@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import sys
@@ -146,10 +147,24 @@ def export_graph(
             _check_written(path, opset)
             return name
         except Exception as exc:  # noqa: BLE001 - exporters raise many types; we report and try the next one
+            full = _disk_full_cause(exc)
+            if full is not None:  # no exporter can write on a full disk: the caller's one "disk full" line
+                raise full from None
             reason = one_line(exc)
             failures.append(f"{name}: {reason}")
             logger.warning("%s exporter failed (%s)%s", name, reason, "; trying the next one" if name != order[-1] else "")
     raise ClfError("ONNX export failed with every exporter: " + " | ".join(failures))
+
+
+def _disk_full_cause(exc: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT OSError behind an exporter's failure (exporters wrap it in their own errors), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def exporter_order(exporter: str, opset: int) -> list[str]:
