@@ -46,6 +46,14 @@ REDUCE_RANGE = True
 MAX_GATE_IMAGES = 2000  # validation images the gate runs both models on (spread over the classes)
 CALIBRATION_BATCH = 8  # images per calibration step (the calibrator keeps each step's activations until it folds them)
 STEPS_PER_FOLD = 4  # steps whose activations are folded into the ranges at once: bounds the calibrator's memory
+# Ops whose output onnxruntime's symbolic shape inference (the quantiser's first pre-processing pass) cannot shape:
+# from opset 18 the reductions take their axes as an input, it has handlers only for ReduceSum/ReduceMean/ReduceProd,
+# and its fallback (ONNX inference of the node alone) gets no axes value, so the output loses its rank and the next
+# elementwise node fails ("object of type 'NoneType' has no len()"). Ensembles, TTA and --calibrate graphs average
+# with ReduceLogSumExp and divide it by the temperature. ONNX's own shape inference (the pass after it) shapes these
+# graphs fully, so for them the symbolic pass is skipped; every other graph is pre-processed as before.
+SYMBOLIC_SHAPE_UNSUPPORTED = frozenset({"ReduceLogSumExp", "ReduceLogSum", "ReduceMax", "ReduceMin", "ReduceL1",
+                                        "ReduceL2", "ReduceSumSquare"})
 
 
 @dataclass(frozen=True)
@@ -183,7 +191,7 @@ def quantize(fp32: Path, out: Path, images: np.ndarray, method: str) -> None:
         prepared = Path(work) / "prepared.onnx"
         try:
             with _quiet_onnxruntime_logging():
-                quant_pre_process(str(fp32), str(prepared))
+                quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=not symbolic_shapes_supported(fp32))
                 quantize_static(
                     str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                     reduce_range=REDUCE_RANGE,
@@ -193,6 +201,18 @@ def quantize(fp32: Path, out: Path, images: np.ndarray, method: str) -> None:
                 )
         except Exception as exc:  # noqa: BLE001 - the quantiser raises many types; one line for the user
             raise ModelError(f"onnxruntime could not quantise the model to int8: {one_line(exc)}") from None
+
+
+def symbolic_shapes_supported(path: Path) -> bool:
+    """Whether onnxruntime's symbolic shape inference can shape every node of the model at `path` (opset 18 and later
+    reductions other than ReduceSum/ReduceMean/ReduceProd it cannot; see SYMBOLIC_SHAPE_UNSUPPORTED)."""
+    model = onnx.load(str(path), load_external_data=False)
+    unsupported = sorted({node.op_type for node in model.graph.node if node.op_type in SYMBOLIC_SHAPE_UNSUPPORTED}
+                         if graph.model_opset(model) and graph.model_opset(model) >= 18 else set())
+    if unsupported:
+        logger.debug("int8 pre-processing without symbolic shape inference (it cannot shape %s at opset %s); "
+                     "ONNX shape inference shapes the graph", ", ".join(unsupported), graph.model_opset(model))
+    return not unsupported
 
 
 @contextlib.contextmanager
