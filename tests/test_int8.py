@@ -274,3 +274,13 @@ def test_symbolic_shape_inference_is_skipped_only_for_graphs_it_cannot_shape(run
     assert clf("export", run, "--calibrate", "-o", tmp_path / "calibrated.onnx", *FAST).exit_code == 0
     assert int8.symbolic_shapes_supported(tmp_path / "bare.onnx")
     assert not int8.symbolic_shapes_supported(tmp_path / "calibrated.onnx")
+
+
+def test_only_the_head_after_the_last_weighted_op_stays_float(run, tmp_path):
+    """A bare network has no float tail (quantised as before); a calibrated graph's head (stack, log-softmax, average,
+    temperature) stays float, so the int8 model's outputs are still log-probabilities."""
+    assert clf("export", run, "-o", tmp_path / "bare.onnx", *FAST).exit_code == 0
+    assert clf("export", run, "--calibrate", "-o", tmp_path / "calibrated.onnx", *FAST).exit_code == 0
+    assert int8.float_tail(onnx.load(str(tmp_path / "bare.onnx"))) == []
+    tail = [node.op_type for node in int8.float_tail(onnx.load(str(tmp_path / "calibrated.onnx")))]
+    assert {"LogSoftmax", "ReduceLogSumExp", "Div"} <= set(tail) and not set(tail) & int8.WEIGHTED_OPS
