@@ -196,10 +196,10 @@ def quantize(fp32: Path, out: Path, images: np.ndarray, method: str) -> None:
         try:
             with _quiet_onnxruntime_logging():
                 quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=not symbolic_shapes_supported(fp32))
-                float_tail = name_float_tail(prepared)
+                kept_float = name_float_tail(prepared)
                 quantize_static(
                     str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=REDUCE_RANGE, nodes_to_exclude=float_tail,
+                    reduce_range=REDUCE_RANGE, nodes_to_exclude=kept_float,
                     activation_type=getattr(QuantType, ACTIVATION_TYPE), weight_type=getattr(QuantType, WEIGHT_TYPE),
                     calibrate_method=methods[method],
                     extra_options={"CalibStridedMinMax": _fold_stride(len(reader))},
