@@ -234,3 +234,53 @@ def test_histogram_calibration_methods_run_and_are_recorded(run, method):
     assert json.loads(props["clf.calibration"])["method"] == method
     proof = json.loads((run / "model_int8.parity.json").read_text())
     assert proof["calibration"]["method"] == method and proof["calibration"]["images"] == 24
+
+
+def _gate_images(run: Path) -> np.ndarray:
+    """The run's validation images through its Preprocess: the images the int8 gate runs both models on."""
+    from clf.export.parity import confined_images, load_batch, read_split
+
+    split = read_split(run / "split.json")
+    session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    pre = Preprocess.from_json(session.get_modelmeta().custom_metadata_map["clf.preprocess"])
+    return load_batch(confined_images(split["root"], split["val"], run / "split.json"), pre)
+
+
+def test_int8_with_a_temperature_is_gated_against_the_calibrated_float_model(run):
+    """Issue 24: --int8 --calibrate quantises the graph with the temperature baked in, and the gate's reference is
+    that calibrated fp32 graph (log-probabilities), not the bare network's logits."""
+    result = clf("export", run, "--int8", "--calibrate", "--calibration-images", "16", *FAST)
+    assert result.exit_code == 0, result.output
+    assert clf("export", run, "--calibrate", *FAST).exit_code == 0  # the same calibrated graph in fp32: model.onnx
+    assert clf("export", run, "-o", run / "bare.onnx", *FAST).exit_code == 0
+    images = _gate_images(run)
+    outputs = {name: ort.InferenceSession(str(run / name), providers=["CPUExecutionProvider"]).run(None, {
+        "input": images})[0] for name in ("model_int8.onnx", "model.onnx", "bare.onnx")}
+    proof = json.loads((run / "model_int8.parity.json").read_text())
+    assert proof["passed"] is True and proof["images"] == len(images)
+    against_calibrated = float(np.abs(outputs["model_int8.onnx"] - outputs["model.onnx"]).max())
+    assert proof["int8_max_abs_diff"] == pytest.approx(against_calibrated, rel=1e-5, abs=1e-6)
+    assert proof["int8_max_abs_diff"] < float(np.abs(outputs["model_int8.onnx"] - outputs["bare.onnx"]).max())
+    assert np.allclose(np.exp(outputs["model_int8.onnx"]).sum(1), 1, atol=1e-5)  # still log-probabilities
+    props = {p.key: p.value for p in onnx.load(str(run / "model_int8.onnx")).metadata_props}
+    assert float(props["clf.temperature"]) == pytest.approx(proof["temperature_calibration"]["temperature"])
+    assert props["clf.precision"] == "int8"
+
+
+def test_symbolic_shape_inference_is_skipped_only_for_graphs_it_cannot_shape(run, tmp_path):
+    """A bare network keeps onnxruntime's full pre-processing; a temperature graph (ReduceLogSumExp at opset 18,
+    which onnxruntime's symbolic shape inference cannot shape) gets ONNX's shape inference only."""
+    assert clf("export", run, "-o", tmp_path / "bare.onnx", *FAST).exit_code == 0
+    assert clf("export", run, "--calibrate", "-o", tmp_path / "calibrated.onnx", *FAST).exit_code == 0
+    assert int8.symbolic_shapes_supported(tmp_path / "bare.onnx")
+    assert not int8.symbolic_shapes_supported(tmp_path / "calibrated.onnx")
+
+
+def test_only_the_head_after_the_last_weighted_op_stays_float(run, tmp_path):
+    """A bare network has no float tail (quantised as before); a calibrated graph's head (stack, log-softmax, average,
+    temperature) stays float, so the int8 model's outputs are still log-probabilities."""
+    assert clf("export", run, "-o", tmp_path / "bare.onnx", *FAST).exit_code == 0
+    assert clf("export", run, "--calibrate", "-o", tmp_path / "calibrated.onnx", *FAST).exit_code == 0
+    assert int8.float_tail(onnx.load(str(tmp_path / "bare.onnx"))) == []
+    tail = [node.op_type for node in int8.float_tail(onnx.load(str(tmp_path / "calibrated.onnx")))]
+    assert {"LogSoftmax", "ReduceLogSumExp", "Div"} <= set(tail) and not set(tail) & int8.WEIGHTED_OPS
