@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from cli_helpers import clf, error_line
@@ -168,6 +169,27 @@ def test_the_cli_table_lists_members_and_throughput(tmp_path, pair):
     assert "member 1" in result.output and "a (cnn), weight 0.25, best val acc 51.00%" in result.output
     assert "b (cnn), weight 0.75, best val acc 52.00%" in result.output
     assert "images/s at batch 8" in result.output and "a single member's" in result.output
+
+
+def test_an_int8_ensemble_is_timed_against_an_int8_member(tmp_path, pair, monkeypatch):
+    """The ratio is the ensemble's cost: an int8 ensemble against an fp32 member would credit it with int8's speed."""
+    from clf.export import onnx_export
+
+    timed = []
+    real = onnx_export.create_session
+
+    def recording(path, **kwargs):
+        timed.append(onnx.load(str(path)))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "create_session", recording)
+    out = tmp_path / "ens_int8.onnx"
+    result = clf("export", *pair, "-o", out, "--int8", "--min-agreement", "0", "--max-drop", "1", *CLI_FAST)
+    assert result.exit_code == 0, result.output
+    assert "a single member's" in result.output
+    deployed, member = timed[-2:]  # _throughput: the deployed file, then the member exported again
+    assert any(node.op_type == "QuantizeLinear" for node in deployed.graph.node)
+    assert any(node.op_type == "QuantizeLinear" for node in member.graph.node)
 
 
 def test_an_ensemble_runs_in_infer_and_eval_unchanged(tmp_path, pair, data):

@@ -163,6 +163,15 @@ def test_accuracy_needs_a_class_folder_for_every_image(tmp_path):
     assert int8.labels_from_folders([str(root / "dog" / "d.png")], str(root), CLASSES) is None
 
 
+def test_a_row_of_nan_is_neither_right_nor_in_agreement():
+    """argmax picks a NaN row's first NaN: a broken int8 graph must not score as agreeing or as accurate."""
+    nan = np.full((2, 4), np.nan, dtype=np.float32)
+    good = np.eye(4, dtype=np.float32)[:2]
+    assert int8.accuracy(nan, [0, 0]) == 0.0
+    assert int8.accuracy(good, [0, 1]) == 1.0
+    assert not int8.top1_agrees(nan, nan).any()
+
+
 def test_report_reason_names_each_failed_condition():
     base = ParityReport(True, 0.0, 0.0, 1.0, 1e-4, 8, "x", [1], "CPUExecutionProvider", "m.onnx", "int8")
     fields = {k: v for k, v in base.__dict__.items()}

@@ -27,7 +27,7 @@ from clf.config import ExportConfig, Preprocess
 from clf.errors import DataError, ModelError, one_line
 from clf.export import graph
 from clf.export.parity import (SPLIT_NAME, ParityReport, confined_images, folder_images, load_batch, read_split,
-                               spread)
+                               spread, top1_agrees)
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +307,11 @@ def predict_logits(path: Path, images: np.ndarray, device: str, batch: int = 32)
 
 
 def accuracy(logits: np.ndarray, labels: Sequence[int] | None) -> float | None:
-    return None if labels is None else float((logits.argmax(1) == np.asarray(labels)).mean())
+    """Top-1 accuracy; a row holding NaN or inf is wrong (argmax would pick its first NaN as a class)."""
+    if labels is None:
+        return None
+    finite = np.isfinite(logits).all(axis=1)
+    return float((finite & (logits.argmax(1) == np.asarray(labels))).mean())
 
 
 def gate(cfg: ExportConfig, fp32: Path, int8: Path, images: np.ndarray, labels: list[int] | None,
@@ -315,7 +319,7 @@ def gate(cfg: ExportConfig, fp32: Path, int8: Path, images: np.ndarray, labels: 
     """Run both models on the gate images; agreement, accuracies and the verdict, as the int8 model's proof."""
     reference, _ = predict_logits(fp32, images, cfg.device)
     quantized, provider = predict_logits(int8, images, cfg.device)
-    agreement = float((quantized.argmax(1) == reference.argmax(1)).mean())
+    agreement = float(top1_agrees(quantized, reference).mean())
     fp32_acc, int8_acc = accuracy(reference, labels), accuracy(quantized, labels)
     drop = None if fp32_acc is None or int8_acc is None else fp32_acc - int8_acc
     if labels is None:
