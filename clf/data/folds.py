@@ -21,9 +21,8 @@ import numpy as np
 
 from clf.atomic import atomic_write_text
 from clf.errors import DataError
+from clf.run_files import GROUP_FILE
 
-GROUP_FILE = "group.json"
-OOF_FILE = "oof.csv"
 GROUP_KIND = "clf-fold-group"
 GROUP_VERSION = 1
 OOF_FIXED_COLUMNS = ("id", "label", "fold")  # then one probability column per class, in class order

@@ -8,7 +8,6 @@ from a fold group's (``plan_for_group``).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,9 +22,10 @@ from clf.atomic import atomic_write_bytes, check_outputs
 from clf.config import Preprocess, TrainConfig
 from clf.data.augment import Pipeline
 from clf.data.datasets import LabelledSet, load_labelled
-from clf.data.folds import GROUP_FILE, member_folders, read_group
+from clf.data.folds import member_folders, read_group
 from clf.data.preprocess import ImageSource, load_resized
 from clf.errors import ClfError, DataError, one_line
+from clf.run_files import CHECKPOINT_FILES, CONFIG_FILE, GROUP_FILE, MARKER_FILE, RunFileError, read_config
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def plan_for_run(run_dir: Path) -> PreviewPlan:
         labelled = load_labelled(train["data"], train.get("labels_csv"), id_col=train.get("id_col", "filename"),
                                  label_col=train.get("label_col", "label"))
     except (KeyError, TypeError, ValueError, ClfError) as exc:
-        raise DataError(f"{run_dir / 'config.json'}: cannot rebuild the run's augmentation ({one_line(exc)}); "
+        raise DataError(f"{run_dir / CONFIG_FILE}: cannot rebuild the run's augmentation ({one_line(exc)}); "
                         "preview the data folder with the run's flags instead") from None
     return PreviewPlan(spread_over_classes(labelled, int(train.get("seed", 0))), pre, pipeline, str(run_dir))
 
@@ -200,12 +200,14 @@ def plan_for_group(group_dir: Path) -> PreviewPlan:
 
 
 def _run_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
+    path = run_dir / CONFIG_FILE
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = read_config(run_dir)
+    except RunFileError:
+        config = {}  # JSON, but not a run's config: it records no augmentation either
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the run's settings ({one_line(exc)})") from None
-    if not isinstance(config, dict) or "augment" not in config:
+    if "augment" not in config:
         raise DataError(f"{path}: the run records no augmentation (trained before clf 0.2); preview its data folder "
                         "with the run's flags instead")
     return config
@@ -213,8 +215,8 @@ def _run_config(run_dir: Path) -> dict:
 
 def is_run_folder(path: Path) -> bool:
     """A clf run folder (config.json beside a checkpoint or clf's marker), not a data folder."""
-    return (path / "config.json").is_file() and (
-        (path / ".clf-folder.json").exists() or (path / "last.pt").exists() or (path / "best.pt").exists()
+    return (path / CONFIG_FILE).is_file() and (
+        (path / MARKER_FILE).exists() or any((path / name).exists() for name in CHECKPOINT_FILES)
     )
 
 

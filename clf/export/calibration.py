@@ -18,10 +18,11 @@ from typing import Sequence
 import numpy as np
 
 from clf.config import Preprocess
-from clf.data.folds import OOF_FILE, read_oof
+from clf.data.folds import read_oof
 from clf.data.preprocess import preprocess
 from clf.errors import DataError
 from clf.probabilities import expected_calibration_error, log_loss
+from clf.run_files import OOF_FILE, SPLIT_FILE, read_split
 
 logger = logging.getLogger(__name__)
 
@@ -149,9 +150,9 @@ def labelled_validation_images(run_folder: Path, classes: Sequence[str], pre: Pr
     Raises:
         DataError: no split.json, no validation images, or none under a class folder that reads.
     """
-    from clf.export.parity import SPLIT_NAME, confined_images, read_split, spread
+    from clf.export.parity import confined_images, spread
 
-    split_path = run_folder / SPLIT_NAME
+    split_path = run_folder / SPLIT_FILE
     split = read_split(split_path)
     what = "--calibrate fits the temperature on the run's validation images"
     if split is None:

@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from clf.config import TTA_VIEWS, ExportConfig
-from clf.data.folds import GROUP_FILE, OOF_FILE, is_fold_group, member_folders, read_group
+from clf.data.folds import is_fold_group, member_folders, read_group
 from clf.errors import ClfError, DataError, ModelError
 from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from clf.run_files import CONFIG_FILE, GROUP_FILE, OOF_FILE, SPLIT_FILE, RunFileError, read_config
 from clf.serve.metadata import Deployment, ModelInfo
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"  # a run's resolved training config; its "augment" is the pipeline trained with
 _FLIP_OPS = {"h": "hflip", "v": "vflip"}  # a view's flip letter -> the augmentation op that trains for it
 _FLIP_WORDS = {"h": "horizontal", "v": "vertical"}
 
@@ -43,9 +43,9 @@ class Sources:
         found: dict[str, Path | None] = {}
         for index, ckpt in enumerate(self.checkpoints):
             which = f"member {index + 1} " if index else ""  # the first member's names stay those of a single export
-            split = ckpt.parent / "split.json"
+            split = ckpt.parent / SPLIT_FILE
             found[f"{which}checkpoint"] = ckpt
-            found[f"{which}split.json"] = split if split.exists() else None
+            found[f"{which}{SPLIT_FILE}"] = split if split.exists() else None
         if self.group is not None:
             for name in (GROUP_FILE, OOF_FILE):
                 found[name] = self.group / name if (self.group / name).exists() else None
@@ -204,7 +204,7 @@ def trained_flips(member: Member) -> set[str] | None:
     """
     spec = member.ckpt.get("augment")
     if spec is None:
-        spec = _config_augment(member.path.parent / CONFIG_NAME)
+        spec = _config_augment(member.path.parent)
     if not isinstance(spec, list):
         return None
     flips = set()
@@ -220,18 +220,16 @@ def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-def _config_augment(path: Path) -> Any:
-    """config.json's "augment", or None when the file is absent or unusable (a regular small file only)."""
-    from clf.export.parity import _read_small_regular_file
-
+def _config_augment(run_dir: Path) -> Any:
+    """The run's config.json "augment" (the pipeline it trained with), or None when config.json is absent or
+    unusable (a regular small file only)."""
     try:
-        data = json.loads(_read_small_regular_file(path))
-    except FileNotFoundError:
+        return read_config(run_dir).get("augment")
+    except (FileNotFoundError, RunFileError):
         return None
     except (OSError, ValueError) as exc:
-        logger.warning("%s: cannot read it (%s); its augmentation is unknown", path, exc)
+        logger.warning("%s: cannot read it (%s); its augmentation is unknown", run_dir / CONFIG_FILE, exc)
         return None
-    return data.get("augment") if isinstance(data, dict) else None
 
 
 def flip_view(x: torch.Tensor, view: str) -> torch.Tensor:

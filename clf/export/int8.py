@@ -26,8 +26,8 @@ import onnx
 from clf.config import ExportConfig, Preprocess
 from clf.errors import DataError, ModelError, one_line
 from clf.export import graph
-from clf.export.parity import (SPLIT_NAME, ParityReport, confined_images, folder_images, load_batch, read_split,
-                               spread, top1_agrees)
+from clf.export.parity import ParityReport, confined_images, folder_images, load_batch, spread, top1_agrees
+from clf.run_files import SPLIT_FILE, read_split
 
 logger = logging.getLogger(__name__)
 
@@ -114,16 +114,16 @@ def choose_images(cfg: ExportConfig, run_folder: Path, run_name: str, classes: S
     Raises:
         DataError: no training images to calibrate on, or no real images to gate on; says what to pass.
     """
-    split = read_split(run_folder / SPLIT_NAME)
+    split = read_split(run_folder / SPLIT_FILE)
     run = run_name or "the run"
-    train = confined_images(split["root"], split["train"], run_folder / SPLIT_NAME) if split else []
-    val = confined_images(split["root"], split["val"], run_folder / SPLIT_NAME) if split else []
+    train = confined_images(split["root"], split["train"], run_folder / SPLIT_FILE) if split else []
+    val = confined_images(split["root"], split["val"], run_folder / SPLIT_FILE) if split else []
     if train:
         calibration, calibration_source = train, f"training images of {run}"
     elif check_paths:
         calibration, calibration_source = check_paths, str(cfg.check_images)
     else:
-        raise DataError(f"{run_folder}: no training images for the int8 calibration (no usable {SPLIT_NAME} beside "
+        raise DataError(f"{run_folder}: no training images for the int8 calibration (no usable {SPLIT_FILE} beside "
                         "the checkpoint); pass --check-images FOLDER with images like the training data")
     if cfg.check_images:  # up to MAX_GATE_IMAGES of them (the parity check takes --max-images)
         gate, gate_source, root = folder_images(cfg.check_images, MAX_GATE_IMAGES), cfg.check_images, cfg.check_images
@@ -131,7 +131,7 @@ def choose_images(cfg: ExportConfig, run_folder: Path, run_name: str, classes: S
         gate, gate_source, root = spread(val, MAX_GATE_IMAGES), f"validation images of {run}", split["root"]
     else:
         raise DataError(f"{run_folder}: no validation images for the int8 accuracy gate (the run has no validation "
-                        f"split in {SPLIT_NAME}); pass --check-images FOLDER (class folders give accuracies too)")
+                        f"split in {SPLIT_FILE}); pass --check-images FOLDER (class folders give accuracies too)")
     if len(calibration) < cfg.calibration_images:
         logger.debug("calibrating on all %d %s (fewer than --calibration-images %d)", len(calibration),
                     calibration_source, cfg.calibration_images)

@@ -20,15 +20,10 @@ from clf.atomic import atomic_write_text
 from clf.config import Preprocess
 from clf.data.files import is_image_file
 from clf.data.preprocess import preprocess
-from clf.errors import ClfError, DataError, one_line
+from clf.errors import ClfError, DataError
+from clf.run_files import SPLIT_FILE, read_split
 
 logger = logging.getLogger(__name__)
-
-# Training writes the run's file lists beside its checkpoints:
-#   {"format": 1, "root": "<absolute data root>", "val": ["<class>/<file>", ...], "train": [...]}
-SPLIT_NAME = "split.json"
-SPLIT_FORMAT = 1
-MAX_SPLIT_BYTES = 256 * 2**20  # a list of a few million paths; more is not a file list
 
 
 @dataclass(frozen=True)
@@ -85,7 +80,7 @@ def run_images(folder: str | os.PathLike, run_name: str, limit: int) -> tuple[li
         ("training images of <run> (no validation split)" for a --no-val run); ([], "") when there is no
         usable split.json or none of its entries is usable (both logged).
     """
-    split = read_split(Path(folder) / SPLIT_NAME)
+    split = read_split(Path(folder) / SPLIT_FILE)
     if split is None:
         return [], ""
     run = run_name or "the run"
@@ -93,63 +88,8 @@ def run_images(folder: str | os.PathLike, run_name: str, limit: int) -> tuple[li
         entries, source = split["val"], f"validation images of {run}"
     else:
         entries, source = split["train"], f"training images of {run} (no validation split)"
-    paths = confined_images(split["root"], entries, Path(folder) / SPLIT_NAME)
+    paths = confined_images(split["root"], entries, Path(folder) / SPLIT_FILE)
     return (spread(paths, limit), source) if paths else ([], "")
-
-
-def read_split(path: Path) -> dict[str, Any] | None:
-    """split.json as {"root": str, "val": list, "train": list}; None when absent, else logged when unusable."""
-    try:
-        text = _read_small_regular_file(path)
-    except FileNotFoundError:
-        logger.debug("%s: not found (a run of clf 0.1, or a bare checkpoint)", path)
-        return None
-    except (OSError, ValueError) as exc:
-        logger.warning("%s: cannot read it (%s); not used for the parity check", path, _reason(exc))
-        return None
-    problem = _split_problem(text)
-    if isinstance(problem, str):
-        logger.warning("%s: %s; not used for the parity check", path, problem)
-        return None
-    return problem
-
-
-def _reason(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or one_line(exc)
-
-
-def _read_small_regular_file(path: Path) -> str:
-    """The UTF-8 text of a regular file of at most MAX_SPLIT_BYTES; a FIFO or device is never read from."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # opening a FIFO must not wait for a writer
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("not a regular file")
-        if info.st_size > MAX_SPLIT_BYTES:
-            raise ValueError(f"{info.st_size} bytes, more than a file list of {MAX_SPLIT_BYTES} bytes")
-        return handle.read(MAX_SPLIT_BYTES + 1).decode("utf-8")
-
-
-def _split_problem(text: str) -> dict[str, Any] | str:
-    """The parsed split, or what is wrong with it (never quoting the file's contents)."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return "not valid JSON"
-    if not isinstance(data, dict):
-        return "not a JSON object"
-    version = data.get("format")
-    if isinstance(version, bool) or not isinstance(version, int):
-        return "no format number"
-    if version > SPLIT_FORMAT:
-        return f"format {version} is newer than this clf reads ({SPLIT_FORMAT}); upgrade clf"
-    root = data.get("root")
-    if not isinstance(root, str) or not os.path.isabs(root):
-        return "its root is not an absolute path"
-    lists = {key: data.get(key, []) for key in ("val", "train")}
-    if not all(isinstance(v, list) for v in lists.values()):
-        return "val and train must be lists of paths"
-    return {"root": root, **lists}
 
 
 def confined_images(root: str, entries: Sequence[Any], split_path: Path) -> list[str]:

@@ -38,6 +38,7 @@ from clf.config import Preprocess
 from clf.errors import ModelError
 from clf.models.cnn import CNN_DESIGN_V1
 from clf.models.registry import create_model
+from clf.run_files import checkpoint_names
 
 logger = logging.getLogger(__name__)
 
@@ -425,8 +426,7 @@ def resolve_checkpoint(run_or_ckpt: str | Path, prefer: str = "best") -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        names = ["best.pt", "last.pt"] if prefer == "best" else ["last.pt", "best.pt"]
-        for name in names:
+        for name in checkpoint_names(prefer):
             if (path / name).is_file():
                 return path / name
         raise ModelError(

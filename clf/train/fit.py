@@ -17,6 +17,7 @@ from clf.config import MIN_STEPS_PER_EPOCH, TrainConfig, auto_batch_size
 from clf.data.datasets import LabelledSet
 from clf.errors import ClfError, Terminated
 from clf.train import runtime as rt
+from clf.run_files import split_record, write_split
 from clf.train.build import (
     augment_pipeline,
     build_model,
@@ -32,9 +33,7 @@ from clf.train.run_folder import (
     open_existing_run_dir,
     prepare_new_run_dir,
     replace_old_run,
-    split_record,
     write_config,
-    write_split,
 )
 from clf.train.trainer import Trainer, TrainReporter, interrupts_deferred
 

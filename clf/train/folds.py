@@ -12,7 +12,6 @@ other in the one process group; rank 0 alone writes the group folder, group.json
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,19 +25,19 @@ from torch.utils.data import DataLoader
 from clf.atomic import clean_stale_temps
 from clf.config import TrainConfig
 from clf.data.datasets import LabelledSet
-from clf.data.folds import (GROUP_FILE, OOF_FILE, FoldGroup, OutOfFold, is_fold_group, member_name, read_group,
-                            write_group, write_oof)
+from clf.data.folds import FoldGroup, OutOfFold, is_fold_group, member_name, read_group, write_group, write_oof
 from clf.data.torch_dataset import ImageDataset
 from clf.errors import ClfError, DataError, ModelError, one_line
 from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
 from clf.ownership import check_clearable, clear_owned, mark_folder, record_files
 from clf.probabilities import log_loss
+from clf.run_files import (BEST_CKPT, GROUP_FILE, LAST_CKPT, OOF_FILE, SPLIT_FILE, has_checkpoint, load_split,
+                           split_record)
 from clf.train import runtime as rt
 from clf.train.build import build_model, fold_assignment, load_training_set, pretrained_weights
 from clf.train.fit import FitResult, fit
 from clf.train.resume import absolute_paths, continued_config, resolve_config
-from clf.train.run_folder import (NESTED_RUNS, RUN_KIND, check_run_name, default_run_name, has_checkpoint,
-                                  prepare_new_run_dir, split_record)
+from clf.train.run_folder import NESTED_RUNS, RUN_KIND, check_run_name, default_run_name, prepare_new_run_dir
 from clf.train.trainer import TrainReporter
 
 logger = logging.getLogger(__name__)
@@ -280,7 +279,7 @@ def _plan(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: Labelle
             logger.warning("%s: finished earlier, but its checkpoints are gone; training it again", member)
         if (name in group.done and not gone) or has_checkpoint(member):
             check_fold_split(member, fold, cfg, labelled)
-        last = member / "last.pt"
+        last = member / LAST_CKPT
         if name in group.done and not raised and not gone:
             plan.append(DONE)
         elif last.is_file():
@@ -306,10 +305,10 @@ def check_fold_split(member: Path, fold: int, cfg: TrainConfig, labelled: Labell
     """
     assert cfg.folds is not None
     expected = _fold_record(labelled, cfg, fold)["val"]
-    path = member / "split.json"
+    path = member / SPLIT_FILE
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))["val"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        recorded = load_split(path)["val"]
+    except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the fold's validation list ({one_line(exc)}); "
                         "start the group over with --overwrite") from None
     if recorded != expected:
@@ -367,7 +366,7 @@ def out_of_fold(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: L
     val_accs: list[float | None] = []
     for fold, name in enumerate(group.members):
         check_fold_split(group_dir / name, fold, cfg, labelled)
-        ckpt = load_checkpoint(group_dir / name / "best.pt")
+        ckpt = load_checkpoint(group_dir / name / BEST_CKPT)
         rows = np.flatnonzero(assignment == fold)
         probs[rows] = predict_probabilities(ckpt, [labelled.paths[i] for i in rows], device,
                                             batch_size=2 * (cfg.batch_size or 32))

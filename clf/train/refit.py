@@ -30,12 +30,12 @@ from clf.data.datasets import LabelledSet
 from clf.errors import ClfError, ModelError, one_line
 from clf.models.checkpoint import load_checkpoint
 from clf.ownership import record_files
+from clf.run_files import BEST_CKPT, LAST_CKPT, REFIT_DIR, REFIT_FILE, has_checkpoint, read_config
 from clf.train import runtime as rt
 from clf.train.build import load_training_set
 from clf.train.fit import FitResult, fit
 from clf.train.history import patience_exhausted
 from clf.train.resume import absolute_paths, check_resume_fits, continued_config, resolve_config
-from clf.train.run_folder import REFIT_DIR, REFIT_FILE, has_checkpoint
 from clf.train.trainer import TrainReporter
 
 logger = logging.getLogger(__name__)
@@ -80,10 +80,10 @@ def wants_refit(given: dict[str, Any], resume: str | None) -> bool:
     if (run_dir / REFIT_FILE).is_file():
         return True
     try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        config = read_config(run_dir)
     except (OSError, ValueError):
         return False  # the ordinary resume path says what is wrong with the folder
-    return isinstance(config, dict) and isinstance(config.get("train"), dict) and config["train"].get("refit") is True
+    return config["train"].get("refit") is True
 
 
 def fit_with_refit(given: dict[str, Any], resume: str | None = None, overwrite: bool = False,
@@ -139,7 +139,7 @@ def _validated_start(given: dict[str, Any], resume: str | None
 def _finished_run(given: dict[str, Any], resume: Path) -> tuple[TrainConfig, dict, FitResult] | None:
     """The validated run when it has finished (all its epochs, or early-stopped); None when it has epochs left or
     its checkpoint cannot be read (resolve_config then continues it, or says what is wrong)."""
-    path = resume / "last.pt" if resume.is_dir() else resume
+    path = resume / LAST_CKPT if resume.is_dir() else resume
     if not path.is_file():
         return None
     try:
@@ -167,7 +167,7 @@ def write_plan(run_dir: Path, validated_epochs: int) -> RefitPlan:
     Raises:
         ModelError: best.pt is missing or unreadable.
     """
-    best = load_checkpoint(run_dir / "best.pt")
+    best = load_checkpoint(run_dir / BEST_CKPT)
     plan = RefitPlan(epochs=int(best["epoch"]), weights=str(best.get("weights") or "raw"),
                      val_acc=best.get("best_val_acc"), validated_epochs=validated_epochs)
     record = {"kind": REFIT_KIND, "format": REFIT_FORMAT, **asdict(plan)}
@@ -179,7 +179,7 @@ def write_plan(run_dir: Path, validated_epochs: int) -> RefitPlan:
 def refit_action(refit_dir: Path, plan: RefitPlan) -> str:
     """DONE, RESUME or START (decided by rank 0). A refit trained for another plan (the validated run was trained
     further since) starts over; --overwrite semantics: clf's own files only."""
-    last = refit_dir / "last.pt"
+    last = refit_dir / LAST_CKPT
     if not has_checkpoint(refit_dir) or not last.is_file():
         return START
     try:
@@ -207,12 +207,12 @@ def _fit_refit(cfg: TrainConfig, run_dir: Path, plan: RefitPlan, action: str, re
     refit_dir = run_dir / plan.folder
     sitting = {key: getattr(cfg, key) for key in SITTING_OPTIONS}
     if action == DONE:
-        epoch = rt.on_main(lambda: int(load_checkpoint(refit_dir / "last.pt")["epoch"]), runtime)
+        epoch = rt.on_main(lambda: int(load_checkpoint(refit_dir / LAST_CKPT)["epoch"]), runtime)
         return FitResult(refit_dir, epoch, None, is_main=runtime.is_main, distributed=runtime.distributed)
     if action == RESUME:
         refit_cfg, ckpt = resolve_config(sitting, str(refit_dir))
         return fit(refit_cfg, resume_ckpt=ckpt, reporter=reporter, runtime=runtime, labelled=labelled)
-    recipe = rt.on_main(lambda: load_checkpoint(run_dir / "best.pt")["config"], runtime)
+    recipe = rt.on_main(lambda: load_checkpoint(run_dir / BEST_CKPT)["config"], runtime)
     validated = replace(TrainConfig.from_saved(recipe), **sitting)
     logger.info("refit %s: the same recipe on all %d images for %d epochs (validation's best epoch)", refit_dir,
                 len(labelled.paths), plan.epochs)

@@ -14,7 +14,8 @@ from clf.errors import ClfError, ModelError, one_line
 from clf.models.checkpoint import SOURCE_KEY, load_checkpoint, resolve_checkpoint
 from clf.ownership import read_marker
 from clf.train import runtime as rt
-from clf.train.run_folder import NO_EPOCH_TO_RESUME, has_checkpoint
+from clf.run_files import CONFIG_FILE, LAST_CKPT, has_checkpoint
+from clf.train.run_folder import NO_EPOCH_TO_RESUME
 
 
 def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[TrainConfig, dict | None]:
@@ -89,7 +90,7 @@ def _saved_config(ckpt: dict, path: Path) -> TrainConfig:
 def _check_something_to_resume(run_dir: Path) -> None:
     """A run folder interrupted before its first epoch ended has no checkpoint: say what to do instead."""
     if run_dir.is_dir() and not has_checkpoint(run_dir) and (
-        read_marker(run_dir) is not None or (run_dir / "config.json").exists()
+        read_marker(run_dir) is not None or (run_dir / CONFIG_FILE).exists()
     ):
         raise ClfError(f"{run_dir}: {NO_EPOCH_TO_RESUME}")
 
@@ -115,9 +116,9 @@ def _resolved(path: str) -> str:
 def _check_resumable_file(path: Path, ckpt: dict) -> None:
     """Resume continues the run folder the checkpoint sits in: it must be one, and the file its newest state."""
     run_dir = path.parent
-    if not (run_dir / "config.json").exists():
+    if not (run_dir / CONFIG_FILE).exists():
         raise ClfError(f"{path}: not inside a clf run folder; resume a run folder (runs/NAME) instead")
-    last = run_dir / "last.pt"
+    last = run_dir / LAST_CKPT
     if path.resolve() != last.resolve() and last.exists():
         newest = load_checkpoint(last)["epoch"]
         if newest > ckpt["epoch"]:

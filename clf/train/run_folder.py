@@ -1,4 +1,4 @@
-"""The run folder: its name, clf's marker, --overwrite, and the files that describe the run (config.json, split.json).
+"""The run folder: its name, clf's marker, --overwrite, and the config.json that describes the run.
 
 A new run folder gets clf's marker first (`clf.ownership`), and every file training writes there is recorded in it
 before it is written. `--overwrite` accepts only a marked run folder holding nothing of the user's, and removes the
@@ -8,34 +8,28 @@ in its first epoch leaves the old one as it was.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from clf import __version__
-from clf.atomic import atomic_write_text, clean_stale_temps, storage_error
+from clf.atomic import clean_stale_temps, storage_error
 from clf.config import Preprocess, TrainConfig
 from clf.data.augment import Pipeline
 from clf.data.folds import is_fold_group
 from clf.errors import ClfError
 from clf.ownership import check_clearable, clear_owned, mark_folder, read_marker, record_files
+from clf.run_files import CONFIG_FILE, REFIT_DIR, RUN_FILES, has_checkpoint
+from clf.run_files import write_config as write_config_file
 
 logger = logging.getLogger(__name__)
 
-# Every file training writes in a run folder (export adds its model and proof files to the marker itself).
-RUN_FILES = ("config.json", "split.json", "history.csv", "curves.png", "last.pt", "best.pt")
-CHECKPOINT_FILES = ("last.pt", "best.pt")
-SPLIT_FORMAT = 1
 RUN_KIND = "run"
 RUN_WHAT = "run folder"
 NO_EPOCH_TO_RESUME = "no finished epoch to resume; start it again with --overwrite"
-# A run trained with --refit holds its refit, an ordinary run folder of its own (own marker), and the record of it
-# (clf/train/refit.py). --overwrite of the run clears the refit too, by the refit's own marker.
-REFIT_DIR = "refit"
-REFIT_FILE = "refit.json"
+# A run trained with --refit holds its refit (clf/train/refit.py), an ordinary run folder of its own (own marker):
+# --overwrite of the run clears the refit too, by the refit's own marker.
 NESTED_RUNS = (REFIT_DIR,)
 
 
@@ -53,10 +47,6 @@ def default_run_name(cfg: TrainConfig) -> str:
         n += 1
         name = f"{base}-{n}"
     return name
-
-
-def has_checkpoint(run_dir: Path) -> bool:
-    return any((run_dir / name).is_file() for name in CHECKPOINT_FILES)
 
 
 def prepare_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
@@ -80,7 +70,7 @@ def prepare_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
         if has_checkpoint(run_dir):
             raise ClfError(f"{run_dir}: run folder already exists; use --resume {run_dir} to continue it, "
                            "--overwrite to start over, or another --name")
-        if read_marker(run_dir) is not None or (run_dir / "config.json").exists():
+        if read_marker(run_dir) is not None or (run_dir / CONFIG_FILE).exists():
             raise ClfError(f"{run_dir}: run folder already exists; {NO_EPOCH_TO_RESUME}, or use another --name")
         raise ClfError(f"{run_dir}: exists and is not a clf run folder; choose another --name or --out")
     check_clearable(run_dir, RUN_KIND, RUN_WHAT, nested=NESTED_RUNS)
@@ -116,31 +106,4 @@ def write_config(run_dir: Path, cfg: TrainConfig, classes: Sequence[str], images
         "images": images,
         "clf_version": __version__,
     }
-    atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
-
-
-def split_record(root: str | os.PathLike, val_paths: Sequence[str], train_paths: Sequence[str]) -> dict[str, Any]:
-    """split.json's content: the data root (absolute) and the validation and training images relative to it."""
-    root = Path(root).resolve()
-    return {
-        "format": SPLIT_FORMAT,
-        "root": str(root),
-        "val": [_relative(p, root) for p in val_paths],
-        "train": [_relative(p, root) for p in train_paths],
-    }
-
-
-def _relative(path: str, root: Path) -> str:
-    absolute = Path(path) if Path(path).is_absolute() else root / path
-    return Path(os.path.relpath(absolute, root)).as_posix()
-
-
-def write_split(run_dir: Path, record: dict[str, Any]) -> None:
-    """split.json, rewritten only when it changed (a resumed run whose DATA moved)."""
-    path = run_dir / "split.json"
-    try:
-        if json.loads(path.read_text(encoding="utf-8")) == record:
-            return
-    except (OSError, ValueError):
-        pass
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    write_config_file(run_dir, resolved)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from clf.data.folds import GROUP_FILE, FoldGroup, read_group
+from clf.data.folds import FoldGroup, read_group
 from clf.errors import ClfError, one_line
+from clf.run_files import BEST_CKPT, CONFIG_FILE, GROUP_FILE, HISTORY_FILE, REFIT_DIR, read_config
 from clf.train.history import best_row, epoch_acc, read_history_csv
-from clf.train.run_folder import REFIT_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -28,21 +27,15 @@ class RunSummary:
     path: Path
 
 
-class _NotARunConfig(ValueError):
-    """config.json holds JSON but not a run's config (a list, null, a dict without "train")."""
-
-
 def summarize_run(run_dir: Path) -> RunSummary:
     """Read config.json + history.csv of one run folder.
 
     Raises:
         OSError, ValueError, KeyError: an unreadable file or one that is not a run's (the caller skips the run).
     """
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
-        raise _NotARunConfig("config.json is not a clf run config")
+    config = read_config(run_dir)
     train = config["train"]
-    history_path = run_dir / "history.csv"
+    history_path = run_dir / HISTORY_FILE
     rows = read_history_csv(history_path) if history_path.exists() else []
     best = best_row(rows)  # chosen as best.pt is: by the key (accuracy, then loss) of the raw or EMA weights
     return RunSummary(
@@ -65,7 +58,7 @@ def collect_runs(root: Path) -> list[RunSummary]:
     one level deeper too (OUT/NAME/fold-k): they are listed by `collect_groups`, not here."""
     root = Path(root)
     summaries = []
-    for config in sorted(root.glob("*/config.json")):
+    for config in sorted(root.glob(f"*/{CONFIG_FILE}")):
         run_dir = config.parent
         _add_run(summaries, run_dir, run_dir.name)
         if _is_refit(run_dir / REFIT_DIR):
@@ -82,7 +75,7 @@ def _add_run(summaries: list[RunSummary], run_dir: Path, name: str) -> None:
 
 def _is_refit(folder: Path) -> bool:
     """A refit's run folder: a real sub-folder (not a link: nothing outside is followed) holding config.json."""
-    return folder.is_dir() and not folder.is_symlink() and (folder / "config.json").is_file()
+    return folder.is_dir() and not folder.is_symlink() and (folder / CONFIG_FILE).is_file()
 
 
 @dataclass(frozen=True)
@@ -98,7 +91,7 @@ class GroupSummary:
     def missing(self) -> list[str]:
         """Finished folds whose best.pt is gone (a deleted fold folder): `clf train --resume` trains them again."""
         return [name for name in self.group.members
-                if name in self.group.done and not (self.path / name / "best.pt").is_file()]
+                if name in self.group.done and not (self.path / name / BEST_CKPT).is_file()]
 
     @property
     def cv(self) -> dict[str, float] | None:
@@ -132,7 +125,7 @@ def collect_groups(root: Path) -> list[GroupSummary]:
             continue
         members = []
         for name in group.members:  # plain sub-folder names (read_group checked): nothing outside is followed
-            if (folder / name / "config.json").is_file():
+            if (folder / name / CONFIG_FILE).is_file():
                 try:
                     members.append(summarize_run(folder / name))
                 except (OSError, ValueError, KeyError, TypeError) as exc:

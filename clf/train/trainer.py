@@ -25,6 +25,7 @@ from clf.errors import IncompleteError, ModelError, Terminated, one_line
 from clf.models.checkpoint import SOURCE_KEY, build_checkpoint, load_weights, save_checkpoint
 from clf.models.layers import body_norm_layers
 from clf.models.summary import count_parameters
+from clf.run_files import BEST_CKPT, CURVES_FILE, HISTORY_FILE, LAST_CKPT
 from clf.train import runtime as rt
 from clf.train.build import Split, build_loaders
 from clf.train.ema import ModelEma
@@ -237,7 +238,7 @@ class Trainer:
         if bad is None:
             return
         what = f"{bad[0]} loss became {bad[1]}"
-        kept = (f"{self.run_dir / 'last.pt'} keeps epoch {epoch - 1}" if epoch > 1
+        kept = (f"{self.run_dir / LAST_CKPT} keeps epoch {epoch - 1}" if epoch > 1
                 else "no epoch was saved")
         error = IncompleteError(f"{self.run_dir}: {what} in epoch {epoch}; {kept}; try a lower --lr")
         rt.raise_on_every_rank(error)  # every rank stops here together
@@ -249,12 +250,12 @@ class Trainer:
             self.before_first_save()
             self.before_first_save = None
         run_dir, history = self.run_dir, self.state.history
-        last = run_dir / "last.pt"
+        last = run_dir / LAST_CKPT
         ckpt = self.checkpoint()
         save_checkpoint(ckpt, last)
         if is_best:
             self.save_best(ckpt, last)
-        write_history_csv(history, run_dir / "history.csv")
+        write_history_csv(history, run_dir / HISTORY_FILE)
         if self.curves_due():
             self.draw_curves()
 
@@ -270,12 +271,12 @@ class Trainer:
         title = f"{self.run_dir.name} ({self.cfg.arch}, {self.cfg.img_size}px)"
         if self.mixer is not None:
             title += "; train acc n/a with mixup/cutmix"
-        plot_curves(self.state.history, self.run_dir / "curves.png", title=title)
+        plot_curves(self.state.history, self.run_dir / CURVES_FILE, title=title)
         self.curves_drawn = (self.state.epoch, time.monotonic())
 
     def save_best(self, ckpt: dict[str, Any], last: Path) -> None:
         """best.pt: a copy of last.pt when the raw weights won the epoch, else last.pt's state with the EMA weights."""
-        best = self.run_dir / "best.pt"
+        best = self.run_dir / BEST_CKPT
         winner = epoch_winner(self.state.history[-1], self.ema is not None)
         if winner == "raw":
             atomic_copy(last, best)
@@ -302,7 +303,7 @@ class Trainer:
                            "no finished epoch to resume", run_dir)
         else:
             logger.warning("%s during epoch %d; %s holds epoch %d; continue with: clf train --resume %s",
-                           what, done + 1, run_dir / "last.pt", done, run_dir)
+                           what, done + 1, run_dir / LAST_CKPT, done, run_dir)
 
 
 def _reduce_train_metrics(metrics: EpochMetrics, runtime: rt.Runtime) -> tuple[float, float | None]:
