@@ -94,16 +94,28 @@ def write_config(run_dir: Path, resolved: dict[str, Any]) -> None:
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
-    """A run folder's config.json: a JSON object whose "train" is an object (every clf version writes one).
+    """A run folder's config.json, a JSON object (its parts are checked by `train_settings` and their readers).
 
     Raises:
         FileNotFoundError / OSError: missing or unreadable. ValueError: not a small regular UTF-8 JSON file.
-        RunFileError: JSON, but not a run's config.
+        RunFileError: JSON, but not an object.
     """
     config = json.loads(read_small_file(run_dir / CONFIG_FILE))
-    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
+    if not isinstance(config, dict):
         raise RunFileError(NOT_A_RUN_CONFIG)
     return config
+
+
+def train_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """config.json's "train": the resolved TrainConfig fields (every clf version writes them).
+
+    Raises:
+        RunFileError: no "train" object (not a run's config).
+    """
+    train = config.get("train")
+    if not isinstance(train, dict):
+        raise RunFileError(NOT_A_RUN_CONFIG)
+    return train
 
 
 # ---------------------------------------------------------------- split.json

@@ -20,8 +20,8 @@ from clf.train.mixing import (
     mix_targets,
     mixup_images,
     smoothed_one_hot,
-    soft_target_cross_entropy,
 )
+from clf.train.losses import soft_target_cross_entropy
 from clf.train.runtime import Runtime
 
 

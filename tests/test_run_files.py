@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -9,7 +10,7 @@ import pytest
 
 from clf.run_files import (BEST_CKPT, CHECKPOINT_FILES, CONFIG_FILE, LAST_CKPT, RUN_FILES, SPLIT_FILE, RunFileError,
                            checkpoint_names, has_checkpoint, load_split, read_config, read_split, split_record,
-                           write_config, write_split)
+                           train_settings, write_config, write_split)
 
 
 def test_the_names_are_the_run_folder_contract():
@@ -33,11 +34,19 @@ def test_config_round_trips(tmp_path):
     assert (tmp_path / CONFIG_FILE).read_text().endswith("\n")
 
 
-@pytest.mark.parametrize("text", ["[]", "null", '{"augment": []}', '{"train": 3}'])
-def test_json_that_is_not_a_run_config_is_refused(tmp_path, text):
+@pytest.mark.parametrize("text", ["[]", "null", "3"])
+def test_json_that_is_not_an_object_is_refused(tmp_path, text):
     (tmp_path / CONFIG_FILE).write_text(text)
     with pytest.raises(RunFileError, match="^config.json is not a clf run config$"):
         read_config(tmp_path)
+
+
+@pytest.mark.parametrize("config", [{"augment": []}, {"train": 3}])
+def test_a_config_without_train_settings_is_not_a_run_config(tmp_path, config):
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    assert read_config(tmp_path) == config  # an old config.json still gives its "augment" (export --tta)
+    with pytest.raises(RunFileError, match="^config.json is not a clf run config$"):
+        train_settings(read_config(tmp_path))
 
 
 def test_an_unreadable_config_raises_os_or_value_errors(tmp_path):

@@ -204,7 +204,7 @@ def _run_config(run_dir: Path) -> dict:
     try:
         config = read_config(run_dir)
     except RunFileError:
-        config = {}  # JSON, but not a run's config: it records no augmentation either
+        config = {}  # JSON, but not an object: it records no augmentation either
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the run's settings ({one_line(exc)})") from None
     if "augment" not in config:

@@ -23,6 +23,7 @@ from clf.data.preprocess import preprocess
 from clf.errors import DataError
 from clf.probabilities import expected_calibration_error, log_loss
 from clf.run_files import OOF_FILE, SPLIT_FILE, read_split
+from clf.tasks import SINGLE_LABEL
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +50,8 @@ class CalibrationReport:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """float64 probabilities of single-label logits: temperature scaling calibrates a softmax (clf.tasks)."""
+    return SINGLE_LABEL.scores(logits, np.float64)
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:

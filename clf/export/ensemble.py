@@ -22,7 +22,9 @@ from clf.data.folds import is_fold_group, member_folders, read_group
 from clf.errors import ClfError, DataError, ModelError
 from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from clf.run_files import CONFIG_FILE, GROUP_FILE, OOF_FILE, SPLIT_FILE, RunFileError, read_config
+from clf.models.outputs import log_scores
 from clf.serve.metadata import Deployment, ModelInfo
+from clf.tasks import SINGLE_LABEL, Task
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +227,7 @@ def _config_augment(run_dir: Path) -> Any:
     unusable (a regular small file only)."""
     try:
         return read_config(run_dir).get("augment")
-    except (FileNotFoundError, RunFileError):
+    except (FileNotFoundError, RunFileError):  # absent, or JSON that is not an object
         return None
     except (OSError, ValueError) as exc:
         logger.warning("%s: cannot read it (%s); its augmentation is unknown", run_dir / CONFIG_FILE, exc)
@@ -243,11 +245,12 @@ class DeployedModel(nn.Module):
 
     With average "prob": log(sum_m w_m * mean_v softmax(f_m(view_v(x)))), computed as a logsumexp of log-softmaxes
     (no log(0)); with "logit": sum_m w_m * mean_v f_m(view_v(x)). A temperature T divides that and log-softmax
-    follows, so the output stays log-probabilities. Args: members, weights (normalised), average, views, temperature.
+    follows, so the output stays log-probabilities. Args: members, weights (normalised), average, views, temperature,
+    and the task whose activation (clf.models.outputs: log-softmax for single-label) gives the log-probabilities.
     """
 
     def __init__(self, members: Sequence[nn.Module], weights: Sequence[float], average: str = "prob",
-                 views: Sequence[str] = ("",), temperature: float | None = None) -> None:
+                 views: Sequence[str] = ("",), temperature: float | None = None, task: Task = SINGLE_LABEL) -> None:
         super().__init__()
         if len(members) != len(weights) or not members:
             raise ValueError(f"{len(members)} members, {len(weights)} weights")
@@ -255,6 +258,7 @@ class DeployedModel(nn.Module):
         self.average = average
         self.views = tuple(views)
         self.temperature = temperature
+        self.task = task
         # one weight per (view, member) output, view-major like `forward` stacks them
         per_output = torch.tensor([w / len(self.views) for _ in self.views for w in weights], dtype=torch.float32)
         self.register_buffer("output_weights", per_output.view(-1, 1, 1), persistent=False)  # [V*M, 1, 1]
@@ -265,12 +269,12 @@ class DeployedModel(nn.Module):
         stacked = torch.stack(outputs)  # [V*M, N, C]
         if self.average == "logit":
             return (stacked * self.output_weights).sum(dim=0)
-        return torch.logsumexp(torch.log_softmax(stacked, dim=-1) + torch.log(self.output_weights), dim=0)
+        return torch.logsumexp(log_scores(self.task, stacked) + torch.log(self.output_weights), dim=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.combined(x)
         if self.temperature is not None:
-            out = torch.log_softmax(out / self.temperature, dim=-1)
+            out = log_scores(self.task, out / self.temperature)
         return out
 
 

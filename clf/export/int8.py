@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -28,6 +28,7 @@ from clf.errors import DataError, ModelError, one_line
 from clf.export import graph
 from clf.export.parity import ParityReport, confined_images, folder_images, load_batch, spread, top1_agrees
 from clf.run_files import SPLIT_FILE, read_split
+from clf.tasks import SINGLE_LABEL, Task
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class Int8Report(ParityReport):
     `top1_agreement` here is the int8 model's agreement with the fp32 one on the gate images; `images` and
     `image_source` describe the gate images; the fp32 parity check's own agreement was 100 % (it passed).
     """
+
+    kind: ClassVar[str] = "int8"
 
     fp32_accuracy: float | None = None
     int8_accuracy: float | None = None
@@ -306,12 +309,13 @@ def predict_logits(path: Path, images: np.ndarray, device: str, batch: int = 32)
     return np.concatenate(outputs).astype(np.float32), provider
 
 
-def accuracy(logits: np.ndarray, labels: Sequence[int] | None) -> float | None:
-    """Top-1 accuracy; a row holding NaN or inf is wrong (argmax would pick its first NaN as a class)."""
+def accuracy(logits: np.ndarray, labels: Sequence[int] | None, task: Task = SINGLE_LABEL) -> float | None:
+    """Accuracy by the task's decision rule (top-1); a row holding NaN or inf is wrong (argmax would pick its
+    first NaN as a class)."""
     if labels is None:
         return None
     finite = np.isfinite(logits).all(axis=1)
-    return float((finite & (logits.argmax(1) == np.asarray(labels))).mean())
+    return float((finite & task.correct(logits, np.asarray(labels))).mean())
 
 
 def gate(cfg: ExportConfig, fp32: Path, int8: Path, images: np.ndarray, labels: list[int] | None,

@@ -10,7 +10,7 @@ import stat
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from clf.data.files import is_image_file
 from clf.data.preprocess import preprocess
 from clf.errors import ClfError, DataError
 from clf.run_files import SPLIT_FILE, read_split
+from clf.tasks import SINGLE_LABEL, Task
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ParityReport:
     """What the check compared and what it found; written as `<model stem>.parity.json` beside the model."""
+
+    kind: ClassVar[str] = "parity"  # "int8" for an Int8Report (the int8 gate's proof)
 
     passed: bool
     max_abs_diff: float
@@ -165,8 +168,10 @@ def _chunks(batch: np.ndarray, size: int) -> list[np.ndarray]:
     return [batch[i : i + size] for i in range(0, len(batch), size)]
 
 
-def compare(model: nn.Module, session: Any, batch: np.ndarray, batch_sizes: Sequence[int]) -> tuple[float, float, float]:
-    """Run both at every batch size; returns (max abs diff, mean abs diff, top-1 agreement) over all runs."""
+def compare(model: nn.Module, session: Any, batch: np.ndarray, batch_sizes: Sequence[int],
+            task: Task = SINGLE_LABEL) -> tuple[float, float, float]:
+    """Run both at every batch size; returns (max abs diff, mean abs diff, agreement of the task's decisions: top-1)
+    over all runs."""
     input_name = session.get_inputs()[0].name
     diffs, agree, total = [], 0, 0
     with torch.no_grad():
@@ -177,14 +182,12 @@ def compare(model: nn.Module, session: Any, batch: np.ndarray, batch_sizes: Sequ
         if onnx_logits.shape != reference.shape:
             raise ClfError(f"ONNX output shape {onnx_logits.shape} != PyTorch {reference.shape} at batch {size}")
         diffs.append(np.abs(onnx_logits - reference))
-        agree += int(top1_agrees(onnx_logits, reference).sum())
+        agree += int(top1_agrees(onnx_logits, reference, task).sum())
         total += len(reference)
     every = np.concatenate([d.ravel() for d in diffs])
     return float(every.max()), float(every.mean()), agree / max(total, 1)
 
 
-def top1_agrees(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per row [N]: both rows finite and their top-1 class the same. A row holding NaN or inf agrees with nothing:
-    argmax picks the first NaN in both, which would count a broken graph as 100 % in agreement."""
-    finite = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
-    return finite & (a.argmax(axis=1) == b.argmax(axis=1))
+def top1_agrees(a: np.ndarray, b: np.ndarray, task: Task = SINGLE_LABEL) -> np.ndarray:
+    """Per row [N]: both rows finite and the task's decision (top-1) the same; see clf.tasks.Task.agree."""
+    return task.agree(a, b)

@@ -21,7 +21,8 @@ from clf.errors import DataError
 from clf.probabilities import ECE_BINS, expected_calibration_error, log_loss
 from clf.serve.loading import labels_file, make_predictor
 from clf.serve.metrics import classification_report, save_confusion_png
-from clf.serve.predictor import Predictor, softmax
+from clf.serve.predictor import Predictor
+from clf.tasks import SINGLE_LABEL, Task
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +133,8 @@ def evaluate_labelled(predictor: Predictor, paths: list[str], true_labels: list[
     report["ece_bins"] = ECE_BINS
     report["tta"] = {"views": predictor.tta}
     if result.plain_logits is not None:
-        plain = softmax(result.plain_logits)
-        report["tta"]["without"] = {"accuracy": _accuracy(result.plain_logits, y_true),
+        plain = result.task.scores(result.plain_logits)
+        report["tta"]["without"] = {"accuracy": _accuracy(result.plain_logits, y_true, result.task),
                                     **probability_scores(plain, y_true)}
         report["tta"]["with"] = {key: report[key] for key in ("accuracy", "log_loss", "ece")}
     report["failures"] = [{"source": str(s), "reason": r} for s, r in result.failures]
@@ -148,6 +149,6 @@ def probability_scores(probs: np.ndarray, y_true: np.ndarray) -> dict[str, float
     return {"log_loss": log_loss(probs, y_true), "ece": expected_calibration_error(probs, y_true, ECE_BINS)}
 
 
-def _accuracy(logits: np.ndarray, y_true: np.ndarray) -> float:
+def _accuracy(logits: np.ndarray, y_true: np.ndarray, task: Task = SINGLE_LABEL) -> float:
     """Top-1 accuracy as classification_report counts it from PredictionResult.top1 (ties -> the lowest index)."""
-    return float(np.mean(np.argmax(logits, axis=1) == y_true)) if len(y_true) else 0.0
+    return float(np.mean(task.correct(logits, y_true))) if len(y_true) else 0.0

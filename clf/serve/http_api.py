@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from clf.serve.predictor import softmax
+from clf.tasks import SINGLE_LABEL, Task
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # one request; a bigger upload is refused before it is parsed
 MAX_BATCH_FILES = 256  # images in one /predict/batch request
@@ -149,14 +149,14 @@ def _is_multipart(content_type: str | None) -> bool:
     return bool(content_type) and content_type.split(";")[0].strip().lower() == "multipart/form-data"
 
 
-def prediction(logits: np.ndarray, classes: Sequence[str], topk: int) -> dict[str, Any]:
+def prediction(logits: np.ndarray, classes: Sequence[str], topk: int, task: Task = SINGLE_LABEL) -> dict[str, Any]:
     """The answer for one image (its row of logits): best label, the k best with their probabilities, every
     class probability. Ranked on the logits with ties to the lower class index, and the probabilities are the
     same softmax, exactly as `clf infer` writes them.
     """
     logits = np.asarray(logits, dtype=np.float32)
-    probs = softmax(logits[None])[0]
-    order = np.argsort(-logits, kind="stable")[: max(1, topk)]
+    probs = task.scores(logits[None])[0]
+    order = task.ranked(logits[None], topk)[0]
     return {
         "label": classes[int(order[0])],
         "topk": [{"label": classes[int(i)], "prob": float(probs[i])} for i in order],

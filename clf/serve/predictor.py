@@ -27,8 +27,11 @@ import numpy as np
 
 from clf.config import TTA_VIEWS, Preprocess
 from clf.errors import DataError, ModelError, one_line
+from clf.probabilities import log_softmax as log_softmax  # re-exported: clf.serve's softmax / log_softmax
+from clf.probabilities import softmax as softmax
 from clf.serve.metadata import KEY_TTA, ModelInfo, check_class_names, has_clf_metadata, info_from_props
 from clf.serve.session import create_session
+from clf.tasks import SINGLE_LABEL, Task, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ class PredictionResult:
         classes: class names; column c of ``logits`` is ``classes[c]``.
         plain_logits: with TTA, the logits of the unflipped view alone (the model without TTA, from the same
             session runs), rows as ``logits``; None without TTA.
+        task: what the logits mean (clf.tasks): its activation gives ``probs``, its decision rule the labels.
     """
 
     sources: list[Any]
@@ -55,6 +59,7 @@ class PredictionResult:
     failures: list[tuple[Any, str]] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     plain_logits: np.ndarray | None = None
+    task: Task = SINGLE_LABEL
 
     def __len__(self) -> int:
         return len(self.ok_indices)
@@ -65,12 +70,12 @@ class PredictionResult:
         return [self.sources[i] for i in self.ok_indices]
 
     def probs(self) -> np.ndarray:
-        """Softmax of the logits, float32 [N_ok, C]."""
-        return softmax(self.logits)
+        """The task's scores of the logits (softmax), float32 [N_ok, C]."""
+        return self.task.scores(self.logits)
 
     def top1(self) -> np.ndarray:
         """Index of the best class per row, int64 [N_ok] (ties -> lowest index)."""
-        return np.argmax(self.logits, axis=1) if len(self.logits) else np.zeros(0, dtype=np.int64)
+        return self.task.decide(self.logits)
 
     def labels(self) -> list[str]:
         """Name of the best class per row."""
@@ -78,8 +83,7 @@ class PredictionResult:
 
     def topk(self, k: int) -> np.ndarray:
         """Indices of the k best classes per row, best first, int64 [N_ok, min(k, C)]."""
-        k = max(1, min(int(k), self.logits.shape[1]))
-        return np.argsort(-self.logits, axis=1, kind="stable")[:, :k]
+        return self.task.ranked(self.logits, k)
 
     def topk_labels(self, k: int) -> list[list[str]]:
         """Names of the k best classes per row, best first."""
@@ -94,15 +98,6 @@ class Batch(NamedTuple):
     failures: list[tuple[Any, str]]  # (source, reason)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, numerically stable, float32."""
-    x = np.asarray(logits, dtype=np.float32)
-    if x.size == 0:
-        return x.copy()
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def flip_view(batch: np.ndarray, view: str) -> np.ndarray:
     """One TTA view of an NCHW batch, as a numpy view (no copy): "h" reverses the width axis, "v" the height axis,
     "hv" both, "" is the batch itself (the names of clf.config.TTA_VIEWS)."""
@@ -113,23 +108,14 @@ def flip_view(batch: np.ndarray, view: str) -> np.ndarray:
     return batch
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax, numerically stable (no log(0)), float32."""
-    x = np.asarray(logits, dtype=np.float32)
-    if x.size == 0:
-        return x.copy()
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def average_views(view_logits: Sequence[np.ndarray]) -> np.ndarray:
+def average_views(view_logits: Sequence[np.ndarray], task: Task = SINGLE_LABEL) -> np.ndarray:
     """The TTA output: log of the mean of the views' softmax probabilities, float32 [N, C].
 
     Computed as a logsumexp of log-softmaxes minus log(views), as the graph of `clf export --tta` computes it, so
     `clf infer --tta` and the exported file agree even where a probability underflows (no log(0) = -inf, which the
     NaN/inf check would take for a broken model). Its softmax is the mean of the views' probabilities.
     """
-    stacked = np.stack([log_softmax(v) for v in view_logits])  # [V, N, C]
+    stacked = np.stack([task.log_scores(v) for v in view_logits])  # [V, N, C]
     if stacked.size == 0:
         return stacked[0]
     top = stacked.max(axis=0)
@@ -204,6 +190,7 @@ class Predictor:
         self.workers = int(workers) if workers else min(8, usable_cpus())
         self.prefetch = max(0, int(prefetch))
         self._check_tta_in_graph(tta)
+        self.task = get_task()  # single-label: what every clf model so far computes
         self.tta = tta
         self.views = TTA_VIEWS[tta]
 
@@ -261,6 +248,7 @@ class Predictor:
             failures=failures,
             classes=list(self.classes),
             plain_logits=joined(plain_parts) if len(self.views) > 1 else None,
+            task=self.task,
         )
         self._check_finite(result.logits, result.ok_indices, sources)
         return result
@@ -390,7 +378,7 @@ class Predictor:
         for view in self.views[1:]:
             np.copyto(view_input, flip_view(batch, view))
             outputs.append(self._run(view_input, count))
-        return average_views(outputs), outputs[0]
+        return average_views(outputs, self.task), outputs[0]
 
     def _check_tta_in_graph(self, tta: str) -> None:
         """Refuse run-time TTA on a model that already averages TTA views in its graph: the views would double."""

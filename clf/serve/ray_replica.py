@@ -82,7 +82,7 @@ class ClfReplica:
             answer = await self.predict_images(http_api.single_image(body, content_type))
             if isinstance(answer, tuple):
                 return JSONResponse(http_api.error(answer[1]), status_code=answer[0])
-            return JSONResponse(http_api.prediction(answer, self.predictor.classes, topk))
+            return JSONResponse(http_api.prediction(answer, self.predictor.classes, topk, self.predictor.task))
         images = http_api.batch_images(body, content_type)
         answers = await asyncio.gather(*(self.predict_images(image) for image in images))
         return JSONResponse([self._entry(answer, topk) for answer in answers])
@@ -90,7 +90,7 @@ class ClfReplica:
     def _entry(self, answer: Answer, topk: int) -> dict[str, Any]:
         if isinstance(answer, tuple):
             return http_api.error(answer[1])
-        return http_api.prediction(answer, self.predictor.classes, topk)
+        return http_api.prediction(answer, self.predictor.classes, topk, self.predictor.task)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def predict_images(self, images: list[bytes]) -> list[Answer]:

@@ -28,11 +28,13 @@ from clf.data.datasets import LabelledSet
 from clf.data.folds import FoldGroup, OutOfFold, is_fold_group, member_name, read_group, write_group, write_oof
 from clf.data.torch_dataset import ImageDataset
 from clf.errors import ClfError, DataError, ModelError, one_line
+from clf.models import outputs
 from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
 from clf.ownership import check_clearable, clear_owned, mark_folder, record_files
 from clf.probabilities import log_loss
 from clf.run_files import (BEST_CKPT, GROUP_FILE, LAST_CKPT, OOF_FILE, SPLIT_FILE, has_checkpoint, load_split,
                            split_record)
+from clf.tasks import SINGLE_LABEL, Task
 from clf.train import runtime as rt
 from clf.train.build import build_model, fold_assignment, load_training_set, pretrained_weights
 from clf.train.fit import FitResult, fit
@@ -378,22 +380,23 @@ def out_of_fold(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: L
 
 @torch.no_grad()
 def predict_probabilities(ckpt: dict[str, Any], paths: list[str], device: torch.device,
-                          batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities [N, C] (float64) of a checkpoint's model on `paths`, eval mode, eval preprocessing."""
+                          batch_size: int = 64, task: Task = SINGLE_LABEL) -> np.ndarray:
+    """The task's scores [N, C] (float64; single-label: softmax probabilities) of a checkpoint's model on `paths`,
+    eval mode, eval preprocessing."""
     model = model_from_checkpoint(ckpt).to(device)
     pre = preprocess_from_checkpoint(ckpt)
     loader = DataLoader(ImageDataset(paths, [0] * len(paths), pre, train=False), batch_size=batch_size)
-    parts = [torch.softmax(model(images.to(device)).float(), dim=1).double().cpu() for images, _ in loader]
+    parts = [outputs.scores(task, model(images.to(device)).float()).double().cpu() for images, _ in loader]
     return torch.cat(parts).numpy() if parts else np.zeros((0, len(ckpt["classes"])))
 
 
-def cv_score(oof: OutOfFold, val_accs: list[float | None]) -> dict[str, float]:
+def cv_score(oof: OutOfFold, val_accs: list[float | None], task: Task = SINGLE_LABEL) -> dict[str, float]:
     """group.json's `cv`: mean and (population) std of the folds' best val accuracy, OOF accuracy and log-loss."""
     accs = np.array([a for a in val_accs if a is not None], dtype=np.float64)
     truth = oof.label_indices()
     return {
         "mean_val_acc": float(accs.mean()) if len(accs) else float("nan"),
         "std_val_acc": float(accs.std()) if len(accs) else float("nan"),
-        "oof_acc": float(np.mean(oof.probs.argmax(axis=1) == truth)),
+        "oof_acc": float(np.mean(task.correct(oof.probs, truth))),
         "oof_log_loss": log_loss(oof.probs, truth),
     }

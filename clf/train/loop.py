@@ -11,8 +11,10 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from clf.tasks import SINGLE_LABEL, Task
 from clf.train.ema import ModelEma
-from clf.train.mixing import Mixer, soft_target_cross_entropy
+from clf.train.losses import Criterion
+from clf.train.mixing import Mixer
 from clf.train.runtime import Runtime
 
 # on_batch(batch_index, mean_loss_so_far, images_per_second): after the first and the last batch, and at most
@@ -59,7 +61,10 @@ def train_one_epoch(
     """Train for one pass over `loader`; the scheduler steps once per batch.
 
     Args:
-        mixer: mixes each batch (mixup/CutMix) and gives soft targets; the loss is then soft-target cross-entropy.
+        criterion: the loss of (logits, target): class labels [B], or the mixer's soft targets [B, C]
+            (clf.train.losses.Criterion takes either; so does torch's CrossEntropyLoss). Its task's decision
+            rule counts the correct predictions.
+        mixer: mixes each batch (mixup/CutMix) and gives soft targets, which go to the criterion.
         ema: averaged weights, updated after every optimizer step.
         frozen_norms: BatchNorm layers of a frozen body (--freeze-epochs): kept in eval mode, so that they
             normalise with, and do not update, the running statistics of the weights they came with.
@@ -67,6 +72,7 @@ def train_one_epoch(
     Returns this process's loss sum / correct / count folded into means (the caller reduces over ranks);
     accuracy is None with a mixer.
     """
+    task = task_of(criterion)
     model.train()
     for norm in frozen_norms:
         norm.eval()
@@ -77,12 +83,12 @@ def train_one_epoch(
     batches = len(loader) if hasattr(loader, "__len__") else -1
     for index, (images, labels) in enumerate(loader):
         images, labels = _to_device(images, labels, runtime)
-        targets = None
+        targets = labels
         if mixer is not None:
-            images, targets = mixer(images, labels)  # targets [B, C]
+            images, targets = mixer(images, labels)  # soft targets [B, C]
         with _autocast(runtime):
             logits = model(images)  # [B, C]
-            loss = criterion(logits, labels) if targets is None else soft_target_cross_entropy(logits, targets)
+            loss = criterion(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -92,7 +98,7 @@ def train_one_epoch(
             ema.update(_unwrapped(model))
         # Accumulate on the device: no host sync per batch (the progress callback syncs only when it is shown).
         loss_sum += loss.detach().double() * labels.shape[0]
-        correct += (logits.detach().argmax(dim=1) == labels).sum()
+        correct += task.correct(logits.detach(), labels).sum()
         seen += labels.shape[0]
         last = index == batches - 1  # always report the end: the bar reaches 100 %, the rate covers the epoch
         if on_batch is not None and (index == 0 or last or time.perf_counter() - reported >= REPORT_EVERY_S):
@@ -104,6 +110,11 @@ def train_one_epoch(
     return EpochMetrics(float(loss_sum) / max(seen, 1), accuracy, seen, seconds)
 
 
+def task_of(criterion: nn.Module) -> Task:
+    """The task whose decision rule counts correct predictions: the criterion's (a plain torch loss: single-label)."""
+    return criterion.task if isinstance(criterion, Criterion) else SINGLE_LABEL
+
+
 def _unwrapped(model: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel: its parameters in the order the EMA copy has them."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -111,7 +122,8 @@ def _unwrapped(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, criterion: nn.Module, runtime: Runtime) -> EpochMetrics:
-    """Mean loss and top-1 accuracy over `loader` in eval mode."""
+    """Mean loss and accuracy (by the criterion's task's decision rule: top-1) over `loader` in eval mode."""
+    task = task_of(criterion)
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
@@ -121,6 +133,6 @@ def evaluate(model: nn.Module, loader: Iterable, criterion: nn.Module, runtime: 
             logits = model(images)
             loss = criterion(logits.float(), labels)
         loss_sum += float(loss) * labels.shape[0]
-        correct += int((logits.argmax(dim=1) == labels).sum())
+        correct += int(task.correct(logits, labels).sum())
         seen += labels.shape[0]
     return EpochMetrics(loss_sum / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start)

@@ -1,4 +1,4 @@
-"""Mixup and CutMix on a batch, their soft targets (label smoothing composed), and the soft-target loss.
+"""Mixup and CutMix on a batch and their soft targets (label smoothing composed); their loss is in clf.train.losses.
 
 Every draw comes from torch's global generator, whose state last.pt saves: a resumed run mixes exactly as an
 uninterrupted one. The partner of image i is image B-1-i (the batch flipped, as timm does): the loader already
@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from clf.config import TrainConfig
 
@@ -43,11 +42,6 @@ def mix_targets(labels: torch.Tensor, num_classes: int, lam: float, smoothing: f
     """lam * smooth(onehot(y)) + (1 - lam) * smooth(onehot(y flipped)); each row sums to 1 (timm's mixup_target)."""
     targets = smoothed_one_hot(labels, num_classes, smoothing)
     return targets * lam + targets.flip(0) * (1.0 - lam)
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of sum_c -t_c * log_softmax(logits)_c, computed in fp32 (under autocast too)."""
-    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
 def cutmix_box(height: int, width: int, lam: float, centre: tuple[int, int]) -> Box:

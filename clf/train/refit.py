@@ -30,7 +30,7 @@ from clf.data.datasets import LabelledSet
 from clf.errors import ClfError, ModelError, one_line
 from clf.models.checkpoint import load_checkpoint
 from clf.ownership import record_files
-from clf.run_files import BEST_CKPT, LAST_CKPT, REFIT_DIR, REFIT_FILE, has_checkpoint, read_config
+from clf.run_files import BEST_CKPT, LAST_CKPT, REFIT_DIR, REFIT_FILE, has_checkpoint, read_config, train_settings
 from clf.train import runtime as rt
 from clf.train.build import load_training_set
 from clf.train.fit import FitResult, fit
@@ -80,10 +80,9 @@ def wants_refit(given: dict[str, Any], resume: str | None) -> bool:
     if (run_dir / REFIT_FILE).is_file():
         return True
     try:
-        config = read_config(run_dir)
+        return train_settings(read_config(run_dir)).get("refit") is True
     except (OSError, ValueError):
         return False  # the ordinary resume path says what is wrong with the folder
-    return config["train"].get("refit") is True
 
 
 def fit_with_refit(given: dict[str, Any], resume: str | None = None, overwrite: bool = False,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from clf.data.folds import FoldGroup, read_group
 from clf.errors import ClfError, one_line
-from clf.run_files import BEST_CKPT, CONFIG_FILE, GROUP_FILE, HISTORY_FILE, REFIT_DIR, read_config
+from clf.run_files import BEST_CKPT, CONFIG_FILE, GROUP_FILE, HISTORY_FILE, REFIT_DIR, read_config, train_settings
 from clf.train.history import best_row, epoch_acc, read_history_csv
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
         OSError, ValueError, KeyError: an unreadable file or one that is not a run's (the caller skips the run).
     """
     config = read_config(run_dir)
-    train = config["train"]
+    train = train_settings(config)
     history_path = run_dir / HISTORY_FILE
     rows = read_history_csv(history_path) if history_path.exists() else []
     best = best_row(rows)  # chosen as best.pt is: by the key (accuracy, then loss) of the raw or EMA weights

@@ -26,6 +26,7 @@ from clf.models.checkpoint import SOURCE_KEY, build_checkpoint, load_weights, sa
 from clf.models.layers import body_norm_layers
 from clf.models.summary import count_parameters
 from clf.run_files import BEST_CKPT, CURVES_FILE, HISTORY_FILE, LAST_CKPT
+from clf.tasks import get_task
 from clf.train import runtime as rt
 from clf.train.build import Split, build_loaders
 from clf.train.ema import ModelEma
@@ -39,6 +40,7 @@ from clf.train.history import (
     write_history_csv,
 )
 from clf.train.loop import EpochMetrics, evaluate, train_one_epoch
+from clf.train.losses import build_criterion
 from clf.train.mixing import Mixer
 from clf.train.resume import restore_rng, restore_schedule, rng_state
 from clf.train.schedule import build_optimizer, build_scheduler
@@ -94,7 +96,8 @@ class Trainer:
         self.frozen_norms = body_norm_layers(model, cfg.arch) if cfg.freeze_epochs else []
         self.scheduler = build_scheduler(self.optimizer, cfg, len(self.train_loader))
         self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.task = get_task()  # single-label: every run so far (a config field would name another)
+        self.criterion = build_criterion(self.task, len(self.classes), cfg.label_smoothing)
         self.mixer = Mixer.from_config(cfg, len(self.classes))
         # Rank 0 alone averages and validates: DDP keeps the weights identical on every rank.
         self.ema = ModelEma(model, cfg.ema) if cfg.ema > 0 and runtime.is_main else None

@@ -1,0 +1,78 @@
+"""clf.train.losses: the loss registry, and the criterion a run's task builds (hard labels or mixed soft targets)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from clf.errors import ClfError
+from clf.tasks import SINGLE_LABEL
+from clf.train.loop import evaluate, task_of, train_one_epoch
+from clf.train.losses import LOSSES, Criterion, LossSettings, build_criterion, build_loss, soft_target_cross_entropy
+from clf.train.mixing import smoothed_one_hot
+from clf.train.runtime import Runtime
+
+CPU = Runtime(torch.device("cpu"), None)
+
+
+def test_the_registry_holds_cross_entropy_and_the_soft_target_loss():
+    assert set(LOSSES) >= {"cross_entropy", "soft_target_cross_entropy"}
+    assert SINGLE_LABEL.loss in LOSSES and SINGLE_LABEL.mixed_loss in LOSSES
+
+
+def test_an_unknown_loss_is_refused_naming_the_known_ones():
+    with pytest.raises(ClfError, match="^loss 'focal': unknown; choose one of cross_entropy, soft_target_cross_entropy"):
+        build_loss("focal", LossSettings(3))
+
+
+def test_hard_labels_get_torch_cross_entropy_with_the_runs_label_smoothing():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    criterion = build_criterion(SINGLE_LABEL, 4, label_smoothing=0.1)
+    expected = nn.CrossEntropyLoss(label_smoothing=0.1)(logits, labels)
+    assert torch.equal(criterion(logits, labels), expected)
+
+
+def test_soft_targets_get_the_soft_target_loss_without_smoothing_twice():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    targets = smoothed_one_hot(labels, 4, 0.1)  # the mixer smooths before mixing
+    criterion = build_criterion(SINGLE_LABEL, 4, label_smoothing=0.1)
+    assert torch.equal(criterion(logits, targets), soft_target_cross_entropy(logits, targets))
+    # and it is the smoothed cross-entropy of the hard labels: smoothing was applied once
+    assert criterion(logits, targets).item() == pytest.approx(criterion(logits, labels).item(), abs=1e-6)
+
+
+def test_the_epoch_loop_counts_correct_predictions_by_the_criterions_task():
+    criterion = build_criterion(SINGLE_LABEL, 3)
+    assert isinstance(criterion, Criterion) and task_of(criterion) is SINGLE_LABEL
+    assert task_of(nn.CrossEntropyLoss()) is SINGLE_LABEL  # a plain torch loss: single-label
+    net = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
+    images, labels = torch.tensor([[2.0, 0.0], [0.0, 2.0], [-2.0, -2.0], [2.0, 0.0]]), torch.tensor([0, 1, 2, 1])
+    metrics = evaluate(net, [(images, labels)], criterion, CPU)
+    assert metrics.accuracy == 0.75
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    trained = train_one_epoch(net, [(images, labels)], criterion, optimizer, scheduler,
+                              torch.amp.GradScaler("cuda", enabled=False), CPU)
+    assert trained.accuracy == 0.75 and trained.loss == pytest.approx(metrics.loss, abs=1e-6)
+
+
+def test_a_run_may_name_another_registered_loss_for_its_hard_labels(monkeypatch):
+    calls = []
+
+    def doubled(settings: LossSettings):
+        calls.append(settings)
+        plain = nn.CrossEntropyLoss()
+        return lambda logits, labels: 2 * plain(logits, labels)
+
+    monkeypatch.setitem(LOSSES, "doubled", doubled)  # a new loss is one builder and one registry line
+    criterion = build_criterion(SINGLE_LABEL, 3, label_smoothing=0.2, loss="doubled")
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    assert calls == [LossSettings(3, 0.2)]
+    assert torch.equal(criterion(logits, labels), 2 * nn.CrossEntropyLoss()(logits, labels))
+    assert torch.equal(criterion(logits, smoothed_one_hot(labels, 3, 0.0)),
+                       soft_target_cross_entropy(logits, smoothed_one_hot(labels, 3, 0.0)))
