@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -26,6 +26,12 @@ from clf.config import (CALIBRATION_METHODS, DEFAULT_CALIBRATION_IMAGES, DEFAULT
 from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfError, ParityError, Terminated
 from clf.export.graph import EXPORTERS, MAX_BATCH, MAX_OPSET, MIN_OPSET, OPSETS
 from clf.serve.session import DEVICES
+
+if TYPE_CHECKING:  # the export results' types, for the tables below (their modules import torch/onnx)
+    from clf.export.int8 import Int8Report
+    from clf.export.onnx_export import ExportResult
+    from clf.export.parity import ParityReport
+    from clf.export.triton import TritonResult
 
 # True once the app runs as the process itself (the `clf` script, `python -m clf`), not in-process (CliRunner).
 _RUNS_AS_PROCESS = {"enabled": False}
@@ -715,10 +721,9 @@ def export(
         if exc.result is not None:
             console.print(_export_table(exc.result))  # the numbers behind the failure; the error line follows
         raise
-    if hasattr(result, "export"):  # --triton: the repository entry, then the export behind it
+    if result.kind == "triton":  # the repository entry, then the export behind it
         console.print(_triton_table(result))
-        result = result.export
-    console.print(_export_table(result))
+    console.print(_export_table(result.onnx_result()))
 
 
 def _parse_weights(text: Optional[str]) -> tuple[float, ...]:
@@ -735,7 +740,7 @@ _WEIGHTS_SHOWN = {"ema": "EMA (averaged)", "raw": "raw",
                   "mixed": "EMA (averaged) for some members, raw for the others"}
 
 
-def _export_table(result: Any) -> Table:
+def _export_table(result: ExportResult) -> Table:
     """file, proof, size, opset, exporter, precision, provider, what was compared, the differences and the verdict."""
     parity = result.parity
     table = Table(title="ONNX export", show_header=False)
@@ -750,7 +755,7 @@ def _export_table(result: Any) -> Table:
         ("precision", result.precision),
         ("weights", _WEIGHTS_SHOWN.get(result.weights, result.weights)),
         ("provider", parity.provider),
-        *(_int8_rows(parity) if hasattr(parity, "calibration") else _parity_rows(parity)),
+        *(_int8_rows(parity) if parity.kind == "int8" else _parity_rows(parity)),
         ("verdict", "[green]PASS[/]" if parity.passed else "[bold red]FAIL[/]"),
         *_ensemble_rows(result),
     ):
@@ -758,7 +763,7 @@ def _export_table(result: Any) -> Table:
     return table
 
 
-def _parity_rows(parity: Any) -> list[tuple[str, str]]:
+def _parity_rows(parity: ParityReport) -> list[tuple[str, str]]:
     return [
         ("checked on", escape(f"{parity.images} inputs ({parity.image_source}), "
                               f"batch sizes {','.join(map(str, parity.batch_sizes))}")),
@@ -768,7 +773,7 @@ def _parity_rows(parity: Any) -> list[tuple[str, str]]:
     ]
 
 
-def _int8_rows(report: Any) -> list[tuple[str, str]]:
+def _int8_rows(report: Int8Report) -> list[tuple[str, str]]:
     """The fp32 graph's parity in one row, then the calibration and the int8 accuracy gate."""
     calib = report.calibration
 
@@ -788,7 +793,7 @@ def _int8_rows(report: Any) -> list[tuple[str, str]]:
     ]
 
 
-def _triton_table(result: Any) -> Table:
+def _triton_table(result: TritonResult) -> Table:
     """The Triton model folder: where, which files, the batching Triton will do."""
     table = Table(title="Triton model repository", show_header=False)
     table.add_column(style="bold")
@@ -804,9 +809,9 @@ def _triton_table(result: Any) -> Table:
     return table
 
 
-def _ensemble_rows(result: Any) -> list[tuple[str, str]]:
+def _ensemble_rows(result: ExportResult) -> list[tuple[str, str]]:
     """Members, average, TTA, temperature (with NLL/ECE before -> after) and throughput of a deployed ensemble."""
-    deployed, calibration = getattr(result, "deployment", None), getattr(result, "calibration", None)
+    deployed, calibration = result.deployment, result.calibration
     if deployed is None:
         return []
     rows = []
@@ -820,7 +825,7 @@ def _ensemble_rows(result: Any) -> list[tuple[str, str]]:
                                            f"{calibration.source})")))
         rows.append(("NLL", f"{calibration.nll_before:.4f} -> {calibration.nll_after:.4f}"))
         rows.append(("ECE", f"{calibration.ece_before:.4f} -> {calibration.ece_after:.4f}"))
-    speed = getattr(result, "throughput", None)
+    speed = result.throughput
     if speed:
         ratio = speed["deployed"] / speed["single member"] if speed["single member"] else float("nan")
         rows.append(("throughput", f"{speed['deployed']:.0f} images/s at batch 8 ({ratio:.2f}x a single member's "

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import onnx
@@ -44,6 +44,8 @@ KEY_WEIGHTS = "clf.weights"
 class ExportResult:
     """What `export_onnx` wrote: the model (kept aside when parity failed), its proof, how, and the parity report."""
 
+    kind: ClassVar[str] = "onnx"  # the export target (clf.export.targets)
+
     path: Path
     proof: Path
     size_bytes: int
@@ -56,6 +58,10 @@ class ExportResult:
     deployment: Deployment | None = None  # members, average, TTA, temperature (None: a plain single model)
     calibration: CalibrationReport | None = None  # the temperature fit, with NLL/ECE before and after
     throughput: dict[str, float] | None = None  # images/s at batch 8: "deployed" and "single member"
+
+    def onnx_result(self) -> ExportResult:
+        """The ONNX export (and its parity proof): this result itself."""
+        return self
 
     def proof_extra(self) -> dict[str, Any]:
         """What the proof adds for an ensemble / TTA / calibrated graph (nothing for a plain model)."""

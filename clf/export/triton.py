@@ -27,6 +27,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import onnx
 
@@ -59,12 +60,18 @@ DATA_TYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TY
 class TritonResult:
     """What `export_triton` wrote: the model folder, its files, and the export (with its proof) behind it."""
 
+    kind: ClassVar[str] = "triton"  # the export target (clf.export.targets)
+
     folder: Path
     model_name: str
     max_batch_size: int
     preferred_batch_sizes: list[int]
     files: list[str]
     export: ExportResult
+
+    def onnx_result(self) -> ExportResult:
+        """The ONNX export behind the repository entry (its model file and parity proof)."""
+        return self.export
 
 
 MAX_NAME = 128  # clf.config.MODEL_NAME_RULE
