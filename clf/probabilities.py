@@ -1,6 +1,7 @@
-"""Scores of predicted probabilities: log-loss and expected calibration error. numpy only.
+"""Probabilities from logits (softmax, log-softmax) and their scores: log-loss and expected calibration error.
 
-Top-level because train (out-of-fold scores), export (temperature calibration) and serve (eval, score) all use them.
+numpy only. Top-level because train (out-of-fold scores), export (temperature calibration) and serve (infer, eval,
+score, the HTTP API) all use them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,25 @@ from typing import Sequence
 import numpy as np
 
 ECE_BINS = 15
+
+
+def softmax(logits: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Row-wise softmax of [N, C] logits, numerically stable, in `dtype` (float32 as onnxruntime gives; the
+    temperature fit works in float64)."""
+    x = np.asarray(logits, dtype=dtype)
+    if x.size == 0:
+        return x.copy()
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax, numerically stable (no log(0)), float32."""
+    x = np.asarray(logits, dtype=np.float32)
+    if x.size == 0:
+        return x.copy()
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def log_loss(probs: np.ndarray, y_true: Sequence[int], eps: float = 1e-15) -> float:

@@ -21,6 +21,7 @@ from clf.config import Preprocess
 from clf.data.folds import OOF_FILE, read_oof
 from clf.data.preprocess import preprocess
 from clf.errors import DataError
+from clf import probabilities
 from clf.probabilities import expected_calibration_error, log_loss
 
 logger = logging.getLogger(__name__)
@@ -48,10 +49,8 @@ class CalibrationReport:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """Row-wise softmax in float64, the precision the fit and its scores work in."""
+    return probabilities.softmax(logits, np.float64)
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:

@@ -17,10 +17,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from clf.config import TTA_VIEWS, ExportConfig
+from clf.choices import TTA_VIEWS
+from clf.config import ExportConfig
 from clf.data.folds import GROUP_FILE, OOF_FILE, is_fold_group, member_folders, read_group
 from clf.errors import ClfError, DataError, ModelError
+from clf.export.checkpoint_info import checkpoint_weights, model_info
+from clf.export.parity import MAX_SPLIT_BYTES
 from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from clf.reading import read_small_regular_file
 from clf.serve.metadata import Deployment, ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -128,8 +132,6 @@ def load_members(sources: Sources) -> list[Member]:
     Raises:
         ModelError: a checkpoint that cannot be loaded, or members that differ (which one, which field, both values).
     """
-    from clf.export.onnx_export import checkpoint_weights, model_info  # the single-model export's own readers
-
     members = []
     for path in sources.checkpoints:
         ckpt = load_checkpoint(path)
@@ -222,10 +224,8 @@ def _positive(value: Any) -> bool:
 
 def _config_augment(path: Path) -> Any:
     """config.json's "augment", or None when the file is absent or unusable (a regular small file only)."""
-    from clf.export.parity import _read_small_regular_file
-
     try:
-        data = json.loads(_read_small_regular_file(path))
+        data = json.loads(read_small_regular_file(path, MAX_SPLIT_BYTES, "a file list"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:

@@ -21,6 +21,7 @@ from clf.config import Preprocess
 from clf.data.files import is_image_file
 from clf.data.preprocess import preprocess
 from clf.errors import ClfError, DataError, one_line
+from clf.reading import read_small_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def run_images(folder: str | os.PathLike, run_name: str, limit: int) -> tuple[li
 def read_split(path: Path) -> dict[str, Any] | None:
     """split.json as {"root": str, "val": list, "train": list}; None when absent, else logged when unusable."""
     try:
-        text = _read_small_regular_file(path)
+        text = read_small_regular_file(path, MAX_SPLIT_BYTES, "a file list")
     except FileNotFoundError:
         logger.debug("%s: not found (a run of clf 0.1, or a bare checkpoint)", path)
         return None
@@ -116,18 +117,6 @@ def read_split(path: Path) -> dict[str, Any] | None:
 
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or one_line(exc)
-
-
-def _read_small_regular_file(path: Path) -> str:
-    """The UTF-8 text of a regular file of at most MAX_SPLIT_BYTES; a FIFO or device is never read from."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # opening a FIFO must not wait for a writer
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("not a regular file")
-        if info.st_size > MAX_SPLIT_BYTES:
-            raise ValueError(f"{info.st_size} bytes, more than a file list of {MAX_SPLIT_BYTES} bytes")
-        return handle.read(MAX_SPLIT_BYTES + 1).decode("utf-8")
 
 
 def _split_problem(text: str) -> dict[str, Any] | str:

@@ -1,8 +1,9 @@
 """Export targets: what `clf export` can produce, by name, and the one function that produces each.
 
 A target is a function ``(ExportConfig) -> result`` whose result the CLI prints (today an ExportResult). The
-registry is light to import (each target's module is imported when it runs): ExportConfig checks its `target`
-against TARGETS, and `clf --help` lists them.
+registry is light to import (each target's module is imported when it runs). The names are
+clf.choices.EXPORT_TARGETS (ExportConfig checks its `target` against them, `clf --help` lists them; a test keeps
+them equal to this registry's keys).
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ from clf.atomic import atomic_write_text, check_outputs
 from clf.config import EvalConfig
 from clf.data.datasets import LabelledSet, load_labelled
 from clf.errors import DataError
-from clf.probabilities import ECE_BINS, expected_calibration_error, log_loss
+from clf.probabilities import ECE_BINS, expected_calibration_error, log_loss, softmax
 from clf.serve.loading import labels_file, make_predictor
 from clf.serve.metrics import classification_report, save_confusion_png
-from clf.serve.predictor import Predictor, softmax
+from clf.serve.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 

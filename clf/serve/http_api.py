@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from clf.serve.predictor import softmax
+from clf.probabilities import softmax
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # one request; a bigger upload is refused before it is parsed
 MAX_BATCH_FILES = 256  # images in one /predict/batch request
