@@ -17,11 +17,11 @@ from typing import Sequence
 
 import numpy as np
 
+from clf import probabilities
 from clf.config import Preprocess
 from clf.data.folds import OOF_FILE, read_oof
 from clf.data.preprocess import preprocess
 from clf.errors import DataError
-from clf import probabilities
 from clf.probabilities import expected_calibration_error, log_loss
 
 logger = logging.getLogger(__name__)
