@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 
 from clf.config import Preprocess  # noqa: E402
 from clf.data.preprocess import load_resized, normalize_batch, preprocess  # noqa: E402
-from clf.serve.predictor import usable_cpus  # noqa: E402
+from clf.system import usable_cpus  # noqa: E402
 
 # name -> (input size, images for one run of (a) that lasts >= 20 s on a 2-core CPU)
 MODELS = {"resnet18": (224, 1500), "cnn": (64, 20000)}

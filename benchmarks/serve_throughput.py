@@ -37,7 +37,8 @@ sys.path.insert(0, str(HERE))
 
 from infer_throughput import MODELS, ensure_model, image_set  # noqa: E402
 
-from clf.serve.predictor import Predictor, usable_cpus  # noqa: E402
+from clf.serve.predictor import Predictor  # noqa: E402
+from clf.system import usable_cpus  # noqa: E402
 
 READY_TIMEOUT_S = 180
 

@@ -23,9 +23,8 @@ from clf.config import (AUGMENT_PRESETS, AUTO_AUGMENTS, AVERAGES, MAX_INPUT_SIZE
                         TRAIN_DEVICES, TTA_VIEWS, EvalConfig, InferConfig, TrainConfig)
 from clf.config import (CALIBRATION_METHODS, DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT,
                         DEFAULT_TRITON_MAX_BATCH)
+from clf.choices import DEVICES, EXPORTERS, MAX_BATCH, MAX_OPSET, MIN_OPSET, OPSETS
 from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfError, ParityError, Terminated
-from clf.export.graph import EXPORTERS, MAX_BATCH, MAX_OPSET, MIN_OPSET, OPSETS
-from clf.serve.session import DEVICES
 
 if TYPE_CHECKING:  # the export results' types, for the tables below (their modules import torch/onnx)
     from clf.export.int8 import Int8Report

@@ -13,12 +13,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from clf.errors import ClfError
+# The choices live on the ground floor beside this module (clf/choices.py), re-exported here for their old users.
+from clf.choices import (AUGMENT_PRESETS, AUTO_AUGMENTS, AVERAGES, CALIBRATION_METHODS, DEVICES, EXPORT_TARGETS,
+                         ID_FORMATS, INTERPOLATIONS, MAX_BATCH, MIN_INT8_OPSET, OPTIMIZERS, RESIZE_MODES, SCHEDULERS,
+                         TOPK_FORMATS, TRAIN_DEVICES, TTA_VIEWS, check_exporter_opset)
+from clf.errors import ClfError, SettingError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RESIZE_MODES = ("stretch", "shorter_crop")
-INTERPOLATIONS = ("nearest", "linear", "area", "cubic", "lanczos")
 
 
 def _tuple_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -77,19 +79,19 @@ class Preprocess(_JsonMixin):
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+            raise SettingError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+            raise SettingError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if self.color != "RGB" or self.channels != 3:
-            raise ValueError("only 3-channel RGB input is supported")
+            raise SettingError("only 3-channel RGB input is supported")
         if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"size must be (height, width) of positive ints, got {self.size!r}")
+            raise SettingError(f"size must be (height, width) of positive ints, got {self.size!r}")
         if max(self.size) > MAX_INPUT_SIZE:  # one 100000x100000 input is 120 GB: refused, not allocated
-            raise ValueError(f"size must be at most {MAX_INPUT_SIZE} pixels a side, got {self.size!r}")
+            raise SettingError(f"size must be at most {MAX_INPUT_SIZE} pixels a side, got {self.size!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or not all(v > 0 for v in self.std):  # NaN is not > 0
-            raise ValueError("mean and std need 3 values each, std > 0")
+            raise SettingError("mean and std need 3 values each, std > 0")
         if not all(map(math.isfinite, (*self.mean, *self.std, self.scale))):
-            raise ValueError(f"mean, std and scale must be finite numbers, got {self.mean}, {self.std}, {self.scale}")
+            raise SettingError(f"mean, std and scale must be finite numbers, got {self.mean}, {self.std}, {self.scale}")
         object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
@@ -97,14 +99,9 @@ class Preprocess(_JsonMixin):
 
 MAX_SEED = 2**31  # torch and numpy take it, with room for the per-rank and per-epoch offsets added to it
 
-# The choices of `clf train`, one constant each: validated once (TrainConfig.__post_init__), listed in --help.
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("cosine", "step", "none")
-TRAIN_DEVICES = ("auto", "cpu", "cuda")
+# The choices of `clf train` (clf/choices.py) are validated once (TrainConfig.__post_init__) and listed in --help.
 # Augmentation: a preset, and the knobs that override it one by one (None = the preset's value). The presets' values
 # and the ops they build live in clf/data/augment_presets.py; the names are here so the config stays light.
-AUGMENT_PRESETS = ("none", "light", "default", "strong")
-AUTO_AUGMENTS = ("none", "trivial", "rand")
 AUGMENT_KNOBS = ("hflip", "vflip", "rotate", "crop_scale", "color_jitter", "grayscale", "blur", "erase", "auto_augment")
 # (low, high, low excluded) of each numeric knob; a rotation range beyond 360 degrees is already every angle.
 AUGMENT_KNOB_RANGES = {
@@ -341,27 +338,13 @@ class TrainConfig(_JsonMixin):
         )
 
 
-# Test-time augmentation: the views averaged, as flips of the preprocessed [N, C, H, W] input ("h" flips the width
-# axis, "v" the height axis, "hv" both). The same names serve `clf export --tta` (views inside the graph) and
-# `clf infer --tta` (views at run time); the views are averaged like ensemble members (probabilities by default).
-TTA_VIEWS: dict[str, tuple[str, ...]] = {
-    "none": ("",),
-    "hflip": ("", "h"),
-    "vflip": ("", "v"),
-    "hvflip": ("", "h", "v", "hv"),
-}
 DEFAULT_ATOL = 1e-4  # max abs logit difference a fp32 export may show against PyTorch
 DEFAULT_ATOL_FP16 = 1e-2
-# How an ensemble's members are combined: "prob" averages softmax probabilities (output: their log), "logit" averages
-# the logits. The same weights and rule average TTA views.
-AVERAGES = ("prob", "logit")
 # int8 export (clf/export/int8.py): static QDQ quantisation calibrated on training images, gated on validation images.
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIBRATION_IMAGES = 256  # capped by the training images the run has
 MAX_CALIBRATION_IMAGES = 10000  # every image's activations pass through the calibrator: more is slow, not better
 DEFAULT_MIN_AGREEMENT = 0.99  # top-1 agreement of the int8 model with the fp32 one on the validation images
 DEFAULT_MAX_DROP = 0.005  # accuracy the int8 model may lose (0.005 = half a point)
-MIN_INT8_OPSET = 13  # per-channel QDQ (QuantizeLinear with an axis) needs opset 13
 # Triton model repository (clf/export/triton.py).
 DEFAULT_TRITON_MAX_BATCH = 32
 
@@ -379,14 +362,13 @@ def is_safe_model_name(name: str) -> bool:
 class ExportConfig(_JsonMixin):
     """What ``clf export`` needs: which checkpoint, which target, where to write, how to prove parity.
 
-    The choices are checked here, once, before anything is loaded: the target against clf.export.targets.TARGETS,
-    the exporter and opset against clf.export.graph (EXPORTERS, OPSETS), the device against
-    clf.serve.session.DEVICES.
+    The choices are checked here, once, before anything is loaded, against clf/choices.py: the target against
+    EXPORT_TARGETS, the exporter and opset against EXPORTERS and OPSETS, the device against DEVICES.
     """
 
     checkpoint: str = ""
     output: str | None = None  # default: model.onnx beside the checkpoint
-    target: str = "onnx"  # a key of clf.export.targets.TARGETS
+    target: str = "onnx"  # a name of EXPORT_TARGETS
     opset: int = 18
     fp16: bool = False
     simplify: bool = False
@@ -415,18 +397,11 @@ class ExportConfig(_JsonMixin):
     model_name: str | None = None
 
     def __post_init__(self) -> None:
-        # Imported here: the modules are light, and config.py must not pull the export package into every import.
-        import math
-
-        from clf.export.graph import MAX_BATCH, check_exporter_opset
-        from clf.export.targets import TARGETS
-        from clf.serve.session import DEVICES
-
         for flag, value in (("--output", self.output), ("--check-images", self.check_images)):
             if value is not None and not value.strip():  # an unset shell variable: not "here" nor "the default"
                 raise ClfError(f"{flag} is empty; give a path or leave the option out")
-        if self.target not in TARGETS:
-            raise ClfError(f"export target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.target not in EXPORT_TARGETS:
+            raise ClfError(f"export target must be one of {', '.join(EXPORT_TARGETS)}, got {self.target!r}")
         check_exporter_opset(self.exporter, self.opset)
         if self.device not in DEVICES:
             raise ClfError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
@@ -521,12 +496,6 @@ class ExportConfig(_JsonMixin):
         return DEFAULT_ATOL_FP16 if self.fp16 else DEFAULT_ATOL
 
 
-# Submission ids from an image file: "stem" (img_01), "name" (img_01.jpg), "relpath" (sub/img_01.jpg).
-ID_FORMATS = ("stem", "name", "relpath")
-# Top-k labels: "columns" (label, label_2 .. label_K) or "space" ("a b c" in the label column, MAP@K style).
-TOPK_FORMATS = ("columns", "space")
-
-
 # The smallest normal float32: a normalised weight below it is 0 (or denormal) in the exported graph.
 _FLOAT32_TINY = 1.1754943508222875e-38
 
@@ -554,8 +523,6 @@ def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> tuple[bool
 
 def _model_option_checks(cfg: Any) -> tuple[tuple[bool, str], ...]:
     """The checks shared by infer and eval: batching, device, and the options of a model without clf metadata."""
-    from clf.serve.session import DEVICES  # the onnxruntime device names live with the session (no torch there)
-
     return (
         (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
         _check_choice("--device", cfg.device, DEVICES),
@@ -677,8 +644,6 @@ class ServeConfig(_JsonMixin):
     threads: int = 0  # onnxruntime intra-op threads per replica; 0 = the usable cores / replicas
 
     def __post_init__(self) -> None:
-        from clf.serve.session import DEVICES
-
         _raise_first_failure((
             (self.host.strip() != "", "--host is empty; give an address to listen on, e.g. 127.0.0.1"),
             (1 <= self.port <= 65535, f"--port must be between 1 and 65535, got {self.port}"),

@@ -36,6 +36,13 @@ class ClfError(Exception):
     every_rank = False
 
 
+class SettingError(ClfError, ValueError):
+    """A setting clf cannot use: a Preprocess field, a Predictor argument (the flags' own checks name the flag).
+
+    Also a ValueError, as these were before they became ClfErrors, so that library callers catching that still do.
+    """
+
+
 class DataError(ClfError):
     """An image, folder or label file that cannot be used."""
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from clf.atomic import atomic_write_text
 from clf.errors import one_line
 from clf.ownership import MARKER_NAME
+from clf.reading import read_small_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -75,14 +75,7 @@ def read_small_file(path: Path, limit: int = MAX_RECORD_BYTES) -> str:
     Raises:
         FileNotFoundError: no such file. OSError: unreadable. ValueError: not a regular file, too big, not UTF-8.
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # opening a FIFO must not wait for a writer
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("not a regular file")
-        if info.st_size > limit:
-            raise ValueError(f"{info.st_size} bytes, more than a file list of {limit} bytes")
-        return handle.read(limit + 1).decode("utf-8")
+    return read_small_regular_file(path, limit, "a file list")
 
 
 # ---------------------------------------------------------------- config.json

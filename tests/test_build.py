@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from clf.config import Preprocess
+from clf import system
 from clf.train import build
 from clf.train.runtime import Runtime
 
@@ -63,8 +64,8 @@ def write(path, text: str):
 
 
 def test_a_container_limit_nearer_than_the_machine_s_free_memory_wins(tmp_path, monkeypatch):
-    monkeypatch.setattr(build, "MEMINFO", write(tmp_path / "meminfo", "MemTotal: 100 kB\nMemAvailable: 8000000 kB\n"))
-    monkeypatch.setattr(build, "CGROUP_LIMITS", ((write(tmp_path / "max", "3000000000\n"),
+    monkeypatch.setattr(system, "MEMINFO", write(tmp_path / "meminfo", "MemTotal: 100 kB\nMemAvailable: 8000000 kB\n"))
+    monkeypatch.setattr(system, "CGROUP_LIMITS", ((write(tmp_path / "max", "3000000000\n"),
                                                   write(tmp_path / "current", "1000000000\n")),))
     assert build._free_memory_bytes() == 2_000_000_000
     write(tmp_path / "max", "max\n")  # cgroup v2 without a limit
@@ -72,9 +73,9 @@ def test_a_container_limit_nearer_than_the_machine_s_free_memory_wins(tmp_path, 
 
 
 def test_cgroup_v1_without_a_limit_and_unreadable_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(build, "MEMINFO", tmp_path / "absent")
+    monkeypatch.setattr(system, "MEMINFO", tmp_path / "absent")
     v1 = (write(tmp_path / "limit", f"{2**63 - 4096}\n"), write(tmp_path / "usage", "5\n"))
-    monkeypatch.setattr(build, "CGROUP_LIMITS", ((tmp_path / "no-v2", tmp_path / "no-v2-usage"), v1))
+    monkeypatch.setattr(system, "CGROUP_LIMITS", ((tmp_path / "no-v2", tmp_path / "no-v2-usage"), v1))
     assert build._free_memory_bytes() == build.AUTO_CACHE_MAX_BYTES * 4  # neither says anything: the fallback
     write(tmp_path / "limit", "1000\n")
     assert build._free_memory_bytes() == 995

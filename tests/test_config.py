@@ -125,3 +125,14 @@ def test_batch_size_and_img_size_are_resolved_when_not_given():
     cfg = TrainConfig()
     assert (cfg.batch_size, cfg.img_size) == (None, 64)  # batch: by fit(), from the training images
     assert TrainConfig(arch="resnet18").img_size == 224
+
+
+def test_a_preprocess_problem_is_a_setting_error_a_user_sees_as_one_line():
+    """A ClfError (exit 2, one line), and still the ValueError library callers caught before."""
+    from clf.errors import EXIT_BAD_INPUT, ClfError, SettingError
+
+    with pytest.raises(SettingError) as err:
+        Preprocess(resize="squash")
+    assert isinstance(err.value, ClfError) and isinstance(err.value, ValueError)
+    assert err.value.exit_code == EXIT_BAD_INPUT
+    assert str(err.value) == "resize must be one of ('stretch', 'shorter_crop'), got 'squash'"

@@ -422,3 +422,28 @@ def test_onnxruntime_threads_do_not_spin(models):
     options = Predictor(models.clf, device="cpu", threads=1).session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert options.intra_op_num_threads == 1
+
+
+def test_buffers_beyond_a_container_s_memory_are_refused(models, images, tmp_path, monkeypatch):
+    """The limit is the container's (cgroup) when it is below the machine's RAM: a 64 GB host with 20 kB for us."""
+    from clf import system
+
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit.write_text("20000\n")  # two 24x32 images need 2 x 16128 bytes of buffers (ring, float input)
+    usage.write_text("0\n")
+    monkeypatch.setattr(system, "CGROUP_LIMITS", ((limit, usage),))
+    with pytest.raises(DataError) as err:
+        Predictor(models.clf, device="cpu", batch_size=2).predict(images.good[:2])
+    assert str(err.value) == (f"{models.clf}: batches of 2 images of 24x32 need 3.23e-05 GB of buffers, more than "
+                              "this machine's 2e-05 GB; lower --batch-size")
+    assert len(Predictor(models.clf, device="cpu", batch_size=1).predict(images.good[:2])) == 2  # 16 kB fits
+
+
+def test_bad_arguments_are_setting_errors_and_still_value_errors(models):
+    from clf.errors import ClfError, SettingError
+
+    with pytest.raises(SettingError, match="batch_size must be >= 1, got 0") as err:
+        Predictor(models.clf, device="cpu", batch_size=0)
+    assert isinstance(err.value, ClfError) and isinstance(err.value, ValueError)
+    with pytest.raises(SettingError, match="tta must be one of none, hflip, vflip, hvflip, got 'rot90'"):
+        Predictor(models.clf, device="cpu", tta="rot90")

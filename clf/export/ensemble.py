@@ -17,9 +17,11 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from clf.config import TTA_VIEWS, ExportConfig
+from clf.choices import TTA_VIEWS
+from clf.config import ExportConfig
 from clf.data.folds import is_fold_group, member_folders, read_group
 from clf.errors import ClfError, DataError, ModelError
+from clf.export.checkpoint_info import checkpoint_weights, model_info
 from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from clf.run_files import CONFIG_FILE, GROUP_FILE, OOF_FILE, SPLIT_FILE, RunFileError, read_config
 from clf.models.outputs import log_scores
@@ -130,8 +132,6 @@ def load_members(sources: Sources) -> list[Member]:
     Raises:
         ModelError: a checkpoint that cannot be loaded, or members that differ (which one, which field, both values).
     """
-    from clf.export.onnx_export import checkpoint_weights, model_info  # the single-model export's own readers
-
     members = []
     for path in sources.checkpoints:
         ckpt = load_checkpoint(path)

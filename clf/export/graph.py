@@ -1,7 +1,7 @@
 """ONNX graph production: torch export (dynamo, else TorchScript), fp16, simplification, metadata, checks.
 
-torch and onnx are imported inside the functions that use them: the choice constants below are read by
-`clf --help` and by ExportConfig's validation, which must stay instant.
+torch and onnx are imported inside the functions that use them. The exporter and opset choices live in clf/choices.py
+(read by `clf --help` and by ExportConfig's validation), re-exported here.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+# The choices are re-exported (the redundant aliases) for the code and tests that read them from here.
+from clf.choices import DYNAMO_MIN_OPSET as DYNAMO_MIN_OPSET, EXPORTERS as EXPORTERS, MAX_BATCH, MAX_OPSET as MAX_OPSET
+from clf.choices import MIN_OPSET as MIN_OPSET, OPSETS, check_exporter_opset as check_exporter_opset
 from clf.errors import ClfError, one_line
 
 if TYPE_CHECKING:
@@ -27,39 +30,6 @@ logger = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-EXPORTERS = ("auto", "dynamo", "torchscript")
-# The opsets each exporter writes exactly as asked, from torch.onnx._constants (a test keeps them in step):
-# TorchScript ONNX_MIN_OPSET..ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET, dynamo 18..ONNX_MAX_OPSET. Outside them the
-# exporters fail with a traceback or quietly write another opset.
-OPSETS = {"torchscript": (7, 20), "dynamo": (18, 23)}
-DYNAMO_MIN_OPSET = OPSETS["dynamo"][0]
-MIN_OPSET = min(low for low, _ in OPSETS.values())
-MAX_OPSET = max(high for _, high in OPSETS.values())
-MAX_BATCH = 4096  # the batch axis of the exported graph runs from 1 to this (dynamo needs a bound)
-
-
-def check_exporter_opset(exporter: str, opset: int) -> None:
-    """Refuse an exporter name or an opset no exporter (or not the chosen one) writes, in one line.
-
-    Raises:
-        ClfError: naming the flag, what is supported and what to do.
-    """
-    if exporter not in EXPORTERS:
-        raise ClfError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
-        ranges = ", ".join(f"{name} {low}-{high}" for name, (low, high) in OPSETS.items())
-        raise ClfError(f"--opset {opset}: clf exports opsets {MIN_OPSET} to {MAX_OPSET} ({ranges}); pass one of those")
-    if exporter == "auto":
-        return
-    low, high = OPSETS[exporter]
-    if opset < low:
-        raise ClfError(f"--opset {opset}: the {exporter} exporter writes opset {low} or newer; "
-                       f"use --exporter torchscript or a newer --opset")
-    if opset > high:
-        raise ClfError(f"--opset {opset}: the {exporter} exporter writes opset {high} or older; "
-                       f"use --exporter dynamo or an older --opset")
-
-
 def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
     import torch
 

@@ -19,14 +19,12 @@ import numpy as np
 import onnx
 from torch import nn
 
-from clf import __version__
 from clf.atomic import atomic_copy, atomic_output, check_outputs, clean_stale_temps
 from clf.config import ExportConfig, Preprocess
 from clf.errors import ClfError, DataError, ModelError, ParityError
 from clf.export import calibration, ensemble, graph, int8
 from clf.export.calibration import CalibrationReport
 from clf.export.parity import ParityReport, compare, folder_images, load_batch, random_batch, run_images, spread
-from clf.models.checkpoint import preprocess_from_checkpoint
 from clf.ownership import record_files
 from clf.serve.metadata import Deployment, ModelInfo, deployment_to_props, info_to_props
 from clf.serve.session import create_session
@@ -71,31 +69,6 @@ class ExportResult:
         if self.calibration is not None:
             extra["temperature_calibration"] = self.calibration.to_dict()  # int8 has its own "calibration"
         return extra
-
-
-def model_info(ckpt: dict) -> ModelInfo:
-    """The metadata a deployed .onnx carries: classes, Preprocess, provenance.
-
-    Raises:
-        ModelError: the checkpoint has no class names, or not as many as the model has outputs.
-    """
-    source = ckpt.get("source", "checkpoint")
-    classes = ckpt.get("classes")
-    if not isinstance(classes, (list, tuple)) or not classes:
-        raise ModelError(f"{source}: checkpoint has no class names; export a checkpoint written by `clf train`")
-    outputs = (ckpt.get("model_kwargs") or {}).get("num_classes", len(classes))
-    if outputs != len(classes):
-        raise ModelError(f"{source}: checkpoint lists {len(classes)} class names for a model with {outputs} outputs")
-    pre = preprocess_from_checkpoint(ckpt)
-    return ModelInfo(
-        classes=[str(name) for name in classes],
-        preprocess=pre,
-        arch=ckpt["arch"],
-        img_size=int(ckpt.get("img_size") or pre.size[0]),
-        clf_version=__version__,
-        run_name=ckpt.get("run_name") or "",
-        best_val_acc=ckpt.get("best_val_acc"),
-    )
 
 
 def default_name(fp16: bool, int8: bool = False) -> str:
@@ -167,6 +140,12 @@ def parity_images(cfg: ExportConfig, check_paths: list[str], run_folder: Path, r
     images = load_batch(paths, pre)
     if len(images):
         return images, source
+    return random_fallback(cfg, pre)
+
+
+def random_fallback(cfg: ExportConfig, pre: Preprocess) -> tuple[np.ndarray, str]:
+    """Random inputs for the parity check when no real image can be had (logged: the proof is weaker), enough for
+    two batches of the largest batch size."""
     logger.warning("no real images available for the parity check; comparing on random tensors")
     return random_batch(pre, max(cfg.batch_sizes) * 2), "random tensors"
 
@@ -288,8 +267,7 @@ def group_images(cfg: ExportConfig, group: Path, folders: list[Path], pre: Prepr
     images = load_batch(spread(paths, cfg.max_images), pre)
     if len(images):
         return images, f"out-of-fold validation images of {group.name}"
-    logger.warning("no real images available for the parity check; comparing on random tensors")
-    return random_batch(pre, max(cfg.batch_sizes) * 2), "random tensors"
+    return random_fallback(cfg, pre)
 
 
 THROUGHPUT_BATCH = 8
@@ -329,19 +307,6 @@ def images_per_second(session: Any, batch: np.ndarray, min_seconds: float = 0.3,
         session.run(None, {name: batch})
         runs += 1
     return runs * len(batch) / (time.perf_counter() - start)
-
-
-def checkpoint_weights(ckpt: dict) -> str:
-    """"ema" or "raw": which weights a checkpoint's "model" holds (checkpoints before EMA hold raw weights).
-
-    Raises:
-        ModelError: any other value (a damaged or hand-edited checkpoint).
-    """
-    weights = ckpt.get("weights") or "raw"
-    if weights not in ("raw", "ema"):
-        raise ModelError(f"{ckpt.get('source', 'checkpoint')}: 'weights' is {weights!r}, not 'raw' or 'ema'; "
-                         "export a checkpoint written by `clf train`")
-    return weights
 
 
 def _precision(cfg: ExportConfig) -> str:

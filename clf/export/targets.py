@@ -3,9 +3,10 @@
 A target is a function ``(ExportConfig) -> TargetResult``: a frozen dataclass whose ``kind`` names the target
 ("onnx": ExportResult, "triton": TritonResult), so the CLI dispatches on ``result.kind`` and every result gives the
 ONNX export behind it (``onnx_result``). The registry is light to import (each target's module is imported when it
-runs): ExportConfig checks its `target` against TARGETS, and `clf --help` lists them.
+runs). The names are clf.choices.EXPORT_TARGETS (ExportConfig checks its `target` against them, `clf --help` lists
+them; a test keeps them equal to this registry's keys).
 
-Adding a target: its function here and one entry in TARGETS; its result a frozen dataclass with a ``kind`` of its
+Adding a target: its function here, one entry in TARGETS and its name in EXPORT_TARGETS; its result a frozen dataclass with a ``kind`` of its
 own (a ClassVar) and an ``onnx_result()``, added to TargetResult; then the table the CLI prints for that kind.
 """
 

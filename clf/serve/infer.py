@@ -27,7 +27,7 @@ class InferResult:
     provider: str
     seconds: float
     not_in_sample: list[str] = field(default_factory=list)
-    tta: str = "none"  # the TTA views averaged at run time (clf.config.TTA_VIEWS)
+    tta: str = "none"  # the TTA views averaged at run time (clf.choices.TTA_VIEWS)
 
     @property
     def images_per_second(self) -> float:

@@ -27,7 +27,7 @@ REQUIRED_KEYS = (KEY_CLASSES, KEY_PREPROCESS)
 # the graph already does it. members: JSON list of {"run", "arch", "best_val_acc", "weight", "weights"}.
 KEY_MEMBERS = "clf.members"
 KEY_AVERAGE = "clf.average"  # "prob" (softmax probabilities averaged) or "logit"
-KEY_TTA = "clf.tta"  # a name of clf.config.TTA_VIEWS: the flipped views the graph averages ("none": none)
+KEY_TTA = "clf.tta"  # a name of clf.choices.TTA_VIEWS: the flipped views the graph averages ("none": none)
 KEY_TEMPERATURE = "clf.temperature"  # the calibration temperature the graph divides the logits by ("" when none)
 DEPLOYMENT_KEYS = (KEY_MEMBERS, KEY_AVERAGE, KEY_TTA, KEY_TEMPERATURE)
 

@@ -25,10 +25,12 @@ from clf.data.preprocess import ImageSource, load_resized, max_image_pixels, nor
 import cv2
 import numpy as np
 
-from clf.config import TTA_VIEWS, Preprocess
-from clf.errors import DataError, ModelError, one_line
+from clf.choices import TTA_VIEWS
+from clf.config import Preprocess
+from clf.errors import DataError, ModelError, SettingError, one_line
 from clf.probabilities import log_softmax as log_softmax  # re-exported: clf.serve's softmax / log_softmax
 from clf.probabilities import softmax as softmax
+from clf.system import total_memory, usable_cpus
 from clf.serve.metadata import KEY_TTA, ModelInfo, check_class_names, has_clf_metadata, info_from_props
 from clf.serve.session import create_session
 from clf.tasks import SINGLE_LABEL, Task, get_task
@@ -100,7 +102,7 @@ class Batch(NamedTuple):
 
 def flip_view(batch: np.ndarray, view: str) -> np.ndarray:
     """One TTA view of an NCHW batch, as a numpy view (no copy): "h" reverses the width axis, "v" the height axis,
-    "hv" both, "" is the batch itself (the names of clf.config.TTA_VIEWS)."""
+    "hv" both, "" is the batch itself (the names of clf.choices.TTA_VIEWS)."""
     if "h" in view:
         batch = batch[..., ::-1]
     if "v" in view:
@@ -137,7 +139,7 @@ class Predictor:
         verbose: let onnxruntime's warnings through.
         workers: decode threads (None: one per usable core, at most 8).
         prefetch: batches decoded ahead of the one being run.
-        tta: test-time augmentation, a name of clf.config.TTA_VIEWS: the session runs on every flipped view of each
+        tta: test-time augmentation, a name of clf.choices.TTA_VIEWS: the session runs on every flipped view of each
             batch and the logits are the log of the views' averaged softmax probabilities ("none": one run).
 
     Attributes:
@@ -168,9 +170,9 @@ class Predictor:
         tta: str = "none",
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise SettingError(f"batch_size must be >= 1, got {batch_size}")
         if tta not in TTA_VIEWS:
-            raise ValueError(f"tta must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
+            raise SettingError(f"tta must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
         self.model_path = Path(model_path)
         # No spinning: busy-waiting onnxruntime threads would take the cores from the decode threads between runs.
         self.session, self.provider = create_session(
@@ -319,7 +321,7 @@ class Predictor:
         them: numpy would raise MemoryError, or the kernel kill the process, partway through the run."""
         floats = 4 if len(self.views) == 1 else 8  # one float32 batch, and its flipped copy with TTA
         per_image = height * width * 3 * (self.prefetch + 1 + floats)  # + the uint8 ring
-        total = _physical_memory()
+        total = total_memory()
         if not total or capacity * per_image <= total:
             return
         fix = "lower --batch-size" if per_image <= total else "the model's input size is too large for this machine"
@@ -472,22 +474,6 @@ def _view_buffer(held: list[np.ndarray], batch: np.ndarray) -> np.ndarray:
     if not held or held[0].shape[1:] != batch.shape[1:] or len(held[0]) < len(batch) or held[0].dtype != batch.dtype:
         held[:] = [np.empty_like(batch)]
     return held[0][: len(batch)]  # a smaller last batch uses the front rows (still contiguous)
-
-
-def _physical_memory() -> int | None:
-    """The machine's RAM in bytes; None where the OS does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (a container's or taskset's share, not the whole host's)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _decode_into(

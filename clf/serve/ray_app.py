@@ -32,8 +32,9 @@ from typing import Any, Callable, Iterator
 from clf.config import ServeConfig
 from clf.errors import ClfError, DataError, one_line
 from clf.serve.metadata import has_clf_metadata
-from clf.serve.predictor import Predictor, usable_cpus
+from clf.serve.predictor import Predictor
 from clf.serve.session import create_session
+from clf.system import usable_cpus
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+from clf.choices import DEVICES
 from clf.errors import DataError, DeviceError, one_line
 
 logger = logging.getLogger(__name__)
@@ -27,9 +28,9 @@ logger = logging.getLogger(__name__)
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
-# auto does not try TensorRT: its first run builds engines for minutes and it needs its own libraries.
+# The providers of each of DEVICES (clf/choices.py), in order of preference. auto does not try TensorRT: its first
+# run builds engines for minutes and it needs its own libraries.
 _PREFERENCE = {
     "auto": (CUDA, CPU),
     "cpu": (CPU,),

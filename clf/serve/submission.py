@@ -16,7 +16,7 @@ from typing import Collection, Iterable, Sequence
 import numpy as np
 
 from clf.atomic import atomic_output
-from clf.config import ID_FORMATS, TOPK_FORMATS
+from clf.choices import ID_FORMATS, TOPK_FORMATS
 from clf.data.csv_table import CsvTable, read_csv_table
 from clf.errors import DataError
 

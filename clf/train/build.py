@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from clf.data.augment import Pipeline
 from clf.data.augment_presets import build_pipeline, resolve_knobs
 from clf.data.split import stratified_folds, stratified_split
 from clf.data.torch_dataset import ImageDataset
+from clf import system
 from clf.errors import DataError, ModelError
 from clf.models.pretrained import PretrainedWeights, load_pretrained, read_pretrained
 from clf.models.registry import check_img_size, create_model, model_kwargs_for
@@ -44,7 +44,7 @@ def load_training_set(cfg: TrainConfig) -> LabelledSet:
         DataError: a class left without any readable image (as for an empty class folder).
     """
     labelled = load_labelled(cfg.data, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col)
-    ok = verify_images(labelled.paths, strict=cfg.strict, workers=max(2, os.cpu_count() or 2))
+    ok = verify_images(labelled.paths, strict=cfg.strict, workers=max(2, system.usable_cpus()))
     if len(ok) < len(labelled.paths):
         logger.warning("%d of %d images could not be read and are left out", len(labelled.paths) - len(ok), len(labelled.paths))
     readable = labelled.subset(ok)
@@ -97,12 +97,12 @@ def resolve_workers(requested: int, runtime: rt.Runtime) -> int:
         return _at_most_the_cores(requested)
     if not runtime.cuda:
         return 0
-    return max(1, min(8, (os.cpu_count() or 2) // max(1, runtime.world_size) - 1))
+    return max(1, min(8, system.usable_cpus() // max(1, runtime.world_size) - 1))
 
 
 def _at_most_the_cores(requested: int) -> int:
     """More worker processes than cores only add processes (--workers 1000 forked 1000 and stalled the machine)."""
-    cores = os.cpu_count() or 1
+    cores = system.usable_cpus()
     if requested > cores:
         logger.warning("--workers %d: more than the %d CPU cores; using %d", requested, cores, cores)
         return cores
@@ -177,45 +177,11 @@ def resolve_cache(requested: bool | None, images: int, pre: Preprocess, runtime:
     return cache
 
 
-# Linux: the machine's available memory, and the container's (cgroup v2, then v1) limit and usage.
-MEMINFO = Path("/proc/meminfo")
-CGROUP_LIMITS = (
-    (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")),
-    (Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"), Path("/sys/fs/cgroup/memory/memory.usage_in_bytes")),
-)
-
-
 def _free_memory_bytes() -> int:
-    """Memory available to new allocations: the machine's MemAvailable, or less when a container's limit is nearer.
-
-    AUTO_CACHE_MAX_BYTES * 4 where neither can be read (not Linux).
-    """
-    free = [value for value in (_meminfo_available(), _cgroup_headroom()) if value is not None]
-    return min(free) if free else AUTO_CACHE_MAX_BYTES * 4
-
-
-def _meminfo_available() -> int | None:
-    try:
-        for line in MEMINFO.read_text(encoding="ascii").splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _cgroup_headroom() -> int | None:
-    """The container's memory limit less its usage; None without a limit ("max", or v1's near-2**63 value)."""
-    for limit_file, usage_file in CGROUP_LIMITS:
-        try:
-            limit_text = limit_file.read_text(encoding="ascii").strip()
-            usage = int(usage_file.read_text(encoding="ascii").strip())
-        except (OSError, ValueError):
-            continue
-        if limit_text == "max" or int(limit_text) >= 2**60:
-            return None
-        return max(0, int(limit_text) - usage)
-    return None
+    """Memory available to new allocations (clf.system: a container's limit counts); AUTO_CACHE_MAX_BYTES * 4 where
+    it cannot be read (not Linux)."""
+    free = system.available_memory()
+    return AUTO_CACHE_MAX_BYTES * 4 if free is None else free
 
 
 def pretrained_weights(cfg: TrainConfig, resume_ckpt: dict | None = None
