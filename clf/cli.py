@@ -350,7 +350,7 @@ MAX_MODELS_CLASSES = 100_000  # `clf models --params`: a head this wide still fi
 @user_errors
 def train(
     ctx: typer.Context,
-    data: Annotated[Optional[str], typer.Argument(help="Labelled images: DATA/<class>/*.jpg, or a folder with --labels-csv. Optional with --resume.")] = None,
+    data: Annotated[Optional[str], typer.Argument(help="Labelled images: DATA/<class>/*.jpg, or a folder with --labels-csv. Optional with --resume, or when --config gives it.")] = None,
     arch: Annotated[str, typer.Option(help="Architecture (see `clf models`): cnn, alexnet, resnet18, rexnet_100, coatnet_0_rw_224, ...")] = _train_default("arch"),
     epochs: Annotated[int, typer.Option(help="Total epochs; may be raised on --resume to train further.")] = _train_default("epochs"),
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size (per process under torchrun). [default: 32, smaller for small data: at least 16 steps an epoch]")] = None,
@@ -403,6 +403,7 @@ def train(
     folds: Annotated[Optional[int], typer.Option(help="Cross-validate: K stratified folds, K runs in runs/NAME/fold-k, then oof.csv and the CV score (--resume runs/NAME continues the group).")] = _train_default("folds"),
     fold_seed: Annotated[int, typer.Option(help="Seed of the fold assignment (with --folds).")] = _train_default("fold_seed"),
     refit: Annotated[bool, typer.Option("--refit", help="After the validated run, train the same recipe on every image for the epoch count validation chose, in runs/NAME/refit (--resume runs/NAME continues either).")] = _train_default("refit"),
+    config: Annotated[Optional[str], typer.Option(help="Settings from a .yaml/.yml/.toml file (keys: the option names), or a run's config.json to replay its recipe; flags given here win over the file.")] = None,
 ) -> None:
     """Train ARCH on DATA: writes runs/NAME/ (config.json, split.json, history.csv, curves.png, best.pt, last.pt)."""
     from clf.train.fit import fit, resolve_config
@@ -424,7 +425,11 @@ def train(
     given = _given_options(ctx, values)
     if no_val:
         given["val_split"] = 0.0
-    given["quiet"] = quiet  # per sitting: a resumed run does not inherit an earlier sitting's --quiet
+    if config is not None:
+        from clf.train.config_file import read_config_file, settings_under_flags
+
+        given = settings_under_flags(read_config_file(config), given)
+    given.setdefault("quiet", quiet)  # per sitting: a resumed run does not inherit an earlier sitting's --quiet
     if _under_torchrun():
         from clf.train.runtime import meet_at_exit
 

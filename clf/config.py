@@ -229,6 +229,10 @@ class TrainConfig(_JsonMixin):
     refit: bool = field(default=False, metadata=RESUMABLE)
     refit_of: str | None = None
     refit_epoch: int | None = None
+    # `clf train --config FILE` (clf/train/config_file.py): the settings file the run took its settings from (absolute
+    # path) and its sha256. RESUMABLE: a later sitting may be configured from another file (or from none).
+    config_file: str | None = field(default=None, metadata=RESUMABLE)
+    config_sha256: str | None = field(default=None, metadata=RESUMABLE)
 
     @classmethod
     def from_saved(cls, data: dict[str, Any]) -> "TrainConfig":

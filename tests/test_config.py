@@ -80,7 +80,8 @@ def test_the_choices_are_the_ones_the_config_accepts():
 
 def test_the_fields_a_resume_may_change_are_marked_on_the_dataclass():
     assert TrainConfig.resumable_fields() == {"data", "epochs", "patience", "workers", "device", "amp", "quiet",
-                                              "cache_images", "strict", "refit"}  # --resume RUN --refit adds one
+                                              "cache_images", "strict", "refit",  # --resume RUN --refit adds one
+                                              "config_file", "config_sha256"}  # where a sitting's settings came from
 
 
 def test_round_trip_through_json():
