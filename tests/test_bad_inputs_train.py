@@ -330,6 +330,41 @@ def last_unchanged(name: str):
     return check
 
 
+def config_file(name: str, content: str | bytes):
+    """A --config file under tmp (text or bytes)."""
+    def setup(places) -> None:
+        path = places["tmp"] / "configs" / name
+        path.parent.mkdir(exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content.format(data=places["data"]))
+    return setup
+
+
+def config_special(name: str, kind: str):
+    """A --config path that is a FIFO or a folder."""
+    def setup(places) -> None:
+        path = places["tmp"] / "configs" / name
+        path.parent.mkdir(exist_ok=True)
+        if kind == "fifo":
+            os.mkfifo(path)
+        else:
+            path.mkdir()
+    return setup
+
+
+def newer_run_config(places) -> None:
+    """A run's config.json from a later clf, with a train setting this clf does not know."""
+    path = places["tmp"] / "configs" / "newer" / "config.json"
+    path.parent.mkdir(parents=True)
+    train = json.loads((places["run"] / "config.json").read_text())["train"]
+    path.write_text(json.dumps({"train": {**train, "task": "multilabel"}, "clf_version": "9.0.0"}))
+
+
+CONFIG = ["train", "--out", "{tmp}/runs", "--config"]  # --out: a row that trains by mistake writes under tmp
+
+
 PATCHES = {"full-disk-oserror": full_disk("oserror"), "full-disk-torch-writer": full_disk("runtime"),
            "full-disk-real-torch-writer": disk_fills_up("disk3")}
 
@@ -607,6 +642,66 @@ CASES = [
     Case("resume-with-another-pretrained-path", ["train", "--resume", "{run}", "--epochs", "2",
                                                  "--pretrained-path", "{run}/last.pt", *RESUME], 2,
          "differs from the checkpoint's None; a resumed run keeps its training settings", guard=["{run}"]),
+    # clf train --config FILE
+    Case("config-missing", [*CONFIG, "{tmp}/configs/nope.yaml", *FAST], 2,
+         "configs/nope.yaml: no such config file; --config takes a .yaml, .yml or .toml file of train settings, "
+         "or a run's config.json"),
+    Case("config-fifo", [*CONFIG, "{tmp}/configs/fifo.yaml", *FAST], 2, "configs/fifo.yaml: not a regular file; "
+         "--config takes", setup=config_special("fifo.yaml", "fifo")),
+    Case("config-folder", [*CONFIG, "{tmp}/configs/dir.toml", *FAST], 2, "configs/dir.toml: a folder, not a file;",
+         setup=config_special("dir.toml", "dir")),
+    Case("config-too-large", [*CONFIG, "{tmp}/configs/big.yaml", *FAST], 2,
+         "configs/big.yaml: 2097152 bytes, more than a config file of 1048576 bytes",
+         setup=config_file("big.yaml", b"#" * 2**21)),
+    Case("config-not-utf8", [*CONFIG, "{tmp}/configs/latin.yaml", *FAST], 2, "configs/latin.yaml: not UTF-8 text",
+         setup=config_file("latin.yaml", b"name: caf\xe9\n")),
+    Case("config-extension", [*CONFIG, "{tmp}/configs/recipe.txt", *FAST], 2,
+         "configs/recipe.txt: --config takes a .yaml, .yml or .toml file of train settings, or a run's config.json, "
+         "not .txt", setup=config_file("recipe.txt", "epochs: 1\n")),
+    Case("config-invalid-yaml", [*CONFIG, "{tmp}/configs/broken.yaml", *FAST], 2,
+         "configs/broken.yaml: not valid YAML at line 2 (mapping values are not allowed here)",
+         setup=config_file("broken.yaml", "arch: cnn\nepochs: 1: 2\nlr: 0.1\n")),
+    Case("config-invalid-toml", [*CONFIG, "{tmp}/configs/broken.toml", *FAST], 2,
+         "configs/broken.toml: not valid TOML: Invalid value (at line 2, column 10)",
+         setup=config_file("broken.toml", 'arch = "cnn"\nepochs = \n')),
+    Case("config-not-a-mapping", [*CONFIG, "{tmp}/configs/list.yml", *FAST], 2,
+         "configs/list.yml: the file must hold key: value settings at its top level, not a list",
+         setup=config_file("list.yml", "- epochs\n- 1\n")),
+    Case("config-unknown-key", [*CONFIG, "{tmp}/configs/typo.yaml", *FAST], 2,
+         "configs/typo.yaml: unknown key 'epoch'; did you mean 'epochs'?",
+         setup=config_file("typo.yaml", "epoch: 3\n")),
+    Case("config-unknown-key-far-from-all", [*CONFIG, "{tmp}/configs/far.toml", *FAST], 2,
+         "configs/far.toml: unknown key 'zzzz'; the keys are clf train's option names (see clf train --help)",
+         setup=config_file("far.toml", "zzzz = 1\n")),
+    Case("config-key-twice", [*CONFIG, "{tmp}/configs/twice.yaml", *FAST], 2,
+         "configs/twice.yaml: 'batch_size' is given twice (as batch_size and batch-size); keep one",
+         setup=config_file("twice.yaml", "batch_size: 4\nbatch-size: 8\n")),
+    Case("config-wrong-type", [*CONFIG, "{tmp}/configs/type.yaml", *FAST], 2,
+         "configs/type.yaml: 'epochs' must be an integer, got 'ten' (str)",
+         setup=config_file("type.yaml", "epochs: ten\n")),
+    Case("config-bool-for-a-number", [*CONFIG, "{tmp}/configs/bool.toml", *FAST], 2,
+         "configs/bool.toml: 'lr' must be a number, got True (bool)", setup=config_file("bool.toml", "lr = true\n")),
+    Case("config-null-for-a-string", [*CONFIG, "{tmp}/configs/null.yaml", *FAST], 2,
+         "configs/null.yaml: 'arch' must be a string, got None (NoneType)",
+         setup=config_file("null.yaml", "arch: null\n")),
+    Case("config-value-out-of-range", [*CONFIG, "{tmp}/configs/lr.yaml", *FAST], 2, "--lr must be >= 0",
+         setup=config_file("lr.yaml", "data: {data}\nlr: -1\n")),
+    Case("config-set-by-clf", [*CONFIG, "{tmp}/configs/fold.yaml", *FAST], 2,
+         "configs/fold.yaml: 'fold' is set by clf on the runs it makes, not by a config file; leave it out",
+         setup=config_file("fold.yaml", "fold: 1\n")),
+    Case("config-command-line-only", [*CONFIG, "{tmp}/configs/resume.yaml", *FAST], 2,
+         "configs/resume.yaml: 'resume' is a command-line option of clf train, not a setting; give --resume on the "
+         "command line", setup=config_file("resume.yaml", "resume: runs/x\n")),
+    Case("config-without-data", [*CONFIG, "{tmp}/configs/nodata.yaml", *FAST], 2, "clf train needs DATA",
+         setup=config_file("nodata.yaml", "epochs: 1\n")),
+    Case("config-json-not-a-run-config", [*CONFIG, "{tmp}/configs/mine.json", *FAST], 2,
+         "configs/mine.json: not a clf run config (no \"train\" settings)",
+         setup=config_file("mine.json", '{{"mine": 1}}')),
+    Case("config-json-from-a-newer-clf", [*CONFIG, "{tmp}/configs/newer/config.json", *FAST], 2,
+         "configs/newer/config.json: written by clf 9.0.0 with settings this clf 0.1.0 does not know (task); "
+         "upgrade clf to replay it", setup=newer_run_config),
+    Case("config-replay-onto-its-own-run", [*CONFIG, "{run}/config.json", "--name", "done", *FAST], 2,
+         "runs/done: run folder already exists", guard=["{run}"]),
     # clf runs
     Case("runs-empty-folder", ["runs", "{tmp}/norun"], 2, "norun: no training runs found",
          setup=runs_folder("norun", None)),

@@ -91,6 +91,8 @@ def _read_text(path: Path) -> str:
         return read_small_regular_file(path, MAX_CONFIG_BYTES, "a config file")
     except FileNotFoundError:
         raise ClfError(f"{path}: no such config file; {TAKES}") from None
+    except IsADirectoryError:
+        raise ClfError(f"{path}: a folder, not a file; {TAKES}") from None
     except UnicodeDecodeError:
         raise ClfError(f"{path}: not UTF-8 text; {TAKES}") from None
     except ValueError as exc:  # not a regular file (a FIFO, a device, a folder), or too large
@@ -210,5 +212,6 @@ def _replayed_settings(path: Path, text: str) -> dict[str, Any]:
     if train.get("folds") is None:
         dropped.append("fold_seed")  # recorded on every run, used by --folds only (and refused without it)
     settings = {k: _checked_value(path, k, v) for k, v in settings.items() if k not in dropped}
-    logger.info("%s: replaying its train settings (not its name%s)", path, ", nor its folder" if "out" in dropped else "")
+    folder = ", nor its folder" if "out" in dropped else ""
+    logger.info("%s: replaying its train settings (not its name%s)", path, folder)
     return settings
