@@ -92,3 +92,19 @@ def test_an_old_run_config_replays_with_the_values_it_trained_with(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"train": train}))
     settings = read_config_file(tmp_path / "config.json").settings
     assert settings["augment"] == "none" and settings["ema"] == 0.0  # LEGACY_VALUES, as from_saved
+
+
+def test_a_run_made_from_a_file_resumes_with_it_and_another_files_recipe_is_refused(data, tmp_path):
+    """config_file/config_sha256 are RESUMABLE (a later sitting may name another file, or none), but the file's
+    settings are checked against the checkpoint's as flags are."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"data: {data}\narch: cnn\nimg_size: 32\nepochs: 1\nbatch_size: 4\naugment: none\n")
+    runs = tmp_path / "runs"
+    assert clf("train", "--config", recipe, "--out", runs, "--name", "r", *FAST).exit_code == 0
+    resumed = clf("train", "--resume", runs / "r", "--config", recipe, "--epochs", "2", *FAST)
+    assert resumed.exit_code == 0, resumed.output
+    assert train_settings(runs / "r")["epochs"] == 2 and train_settings(runs / "r")["config_file"] == str(recipe)
+    other = tmp_path / "other.toml"
+    other.write_text("batch_size = 8\n")
+    refused = clf("train", "--resume", runs / "r", "--config", other, "--epochs", "3", *FAST)
+    assert refused.exit_code == 2 and "--batch-size 8 differs from the checkpoint's 4" in refused.output
