@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator
 
 from clf.config import ServeConfig
 from clf.errors import ClfError, DataError, one_line
+from clf.serve import body_limit
 from clf.serve.metadata import has_clf_metadata
 from clf.serve.predictor import Predictor, usable_cpus
 from clf.serve.session import create_session
@@ -45,6 +46,9 @@ LOOPBACK_ENV = {
 }
 # Fewer thread hops per request in the proxy and the replica, and proxy -> replica over gRPC rather than actor calls
 # (+10-15 % requests/s for the cnn at 16 clients on 2 cores; benchmarks/serve_throughput.py). Defaults only: the
+    # the body limit in Serve's HTTP proxy itself (Serve's documented proxy callback): a chunked upload cannot
+    # grow the proxy before the replica sees it
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": body_limit.CALLBACK_IMPORT_PATH,
 # environment of `clf serve` wins. Serve's "throughput optimized" preset would also move HTTP into the replica on
 # ports of its own choosing; that is left off.
 TUNING_ENV = {
