@@ -204,6 +204,21 @@ def test_stop_signals_wait_for_ray_init_then_act(monkeypatch):
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_second_stop_signal_acts_at_once():
+    import signal
+
+    pytest.importorskip("ray")
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with ray_app._stop_signals_deferred():
+            signal.raise_signal(signal.SIGINT)
+            reached.append("after the first")
+            signal.raise_signal(signal.SIGINT)
+            reached.append("after the second")
+    assert reached == ["after the first"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_signal_set_to_be_ignored_stays_ignored():
     import signal
 

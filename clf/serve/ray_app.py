@@ -201,16 +201,17 @@ def _ray_session(cfg: ServeConfig, threads: int) -> Iterator[str]:
         ray_constants.ENABLE_RAY_CLUSTER = False
     if not logger.isEnabledFor(logging.DEBUG):  # clf prints its own ready line; Serve's INFO lines only with -v
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    serve_started = False
+    deploying = deployed = False
     try:
         _start_ray(ray, cfg)
         if not local:
             check_cluster_capacity(cfg, threads, float(ray.cluster_resources().get("CPU", 0.0)))
-        serve_started = True
+        deploying = True
         _deploy(ray_serve, cfg, threads)
+        deployed = True
         yield f"http://{_url_host(cfg.host)}:{cfg.port}"
     finally:
-        _shutdown(ray, ray_serve, local, serve_started)
+        _shutdown(ray, ray_serve, local, deploying, deployed)
 
 
 def _start_ray(ray: Any, cfg: ServeConfig) -> None:
@@ -262,15 +263,20 @@ def _application(cfg: ServeConfig, threads: int) -> Any:
                            cfg.batch_wait_ms / 1000.0, local)
 
 
-def _shutdown(ray: Any, ray_serve: Any, local: bool, serve_started: bool) -> None:
-    """Stop what this command started; a second SIGTERM/Ctrl-C must not cut it short and leave Ray running."""
+def _shutdown(ray: Any, ray_serve: Any, local: bool, deploying: bool, deployed: bool) -> None:
+    """Stop what this command started; a second SIGTERM/Ctrl-C must not cut it short and leave Ray running.
+
+    Local mode: a deployed Serve is shut down gracefully (requests in flight are answered), then Ray. Stopped while
+    deploying, Serve's graceful shutdown can wait 30 s on a controller still starting: ray.shutdown alone stops
+    every Ray process, Serve's included.
+    """
     if not ray.is_initialized():
         return
     with _signals_ignored():
         try:
-            if local:
+            if local and deployed:
                 ray_serve.shutdown()
-            elif serve_started:  # the cluster and its Serve instance belong to someone else: only remove this app
+            elif not local and deploying:  # the cluster and its Serve belong to someone else: only remove this app
                 ray_serve.delete(APP_NAME)
         except Exception as exc:  # noqa: BLE001 - shutting down must reach ray.shutdown whatever Serve says
             logger.warning("Ray Serve did not shut down cleanly: %s", one_line(exc))
@@ -285,7 +291,8 @@ def _stop_signals_deferred() -> Iterator[None]:
     crashes on the way out (SIGSEGV, SIGABRT in Ray's core worker); and it installs SIGTERM handlers of its own
     (sys.exit(15), a node clean-up that exits 1), kept out here. Once ray.init has returned, the signal raises as
     usual (KeyboardInterrupt, Terminated) and _shutdown stops everything Ray started: exit 130 / 143, nothing left.
-    A signal the parent set to be ignored stays ignored.
+    A second signal acts at once (a cluster that does not answer can hold ray.init for long): the user chose not
+    to wait. A signal the parent set to be ignored stays ignored.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -294,9 +301,16 @@ def _stop_signals_deferred() -> Iterator[None]:
 
     received: list[int] = []
     saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+    def note_or_force(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            _act_on_stop_signal(signum, saved[signum])
+        logger.info("stopping once Ray has started (a few seconds); again to stop at once")
+
     for signum, handler in saved.items():
         if handler is not signal.SIG_IGN:
-            signal.signal(signum, lambda number, frame: received.append(number))
+            signal.signal(signum, note_or_force)
     ray_set_sigterm_handler = ray_utils.set_sigterm_handler
     ray_utils.set_sigterm_handler = lambda handler: None
     try:
@@ -306,7 +320,7 @@ def _stop_signals_deferred() -> Iterator[None]:
         for signum, handler in saved.items():
             if handler is not None:
                 signal.signal(signum, handler)
-        if received:
+        if len(received) == 1:  # (a second one has acted already)
             _act_on_stop_signal(received[0], saved[received[0]])
 
 
