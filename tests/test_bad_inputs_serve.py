@@ -553,3 +553,30 @@ def test_serve_without_the_serve_extra(serve_places, monkeypatch):
     case = Case("serve-without-extra", SERVE, 2, "clf serve needs the serve extra: pip install 'clf[serve]'")
     result = run_case(case, serve_places)
     assert result.output.strip() == "error: clf serve needs the serve extra: pip install 'clf[serve]'"
+
+
+# --- `clf serve`: --replicas and --threads within this machine's usable cores (2 here, patched), before Ray ---
+
+SERVE_CAPACITY_CASES = [
+    Case("serve-replicas-million", [*SERVE, "--replicas", "1000000"], 2,
+         "--replicas 1000000: more than the 2 usable cores of this machine (each replica is a process with its own "
+         "model); give --replicas 2 or fewer", guard=["{models}"]),
+    Case("serve-replicas-one-too-many", [*SERVE, "--replicas", "3"], 2,
+         "--replicas 3: more than the 2 usable cores of this machine"),
+    Case("serve-threads-too-many", [*SERVE, "--threads", "64"], 2,
+         "--threads 64: more than the 2 usable cores of this machine; give --threads 2 or fewer, or 0 (the usable "
+         "cores / replicas)"),
+]
+
+
+@pytest.mark.parametrize("case", SERVE_CAPACITY_CASES, ids=lambda c: c.id)
+def test_serve_capacity_is_refused_before_ray(case, serve_places, monkeypatch):
+    from clf.serve import ray_app
+
+    def ray_started(*args, **kwargs):
+        raise AssertionError("Ray was started: this row must be refused before")
+
+    monkeypatch.setattr(ray_app, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(ray_app, "_ray_session", ray_started)
+    result = run_case(case, serve_places)
+    assert len(result.output.strip().splitlines()) == 1, result.output

@@ -120,3 +120,47 @@ def test_prediction_ties_rank_the_lower_class_first_as_infer_does():
 
 def test_error_is_one_line():
     assert http_api.error("image: bad\nsecond line") == {"error": "image: bad second line"}
+
+
+async def _chunks(*parts: bytes):
+    for part in parts:
+        yield part
+
+
+def _read(parts: tuple[bytes, ...], declared: str | None, limit: int) -> bytes:
+    import asyncio
+
+    return asyncio.run(http_api.read_body(_chunks(*parts), declared, limit))
+
+
+def test_read_body_within_the_limit_keeps_every_byte():
+    assert _read((b"ab", b"cd", b""), None, limit=4) == b"abcd"
+    assert _read((b"abcd",), "4", limit=4) == b"abcd"
+
+
+def test_read_body_refuses_a_chunked_body_once_past_the_limit():
+    consumed = []
+
+    async def endless():  # a chunked upload that never ends: refused after the limit, not read to the end
+        while True:
+            consumed.append(1)
+            yield b"x" * 3
+
+    import asyncio
+
+    with pytest.raises(RequestError) as caught:
+        asyncio.run(http_api.read_body(endless(), None, limit=10))
+    assert (caught.value.status, str(caught.value)) == (413, "request body of more than 10 bytes; send smaller images")
+    assert len(consumed) == 4  # 12 bytes > 10: the fourth chunk
+
+
+def test_read_body_refuses_a_declared_size_before_reading():
+    with pytest.raises(RequestError) as caught:
+        _read((), "11", limit=10)
+    assert (caught.value.status, str(caught.value)) == (413, "request body of 11 bytes, more than 10; send smaller images")
+
+
+def test_read_body_default_limit_is_64_mb():
+    assert http_api.MAX_BODY_BYTES == 64 * 1024 * 1024
+    with pytest.raises(RequestError, match=f"^request body of more than {http_api.MAX_BODY_BYTES} bytes"):
+        _read((bytes(http_api.MAX_BODY_BYTES), b"x"), None, limit=None)

@@ -124,3 +124,122 @@ def test_a_model_that_outputs_nan_fails_its_batch_with_500(replica, monkeypatch)
     monkeypatch.setattr(replica.predictor, "predict", broken)
     assert replica._predict_sync([_png(40), _png(220)]) == [
         (500, "model.onnx: the model outputs NaN or inf for 2 of 2 images")] * 2
+
+
+def _request(path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]] = ()):
+    """A starlette Request as Serve hands it to the replica, its body arriving in `chunks` (chunked: no length)."""
+    from starlette.requests import Request
+
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "headers": list(headers)}
+    return Request(scope, receive)
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+def test_replica_refuses_a_chunked_body_past_the_limit(replica, monkeypatch, path):
+    """On a cluster (whose proxy has no clf middleware) the replica's own check: counted as the body streams."""
+    import asyncio
+    import json
+
+    from clf.serve import http_api
+
+    monkeypatch.setattr(http_api, "MAX_BODY_BYTES", 100)
+    response = asyncio.run(replica(_request(path, [b"x" * 60, b"x" * 60, b"x" * 60])))
+    assert response.status_code == 413
+    assert json.loads(response.body) == {"error": "request body of more than 100 bytes; send smaller images"}
+    declared = asyncio.run(replica(_request(path, [b"x" * 10], headers=[(b"content-length", b"101")])))
+    assert (declared.status_code, json.loads(declared.body)) == (
+        413, {"error": "request body of 101 bytes, more than 100; send smaller images"})
+
+
+@pytest.mark.parametrize("replicas, threads, cpus, message", [
+    (4, 2, 8.0, None),
+    (5, 2, 8.0, "--replicas 5 x 2 thread(s) need 10 CPUs, more than the 8 of the Ray cluster at ray://head:10001; "
+                "give fewer --replicas or --threads"),
+    (1000000, 1, 64.0, "--replicas 1000000 x 1 thread(s) need 1000000 CPUs, more than the 64 of the Ray cluster"),
+])
+def test_cluster_capacity(replicas, threads, cpus, message):
+    cfg = ServeConfig(model="m.onnx", replicas=replicas, address="ray://head:10001")
+    if message is None:
+        ray_app.check_cluster_capacity(cfg, threads, cpus)
+        return
+    with pytest.raises(ClfError) as caught:
+        ray_app.check_cluster_capacity(cfg, threads, cpus)
+    assert str(caught.value).startswith(message)
+
+
+def test_stop_signals_wait_for_ray_init_then_act(monkeypatch):
+    """Inside the deferral a SIGTERM is noted (Ray's own SIGTERM handlers are kept out) and raised as clf's
+    Terminated once it ends; handlers are restored."""
+    import signal
+
+    pytest.importorskip("ray")
+    from ray._private import utils as ray_utils
+
+    from clf.errors import Terminated
+
+    def clf_sigterm(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, clf_sigterm)
+    try:
+        with pytest.raises(Terminated):
+            with ray_app._stop_signals_deferred():
+                ray_utils.set_sigterm_handler(lambda signum, frame: None)  # what ray.init does: no effect here
+                signal.raise_signal(signal.SIGTERM)
+                after_signal = True  # still running: the signal waits
+        assert after_signal
+        assert signal.getsignal(signal.SIGTERM) is clf_sigterm
+        with pytest.raises(KeyboardInterrupt):
+            with ray_app._stop_signals_deferred():
+                signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with ray_app._stop_signals_deferred():  # no signal: nothing raised
+            pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_second_stop_signal_acts_at_once():
+    import signal
+
+    pytest.importorskip("ray")
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with ray_app._stop_signals_deferred():
+            signal.raise_signal(signal.SIGINT)
+            reached.append("after the first")
+            signal.raise_signal(signal.SIGINT)
+            reached.append("after the second")
+    assert reached == ["after the first"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_signal_set_to_be_ignored_stays_ignored():
+    import signal
+
+    pytest.importorskip("ray")
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with ray_app._stop_signals_deferred():
+            signal.raise_signal(signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_local_ray_gets_the_proxy_body_limit_and_no_dashboard_server():
+    pytest.importorskip("ray")
+    from ray._private import node as ray_node
+
+    from clf.serve.body_limit import CALLBACK_IMPORT_PATH
+
+    assert ray_app.LOOPBACK_ENV["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == CALLBACK_IMPORT_PATH
+    original = ray_node.Node.start_api_server
+    with ray_app._without_dashboard_server():
+        assert ray_node.Node.start_api_server(object(), include_dashboard=False, raise_on_failure=False) is None
+    assert ray_node.Node.start_api_server is original

@@ -11,6 +11,7 @@ model, flags) are rows of tests/test_bad_inputs_serve.py.
 from __future__ import annotations
 
 import csv
+import http.client
 import importlib.util
 import ipaddress
 import json
@@ -33,7 +34,8 @@ from cli_helpers import clf
 from serve_helpers import brightness_model, cli_state
 
 import clf as clf_package
-from clf.errors import EXIT_TERMINATED
+from clf.errors import EXIT_INTERRUPTED, EXIT_TERMINATED
+from clf.serve.http_api import MAX_BODY_BYTES
 
 pytestmark = [
     pytest.mark.slow,
@@ -67,11 +69,14 @@ def test_clf_serve_live(tmp_path):
         _check_batch_route(url, images, expected)
         _check_corrupt_image_is_one_4xx(url, images, expected)
         _check_bad_requests(url)
+        _check_body_limit_holds_for_chunked_bodies(port, images[0])
         tree = _process_tree(server.pid)
         _check_only_loopback_listeners(tree)
+        _check_no_dashboard_server(tree)
         _check_sigterm_stops_everything(server, tree, tmp_path / "server.log")
     finally:
         _kill_leftovers(server)
+    _check_stop_during_start_up_leaves_nothing(model, tmp_path)
 
 
 # ---- the checks, in the order the test runs them ----
@@ -136,6 +141,30 @@ def _check_bad_requests(url: str) -> None:
     assert status == 404 and answer["error"].startswith("/nothing-here: no such route;")
 
 
+def _check_body_limit_holds_for_chunked_bodies(port: int, image: Path) -> None:
+    """A body over the limit is 413 with one JSON error line on every route, whether its size is declared
+    (refused before a byte is read) or chunked (refused once it passes the limit, the rest dropped); the server
+    answers the next request."""
+    over = MAX_BODY_BYTES + (1 << 20)
+    for route in ("/predict", "/predict/batch", "/health"):
+        assert _post_chunked(port, route, over) == (
+            413, {"error": f"request body of more than {MAX_BODY_BYTES} bytes; send smaller images"}), route
+    assert _post_declaring(port, "/predict", 10**9) == (
+        413, {"error": f"request body of 1000000000 bytes, more than {MAX_BODY_BYTES}; send smaller images"})
+    status, answer = _post_chunked(port, "/predict?topk=1", len(image.read_bytes()), image.read_bytes())
+    assert status == 200 and len(answer["topk"]) == 1, answer  # a chunked body within the limit is served
+    status, answer = _predict(f"http://127.0.0.1:{port}", image)
+    assert status == 200 and "label" in answer, answer
+
+
+def _check_no_dashboard_server(tree: list[int]) -> None:
+    """No Ray dashboard server runs (ray.init(include_dashboard=False) alone still starts one); the raylet's
+    dashboard agent, which the raylet cannot run without, is the one dashboard process of the tree."""
+    commands = [_cmdline(pid) for pid in tree]
+    assert not [c for c in commands if "dashboard/dashboard.py" in c], commands
+    assert any("raylet/raylet" in c for c in commands), commands  # the tree was read: Ray's processes are in it
+
+
 def _check_only_loopback_listeners(tree: list[int]) -> None:
     """Every socket that any process of the server's tree listens on is bound to loopback: none on 0.0.0.0, ::,
     or a network address. (The list also proves the lookup works: the HTTP proxy and Ray's GCS are in it.)"""
@@ -148,13 +177,97 @@ def _check_only_loopback_listeners(tree: list[int]) -> None:
 def _check_sigterm_stops_everything(server: subprocess.Popen, tree: list[int], log: Path) -> None:
     """SIGTERM: exit 143 after Serve and Ray are shut down, and no process of the tree is left."""
     server.send_signal(signal.SIGTERM)
-    code = server.wait(STOP_TIMEOUT_S)
+    code = _wait_exit(server, log, "SIGTERM once ready")
     assert code == EXIT_TERMINATED, log.read_text()
     assert "terminated (SIGTERM)" in log.read_text()
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while (alive := [pid for pid in tree if _alive(pid)]) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert alive == [], f"left running after SIGTERM: {[_cmdline(pid) for pid in alive]}"
+
+
+# Moments before /ready at which a stop signal must still end clean: before Ray, inside ray.init (its first process,
+# Ray's first output line, the raylet, then the raylet's dashboard agent just started), and during the deployment
+# (the replica starting). Before the fix, SIGTERM inside ray.init exited 15 and SIGINT left the dashboard and
+# runtime-env agents running.
+STOP_MOMENTS = [(signal.SIGTERM, 0.5), (signal.SIGINT, "ray/gcs/gcs_server"), (signal.SIGTERM, "first output line"),
+                (signal.SIGTERM, "ray/raylet/raylet"), (signal.SIGINT, "ray::DashboardAgent"),
+                (signal.SIGTERM, "ray::ServeReplica")]
+MOMENT_TIMEOUT_S = 90
+
+
+def _check_stop_during_start_up_leaves_nothing(model: Path, tmp: Path) -> None:
+    """A stop signal at each moment of start-up: the documented exit code and message, no traceback, and no
+    process of the server's session left (Ray's processes all stay in the session clf serve leads)."""
+    for index, (signum, moment) in enumerate(STOP_MOMENTS):
+        log = tmp / f"stop-{index}.log"
+        server = _start(model, _free_port(), log)
+        try:
+            reached = _wait_for_moment(server, moment, log)
+            if reached is None:  # Ray printed nothing (RAY_AUTH_MODE=disabled): no such moment
+                continue
+            assert reached, f"clf serve exited ({server.returncode}) or was ready before {moment}:\n{log.read_text()}"
+            server.send_signal(signum)
+            code = _wait_exit(server, log, f"{signal.Signals(signum).name} at {moment}")
+            left = _session_left_after_grace(server.pid)
+            output = log.read_text()
+            assert left == [], (moment, [_cmdline(pid) for pid in left], output)
+            if code == -signum and output == "":
+                continue  # still in Python's start-up, before clf ran (a loaded machine): the default action, clean
+            expected = (EXIT_TERMINATED, "terminated (SIGTERM)") if signum == signal.SIGTERM else (
+                EXIT_INTERRUPTED, "interrupted")
+            assert code == expected[0], (moment, code, output)
+            assert expected[1] in output and "Traceback" not in output, (moment, output)
+        finally:
+            _kill_session(server)
+
+
+def _wait_exit(server: subprocess.Popen, log: Path, what: str) -> int:
+    try:
+        return server.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"clf serve still running {STOP_TIMEOUT_S} s after {what}:\n{log.read_text()}")
+
+
+def _wait_for_moment(server: subprocess.Popen, moment: float | str, log: Path) -> bool | None:
+    """Until the moment (seconds after start, the first line of output, or a process of the session whose command
+    line holds the text); False when the server exited or was ready first, None when its first output was the
+    ready line."""
+    if isinstance(moment, float):
+        time.sleep(moment)
+        return server.poll() is None
+    deadline = time.monotonic() + MOMENT_TIMEOUT_S
+    while time.monotonic() < deadline and server.poll() is None:
+        if moment == "first output line":  # Ray's notice on token authentication, printed by ray.init
+            if log.read_bytes().strip():
+                return None if "served at" in log.read_text(errors="replace") else True
+        elif any(moment in _cmdline(pid) for pid in _session_processes(server.pid)):
+            return True
+        if "served at" in log.read_text(errors="replace"):
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def _session_processes(session: int) -> list[int]:
+    return [pid for pid in _all_pids() if _session_of(pid) == session and _alive(pid)]
+
+
+def _session_left_after_grace(session: int) -> list[int]:
+    """The processes of a session still alive after a grace period for those already exiting (the raylet's
+    children, reaped by their parent after clf has exited)."""
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while (alive := _session_processes(session)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return alive
+
+
+def _kill_session(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.kill()
+        server.wait()
+    for pid in _session_processes(server.pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 # ---- the server and the expected answers ----
@@ -204,16 +317,21 @@ def _free_port() -> int:
 
 
 def _start(model: Path, port: int, log: Path) -> subprocess.Popen:
-    """`clf serve` as a user runs it, in its own session; SIGTERM at its default action even when the suite was
-    started with it ignored (a background job), stdin closed."""
+    """`clf serve` as a user runs it, in its own session; SIGTERM and SIGINT at their default actions even when the
+    suite was started with them ignored (a background job ignores SIGINT), stdin closed."""
     root = str(Path(clf_package.__file__).resolve().parents[1])  # the Ray workers import this clf, not another
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     with open(log, "wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "clf", "serve", str(model), "--port", str(port), "--max-batch-size", "8"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
+            preexec_fn=_default_stop_signals,
         )
+
+
+def _default_stop_signals() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_ready(server: subprocess.Popen, url: str, log: Path) -> None:
@@ -281,6 +399,33 @@ def _post_multipart(url: str, fields: list[tuple[str, str, bytes]]) -> tuple[int
     return _post(url, body, f"multipart/form-data; boundary={boundary}")
 
 
+def _post_chunked(port: int, route: str, size: int, data: bytes | None = None) -> tuple[int, object]:
+    """POST `size` bytes (`data`, or zeros) with Transfer-Encoding: chunked and no Content-Length, 1 MB a chunk."""
+    block = data if data is not None else bytes(1 << 20)
+    chunks = [block] * (size // len(block)) + ([block[: size % len(block)]] if size % len(block) else [])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request("POST", route, body=iter(chunks), encode_chunked=True,
+                           headers={"Content-Type": "application/octet-stream"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def _post_declaring(port: int, route: str, declared: int) -> tuple[int, object]:
+    """A request that declares a `declared`-byte body and sends only its first kilobyte: refused unread."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.putrequest("POST", route)
+        connection.putheader("Content-Length", str(declared))
+        connection.endheaders(bytes(1024))
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 def _predict(url: str, image: Path, multipart: bool = False, topk: int = 3) -> tuple[int, object]:
     target = f"{url}/predict?topk={topk}"
     if multipart:
@@ -289,6 +434,17 @@ def _predict(url: str, image: Path, multipart: bool = False, topk: int = 3) -> t
 
 
 # ---- processes and sockets, from /proc ----
+
+
+def _all_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _process_tree(root: int) -> list[int]:

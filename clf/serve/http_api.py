@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, AsyncIterable, Mapping, Sequence
 
 import numpy as np
 
@@ -60,6 +60,32 @@ def parse_topk(query: Mapping[str, str], num_classes: int) -> int:
     if k < 1:
         raise RequestError(f"topk: must be >= 1, got {k}")
     return min(k, num_classes)
+
+
+def body_too_large_message(limit: int, size: int | None = None) -> str:
+    """The 413 answer's text: a declared Content-Length names its size, a chunked body only that it went past."""
+    if size is None:
+        return f"request body of more than {limit} bytes; send smaller images"
+    return f"request body of {size} bytes, more than {limit}; send smaller images"
+
+
+async def read_body(chunks: AsyncIterable[bytes], declared: str | None, limit: int | None = None) -> bytes:
+    """A request's body, read as it streams in and refused as soon as it passes `limit` bytes (MAX_BODY_BYTES by
+    default), whether its size was declared (Content-Length) or not (chunked): at most `limit` bytes are ever held.
+
+    Raises:
+        RequestError: 413, the body is larger than `limit`.
+    """
+    limit = MAX_BODY_BYTES if limit is None else limit
+    if declared and declared.strip().isdigit() and int(declared) > limit:
+        raise RequestError(body_too_large_message(limit, int(declared)), 413)
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(body_too_large_message(limit), 413)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def single_image(body: bytes, content_type: str | None) -> bytes:

@@ -11,7 +11,10 @@ it by listing the listening sockets of the whole process tree):
   manager, every worker's gRPC server, the dashboard agent (HTTP, gRPC, metrics export) and the runtime-env
   agent listen on loopback. ``_node_ip_address="127.0.0.1"`` alone does not do it: ray.init turns a loopback
   node address into the machine's network address, and the servers then bind every interface.
-- ``include_dashboard=False`` (no dashboard on 8265), Serve's proxy on --host/--port (HTTPOptions), no gRPC proxy.
+- ``include_dashboard=False``, and no dashboard server process at all: Ray 2.60 still starts one (dashboard.py on
+  8265, with its UI modules off) for that flag; clf skips it (``_without_dashboard_server``). Ray's per-node
+  dashboard *agent* stays: the raylet refuses to start without one (it carries metrics and logs).
+- Serve's proxy on --host/--port (HTTPOptions), no gRPC proxy.
 - each Serve replica's inter-deployment gRPC server, hard-wired to "[::]:0": rewritten to 127.0.0.1 in the
   replica (clf.serve.ray_replica.bind_internal_grpc_to_loopback).
 """
@@ -30,7 +33,8 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from clf.config import ServeConfig
-from clf.errors import ClfError, DataError, one_line
+from clf.errors import ClfError, DataError, Terminated, one_line
+from clf.serve import body_limit
 from clf.serve.metadata import has_clf_metadata
 from clf.serve.predictor import Predictor
 from clf.serve.session import create_session
@@ -43,7 +47,11 @@ SERVE_EXTRA_HINT = "clf serve needs the serve extra: pip install 'clf[serve]'"
 LOOPBACK_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node address = 127.0.0.1: Ray's servers bind loopback
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage report leaves the machine
+    # the body limit in Serve's HTTP proxy itself (Serve's documented proxy callback): a chunked upload cannot
+    # grow the proxy before the replica sees it
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": body_limit.CALLBACK_IMPORT_PATH,
 }
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Fewer thread hops per request in the proxy and the replica, and proxy -> replica over gRPC rather than actor calls
 # (+10-15 % requests/s for the cnn at 16 clients on 2 cores; benchmarks/serve_throughput.py). Defaults only: the
 # environment of `clf serve` wins. Serve's "throughput optimized" preset would also move HTTP into the replica on
@@ -122,6 +130,34 @@ def check_port(host: str, port: int) -> None:
             raise ClfError(f"--port {port}: cannot listen on {host}:{port} ({one_line(exc)})") from None
 
 
+def check_capacity(cfg: ServeConfig) -> None:
+    """Local mode: --replicas and --threads within this machine's usable cores, refused before Ray starts.
+
+    Raises:
+        ClfError: more replicas (processes, each with its own model) or threads per replica than usable cores.
+    """
+    cores = usable_cpus()
+    if cfg.replicas > cores:
+        raise ClfError(f"--replicas {cfg.replicas}: more than the {cores} usable cores of this machine (each replica "
+                       f"is a process with its own model); give --replicas {cores} or fewer")
+    if cfg.threads > cores:
+        raise ClfError(f"--threads {cfg.threads}: more than the {cores} usable cores of this machine; give --threads "
+                       f"{cores} or fewer, or 0 (the usable cores / replicas)")
+
+
+def check_cluster_capacity(cfg: ServeConfig, threads: int, cluster_cpus: float) -> None:
+    """--address: the replicas' CPUs (each asks for its threads) within the cluster's, refused before deploying
+    (Serve would otherwise wait for them forever).
+
+    Raises:
+        ClfError: replicas x threads is more CPUs than the cluster has.
+    """
+    needed = cfg.replicas * threads
+    if needed > cluster_cpus:
+        raise ClfError(f"--replicas {cfg.replicas} x {threads} thread(s) need {needed} CPUs, more than the "
+                       f"{cluster_cpus:g} of the Ray cluster at {cfg.address}; give fewer --replicas or --threads")
+
+
 def serve(cfg: ServeConfig, on_ready: Callable[[str, list[str], int], Any] | None = None) -> None:
     """Check everything, start (or join) Ray, deploy the model and serve until SIGTERM / Ctrl-C.
 
@@ -130,12 +166,15 @@ def serve(cfg: ServeConfig, on_ready: Callable[[str, list[str], int], Any] | Non
         on_ready: called once the application answers, with its URL, the class names and the threads per replica.
 
     Raises:
-        ClfError: the extra, the model or the port (before Ray starts); Ray failing to start or deploy.
-        Terminated / KeyboardInterrupt: the stop signal, after Serve and (local mode) Ray were shut down.
+        ClfError: the extra, the flags, the model or the port (before Ray starts); Ray failing to start or deploy.
+        Terminated / KeyboardInterrupt: the stop signal, at any moment, after Serve and (local mode) Ray were shut
+            down.
     """
     check_serve_extra()
-    classes = check_model(cfg).classes  # the model is not kept open here: the replicas have their own
     local = cfg.address is None
+    if local:
+        check_capacity(cfg)
+    classes = check_model(cfg).classes  # the model is not kept open here: the replicas have their own
     if local:
         check_port(cfg.host, cfg.port)
     threads = replica_threads(cfg)
@@ -163,27 +202,30 @@ def _ray_session(cfg: ServeConfig, threads: int) -> Iterator[str]:
         ray_constants.ENABLE_RAY_CLUSTER = False
     if not logger.isEnabledFor(logging.DEBUG):  # clf prints its own ready line; Serve's INFO lines only with -v
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    deploying = deployed = False
     try:
         _start_ray(ray, cfg)
-        try:
-            ray_serve.start(http_options={"host": cfg.host, "port": cfg.port}, proxy_location="HeadOnly",
-                            logging_config={"log_level": "WARNING"})
-            ray_serve.run(_application(cfg, threads), name=APP_NAME, route_prefix="/", blocking=False)
-        except Exception as exc:  # noqa: BLE001 - a replica that fails to start, Serve's own errors
-            raise ClfError(f"{cfg.model}: Ray Serve could not deploy it ({one_line(exc)}); "
-                           "see Ray's logs under /tmp/ray/session_latest/logs") from None
+        if not local:
+            check_cluster_capacity(cfg, threads, float(ray.cluster_resources().get("CPU", 0.0)))
+        deploying = True
+        _deploy(ray_serve, cfg, threads)
+        deployed = True
         yield f"http://{_url_host(cfg.host)}:{cfg.port}"
     finally:
-        _shutdown(ray, ray_serve, local)
+        _shutdown(ray, ray_serve, local, deploying, deployed)
 
 
 def _start_ray(ray: Any, cfg: ServeConfig) -> None:
-    """A local Ray instance (no dashboard, loopback: LOOPBACK_ENV), or a connection to the cluster at --address."""
+    """A local Ray instance (no dashboard, loopback: LOOPBACK_ENV), or a connection to the cluster at --address.
+
+    A stop signal meanwhile takes effect once ray.init has returned (see _stop_signals_deferred).
+    """
     try:
-        with _keep_signal_handlers():
+        with _stop_signals_deferred():
             if cfg.address is None:
-                ray.init(address="local", num_cpus=usable_cpus(), include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                with _without_dashboard_server():
+                    ray.init(address="local", num_cpus=usable_cpus(), include_dashboard=False, log_to_driver=False,
+                             configure_logging=False)
             else:
                 ray.init(address=cfg.address, log_to_driver=False, configure_logging=False)
     except Exception as exc:  # noqa: BLE001 - Ray's connection and start-up errors share no base class
@@ -191,6 +233,16 @@ def _start_ray(ray: Any, cfg: ServeConfig) -> None:
             raise ClfError(f"cannot start a local Ray instance ({one_line(exc)}); see /tmp/ray for its logs") from None
         raise ClfError(f"--address {cfg.address}: cannot reach the Ray cluster ({one_line(exc)}); check the "
                        "address (ray://HOST:10001 from outside the cluster, auto on one of its nodes)") from None
+
+
+def _deploy(ray_serve: Any, cfg: ServeConfig, threads: int) -> None:
+    try:
+        ray_serve.start(http_options={"host": cfg.host, "port": cfg.port}, proxy_location="HeadOnly",
+                        logging_config={"log_level": "WARNING"})
+        ray_serve.run(_application(cfg, threads), name=APP_NAME, route_prefix="/", blocking=False)
+    except Exception as exc:  # noqa: BLE001 - a replica that fails to start, Serve's own errors
+        raise ClfError(f"{cfg.model}: Ray Serve could not deploy it ({one_line(exc)}); "
+                       "see Ray's logs under /tmp/ray/session_latest/logs") from None
 
 
 def _application(cfg: ServeConfig, threads: int) -> Any:
@@ -212,15 +264,20 @@ def _application(cfg: ServeConfig, threads: int) -> Any:
                            cfg.batch_wait_ms / 1000.0, local)
 
 
-def _shutdown(ray: Any, ray_serve: Any, local: bool) -> None:
-    """Stop what this command started; a second SIGTERM/Ctrl-C must not cut it short and leave Ray running."""
+def _shutdown(ray: Any, ray_serve: Any, local: bool, deploying: bool, deployed: bool) -> None:
+    """Stop what this command started; a second SIGTERM/Ctrl-C must not cut it short and leave Ray running.
+
+    Local mode: a deployed Serve is shut down gracefully (requests in flight are answered), then Ray. Stopped while
+    deploying, Serve's graceful shutdown can wait 30 s on a controller still starting: ray.shutdown alone stops
+    every Ray process, Serve's included.
+    """
     if not ray.is_initialized():
         return
     with _signals_ignored():
         try:
-            if local:
+            if local and deployed:
                 ray_serve.shutdown()
-            else:  # the cluster and its Serve instance belong to someone else: only remove this application
+            elif not local and deploying:  # the cluster and its Serve belong to someone else: only remove this app
                 ray_serve.delete(APP_NAME)
         except Exception as exc:  # noqa: BLE001 - shutting down must reach ray.shutdown whatever Serve says
             logger.warning("Ray Serve did not shut down cleanly: %s", one_line(exc))
@@ -228,28 +285,85 @@ def _shutdown(ray: Any, ray_serve: Any, local: bool) -> None:
 
 
 @contextmanager
-def _keep_signal_handlers() -> Iterator[None]:
-    """ray.init replaces the SIGTERM handler with sys.exit(15): keep clf's (Terminated -> clean shutdown, 143)."""
+def _stop_signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM noted, not acted on, while ray.init runs; acted on with clf's handlers once it returns.
+
+    Interrupted, ray.init leaves its processes running (the dashboard and runtime-env agents) or the interpreter
+    crashes on the way out (SIGSEGV, SIGABRT in Ray's core worker); and it installs SIGTERM handlers of its own
+    (sys.exit(15), a node clean-up that exits 1), kept out here. Once ray.init has returned, the signal raises as
+    usual (KeyboardInterrupt, Terminated) and _shutdown stops everything Ray started: exit 130 / 143, nothing left.
+    A second signal acts at once (a cluster that does not answer can hold ray.init for long): the user chose not
+    to wait. A signal the parent set to be ignored stays ignored.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    from ray._private import utils as ray_utils
+
+    received: list[int] = []
+    saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+    def note_or_force(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            _act_on_stop_signal(signum, saved[signum])
+        logger.info("stopping once Ray has started (a few seconds); again to stop at once")
+
+    for signum, handler in saved.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, note_or_force)
+    ray_set_sigterm_handler = ray_utils.set_sigterm_handler
+    ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = ray_set_sigterm_handler
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        if len(received) == 1:  # (a second one has acted already)
+            _act_on_stop_signal(received[0], saved[received[0]])
+
+
+def _act_on_stop_signal(signum: int, handler: Any) -> None:
+    """What the signal would have done had it not waited: clf's handler, or a clean stop where none was set."""
+    if callable(handler):
+        handler(signum, None)  # clf's SIGTERM handler raises Terminated, Python's SIGINT one KeyboardInterrupt
+        return
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextmanager
+def _without_dashboard_server() -> Iterator[None]:
+    """ray.init(include_dashboard=False) still starts Ray's dashboard server (dashboard.py on 8265, with only its
+    usage-stats module, which LOOPBACK_ENV turns off): clf serve needs none of it, so the head node skips it.
+    Nothing in Ray or Serve reads it (the job and state APIs are its only users), and the raylet's own dashboard
+    agent is untouched."""
+    from ray._private import node as ray_node
+
+    start_api_server = ray_node.Node.start_api_server
+    ray_node.Node.start_api_server = lambda self, **kwargs: None
+    try:
+        yield
+    finally:
+        ray_node.Node.start_api_server = start_api_server
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """SIGTERM and SIGINT ignored while Ray shuts down (a second Ctrl-C must not leave Ray half down), then restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     try:
         yield
     finally:
         for signum, handler in saved.items():
             if handler is not None:
                 signal.signal(signum, handler)
-
-
-@contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """SIGTERM and SIGINT ignored while Ray shuts down (a second Ctrl-C must not leave Ray half down), then restored."""
-    with _keep_signal_handlers():
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, signal.SIG_IGN)
-        yield
 
 
 def _url_host(host: str) -> str:
