@@ -177,7 +177,7 @@ class TrainConfig(_JsonMixin):
     scheduler: str = "cosine"
     warmup_epochs: int = 0
     weight_decay: float = 0.05
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1  # measured on five kinds of real images: README "Defaults"
     val_split: float = 0.2
     augment: str = "light"  # a preset of AUGMENT_PRESETS; the knobs below override it (None = the preset's value)
     hflip: float | None = None
