@@ -32,7 +32,9 @@ demo: install
 		--sample-submission $(DEMO)/data/sample_submission.csv --csv $(DEMO)/submission.csv
 	$(BIN)/clf score $(DEMO)/submission.csv $(DEMO)/data/test_labels.csv
 
+# The linter first (its rules are pinned in pyproject.toml): a lint failure is a red run, like a failing test.
 test: install-dev
+	$(BIN)/ruff check clf tests benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
