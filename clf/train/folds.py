@@ -29,7 +29,7 @@ from clf.data.folds import FoldGroup, OutOfFold, is_fold_group, member_name, rea
 from clf.data.torch_dataset import ImageDataset
 from clf.errors import ClfError, DataError, ModelError, one_line
 from clf.models import outputs
-from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
+from clf.models.checkpoint_load import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
 from clf.ownership import check_clearable, clear_owned, mark_folder, record_files
 from clf.probabilities import log_loss
 from clf.run_files import (BEST_CKPT, GROUP_FILE, LAST_CKPT, OOF_FILE, SPLIT_FILE, has_checkpoint, load_split,
