@@ -18,7 +18,8 @@ from clf.config import Preprocess
 from clf.data.folds import FoldGroup, OutOfFold, member_name, write_group, write_oof
 from clf.data.preprocess import preprocess
 from clf.export.parity import read_split
-from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from clf.models.checkpoint import save_checkpoint
+from clf.models.checkpoint_load import load_checkpoint, model_from_checkpoint
 
 HFLIP = [{"op": "hflip", "p": 0.5}]  # a run trained with horizontal flips (the recorded pipeline)
 NO_FLIP = [{"op": "rotate", "max_degrees": 10.0}]

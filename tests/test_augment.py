@@ -25,13 +25,16 @@ from clf.data.augment import (
     Rotate,
     TrivialAugment,
     VerticalFlip,
+    op_rng,
+    register,
+)
+from clf.data.augment_kernels import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
     adjust_sharpness,
     affine_matrix,
-    apply_policy_op,
     autocontrast,
     blur_kernel_size,
     crop_box,
@@ -39,17 +42,18 @@ from clf.data.augment import (
     erase_box,
     flip_horizontal,
     gaussian_blur,
-    op_rng,
-    policy_space,
     posterize,
-    rand_augment_draws,
-    register,
     resized_crop,
     rotate,
     solarize,
     to_grayscale,
-    trivial_augment_draw,
     warp,
+)
+from clf.data.augment_policies import (
+    apply_policy_op,
+    policy_space,
+    rand_augment_draws,
+    trivial_augment_draw,
 )
 from clf.errors import ClfError
 

@@ -553,7 +553,8 @@ CASES += [
 
 def _nan_weights(places):
     """The run's checkpoint with NaN weights (its split.json kept): both runtimes output NaN."""
-    from clf.models.checkpoint import load_checkpoint, save_checkpoint
+    from clf.models.checkpoint import save_checkpoint
+    from clf.models.checkpoint_load import load_checkpoint
 
     state = load_checkpoint(places["ckpt"])
     state.pop("source", None)

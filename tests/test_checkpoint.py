@@ -22,12 +22,14 @@ from clf.models.checkpoint import (
     CHECKPOINT_VERSION,
     SOURCE_KEY,
     build_checkpoint,
+    save_checkpoint,
+    to_plain,
+)
+from clf.models.checkpoint_load import (
     load_checkpoint,
     model_from_checkpoint,
     preprocess_from_checkpoint,
     resolve_checkpoint,
-    save_checkpoint,
-    to_plain,
 )
 from clf.models.cnn import CNN_DESIGN, CNN_DESIGN_V1, SimpleCNN
 from clf.models.registry import create_model, model_kwargs_for

@@ -27,7 +27,7 @@ from clf.config import ExportConfig, Preprocess
 from clf.errors import ClfError, DataError, ModelError, ParityError
 from clf.export import graph
 from clf.export.onnx_export import export_onnx
-from clf.models.checkpoint import load_checkpoint, model_from_checkpoint
+from clf.models.checkpoint_load import load_checkpoint, model_from_checkpoint
 from clf.serve.metadata import ModelInfo, info_from_props
 
 FAST = dict(exporter="torchscript", batch_sizes=(1, 7))  # TorchScript exports the cnn in a fraction of dynamo's time

@@ -28,7 +28,8 @@ from train_helpers import (
 
 from clf.config import TrainConfig
 from clf.errors import IncompleteError, StorageError, Terminated
-from clf.models.checkpoint import CHECKPOINT_VERSION, model_from_checkpoint
+from clf.models.checkpoint import CHECKPOINT_VERSION
+from clf.models.checkpoint_load import model_from_checkpoint
 from clf.models.cnn import CNN_DESIGN
 from clf.train import trainer as trainer_module
 from clf.train.history import read_history_csv

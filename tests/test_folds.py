@@ -19,7 +19,9 @@ from clf.errors import ClfError, DataError
 from clf.ownership import mark_folder, read_marker
 from clf.probabilities import log_loss
 from clf.train.build import split_training_set
-from clf.train.folds import check_fold_counts, clear_group_dir, cv_score, prepare_group_dir
+from clf.train.fold_group_dir import clear_group_dir, prepare_group_dir
+from clf.train.fold_scoring import cv_score
+from clf.train.folds import check_fold_counts
 
 LABELS = np.array([0] * 10 + [1] * 7 + [2] * 5 + [3] * 3)
 

@@ -19,7 +19,7 @@ from train_helpers import assert_same_weights, interrupt_in_epoch, load, make_da
 
 from clf.data.folds import read_group, read_oof
 from clf.data.preprocess import preprocess
-from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
+from clf.models.checkpoint_load import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
 from clf.ownership import read_marker
 from clf.probabilities import log_loss
 from clf.train.history import read_history_csv

@@ -17,7 +17,8 @@ from clf.config import TTA_VIEWS, Preprocess
 from clf.data.preprocess import preprocess
 from clf.errors import DataError
 from clf.serve.metadata import ModelInfo
-from clf.serve.predictor import Predictor, average_views, flip_view, log_softmax, softmax
+from clf.serve.predictor import Predictor, log_softmax, softmax
+from clf.serve.tta_views import average_views, flip_view
 
 CLASSES = ["cat", "dog", "fox", "owl"]
 # Non-square with non-trivial statistics: a flip of the wrong axis, or an H/W swap, changes the numbers.

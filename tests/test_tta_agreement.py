@@ -1,5 +1,5 @@
 """Run-time TTA (`clf infer --tta` on a plain export) and baked-in TTA (`clf export --tta`) give the same predictions:
-one definition of the averaged views (clf.serve.predictor.average_views, the exported TTA graph). Skipped until the
+one definition of the averaged views (clf.serve.tta_views.average_views, the exported TTA graph). Skipped until the
 branch with `clf export --tta` is merged."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from clf import __version__
 from clf.errors import ModelError
-from clf.models.checkpoint import preprocess_from_checkpoint
+from clf.models.checkpoint_load import preprocess_from_checkpoint
 from clf.serve.metadata import ModelInfo
 
 

@@ -22,7 +22,7 @@ from clf.config import ExportConfig
 from clf.data.folds import is_fold_group, member_folders, read_group
 from clf.errors import ClfError, DataError, ModelError
 from clf.export.checkpoint_info import checkpoint_weights, model_info
-from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from clf.models.checkpoint_load import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from clf.run_files import CONFIG_FILE, GROUP_FILE, OOF_FILE, SPLIT_FILE, RunFileError, read_config
 from clf.models.outputs import log_scores
 from clf.serve.metadata import Deployment, ModelInfo

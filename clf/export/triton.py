@@ -200,7 +200,7 @@ def export_triton(cfg: ExportConfig) -> TritonResult:
         ParityError: the gate failed; nothing reaches REPO; the failed model is kept beside the checkpoint.
     """
     from clf.export.ensemble import resolve_sources
-    from clf.models.checkpoint import load_checkpoint
+    from clf.models.checkpoint_load import load_checkpoint
 
     sources = resolve_sources(cfg)  # one run, several (an ensemble) or a fold group
     checkpoint = sources.checkpoints[0]

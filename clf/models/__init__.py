@@ -6,12 +6,14 @@ timm and torchvision are imported only when a model is listed or built.
 from clf.models.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    save_checkpoint,
+    to_plain,
+)
+from clf.models.checkpoint_load import (
     load_checkpoint,
     model_from_checkpoint,
     preprocess_from_checkpoint,
     resolve_checkpoint,
-    save_checkpoint,
-    to_plain,
 )
 from clf.models.cnn import SimpleCNN
 from clf.models.registry import (

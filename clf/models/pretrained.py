@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from clf.errors import ModelError, one_line
-from clf.models.checkpoint import CHECKPOINT_FORMAT, _strip_wrapper_prefixes, resolve_checkpoint
+from clf.models.checkpoint import CHECKPOINT_FORMAT
+from clf.models.checkpoint_load import _strip_wrapper_prefixes, resolve_checkpoint
 from clf.models.layers import classifier_prefixes, in_prefixes
 
 logger = logging.getLogger(__name__)

@@ -5,12 +5,12 @@ preallocated uint8 NHWC buffers, a couple of batches ahead, while ``session.run`
 the GIL) works on the current batch. A bad image is reported by name and reason and skipped; the
 others are still predicted. With test-time augmentation (``tta``) the session also runs on flips of each
 preprocessed batch and the softmax probabilities of the views are averaged, exactly as an exported TTA graph does.
-No torch here: a deployed host has onnxruntime, numpy and OpenCV only.
+The model's contract (inputs, outputs, metadata) is checked by clf.serve.model_contract, the TTA views and
+their average are clf.serve.tta_views'. No torch here: a deployed host has onnxruntime, numpy and OpenCV only.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections import deque
@@ -31,13 +31,12 @@ from clf.errors import DataError, ModelError, SettingError, one_line
 from clf.probabilities import log_softmax as log_softmax  # re-exported: clf.serve's softmax / log_softmax
 from clf.probabilities import softmax as softmax
 from clf.system import total_memory, usable_cpus
-from clf.serve.metadata import KEY_TTA, ModelInfo, check_class_names, has_clf_metadata, info_from_props
+from clf.serve.model_contract import check_single_input, check_tta_in_graph, input_dtype, model_info
 from clf.serve.session import create_session
+from clf.serve.tta_views import average_views, flip_view, view_buffer
 from clf.tasks import SINGLE_LABEL, Task, get_task
 
 logger = logging.getLogger(__name__)
-
-_INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 @dataclass
@@ -100,30 +99,6 @@ class Batch(NamedTuple):
     failures: list[tuple[Any, str]]  # (source, reason)
 
 
-def flip_view(batch: np.ndarray, view: str) -> np.ndarray:
-    """One TTA view of an NCHW batch, as a numpy view (no copy): "h" reverses the width axis, "v" the height axis,
-    "hv" both, "" is the batch itself (the names of clf.choices.TTA_VIEWS)."""
-    if "h" in view:
-        batch = batch[..., ::-1]
-    if "v" in view:
-        batch = batch[..., ::-1, :]
-    return batch
-
-
-def average_views(view_logits: Sequence[np.ndarray], task: Task = SINGLE_LABEL) -> np.ndarray:
-    """The TTA output: log of the mean of the views' softmax probabilities, float32 [N, C].
-
-    Computed as a logsumexp of log-softmaxes minus log(views), as the graph of `clf export --tta` computes it, so
-    `clf infer --tta` and the exported file agree even where a probability underflows (no log(0) = -inf, which the
-    NaN/inf check would take for a broken model). Its softmax is the mean of the views' probabilities.
-    """
-    stacked = np.stack([task.log_scores(v) for v in view_logits])  # [V, N, C]
-    if stacked.size == 0:
-        return stacked[0]
-    top = stacked.max(axis=0)
-    return (top + np.log(np.exp(stacked - top).sum(axis=0)) - np.float32(np.log(len(view_logits)))).astype(np.float32)
-
-
 class Predictor:
     """Predict classes for images with an exported clf ONNX model (or any [N,3,H,W] -> [N,C] model).
 
@@ -179,19 +154,18 @@ class Predictor:
             model_path, device=device, verbose=verbose, threads=threads, spinning=False
         )
         inputs = self.session.get_inputs()
-        if len(inputs) != 1:  # session.run would fail on the missing feeds with a traceback
-            raise DataError(f"{self.model_path}: the model has {len(inputs)} inputs "
-                            f"({', '.join(i.name for i in inputs)}); clf feeds one image tensor [N, 3, H, W]")
+        check_single_input(self.model_path, inputs)
         model_input, model_output = inputs[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = model_input.name, model_output.name
-        self.info = self._model_info(preprocess, classes, model_output.shape)
-        self._input_dtype = self._check_input(model_input)
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.info = model_info(self.model_path, props, preprocess, classes, model_output.shape)
+        self._input_dtype = input_dtype(self.model_path, model_input, self.preprocess.size)
         fixed_batch = model_input.shape[0]
         self._fixed_batch = fixed_batch if isinstance(fixed_batch, int) and fixed_batch > 0 else None
         self.batch_size = self._fixed_batch or int(batch_size)
         self.workers = int(workers) if workers else min(8, usable_cpus())
         self.prefetch = max(0, int(prefetch))
-        self._check_tta_in_graph(tta)
+        check_tta_in_graph(self.model_path, props, tta)
         self.task = get_task()  # single-label: what every clf model so far computes
         self.tta = tta
         self.views = TTA_VIEWS[tta]
@@ -376,18 +350,11 @@ class Predictor:
         onnxruntime needs a contiguous input, so each flipped view is copied into one buffer reused for the call.
         """
         outputs = [self._run(batch, count)]
-        view_input = _view_buffer(flipped, batch)
+        view_input = view_buffer(flipped, batch)
         for view in self.views[1:]:
             np.copyto(view_input, flip_view(batch, view))
             outputs.append(self._run(view_input, count))
         return average_views(outputs, self.task), outputs[0]
-
-    def _check_tta_in_graph(self, tta: str) -> None:
-        """Refuse run-time TTA on a model that already averages TTA views in its graph: the views would double."""
-        baked = self.session.get_modelmeta().custom_metadata_map.get(KEY_TTA, "none") or "none"
-        if tta != "none" and baked != "none":
-            raise DataError(f"{self.model_path}: the model already runs {baked} TTA inside its graph (exported with "
-                            f"--tta {baked}); leave out --tta {tta}, it would flip the views twice")
 
     def _check_finite(self, logits: np.ndarray, ok_indices: np.ndarray, sources: list[Any]) -> None:
         """A model that outputs NaN or inf is broken (diverged training, bad export): never pass it on silently,
@@ -401,79 +368,6 @@ class Predictor:
             f"{self.model_path}: the model outputs NaN or inf for {bad_rows.size} of {len(logits)} images "
             f"({', '.join(first)}{more}); it is broken (diverged training or a bad export): re-train or re-export it"
         )
-
-    def _model_info(
-        self, preprocess: Preprocess | Mapping[str, Any] | None, classes: Sequence[str] | None, output_shape: list
-    ) -> ModelInfo:
-        """clf metadata from the model, with explicit overrides; non-clf models need ``preprocess``."""
-        props = self.session.get_modelmeta().custom_metadata_map
-        self._check_output_rank(output_shape)
-        num_outputs = output_shape[-1] if output_shape and isinstance(output_shape[-1], int) else None
-        overrides = dict(preprocess) if isinstance(preprocess, Mapping) else None
-        if has_clf_metadata(props):
-            info = info_from_props(props, str(self.model_path))
-            if preprocess is not None:
-                changed = self._make_preprocess(preprocess, info.preprocess)
-                if changed != info.preprocess:
-                    logger.warning("%s: preprocessing overridden (%s instead of the model's %s)", self.model_path,
-                                   changed, info.preprocess)
-                info = dataclasses.replace(info, preprocess=changed)
-        elif preprocess is None or (overrides is not None and "size" not in overrides):
-            info = info_from_props(props, str(self.model_path))  # raises: no clf metadata, pass --img-size ...
-        else:
-            if classes is None and num_outputs is None:
-                raise DataError(f"{self.model_path}: the number of classes is not fixed in the model; pass --labels")
-            info = ModelInfo(classes=[str(i) for i in range(num_outputs or 0)],
-                             preprocess=self._make_preprocess(preprocess, None))
-        if classes is not None:
-            info = dataclasses.replace(info, classes=[str(c) for c in classes])
-            check_class_names(info.classes, str(self.model_path), "--labels")
-        if num_outputs is not None and num_outputs != len(info.classes):
-            raise DataError(
-                f"{self.model_path}: the model outputs {num_outputs} classes but {len(info.classes)} class names "
-                "were given"
-            )
-        return info
-
-    def _check_output_rank(self, output_shape: list | None) -> None:
-        """The output must be [N, C]: a segmentation map [N, C, H, W] or a flat [N] is not a classifier's."""
-        if output_shape and len(output_shape) != 2:
-            shown = ", ".join("?" if d is None else str(d) for d in output_shape)
-            raise DataError(f"{self.model_path}: output has shape [{shown}], not [N, C] (one row of class scores "
-                            "per image); clf needs a classifier")
-
-    def _make_preprocess(self, preprocess: Preprocess | Mapping[str, Any], base: Preprocess | None) -> Preprocess:
-        """A full Preprocess, or the base (the model's own, else the defaults) with the given fields changed."""
-        if isinstance(preprocess, Preprocess):
-            return preprocess
-        try:
-            return dataclasses.replace(base, **preprocess) if base is not None else Preprocess(**preprocess)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"{self.model_path}: bad preprocessing override ({one_line(exc)})") from None
-
-    def _check_input(self, model_input: Any) -> type:
-        """The model must take float [N, 3, H, W] at the preprocess size; returns the numpy input dtype."""
-        shape, (height, width) = model_input.shape, self.preprocess.size
-        if model_input.type not in _INPUT_DTYPES:
-            raise DataError(
-                f"{self.model_path}: input '{model_input.name}' is {model_input.type}; clf feeds float images"
-            )
-        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
-            raise DataError(f"{self.model_path}: input shape {shape} is not [N, 3, H, W]")
-        if isinstance(shape[2], int) and isinstance(shape[3], int) and (shape[2], shape[3]) != (height, width):
-            raise DataError(
-                f"{self.model_path}: the model takes {shape[2]}x{shape[3]} images but the preprocessing makes "
-                f"{height}x{width}; pass a matching --img-size"
-            )
-        return _INPUT_DTYPES[model_input.type]
-
-
-def _view_buffer(held: list[np.ndarray], batch: np.ndarray) -> np.ndarray:
-    """A contiguous array shaped like `batch` for its flipped views: the one in `held` (allocated on first use,
-    replaced only when the batch outgrows it), so a call copies its views into the same memory batch after batch."""
-    if not held or held[0].shape[1:] != batch.shape[1:] or len(held[0]) < len(batch) or held[0].dtype != batch.dtype:
-        held[:] = [np.empty_like(batch)]
-    return held[0][: len(batch)]  # a smaller last batch uses the front rows (still contiguous)
 
 
 def _decode_into(

@@ -8,6 +8,9 @@
 Folds come from `clf.data.split.stratified_folds` over the readable labelled images; a fold run records K, the fold
 seed and its fold in its config, so it rebuilds its own split on resume. Under torchrun the folds train one after the
 other in the one process group; rank 0 alone writes the group folder, group.json and oof.csv.
+
+This module orchestrates (new or resumed group, the plan, each fold through fit); the group folder's ownership
+and the fold split check are clf.train.fold_group_dir's, the out-of-fold inference and CV score clf.train.fold_scoring's.
 """
 
 from __future__ import annotations
@@ -18,50 +21,30 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
-
 from clf.atomic import clean_stale_temps
 from clf.config import TrainConfig
 from clf.data.datasets import LabelledSet
-from clf.data.folds import FoldGroup, OutOfFold, is_fold_group, member_name, read_group, write_group, write_oof
-from clf.data.torch_dataset import ImageDataset
+from clf.data.folds import FoldGroup, is_fold_group, member_name, read_group, write_group
 from clf.errors import ClfError, DataError, ModelError, one_line
-from clf.models import outputs
-from clf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
-from clf.ownership import check_clearable, clear_owned, mark_folder, record_files
-from clf.probabilities import log_loss
-from clf.run_files import (BEST_CKPT, GROUP_FILE, LAST_CKPT, OOF_FILE, SPLIT_FILE, has_checkpoint, load_split,
-                           split_record)
-from clf.tasks import SINGLE_LABEL, Task
+from clf.models.checkpoint_load import load_checkpoint
+from clf.ownership import record_files
+from clf.run_files import GROUP_FILE, LAST_CKPT, has_checkpoint
 from clf.train import runtime as rt
-from clf.train.build import build_model, fold_assignment, load_training_set, pretrained_weights
+from clf.train.build import build_model, load_training_set, pretrained_weights
 from clf.train.fit import FitResult, fit
+from clf.train.fold_group_dir import GROUP_FILES, check_fold_split, prepare_group_dir
+from clf.train.fold_scoring import FoldScore, score_group
 from clf.train.resume import absolute_paths, continued_config, resolve_config
-from clf.train.run_folder import NESTED_RUNS, RUN_KIND, check_run_name, default_run_name, prepare_new_run_dir
+from clf.train.run_folder import check_run_name, default_run_name
 from clf.train.trainer import TrainReporter
 
 logger = logging.getLogger(__name__)
 
-GROUP_FILES = (GROUP_FILE, OOF_FILE)  # what clf writes at the top of a group folder (the members mark themselves)
-GROUP_WHAT = "fold group"
 GROUP_OPTIONS = ("folds", "fold_seed")  # fixed by the group record; a resumed group checks them against it
 # How a fold is taken up: already finished, continued from its last.pt, started (again) from scratch.
 DONE, RESUME, START = "done", "resume", "start"
 
 FoldHook = Callable[[int, int, Path, str], None]  # (fold, K, its run folder, DONE | RESUME | START)
-
-
-@dataclass(frozen=True)
-class FoldScore:
-    """One member's result, as the CV table shows it."""
-
-    fold: int
-    run_dir: Path
-    val_acc: float | None
-    val_images: int
-    trained_now: bool
 
 
 @dataclass(frozen=True)
@@ -137,7 +120,7 @@ def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, repor
         rt.barrier(runtime)
     if not runtime.is_main:
         return GroupResult(group_dir, group, [], is_main=False, distributed=runtime.distributed)
-    scores = _score_group(group_dir, group, cfg, labelled, runtime, trained_now=[a != DONE for a in plan])
+    scores = score_group(group_dir, group, cfg, labelled, runtime, trained_now=[a != DONE for a in plan])
     return GroupResult(group_dir, group, scores, distributed=runtime.distributed)
 
 
@@ -188,43 +171,6 @@ def _new_group(cfg: TrainConfig, labelled: LabelledSet, overwrite: bool) -> tupl
     logger.info("fold group %s: %d folds (fold seed %d) of %d images", group_dir, cfg.folds, cfg.fold_seed,
                 len(labelled.paths))
     return cfg, group
-
-
-def prepare_group_dir(group_dir: Path, overwrite: bool) -> None:
-    """Create and mark `group_dir`; with --overwrite, first remove the old group's (or run's) files, clf's own only.
-
-    Raises:
-        ClfError: the folder is taken and --overwrite was not given, or it holds anything clf did not write.
-    """
-    if group_dir.exists() and not (group_dir.is_dir() and not any(group_dir.iterdir())):
-        if not overwrite:
-            if is_fold_group(group_dir):
-                raise ClfError(f"{group_dir}: fold group already exists; use --resume {group_dir} to continue it, "
-                               "--overwrite to start over, or another --name")
-            prepare_new_run_dir(group_dir, overwrite=False)  # raises the refusal that fits what is there
-        clear_group_dir(group_dir)
-    mark_folder(group_dir, RUN_KIND)
-    record_files(group_dir, GROUP_FILES)
-
-
-def _nested_runs(group_dir: Path) -> list[str]:
-    """The names of the clf run folders a group (or the run it replaces) may hold: fold-N, and a run's refit.
-    Each is checked and cleared by its own marker (an unmarked one, or a link, counts as the user's)."""
-    folds = sorted(p.name for p in group_dir.iterdir() if p.name.startswith("fold-") and p.name[5:].isdigit())
-    return [*folds, *NESTED_RUNS]
-
-
-def clear_group_dir(group_dir: Path) -> None:
-    """--overwrite of a group (or of a run, its refit included): every fold run's files and the folder's own, after
-    checking all of them are clf's.
-
-    Raises:
-        ClfError: the folder is not clf's, or it (or one of its fold runs) holds a file clf did not write.
-    """
-    nested = _nested_runs(group_dir)
-    check_clearable(group_dir, RUN_KIND, GROUP_WHAT, nested=nested)
-    clear_owned(group_dir, RUN_KIND, GROUP_WHAT, nested=nested)
-    logger.info("%s: the old group's files were removed (--overwrite)", group_dir)
 
 
 def _resumed_group_config(given: dict[str, Any], group_dir: Path) -> tuple[TrainConfig, FoldGroup]:
@@ -299,34 +245,6 @@ def _epochs_done(last: Path) -> int:
     return int(load_checkpoint(last)["epoch"])
 
 
-def check_fold_split(member: Path, fold: int, cfg: TrainConfig, labelled: LabelledSet) -> None:
-    """A fold trained in an earlier sitting validated on the images of its fold; the data now must give the same.
-
-    Raises:
-        DataError: split.json is missing or unreadable, or lists other validation images (the data changed).
-    """
-    assert cfg.folds is not None
-    expected = _fold_record(labelled, cfg, fold)["val"]
-    path = member / SPLIT_FILE
-    try:
-        recorded = load_split(path)["val"]
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read the fold's validation list ({one_line(exc)}); "
-                        "start the group over with --overwrite") from None
-    if recorded != expected:
-        raise DataError(f"{path}: fold {fold} validated on other images than fold {fold} of the data now "
-                        f"({len(recorded)} vs {len(expected)} images; was DATA changed?); resume with the data it "
-                        "trained on, or start the group over with --overwrite")
-
-
-def _fold_record(labelled: LabelledSet, cfg: TrainConfig, fold: int) -> dict[str, Any]:
-    assert cfg.folds is not None
-    in_val = fold_assignment(labelled, cfg.folds, cfg.fold_seed) == fold
-    val = [p for p, v in zip(labelled.paths, in_val) if v]
-    train = [p for p, v in zip(labelled.paths, in_val) if not v]
-    return split_record(cfg.data, val, train)
-
-
 def _train_fold(cfg: TrainConfig, group_dir: Path, name: str, fold: int, action: str, reporter: TrainReporter,
                 runtime: rt.Runtime, labelled: LabelledSet) -> FitResult:
     """Fold `fold` through the ordinary fit path, in the caller's runtime (one DDP process group for all folds)
@@ -339,64 +257,3 @@ def _train_fold(cfg: TrainConfig, group_dir: Path, name: str, fold: int, action:
     fold_cfg = replace(cfg, name=name, out=str(group_dir), fold=fold)
     # A fold folder left without a finished epoch is clf's: --overwrite semantics replace it (user files refuse).
     return fit(fold_cfg, overwrite=True, reporter=reporter, runtime=runtime, labelled=labelled)
-
-
-# ---------------------------------------------------------------- out-of-fold predictions and the CV score
-
-
-def _score_group(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: LabelledSet, runtime: rt.Runtime,
-                 trained_now: list[bool]) -> list[FoldScore]:
-    """oof.csv and group.json's `cv` from every fold's best.pt; returns each fold's score."""
-    oof, val_accs = out_of_fold(group_dir, group, cfg, labelled, runtime.device)
-    write_oof(group_dir / OOF_FILE, oof)
-    group.cv = cv_score(oof, val_accs)
-    write_group(group_dir, group)
-    return [FoldScore(k, group_dir / name, val_accs[k], int(np.sum(oof.folds == k)), trained_now[k])
-            for k, name in enumerate(group.members)]
-
-
-def out_of_fold(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: LabelledSet,
-                device: torch.device) -> tuple[OutOfFold, list[float | None]]:
-    """Each image's class probabilities from the one fold model that did not train on it (eval preprocessing).
-
-    Returns:
-        (the out-of-fold predictions in the order of the labelled images, each fold's best val accuracy).
-    """
-    assert cfg.folds is not None
-    assignment = fold_assignment(labelled, cfg.folds, cfg.fold_seed)
-    probs = np.zeros((len(labelled.paths), len(labelled.classes)), dtype=np.float64)
-    val_accs: list[float | None] = []
-    for fold, name in enumerate(group.members):
-        check_fold_split(group_dir / name, fold, cfg, labelled)
-        ckpt = load_checkpoint(group_dir / name / BEST_CKPT)
-        rows = np.flatnonzero(assignment == fold)
-        probs[rows] = predict_probabilities(ckpt, [labelled.paths[i] for i in rows], device,
-                                            batch_size=2 * (cfg.batch_size or 32))
-        val_accs.append(None if ckpt.get("best_val_acc") is None else float(ckpt["best_val_acc"]))
-    ids = split_record(cfg.data, labelled.paths, [])["val"]  # relative to DATA, posix: as split.json lists them
-    labels = [labelled.classes[label] for label in labelled.labels]
-    return OutOfFold(ids, labels, assignment, list(labelled.classes), probs), val_accs
-
-
-@torch.no_grad()
-def predict_probabilities(ckpt: dict[str, Any], paths: list[str], device: torch.device,
-                          batch_size: int = 64, task: Task = SINGLE_LABEL) -> np.ndarray:
-    """The task's scores [N, C] (float64; single-label: softmax probabilities) of a checkpoint's model on `paths`,
-    eval mode, eval preprocessing."""
-    model = model_from_checkpoint(ckpt).to(device)
-    pre = preprocess_from_checkpoint(ckpt)
-    loader = DataLoader(ImageDataset(paths, [0] * len(paths), pre, train=False), batch_size=batch_size)
-    parts = [outputs.scores(task, model(images.to(device)).float()).double().cpu() for images, _ in loader]
-    return torch.cat(parts).numpy() if parts else np.zeros((0, len(ckpt["classes"])))
-
-
-def cv_score(oof: OutOfFold, val_accs: list[float | None], task: Task = SINGLE_LABEL) -> dict[str, float]:
-    """group.json's `cv`: mean and (population) std of the folds' best val accuracy, OOF accuracy and log-loss."""
-    accs = np.array([a for a in val_accs if a is not None], dtype=np.float64)
-    truth = oof.label_indices()
-    return {
-        "mean_val_acc": float(accs.mean()) if len(accs) else float("nan"),
-        "std_val_acc": float(accs.std()) if len(accs) else float("nan"),
-        "oof_acc": float(np.mean(task.correct(oof.probs, truth))),
-        "oof_log_loss": log_loss(oof.probs, truth),
-    }

@@ -28,7 +28,7 @@ from clf.atomic import atomic_write_text
 from clf.config import TrainConfig
 from clf.data.datasets import LabelledSet
 from clf.errors import ClfError, ModelError, one_line
-from clf.models.checkpoint import load_checkpoint
+from clf.models.checkpoint_load import load_checkpoint
 from clf.ownership import record_files
 from clf.run_files import BEST_CKPT, LAST_CKPT, REFIT_DIR, REFIT_FILE, has_checkpoint, read_config, train_settings
 from clf.train import runtime as rt

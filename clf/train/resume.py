@@ -11,7 +11,8 @@ import torch
 
 from clf.config import TrainConfig
 from clf.errors import ClfError, ModelError, one_line
-from clf.models.checkpoint import SOURCE_KEY, load_checkpoint, resolve_checkpoint
+from clf.models.checkpoint import SOURCE_KEY
+from clf.models.checkpoint_load import load_checkpoint, resolve_checkpoint
 from clf.ownership import read_marker
 from clf.train import runtime as rt
 from clf.run_files import CONFIG_FILE, LAST_CKPT, has_checkpoint

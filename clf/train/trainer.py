@@ -22,7 +22,8 @@ from clf.config import Preprocess, TrainConfig
 from clf.data.augment import Pipeline
 from clf.data.datasets import LabelledSet
 from clf.errors import IncompleteError, ModelError, Terminated, one_line
-from clf.models.checkpoint import SOURCE_KEY, build_checkpoint, load_weights, save_checkpoint
+from clf.models.checkpoint import SOURCE_KEY, build_checkpoint, save_checkpoint
+from clf.models.checkpoint_load import load_weights
 from clf.models.layers import body_norm_layers
 from clf.models.summary import count_parameters
 from clf.run_files import BEST_CKPT, CURVES_FILE, HISTORY_FILE, LAST_CKPT
