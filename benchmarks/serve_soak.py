@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
 
 from infer_throughput import MODELS, ensure_model, image_set  # noqa: E402
-from serve_throughput import free_port, start_server  # noqa: E402
+from serve_throughput import add_server_arguments, free_port, start_server  # noqa: E402
 
 from clf.serve.http_api import prediction  # noqa: E402
 from clf.serve.predictor import Predictor, usable_cpus  # noqa: E402
@@ -222,11 +222,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of soak, at most")
     parser.add_argument("--images", type=int, default=200, help="distinct JPEGs, cycled")
     parser.add_argument("--seed", type=int, default=0, help="which requests are corrupt")
-    parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0)
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads per replica (0: clf's default)")
-    parser.add_argument("--data", default=str(HERE / "_data"), help="cache folder for images and models")
+    add_server_arguments(parser)
     args = parser.parse_args()
     if not 0 <= args.corrupt < 1 or args.requests < 1 or args.clients < 1:
         parser.error("--requests and --clients must be >= 1, --corrupt in [0, 1)")

@@ -207,6 +207,15 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     print("target: serve/in-process >= 0.6 at 16 clients for resnet18@224")
 
 
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `clf serve` settings and the cache folder, shared with serve_soak.py."""
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads per replica (0: clf's default)")
+    parser.add_argument("--data", default=str(HERE / "_data"), help="cache folder for images and models")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet18,cnn", help="comma-separated: resnet18, cnn")
@@ -215,11 +224,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per measurement, at most")
     parser.add_argument("--images", type=int, default=200, help="distinct JPEGs, cycled")
     parser.add_argument("--batch-size", type=int, default=32, help="in-process batch size")
-    parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0)
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads per replica (0: clf's default)")
-    parser.add_argument("--data", default=str(HERE / "_data"), help="cache folder for images and models")
+    add_server_arguments(parser)
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
     rows = []
