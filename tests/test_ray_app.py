@@ -172,7 +172,18 @@ def test_cluster_capacity(replicas, threads, cpus, message):
     assert str(caught.value).startswith(message)
 
 
-def test_stop_signals_wait_for_ray_init_then_act(monkeypatch):
+@pytest.fixture
+def interactive_sigint():
+    """Python's own Ctrl-C handler, as in a terminal: a background job (CI) inherits SIGINT as ignored, and clf
+    rightly keeps an ignored signal ignored (test_a_signal_set_to_be_ignored_stays_ignored)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_stop_signals_wait_for_ray_init_then_act(monkeypatch, interactive_sigint):
     """Inside the deferral a SIGTERM is noted (Ray's own SIGTERM handlers are kept out) and raised as clf's
     Terminated once it ends; handlers are restored."""
     import signal
@@ -204,7 +215,7 @@ def test_stop_signals_wait_for_ray_init_then_act(monkeypatch):
         signal.signal(signal.SIGTERM, previous)
 
 
-def test_a_second_stop_signal_acts_at_once():
+def test_a_second_stop_signal_acts_at_once(interactive_sigint):
     import signal
 
     pytest.importorskip("ray")
