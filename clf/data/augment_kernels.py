@@ -34,17 +34,22 @@ def rotate(image: np.ndarray, angle_deg: float) -> np.ndarray:
     return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
-# --- parameter checks (a ValueError naming the op; Pipeline.from_dict turns it into a ClfError) ---
+# --- random boxes (crop, erase) and geometry ---
+
+
+def _area_and_aspect(area: int, scale: tuple[float, float], ratio: tuple[float, float],
+                     rng: np.random.Generator) -> tuple[float, float]:
+    """One try of a random box: its area (a share of `area` in `scale`) and aspect (log-uniform in `ratio`).
+    Two draws, in this order: a run's recorded streams depend on it."""
+    target_area = area * rng.uniform(scale[0], scale[1])
+    return target_area, math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
 
 
 def crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
              rng: np.random.Generator) -> tuple[int, int, int, int]:
     """(top, left, h, w) of a random-resized-crop: torchvision's ``RandomResizedCrop.get_params`` on numpy."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
-        target_area = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        target_area, aspect = _area_and_aspect(height * width, scale, ratio, rng)
         w = round(math.sqrt(target_area * aspect))
         h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:
@@ -216,11 +221,8 @@ def equalize(image: np.ndarray) -> np.ndarray:
 def erase_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
               rng: np.random.Generator) -> tuple[int, int, int, int] | None:
     """(top, left, h, w) of the box to erase, or None after 10 tries: timm's ``RandomErasing`` draw."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
-        target_area = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        target_area, aspect = _area_and_aspect(height * width, scale, ratio, rng)
         h = round(math.sqrt(target_area * aspect))
         w = round(math.sqrt(target_area / aspect))
         if 0 < w < width and 0 < h < height:
