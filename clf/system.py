@@ -1,4 +1,5 @@
-"""What this process may use of the machine: CPUs and memory, a container's (cgroup) limits included.
+"""What this process may use of the machine: CPUs and memory, a container's (cgroup) limits included; how it was
+launched (one torchrun worker among several, or alone).
 
 A container on a 64-core, 512 GB host may get 2 CPUs and 4 GB: threads, worker processes, image caches and buffers
 are sized from its share, not the host's. Linux reads cgroup v2, then v1; elsewhere the OS's numbers (or None).
@@ -21,6 +22,16 @@ CGROUP_LIMITS = (
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 CGROUP_V1_CPU = (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
 UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a number near 2**63
+
+
+def torchrun_world_size() -> int:
+    """How many processes torchrun launched for this job (WORLD_SIZE), 1 when it was not launched by torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def launched_by_torchrun() -> bool:
+    """One worker of several, started by torchrun: it ends through clf.train.runtime.end_worker."""
+    return torchrun_world_size() > 1
 
 
 def usable_cpus() -> int:

@@ -12,7 +12,7 @@ from export_helpers import RUN_NAME, files_in, make_checkpoint, scale_float_init
 from rich.console import Console
 from typer.testing import CliRunner
 
-import clf.cli
+import clf.cli.render
 from clf.cli import app
 from clf.errors import ClfError
 from clf.export import graph
@@ -24,7 +24,7 @@ FAST = ["--exporter", "torchscript", "--batch-sizes", "1,7"]
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch):
     """A console wide enough for the table's long temp paths."""
-    monkeypatch.setattr(clf.cli, "console", Console(width=250, soft_wrap=True))
+    monkeypatch.setattr(clf.cli.render, "console", Console(width=250, soft_wrap=True))
 
 
 def export(*args):

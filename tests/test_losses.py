@@ -9,7 +9,8 @@ from torch import nn
 from clf.errors import ClfError
 from clf.tasks import SINGLE_LABEL
 from clf.train.loop import evaluate, task_of, train_one_epoch
-from clf.train.losses import LOSSES, Criterion, LossSettings, build_criterion, build_loss, soft_target_cross_entropy
+from clf.train.losses import (LOSSES, Criterion, LossSettings, build_criterion, build_loss, check_loss_option, focal,
+                              soft_target_cross_entropy)
 from clf.train.mixing import smoothed_one_hot
 from clf.train.runtime import Runtime
 
@@ -22,8 +23,9 @@ def test_the_registry_holds_cross_entropy_and_the_soft_target_loss():
 
 
 def test_an_unknown_loss_is_refused_naming_the_known_ones():
-    with pytest.raises(ClfError, match="^loss 'focal': unknown; choose one of cross_entropy, soft_target_cross_entropy"):
-        build_loss("focal", LossSettings(3))
+    with pytest.raises(ClfError, match="^loss 'nope': unknown; choose one of cross_entropy, "
+                                       "soft_target_cross_entropy, focal$"):
+        build_loss("nope", LossSettings(3))
 
 
 def test_hard_labels_get_torch_cross_entropy_with_the_runs_label_smoothing():
@@ -76,3 +78,37 @@ def test_a_run_may_name_another_registered_loss_for_its_hard_labels(monkeypatch)
     assert torch.equal(criterion(logits, labels), 2 * nn.CrossEntropyLoss()(logits, labels))
     assert torch.equal(criterion(logits, smoothed_one_hot(labels, 3, 0.0)),
                        soft_target_cross_entropy(logits, smoothed_one_hot(labels, 3, 0.0)))
+
+
+def test_focal_loss_with_gamma_0_is_cross_entropy_with_the_same_smoothing():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 5), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    focal_0 = focal(LossSettings(5, label_smoothing=0.1), gamma=0.0)
+    expected = nn.CrossEntropyLoss(label_smoothing=0.1)(logits, labels)
+    assert torch.allclose(focal_0(logits, labels), expected, atol=1e-6)
+
+
+def test_focal_loss_weighs_an_example_the_model_gets_right_less_than_one_it_gets_wrong():
+    """Per example, focal / cross-entropy is (1 - p)^2 on the true class: ~0 when confident and right, ~1 when wrong."""
+    labels = torch.tensor([0])
+    right, wrong = torch.tensor([[4.0, 0.0, 0.0]]), torch.tensor([[0.0, 4.0, 0.0]])
+    settings = LossSettings(3)
+    ce, fl = build_loss("cross_entropy", settings), build_loss("focal", settings)
+    assert fl(right, labels) / ce(right, labels) < 0.01
+    assert fl(wrong, labels) / ce(wrong, labels) > 0.9
+
+
+def test_a_run_with_loss_focal_trains_with_the_focal_loss_and_mixup_keeps_the_soft_target_loss():
+    criterion = build_criterion(SINGLE_LABEL, 3, loss="focal")
+    logits, labels = torch.tensor([[4.0, 0.0, 0.0]]), torch.tensor([0])
+    assert torch.equal(criterion(logits, labels), focal(LossSettings(3))(logits, labels))
+    soft = smoothed_one_hot(labels, 3, 0.0)
+    assert torch.equal(criterion(logits, soft), soft_target_cross_entropy(logits, soft))
+
+
+@pytest.mark.parametrize("name", ["nope", "soft_target_cross_entropy"])
+def test_loss_option_takes_the_losses_on_class_labels_only(name):
+    with pytest.raises(ClfError, match=f"^--loss '{name}': unknown; choose one of cross_entropy, focal$"):
+        check_loss_option(name)
+    check_loss_option("focal")
+    check_loss_option(None)  # the task's own

@@ -341,3 +341,22 @@ def test_sigterm_finishes_the_save_and_prints_the_resume_command(data, tmp_path)
     resumed = clf("train", "--resume", run, "--epochs", str(done + 1), "--workers", "0", "--device", "cpu", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert [r["epoch"] for r in load(run / "last.pt")["history"]] == list(range(1, done + 2))
+
+
+def test_loss_focal_reaches_the_trainer_and_the_run_records_it(data, tmp_path):
+    """The same seed and data: focal's first-epoch loss is well below cross-entropy's ((1 - p)^2 < 1 on every term)."""
+    losses = {}
+    for loss in ("cross_entropy", "focal"):
+        result = clf("train", data, *FAST, "--epochs", "1", "--loss", loss, "--out", tmp_path, "--name", loss)
+        assert result.exit_code == 0, result.output
+        assert load(tmp_path / loss / "best.pt")["config"]["loss"] == loss
+        losses[loss] = read_history_csv(tmp_path / loss / "history.csv")[0]["train_loss"]
+    assert losses["focal"] < 0.8 * losses["cross_entropy"]
+
+
+@pytest.mark.parametrize("name", ["nope", "soft_target_cross_entropy"])
+def test_an_unknown_loss_is_one_line_before_any_run_folder(data, tmp_path, name):
+    result = clf("train", data, *FAST, "--loss", name, "--out", tmp_path)
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: --loss '{name}': unknown; choose one of cross_entropy, focal"
+    assert list(tmp_path.iterdir()) == []

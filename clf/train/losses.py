@@ -2,6 +2,7 @@
 
     LOSSES["cross_entropy"]              hard labels [B], with --label-smoothing (torch's rule)
     LOSSES["soft_target_cross_entropy"]  soft targets [B, C] (mixup/CutMix: clf.train.mixing smooths and mixes them)
+    LOSSES["focal"]                      hard labels [B]: cross-entropy weighted by (1 - p)^2 per class term
 
 A builder takes the run's `LossSettings` and returns a loss function (logits, target) -> scalar tensor. The trainer
 builds its criterion only through `build_criterion`: its task (clf.tasks) names the loss for hard labels and the one
@@ -48,10 +49,38 @@ def soft_target(settings: LossSettings) -> LossFn:
     return soft_target_cross_entropy
 
 
+def focal(settings: LossSettings, gamma: float = 2.0) -> LossFn:
+    """Focal loss (Lin et al., 2017, gamma 2 as there): each class term of the cross-entropy weighted by
+    (1 - p)^gamma, so that examples the model already gets right weigh less than the hard ones. Label smoothing
+    spreads the target as it does for cross-entropy; gamma 0 is cross-entropy."""
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(logits.float(), dim=-1)
+        targets = F.one_hot(labels, settings.num_classes).float()
+        targets = targets * (1.0 - settings.label_smoothing) + settings.label_smoothing / settings.num_classes
+        return torch.sum(-targets * (1.0 - log_p.exp()).pow(gamma) * log_p, dim=-1).mean()
+
+    return loss
+
+
 LOSSES: dict[str, Callable[[LossSettings], LossFn]] = {
     "cross_entropy": cross_entropy,
     "soft_target_cross_entropy": soft_target,
+    "focal": focal,
 }
+# The losses that take soft targets [B, C] only: the task's mixed_loss, never a --loss on class labels.
+SOFT_TARGET_LOSSES = frozenset({"soft_target_cross_entropy"})
+
+
+def check_loss_option(name: str | None) -> None:
+    """--loss NAME names a registered loss on class labels (None: the task's own).
+
+    Raises:
+        ClfError: naming the flag and the losses it takes.
+    """
+    choices = [loss for loss in LOSSES if loss not in SOFT_TARGET_LOSSES]
+    if name is not None and name not in choices:
+        raise ClfError(f"--loss {name!r}: unknown; choose one of {', '.join(choices)}")
 
 
 def build_loss(name: str, settings: LossSettings) -> LossFn:

@@ -15,6 +15,7 @@ from clf.models.checkpoint import SOURCE_KEY
 from clf.models.checkpoint_load import load_checkpoint, resolve_checkpoint
 from clf.ownership import read_marker
 from clf.train import runtime as rt
+from clf.train.losses import check_loss_option
 from clf.run_files import CONFIG_FILE, LAST_CKPT, has_checkpoint
 from clf.train.run_folder import NO_EPOCH_TO_RESUME
 
@@ -35,6 +36,7 @@ def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[Tr
         if not given.get("data"):
             raise ClfError("clf train needs DATA (a folder of class folders, or images with --labels-csv)")
         _refuse_fold_seed_without_folds(given)
+        check_loss_option(given.get("loss"))
         return TrainConfig(**given), None
     _check_something_to_resume(Path(resume))
     path = resolve_checkpoint(resume, prefer="last")

@@ -1,0 +1,106 @@
+"""What every stage's configuration shares: JSON round trips, the one-line checks, and the option declaration.
+
+A field of a stage's dataclass that is also a command-line option is declared once, here, with ``setting(...)``:
+its default and type are the field's, and its help, flags and parsing ride in the field's metadata, which the
+command line (clf/cli/options.py) reads to build the option. Plain data only: no typer, no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+from clf.errors import ClfError
+
+# Marks a TrainConfig field that `clf train --resume` may change (metadata key "resume"); every other field must
+# match the checkpoint (it shapes the weights, the data split or the schedule).
+RESUMABLE = {"resume": True}
+
+
+def setting(default: Any, help: str = "", *, resumable: bool = False, flags: tuple[str, ...] = (),
+            choices: tuple[str, ...] = (), metavar: str | None = None, required: bool = False,
+            cli_type: type | None = None, parse: Callable[[str], Any] | None = None,
+            show_default: bool | str = True) -> Any:
+    """A dataclass field that is also a command-line option when it has `help`.
+
+    Args:
+        default: the field's default, which the option shows in --help and takes when not given.
+        help: the option's help line; a field without one is not an option (set by clf itself, or an argument).
+        resumable: `clf train --resume` may change it (see RESUMABLE).
+        flags: the option's names when not the field's own (--batch-size): ("--output", "-o"), ("--amp/--no-amp",).
+        choices: the allowed names, shown as [a|b|c] (the dataclass checks the value, once, with one error line).
+        metavar: the value's placeholder in --help, when not the choices.
+        required: the option must be given (it has no meaningful default).
+        cli_type: the type the command line parses into when not the field's (pathlib.Path for paths).
+        parse: turns the option's text into the field's value ("1,8" -> (1, 8)); the option takes text then.
+        show_default: False hides the default in --help; a string is shown in its place.
+    """
+    metadata: dict[str, Any] = {"help": help, "flags": flags, "choices": choices, "metavar": metavar,
+                                "required": required, "cli_type": cli_type, "parse": parse,
+                                "show_default": show_default}
+    if resumable:
+        metadata.update(RESUMABLE)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def option_flag(name: str) -> str:
+    """The command-line flag of a config field or augmentation knob: crop_scale -> --crop-scale."""
+    return "--" + name.replace("_", "-")
+
+
+def _tuple_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """JSON turns tuples into lists; turn them back for the fields typed as tuples."""
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        if f.name in out and isinstance(out[f.name], list) and "tuple" in str(f.type):
+            out[f.name] = tuple(out[f.name])
+    return out
+
+
+class JsonMixin:
+    """to_dict/from_dict/to_json/from_json for flat frozen dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**_tuple_fields(cls, {k: v for k, v in data.items() if k in known}))
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
+
+Check = tuple[bool, str]  # (the value is fine, the one line that says what is wrong when it is not)
+
+
+def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> Check:
+    return value in choices, f"{flag} must be one of {', '.join(choices)}, got {value!r}"
+
+
+def raise_first_failure(checks: tuple[Check, ...]) -> None:
+    """Raise ClfError (exit 2) with the message of the first check that failed."""
+    for ok, message in checks:
+        if not ok:
+            raise ClfError(message)
+
+
+def column_checks(id_col: str, label_col: str) -> tuple[Check, ...]:
+    """--id-col and --label-col: named, and not the same column (the CSV would have one column twice)."""
+    return (
+        (id_col.strip() != "", f"--id-col must name a column, got {id_col!r}"),
+        (label_col.strip() != "", f"--label-col must name a column, got {label_col!r}"),
+        (id_col.strip() != label_col.strip(), f"--id-col and --label-col are both {id_col!r}; give two column names"),
+    )
+
+
+def check_columns(id_col: str, label_col: str) -> None:
+    """Raise ClfError (exit 2) for the first failure of column_checks."""
+    raise_first_failure(column_checks(id_col, label_col))

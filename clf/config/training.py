@@ -1,0 +1,285 @@
+"""TrainConfig: everything `clf train` needs, its checks, and the augmentation knobs it carries."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from clf.choices import AUGMENT_PRESETS, AUTO_AUGMENTS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TRAIN_DEVICES
+from clf.config.base import JsonMixin, check_choice, option_flag, setting
+from clf.config.preprocess import MAX_INPUT_SIZE
+from clf.errors import ClfError
+
+MAX_SEED = 2**31  # torch and numpy take it, with room for the per-rank and per-epoch offsets added to it
+
+# The choices of `clf train` (clf/choices.py) are validated once (TrainConfig.__post_init__) and listed in --help.
+# Augmentation: a preset, and the knobs that override it one by one (None = the preset's value). The presets' values
+# and the ops they build live in clf/data/augment_presets.py; the names are here so the config stays light.
+AUGMENT_KNOBS = ("hflip", "vflip", "rotate", "crop_scale", "color_jitter", "grayscale", "blur", "erase", "auto_augment")
+# (low, high, low excluded) of each numeric knob; a rotation range beyond 360 degrees is already every angle.
+AUGMENT_KNOB_RANGES = {
+    **{knob: (0.0, 1.0, False) for knob in ("hflip", "vflip", "grayscale", "blur", "erase", "color_jitter")},
+    "rotate": (0.0, 360.0, False),
+    "crop_scale": (0.0, 1.0, True),
+}
+
+
+AUTO_BATCH_SIZES = (32, 16, 8)
+MIN_STEPS_PER_EPOCH = 16
+
+
+def auto_batch_size(train_images: int) -> int:
+    """The largest of 32, 16, 8 that gives at least 16 optimizer steps an epoch (8 below 128 images).
+
+    Measured (benchmarks/accuracy.py, faces: 80 training images): at batch 32 an epoch is 2 steps, and 10 epochs leave
+    BatchNorm's running statistics so far behind the weights that validation predicts one class (accuracy 0.50);
+    with enough steps the same recipe reaches 0.95-1.00.
+    """
+    for size in AUTO_BATCH_SIZES:
+        if train_images // size >= MIN_STEPS_PER_EPOCH:
+            return size
+    return AUTO_BATCH_SIZES[-1]
+
+
+def check_augment_knobs(knobs: dict[str, Any]) -> None:
+    """Each knob given (not None) in range: one ClfError naming its flag ("--crop-scale must be > 0 and <= 1, got
+    0")."""
+    for knob, value in knobs.items():
+        if value is None:
+            continue
+        flag = option_flag(knob)
+        if knob == "auto_augment":
+            if value not in AUTO_AUGMENTS:
+                raise ClfError(f"--auto-augment must be one of {', '.join(AUTO_AUGMENTS)}, got {value!r}")
+            continue
+        if knob not in AUGMENT_KNOB_RANGES:
+            raise ClfError(f"unknown augmentation knob {knob!r}; known: {', '.join(AUGMENT_KNOBS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ClfError(f"{flag} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ClfError(f"{flag} must be a finite number, got {value}")
+        low, high, low_open = AUGMENT_KNOB_RANGES[knob]
+        if not ((value > low) if low_open else (value >= low)) or value > high:
+            raise ClfError(f"{flag} must be {'>' if low_open else '>='} {low:g} and <= {high:g}, got {value:g}")
+
+
+# The input size a run gets without --img-size: the own cnn is built for small images, the others for ImageNet's.
+DEFAULT_IMG_SIZES = {"cnn": 64}
+DEFAULT_IMG_SIZE = 224
+# What a checkpoint written before a field existed trained with: resuming it must not switch a new default on.
+LEGACY_VALUES = {"augment": "none", "mixup": 0.0, "cutmix": 0.0, "ema": 0.0, "drop_path": 0.0}
+_FROM_PRESET = " [default: from --augment]"  # the augmentation knobs: None takes the --augment preset's value
+
+
+@dataclass(frozen=True)
+class TrainConfig(JsonMixin):
+    """Everything ``clf train`` needs; saved resolved in ``config.json`` and in every checkpoint.
+
+    Each field with a help line is a `clf train` option (clf/cli/options.py); the others are set by clf itself.
+    """
+
+    data: str = setting("", resumable=True)  # the DATA argument; the data may move between sittings
+    arch: str = setting("cnn", "Architecture (see `clf models`): cnn, alexnet, resnet18, rexnet_100, "
+                               "coatnet_0_rw_224, ...")
+    # The defaults below were chosen from benchmarks/accuracy.py (scenes, faces) and the sample competition: see README.
+    epochs: int = setting(30, "Total epochs; may be raised on --resume to train further.", resumable=True)
+    # None: auto_batch_size(training images per process), resolved by fit()
+    batch_size: int | None = setting(None, "Batch size (per process under torchrun). [default: 32, smaller for "
+                                           "small data: at least 16 steps an epoch]")
+    # None: DEFAULT_IMG_SIZES[arch], else DEFAULT_IMG_SIZE (resolved on construction)
+    img_size: int | None = setting(None, "Square input size in pixels. [default: 64 for cnn, 224 for the others]")
+    lr: float = setting(3e-3, "Base learning rate.")
+    optimizer: str = setting("adamw", "Optimizer.", choices=OPTIMIZERS)
+    scheduler: str = setting("cosine", "LR schedule after warmup.", choices=SCHEDULERS)
+    warmup_epochs: int = setting(0, "Linear LR warmup epochs.")
+    weight_decay: float = setting(0.05, "Weight decay (not on biases and norms).")
+    # measured on five kinds of real images: README "Defaults"
+    label_smoothing: float = setting(0.1, "Label smoothing for the cross-entropy loss.")
+    # None: the task's own loss (single-label: cross_entropy), which every run before this field trained with
+    loss: str | None = setting(None, "Loss on the class labels: a name registered in clf/train/losses.py, e.g. "
+                                     "focal. [default: cross_entropy]")
+    val_split: float = setting(0.2, "Stratified validation fraction.")
+    # A preset of AUGMENT_PRESETS; the knobs below override it one by one (None = the preset's value).
+    augment: str = setting("light", "Augmentation preset; the flags below override single ops of it (see "
+                                    "`clf augment-preview`).", choices=AUGMENT_PRESETS)
+    hflip: float | None = setting(None, "Horizontal flip probability; 0 disables (digits, text)." + _FROM_PRESET)
+    vflip: float | None = setting(None, "Vertical flip probability." + _FROM_PRESET)
+    rotate: float | None = setting(None, "Rotation range in degrees; 0 disables." + _FROM_PRESET)
+    crop_scale: float | None = setting(None, "Random-resized-crop: the smallest crop's area fraction; 1 disables."
+                                       + _FROM_PRESET)
+    color_jitter: float | None = setting(None, "Brightness/contrast/saturation jitter strength (hue a quarter of "
+                                               "it); 0 disables." + _FROM_PRESET)
+    grayscale: float | None = setting(None, "Random grayscale probability." + _FROM_PRESET)
+    blur: float | None = setting(None, "Gaussian blur probability." + _FROM_PRESET)
+    erase: float | None = setting(None, "Random erasing probability." + _FROM_PRESET)
+    auto_augment: str | None = setting(None, "Policy: trivial (TrivialAugment-wide) or rand (RandAugment, 2 ops at "
+                                             "magnitude 9)." + _FROM_PRESET, choices=AUTO_AUGMENTS)
+    mixup: float = setting(0.0, "Mixup Beta alpha (e.g. 0.2); 0 disables.")
+    cutmix: float = setting(0.0, "CutMix Beta alpha (e.g. 1.0); 0 disables.")
+    mix_prob: float = setting(1.0, "Probability that a batch is mixed (with --mixup/--cutmix).")
+    mix_switch: float = setting(0.5, "Probability of CutMix rather than mixup when both are on.")
+    ema: float = setting(0.999, "EMA decay of the weights (e.g. 0.999), validated beside the raw weights; 0 disables.")
+    drop_path: float = setting(0.0, "Stochastic depth rate (timm models that have it).")
+    dropout: float | None = setting(None, "Dropout before the classifier. [default: the architecture's own]")
+    workers: int = setting(-1, "DataLoader worker processes (0 = in the main process; -1 = auto: 0 on CPU, up to 8 "
+                               "on GPU).", resumable=True)
+    seed: int = setting(0, "Random seed (split, init, shuffling, augmentation).")
+    name: str = setting("", "Run name (empty: ARCH-SIZE, numbered when taken).")
+    out: str = setting("runs", "Folder holding run folders.")
+    patience: int = setting(0, "Early stop after P epochs without a val gain (accuracy, then lower loss; 0 = off).",
+                            resumable=True)
+    device: str = setting("auto", "Training device.", choices=TRAIN_DEVICES, resumable=True)
+    amp: bool = setting(True, "Mixed precision on CUDA (bf16, else fp16).", flags=("--amp/--no-amp",),
+                        resumable=True)
+    cache_images: bool | None = setting(None, "Keep decoded, resized images in RAM. [default: auto, when they take "
+                                              "at most 2 GiB and a quarter of the free memory]",
+                                        flags=("--cache-images/--no-cache-images",), show_default=False,
+                                        resumable=True)  # None: auto (clf/train/build.py)
+    pretrained: bool = setting(False, "Start from timm's pretrained weights (local cache only).")
+    # Fine-tuning (clf/models/pretrained.py, clf/train/schedule.py): weights from a file the user has (its sha256 is
+    # recorded when it is read: the run is traceable to the exact file; resume never reads it again), layer-wise LR
+    # decay (the head at --lr, each earlier layer D times the next), and epochs that train the head alone.
+    pretrained_path: str | None = setting(None, "Start from weights you have: a clf checkpoint (best.pt, last.pt, a "
+                                                "run folder), a torch.save state dict or .safetensors; the head is "
+                                                "re-initialised for another class count.")
+    pretrained_sha256: str | None = None
+    layer_decay: float | None = setting(None, "Layer-wise LR decay D (e.g. 0.75): the head trains at --lr, each "
+                                              "earlier layer at D times the next one's. [default: off]")
+    freeze_epochs: int = setting(0, "Train only the head for the first N epochs (body frozen, its BatchNorm in eval "
+                                    "mode), then everything.")
+    strict: bool = setting(False, "Fail on the first unreadable image instead of skipping it.", resumable=True)
+    labels_csv: str | None = setting(None, "CSV of filename,label for the images in DATA (Kaggle style).")
+    id_col: str = setting("filename", "Filename column of --labels-csv.")
+    label_col: str = setting("label", "Label column of --labels-csv.")
+    resize: str = setting("stretch", "stretch, or shorter_crop (shorter side + center crop).", choices=RESIZE_MODES)
+    quiet: bool = setting(False, "No progress bar, one line per epoch.", flags=("--quiet", "-q"), resumable=True)
+    # k-fold cross-validation (clf/train/folds.py): K stratified folds seeded by fold_seed; `fold` is set on the
+    # member runs only (fold k validates on the items of fold k and trains on the rest).
+    folds: int | None = setting(None, "Cross-validate: K stratified folds, K runs in runs/NAME/fold-k, then oof.csv "
+                                      "and the CV score (--resume runs/NAME continues the group).")
+    fold_seed: int = setting(0, "Seed of the fold assignment (with --folds).")
+    fold: int | None = None
+    # --refit (clf/train/refit.py): after this validated run, the same recipe on every image for the epochs validation
+    # chose, in OUT/NAME/refit. `refit_of` and `refit_epoch` are set on that refit run only (the validated run's name
+    # and its best epoch). Resumable: `--resume RUN --refit` adds a refit to a run trained without it.
+    refit: bool = setting(False, "After the validated run, train the same recipe on every image for the epoch count "
+                                 "validation chose, in runs/NAME/refit (--resume runs/NAME continues either).",
+                          resumable=True)
+    refit_of: str | None = None
+    refit_epoch: int | None = None
+    # `clf train --config FILE` (clf/train/config_file.py): the settings file the run took its settings from (absolute
+    # path) and its sha256. Resumable: a later sitting may be configured from another file (or from none).
+    config_file: str | None = setting(None, resumable=True)
+    config_sha256: str | None = setting(None, resumable=True)
+
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> "TrainConfig":
+        """The config a checkpoint or config.json recorded; fields it predates take the values it trained with."""
+        return cls.from_dict({**LEGACY_VALUES, **data})
+
+    def augment_overrides(self) -> dict[str, Any]:
+        """The augmentation knobs given explicitly (those that override the --augment preset)."""
+        return {knob: getattr(self, knob) for knob in AUGMENT_KNOBS if getattr(self, knob) is not None}
+
+    @classmethod
+    def resumable_fields(cls) -> frozenset[str]:
+        """The fields a resumed run may change (declared resumable above)."""
+        return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("resume"))
+
+    @staticmethod
+    def flag(name: str) -> str:
+        """The command-line flag of a field: batch_size -> --batch-size."""
+        return option_flag(name)
+
+    def __post_init__(self) -> None:
+        """Reject impossible values up front, with the flag's name, instead of failing deep inside torch."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ClfError(f"{self.flag(f.name)} must be a finite number, got {value}")
+        if self.img_size is None:
+            object.__setattr__(self, "img_size", DEFAULT_IMG_SIZES.get(self.arch, DEFAULT_IMG_SIZE))
+        checks = (
+            (self.epochs >= 1, "--epochs must be >= 1"),
+            (self.batch_size is None or self.batch_size >= 1, "--batch-size must be >= 1"),
+            (self.img_size >= 16, "--img-size must be >= 16"),
+            (self.img_size <= MAX_INPUT_SIZE, f"--img-size must be <= {MAX_INPUT_SIZE}"),
+            (self.lr >= 0, "--lr must be >= 0"),
+            (self.weight_decay >= 0, "--weight-decay must be >= 0"),
+            (0.0 <= self.val_split < 1.0, "--val-split must be >= 0 and < 1 (0 = no validation)"),
+            *self._augment_checks(),
+            *self._regularisation_checks(),
+            (self.workers >= -1, "--workers must be >= 0 (or -1 for auto)"),
+            (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
+            (self.patience >= 0, "--patience must be >= 0"),
+            (self.out.strip() != "", "--out is empty; give the folder that holds run folders (default: runs)"),
+            (self.labels_csv is None or self.labels_csv.strip() != "", "--labels-csv is empty; give the CSV file"),
+            (self.loss is None or self.loss.strip() != "", "--loss is empty; give a loss name or leave the option out"),
+            (0 <= self.seed < MAX_SEED, f"--seed must be >= 0 and < {MAX_SEED} (2**31), got {self.seed}"),
+            (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be >= 0 and < 1"),
+            check_choice("--optimizer", self.optimizer, OPTIMIZERS),
+            check_choice("--scheduler", self.scheduler, SCHEDULERS),
+            check_choice("--device", self.device, TRAIN_DEVICES),
+            check_choice("--resize", self.resize, RESIZE_MODES),
+            *self._fold_checks(),
+            *self._fine_tune_checks(),
+            *self._refit_checks(),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ClfError(message)
+
+    def _augment_checks(self) -> tuple[tuple[bool, str], ...]:
+        check_augment_knobs(self.augment_overrides())
+        return (check_choice("--augment", self.augment, AUGMENT_PRESETS),)
+
+    def _fold_checks(self) -> tuple[tuple[bool, str], ...]:
+        folds = self.folds
+        return (
+            (folds is None or folds >= 2, f"--folds must be >= 2 (each of K folds validates on 1/K of the data), "
+                                          f"got {folds}"),
+            (0 <= self.fold_seed < MAX_SEED,
+             f"--fold-seed must be >= 0 and < {MAX_SEED} (2**31), got {self.fold_seed}"),
+            (self.fold is None or (folds is not None and 0 <= self.fold < folds),
+             f"fold {self.fold} is not one of the {folds} folds" if folds else f"fold {self.fold} needs --folds K"),
+        )
+
+    def _fine_tune_checks(self) -> tuple[tuple[bool, str], ...]:
+        decay, frozen = self.layer_decay, self.freeze_epochs
+        return (
+            (self.pretrained_path is None or self.pretrained_path.strip() != "",
+             "--pretrained-path is empty; give the weights file (a clf checkpoint, a state dict or .safetensors)"),
+            (not (self.pretrained and self.pretrained_path),
+             "--pretrained and --pretrained-path both say where the weights come from; choose one"),
+            (decay is None or 0.0 < decay <= 1.0, f"--layer-decay must be > 0 and <= 1 (e.g. 0.75), got {decay}"),
+            (frozen >= 0, f"--freeze-epochs must be >= 0, got {frozen}"),
+            (frozen < self.epochs, (f"--freeze-epochs {frozen} must be less than --epochs {self.epochs}: "
+                                    "the whole model trains after the frozen epochs")),
+            (not frozen or self.pretrained or bool(self.pretrained_path),
+             "--freeze-epochs trains the new head over pretrained weights; add --pretrained-path FILE or --pretrained"),
+        )
+
+    def _refit_checks(self) -> tuple[tuple[bool, str], ...]:
+        return (
+            (not self.refit or self.val_split > 0,
+             ("--refit trains again for the epoch count validation chose, so it needs a validation split; drop "
+              "--no-val / --val-split 0 (or train on every image for a count you choose: --no-val --epochs N)")),
+            (not self.refit or self.folds is None,
+             ("--refit with --folds: each fold chooses its own best epoch, so there is no one epoch count to refit "
+              "for; refit a single validated run (leave out --folds), or train on every image with --no-val "
+              "--epochs N")),
+        )
+
+    def _regularisation_checks(self) -> tuple[tuple[bool, str], ...]:
+        return (
+            (self.mixup >= 0, f"--mixup is a Beta alpha >= 0 (0 = off), got {self.mixup}"),
+            (self.cutmix >= 0, f"--cutmix is a Beta alpha >= 0 (0 = off), got {self.cutmix}"),
+            (0.0 <= self.mix_prob <= 1.0, f"--mix-prob is a probability between 0 and 1, got {self.mix_prob}"),
+            (0.0 <= self.mix_switch <= 1.0, f"--mix-switch is a probability between 0 and 1, got {self.mix_switch}"),
+            (0.0 <= self.ema < 1.0, f"--ema is a decay >= 0 and < 1 (0 = off; e.g. 0.999), got {self.ema}"),
+            (0.0 <= self.drop_path < 1.0, f"--drop-path must be >= 0 and < 1, got {self.drop_path}"),
+            (self.dropout is None or 0.0 <= self.dropout < 1.0, f"--dropout must be >= 0 and < 1, got {self.dropout}"),
+        )
