@@ -152,13 +152,23 @@ def measure_recipe(bench: str, data: Path, runs: Path, recipe: str, recipe_args:
     submission = runs / f"{name}.submission.csv"  # beside the run: clf's run folder holds only clf's files
     run_clf("infer", str(data / "test"), "--model", str(run / "model.onnx"), "--sample-submission",
             str(data / "sample_submission.csv"), "--csv", str(submission), "--quiet")
-    history = read_history(run / "history.csv")
-    epochs = len(read_epochs(run / "history.csv"))
+    history, epochs = run_history(run)
     row = Row(bench, recipe, seed, recipe_args + shlex.split(options.extra), epochs, round(train_s, 1),
               max(history, default=float("nan")), accuracy(submission, data / "test_labels.csv"), str(run))
     progress(f"{bench} {recipe} seed {seed}: {row.epochs} epochs, {row.train_s:.0f} s, "
              f"val {row.best_val_acc:.4f}, test {row.test_acc:.4f}")
     return row
+
+
+def run_history(run: Path) -> tuple[list[float], int]:
+    """Every epoch's validation accuracy and the epoch count of a run; of a fold group (--folds K, exported as the
+    ensemble of its folds), the CV mean as its one validation number and the epochs of its first fold."""
+    group_record = run / "group.json"
+    if group_record.is_file():
+        cv = json.loads(group_record.read_text(encoding="utf-8")).get("cv") or {}
+        first_fold = sorted(run.glob("fold-*/history.csv"))[0]
+        return [float(cv["mean_val_acc"])] if "mean_val_acc" in cv else [], len(read_epochs(first_fold))
+    return read_history(run / "history.csv"), len(read_epochs(run / "history.csv"))
 
 
 def read_history(path: Path) -> list[float]:
