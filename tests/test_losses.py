@@ -22,7 +22,8 @@ def test_the_registry_holds_cross_entropy_and_the_soft_target_loss():
 
 
 def test_an_unknown_loss_is_refused_naming_the_known_ones():
-    with pytest.raises(ClfError, match="^loss 'focal': unknown; choose one of cross_entropy, soft_target_cross_entropy"):
+    with pytest.raises(ClfError,
+                       match="^loss 'focal': unknown; choose one of cross_entropy, soft_target_cross_entropy"):
         build_loss("focal", LossSettings(3))
 
 

@@ -168,7 +168,8 @@ def load_pretrained(model: nn.Module, arch: str, weights: PretrainedWeights, img
     body = {k: v for k, v in state.items() if not in_prefixes(k, head)}
     problem = _first_mismatch({k: v for k, v in expected.items() if not in_prefixes(k, head)}, body)
     if problem is not None:
-        raise ModelError(f"{weights.path}: weights do not fit arch '{arch}' ({problem}); {_advice(weights, arch, img_size)}")
+        raise ModelError(f"{weights.path}: weights do not fit arch '{arch}' ({problem}); "
+                         f"{_advice(weights, arch, img_size)}")
     head_state = {k: v for k, v in state.items() if in_prefixes(k, head)}
     keep_head = _head_fits({k: v for k, v in expected.items() if in_prefixes(k, head)}, head_state)
     other_classes = keep_head and _other_classes(weights, classes)

@@ -135,7 +135,7 @@ class Trainer:
                 self.scaler.load_state_dict(ckpt["scaler"])
             self.state = TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt.get("best_val_acc"))
             restore_rng(ckpt["rng"], self.runtime)
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:  # torch's are ValueError/RuntimeError
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:  # torch's: ValueError/RuntimeError
             raise ModelError(f"{source}: cannot restore the training state ({one_line(exc)}); the checkpoint is "
                              "damaged; resume an intact last.pt or start a new run") from None
         logger.info("resuming %s after epoch %d (of %d)", self.run_dir, self.state.epoch, self.cfg.epochs)
