@@ -40,24 +40,30 @@ from clf.data.augment_kernels import (
     to_grayscale,
     warp,
 )
-from clf.data.augment_op import OPS, Op, check_number, check_probability, check_range, register, require
+from clf.data.augment_op import (
+    OPS,
+    Op,
+    RandomlyApplied,
+    check_number,
+    check_probability,
+    check_range,
+    register,
+    require,
+)
 from clf.data.augment_policies import MAGNITUDE_BINS, apply_policy_op, rand_augment_draws, trivial_augment_draw
 from clf.errors import ClfError
 
+
 @register
 @dataclass(frozen=True)
-class HorizontalFlip(Op):
+class HorizontalFlip(RandomlyApplied):
     """Mirror left-right with probability ``p`` (one uniform draw)."""
 
     name: ClassVar[str] = "hflip"
     p: float = 0.5
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"hflip: p is a probability in [0, 1], got {self.p}")
-
-    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return flip_horizontal(image) if rng.random() < self.p else image
+    def transform(self, image: np.ndarray) -> np.ndarray:
+        return flip_horizontal(image)
 
 
 @register
@@ -167,17 +173,14 @@ def _check_image(image: np.ndarray) -> None:
 
 @register
 @dataclass(frozen=True)
-class VerticalFlip(Op):
+class VerticalFlip(RandomlyApplied):
     """Mirror top-bottom with probability ``p`` (one uniform draw)."""
 
     name: ClassVar[str] = "vflip"
     p: float = 0.5
 
-    def __post_init__(self) -> None:
-        check_probability(self.name, self.p)
-
-    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return cv2.flip(image, 0) if rng.random() < self.p else image
+    def transform(self, image: np.ndarray) -> np.ndarray:
+        return cv2.flip(image, 0)
 
 
 @register
@@ -256,17 +259,14 @@ class ColorJitter(Op):
 
 @register
 @dataclass(frozen=True)
-class Grayscale(Op):
+class Grayscale(RandomlyApplied):
     """With probability ``p``, the luma (OpenCV's RGB2GRAY) replicated to the three channels."""
 
     name: ClassVar[str] = "grayscale"
     p: float = 0.1
 
-    def __post_init__(self) -> None:
-        check_probability(self.name, self.p)
-
-    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return to_grayscale(image) if rng.random() < self.p else image
+    def transform(self, image: np.ndarray) -> np.ndarray:
+        return to_grayscale(image)
 
 
 @register

@@ -8,7 +8,7 @@ parameter (the Pipeline turns it into a ClfError). numpy only: no torch, no PIL.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,6 +38,22 @@ class Op:
     def to_dict(self) -> dict[str, Any]:
         params = asdict(self)  # type: ignore[call-overload]
         return {"op": self.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
+
+
+@dataclass(frozen=True)
+class RandomlyApplied(Op):
+    """An op whose ``transform`` applies with probability ``p`` (one uniform draw); otherwise the image is kept."""
+
+    p: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_probability(self.name, self.p)
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.transform(image) if rng.random() < self.p else image
+
+    def transform(self, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
 
 def require(ok: bool, op: str, message: str) -> None:
