@@ -400,7 +400,8 @@ def parse_recipes(text: str) -> dict[str, list[str]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bench", default=",".join(accuracy_data.BENCHES), help="benchmarks: " + ",".join(accuracy_data.BENCHES))
+    benches = ",".join(accuracy_data.BENCHES)
+    parser.add_argument("--bench", default=benches, help="benchmarks: " + benches)
     parser.add_argument("--seeds", default="0,1,2", help="training seeds; tables show medians over them")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="recipe names, or NAME=ARGS for an ad-hoc one")
     parser.add_argument("--arch", default="cnn")

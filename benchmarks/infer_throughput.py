@@ -294,7 +294,8 @@ def print_int8_table(rows: dict[str, dict[str, float]], args: argparse.Namespace
     """int8 vs fp32, `clf infer` end to end, and int8 against its own session ceiling."""
     overlap = "min(b8, d)" if args.device in ("cuda", "tensorrt") else "1/(1/b8+1/d)"
     print()
-    print(f"int8 vs fp32, images/s (median of {args.repeats}); int8 = QDQ, per-channel 7-bit int8 weights, uint8 activations")
+    print(f"int8 vs fp32, images/s (median of {args.repeats}); "
+          "int8 = QDQ, per-channel 7-bit int8 weights, uint8 activations")
     header = ("model", "fp32 (a)", "int8 (a)", "int8/fp32 (a)", "fp32 (b)", "int8 (b)", "int8/fp32 (b)", "(d) decode",
               f"int8 ceiling {overlap}", "int8 a/ceiling")
     lines = [header]

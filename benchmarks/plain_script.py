@@ -78,7 +78,8 @@ def main() -> int:
     predicting = time.perf_counter()
     test = sorted(p for p in args.test.iterdir() if p.is_file())
     with torch.no_grad():
-        predicted = torch.cat([model(tensor(chunk)).argmax(1) for chunk in np.array_split(test, max(1, len(test) // 256))])
+        chunks = np.array_split(test, max(1, len(test) // 256))
+        predicted = torch.cat([model(tensor(chunk)).argmax(1) for chunk in chunks])
     with args.out.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "label"])

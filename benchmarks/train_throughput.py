@@ -91,8 +91,9 @@ def main() -> None:
     args = parser.parse_args()
     cases = [(c.split("@")[0], int(c.split("@")[1])) for c in args.cases.split(",")]
 
+    cache = "auto" if args.cache_images is None else args.cache_images
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{'cuda' if torch.cuda.is_available() else 'cpu'}, workers {args.workers}, cache {'auto' if args.cache_images is None else args.cache_images}")
+          f"{'cuda' if torch.cuda.is_available() else 'cpu'}, workers {args.workers}, cache {cache}")
     print(f"{'arch':<10} {'size':>5} {'batch':>6} {'(a) clf img/s':>14} {'(b) bare img/s':>15} {'a/b':>6}   (medians)")
     with tempfile.TemporaryDirectory(prefix="clf-bench-") as tmp:
         for arch, size in cases:
@@ -108,8 +109,8 @@ def main() -> None:
             b = statistics.median(p[1] for p in pairs)
             ratio = statistics.median(p[0] / p[1] for p in pairs)
             spread = ", ".join(f"{p[0] / p[1]:.2f}" for p in pairs)
-            print(f"{arch:<10} {size:>5} {args.batch_size:>6} {a:>14.1f} {b:>15.1f} {ratio:>6.2f}   (a/b per pair: {spread})",
-                  flush=True)
+            print(f"{arch:<10} {size:>5} {args.batch_size:>6} {a:>14.1f} {b:>15.1f} {ratio:>6.2f}"
+                  f"   (a/b per pair: {spread})", flush=True)
 
 
 if __name__ == "__main__":

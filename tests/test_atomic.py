@@ -115,7 +115,8 @@ def test_torch_write_failure_is_a_storage_error(tmp_path):
     out = tmp_path / "last.pt"
     with pytest.raises(StorageError, match=r"last.pt: disk full \("):
         with atomic_output(out):
-            raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file data/0: file write failed")
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . "
+                               "PytorchStreamWriter failed writing file data/0: file write failed")
     assert names(tmp_path) == []
 
 

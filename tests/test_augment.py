@@ -485,7 +485,8 @@ def test_trivial_augment_draw_and_apply():
 
 def test_rand_augment_draws_use_the_fixed_magnitude():
     rng = Scripted(integers=[6, 3, 11, 29], random=[0.7, 0.1])  # brightness at bin 9, then solarize at bin 9
-    assert rand_augment_draws(8, 8, 2, 9, rng) == [("brightness", pytest.approx(0.27)), ("solarize", 178.5)]  # 255 * (1 - 9/30)
+    # solarize's threshold 178.5 = 255 * (1 - 9/30)
+    assert rand_augment_draws(8, 8, 2, 9, rng) == [("brightness", pytest.approx(0.27)), ("solarize", 178.5)]
     assert rng.used_up()
     image = np.random.default_rng(3).integers(0, 256, (9, 11, 3), dtype=np.uint8)
     draws = rand_augment_draws(9, 11, 3, 20, np.random.default_rng(4))
@@ -622,7 +623,8 @@ def test_colour_ops_agree_with_torchvision_within_rounding():
         return fn(tensor, *args).permute(1, 2, 0).numpy().astype(int)
 
     for factor in (0.3, 0.9, 1.6):
-        for ours, fn, levels in ((adjust_brightness, tvf.adjust_brightness, 1), (adjust_contrast, tvf.adjust_contrast, 1),
+        for ours, fn, levels in ((adjust_brightness, tvf.adjust_brightness, 1),
+                                 (adjust_contrast, tvf.adjust_contrast, 1),
                                  (adjust_saturation, tvf.adjust_saturation, 2),
                                  (adjust_sharpness, tvf.adjust_sharpness, 1)):
             difference = np.abs(ours(image, factor).astype(int) - theirs(fn, factor)).max()

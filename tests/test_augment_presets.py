@@ -186,7 +186,8 @@ def test_preset_pipelines_resume_exactly_in_the_dataset(tmp_path, preset: str):
         path = tmp_path / f"im{i}.png"
         cv2.imwrite(str(path), np.random.default_rng(i).integers(0, 256, (20, 24, 3), dtype=np.uint8))
         paths.append(path)
-    ds = ImageDataset(paths, [0] * 4, Preprocess(size=(16, 16)), train=True, augment=build_pipeline(preset_knobs(preset)))
+    pipeline = build_pipeline(preset_knobs(preset))
+    ds = ImageDataset(paths, [0] * 4, Preprocess(size=(16, 16)), train=True, augment=pipeline)
     torch.manual_seed(7)
     saved = torch.get_rng_state()
     first = [ds[i][0] for i in range(4)]

@@ -356,7 +356,8 @@ CASES = [
          infer_argv("infer_deep_strict", "{model}", "--recursive", "--strict"), 2,
          "cannot list the folder (File name too long); stopped (--strict)",
          setup=infer_folder_with("infer_deep_strict", unlistable_sub_folder),
-         check=lambda places: not (places["tmp"] / "infer_deep_strict" / "out.csv").exists() or pytest.fail("csv written")),
+         check=lambda places: (not (places["tmp"] / "infer_deep_strict" / "out.csv").exists()
+                               or pytest.fail("csv written"))),
     # clf augment-preview (issue 24): 1e6 x 1e6 ran 82 s and died of OpenCV's out-of-memory; a fold group was read as
     # labelled data (its folds as classes)
     Case("preview-rows-columns-1000000", preview_argv("prev_huge", "data", "--rows", "1000000", "--columns", "1000000"),
@@ -376,7 +377,8 @@ CASES = [
          "prev_groupf/group: a fold group's augmentation is the one it trained with; drop --rotate or preview its "
          "data folder", setup=preview_data("prev_groupf", group=True), guard=["{tmp}/prev_groupf/group"],
          check=no_preview("prev_groupf")),
-    Case("infer-all-unreadable", infer_argv("infer_unreadable"), 4, "could be read (each is named above); nothing was written", setup=all_unreadable,
+    Case("infer-all-unreadable", infer_argv("infer_unreadable"), 4,
+         "could be read (each is named above); nothing was written", setup=all_unreadable,
          guard=["{tmp}/infer_unreadable/test"]),
 ]
 

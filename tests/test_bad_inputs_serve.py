@@ -387,7 +387,8 @@ CASES = [
 ]
 
 NEEDS_NO_GPU = [
-    Case("infer-device-cuda-without-cuda", [*INFER[:4], "--device", "cuda", "--csv", "{tmp}/o30.csv"], 2, "cuda requested but",
+    Case("infer-device-cuda-without-cuda", [*INFER[:4], "--device", "cuda", "--csv", "{tmp}/o30.csv"], 2,
+         "cuda requested but",
          check=_absent("{tmp}/o30.csv")),
 ]
 

@@ -107,7 +107,8 @@ def test_save_fills_metadata_and_drops_source(tmp_path):
     state["source"] = "/somewhere/else.pt"
     save_checkpoint(state, tmp_path / "best.pt")
     raw = torch.load(tmp_path / "best.pt", weights_only=True)
-    assert (raw["format"], raw["version"], raw["clf_version"]) == ("clf-checkpoint", CHECKPOINT_VERSION, clf.__version__)
+    stamp = (raw["format"], raw["version"], raw["clf_version"])
+    assert stamp == ("clf-checkpoint", CHECKPOINT_VERSION, clf.__version__)
     assert "source" not in raw
     assert "format" not in state  # the caller's dict is left alone
 

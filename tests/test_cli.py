@@ -16,7 +16,8 @@ runner = CliRunner()
 def test_help_lists_every_promised_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("sample-data", "models", "train", "runs", "export", "infer", "eval", "score", "serve", "augment-preview"):
+    for command in ("sample-data", "models", "train", "runs", "export", "infer", "eval", "score", "serve",
+                    "augment-preview"):
         assert command in result.output
 
 

@@ -1,4 +1,5 @@
-"""clf.train.ema: the update rule with its warm-up (by hand on a 2-parameter model), buffers copied, state round trip."""
+"""clf.train.ema: the update rule with its warm-up (by hand on a 2-parameter model), buffers copied, state round
+trip."""
 
 from __future__ import annotations
 

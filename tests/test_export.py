@@ -354,8 +354,8 @@ def test_an_output_that_is_an_input_is_refused_before_any_work(run, name):
     before = (run / name).read_bytes()
     with pytest.raises(ClfError) as info:
         export_onnx(ExportConfig(checkpoint=str(run), output=str(run / name), **FAST))
-    assert str(info.value) == f"{run / name}: -o would overwrite the {name if name == 'split.json' else 'checkpoint'} " \
-                              "input; write to another file"
+    overwritten = name if name == "split.json" else "checkpoint"
+    assert str(info.value) == f"{run / name}: -o would overwrite the {overwritten} input; write to another file"
     assert (run / name).read_bytes() == before and files_in(run) == {"best.pt", "split.json"}
 
 
@@ -426,7 +426,8 @@ def test_a_model_of_another_opset_than_asked_is_refused(run, monkeypatch):
         set_metadata(model, props)
 
     monkeypatch.setattr(graph, "set_metadata", downgrade_then_set)
-    with pytest.raises(ModelError, match=rf"^{run / 'model.onnx'}: the model has opset 17, not the --opset 18 asked for$"):
+    wrong_opset = rf"^{run / 'model.onnx'}: the model has opset 17, not the --opset 18 asked for$"
+    with pytest.raises(ModelError, match=wrong_opset):
         export_onnx(ExportConfig(checkpoint=str(run), **FAST))
     assert files_in(run) == {"best.pt", "split.json"}
 

@@ -140,8 +140,8 @@ def _bad_input(tmp_path, run, case):
     raise AssertionError(case)
 
 
-BAD = ["missing checkpoint", "corrupt checkpoint", "non-clf checkpoint", "output under a file", "output is the checkpoint",
-       "bad batch sizes", "unknown exporter"]
+BAD = ["missing checkpoint", "corrupt checkpoint", "non-clf checkpoint", "output under a file",
+       "output is the checkpoint", "bad batch sizes", "unknown exporter"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -215,7 +215,8 @@ def test_an_opset_below_18_uses_torchscript(run):
 def test_an_opset_below_18_with_dynamo_is_one_line(run):
     result = export(run, "--onnx", "--opset", "17", "--exporter", "dynamo")
     assert result.exit_code == 2
-    assert "error: --opset 17: the dynamo exporter writes opset 18 or newer; use --exporter torchscript" in result.output
+    assert ("error: --opset 17: the dynamo exporter writes opset 18 or newer; use --exporter torchscript"
+            in result.output)
 
 
 # --- flags are checked before anything is loaded, and the command dispatches through the target registry ---------
@@ -224,7 +225,8 @@ def test_an_opset_below_18_with_dynamo_is_one_line(run):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--opset", "99"], "--opset 99: clf exports opsets 7 to 23 (torchscript 7-20, dynamo 18-23); pass one of those"),
+        (["--opset", "99"],
+         "--opset 99: clf exports opsets 7 to 23 (torchscript 7-20, dynamo 18-23); pass one of those"),
         (["--opset", "5"], "--opset 5: clf exports opsets 7 to 23 (torchscript 7-20, dynamo 18-23); pass one of those"),
         (["--atol", "-1"], "--atol must be a finite number >= 0, got -1.0"),
         (["--atol", "nan"], "--atol must be a finite number >= 0, got nan"),

@@ -106,7 +106,7 @@ def test_a_plain_single_run_export_stays_the_bare_model(tmp_path, data):
     np.testing.assert_allclose(_onnx_logits(result.path, x), logits_of(model_of(run), x), atol=1e-5, rtol=0)
 
 
-# --- refusals ----------------------------------------------------------------------------------------------------------
+# --- refusals ---------------------------------------------------------------------------------------------------------
 
 
 def test_members_with_other_classes_are_refused(tmp_path, data):

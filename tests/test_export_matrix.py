@@ -78,7 +78,8 @@ for model in models:
         bgr = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
         bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
-        rows.append(((rgb * np.float32(pre["scale"]) - np.float32(pre["mean"])) / np.float32(pre["std"])).transpose(2, 0, 1))
+        normalised = (rgb * np.float32(pre["scale"]) - np.float32(pre["mean"])) / np.float32(pre["std"])
+        rows.append(normalised.transpose(2, 0, 1))
     (batch,) = session.run(None, {"input": np.stack(rows)})
     (single,) = session.run(None, {"input": rows[0][None]})
     answers[model] = {"outputs": batch.tolist(), "single": single.tolist(), "meta": dict(meta),
@@ -116,7 +117,10 @@ def export_argv(combo: frozenset[str], trained: dict[str, Path], out: Path) -> l
     argv += ["--fp16"] if "fp16" in combo else []
     argv += ["--tta", "hflip"] if "tta" in combo else []
     argv += ["--calibrate"] if "calibrate" in combo else []
-    argv += ["--triton", out / "repo", "--model-name", TRITON_MODEL] if "triton" in combo else ["-o", out / "model.onnx"]
+    if "triton" in combo:
+        argv += ["--triton", out / "repo", "--model-name", TRITON_MODEL]
+    else:
+        argv += ["-o", out / "model.onnx"]
     return argv
 
 

@@ -38,9 +38,9 @@ from clf.train.schedule import lr_factor
 
 # "on": the default preset plus a rotation (every stream of the pipeline exercised across a resume)
 AUG = {"off": dict(augment="none"), "on": dict(augment="default", rotate=10.0)}
-CONTRACT_KEYS = {"format", "version", "clf_version", "arch", "model_kwargs", "img_size", "classes", "preprocess", "config",
-                 "epoch", "model", "optimizer", "scheduler", "scaler", "rng", "history", "best_val_acc", "run_name",
-                 "params", "augment", "weights", "ema", "ema_updates"}
+CONTRACT_KEYS = {"format", "version", "clf_version", "arch", "model_kwargs", "img_size", "classes", "preprocess",
+                 "config", "epoch", "model", "optimizer", "scheduler", "scaler", "rng", "history", "best_val_acc",
+                 "run_name", "params", "augment", "weights", "ema", "ema_updates"}
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,8 @@ def test_resume_is_exact_with_a_worker_process_too(data, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("aug", ["off", "on"])
 def test_raising_epochs_on_resume_equals_one_long_run(aug, data, tmp_path):
-    """--epochs 2, then --resume --epochs 4: with a flat schedule the first two epochs are the same as a 4-epoch run's."""
+    """--epochs 2, then --resume --epochs 4: with a flat schedule the first two epochs are the same as a 4-epoch
+    run's."""
     flat = dict(scheduler="none", **AUG[aug])
     train(data, tmp_path, "long", epochs=4, **flat)
     train(data, tmp_path, "parts", epochs=2, **flat)
@@ -116,7 +117,8 @@ def test_raising_epochs_on_resume_equals_one_long_run(aug, data, tmp_path):
 
 
 def test_a_checkpoint_from_before_presets_resumes_with_its_own_augmentation(data, tmp_path):
-    """Version 1 checkpoints have no "augment": their flip/rotate flags are the whole pipeline, whatever the new default."""
+    """Version 1 checkpoints have no "augment": their flip/rotate flags are the whole pipeline, whatever the new
+    default."""
     run = train(data, tmp_path, "old", epochs=1, hflip=0.5).run_dir
     ckpt = load(run / "last.pt")
     legacy_config = {k: v for k, v in ckpt["config"].items() if k in ("data", "arch", "epochs", "img_size", "hflip",
@@ -168,7 +170,8 @@ def test_checkpoints_hold_the_contract_and_load_weights_only(data, straight):
     for name in ("best.pt", "last.pt"):
         ckpt = torch.load(run / name, map_location="cpu", weights_only=True)
         assert ckpt.keys() == CONTRACT_KEYS  # the documented schema, nothing else
-        assert ckpt["version"] == CHECKPOINT_VERSION and ckpt["params"] == json.loads((run / "config.json").read_text())["params"]
+        assert ckpt["version"] == CHECKPOINT_VERSION
+        assert ckpt["params"] == json.loads((run / "config.json").read_text())["params"]
         assert ckpt["format"] == "clf-checkpoint" and ckpt["arch"] == "cnn"
         assert ckpt["classes"] == ["circle", "square", "star", "triangle"]
         assert ckpt["model_kwargs"]["num_classes"] == 4
@@ -495,7 +498,8 @@ def test_history_lr_follows_the_schedule(data, tmp_path):
     ckpt = load(run / "last.pt")
     cfg = TrainConfig(data="x", **options)
     steps = 5  # 40 images / batch 8
-    assert [r["lr"] for r in ckpt["history"]] == pytest.approx([0.01 * lr_factor(e * steps, steps, cfg) for e in range(4)])
+    expected = [0.01 * lr_factor(e * steps, steps, cfg) for e in range(4)]
+    assert [r["lr"] for r in ckpt["history"]] == pytest.approx(expected)
     assert [r["lr"] for r in ckpt["history"]] == pytest.approx([0.01 / 5, 0.01, 0.001, 0.0001])
     assert ckpt["config"]["optimizer"] == "sgd" and ckpt["config"]["label_smoothing"] == 0.1
     assert "momentum_buffer" in next(iter(ckpt["optimizer"]["state"].values()))
@@ -591,7 +595,8 @@ def test_without_validation_best_holds_the_ema_weights(data, tmp_path):
     assert best["weights"] == "ema" and best["ema_updates"] == last["ema_updates"] == 6  # 48 images / batch 8
     assert_same_weights(best["model"], last["ema"])
     assert not any(torch.equal(best["model"][k], last["model"][k]) for k in last["model"] if k.endswith("weight"))
-    assert (load(run / "best.pt")["ema"] is not None) and read_history_csv(run / "history.csv")[0]["ema_val_acc"] is None
+    assert load(run / "best.pt")["ema"] is not None
+    assert read_history_csv(run / "history.csv")[0]["ema_val_acc"] is None
 
 
 def test_ema_off_leaves_the_keys_empty(straight):

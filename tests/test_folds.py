@@ -112,7 +112,8 @@ def test_group_record_round_trip(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("{not json", "group.json: unreadable fold-group record (JSONDecodeError); retrain with --overwrite"),
-    ('{"kind": "something"}', "group.json: not a clf fold-group record; retrain with `clf train --folds K --overwrite`"),
+    ('{"kind": "something"}',
+     "group.json: not a clf fold-group record; retrain with `clf train --folds K --overwrite`"),
     ('[1, 2]', "group.json: not a clf fold-group record"),
     ('{"kind": "clf-fold-group", "folds": 2, "members": ["fold-0", "fold-1"]}',
      "group.json: damaged fold-group record (field 'fold_seed'); retrain with --overwrite"),

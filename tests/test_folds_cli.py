@@ -107,7 +107,8 @@ def test_the_cli_prints_the_cv_table(data, tmp_path):
 
 def test_resume_keeps_finished_folds_and_continues_the_interrupted_one_exactly(data, tmp_path, monkeypatch):
     out = tmp_path / "runs"
-    interrupt_in_epoch(monkeypatch, epoch=4, after_batches=1)  # fold-0 trains epochs 1-2, fold-1 epoch 1, then Ctrl-C in its epoch 2
+    # fold-0 trains epochs 1-2, fold-1 epoch 1, then Ctrl-C in its epoch 2
+    interrupt_in_epoch(monkeypatch, epoch=4, after_batches=1)
     first = clf("train", data, *TINY_CLI, "--epochs", "2", "--folds", "3", "--out", out, "--name", "g")
     assert first.exit_code == 130, first.output
     monkeypatch.undo()

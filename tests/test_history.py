@@ -33,7 +33,8 @@ def test_csv_columns_and_exact_text(tmp_path):
 def test_csv_with_ema_and_no_train_accuracy(tmp_path):
     path = tmp_path / "history.csv"
     write_history_csv(MIXED_EMA, path)
-    assert path.read_text().splitlines()[1:] == ["5,1.25,,1.5,0.375,1,0.625,0.001,2.5", "6,0.75,,1,0.5,0.5,0.75,0.0005,2"]
+    assert path.read_text().splitlines()[1:] == ["5,1.25,,1.5,0.375,1,0.625,0.001,2.5",
+                                                 "6,0.75,,1,0.5,0.5,0.75,0.0005,2"]
     assert read_history_csv(path) == MIXED_EMA
 
 
@@ -103,7 +104,8 @@ def test_curves_draw_ema_val_and_say_why_train_accuracy_is_missing(tmp_path, dra
     assert [line.get_label() for line in loss_axis.get_lines()] == ["train", "val", "EMA val"]
     assert list(loss_axis.get_lines()[2].get_ydata()) == [r["ema_val_loss"] for r in MIXED_EMA]
     labels = [line.get_label() for line in acc_axis.get_lines()]
-    assert labels == [history.TRAIN_ACC_NA, "val", "EMA val"] and history.TRAIN_ACC_NA == "train acc n/a with mixup/cutmix"
+    assert labels == [history.TRAIN_ACC_NA, "val", "EMA val"]
+    assert history.TRAIN_ACC_NA == "train acc n/a with mixup/cutmix"
     assert len(acc_axis.get_lines()[0].get_xdata()) == 0  # a legend entry, no curve
     assert list(acc_axis.get_lines()[2].get_ydata()) == [r["ema_val_acc"] for r in MIXED_EMA]
     assert [t.get_text() for t in acc_axis.get_legend().get_texts()] == labels

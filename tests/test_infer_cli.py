@@ -358,7 +358,8 @@ def test_real_process_keeps_native_noise_off_the_screen(model, mixed, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "300"}
     env.pop("OPENCV_LOG_LEVEL", None)
     command = [sys.executable, "-m", "clf", "infer", str(folder), "--model", str(model), "--csv", str(out)]
-    proc = subprocess.run([*command, "--device", "cpu"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    proc = subprocess.run([*command, "--device", "cpu"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert read_csv(out) == [["id", "label"], *([Path(n).stem, LABELS[Path(n).stem]] for n in SORTED)]
     lines = proc.stderr.splitlines()

@@ -29,9 +29,11 @@ def test_every_option_given_opens_the_model(plain, tmp_path):
     "flags, message",
     [
         ({}, "{m}: no clf metadata (exported by another tool?); pass --img-size, --mean, --std and --labels to use it"),
-        ({"img_size": 16, "labels": "a,b,c"}, ("{m}: no clf metadata (exported by another tool?); also pass --mean, "
-                                               "--std (--img-size, --mean, --std and --labels describe how it was trained)")),
-        ({"img_size": 16, "labels": " , "}, "{labels}: --labels names no class; give a,b,c or a file with one name per line"),
+        ({"img_size": 16, "labels": "a,b,c"},
+         "{m}: no clf metadata (exported by another tool?); also pass --mean, "
+         "--std (--img-size, --mean, --std and --labels describe how it was trained)"),
+        ({"img_size": 16, "labels": " , "},
+         "{labels}: --labels names no class; give a,b,c or a file with one name per line"),
     ],
     ids=["no-flags", "some-flags", "empty-labels"],
 )

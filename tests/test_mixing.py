@@ -138,7 +138,8 @@ def test_from_config():
     assert Mixer.from_config(TrainConfig(data="x"), 3) is None
     mix = Mixer.from_config(TrainConfig(data="x", mixup=0.2, cutmix=1.0, mix_prob=0.5, mix_switch=0.25,
                                         label_smoothing=0.1), 3)
-    assert (mix.mixup, mix.cutmix, mix.prob, mix.switch, mix.num_classes, mix.smoothing) == (0.2, 1.0, 0.5, 0.25, 3, 0.1)
+    settings = (mix.mixup, mix.cutmix, mix.prob, mix.switch, mix.num_classes, mix.smoothing)
+    assert settings == (0.2, 1.0, 0.5, 0.25, 3, 0.1)
 
 
 def test_a_mixed_epoch_has_no_train_accuracy_and_a_soft_target_loss():

@@ -53,7 +53,8 @@ def test_marker_entries_stay_inside_the_folder(run, name):
         record_files(run, [name])
 
 
-@pytest.mark.parametrize("text", ["[]", "null", "{not json", '{"tool": "other", "format": 1, "kind": "run", "files": []}',
+@pytest.mark.parametrize("text", ["[]", "null", "{not json",
+                                  '{"tool": "other", "format": 1, "kind": "run", "files": []}',
                                   '{"tool": "clf", "format": 99, "kind": "run", "files": []}',
                                   '{"tool": "clf", "format": 1, "kind": "mine", "files": []}',
                                   '{"tool": "clf", "format": 1, "kind": "run", "files": [1]}'])
@@ -152,7 +153,8 @@ def nested_run(run):
 
 def test_a_nested_clf_folder_is_checked_and_cleared_by_its_own_marker(run):
     refit = nested_run(run)
-    with pytest.raises(ClfError, match=r"holds 2 file\(s\) clf did not write \(refit/\.clf-folder\.json, refit/best\.pt\)"):
+    foreign = r"holds 2 file\(s\) clf did not write \(refit/\.clf-folder\.json, refit/best\.pt\)"
+    with pytest.raises(ClfError, match=foreign):
         check_clearable(run, "run", "run folder")  # not named nested: its files are not the run's
     check_clearable(run, "run", "run folder", nested=["refit"])
     clear_owned(run, "run", "run folder", nested=["refit"])

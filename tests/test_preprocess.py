@@ -428,7 +428,8 @@ def test_header_size_of_exif_jpeg_and_vp8x_webp():
     exif = b"\xff\xe1" + struct.pack(">H", 2 + 10) + b"Exif\0\0" + b"\0" * 4  # an APP1 segment before the frame
     jpeg = encode(".jpg", np.zeros((9, 11, 3), np.uint8))
     assert header_size(jpeg[:2] + exif + jpeg[2:]) == (11, 9)
-    vp8x = b"RIFF\0\0\0\0WEBPVP8X" + b"\x0a\0\0\0" + b"\x10\0\0\0" + (3999).to_bytes(3, "little") + (2).to_bytes(3, "little")
+    vp8x = (b"RIFF\0\0\0\0WEBPVP8X" + b"\x0a\0\0\0" + b"\x10\0\0\0"
+            + (3999).to_bytes(3, "little") + (2).to_bytes(3, "little"))
     assert header_size(vp8x) == (4000, 3)
 
 

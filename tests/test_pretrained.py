@@ -64,7 +64,8 @@ def test_safetensors(tmp_path):
 
 
 def test_a_missing_file(tmp_path):
-    assert refusal(read_pretrained, tmp_path / "nope.pt") == f"{tmp_path / 'nope.pt'}: weights file not found; check --pretrained-path"
+    assert (refusal(read_pretrained, tmp_path / "nope.pt")
+            == f"{tmp_path / 'nope.pt'}: weights file not found; check --pretrained-path")
 
 
 def test_a_damaged_file(tmp_path):
@@ -130,7 +131,8 @@ def test_a_backbone_without_head_loads_with_a_new_head(tmp_path, caplog):
     torch.save(body(cnn(4).state_dict()), tmp_path / "w.pt")
     with caplog.at_level(logging.INFO, logger="clf"):
         load_pretrained(cnn(3), "cnn", read_pretrained(tmp_path / "w.pt"))
-    assert caplog.messages == [f"{tmp_path / 'w.pt'}: weights loaded; classifier head re-initialised (the file has none)"]
+    assert caplog.messages == [
+        f"{tmp_path / 'w.pt'}: weights loaded; classifier head re-initialised (the file has none)"]
 
 
 def test_ddp_prefixes_are_stripped(tmp_path):

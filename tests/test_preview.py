@@ -59,7 +59,8 @@ def test_cells_are_upscaled_with_nearest_neighbours(images: list[np.ndarray]):
     assert grid.shape == (30, 2 * 42 + SEPARATOR, 3)
     np.testing.assert_array_equal(grid[:30, :42], np.repeat(np.repeat(images[0], 3, 0), 3, 1))
     np.testing.assert_array_equal(grid[:30, 42 + SEPARATOR:], np.repeat(np.repeat(images[0][:, ::-1], 3, 0), 3, 1))
-    assert [preview_cell_scale(h, w) for h, w in ((32, 32), (28, 40), (96, 96), (224, 200), (20, 500))] == [3, 4, 1, 1, 5]
+    sizes = ((32, 32), (28, 40), (96, 96), (224, 200), (20, 500))
+    assert [preview_cell_scale(h, w) for h, w in sizes] == [3, 4, 1, 1, 5]
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,8 @@ def test_flags_with_a_run_folder_are_refused(run, tmp_path):
     (["--augment", "heavy"], "--augment must be one of none, light, default, strong, got 'heavy'"),
     (["--rows", "0"], "--rows and --columns must be >= 1, got 0 and 8"),
     # issue 24: 1e6 x 1e6 ran 82 s and died of OpenCV's out-of-memory; refused before any image is read
-    (["--rows", "1000000", "--columns", "1000000"], "--rows must be <= 64 and --columns <= 64, got 1000000 and 1000000"),
+    (["--rows", "1000000", "--columns", "1000000"],
+     "--rows must be <= 64 and --columns <= 64, got 1000000 and 1000000"),
     (["--columns", "65"], "--rows must be <= 64 and --columns <= 64, got 8 and 65"),
     (["--img-size", "4096", "--rows", "2", "--columns", "2"],
      "--rows 2 x --columns 2 of 4096x4096-pixel images make a 12292x8194 grid (100.7 megapixels), above the limit "

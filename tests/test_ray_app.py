@@ -60,7 +60,8 @@ def test_missing_extra_is_one_line(monkeypatch):
     import importlib.util
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "uvicorn" else find_spec(name, *a))
     with pytest.raises(ClfError) as caught:
         ray_app.check_serve_extra()
     assert str(caught.value) == "clf serve needs the serve extra: pip install 'clf[serve]'"

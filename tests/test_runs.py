@@ -66,7 +66,8 @@ def test_collect_sorts_and_skips_unreadable(tmp_path, caplog):
 
 def test_runs_command_prints_the_table(tmp_path):
     make_run(tmp_path, "cnn-64", accs=(0.5, 0.9375), seconds=45.0, params=460_000)
-    make_run(tmp_path, "alex-full", arch="alexnet", accs=(None,) * 4, seconds=1000.0, batch=32, size=96, params=57_000_000)
+    make_run(tmp_path, "alex-full", arch="alexnet", accs=(None,) * 4, seconds=1000.0, batch=32, size=96,
+             params=57_000_000)
     result = runner.invoke(app, ["runs", str(tmp_path)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -78,7 +79,10 @@ def test_runs_command_prints_the_table(tmp_path):
     alex = next(line for line in lines if "alex-full" in line).split("│")
     assert [c.strip() for c in cnn[1:-1]] == ["cnn-64", "cnn", "2", "16", "64", "0.9375", "0.46M", "1m30s"]
     assert [c.strip() for c in alex[1:-1]] == ["alex-full", "alexnet", "4", "32", "96", "", "57.00M", "1h06m"]
-    assert lines.index(next(x for x in lines if "alex-full" in x)) < lines.index(next(x for x in lines if "cnn-64" in x))
+    def row_of(name: str) -> int:
+        return lines.index(next(x for x in lines if name in x))
+
+    assert row_of("alex-full") < row_of("cnn-64")
 
 
 def test_runs_command_on_empty_or_missing_folder(tmp_path):

@@ -218,7 +218,8 @@ def test_out_dir_under_a_file(tmp_path: Path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(DataError) as err:
         generate_sample_competition(tmp_path / "f" / "comp", **SMALL)
-    assert str(err.value) == f"{tmp_path / 'f' / 'comp'}: {tmp_path / 'f'} is a file, not a folder; choose another place"
+    assert (str(err.value)
+            == f"{tmp_path / 'f' / 'comp'}: {tmp_path / 'f'} is a file, not a folder; choose another place")
 
 
 def test_out_dir_is_a_file(tmp_path: Path):

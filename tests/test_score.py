@@ -23,14 +23,16 @@ def answers(tmp_path) -> Path:
 
 
 def test_accuracy_with_spaces_and_a_bom(answers, tmp_path):
-    submission = write(tmp_path / "sub.csv", "\ufeffid , label\nh,cat\ng, fox\nf,cat\ne,dog\nd,fox\nc,dog\nb,dog\na,cat\n")
+    submission = write(tmp_path / "sub.csv",
+                       "\ufeffid , label\nh,cat\ng, fox\nf,cat\ne,dog\nd,fox\nc,dog\nb,dog\na,cat\n")
     result = score_submission(submission, answers)
     assert (result.accuracy, result.rows, result.extra) == (0.625, 8, [])
 
 
 def test_a_duplicated_id_is_an_error_not_a_different_accuracy(answers, tmp_path):
     """Before: the second row silently replaced the first and the accuracy read 0.5 instead of 0.375."""
-    submission = write(tmp_path / "sub.csv", "id,label\na,cat\nb,cat\nc,dog\nd,cat\ne,dog\nf,cat\ng,cat\nh,cat\na,dog\n")
+    submission = write(tmp_path / "sub.csv",
+                       "id,label\na,cat\nb,cat\nc,dog\nd,cat\ne,dog\nf,cat\ng,cat\nh,cat\na,dog\n")
     with pytest.raises(DataError) as err:
         score_submission(submission, answers)
     assert str(err.value) == f"{submission}: line 10: id 'a' is listed twice (also line 2); keep one row per id"

@@ -2,10 +2,10 @@
 as a subprocess on a free loopback port, then stopped with SIGTERM.
 
 Every check runs against that one server in a single test, in order (health, answers equal to `clf infer`'s from
-several threads at once, the batch route, a corrupt image among good ones, the listening sockets, shutdown): pytest-xdist
-would otherwise hand tests of this module to two workers and start two Ray instances on two cores. The request
-parsing and response shaping are tested without Ray in tests/test_http_api.py; the checks before Ray starts (port,
-model, flags) are rows of tests/test_bad_inputs_serve.py.
+several threads at once, the batch route, a corrupt image among good ones, the listening sockets, shutdown):
+pytest-xdist would otherwise hand tests of this module to two workers and start two Ray instances on two cores. The
+request parsing and response shaping are tested without Ray in tests/test_http_api.py; the checks before Ray starts
+(port, model, flags) are rows of tests/test_bad_inputs_serve.py.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from clf.serve.http_api import MAX_BODY_BYTES
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="lists sockets and processes through /proc"),
-    pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the serve extra: pip install 'clf[serve]'"),
+    pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                       reason="needs the serve extra: pip install 'clf[serve]'"),
 ]
 
 READY_TIMEOUT_S = 150  # Ray's start-up: ~10 s alone on 2 cores, several times that beside a busy test suite

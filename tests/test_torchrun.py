@@ -14,7 +14,8 @@ from train_helpers import load, make_data
 
 pytestmark = pytest.mark.slow  # two processes importing torch, twice: ~30 s on 2 busy cores
 
-TINY_DDP = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu"]  # not --quiet: the test reads the ranks' INFO lines
+# not --quiet: the test reads the ranks' INFO lines
+TINY_DDP = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
 
 
 # Rank 1 is 2 s late, as on a loaded machine, checking the data and raising an error every rank shares. Rank 0 must

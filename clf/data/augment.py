@@ -8,9 +8,10 @@ checkpoints. Adding an op is one class here plus its ``@register``. numpy + Open
 
 Each random op splits into a small draw function (``crop_box``, ``erase_box``, ``trivial_augment_draw``...) and a
 pure transform, so tests can check a known draw and a hand-computed output separately: the transforms and box draws
-live in clf.data.augment_kernels, the TrivialAugment/RandAugment tables and draws in clf.data.augment_policies; this
-module holds the ops (parameters, checks, registry) and the Pipeline. Geometric ops fill the uncovered border by
-mirroring (BORDER_REFLECT_101), never with black.
+live in clf.data.augment_kernels, the TrivialAugment/RandAugment tables and draws in clf.data.augment_policies, the
+op base class, its registry and the parameter checks in clf.data.augment_op; this module holds the ops (their
+parameters and draws) and the Pipeline. Geometric ops fill the uncovered border by mirroring (BORDER_REFLECT_101),
+never with black.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import cv2
@@ -39,50 +40,30 @@ from clf.data.augment_kernels import (
     to_grayscale,
     warp,
 )
+from clf.data.augment_op import (
+    OPS,
+    Op,
+    RandomlyApplied,
+    check_number,
+    check_probability,
+    check_range,
+    register,
+    require,
+)
 from clf.data.augment_policies import MAGNITUDE_BINS, apply_policy_op, rand_augment_draws, trivial_augment_draw
 from clf.errors import ClfError
-
-OPS: dict[str, type[Op]] = {}
-
-
-def register(op: type[Op]) -> type[Op]:
-    """Class decorator: make ``op`` known to ``Pipeline.from_dict`` by its ``name``."""
-    if op.name in OPS:
-        raise ValueError(f"augmentation op {op.name!r} is already registered")
-    OPS[op.name] = op
-    return op
-
-
-class Op:
-    """One augmentation: ``apply(image, rng)`` returns a new uint8 image of the same shape (or ``image`` itself).
-
-    Subclasses are frozen dataclasses whose fields are the op's parameters (plain numbers), with a unique ``name``.
-    """
-
-    name: ClassVar[str] = ""
-
-    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        raise NotImplementedError
-
-    def to_dict(self) -> dict[str, Any]:
-        params = asdict(self)  # type: ignore[call-overload]
-        return {"op": self.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
 
 
 @register
 @dataclass(frozen=True)
-class HorizontalFlip(Op):
+class HorizontalFlip(RandomlyApplied):
     """Mirror left-right with probability ``p`` (one uniform draw)."""
 
     name: ClassVar[str] = "hflip"
     p: float = 0.5
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"hflip: p is a probability in [0, 1], got {self.p}")
-
-    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return flip_horizontal(image) if rng.random() < self.p else image
+    def transform(self, image: np.ndarray) -> np.ndarray:
+        return flip_horizontal(image)
 
 
 @register
@@ -187,51 +168,19 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"augmentation expects a uint8 (H, W, C) image, got {image.dtype} {image.shape}")
 
 
-def _require(ok: bool, op: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"{op}: {message}")
-
-
-def _probability(op: str, p: float) -> None:
-    _require(isinstance(p, (int, float)) and 0.0 <= p <= 1.0, op, f"p is a probability in [0, 1], got {p}")
-
-
-def _range(op: str, field: str, value: Any, low: float, high: float, open_low: bool = False) -> tuple[float, float]:
-    """A (lo, hi) pair of finite numbers with low <= lo <= hi <= high (low < lo when open_low), as floats."""
-    try:
-        if isinstance(value, (str, bytes)):  # "12" would unpack to (1, 2)
-            raise TypeError
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{op}: {field} is a (low, high) pair of numbers, got {value!r}") from None
-    bound = "(" if open_low else "["
-    inside = (low < lo if open_low else low <= lo) and lo <= hi <= high
-    _require(math.isfinite(lo) and math.isfinite(hi) and inside, op,
-             f"{field} is a (low, high) pair with low <= high in {bound}{low:g}, {high:g}], got {value!r}")
-    return lo, hi
-
-
-def _number(op: str, field: str, value: Any, low: float, high: float) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    _require(ok and low <= value <= high, op, f"{field} is a number in [{low:g}, {high:g}], got {value}")
-
-
 # --- geometry ---
 
 
 @register
 @dataclass(frozen=True)
-class VerticalFlip(Op):
+class VerticalFlip(RandomlyApplied):
     """Mirror top-bottom with probability ``p`` (one uniform draw)."""
 
     name: ClassVar[str] = "vflip"
     p: float = 0.5
 
-    def __post_init__(self) -> None:
-        _probability(self.name, self.p)
-
-    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return cv2.flip(image, 0) if rng.random() < self.p else image
+    def transform(self, image: np.ndarray) -> np.ndarray:
+        return cv2.flip(image, 0)
 
 
 @register
@@ -247,8 +196,8 @@ class RandomResizedCrop(Op):
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scale", _range(self.name, "scale", self.scale, 0.0, 1.0, open_low=True))
-        object.__setattr__(self, "ratio", _range(self.name, "ratio", self.ratio, 0.0, math.inf, open_low=True))
+        object.__setattr__(self, "scale", check_range(self.name, "scale", self.scale, 0.0, 1.0, open_low=True))
+        object.__setattr__(self, "ratio", check_range(self.name, "ratio", self.ratio, 0.0, math.inf, open_low=True))
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         height, width = image.shape[:2]
@@ -268,9 +217,9 @@ class Affine(Op):
     shear: float = 10.0
 
     def __post_init__(self) -> None:
-        _number(self.name, "translate", self.translate, 0.0, 1.0)
-        object.__setattr__(self, "scale", _range(self.name, "scale", self.scale, 0.0, 10.0, open_low=True))
-        _number(self.name, "shear", self.shear, 0.0, 89.0)
+        check_number(self.name, "translate", self.translate, 0.0, 1.0)
+        object.__setattr__(self, "scale", check_range(self.name, "scale", self.scale, 0.0, 10.0, open_low=True))
+        check_number(self.name, "shear", self.shear, 0.0, 89.0)
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         height, width = image.shape[:2]
@@ -299,8 +248,8 @@ class ColorJitter(Op):
 
     def __post_init__(self) -> None:
         for field in ("brightness", "contrast", "saturation"):
-            _number(self.name, field, getattr(self, field), 0.0, 10.0)
-        _number(self.name, "hue", self.hue, 0.0, 0.5)
+            check_number(self.name, field, getattr(self, field), 0.0, 10.0)
+        check_number(self.name, "hue", self.hue, 0.0, 0.5)
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         b, c, s = (rng.uniform(max(0.0, 1.0 - x), 1.0 + x) for x in (self.brightness, self.contrast, self.saturation))
@@ -310,17 +259,14 @@ class ColorJitter(Op):
 
 @register
 @dataclass(frozen=True)
-class Grayscale(Op):
+class Grayscale(RandomlyApplied):
     """With probability ``p``, the luma (OpenCV's RGB2GRAY) replicated to the three channels."""
 
     name: ClassVar[str] = "grayscale"
     p: float = 0.1
 
-    def __post_init__(self) -> None:
-        _probability(self.name, self.p)
-
-    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return to_grayscale(image) if rng.random() < self.p else image
+    def transform(self, image: np.ndarray) -> np.ndarray:
+        return to_grayscale(image)
 
 
 @register
@@ -333,8 +279,8 @@ class GaussianBlur(Op):
     sigma: tuple[float, float] = (0.1, 2.0)
 
     def __post_init__(self) -> None:
-        _probability(self.name, self.p)
-        object.__setattr__(self, "sigma", _range(self.name, "sigma", self.sigma, 0.0, 50.0, open_low=True))
+        check_probability(self.name, self.p)
+        object.__setattr__(self, "sigma", check_range(self.name, "sigma", self.sigma, 0.0, 50.0, open_low=True))
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         apply, sigma = rng.random() < self.p, rng.uniform(self.sigma[0], self.sigma[1])
@@ -371,9 +317,9 @@ class RandAugment(Op):
         def whole(value: Any, high: int) -> bool:
             return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high
 
-        _require(whole(self.num_ops, 10), self.name, f"num_ops is an integer in [0, 10], got {self.num_ops}")
-        _require(whole(self.magnitude, MAGNITUDE_BINS - 1), self.name,
-                 f"magnitude is an integer in [0, {MAGNITUDE_BINS - 1}], got {self.magnitude}")
+        require(whole(self.num_ops, 10), self.name, f"num_ops is an integer in [0, 10], got {self.num_ops}")
+        require(whole(self.magnitude, MAGNITUDE_BINS - 1), self.name,
+                f"magnitude is an integer in [0, {MAGNITUDE_BINS - 1}], got {self.magnitude}")
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         for op, magnitude in rand_augment_draws(image.shape[0], image.shape[1], self.num_ops, self.magnitude, rng):
@@ -397,9 +343,9 @@ class RandomErasing(Op):
     ratio: tuple[float, float] = (0.3, 3.3)
 
     def __post_init__(self) -> None:
-        _probability(self.name, self.p)
-        object.__setattr__(self, "scale", _range(self.name, "scale", self.scale, 0.0, 1.0, open_low=True))
-        object.__setattr__(self, "ratio", _range(self.name, "ratio", self.ratio, 0.0, math.inf, open_low=True))
+        check_probability(self.name, self.p)
+        object.__setattr__(self, "scale", check_range(self.name, "scale", self.scale, 0.0, 1.0, open_low=True))
+        object.__setattr__(self, "ratio", check_range(self.name, "ratio", self.ratio, 0.0, math.inf, open_low=True))
 
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() >= self.p:

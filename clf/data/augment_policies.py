@@ -112,7 +112,8 @@ def _draw_policy_op(space: dict[str, tuple[np.ndarray, bool]], rng: np.random.Ge
 
 
 def trivial_augment_draw(height: int, width: int, rng: np.random.Generator) -> tuple[str, float]:
-    """TrivialAugment-wide's draw: one op uniform over ``policy_space(wide=True)``, a magnitude uniform over its bins."""
+    """TrivialAugment-wide's draw: one op uniform over ``policy_space(wide=True)``, a magnitude uniform over its
+    bins."""
     return _draw_policy_op(policy_space(True, height, width), rng, None)
 
 

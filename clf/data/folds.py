@@ -71,7 +71,8 @@ def read_group(folder: str | Path) -> FoldGroup:
     except FileNotFoundError:
         raise DataError(f"{folder}: not a fold group (no {GROUP_FILE}); train one with `clf train --folds K`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable fold-group record ({type(exc).__name__}); retrain with --overwrite") from None
+        raise DataError(f"{path}: unreadable fold-group record ({type(exc).__name__}); "
+                        "retrain with --overwrite") from None
     if not isinstance(raw, dict) or raw.get("kind") != GROUP_KIND:
         raise DataError(f"{path}: not a clf fold-group record; retrain with `clf train --folds K --overwrite`")
     try:
@@ -106,7 +107,8 @@ def _check_members(group: FoldGroup, path: Path) -> None:
         if not name or name in (".", "..") or "/" in name or "\\" in name:
             raise DataError(f"{path}: member {name!r} is not a folder name inside the group; retrain with --overwrite")
     if len(group.members) != group.folds or len(set(group.members)) != group.folds:
-        raise DataError(f"{path}: lists {len(group.members)} member(s) for {group.folds} folds; retrain with --overwrite")
+        raise DataError(f"{path}: lists {len(group.members)} member(s) for {group.folds} folds; "
+                        "retrain with --overwrite")
 
 
 def write_group(folder: str | Path, group: FoldGroup) -> Path:
@@ -123,7 +125,8 @@ def member_folders(folder: str | Path, group: FoldGroup) -> list[Path]:
 
 @dataclass
 class OutOfFold:
-    """Out-of-fold predictions: for each training image, the probabilities of the fold model that did not train on it."""
+    """Out-of-fold predictions: for each training image, the probabilities of the fold model that did not train
+    on it."""
 
     ids: list[str]
     labels: list[str]

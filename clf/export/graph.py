@@ -122,7 +122,8 @@ def export_graph(
                 raise full from None
             reason = one_line(exc)
             failures.append(f"{name}: {reason}")
-            logger.warning("%s exporter failed (%s)%s", name, reason, "; trying the next one" if name != order[-1] else "")
+            next_one = "; trying the next one" if name != order[-1] else ""
+            logger.warning("%s exporter failed (%s)%s", name, reason, next_one)
     raise ClfError("ONNX export failed with every exporter: " + " | ".join(failures))
 
 
@@ -138,7 +139,8 @@ def _disk_full_cause(exc: BaseException) -> OSError | None:
 
 
 def exporter_order(exporter: str, opset: int) -> list[str]:
-    """The exporters to try, best first: the one asked, or for "auto" dynamo then TorchScript where they write `opset`."""
+    """The exporters to try, best first: the one asked, or for "auto" dynamo then TorchScript where they write
+    `opset`."""
     names = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     return [name for name in names if OPSETS[name][0] <= opset <= OPSETS[name][1]]
 

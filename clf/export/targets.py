@@ -6,8 +6,9 @@ ONNX export behind it (``onnx_result``). The registry is light to import (each t
 runs). The names are clf.choices.EXPORT_TARGETS (ExportConfig checks its `target` against them, `clf --help` lists
 them; a test keeps them equal to this registry's keys).
 
-Adding a target: its function here, one entry in TARGETS and its name in EXPORT_TARGETS; its result a frozen dataclass with a ``kind`` of its
-own (a ClassVar) and an ``onnx_result()``, added to TargetResult; then the table the CLI prints for that kind.
+Adding a target: its function here, one entry in TARGETS and its name in EXPORT_TARGETS; its result a frozen
+dataclass with a ``kind`` of its own (a ClassVar) and an ``onnx_result()``, added to TargetResult; then the table
+the CLI prints for that kind.
 """
 
 from __future__ import annotations

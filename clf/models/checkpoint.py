@@ -13,7 +13,8 @@ the design it was trained with (``CNN_DESIGN_V1``), so old runs still export, ev
 ``params`` is the model's parameter count (for the runs table); ``weights`` says what ``model`` holds: "raw" (the
 trained weights; always so in last.pt) or "ema" (best.pt when the averaged weights validated better); ``ema`` and
 ``ema_updates`` are the averaged weights and their update count (None when --ema is off). `build_checkpoint` is the
-one place that lays the dict out. ``source`` (the path a checkpoint was read from) is added by `load_checkpoint` and never stored.
+one place that lays the dict out. ``source`` (the path a checkpoint was read from) is added by `load_checkpoint`
+and never stored.
 
 Reading a checkpoint back (the safe load, the old-version fill-in, rebuilding the model, finding a run's
 checkpoint) is clf.models.checkpoint_load's job; this module owns the layout and the atomic write.

@@ -122,15 +122,20 @@ def load_weights(model: nn.Module, state: Any, source: str, arch: str) -> None:
     Raises:
         ModelError: missing, unexpected or reshaped weights, named in one line (torch's own error is a page long).
     """
-    state = _strip_wrapper_prefixes(state, model)
+    state = strip_wrapper_prefixes(state, model)
     problem = _state_mismatch(model.state_dict(), state)
     if problem:
         raise ModelError(f"{source}: weights do not fit arch '{arch}' ({problem})")
     model.load_state_dict(state, strict=True)
 
 
-def _strip_wrapper_prefixes(state: Any, model: nn.Module) -> Any:
-    """Accept state dicts saved from a DDP- or torch.compile-wrapped model."""
+def strip_wrapper_prefixes(state: Any, model: nn.Module) -> Any:
+    """``state`` with the key prefix of a DDP- or torch.compile-wrapped model removed, where every key has it.
+
+    A prefix ("module.", "_orig_mod.") is taken off only when all of the state's keys carry it and none of
+    ``model``'s own keys do; anything else (a non-dict, an empty dict, keys that already fit) comes back as it was,
+    for the caller's key check to judge.
+    """
     if not isinstance(state, Mapping) or not state:
         return state
     expected = model.state_dict()

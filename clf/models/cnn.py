@@ -74,7 +74,8 @@ class SimpleCNN(nn.Module):
 
 
 def _head(features: int, hidden: int, dropout: float, num_classes: int) -> nn.Sequential:
-    """Flatten -> [Linear -> ReLU] -> Dropout -> Linear (with hidden > 0: the layer indices of checkpoints before version 3)."""
+    """Flatten -> [Linear -> ReLU] -> Dropout -> Linear (with hidden > 0: the layer indices of checkpoints before
+    version 3)."""
     if not hidden:
         return nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(features, num_classes))
     return nn.Sequential(

@@ -22,7 +22,7 @@ from torch import nn
 
 from clf.errors import ModelError, one_line
 from clf.models.checkpoint import CHECKPOINT_FORMAT
-from clf.models.checkpoint_load import _strip_wrapper_prefixes, resolve_checkpoint
+from clf.models.checkpoint_load import resolve_checkpoint, strip_wrapper_prefixes
 from clf.models.layers import classifier_prefixes, in_prefixes
 
 logger = logging.getLogger(__name__)
@@ -162,13 +162,14 @@ def load_pretrained(model: nn.Module, arch: str, weights: PretrainedWeights, img
         ModelError: a key missing from the file, a key the model lacks, or a shape that differs outside the head;
             one line naming the file and the first such key.
     """
-    state = _strip_wrapper_prefixes(weights.state, model)
+    state = strip_wrapper_prefixes(weights.state, model)
     expected = model.state_dict()
     head = classifier_prefixes(model, arch)
     body = {k: v for k, v in state.items() if not in_prefixes(k, head)}
     problem = _first_mismatch({k: v for k, v in expected.items() if not in_prefixes(k, head)}, body)
     if problem is not None:
-        raise ModelError(f"{weights.path}: weights do not fit arch '{arch}' ({problem}); {_advice(weights, arch, img_size)}")
+        raise ModelError(f"{weights.path}: weights do not fit arch '{arch}' ({problem}); "
+                         f"{_advice(weights, arch, img_size)}")
     head_state = {k: v for k, v in state.items() if in_prefixes(k, head)}
     keep_head = _head_fits({k: v for k, v in expected.items() if in_prefixes(k, head)}, head_state)
     other_classes = keep_head and _other_classes(weights, classes)

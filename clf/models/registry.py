@@ -189,7 +189,8 @@ def _create_alexnet(num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Mod
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a damaged download
-        raise ModelError(f"{path}: cannot read the cached alexnet weights ({one_line(e, limit=200)}); delete the file") from e
+        raise ModelError(f"{path}: cannot read the cached alexnet weights ({one_line(e, limit=200)}); "
+                         "delete the file") from e
     head = "classifier.6."  # the last Linear: 1000 ImageNet classes
     if num_classes != state[head + "weight"].shape[0]:
         state = {k: v for k, v in state.items() if not k.startswith(head)}

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "Predictor": "predictor",
-    "PredictionResult": "predictor",
-    "Batch": "predictor",
+    "PredictionResult": "predictions",
+    "Batch": "predictions",
     "softmax": "predictor",
     "ModelInfo": "metadata",
     "info_to_props": "metadata",
@@ -43,7 +43,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from clf.serve.loading import make_predictor
     from clf.serve.metadata import ModelInfo, has_clf_metadata, info_from_props, info_to_props
     from clf.serve.metrics import classification_report, save_confusion_png
-    from clf.serve.predictor import Batch, PredictionResult, Predictor, softmax
+    from clf.serve.predictions import Batch, PredictionResult
+    from clf.serve.predictor import Predictor, softmax
     from clf.serve.score import ScoreResult, score_submission
     from clf.serve.session import create_session, preload_cuda_libraries, provider_candidates
     from clf.serve.submission import check_sample_ids, make_ids, write_probs, write_submission

@@ -6,7 +6,8 @@ the GIL) works on the current batch. A bad image is reported by name and reason 
 others are still predicted. With test-time augmentation (``tta``) the session also runs on flips of each
 preprocessed batch and the softmax probabilities of the views are averaged, exactly as an exported TTA graph does.
 The model's contract (inputs, outputs, metadata) is checked by clf.serve.model_contract, the TTA views and
-their average are clf.serve.tta_views'. No torch here: a deployed host has onnxruntime, numpy and OpenCV only.
+their average are clf.serve.tta_views', the results handed out (PredictionResult, Batch) clf.serve.predictions'.
+No torch here: a deployed host has onnxruntime, numpy and OpenCV only.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import logging
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 # clf.data.preprocess first: it quiets OpenCV's own stderr warnings, which must happen before cv2 is imported.
 from clf.data.preprocess import ImageSource, load_resized, max_image_pixels, normalize_batch  # isort: skip
@@ -32,71 +32,12 @@ from clf.probabilities import log_softmax as log_softmax  # re-exported: clf.ser
 from clf.probabilities import softmax as softmax
 from clf.system import total_memory, usable_cpus
 from clf.serve.model_contract import check_single_input, check_tta_in_graph, input_dtype, model_info
+from clf.serve.predictions import Batch, PredictionResult
 from clf.serve.session import create_session
 from clf.serve.tta_views import average_views, flip_view, view_buffer
-from clf.tasks import SINGLE_LABEL, Task, get_task
+from clf.tasks import get_task
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PredictionResult:
-    """Predictions for the sources that decoded, plus the ones that did not.
-
-    Attributes:
-        sources: every input, in the order given.
-        logits: float32 [N_ok, C], row r belongs to ``sources[ok_indices[r]]``.
-        ok_indices: int64 [N_ok], ascending indices into ``sources``.
-        failures: (source, reason) for each input that could not be read, in input order.
-        classes: class names; column c of ``logits`` is ``classes[c]``.
-        plain_logits: with TTA, the logits of the unflipped view alone (the model without TTA, from the same
-            session runs), rows as ``logits``; None without TTA.
-        task: what the logits mean (clf.tasks): its activation gives ``probs``, its decision rule the labels.
-    """
-
-    sources: list[Any]
-    logits: np.ndarray
-    ok_indices: np.ndarray
-    failures: list[tuple[Any, str]] = field(default_factory=list)
-    classes: list[str] = field(default_factory=list)
-    plain_logits: np.ndarray | None = None
-    task: Task = SINGLE_LABEL
-
-    def __len__(self) -> int:
-        return len(self.ok_indices)
-
-    @property
-    def ok_sources(self) -> list[Any]:
-        """The sources that were predicted, aligned with the rows of ``logits``."""
-        return [self.sources[i] for i in self.ok_indices]
-
-    def probs(self) -> np.ndarray:
-        """The task's scores of the logits (softmax), float32 [N_ok, C]."""
-        return self.task.scores(self.logits)
-
-    def top1(self) -> np.ndarray:
-        """Index of the best class per row, int64 [N_ok] (ties -> lowest index)."""
-        return self.task.decide(self.logits)
-
-    def labels(self) -> list[str]:
-        """Name of the best class per row."""
-        return [self.classes[i] for i in self.top1()]
-
-    def topk(self, k: int) -> np.ndarray:
-        """Indices of the k best classes per row, best first, int64 [N_ok, min(k, C)]."""
-        return self.task.ranked(self.logits, k)
-
-    def topk_labels(self, k: int) -> list[list[str]]:
-        """Names of the k best classes per row, best first."""
-        return [[self.classes[i] for i in row] for row in self.topk(k)]
-
-
-class Batch(NamedTuple):
-    """One batch out of ``Predictor.iter_predict``."""
-
-    ok_indices: np.ndarray  # int64 [n_ok], indices into the sources
-    logits: np.ndarray  # float32 [n_ok, C]
-    failures: list[tuple[Any, str]]  # (source, reason)
 
 
 class Predictor:

@@ -38,6 +38,7 @@ from clf.serve import body_limit
 from clf.serve.metadata import has_clf_metadata
 from clf.serve.predictor import Predictor
 from clf.serve.session import create_session
+from clf.stop_signals import stop_signals_handled
 from clf.system import usable_cpus
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ LOOPBACK_ENV = {
     # grow the proxy before the replica sees it
     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": body_limit.CALLBACK_IMPORT_PATH,
 }
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Fewer thread hops per request in the proxy and the replica, and proxy -> replica over gRPC rather than actor calls
 # (+10-15 % requests/s for the cnn at 16 clients on 2 cores; benchmarks/serve_throughput.py). Defaults only: the
 # environment of `clf serve` wins. Serve's "throughput optimized" preset would also move HTTP into the replica on
@@ -273,7 +273,8 @@ def _shutdown(ray: Any, ray_serve: Any, local: bool, deploying: bool, deployed: 
     """
     if not ray.is_initialized():
         return
-    with _signals_ignored():
+    # SIGTERM and SIGINT ignored while Ray shuts down: a second Ctrl-C must not leave Ray half down
+    with stop_signals_handled(signal.SIG_IGN):
         try:
             if local and deployed:
                 ray_serve.shutdown()
@@ -298,10 +299,8 @@ def _stop_signals_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    from ray._private import utils as ray_utils
-
     received: list[int] = []
-    saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    saved: dict[int, Any] = {}  # the handlers from before, filled before note_or_force can run
 
     def note_or_force(signum: int, frame: Any) -> None:
         received.append(signum)
@@ -309,20 +308,25 @@ def _stop_signals_deferred() -> Iterator[None]:
             _act_on_stop_signal(signum, saved[signum])
         logger.info("stopping once Ray has started (a few seconds); again to stop at once")
 
-    for signum, handler in saved.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(signum, note_or_force)
-    ray_set_sigterm_handler = ray_utils.set_sigterm_handler
+    try:
+        with stop_signals_handled(note_or_force, saved), _without_ray_sigterm_handlers():
+            yield
+    finally:
+        if len(received) == 1:  # (a second one has acted already)
+            _act_on_stop_signal(received[0], saved[received[0]])
+
+
+@contextmanager
+def _without_ray_sigterm_handlers() -> Iterator[None]:
+    """ray.init's SIGTERM handlers (sys.exit(15), a node clean-up that exits 1) not installed: clf's stays."""
+    from ray._private import utils as ray_utils
+
+    set_sigterm_handler = ray_utils.set_sigterm_handler
     ray_utils.set_sigterm_handler = lambda handler: None
     try:
         yield
     finally:
-        ray_utils.set_sigterm_handler = ray_set_sigterm_handler
-        for signum, handler in saved.items():
-            if handler is not None:
-                signal.signal(signum, handler)
-        if len(received) == 1:  # (a second one has acted already)
-            _act_on_stop_signal(received[0], saved[received[0]])
+        ray_utils.set_sigterm_handler = set_sigterm_handler
 
 
 def _act_on_stop_signal(signum: int, handler: Any) -> None:
@@ -347,23 +351,6 @@ def _without_dashboard_server() -> Iterator[None]:
         yield
     finally:
         ray_node.Node.start_api_server = start_api_server
-
-
-@contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """SIGTERM and SIGINT ignored while Ray shuts down (a second Ctrl-C must not leave Ray half down), then restored."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        for signum, handler in saved.items():
-            if handler is not None:
-                signal.signal(signum, handler)
 
 
 def _url_host(host: str) -> str:

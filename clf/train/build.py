@@ -46,7 +46,8 @@ def load_training_set(cfg: TrainConfig) -> LabelledSet:
     labelled = load_labelled(cfg.data, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col)
     ok = verify_images(labelled.paths, strict=cfg.strict, workers=max(2, system.usable_cpus()))
     if len(ok) < len(labelled.paths):
-        logger.warning("%d of %d images could not be read and are left out", len(labelled.paths) - len(ok), len(labelled.paths))
+        total = len(labelled.paths)
+        logger.warning("%d of %d images could not be read and are left out", total - len(ok), total)
     readable = labelled.subset(ok)
     _check_every_class_readable(labelled, readable, cfg)
     return readable

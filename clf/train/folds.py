@@ -10,7 +10,8 @@ seed and its fold in its config, so it rebuilds its own split on resume. Under t
 other in the one process group; rank 0 alone writes the group folder, group.json and oof.csv.
 
 This module orchestrates (new or resumed group, the plan, each fold through fit); the group folder's ownership
-and the fold split check are clf.train.fold_group_dir's, the out-of-fold inference and CV score clf.train.fold_scoring's.
+and the fold split check are clf.train.fold_group_dir's, the out-of-fold inference and CV score
+clf.train.fold_scoring's.
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ def train_one_epoch(
         seen += labels.shape[0]
         last = index == batches - 1  # always report the end: the bar reaches 100 %, the rate covers the epoch
         if on_batch is not None and (index == 0 or last or time.perf_counter() - reported >= REPORT_EVERY_S):
-            # float() waits for the GPU: doing it every batch would stall the launch queue, so only a few times a second.
+            # float() waits for the GPU: doing it every batch would stall the launch queue, so only a few times a
+            # second.
             reported = time.perf_counter()
             on_batch(index, float(loss_sum) / seen, seen / (reported - start))
     seconds = time.perf_counter() - start

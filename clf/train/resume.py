@@ -21,7 +21,8 @@ from clf.train.run_folder import NO_EPOCH_TO_RESUME
 
 
 def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[TrainConfig, dict | None]:
-    """The TrainConfig for a new run (from the options given) or a resumed one (checkpoint's config + allowed overrides).
+    """The TrainConfig for a new run (from the options given) or a resumed one (checkpoint's config + allowed
+    overrides).
 
     Args:
         given: the options the user gave (field name -> value); the others keep TrainConfig's defaults
@@ -47,7 +48,8 @@ def resolve_config(given: dict[str, Any], resume: str | None = None) -> tuple[Tr
     if not Path(cfg.data).exists():
         raise ClfError(f"{cfg.data}: the run's data folder is gone; pass DATA to say where it is now")
     if cfg.epochs <= ckpt["epoch"]:
-        raise ClfError(f"{path}: already trained {ckpt['epoch']} epochs; pass --epochs N with N > {ckpt['epoch']} to train further")
+        raise ClfError(f"{path}: already trained {ckpt['epoch']} epochs; "
+                       f"pass --epochs N with N > {ckpt['epoch']} to train further")
     return cfg, ckpt
 
 

@@ -36,7 +36,8 @@ NESTED_RUNS = (REFIT_DIR,)
 def check_run_name(name: str) -> None:
     """A run name is one folder name: no path separators, no '.' or '..'."""
     if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise ClfError(f"--name {name!r}: a run name is a plain folder name (no '/', '..'); use --out for the parent folder")
+        raise ClfError(f"--name {name!r}: a run name is a plain folder name (no '/', '..'); "
+                       "use --out for the parent folder")
 
 
 def default_run_name(cfg: TrainConfig) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from clf.models.checkpoint_load import load_weights
 from clf.models.layers import body_norm_layers
 from clf.models.summary import count_parameters
 from clf.run_files import BEST_CKPT, CURVES_FILE, HISTORY_FILE, LAST_CKPT
+from clf.stop_signals import stop_signals_handled
 from clf.tasks import get_task
 from clf.train import runtime as rt
 from clf.train.build import Split, build_loaders
@@ -135,7 +135,7 @@ class Trainer:
                 self.scaler.load_state_dict(ckpt["scaler"])
             self.state = TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt.get("best_val_acc"))
             restore_rng(ckpt["rng"], self.runtime)
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:  # torch's are ValueError/RuntimeError
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:  # torch's: ValueError/RuntimeError
             raise ModelError(f"{source}: cannot restore the training state ({one_line(exc)}); the checkpoint is "
                              "damaged; resume an intact last.pt or start a new run") from None
         logger.info("resuming %s after epoch %d (of %d)", self.run_dir, self.state.epoch, self.cfg.epochs)
@@ -318,31 +318,17 @@ def _reduce_train_metrics(metrics: EpochMetrics, runtime: rt.Runtime) -> tuple[f
     return loss_sum / max(count, 1), None if accuracy is None else correct / max(count, 1)
 
 
-_DEFERRED = (signal.SIGINT, signal.SIGTERM)
-
-
 @contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Let Ctrl-C or SIGTERM that arrive while checkpoints are written wait until they are complete.
 
     Each signal's handler is put back exactly as it was afterwards; a signal that was ignored (SIG_IGN, as a
-    background job inherits SIGINT) stays ignored. A deferred SIGTERM is raised as Terminated, a SIGINT as
-    KeyboardInterrupt.
+    background job inherits SIGINT) stays ignored (clf.stop_signals). A deferred SIGTERM is raised as Terminated, a
+    SIGINT as KeyboardInterrupt.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     caught: list[int] = []
-    previous = {signum: signal.getsignal(signum) for signum in _DEFERRED}
-    for signum, handler in previous.items():
-        if handler not in (signal.SIG_IGN, None):
-            signal.signal(signum, lambda received, frame: caught.append(received))
-    try:
+    with stop_signals_handled(lambda received, frame: caught.append(received)):
         yield
-    finally:
-        for signum, handler in previous.items():
-            if handler is not None:
-                signal.signal(signum, handler)
     if signal.SIGTERM in caught:
         raise Terminated()
     if caught:
