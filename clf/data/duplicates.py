@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from clf.config.checking import NEAR_DUPLICATE_DISTANCE
 from clf.data.preprocess import decode_rgb, header_mode, read_bytes
 from clf.errors import DataError
 
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 # thresholds 98 % of JPEG-q60 copies, 99 % of 0.5x resizes and 94-96 % of 5 % crops are found, 0 of 11,019 pairs of
 # disjoint crops of one photo and 2 of 2,047,500 pairs of crops of different photos are flagged. Without the tone
 # check the same distance flagged 33 of those 2 million pairs.
-NEAR_DUPLICATE_DISTANCE = 12
+# NEAR_DUPLICATE_DISTANCE (12 bits) lives in clf.config.checking: `clf check --max-distance` shows it as its default.
 MAX_MEAN_SHIFT = 12.0  # grey levels between the thumbnails' means (copies: 99th percentile 5.6)
 MAX_CONTRAST_RATIO = 1.3  # between the thumbnails' standard deviations (copies: 99th percentile 1.24)
 HASH_SIDE = 32  # the thumbnail the DCT runs on
