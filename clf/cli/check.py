@@ -61,7 +61,7 @@ def print_report(report: dict[str, Any]) -> None:
         if section is not None and (section["exact"] or section["near"]):
             console.print(_pairs_table(section, title, report["data"], report["test"]))
     if report["unreadable"]:
-        console.print(_unreadable_table(report["unreadable"]))
+        console.print(_unreadable_table(report["unreadable"], report["data"], report["test"]))
 
 
 def _classes_table(report: dict[str, Any]) -> Table:
@@ -117,11 +117,13 @@ def _pairs_table(section: dict[str, Any], title: str, data: str, test: str | Non
     return table
 
 
-def _unreadable_table(unreadable: list[dict[str, str]]) -> Table:
-    table = Table(title=f"unreadable files: {len(unreadable)} (not used for training)")
+def _unreadable_table(unreadable: list[dict[str, str]], data: str, test: str | None) -> Table:
+    table = Table(title=f"unreadable files: {len(unreadable)} (left out of training)")
+    table.add_column("file")
     table.add_column("reason")
     for entry in unreadable[:UNREADABLE_SHOWN]:
-        table.add_row(escape(entry["reason"]))
+        reason = entry["reason"].removeprefix(f"{entry['path']}: ")  # the one-line error names the file first
+        table.add_row(_short(entry["path"], data, test), escape(reason))
     return table
 
 

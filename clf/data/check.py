@@ -5,7 +5,7 @@ of the report, never an error. The validation side is the split `clf train` make
 (clf.data.split.labelled_split over the readable images, as training splits them). The report is plain JSON data:
 
     data, test, max_distance
-    split       {val_split, seed, group_col, dedup, train, val}
+    split       {val_split, seed, group_col, dedup, train, val, val_paths}
     classes     [{name, images}], imbalance_ratio (largest class / smallest, over the readable images)
     unreadable  [{path, reason}]
     images      {"data": stats, "test": stats}; stats = {count, width/height: {min, median, max}, modes: {RGB: n, ...}}
@@ -83,7 +83,7 @@ def build_report(cfg: CheckConfig, labelled: LabelledSet, test_paths: Sequence[s
         "test": cfg.test,
         "max_distance": cfg.max_distance,
         "split": {"val_split": cfg.val_split, "seed": cfg.seed, "group_col": cfg.group_col, "dedup": cfg.dedup,
-                  "train": len(train_idx), "val": len(val_idx)},
+                  "train": len(train_idx), "val": len(val_idx), "val_paths": [data.paths[i] for i in val_idx]},
         **class_counts(data),
         "unreadable": [{"path": path, "reason": reason} for path, reason in scan.problems],
         "images": {"data": image_stats(facts), **({"test": image_stats(test_facts)} if cfg.test else {})},
