@@ -27,11 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clf.data.datasets import verify_images  # noqa: E402
-from clf.data.duplicates import hamming_pairs, has_near_duplicate, phash, scan_images  # noqa: E402
+from clf.data.datasets import verify_and_sign, verify_images  # noqa: E402
+from clf.data.duplicates import (hamming_pairs, has_near_duplicate, near_pairs, popcount, scan_images,  # noqa: E402
+                                 signature, signatures)
 from clf.data.preprocess import decode_rgb  # noqa: E402
 
-THRESHOLDS = tuple(range(4, 17, 2))
+THRESHOLDS = (8, 10, 12, 14, 16)
 
 
 def photos() -> dict[str, np.ndarray]:
@@ -75,8 +76,8 @@ def encoded(image: np.ndarray, ext: str, params: tuple[int, ...] = ()) -> bytes:
     return buffer.tobytes()
 
 
-def hash_of(data: bytes) -> int:
-    return phash(decode_rgb(data))
+def sign(data: bytes) -> tuple[int, float, float]:
+    return signature(decode_rgb(data))
 
 
 COPIES: dict[str, Callable[[np.ndarray], np.ndarray | bytes]] = {
@@ -88,9 +89,9 @@ COPIES: dict[str, Callable[[np.ndarray], np.ndarray | bytes]] = {
 }
 
 
-def copy_hash(image: np.ndarray, how: str) -> int:
+def copy_signature(image: np.ndarray, how: str) -> tuple[int, float, float]:
     copy = COPIES[how](image)
-    return hash_of(copy if isinstance(copy, bytes) else encoded(copy, ".png"))
+    return sign(copy if isinstance(copy, bytes) else encoded(copy, ".png"))
 
 
 def disjoint(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
@@ -98,35 +99,50 @@ def disjoint(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool
 
 
 def measure_threshold(crops: int, seed: int) -> None:
+    """Per threshold: the share of copies found and of distinct pairs flagged, by the bits alone and with the tones."""
     rng = np.random.default_rng(seed)
-    copies: dict[str, list[int]] = {how: [] for how in COPIES}
-    distinct: list[int] = []
-    for name, photo in photos().items():
-        boxes = random_boxes(photo.shape, crops, rng)
-        images = [np.ascontiguousarray(photo[t:t + h, left:left + w]) for t, left, h, w in boxes]
-        hashes = [hash_of(encoded(im, ".png")) for im in images]
-        for image, original in zip(images, hashes):
+    originals, copies, photo_of, boxes_of = [], {how: [] for how in COPIES}, [], []
+    for k, (name, photo) in enumerate(photos().items()):
+        for box in random_boxes(photo.shape, crops, rng):
+            top, left, h, w = box
+            image = np.ascontiguousarray(photo[top:top + h, left:left + w])
+            originals.append(sign(encoded(image, ".png")))
             for how in COPIES:
-                copies[how].append(int(bin(original ^ copy_hash(image, how)).count("1")))
-        for i in range(len(boxes)):
-            for j in range(i + 1, len(boxes)):
-                if disjoint(boxes[i], boxes[j]):
-                    distinct.append(bin(hashes[i] ^ hashes[j]).count("1"))
-    print(f"{sum(len(v) for v in copies.values())} copies of {len(copies['jpeg q60'])} crops, {len(distinct)} "
-          "distinct pairs (disjoint crops of one photo)\n")
-    print("| distances | min | p50 | p99 | p99.5 | max |")
+                copies[how].append(copy_signature(image, how))
+            photo_of.append(k)
+            boxes_of.append(box)
+    sigs, photo_of = signatures(originals), np.array(photo_of)
+    i, j = np.triu_indices(len(sigs), 1)
+    same = photo_of[i] == photo_of[j]
+    apart = np.array([disjoint(boxes_of[a], boxes_of[b]) for a, b in zip(i.tolist(), j.tolist())])
+    distinct_same, different = same & apart, ~same
+    print(f"{len(sigs)} crops of {len(set(photo_of.tolist()))} photos, {len(COPIES) * len(sigs)} copies; "
+          f"{int(distinct_same.sum())} pairs of disjoint crops of one photo, {int(different.sum())} pairs of crops of "
+          "different photos\n")
+    bits = popcount(sigs["phash"][i] ^ sigs["phash"][j])
+    copy_bits = {how: popcount(sigs["phash"] ^ signatures(rows)["phash"]) for how, rows in copies.items()}
+    print("| distances (bits) | min | p1 | p50 | p99 | max |")
     print("|---|---|---|---|---|---|")
-    for label, values in [*copies.items(), ("distinct same-photo", distinct)]:
-        v = np.array(values)
-        print(f"| {label} | {v.min()} | {np.percentile(v, 50):.0f} | {np.percentile(v, 99):.0f} | "
-              f"{np.percentile(v, 99.5):.0f} | {v.max()} |")
-    print("\n| threshold | " + " | ".join(f"{how} found" for how in COPIES) + " | distinct flagged |")
-    print("|---|" + "---|" * (len(COPIES) + 1))
+    rows = [*copy_bits.items(), ("disjoint crops, one photo", bits[distinct_same]), ("different photos", bits[different])]
+    for label, values in rows:
+        print(f"| {label} | {values.min()} | {np.percentile(values, 1):.0f} | {np.percentile(values, 50):.0f} | "
+              f"{np.percentile(values, 99):.0f} | {values.max()} |")
+    print("\n| threshold | " + " | ".join(f"{how} found" for how in COPIES) +
+          " | one-photo pairs flagged | different-photo pairs flagged | (bits alone) |")
+    print("|---|" + "---|" * (len(COPIES) + 3))
     for t in THRESHOLDS:
-        found = [f"{np.mean(np.array(copies[how]) <= t):.4f}" for how in COPIES]
-        print(f"| {t} | " + " | ".join(found) + f" | {np.mean(np.array(distinct) <= t):.5f} |")
-    print(f"\ndistinct pairs at distance <= 12: {int(np.sum(np.array(distinct) <= 12))}; 0.1st percentile: "
-          f"{np.percentile(distinct, 0.1):.0f}")
+        found = [_found(sigs, signatures(rows), t) for rows in copies.values()]
+        pairs = set(zip(*[part.tolist() for part in near_pairs(sigs, max_distance=t)[:2]]))
+        flagged = np.array([(a, b) in pairs for a, b in zip(i.tolist(), j.tolist())])
+        print(f"| {t} | " + " | ".join(f"{f:.4f}" for f in found) +
+              f" | {int(flagged[distinct_same].sum())} | {int(flagged[different].sum())} | "
+              f"{int((bits[distinct_same] <= t).sum())} / {int((bits[different] <= t).sum())} |")
+
+
+def _found(originals: np.ndarray, copies: np.ndarray, max_distance: int) -> float:
+    """The share of copies whose near-duplicate search finds their own original."""
+    i, j, _ = near_pairs(copies, originals, max_distance)
+    return len({a for a, b in zip(i.tolist(), j.tolist()) if a == b}) / len(copies)
 
 
 def median_time(run: Callable[[], object], repeats: int = 3) -> float:
@@ -148,20 +164,23 @@ def measure_cost(sizes: list[int], seed: int) -> None:
             path.write_bytes(encoded(np.ascontiguousarray(china[t:t + h, left:left + w]), ".jpg"))
             paths.append(str(path))
         verify = median_time(lambda: verify_images(paths, workers=2))
-        hashed = median_time(lambda: scan_images(paths, exact=False, workers=2))
+        signed = median_time(lambda: verify_and_sign(paths, workers=2))
         exact = median_time(lambda: scan_images(paths, exact=True, workers=2))
+        sigs = verify_and_sign(paths, workers=2)[1]
+        search = median_time(lambda: has_near_duplicate(sigs[:200], sigs[200:]))
     print("\n| 1000 images, 48-256 px JPEG, 2 threads | seconds |")
     print("|---|---|")
-    print(f"| decode only (training's verify pass) | {verify:.3f} |")
-    print(f"| decode + pHash (training's pass now) | {hashed:.3f} |")
-    print(f"| decode + pHash + pixel digest (clf check) | {exact:.3f} |")
+    print(f"| decode only (training's check before signatures) | {verify:.3f} |")
+    print(f"| decode + signature (training's check now) | {signed:.3f} |")
+    print(f"| decode + signature + pixel digest (clf check) | {exact:.3f} |")
+    print(f"| the warning's search, 200 validation vs 800 training | {search:.4f} |")
     print("\n| hashes | within one set (pairs i<j) | 20 % vs 80 % (the training warning) |")
     print("|---|---|---|")
     for n in sizes:
         hashes = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
         within = median_time(lambda: hamming_pairs(hashes))
         cut = n // 5
-        across = median_time(lambda: has_near_duplicate(hashes[:cut], hashes[cut:]))
+        across = median_time(lambda: hamming_pairs(hashes[:cut], hashes[cut:]))
         print(f"| {n} | {within:.2f} s | {across:.2f} s |")
 
 
