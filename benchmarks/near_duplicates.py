@@ -123,7 +123,8 @@ def measure_threshold(crops: int, seed: int) -> None:
     copy_bits = {how: popcount(sigs["phash"] ^ signatures(rows)["phash"]) for how, rows in copies.items()}
     print("| distances (bits) | min | p1 | p50 | p99 | max |")
     print("|---|---|---|---|---|---|")
-    rows = [*copy_bits.items(), ("disjoint crops, one photo", bits[distinct_same]), ("different photos", bits[different])]
+    rows = [*copy_bits.items(), ("disjoint crops, one photo", bits[distinct_same]),
+            ("different photos", bits[different])]
     for label, values in rows:
         print(f"| {label} | {values.min()} | {np.percentile(values, 1):.0f} | {np.percentile(values, 50):.0f} | "
               f"{np.percentile(values, 99):.0f} | {values.max()} |")

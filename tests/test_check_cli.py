@@ -48,7 +48,8 @@ def class_folders(root: Path) -> Path:
     (data / "bottom" / "broken.png").write_bytes(b"not a png")
     test = root / "test"
     test.mkdir()
-    cv2.imwrite(str(test / "resized.jpg"), cv2.resize(pictures[5], (CROP // 2, CROP // 2), interpolation=cv2.INTER_AREA))
+    half = (CROP // 2, CROP // 2)
+    cv2.imwrite(str(test / "resized.jpg"), cv2.resize(pictures[5], half, interpolation=cv2.INTER_AREA))
     cv2.imwrite(str(test / "cropped.png"), pictures[6][2:-3, 2:-3])  # 5 %: 2-3 px off each side
     cv2.imwrite(str(test / "stranger.png"), cv2.cvtColor(crops()[-1][::-1].copy(), cv2.COLOR_BGR2GRAY))
     return data

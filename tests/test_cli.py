@@ -24,7 +24,8 @@ def test_help_lists_every_promised_command():
 def test_help_does_not_import_heavy_libraries():
     code = (
         "import sys; from typer.testing import CliRunner; from clf.cli import app\n"
-        "for args in (['--help'], ['train', '--help'], ['export', '--help'], ['infer', '--help'], ['check', '--help']):\n"
+        "for args in (['--help'], ['train', '--help'], ['export', '--help'], ['infer', '--help'],\n"
+        "             ['check', '--help']):\n"
         "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
         "heavy = [m for m in ('torch', 'timm', 'onnx', 'onnxruntime', 'cv2', 'matplotlib') if m in sys.modules]\n"
         "print(','.join(heavy))"

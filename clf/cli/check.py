@@ -109,8 +109,8 @@ def _pairs_table(section: dict[str, Any], title: str, data: str, test: str | Non
     for column in ("kind", "image", "label", "copy", "label ", "bits"):
         table.add_column(column, justify="right" if column == "bits" else "left")
     for kind, (first, second) in rows[:PAIRS_SHOWN]:
-        table.add_row(kind, _short(first["path"], data, test), escape(first["label"]), _short(second["path"], data, test),
-                      escape(second["label"]), "0")
+        table.add_row(kind, _short(first["path"], data, test), escape(first["label"]),
+                      _short(second["path"], data, test), escape(second["label"]), "0")
     for kind, pair in pairs[: max(0, PAIRS_SHOWN - len(rows))]:
         table.add_row(kind, _short(pair["a"], data, test), escape(str(pair["a_label"] or "")),
                       _short(pair["b"], data, test), escape(str(pair["b_label"] or "")), str(pair["distance"]))

@@ -2,8 +2,8 @@
 
 Everything here is plain data (no torch), so that checkpoints stay ``weights_only``-loadable and the ONNX metadata can
 carry the preprocessing to hosts that only have onnxruntime. One module per stage: preprocess (the contract every
-stage shares), training, checking (the data report), exporting, serving (infer, eval, serve); base holds what they share, including `setting`,
-which declares a field that is also a command-line option.
+stage shares), training, checking (the data report), exporting, serving (infer, eval, serve); base holds what they
+share, including `setting`, which declares a field that is also a command-line option.
 """
 
 # The choices live on the ground floor beside this package (clf/choices.py), re-exported here for their old users.
@@ -29,7 +29,6 @@ __all__ = [
     "MAX_BATCH_WAIT_MS", "MAX_CALIBRATION_IMAGES", "MAX_INPUT_SIZE", "MAX_SEED", "MAX_SERVE_BATCH",
     "MIN_INT8_OPSET", "MIN_STEPS_PER_EPOCH", "MODEL_NAME_RULE", "OPTIMIZERS", "RESIZE_MODES", "RESUMABLE",
     "NEAR_DUPLICATE_DISTANCE", "SCHEDULERS", "TOPK_FORMATS", "TRAIN_DEVICES", "TTA_VIEWS", "CheckConfig",
-    "EvalConfig", "ExportConfig", "InferConfig",
-    "JsonMixin", "Preprocess", "ServeConfig", "TrainConfig", "auto_batch_size", "check_augment_knobs",
-    "check_columns", "check_exporter_opset", "column_checks", "is_safe_model_name", "option_flag", "setting",
+    "EvalConfig", "ExportConfig", "InferConfig", "JsonMixin", "Preprocess", "ServeConfig", "TrainConfig",
+    "auto_batch_size", "check_augment_knobs", "check_columns", "check_exporter_opset", "column_checks", "is_safe_model_name", "option_flag", "setting",
 ]

@@ -49,7 +49,8 @@ def load_training_set(cfg: TrainConfig) -> LabelledSet:
     # The near-duplicate signatures come from the decode this check does anyway (--dedup, the leakage warning).
     ok, sigs = verify_and_sign(labelled.paths, strict=cfg.strict, workers=max(2, system.usable_cpus()))
     if len(ok) < len(labelled.paths):
-        logger.warning("%d of %d images could not be read and are left out", len(labelled.paths) - len(ok), len(labelled.paths))
+        logger.warning("%d of %d images could not be read and are left out", len(labelled.paths) - len(ok),
+                       len(labelled.paths))
     readable = replace(labelled.subset(ok), signatures=sigs)
     _check_every_class_readable(labelled, readable, cfg)
     return readable
