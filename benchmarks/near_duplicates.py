@@ -6,10 +6,12 @@
    PyWavelets (none of the pictures issue 18 keeps aside), each copied as JPEG quality 60, resized 0.5x and cropped
    by 5 % (centre: 95 % of each side kept; one side: 5 % of the width cut), through clf's decode path. The
    distances of copies to their original must fall within the threshold; the distances between disjoint crops of
-   one photo (the closest distinct images of a class) must not. Prints both distributions and, per threshold,
-   the share of copies found and of distinct pairs flagged.
-2. Cost: hashing 1000 images (the decode training does anyway, then with the hash), and the pair search on N random
-   hashes (within one set, and 20 % against 80 %, the training warning's search), median of 3.
+   one photo (the closest distinct images of a class) and between crops of different photos must not. Prints the
+   distributions and, per threshold, the share of copies found and the distinct pairs flagged, by the whole
+   signature (bits and tones) and by the bits alone.
+2. Cost: signing 1000 images (the decode training does anyway, then with the signature; clf check adds the pixel
+   digest), and the pair search on N random hashes (within one set, and 20 % against 80 %: the training warning's
+   search), median of 3.
 """
 
 from __future__ import annotations
@@ -157,7 +159,9 @@ def median_time(run: Callable[[], object], repeats: int = 3) -> float:
 
 def measure_cost(sizes: list[int], seed: int) -> None:
     rng = np.random.default_rng(seed)
-    china = __import__("sklearn.datasets", fromlist=["load_sample_image"]).load_sample_image("china.jpg")
+    from sklearn.datasets import load_sample_image
+
+    china = load_sample_image("china.jpg")
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for i, (t, left, h, w) in enumerate(random_boxes(china.shape, 1000, rng)):

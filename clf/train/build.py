@@ -87,6 +87,10 @@ def split_training_set(labelled: LabelledSet, cfg: TrainConfig) -> Split:
         in_val = fold_assignment(labelled, cfg) == cfg.fold
         return Split(labelled.subset(np.flatnonzero(~in_val)), labelled.subset(np.flatnonzero(in_val)))
     train_idx, val_idx = labelled_split(labelled, cfg.val_split, cfg.seed, dedup=cfg.dedup)
+    grouped = labelled.groups is not None or cfg.dedup
+    if grouped and cfg.val_split > 0 and len(labelled.paths) and not len(val_idx):
+        logger.warning("--val-split %g left no validation images: each class's images form one group (--group-col, "
+                       "--dedup); training goes on without validation", cfg.val_split)
     return Split(labelled.subset(train_idx), labelled.subset(val_idx))
 
 
