@@ -184,3 +184,19 @@ def test_split_groups_join_the_group_column_and_near_duplicates():
     assert split_groups(["p", "q", "r", "q", "s"], None).tolist() == [0, 1, 2, 1, 3]
     assert split_groups(None, sigs).tolist() == [0, 1, 0, 2, 3]
     assert split_groups(["p", "q", "r", "q", "r"], sigs).tolist() == [0, 1, 0, 1, 0]
+
+
+@pytest.mark.parametrize("shape", [(600, 512), (3, 5), (1, 100_000), (100_000, 1), (20, 5000)])
+def test_thumbnail_sums_exactly_on_both_paths_and_never_upscales_a_strip(shape, monkeypatch):
+    """The integral image (small pictures) and row-then-column sums (large ones) give the same means; a side under
+    32 pixels gets one box a pixel (a 1 x 100,000 strip is never stretched to 32 x 100,000)."""
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, shape, dtype=np.uint8)
+    small = duplicates.box_thumbnail(grey)
+    monkeypatch.setattr(duplicates, "_INTEGRAL_MAX_PIXELS", 0)
+    large = duplicates.box_thumbnail(grey)
+    assert small.shape == large.shape == (32, 32) and small.dtype == np.float32
+    assert np.array_equal(small, large)
+    if shape == (600, 512):  # each box: the mean of its pixels
+        rows, cols = np.linspace(0, 600, 33).round().astype(int), np.linspace(0, 512, 33).round().astype(int)
+        assert small[3, 7] == pytest.approx(grey[rows[3]:rows[4], cols[7]:cols[8]].mean(), rel=1e-6)
