@@ -48,7 +48,8 @@ GROUP_FILE = "group.json"
 OOF_FILE = "oof.csv"
 MARKER_FILE = MARKER_NAME
 
-# split.json: {"format": 1, "root": "<absolute data root>", "val": ["<class>/<file>", ...], "train": [...]}
+# split.json: {"format": 1, "root": "<absolute data root>", "val": ["<class>/<file>", ...], "train": [...]}, and for a
+# group split {"grouping": {"group_col": "<column>" or null, "dedup": true/false}} (readers of format 1 ignore it)
 SPLIT_FORMAT = 1
 MAX_RECORD_BYTES = 256 * 2**20  # a list of a few million paths; more is not a file list
 NOT_A_RUN_CONFIG = "config.json is not a clf run config"
@@ -114,15 +115,27 @@ def train_settings(config: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- split.json
 
 
-def split_record(root: str | os.PathLike, val_paths: Sequence[str], train_paths: Sequence[str]) -> dict[str, Any]:
-    """split.json's content: the data root (absolute) and the validation and training images relative to it."""
+def split_record(root: str | os.PathLike, val_paths: Sequence[str], train_paths: Sequence[str],
+                 grouping: dict[str, Any] | None = None) -> dict[str, Any]:
+    """split.json's content: the data root (absolute) and the validation and training images relative to it; and,
+    for a split that kept groups whole, how they were formed ("grouping": --group-col and --dedup)."""
     root = Path(root).resolve()
-    return {
+    record = {
         "format": SPLIT_FORMAT,
         "root": str(root),
         "val": [_relative(p, root) for p in val_paths],
         "train": [_relative(p, root) for p in train_paths],
     }
+    if grouping:
+        record["grouping"] = grouping
+    return record
+
+
+def split_grouping(settings: Any) -> dict[str, Any] | None:
+    """split.json's "grouping" for a run's settings (a TrainConfig): None for the item split of older runs."""
+    if getattr(settings, "group_col", None) is None and not getattr(settings, "dedup", False):
+        return None
+    return {"group_col": settings.group_col, "dedup": bool(settings.dedup)}
 
 
 def _relative(path: str, root: Path) -> str:

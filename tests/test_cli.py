@@ -16,7 +16,7 @@ runner = CliRunner()
 def test_help_lists_every_promised_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("sample-data", "models", "train", "runs", "export", "infer", "eval", "score", "serve",
+    for command in ("sample-data", "models", "check", "train", "runs", "export", "infer", "eval", "score", "serve",
                     "augment-preview"):
         assert command in result.output
 
@@ -24,7 +24,8 @@ def test_help_lists_every_promised_command():
 def test_help_does_not_import_heavy_libraries():
     code = (
         "import sys; from typer.testing import CliRunner; from clf.cli import app\n"
-        "for args in (['--help'], ['train', '--help'], ['export', '--help'], ['infer', '--help']):\n"
+        "for args in (['--help'], ['train', '--help'], ['export', '--help'], ['infer', '--help'],\n"
+        "             ['check', '--help']):\n"
         "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
         "heavy = [m for m in ('torch', 'timm', 'onnx', 'onnxruntime', 'cv2', 'matplotlib') if m in sys.modules]\n"
         "print(','.join(heavy))"
@@ -96,10 +97,11 @@ def test_imports_run_one_way():
         "assert not [m for m in sys.modules if m.startswith('clf.train')], 'export imported clf.train'\n"
         "sys.modules['torch'] = None  # any later `import torch` fails\n"
         "for name in list(sys.modules):\n"
-        "    if name.startswith(('clf.serve', 'clf.data.preprocess')):\n"
+        "    if name.startswith(('clf.serve', 'clf.data.preprocess', 'clf.data.duplicates', 'clf.data.check')):\n"
         "        del sys.modules[name]\n"
         "import clf.serve.infer, clf.serve.evaluate, clf.serve.score, clf.serve.loading, clf.serve.predictor\n"
         "import clf.serve.session, clf.serve.submission, clf.data.preprocess, clf.data.csv_table\n"
+        "import clf.data.duplicates, clf.data.check  # clf check runs where the data is\n"
         "print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -13,7 +13,7 @@ from cli_helpers import clf
 from typer.testing import CliRunner
 
 from clf.cli.options import config_options, option_fields
-from clf.config import EvalConfig, ExportConfig, InferConfig, ServeConfig, TrainConfig
+from clf.config import CheckConfig, EvalConfig, ExportConfig, InferConfig, ServeConfig, TrainConfig
 from clf.config.base import JsonMixin, setting
 
 # The fields clf sets itself (or that are a command's arguments): everything else must be an option.
@@ -23,6 +23,7 @@ NOT_OPTIONS = {
     InferConfig: {"images"},
     EvalConfig: {"labelled"},
     ServeConfig: {"model"},
+    CheckConfig: {"data"},
 }
 
 
@@ -33,7 +34,8 @@ def test_every_field_is_an_option_unless_clf_sets_it(cls):
 
 
 @pytest.mark.parametrize(("command", "cls"), [("train", TrainConfig), ("export", ExportConfig), ("infer", InferConfig),
-                                              ("eval", EvalConfig), ("serve", ServeConfig)])
+                                              ("eval", EvalConfig), ("serve", ServeConfig),
+                                              ("check", CheckConfig)])
 def test_help_shows_every_option_with_its_help_line(command, cls):
     text = " ".join(clf(command, "--help").output.split())
     for f in option_fields(cls):
@@ -110,8 +112,9 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
               "out": str(tmp_path), "patience": 2, "device": "cpu", "amp": False, "cache_images": False,
               "pretrained_path": str(tmp_path / "w.pt"), "layer_decay": 0.7, "freeze_epochs": 1,
               "strict": True, "labels_csv": str(tmp_path / "l.csv"), "id_col": "f", "label_col": "y",
-              "resize": "shorter_crop", "quiet": True}
-    flags = {"amp": "--no-amp", "cache_images": "--no-cache-images", "strict": "--strict", "quiet": "--quiet"}
+              "resize": "shorter_crop", "quiet": True, "group_col": "patient", "dedup": True}
+    flags = {"amp": "--no-amp", "cache_images": "--no-cache-images", "strict": "--strict", "quiet": "--quiet",
+             "dedup": "--dedup"}
     args = []
     for name, value in values.items():
         args += [flags[name]] if name in flags else ["--" + name.replace("_", "-"), str(value)]

@@ -9,6 +9,7 @@ from clf.cli.app import app
 
 # Each import registers its commands; this order is the flow a user follows, and the order of `clf --help`.
 from clf.cli import catalogue  # noqa: F401,E402 -- sample-data, models
+from clf.cli import check  # noqa: F401,E402
 from clf.cli import train  # noqa: F401,E402
 from clf.cli import augment_preview  # noqa: F401,E402
 from clf.cli import runs  # noqa: F401,E402

@@ -2,8 +2,8 @@
 
 Everything here is plain data (no torch), so that checkpoints stay ``weights_only``-loadable and the ONNX metadata can
 carry the preprocessing to hosts that only have onnxruntime. One module per stage: preprocess (the contract every
-stage shares), training, exporting, serving (infer, eval, serve); base holds what they share, including `setting`,
-which declares a field that is also a command-line option.
+stage shares), training, checking (the data report), exporting, serving (infer, eval, serve); base holds what they
+share, including `setting`, which declares a field that is also a command-line option.
 """
 
 # The choices live on the ground floor beside this package (clf/choices.py), re-exported here for their old users.
@@ -11,6 +11,7 @@ from clf.choices import (AUGMENT_PRESETS, AUTO_AUGMENTS, AVERAGES, CALIBRATION_M
                          ID_FORMATS, INTERPOLATIONS, MAX_BATCH, MIN_INT8_OPSET, OPTIMIZERS, RESIZE_MODES, SCHEDULERS,
                          TOPK_FORMATS, TRAIN_DEVICES, TTA_VIEWS, check_exporter_opset)
 from clf.config.base import RESUMABLE, JsonMixin, check_columns, column_checks, option_flag, setting
+from clf.config.checking import NEAR_DUPLICATE_DISTANCE, CheckConfig
 from clf.config.exporting import (DEFAULT_ATOL, DEFAULT_ATOL_FP16, DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP,
                                   DEFAULT_MIN_AGREEMENT, DEFAULT_TRITON_MAX_BATCH, MAX_CALIBRATION_IMAGES,
                                   MODEL_NAME_RULE, ExportConfig, is_safe_model_name)
@@ -27,7 +28,7 @@ __all__ = [
     "EXPORT_TARGETS", "ID_FORMATS", "IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS", "LEGACY_VALUES", "MAX_BATCH",
     "MAX_BATCH_WAIT_MS", "MAX_CALIBRATION_IMAGES", "MAX_INPUT_SIZE", "MAX_SEED", "MAX_SERVE_BATCH",
     "MIN_INT8_OPSET", "MIN_STEPS_PER_EPOCH", "MODEL_NAME_RULE", "OPTIMIZERS", "RESIZE_MODES", "RESUMABLE",
-    "SCHEDULERS", "TOPK_FORMATS", "TRAIN_DEVICES", "TTA_VIEWS", "EvalConfig", "ExportConfig", "InferConfig",
-    "JsonMixin", "Preprocess", "ServeConfig", "TrainConfig", "auto_batch_size", "check_augment_knobs",
-    "check_columns", "check_exporter_opset", "column_checks", "is_safe_model_name", "option_flag", "setting",
+    "NEAR_DUPLICATE_DISTANCE", "SCHEDULERS", "TOPK_FORMATS", "TRAIN_DEVICES", "TTA_VIEWS", "CheckConfig",
+    "EvalConfig", "ExportConfig", "InferConfig", "JsonMixin", "Preprocess", "ServeConfig", "TrainConfig",
+    "auto_batch_size", "check_augment_knobs", "check_columns", "check_exporter_opset", "column_checks", "is_safe_model_name", "option_flag", "setting",
 ]

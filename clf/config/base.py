@@ -104,3 +104,17 @@ def column_checks(id_col: str, label_col: str) -> tuple[Check, ...]:
 def check_columns(id_col: str, label_col: str) -> None:
     """Raise ClfError (exit 2) for the first failure of column_checks."""
     raise_first_failure(column_checks(id_col, label_col))
+
+
+def group_checks(group_col: str | None, labels_csv: str | None, id_col: str, label_col: str) -> tuple[Check, ...]:
+    """--group-col: a column of --labels-csv (class folders have no columns), other than the id and label ones."""
+    if group_col is None:
+        return ()
+    return (
+        (group_col.strip() != "", "--group-col is empty; give the column of --labels-csv that names each image's "
+                                  "group, or leave the option out"),
+        (labels_csv is not None, f"--group-col {group_col} reads the groups from the labels CSV; add --labels-csv "
+                                 "FILE, or leave out --group-col"),
+        (group_col.strip() not in (id_col.strip(), label_col.strip()),
+         f"--group-col {group_col!r} is also the id or label column; give the column that names each image's group"),
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clf.choices import AUGMENT_PRESETS, AUTO_AUGMENTS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TRAIN_DEVICES
-from clf.config.base import JsonMixin, check_choice, option_flag, setting
+from clf.config.base import JsonMixin, check_choice, group_checks, option_flag, setting
 from clf.config.preprocess import MAX_INPUT_SIZE
 from clf.errors import ClfError
 
@@ -153,6 +153,12 @@ class TrainConfig(JsonMixin):
     labels_csv: str | None = setting(None, "CSV of filename,label for the images in DATA (Kaggle style).")
     id_col: str = setting("filename", "Filename column of --labels-csv.")
     label_col: str = setting("label", "Label column of --labels-csv.")
+    # Groups (clf/data/split.py): no group has images on both sides of the split or in two folds. None / False: the
+    # item split every run before these fields made. They shape the split, so a resumed run keeps them.
+    group_col: str | None = setting(None, "Column of --labels-csv naming each image's group (a patient, a source "
+                                          "picture): the split and the folds keep every group on one side.")
+    dedup: bool = setting(False, "Keep near-duplicate images (as `clf check` finds them) together on one side of the "
+                                 "split and in one fold.")
     resize: str = setting("stretch", "stretch, or shorter_crop (shorter side + center crop).", choices=RESIZE_MODES)
     quiet: bool = setting(False, "No progress bar, one line per epoch.", flags=("--quiet", "-q"), resumable=True)
     # k-fold cross-validation (clf/train/folds.py): K stratified folds seeded by fold_seed; `fold` is set on the
@@ -217,6 +223,7 @@ class TrainConfig(JsonMixin):
             (self.patience >= 0, "--patience must be >= 0"),
             (self.out.strip() != "", "--out is empty; give the folder that holds run folders (default: runs)"),
             (self.labels_csv is None or self.labels_csv.strip() != "", "--labels-csv is empty; give the CSV file"),
+            *group_checks(self.group_col, self.labels_csv, self.id_col, self.label_col),
             (self.loss is None or self.loss.strip() != "", "--loss is empty; give a loss name or leave the option out"),
             (0 <= self.seed < MAX_SEED, f"--seed must be >= 0 and < {MAX_SEED} (2**31), got {self.seed}"),
             (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be >= 0 and < 1"),

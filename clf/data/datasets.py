@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
+from typing import Any
+
+import numpy as np
 
 from clf.data.csv_table import read_csv_table
+from clf.data.duplicates import signature, signatures
 from clf.data.files import check_folder, find_images, is_hidden
 from clf.data.preprocess import decode_rgb, read_bytes
 from clf.errors import DataError
@@ -25,15 +29,24 @@ class LabelledSet:
         paths: image file paths.
         labels: class index of each path.
         classes: class names; label ``i`` means ``classes[i]``.
+        groups: the group of each path (--group-col: a patient, a source picture), or None; a split never puts
+            one group on both sides.
+        signatures: the near-duplicate signature of each path (a clf.data.duplicates.SIGNATURE array), or None
+            when not computed.
     """
 
     paths: list[str]
     labels: list[int]
     classes: list[str]
+    groups: list[str] | None = None
+    signatures: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.paths) != len(self.labels):
             raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels")
+        for name, values in (("groups", self.groups), ("signatures", self.signatures)):
+            if values is not None and len(values) != len(self.paths):
+                raise ValueError(f"{len(self.paths)} paths but {len(values)} {name}")
         bad = [label for label in self.labels if not 0 <= label < len(self.classes)]
         if bad:
             raise ValueError(f"label {bad[0]} out of range for {len(self.classes)} classes")
@@ -44,7 +57,10 @@ class LabelledSet:
     def subset(self, indices: Sequence[int]) -> LabelledSet:
         """The items at ``indices`` (any int sequence or numpy array), same classes."""
         idx = [int(i) for i in indices]
-        return LabelledSet([self.paths[i] for i in idx], [self.labels[i] for i in idx], list(self.classes))
+        groups = None if self.groups is None else [self.groups[i] for i in idx]
+        sigs = None if self.signatures is None else self.signatures[np.asarray(idx, dtype=np.int64)]
+        return LabelledSet([self.paths[i] for i in idx], [self.labels[i] for i in idx], list(self.classes), groups,
+                           sigs)
 
     def class_counts(self) -> dict[str, int]:
         """Number of items per class name, in class order, zeros included."""
@@ -94,12 +110,14 @@ def read_labels_csv(
     image_dir: str | os.PathLike,
     id_col: str = "filename",
     label_col: str = "label",
+    group_col: str | None = None,
 ) -> LabelledSet:
     """Read a labels CSV whose ``id_col`` names files in ``image_dir``.
 
     An id matches, in order: a file name in ``image_dir`` (``a.jpg``), a relative path under it
     (``sub/a.jpg``), or the stem of one image in ``image_dir`` (``a`` -> ``a.png``). Rows keep the
-    CSV order. Classes are sorted, numerically when every label is an integer.
+    CSV order. Classes are sorted, numerically when every label is an integer. With ``group_col``,
+    each image's group (a patient, a source picture) is read from that column.
 
     Raises:
         DataError: missing/empty CSV, missing columns, an empty cell, an id listed twice, an id
@@ -114,9 +132,13 @@ def read_labels_csv(
                 f"{csv_file}: no column '{col}' (columns: {', '.join(header)}); "
                 "name the id and label columns with --id-col and --label-col"
             )
+    if group_col is not None and group_col not in header:
+        raise DataError(f"{csv_file}: no group column '{group_col}' (columns: {', '.join(header)}); "
+                        "name it with --group-col")
     by_name, by_stem = _index_images(folder)
     paths: list[str] = []
     names: list[str] = []
+    groups: list[str] = []
     seen: dict[Path, int] = {}
     missing: list[tuple[int, str]] = []
     for line, row in rows:
@@ -124,6 +146,7 @@ def read_labels_csv(
         for col, value in ((id_col, image_id), (label_col, name)):
             if not value:
                 raise DataError(f"{csv_file}: line {line}: empty '{col}'")
+        group = _group_value(row, group_col, f"{csv_file}: line {line}") if group_col is not None else ""
         path = _match_id(image_id, folder, by_name, by_stem, f"{csv_file}: line {line}")
         if path is None:
             missing.append((line, image_id))
@@ -133,6 +156,7 @@ def read_labels_csv(
         seen[path] = line
         paths.append(str(path))
         names.append(name)
+        groups.append(group)
     if missing:
         line, image_id = missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -141,7 +165,14 @@ def read_labels_csv(
     if len(classes) < 2:
         raise DataError(f"{csv_file}: found {len(classes)} class(es) in '{label_col}', need at least 2")
     index = {c: i for i, c in enumerate(classes)}
-    return LabelledSet(paths, [index[n] for n in names], classes)
+    return LabelledSet(paths, [index[n] for n in names], classes, groups if group_col is not None else None)
+
+
+def _group_value(row: dict[str, str], group_col: str, where: str) -> str:
+    value = (row.get(group_col) or "").strip()
+    if not value:
+        raise DataError(f"{where}: empty group '{group_col}'; give every image its group (--group-col)")
+    return value
 
 
 def _read_csv(csv_file: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
@@ -199,10 +230,12 @@ def load_labelled(
     labels_csv: str | os.PathLike | None = None,
     id_col: str = "filename",
     label_col: str = "label",
+    group_col: str | None = None,
 ) -> LabelledSet:
-    """Class folders under ``root``, or the images in ``root`` labelled by ``labels_csv``."""
+    """Class folders under ``root``, or the images in ``root`` labelled by ``labels_csv`` (and grouped by its
+    ``group_col``)."""
     if labels_csv is not None:
-        return read_labels_csv(labels_csv, root, id_col=id_col, label_col=label_col)
+        return read_labels_csv(labels_csv, root, id_col=id_col, label_col=label_col, group_col=group_col)
     return scan_class_folders(root)
 
 
@@ -214,17 +247,36 @@ def verify_images(paths: Sequence[str | os.PathLike], strict: bool = False, work
     Raises:
         DataError: with ``strict``, on the first bad file in ``paths`` order.
     """
+    return _verify(paths, strict, workers, _decode_problem)[0]
+
+
+def verify_and_sign(paths: Sequence[str | os.PathLike], strict: bool = False,
+                    workers: int = 4) -> tuple[list[int], np.ndarray]:
+    """`verify_images`, computing each readable image's near-duplicate signature from the same decode.
+
+    Returns:
+        (the indices that decode, their SIGNATURE array in that order).
+    """
+    ok, rows = _verify(paths, strict, workers, _signature_or_problem)
+    return ok, signatures(rows)
+
+
+def _verify(paths: Sequence[str | os.PathLike], strict: bool, workers: int,
+            check: Callable[[str | os.PathLike], Any]) -> tuple[list[int], list[Any]]:
+    """`check` of every path in threads: each returns a problem line (str) or a value (None counts as fine)."""
     ok: list[int] = []
+    values: list[Any] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for index, problem in enumerate(pool.map(_decode_problem, paths)):
-            if problem is None:
+        for index, result in enumerate(pool.map(check, paths)):
+            if not isinstance(result, str):
                 ok.append(index)
+                values.append(result)
             elif strict:
                 pool.shutdown(wait=False, cancel_futures=True)
-                raise DataError(f"{problem}; stopped (--strict)")
+                raise DataError(f"{result}; stopped (--strict)")
             else:
-                logger.warning("%s; skipped", problem)
-    return ok
+                logger.warning("%s; skipped", result)
+    return ok, values
 
 
 def _decode_problem(path: str | os.PathLike) -> str | None:
@@ -234,3 +286,10 @@ def _decode_problem(path: str | os.PathLike) -> str | None:
     except DataError as exc:
         return str(exc)
     return None
+
+
+def _signature_or_problem(path: str | os.PathLike) -> tuple[int, float, float] | str:
+    try:
+        return signature(decode_rgb(read_bytes(path), str(path)))
+    except DataError as exc:
+        return str(exc)

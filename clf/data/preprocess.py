@@ -154,7 +154,16 @@ _JPEG_STANDALONE = frozenset(range(0xD0, 0xDA)) | {0x01}
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """Walk the marker segments to the first SOFn (frame header: precision, height, width)."""
+    """The first SOFn's frame header: precision, height, width."""
+    pos = _jpeg_frame(data)
+    if pos is None:
+        return None
+    height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+    return width, height
+
+
+def _jpeg_frame(data: bytes) -> int | None:
+    """Walk the marker segments to the first SOFn; its offset, or None."""
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
@@ -167,8 +176,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             pos += 2
             continue
         if marker in _JPEG_SOF:
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return width, height
+            return pos
         if marker == 0xDA:  # start of scan before any frame header
             return None
         pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
@@ -212,6 +220,43 @@ _HEADER_PARSERS = (
     (b"II*\x00", _tiff_size),
     (b"MM\x00*", _tiff_size),
 )
+
+
+_PNG_MODES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
+_JPEG_MODES = {1: "grey", 3: "RGB", 4: "CMYK"}
+_BMP_MODES = {1: "palette", 4: "palette", 8: "palette", 16: "RGB", 24: "RGB", 32: "RGBA"}
+
+
+def header_mode(data: bytes) -> str | None:
+    """The colour layout a PNG, JPEG, BMP or WebP header declares: grey, grey+alpha, RGB, RGBA, palette or CMYK.
+
+    None when the format or header is not one of those (decoding gives RGB whatever the file holds: this is what
+    the file itself stores, for `clf check`'s channel statistics).
+    """
+    try:
+        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+            return _PNG_MODES.get(data[25])
+        if data.startswith(b"\xff\xd8"):
+            pos = _jpeg_frame(data)
+            return None if pos is None else _JPEG_MODES.get(data[pos + 9])
+        if data.startswith(b"BM"):
+            return _BMP_MODES.get(struct.unpack("<H", data[28:30])[0])
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return _webp_mode(data)
+    except (struct.error, IndexError):
+        return None
+    return None
+
+
+def _webp_mode(data: bytes) -> str | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 ":
+        return "RGB"
+    if chunk == b"VP8L":  # the alpha hint: bit 28 of the size word
+        return "RGBA" if struct.unpack("<I", data[21:25])[0] >> 28 & 1 else "RGB"
+    if chunk == b"VP8X":  # the alpha flag of the extended header
+        return "RGBA" if data[20] & 0x10 else "RGB"
+    return None
 
 
 def decode_rgb(data: bytes, source: str = "<bytes>") -> np.ndarray:

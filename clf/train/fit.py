@@ -17,7 +17,7 @@ from clf.config import MIN_STEPS_PER_EPOCH, TrainConfig, auto_batch_size
 from clf.data.datasets import LabelledSet
 from clf.errors import ClfError, Terminated
 from clf.train import runtime as rt
-from clf.run_files import split_record, write_split
+from clf.run_files import split_grouping, split_record, write_split
 from clf.train.build import (
     augment_pipeline,
     build_model,
@@ -25,6 +25,7 @@ from clf.train.build import (
     preprocess_for,
     pretrained_weights,
     split_training_set,
+    warn_near_duplicates,
 )
 from clf.train.resume import check_resume_fits, checkpoint_run_dir, resolve_config
 from clf.train.run_folder import (
@@ -119,6 +120,8 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
     else:
         cfg, run_dir, replacing = _new_run_dir(cfg, overwrite, runtime)
     split = split_training_set(labelled, cfg)
+    if runtime.is_main:
+        warn_near_duplicates(split)
     if cfg.batch_size is None:  # the config written and checkpointed holds the size used
         cfg = replace(cfg, batch_size=auto_batch_size(len(split.train.paths) // runtime.world_size))
         logger.info("batch size %d (auto: at least %d steps an epoch)", cfg.batch_size, MIN_STEPS_PER_EPOCH)
@@ -127,7 +130,8 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
 
     def write_run_files() -> None:
         write_config(run_dir, cfg, labelled.classes, len(labelled.paths), pre, model_kwargs, trainer.params, augment)
-        write_split(run_dir, split_record(cfg.data, split.val.paths, split.train.paths))
+        write_split(run_dir, split_record(cfg.data, split.val.paths, split.train.paths,
+                                          grouping=split_grouping(cfg)))
 
     def replace_then_write() -> None:
         replace_old_run(run_dir)

@@ -17,7 +17,7 @@ from clf.data.datasets import LabelledSet
 from clf.data.folds import is_fold_group
 from clf.errors import ClfError, DataError, one_line
 from clf.ownership import check_clearable, clear_owned, mark_folder, record_files
-from clf.run_files import GROUP_FILE, OOF_FILE, SPLIT_FILE, load_split, split_record
+from clf.run_files import GROUP_FILE, OOF_FILE, SPLIT_FILE, load_split, split_grouping, split_record
 from clf.train.build import fold_assignment
 from clf.train.run_folder import NESTED_RUNS, RUN_KIND, prepare_new_run_dir
 
@@ -86,7 +86,7 @@ def check_fold_split(member: Path, fold: int, cfg: TrainConfig, labelled: Labell
 
 def _fold_record(labelled: LabelledSet, cfg: TrainConfig, fold: int) -> dict[str, Any]:
     assert cfg.folds is not None
-    in_val = fold_assignment(labelled, cfg.folds, cfg.fold_seed) == fold
+    in_val = fold_assignment(labelled, cfg) == fold
     val = [p for p, v in zip(labelled.paths, in_val) if v]
     train = [p for p, v in zip(labelled.paths, in_val) if not v]
-    return split_record(cfg.data, val, train)
+    return split_record(cfg.data, val, train, grouping=split_grouping(cfg))

@@ -59,7 +59,7 @@ def out_of_fold(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: L
         (the out-of-fold predictions in the order of the labelled images, each fold's best val accuracy).
     """
     assert cfg.folds is not None
-    assignment = fold_assignment(labelled, cfg.folds, cfg.fold_seed)
+    assignment = fold_assignment(labelled, cfg)
     probs = np.zeros((len(labelled.paths), len(labelled.classes)), dtype=np.float64)
     val_accs: list[float | None] = []
     for fold, name in enumerate(group.members):

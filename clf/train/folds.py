@@ -147,6 +147,11 @@ def check_fold_counts(labelled: LabelledSet, cfg: TrainConfig) -> None:
         where = cfg.labels_csv or cfg.data
         raise DataError(f"{where}: --folds {cfg.folds} needs at least {cfg.folds} images in every class, but class "
                         f"'{name}' has {counts[name]}; use --folds {max(2, counts[name])} or fewer, or add images")
+    if labelled.groups is not None:  # every fold validates on at least one whole group
+        groups = len(set(labelled.groups))
+        if groups < cfg.folds:
+            raise DataError(f"{cfg.labels_csv}: --folds {cfg.folds} needs at least {cfg.folds} groups in "
+                            f"'{cfg.group_col}', found {groups}; use --folds {max(2, groups)} or fewer")
 
 
 def _check_same_classes(cfg: TrainConfig, group: FoldGroup, labelled: LabelledSet) -> None:
