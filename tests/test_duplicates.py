@@ -27,7 +27,8 @@ from clf.data.duplicates import (
     signatures,
     split_groups,
 )
-from clf.data.preprocess import decode_rgb, header_mode
+from clf.data.image_header import header_mode
+from clf.data.preprocess import decode_rgb
 
 CROP = 128  # disjoint crops of one photo: distinct pictures of one class (same subject, light and camera)
 

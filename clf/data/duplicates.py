@@ -31,7 +31,8 @@ import cv2
 import numpy as np
 
 from clf.config.checking import NEAR_DUPLICATE_DISTANCE
-from clf.data.preprocess import decode_rgb, header_mode, read_bytes
+from clf.data.image_header import header_mode
+from clf.data.preprocess import decode_rgb, read_bytes
 from clf.errors import DataError
 
 logger = logging.getLogger(__name__)
