@@ -108,22 +108,23 @@ class ExportConfig(JsonMixin):
     model_name: str | None = setting(None, "--triton: the model's name and folder (default: the run's name).")
 
     def __post_init__(self) -> None:
-        for flag, value in (("--output", self.output), ("--check-images", self.check_images)):
-            if value is not None and not value.strip():  # an unset shell variable: not "here" nor "the default"
-                raise ClfError(f"{flag} is empty; give a path or leave the option out")
-        if self.target not in EXPORT_TARGETS:
-            raise ClfError(f"export target must be one of {', '.join(EXPORT_TARGETS)}, got {self.target!r}")
+        raise_first_failure((
+            # an unset shell variable: not "here" nor "the default"
+            *((value is None or value.strip() != "", f"{flag} is empty; give a path or leave the option out")
+              for flag, value in (("--output", self.output), ("--check-images", self.check_images))),
+            check_choice("export target", self.target, EXPORT_TARGETS),
+        ))
         check_exporter_opset(self.exporter, self.opset)
-        if self.device not in DEVICES:
-            raise ClfError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.atol is not None and not (math.isfinite(self.atol) and self.atol >= 0):
-            raise ClfError(f"--atol must be a finite number >= 0, got {self.atol}")
         sizes = self.batch_sizes
-        if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH for n in sizes):
-            raise ClfError(f"--batch-sizes takes integers from 1 to {MAX_BATCH} like 1,8, "
-                           f"got {','.join(map(str, sizes)) or 'none'}")
-        if self.max_images < 1:
-            raise ClfError(f"max_images must be >= 1, got {self.max_images}")
+        raise_first_failure((
+            check_choice("--device", self.device, DEVICES),
+            (self.atol is None or (math.isfinite(self.atol) and self.atol >= 0),
+             f"--atol must be a finite number >= 0, got {self.atol}"),
+            (bool(sizes) and all(not isinstance(n, bool) and isinstance(n, int) and 1 <= n <= MAX_BATCH
+                                 for n in sizes),
+             f"--batch-sizes takes integers from 1 to {MAX_BATCH} like 1,8, got {','.join(map(str, sizes)) or 'none'}"),
+            (self.max_images >= 1, f"max_images must be >= 1, got {self.max_images}"),
+        ))
         self._check_ensemble_options()
         self._check_int8()
         self._check_triton(MAX_BATCH)
@@ -131,12 +132,8 @@ class ExportConfig(JsonMixin):
     def _check_ensemble_options(self) -> None:
         """--average, --tta and --weights values, and -o with several runs (counts are checked once the members
         are known: a fold group names its own)."""
-        ok, message = check_choice("--average", self.average, AVERAGES)
-        if not ok:
-            raise ClfError(message)
-        ok, message = check_choice("--tta", self.tta, tuple(TTA_VIEWS))
-        if not ok:
-            raise ClfError(message)
+        raise_first_failure((check_choice("--average", self.average, AVERAGES),
+                             check_choice("--tta", self.tta, tuple(TTA_VIEWS))))
         if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w > 0)
                for w in self.weights):
             raise ClfError(f"--weights takes positive numbers like 1,2, got {','.join(map(str, self.weights))}")
