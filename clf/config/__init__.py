@@ -30,5 +30,6 @@ __all__ = [
     "MIN_INT8_OPSET", "MIN_STEPS_PER_EPOCH", "MODEL_NAME_RULE", "OPTIMIZERS", "RESIZE_MODES", "RESUMABLE",
     "NEAR_DUPLICATE_DISTANCE", "SCHEDULERS", "TOPK_FORMATS", "TRAIN_DEVICES", "TTA_VIEWS", "CheckConfig",
     "EvalConfig", "ExportConfig", "InferConfig", "JsonMixin", "Preprocess", "ServeConfig", "TrainConfig",
-    "auto_batch_size", "check_augment_knobs", "check_columns", "check_exporter_opset", "column_checks", "is_safe_model_name", "option_flag", "setting",
+    "auto_batch_size", "check_augment_knobs", "check_columns", "check_exporter_opset", "column_checks",
+    "is_safe_model_name", "option_flag", "setting",
 ]

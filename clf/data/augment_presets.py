@@ -1,4 +1,5 @@
-"""Augmentation presets and the per-op knobs that override them: ``--augment PRESET`` plus ``--hflip``, ``--crop-scale``...
+"""Augmentation presets and the per-op knobs that override them: ``--augment PRESET`` plus ``--hflip``,
+``--crop-scale``...
 
 A preset is a full set of knob values (``PRESET_KNOBS``, the one table to tune); the user's non-None knobs win;
 ``build_pipeline`` turns the resolved knobs into the ``Pipeline`` in a fixed op order, leaving out every op whose
@@ -80,7 +81,8 @@ def resolve_knobs(preset: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_knobs(knobs: Mapping[str, Any]) -> None:
-    """Every knob present and in range; one ClfError naming the flag, e.g. "--crop-scale must be > 0 and <= 1, got 0"."""
+    """Every knob present and in range; one ClfError naming the flag, e.g. "--crop-scale must be > 0 and <= 1, got
+    0"."""
     missing = [knob for knob in KNOBS if knob not in knobs]
     if missing:
         raise ClfError(f"augmentation knobs missing: {', '.join(missing)}")
