@@ -177,6 +177,20 @@ def test_tones_separate_pictures_with_the_same_layout():
     assert list(zip(i.tolist(), j.tolist())) == [(0, 1)]
 
 
+def test_colour_separates_one_drawing_in_two_colours():
+    """One shape at one place, drawn red and drawn blue with the same grey level: the grey hash and tones agree, the
+    chroma does not (the sample competition's shapes were flagged by the hash alone)."""
+    red, blue = np.full((64, 64, 3), 128, np.uint8), np.full((64, 64, 3), 128, np.uint8)
+    cv2.circle(red, (30, 34), 14, (200, 60, 60), -1)
+    grey_of_red = int(cv2.cvtColor(red[34:35, 30:31], cv2.COLOR_RGB2GRAY)[0, 0])
+    cv2.circle(blue, (30, 34), 14, (grey_of_red - 40, grey_of_red - 8, grey_of_red + 160), -1)
+    copy = cv2.imdecode(cv2.imencode(".jpg", red[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 60])[1], cv2.IMREAD_COLOR)
+    sigs = signatures([signature(red), signature(blue), signature(copy[:, :, ::-1].copy())])
+    assert bin(int(sigs["phash"][0]) ^ int(sigs["phash"][1])).count("1") <= 12  # the bits alone would pair them
+    i, j, _ = near_pairs(sigs)
+    assert list(zip(i.tolist(), j.tolist())) == [(0, 2)]  # the JPEG copy of the red one, not the blue drawing
+
+
 def test_split_groups_join_the_group_column_and_near_duplicates():
     sigs = np.zeros(5, dtype=SIGNATURE)
     sigs["phash"] = [0, 0xFFFFFFFF00000000, 1, 0x00000000FFFFFFFF, 0xF0F0F0F0F0F0F0F0]  # 0 and 2: 1 bit apart

@@ -7,10 +7,11 @@
 - Near-duplicates compare a signature of the grey image: a 64-bit DCT perceptual hash (pHash: the 8x8 lowest
   frequencies of a 32x32 area thumbnail, each bit "above the median of the 63 AC terms") within
   `NEAR_DUPLICATE_DISTANCE` bits, and the thumbnail's brightness and contrast (mean within `MAX_MEAN_SHIFT` grey
-  levels, standard deviations within a ratio of `MAX_CONTRAST_RATIO`). Re-encoding, resizing and slight crops move
-  few bits and barely change the tones; distinct pictures differ in about half the bits, and the few distinct
-  pictures with the same coarse layout (a dark top over a bright bottom) mostly differ in their tones. All three
-  thresholds are measured (benchmarks/near_duplicates.py).
+  levels, standard deviations within a ratio of `MAX_CONTRAST_RATIO`) and colour (the means of R - G and B - G within
+  `MAX_MEAN_SHIFT` too). Re-encoding, resizing and slight crops move few bits and barely change the tones or the
+  colour; distinct pictures differ in about half the bits, and the few distinct pictures with the same coarse layout
+  (a dark top over a bright bottom; one shape drawn again elsewhere on a plain background) mostly differ in their
+  tones or colours. The thresholds are measured (benchmarks/near_duplicates.py).
 
 Images are read through clf's one decode path (clf.data.preprocess): an unreadable file costs only its own row.
 Hashing N images is O(N) (in threads: OpenCV and hashlib release the GIL); the pair search is vectorised numpy
@@ -49,14 +50,15 @@ MAX_CONTRAST_RATIO = 1.3  # between the thumbnails' standard deviations (copies:
 HASH_SIDE = 32  # the thumbnail the DCT runs on
 HASH_FREQUENCIES = 8  # the 8x8 lowest frequencies: 64 bits
 # One signature per image: the pHash bits and the thumbnail's grey mean and standard deviation.
-SIGNATURE = np.dtype([("phash", "<u8"), ("mean", "<f4"), ("std", "<f4")])
+SIGNATURE = np.dtype([("phash", "<u8"), ("mean", "<f4"), ("std", "<f4"), ("chroma", "<f4", (2,))])
 _INTEGRAL_MAX_PIXELS = 4_000_000  # the float64 integral image: 32 MB at most
 _BLOCK_ELEMENTS = 1 << 18  # pairs compared per numpy step (2 MB of XORed hashes: stays in the cache)
 _BYTE_BITS = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
 
 
-def signature(image: np.ndarray) -> tuple[int, float, float]:
-    """(pHash, mean, std) of an RGB (H, W, 3) or grey (H, W) uint8 image: one row of a SIGNATURE array."""
+def signature(image: np.ndarray) -> tuple[int, float, float, tuple[float, float]]:
+    """(pHash, mean, std, (mean R - G, mean B - G)) of an RGB (H, W, 3) or grey (H, W) uint8 image: one row of a
+    SIGNATURE array (a grey image's chroma is (0, 0))."""
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
     thumb = box_thumbnail(grey)
     low = cv2.dct(thumb)[:HASH_FREQUENCIES, :HASH_FREQUENCIES].reshape(-1)
@@ -64,10 +66,19 @@ def signature(image: np.ndarray) -> tuple[int, float, float]:
     median = np.partition(low[1:], 31)[31]
     bits = int(np.packbits(low > median).view(">u8")[0])
     mean, std = cv2.meanStdDev(thumb)  # one call: numpy's mean and std cost a third of the signature
-    return bits, float(mean[0, 0]), float(std[0, 0])
+    return bits, float(mean[0, 0]), float(std[0, 0]), _chroma(image)
 
 
-def signatures(rows: Sequence[tuple[int, float, float]]) -> np.ndarray:
+def _chroma(image: np.ndarray) -> tuple[float, float]:
+    """The image's mean R - G and B - G: two pictures of one layout in other colours (the same shape drawn in red
+    and in blue, on grounds of similar brightness) have the same grey hash and tones, not the same chroma."""
+    if image.ndim != 3:
+        return 0.0, 0.0
+    red, green, blue = cv2.mean(image)[:3]
+    return red - green, blue - green
+
+
+def signatures(rows: Sequence[tuple[int, float, float, tuple[float, float]]]) -> np.ndarray:
     """A SIGNATURE array from `signature` rows."""
     return np.array(list(rows), dtype=SIGNATURE)
 
@@ -203,6 +214,7 @@ def near_pairs(sigs: np.ndarray, others: np.ndarray | None = None,
     same_tone = np.abs(sigs["mean"][i] - reference["mean"][j]) <= MAX_MEAN_SHIFT
     low, high = np.minimum(sigs["std"][i], reference["std"][j]), np.maximum(sigs["std"][i], reference["std"][j])
     same_tone &= high <= MAX_CONTRAST_RATIO * np.maximum(low, 1.0)  # a flat picture's std is noise: floor 1 level
+    same_tone &= np.all(np.abs(sigs["chroma"][i] - reference["chroma"][j]) <= MAX_MEAN_SHIFT, axis=1)
     return i[same_tone], j[same_tone], distance[same_tone]
 
 
