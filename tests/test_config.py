@@ -13,7 +13,8 @@ FLOAT_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("f
 
 
 def test_every_float_field_is_checked():
-    assert FLOAT_FIELDS == ["lr", "weight_decay", "label_smoothing", "val_split", "hflip", "vflip", "rotate", "crop_scale",
+    assert FLOAT_FIELDS == ["lr", "weight_decay", "label_smoothing", "focal_gamma", "val_split", "hflip", "vflip",
+                            "rotate", "crop_scale",
                             "color_jitter", "grayscale", "blur", "erase", "mixup", "cutmix", "mix_prob", "mix_switch",
                             "ema", "drop_path", "dropout", "layer_decay"]
 

@@ -83,7 +83,7 @@ def test_a_run_may_name_another_registered_loss_for_its_hard_labels(monkeypatch)
 def test_focal_loss_with_gamma_0_is_cross_entropy_with_the_same_smoothing():
     torch.manual_seed(0)
     logits, labels = torch.randn(8, 5), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
-    focal_0 = focal(LossSettings(5, label_smoothing=0.1), gamma=0.0)
+    focal_0 = focal(LossSettings(5, label_smoothing=0.1, focal_gamma=0.0))
     expected = nn.CrossEntropyLoss(label_smoothing=0.1)(logits, labels)
     assert torch.allclose(focal_0(logits, labels), expected, atol=1e-6)
 
@@ -112,3 +112,21 @@ def test_loss_option_takes_the_losses_on_class_labels_only(name):
         check_loss_option(name)
     check_loss_option("focal")
     check_loss_option(None)  # the task's own
+
+
+def test_focal_gamma_zero_is_cross_entropy_and_gamma_reaches_the_loss():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    zero = build_criterion(SINGLE_LABEL, 4, label_smoothing=0.1, loss="focal", focal_gamma=0.0)
+    expected = nn.CrossEntropyLoss(label_smoothing=0.1)(logits, labels)
+    assert zero(logits, labels).item() == pytest.approx(expected.item(), abs=1e-6)
+    # by hand: sum_c -t_c (1 - p_c)^gamma log p_c, averaged over the batch
+    p = torch.softmax(logits, dim=-1)
+    t = smoothed_one_hot(labels, 4, 0.1)
+    by_hand = (-t * (1 - p) ** 0.5 * p.log()).sum(dim=-1).mean()
+    half = build_criterion(SINGLE_LABEL, 4, label_smoothing=0.1, loss="focal", focal_gamma=0.5)
+    assert half(logits, labels).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    # the default is Lin et al.'s gamma 2, computed as before the option existed
+    assert torch.equal(build_criterion(SINGLE_LABEL, 4, loss="focal")(logits, labels),
+                       focal(LossSettings(4))(logits, labels))
+    assert LossSettings(4).focal_gamma == 2.0
