@@ -3,11 +3,14 @@ resume, and the one-line refusals."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from cli_helpers import clf, error_line
-from train_helpers import load, make_data
+from train_helpers import assert_same_weights, load, make_data, without_seconds
+
+from clf.train import trainer as trainer_module
 
 FAST = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet"]
 
@@ -36,3 +39,106 @@ def test_a_bad_focal_gamma_is_one_line_before_any_run_folder(data, tmp_path, arg
     assert result.exit_code == 2
     assert error_line(result) == message
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def skewed(tmp_path_factory) -> Path:
+    """The sample competition with 'star' cut to 4 of its 12 images."""
+    train = make_data(tmp_path_factory.mktemp("skewed"))
+    for path in sorted((train / "star").iterdir())[4:]:
+        path.unlink()
+    return train
+
+
+def _train_split_counts(run: Path) -> list[int]:
+    """The class counts of the run's training split, in class order (split.json)."""
+    config = json.loads((run / "config.json").read_text())
+    split = json.loads((run / "split.json").read_text())
+    classes = config["classes"]
+    counts = [0] * len(classes)
+    for path in split["train"]:
+        counts[classes.index(Path(path).parent.name)] += 1
+    return counts
+
+
+def test_class_weights_auto_are_resolved_from_the_training_split_and_recorded(skewed, tmp_path):
+    result = clf("train", skewed, *FAST, "--epochs", "1", "--class-weights", "auto", "--out", tmp_path, "--name", "a")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "a"
+    counts = _train_split_counts(run)
+    recorded = json.loads((run / "config.json").read_text())["train"]["resolved_class_weights"]
+    assert recorded == pytest.approx([sum(counts) / (len(counts) * n) for n in counts], rel=1e-12)
+    assert load(run / "last.pt")["config"]["resolved_class_weights"] == tuple(recorded)
+    assert max(recorded) == recorded[json.loads((run / "config.json").read_text())["classes"].index("star")]
+
+
+def test_a_weights_file_run_resumes_with_the_recorded_weights_without_reading_the_file(skewed, tmp_path):
+    weights = tmp_path / "w.csv"
+    weights.write_text("class,weight\ncircle,1\nsquare,0.1\ntriangle,2.5\nstar,0.3333333333333333\n")
+    result = clf("train", skewed, *FAST, "--epochs", "1", "--class-weights", weights, "--out", tmp_path, "--name", "w")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "w"
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["class_weights"] == str(weights)
+    by_class = dict(zip(config["classes"], config["train"]["resolved_class_weights"]))
+    assert by_class == {"circle": 1.0, "square": 0.1, "triangle": 2.5, "star": 0.3333333333333333}
+    weights.unlink()  # resume never reads it again
+    seen = []
+    original = trainer_module.build_criterion
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "build_criterion",
+                      lambda *args, **kwargs: seen.append(kwargs["class_weights"]) or original(*args, **kwargs))
+        resumed = clf("train", "--resume", run, "--epochs", "2", "--workers", "0", "--device", "cpu", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert seen == [tuple(config["train"]["resolved_class_weights"])]
+    assert load(run / "last.pt")["config"]["resolved_class_weights"] == tuple(config["train"]["resolved_class_weights"])
+
+
+def test_a_resumed_run_keeps_its_weights_bit_for_bit_and_matches_an_uninterrupted_one(skewed, tmp_path):
+    """effective weights: 2 epochs in one go == 1 epoch, then --resume to 2 (same weights, same history; a constant
+    LR, so that the first epoch does not depend on --epochs)."""
+    common = [*FAST, "--class-weights", "effective", "--scheduler", "none", "--out", tmp_path]
+    assert clf("train", skewed, *common, "--epochs", "2", "--name", "whole").exit_code == 0
+    assert clf("train", skewed, *common, "--epochs", "1", "--name", "part").exit_code == 0
+    resumed = clf("train", "--resume", tmp_path / "part", "--epochs", "2", "--workers", "0", "--device", "cpu",
+                  "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    whole, part = load(tmp_path / "whole" / "last.pt"), load(tmp_path / "part" / "last.pt")
+    assert whole["config"]["resolved_class_weights"] == part["config"]["resolved_class_weights"]
+    assert without_seconds(whole["history"]) == without_seconds(part["history"])
+    assert_same_weights(whole["model"], part["model"])
+
+
+def test_changing_class_weights_on_resume_is_refused(skewed, tmp_path):
+    assert clf("train", skewed, *FAST, "--epochs", "1", "--class-weights", "auto", "--out", tmp_path,
+               "--name", "r").exit_code == 0
+    result = clf("train", "--resume", tmp_path / "r", "--epochs", "2", "--class-weights", "effective")
+    assert result.exit_code == 2
+    assert "--class-weights effective differs from the checkpoint's auto" in error_line(result)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("class,weight\ncircle,1\nsquare,1\ntriangle,1\n",
+     "class 'star' has no weight; give every class of the data once (circle, square, star, triangle)"),
+    ("class,weight\ncircle,1\nsquare,1\ntriangle,1\nstar,1\nhexagon,1\n",
+     "class 'hexagon' is not a class of the data (circle, square, star, triangle); fix its name or remove the line"),
+    ("class,weight\ncircle,1\nsquare,-2\ntriangle,1\nstar,1\n",
+     "the weight of class 'square' must be a positive finite number, got -2"),
+    ("class,weight\ncircle,1\nsquare,NaN\ntriangle,1\nstar,1\n",
+     "the weight of class 'square' must be a positive finite number, got NaN"),
+])
+def test_a_bad_weights_file_is_one_line_before_any_run_folder(skewed, tmp_path, text, problem):
+    weights = tmp_path / "w.csv"
+    weights.write_text(text)
+    out = tmp_path / "runs"
+    result = clf("train", skewed, *FAST, "--class-weights", weights, "--out", out)
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: {weights}: {problem}"
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_missing_weights_file_is_one_line(skewed, tmp_path):
+    result = clf("train", skewed, *FAST, "--class-weights", tmp_path / "nope.csv", "--out", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert error_line(result) == (f"error: {tmp_path / 'nope.csv'}: class weights file not found; give auto, "
+                                  "effective or a CSV file of class,weight")

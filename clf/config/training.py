@@ -105,6 +105,13 @@ class TrainConfig(JsonMixin):
     focal_gamma: float | None = setting(None, "Focal loss gamma (with --loss focal): how much less the examples the "
                                               "model gets right weigh; 0 is cross-entropy. [default: 2]",
                                         show_default=False)
+    # None: unweighted, as every run before the option. Resolved once per new run (clf/train/class_weights.py) into
+    # resolved_class_weights, which config.json and every checkpoint record: resume trains with exactly those.
+    class_weights: str | None = setting(None, "Weight each class's loss terms: auto (N / (C * n_c) over the "
+                                              "training split), effective (effective number of samples, beta "
+                                              "0.999), or a CSV file of class,weight. [default: unweighted]",
+                                        metavar="auto|effective|FILE", show_default=False)
+    resolved_class_weights: tuple[float, ...] | None = None
     val_split: float = setting(0.2, "Stratified validation fraction.")
     # A preset of AUGMENT_PRESETS; the knobs below override it one by one (None = the preset's value).
     augment: str = setting("light", "Augmentation preset; the flags below override single ops of it (see "
@@ -228,6 +235,7 @@ class TrainConfig(JsonMixin):
             (0 <= self.seed < MAX_SEED, f"--seed must be >= 0 and < {MAX_SEED} (2**31), got {self.seed}"),
             (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be >= 0 and < 1"),
             *self._loss_checks(),
+            *self._class_weight_checks(),
             check_choice("--optimizer", self.optimizer, OPTIMIZERS),
             check_choice("--scheduler", self.scheduler, SCHEDULERS),
             check_choice("--device", self.device, TRAIN_DEVICES),
@@ -246,6 +254,15 @@ class TrainConfig(JsonMixin):
             (gamma is None or gamma >= 0, f"--focal-gamma must be >= 0 (0 is cross-entropy), got {gamma}"),
             (gamma is None or self.loss == "focal",
              "--focal-gamma applies to --loss focal; add --loss focal or leave it out"),
+        )
+
+    def _class_weight_checks(self) -> tuple[tuple[bool, str], ...]:
+        resolved = self.resolved_class_weights
+        return (
+            (self.class_weights is None or self.class_weights.strip() != "",
+             "--class-weights is empty; give auto, effective or a CSV file of class,weight, or leave it out"),
+            (resolved is None or all(isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in resolved),
+             f"resolved_class_weights must be positive finite numbers, got {resolved}"),
         )
 
     def _augment_checks(self) -> tuple[tuple[bool, str], ...]:
