@@ -11,6 +11,7 @@ from cli_helpers import clf, error_line
 from train_helpers import assert_same_weights, load, make_data, without_seconds
 
 from clf.train import trainer as trainer_module
+from clf.train.sampler import BalancedSampler
 
 FAST = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet"]
 
@@ -142,3 +143,32 @@ def test_a_missing_weights_file_is_one_line(skewed, tmp_path):
     assert result.exit_code == 2
     assert error_line(result) == (f"error: {tmp_path / 'nope.csv'}: class weights file not found; give auto, "
                                   "effective or a CSV file of class,weight")
+
+
+def test_sampler_balanced_draws_the_epochs_and_resumes_as_an_uninterrupted_run(skewed, tmp_path, monkeypatch):
+    draws = []
+    original = BalancedSampler.epoch_draw
+    monkeypatch.setattr(BalancedSampler, "epoch_draw", lambda self: draws.append((self.epoch, original(self))) or
+                        draws[-1][1])
+    common = [*FAST, "--sampler", "balanced", "--scheduler", "none", "--class-weights", "auto", "--out", tmp_path]
+    assert clf("train", skewed, *common, "--epochs", "2", "--name", "whole").exit_code == 0
+    assert [epoch for epoch, _ in draws] == [1, 2]  # the trainer numbers epochs from 1
+    whole_draws = [draw.tolist() for _, draw in draws]
+    train_size = sum(_train_split_counts(tmp_path / "whole"))
+    assert [len(draw) for draw in whole_draws] == [train_size, train_size]
+    assert json.loads((tmp_path / "whole" / "config.json").read_text())["train"]["sampler"] == "balanced"
+    draws.clear()
+    assert clf("train", skewed, *common, "--epochs", "1", "--name", "part").exit_code == 0
+    resumed = clf("train", "--resume", tmp_path / "part", "--epochs", "2", "--workers", "0", "--device", "cpu",
+                  "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert [draw.tolist() for _, draw in draws] == whole_draws  # the resumed epoch draws what it would have drawn
+    whole, part = load(tmp_path / "whole" / "last.pt"), load(tmp_path / "part" / "last.pt")
+    assert without_seconds(whole["history"]) == without_seconds(part["history"])
+    assert_same_weights(whole["model"], part["model"])
+
+
+def test_an_unknown_sampler_is_one_line(data, tmp_path):
+    result = clf("train", data, *FAST, "--sampler", "oversample", "--out", tmp_path)
+    assert result.exit_code == 2
+    assert "--sampler" in error_line(result) and "oversample" in error_line(result)

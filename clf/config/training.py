@@ -7,7 +7,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from clf.choices import AUGMENT_PRESETS, AUTO_AUGMENTS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TRAIN_DEVICES
+from clf.choices import (
+    AUGMENT_PRESETS,
+    AUTO_AUGMENTS,
+    OPTIMIZERS,
+    RESIZE_MODES,
+    SAMPLERS,
+    SCHEDULERS,
+    TRAIN_DEVICES,
+)
 from clf.config.base import JsonMixin, check_choice, option_flag, setting
 from clf.config.preprocess import MAX_INPUT_SIZE
 from clf.errors import ClfError
@@ -112,6 +120,9 @@ class TrainConfig(JsonMixin):
                                               "0.999), or a CSV file of class,weight. [default: unweighted]",
                                         metavar="auto|effective|FILE", show_default=False)
     resolved_class_weights: tuple[float, ...] | None = None
+    # clf/train/sampler.py; "none" (each image once an epoch, shuffled) is what every run before the option did
+    sampler: str = setting("none", "How an epoch draws its training images: none (each once, shuffled) or balanced "
+                                   "(as many draws with replacement, every class equally likely).", choices=SAMPLERS)
     val_split: float = setting(0.2, "Stratified validation fraction.")
     # A preset of AUGMENT_PRESETS; the knobs below override it one by one (None = the preset's value).
     augment: str = setting("light", "Augmentation preset; the flags below override single ops of it (see "
@@ -240,6 +251,7 @@ class TrainConfig(JsonMixin):
             check_choice("--scheduler", self.scheduler, SCHEDULERS),
             check_choice("--device", self.device, TRAIN_DEVICES),
             check_choice("--resize", self.resize, RESIZE_MODES),
+            check_choice("--sampler", self.sampler, SAMPLERS),
             *self._fold_checks(),
             *self._fine_tune_checks(),
             *self._refit_checks(),
