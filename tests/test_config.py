@@ -39,6 +39,10 @@ def test_a_float_flag_must_be_finite(name, value):
     ({"crop_scale": 0.0}, "--crop-scale must be > 0 and <= 1, got 0"),
     ({"auto_augment": "auto"}, "--auto-augment must be one of none, trivial, rand, got 'auto'"),
     ({"augment": "heavy"}, "--augment must be one of none, light, default, strong, got 'heavy'"),
+    ({"class_weights": " "}, "--class-weights is empty; give auto, effective or a CSV file of class,weight, or leave it "
+                             "out"),
+    ({"sampler": "oversample"}, "--sampler must be one of none, balanced, got 'oversample'"),
+    ({"resolved_class_weights": (1.0, -1.0)}, "resolved_class_weights must be positive finite numbers, got (1.0, -1.0)"),
     ({"ema": 1.0}, "--ema is a decay >= 0 and < 1 (0 = off; e.g. 0.999), got 1.0"),
     ({"mixup": -0.2}, "--mixup is a Beta alpha >= 0 (0 = off), got -0.2"),
     ({"mix_prob": 1.5}, "--mix-prob is a probability between 0 and 1, got 1.5"),

@@ -51,6 +51,10 @@ def skewed(tmp_path_factory) -> Path:
     return train
 
 
+def train_settings(run: Path) -> dict:
+    return json.loads((run / "config.json").read_text())["train"]
+
+
 def _train_split_counts(run: Path) -> list[int]:
     """The class counts of the run's training split, in class order (split.json)."""
     config = json.loads((run / "config.json").read_text())
@@ -171,4 +175,35 @@ def test_sampler_balanced_draws_the_epochs_and_resumes_as_an_uninterrupted_run(s
 def test_an_unknown_sampler_is_one_line(data, tmp_path):
     result = clf("train", data, *FAST, "--sampler", "oversample", "--out", tmp_path)
     assert result.exit_code == 2
-    assert "--sampler" in error_line(result) and "oversample" in error_line(result)
+    assert error_line(result) == "error: --sampler must be one of none, balanced, got 'oversample'"
+
+
+def test_replaying_a_weighted_run_resolves_its_weights_again_and_a_settings_file_may_not_set_them(skewed, tmp_path):
+    runs = tmp_path / "runs"
+    options = ["--loss", "focal", "--focal-gamma", "1", "--class-weights", "effective", "--sampler", "balanced"]
+    assert clf("train", skewed, *FAST, *options, "--epochs", "1", "--out", runs, "--name", "orig").exit_code == 0
+    replay = clf("train", "--config", runs / "orig" / "config.json", "--name", "again", *FAST)
+    assert replay.exit_code == 0, replay.output
+    orig, again = train_settings(runs / "orig"), train_settings(runs / "again")
+    provenance = {"name", "config_file", "config_sha256"}
+    assert {k: v for k, v in orig.items() if k not in provenance} == \
+        {k: v for k, v in again.items() if k not in provenance}
+    assert (again["focal_gamma"], again["class_weights"], again["sampler"]) == (1.0, "effective", "balanced")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("resolved_class_weights: [1, 2, 3, 4]\n")
+    refused = clf("train", skewed, *FAST, "--config", recipe, "--out", tmp_path / "none")
+    assert refused.exit_code == 2
+    assert error_line(refused) == (f"error: {recipe}: 'resolved_class_weights' is set by clf on the runs it makes, "
+                                   "not by a config file; leave it out")
+
+
+def test_a_refit_resolves_its_weights_from_every_image_it_trains_on(skewed, tmp_path):
+    result = clf("train", skewed, *FAST, "--epochs", "1", "--class-weights", "auto", "--refit", "--out", tmp_path,
+                 "--name", "v")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "v" / "refit" / "config.json").read_text())
+    counts = {"circle": 12, "square": 12, "star": 4, "triangle": 12}  # every image: the refit has no validation
+    expected = [40 / (4 * counts[name]) for name in config["classes"]]
+    assert config["train"]["resolved_class_weights"] == pytest.approx(expected, rel=1e-12)
+    validated = train_settings(tmp_path / "v")["resolved_class_weights"]
+    assert validated != config["train"]["resolved_class_weights"]  # the validated run's came from its training split
