@@ -41,9 +41,23 @@ class LossSettings:
     focal_gamma: float = 2.0
     class_weights: tuple[float, ...] | None = None
 
-    def weight_tensor(self) -> torch.Tensor | None:
-        """The class weights as a float32 tensor [C] (None without weights)."""
-        return None if self.class_weights is None else torch.tensor(self.class_weights, dtype=torch.float32)
+    def weight_tensor(self) -> ClassWeights | None:
+        """The class weights as float32 [C] on whichever device asks (None without weights)."""
+        return None if self.class_weights is None else ClassWeights(self.class_weights)
+
+
+class ClassWeights:
+    """Class weights, copied once to each device the logits come on: a host-to-GPU copy every batch would wait for
+    the GPU (a sync per step)."""
+
+    def __init__(self, weights: tuple[float, ...]) -> None:
+        self.cpu = torch.tensor(weights, dtype=torch.float32)
+        self.copies: dict[torch.device, torch.Tensor] = {self.cpu.device: self.cpu}
+
+    def on(self, device: torch.device) -> torch.Tensor:
+        if device not in self.copies:
+            self.copies[device] = self.cpu.to(device)
+        return self.copies[device]
 
 
 def cross_entropy(settings: LossSettings) -> LossFn:
@@ -53,7 +67,7 @@ def cross_entropy(settings: LossSettings) -> LossFn:
     if weights is None:
         return nn.CrossEntropyLoss(label_smoothing=smoothing)
     # functional, not a module holding the weights: they follow the logits to whichever device the run is on
-    return lambda logits, labels: F.cross_entropy(logits, labels, weight=weights.to(logits.device),
+    return lambda logits, labels: F.cross_entropy(logits.float(), labels, weight=weights.on(logits.device),
                                                   label_smoothing=smoothing)
 
 
@@ -67,7 +81,7 @@ def weighted_soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tens
     """sum_i sum_c -w_c t_ic log p_ic divided by sum_i sum_c w_c t_ic, in fp32: for one-hot targets exactly torch's
     weighted cross-entropy (whose mean divides by the sum of the labels' weights); a mixed row weighs as the blend
     of its classes' weights."""
-    weighted = targets.float() * weights.to(logits.device)
+    weighted = targets.float() * weights
     return torch.sum(-weighted * F.log_softmax(logits.float(), dim=-1)) / weighted.sum()
 
 
@@ -77,7 +91,7 @@ def soft_target(settings: LossSettings) -> LossFn:
     weights = settings.weight_tensor()
     if weights is None:
         return soft_target_cross_entropy
-    return lambda logits, targets: weighted_soft_target_cross_entropy(logits, targets, weights)
+    return lambda logits, targets: weighted_soft_target_cross_entropy(logits, targets, weights.on(logits.device))
 
 
 def focal(settings: LossSettings) -> LossFn:
@@ -95,7 +109,7 @@ def focal(settings: LossSettings) -> LossFn:
         terms = -targets * (1.0 - log_p.exp()).pow(gamma) * log_p
         if weights is None:
             return torch.sum(terms, dim=-1).mean()
-        on_device = weights.to(logits.device)
+        on_device = weights.on(logits.device)
         return torch.sum(terms * on_device) / on_device[labels].sum()
 
     return loss
