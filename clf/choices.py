@@ -22,6 +22,10 @@ TRAIN_DEVICES = ("auto", "cpu", "cuda")  # torch devices
 # Augmentation presets and policies (the values of each preset live in clf/data/augment_presets.py).
 AUGMENT_PRESETS = ("none", "light", "default", "strong")
 AUTO_AUGMENTS = ("none", "trivial", "rand")
+# --class-weights: the rules computed from the training split's class counts (clf/train/class_weights.py); any
+# other value is a CSV file of class,weight.
+CLASS_WEIGHT_RULES = ("auto", "effective")
+SAMPLERS = ("none", "balanced")  # how a training epoch draws its images (clf/train/sampler.py)
 
 # ---------------------------------------------------------------- inference (onnxruntime)
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # onnxruntime devices: export's parity check, infer, eval, serve

@@ -13,9 +13,9 @@ FLOAT_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("f
 
 
 def test_every_float_field_is_checked():
-    assert FLOAT_FIELDS == ["lr", "weight_decay", "label_smoothing", "val_split", "hflip", "vflip", "rotate",
-                            "crop_scale", "color_jitter", "grayscale", "blur", "erase", "mixup", "cutmix", "mix_prob",
-                            "mix_switch", "ema", "drop_path", "dropout", "layer_decay"]
+    assert FLOAT_FIELDS == ["lr", "weight_decay", "label_smoothing", "focal_gamma", "val_split", "hflip", "vflip",
+                            "rotate", "crop_scale", "color_jitter", "grayscale", "blur", "erase", "mixup", "cutmix",
+                            "mix_prob", "mix_switch", "ema", "drop_path", "dropout", "layer_decay"]
 
 
 @pytest.mark.parametrize("name", FLOAT_FIELDS)
@@ -38,6 +38,11 @@ def test_a_float_flag_must_be_finite(name, value):
     ({"crop_scale": 0.0}, "--crop-scale must be > 0 and <= 1, got 0"),
     ({"auto_augment": "auto"}, "--auto-augment must be one of none, trivial, rand, got 'auto'"),
     ({"augment": "heavy"}, "--augment must be one of none, light, default, strong, got 'heavy'"),
+    ({"class_weights": " "},
+     "--class-weights is empty; give auto, effective or a CSV file of class,weight, or leave it out"),
+    ({"sampler": "oversample"}, "--sampler must be one of none, balanced, got 'oversample'"),
+    ({"resolved_class_weights": (1.0, -1.0)},
+     "resolved_class_weights must be positive finite numbers, got (1.0, -1.0)"),
     ({"ema": 1.0}, "--ema is a decay >= 0 and < 1 (0 = off; e.g. 0.999), got 1.0"),
     ({"mixup": -0.2}, "--mixup is a Beta alpha >= 0 (0 = off), got -0.2"),
     ({"mix_prob": 1.5}, "--mix-prob is a probability between 0 and 1, got 1.5"),

@@ -83,7 +83,7 @@ def test_a_run_may_name_another_registered_loss_for_its_hard_labels(monkeypatch)
 def test_focal_loss_with_gamma_0_is_cross_entropy_with_the_same_smoothing():
     torch.manual_seed(0)
     logits, labels = torch.randn(8, 5), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
-    focal_0 = focal(LossSettings(5, label_smoothing=0.1), gamma=0.0)
+    focal_0 = focal(LossSettings(5, label_smoothing=0.1, focal_gamma=0.0))
     expected = nn.CrossEntropyLoss(label_smoothing=0.1)(logits, labels)
     assert torch.allclose(focal_0(logits, labels), expected, atol=1e-6)
 
@@ -112,3 +112,79 @@ def test_loss_option_takes_the_losses_on_class_labels_only(name):
         check_loss_option(name)
     check_loss_option("focal")
     check_loss_option(None)  # the task's own
+
+
+def test_focal_gamma_zero_is_cross_entropy_and_gamma_reaches_the_loss():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    zero = build_criterion(SINGLE_LABEL, 4, label_smoothing=0.1, loss="focal", focal_gamma=0.0)
+    expected = nn.CrossEntropyLoss(label_smoothing=0.1)(logits, labels)
+    assert zero(logits, labels).item() == pytest.approx(expected.item(), abs=1e-6)
+    # by hand: sum_c -t_c (1 - p_c)^gamma log p_c, averaged over the batch
+    p = torch.softmax(logits, dim=-1)
+    t = smoothed_one_hot(labels, 4, 0.1)
+    by_hand = (-t * (1 - p) ** 0.5 * p.log()).sum(dim=-1).mean()
+    half = build_criterion(SINGLE_LABEL, 4, label_smoothing=0.1, loss="focal", focal_gamma=0.5)
+    assert half(logits, labels).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    # the default is Lin et al.'s gamma 2, computed as before the option existed
+    assert torch.equal(build_criterion(SINGLE_LABEL, 4, loss="focal")(logits, labels),
+                       focal(LossSettings(4))(logits, labels))
+    assert LossSettings(4).focal_gamma == 2.0
+
+
+WEIGHTS = (0.5, 1.0, 3.0, 2.0)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_weighted_cross_entropy_is_torchs_with_the_same_weights(smoothing):
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 0, 0, 2, 3])
+    criterion = build_criterion(SINGLE_LABEL, 4, label_smoothing=smoothing, class_weights=WEIGHTS)
+    expected = nn.CrossEntropyLoss(weight=torch.tensor(WEIGHTS), label_smoothing=smoothing)(logits, labels)
+    assert torch.equal(criterion(logits, labels), expected)
+    assert not torch.equal(criterion(logits, labels), nn.CrossEntropyLoss(label_smoothing=smoothing)(logits, labels))
+
+
+def test_the_weighted_soft_target_loss_of_one_hot_targets_is_torchs_weighted_mean():
+    """sum_i sum_c -w_c t_ic log p_ic / sum_i sum_c w_c t_ic == torch's weighted cross-entropy for one-hot targets."""
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 0, 0, 2, 3])
+    criterion = build_criterion(SINGLE_LABEL, 4, class_weights=WEIGHTS)
+    one_hot = smoothed_one_hot(labels, 4, 0.0)
+    expected = nn.CrossEntropyLoss(weight=torch.tensor(WEIGHTS))(logits, labels)
+    assert criterion(logits, one_hot).item() == pytest.approx(expected.item(), rel=1e-6)
+    # a mixed row by hand: the terms weighted by class, over the batch's sum of w_c t_c
+    mixed = 0.7 * one_hot + 0.3 * one_hot.flip(0)
+    w = torch.tensor(WEIGHTS)
+    by_hand = (-(w * mixed) * torch.log_softmax(logits, -1)).sum() / (w * mixed).sum()
+    assert criterion(logits, mixed).item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
+def test_unit_weights_change_nothing_and_only_the_ratios_matter():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 0, 0, 2, 3])
+    for loss in ("cross_entropy", "focal"):
+        plain = build_criterion(SINGLE_LABEL, 4, 0.1, loss)
+        ones = build_criterion(SINGLE_LABEL, 4, 0.1, loss, class_weights=(1.0,) * 4)
+        assert ones(logits, labels).item() == pytest.approx(plain(logits, labels).item(), rel=1e-6)
+        scaled = build_criterion(SINGLE_LABEL, 4, 0.1, loss, class_weights=tuple(10 * w for w in WEIGHTS))
+        weighted = build_criterion(SINGLE_LABEL, 4, 0.1, loss, class_weights=WEIGHTS)
+        assert scaled(logits, labels).item() == pytest.approx(weighted(logits, labels).item(), rel=1e-6)
+
+
+def test_weighted_focal_weights_each_class_term_and_gamma_zero_is_torchs_weighted_cross_entropy():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 0, 0, 2, 3])
+    w = torch.tensor(WEIGHTS)
+    zero = build_criterion(SINGLE_LABEL, 4, 0.1, "focal", focal_gamma=0.0, class_weights=WEIGHTS)
+    expected = nn.CrossEntropyLoss(weight=w, label_smoothing=0.1)(logits, labels)
+    assert zero(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+    p, t = torch.softmax(logits, -1), smoothed_one_hot(labels, 4, 0.1)
+    by_hand = (-w * t * (1 - p) ** 1.5 * p.log()).sum() / w[labels].sum()
+    focal_15 = build_criterion(SINGLE_LABEL, 4, 0.1, "focal", focal_gamma=1.5, class_weights=WEIGHTS)
+    assert focal_15(logits, labels).item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_class_weights_must_be_one_per_class():
+    with pytest.raises(ClfError, match="^3 class weights for 4 classes; give one weight per class$"):
+        build_criterion(SINGLE_LABEL, 4, class_weights=(1.0, 2.0, 3.0))

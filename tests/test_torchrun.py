@@ -152,3 +152,23 @@ def test_two_processes_fine_tune_with_a_frozen_body(tmp_path):
     assert any(not torch.equal(source[k], final[k]) for k in body)  # trained after the unfreeze
     history = load(out / "ft" / "last.pt")["history"]
     assert [r["epoch"] for r in history] == [1, 2]
+
+
+def test_two_processes_with_a_balanced_sampler_and_class_weights(tmp_path):
+    """Each rank takes its share of the epoch's one balanced draw; the weights resolved once reach both ranks (the
+    mixed batches' soft-target loss is weighted too); resume continues with the recorded weights."""
+    data = make_data(tmp_path / "data")
+    for path in sorted((data / "star").iterdir())[4:]:
+        path.unlink()
+    out = tmp_path / "runs"
+    options = ["--sampler", "balanced", "--class-weights", "auto", "--mixup", "0.2"]
+    first = torchrun(data, *TINY_DDP, *options, "--epochs", "1", "--out", out, "--name", "bal")
+    assert first.returncode == 0, first.stdout + first.stderr
+    run = out / "bal"
+    weights = load(run / "last.pt")["config"]["resolved_class_weights"]
+    assert weights is not None and max(weights) == weights[load(run / "last.pt")["classes"].index("star")]
+    second = torchrun("--resume", run, "--epochs", "2", "--workers", "0", "--device", "cpu", "--quiet")
+    assert second.returncode == 0, second.stdout + second.stderr
+    last = load(run / "last.pt")
+    assert last["epoch"] == 2 and last["config"]["resolved_class_weights"] == weights
+    assert last["config"]["sampler"] == "balanced"

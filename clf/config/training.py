@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from clf.choices import AUGMENT_PRESETS, AUTO_AUGMENTS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TRAIN_DEVICES
+from clf.choices import AUGMENT_PRESETS, AUTO_AUGMENTS, OPTIMIZERS, RESIZE_MODES, SAMPLERS, SCHEDULERS, TRAIN_DEVICES
 from clf.config.base import JsonMixin, check_choice, group_checks, option_flag, setting
 from clf.config.preprocess import MAX_INPUT_SIZE
 from clf.errors import ClfError
@@ -69,6 +69,7 @@ def check_augment_knobs(knobs: dict[str, Any]) -> None:
 DEFAULT_IMG_SIZES = {"cnn": 64}
 DEFAULT_IMG_SIZE = 224
 # What a checkpoint written before a field existed trained with: resuming it must not switch a new default on.
+DEFAULT_FOCAL_GAMMA = 2.0  # Lin et al. (2017); clf.train.losses.LossSettings has the same default
 LEGACY_VALUES = {"augment": "none", "mixup": 0.0, "cutmix": 0.0, "ema": 0.0, "drop_path": 0.0}
 _FROM_PRESET = " [default: from --augment]"  # the augmentation knobs: None takes the --augment preset's value
 
@@ -100,6 +101,20 @@ class TrainConfig(JsonMixin):
     # None: the task's own loss (single-label: cross_entropy), which every run before this field trained with
     loss: str | None = setting(None, "Loss on the class labels: a name registered in clf/train/losses.py, e.g. "
                                      "focal. [default: cross_entropy]")
+    # None: not focal; a focal run without it records focal's gamma 2 (resolved on construction), as before the flag
+    focal_gamma: float | None = setting(None, "Focal loss gamma (with --loss focal): how much less the examples the "
+                                              "model gets right weigh; 0 is cross-entropy. [default: 2]",
+                                        show_default=False)
+    # None: unweighted, as every run before the option. Resolved once per new run (clf/train/class_weights.py) into
+    # resolved_class_weights, which config.json and every checkpoint record: resume trains with exactly those.
+    class_weights: str | None = setting(None, "Weight each class's loss terms: auto (N / (C * n_c) over the "
+                                              "training split), effective (effective number of samples, beta "
+                                              "0.999), or a CSV file of class,weight. [default: unweighted]",
+                                        metavar="auto|effective|FILE", show_default=False)
+    resolved_class_weights: tuple[float, ...] | None = None
+    # clf/train/sampler.py; "none" (each image once an epoch, shuffled) is what every run before the option did
+    sampler: str = setting("none", "How an epoch draws its training images: none (each once, shuffled) or balanced "
+                                   "(as many draws with replacement, every class equally likely).", choices=SAMPLERS)
     val_split: float = setting(0.2, "Stratified validation fraction.")
     # A preset of AUGMENT_PRESETS; the knobs below override it one by one (None = the preset's value).
     augment: str = setting("light", "Augmentation preset; the flags below override single ops of it (see "
@@ -208,6 +223,8 @@ class TrainConfig(JsonMixin):
                 raise ClfError(f"{self.flag(f.name)} must be a finite number, got {value}")
         if self.img_size is None:
             object.__setattr__(self, "img_size", DEFAULT_IMG_SIZES.get(self.arch, DEFAULT_IMG_SIZE))
+        if self.focal_gamma is None and self.loss == "focal":
+            object.__setattr__(self, "focal_gamma", DEFAULT_FOCAL_GAMMA)
         checks = (
             (self.epochs >= 1, "--epochs must be >= 1"),
             (self.batch_size is None or self.batch_size >= 1, "--batch-size must be >= 1"),
@@ -227,10 +244,13 @@ class TrainConfig(JsonMixin):
             (self.loss is None or self.loss.strip() != "", "--loss is empty; give a loss name or leave the option out"),
             (0 <= self.seed < MAX_SEED, f"--seed must be >= 0 and < {MAX_SEED} (2**31), got {self.seed}"),
             (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be >= 0 and < 1"),
+            *self._loss_checks(),
+            *self._class_weight_checks(),
             check_choice("--optimizer", self.optimizer, OPTIMIZERS),
             check_choice("--scheduler", self.scheduler, SCHEDULERS),
             check_choice("--device", self.device, TRAIN_DEVICES),
             check_choice("--resize", self.resize, RESIZE_MODES),
+            check_choice("--sampler", self.sampler, SAMPLERS),
             *self._fold_checks(),
             *self._fine_tune_checks(),
             *self._refit_checks(),
@@ -238,6 +258,23 @@ class TrainConfig(JsonMixin):
         for ok, message in checks:
             if not ok:
                 raise ClfError(message)
+
+    def _loss_checks(self) -> tuple[tuple[bool, str], ...]:
+        gamma = self.focal_gamma
+        return (
+            (gamma is None or gamma >= 0, f"--focal-gamma must be >= 0 (0 is cross-entropy), got {gamma}"),
+            (gamma is None or self.loss == "focal",
+             "--focal-gamma applies to --loss focal; add --loss focal or leave it out"),
+        )
+
+    def _class_weight_checks(self) -> tuple[tuple[bool, str], ...]:
+        resolved = self.resolved_class_weights
+        return (
+            (self.class_weights is None or self.class_weights.strip() != "",
+             "--class-weights is empty; give auto, effective or a CSV file of class,weight, or leave it out"),
+            (resolved is None or all(isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in resolved),
+             f"resolved_class_weights must be positive finite numbers, got {resolved}"),
+        )
 
     def _augment_checks(self) -> tuple[tuple[bool, str], ...]:
         check_augment_knobs(self.augment_overrides())

@@ -25,6 +25,9 @@ from clf.errors import DataError, ModelError
 from clf.models.pretrained import PretrainedWeights, load_pretrained, read_pretrained
 from clf.models.registry import check_img_size, create_model, model_kwargs_for
 from clf.train import runtime as rt
+from clf.train.sampler import BalancedSampler
+
+EpochSampler = DistributedSampler | BalancedSampler  # a training sampler the trainer calls set_epoch on
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +150,9 @@ def augment_pipeline(cfg: TrainConfig, resume_ckpt: dict | None = None) -> Pipel
 
 def build_loaders(
     split: Split, cfg: TrainConfig, pre: Preprocess, runtime: rt.Runtime, augment: Pipeline
-) -> tuple[DataLoader, DataLoader | None, DistributedSampler | None]:
-    """Train loader (augmented, shuffled, DistributedSampler under torchrun) and rank 0's val loader."""
+) -> tuple[DataLoader, DataLoader | None, EpochSampler | None]:
+    """Train loader (augmented; shuffled, or drawn by train_sampler) and rank 0's val loader; and the train
+    loader's sampler, whose set_epoch the trainer calls (None: the loader shuffles)."""
     train_part, val_part = split.train, split.val
     val_here = bool(len(val_part.paths)) and runtime.is_main
     cache = resolve_cache(cfg.cache_images, len(train_part.paths) + (len(val_part.paths) if val_here else 0), pre,
@@ -157,9 +161,7 @@ def build_loaders(
     workers = resolve_workers(cfg.workers, runtime)
     if cache:
         train_ds.fill_cache(workers=max(2, workers))  # before the workers fork: they share it copy-on-write
-    sampler = None
-    if runtime.distributed:
-        sampler = DistributedSampler(train_ds, runtime.world_size, runtime.rank, shuffle=True, seed=cfg.seed)
+    sampler = train_sampler(train_part, cfg, runtime)
     per_rank = len(train_ds) // runtime.world_size
     loader_args: dict[str, Any] = dict(  # noqa: C408 -- keyword style reads as the DataLoader call
         num_workers=workers,
@@ -189,6 +191,16 @@ def build_loaders(
     logger.info("data: %d train / %d val images, %d classes", len(train_part.paths), len(val_part.paths),
                 len(train_part.classes))
     return train_loader, val_loader, sampler
+
+
+def train_sampler(train_part: LabelledSet, cfg: TrainConfig, runtime: rt.Runtime) -> EpochSampler | None:
+    """--sampler balanced's class-balanced draw (dealt out over the ranks under torchrun); else DistributedSampler's
+    shuffle under torchrun, and None on one process (the loader shuffles)."""
+    if cfg.sampler == "balanced":
+        return BalancedSampler(train_part.labels, cfg.seed, runtime.world_size, runtime.rank)
+    if runtime.distributed:
+        return DistributedSampler(train_part, runtime.world_size, runtime.rank, shuffle=True, seed=cfg.seed)
+    return None
 
 
 def resolve_cache(requested: bool | None, images: int, pre: Preprocess, runtime: rt.Runtime) -> bool:

@@ -35,7 +35,7 @@ TOML_SUFFIXES = (".toml",)
 RUN_CONFIG_SUFFIXES = (".json",)
 TAKES = "--config takes a .yaml, .yml or .toml file of train settings, or a run's config.json"
 # Set by clf on the runs it makes, never by a user: refused in a settings file, left out of a replayed config.json.
-SET_BY_CLF = ("fold", "refit_of", "refit_epoch", "config_file", "config_sha256")
+SET_BY_CLF = ("fold", "refit_of", "refit_epoch", "config_file", "config_sha256", "resolved_class_weights")
 # A replayed run's identity and its sitting: left out (the new run is named by --name or the default).
 NOT_REPLAYED = ("name", "quiet")
 # Options of `clf train` that are no setting of the recipe: they belong on the command line.

@@ -19,6 +19,7 @@ from clf.errors import ClfError, Terminated
 from clf.train import runtime as rt
 from clf.run_files import split_grouping, split_record, write_split
 from clf.train.build import (
+    Split,
     augment_pipeline,
     build_model,
     load_training_set,
@@ -27,6 +28,7 @@ from clf.train.build import (
     split_training_set,
     warn_near_duplicates,
 )
+from clf.train.class_weights import resolve_class_weights
 from clf.train.resume import check_resume_fits, checkpoint_run_dir, resolve_config
 from clf.train.run_folder import (
     check_run_name,
@@ -106,6 +108,9 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
     classes = labelled.classes
     if resume_ckpt is not None:
         rt.agree(lambda: check_resume_fits(resume_ckpt, classes), runtime)
+    # The split and the class weights before the run folder: a bad weights file must not leave an empty folder.
+    split = split_training_set(labelled, cfg)
+    cfg = rt.agree(lambda: with_class_weights(cfg, resume_ckpt, split), runtime)
     # The model before the run folder: an unknown --arch must not leave an empty folder behind (it would also
     # push the next default name to ARCH-SIZE-2).
     cfg, weights = rt.agree(lambda: pretrained_weights(cfg, resume_ckpt), runtime)
@@ -119,7 +124,6 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
         rt.on_main(lambda: open_existing_run_dir(run_dir), runtime)
     else:
         cfg, run_dir, replacing = _new_run_dir(cfg, overwrite, runtime)
-    split = split_training_set(labelled, cfg)
     if runtime.is_main:
         warn_near_duplicates(split)
     if cfg.batch_size is None:  # the config written and checkpointed holds the size used
@@ -157,6 +161,15 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
         raise
     state = trainer.state
     return FitResult(run_dir, state.epoch, state.best_val_acc, stopped_early, runtime.is_main, runtime.distributed)
+
+
+def with_class_weights(cfg: TrainConfig, resume_ckpt: dict | None, split: Split) -> TrainConfig:
+    """The config recording the run's class weights: a new run resolves --class-weights from its training split
+    (a refit, on every image, resolves its own); a resumed one keeps the weights it recorded, bit for bit."""
+    if resume_ckpt is not None and cfg.resolved_class_weights is not None:
+        return cfg
+    weights = resolve_class_weights(cfg.class_weights, split.train.classes, split.train.labels)
+    return replace(cfg, resolved_class_weights=weights)
 
 
 def _new_run_dir(cfg: TrainConfig, overwrite: bool, runtime: rt.Runtime) -> tuple[TrainConfig, Path, bool]:

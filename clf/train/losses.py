@@ -2,7 +2,12 @@
 
     LOSSES["cross_entropy"]              hard labels [B], with --label-smoothing (torch's rule)
     LOSSES["soft_target_cross_entropy"]  soft targets [B, C] (mixup/CutMix: clf.train.mixing smooths and mixes them)
-    LOSSES["focal"]                      hard labels [B]: cross-entropy weighted by (1 - p)^2 per class term
+    LOSSES["focal"]                      hard labels [B]: cross-entropy weighted by (1 - p)^gamma per class term
+
+Class weights (--class-weights, resolved by clf.train.class_weights) weight each class term of every loss; the
+batch's loss is then the weighted sum divided by the batch's sum of weights (torch's rule for `weight=`), so that
+the weights' scale does not matter, only their ratios. Without weights every loss computes exactly what it did
+before weights existed (the same operations, bit for bit).
 
 A builder takes the run's `LossSettings` and returns a loss function (logits, target) -> scalar tensor. The trainer
 builds its criterion only through `build_criterion`: its task (clf.tasks) names the loss for hard labels and the one
@@ -28,15 +33,42 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class LossSettings:
-    """What a loss may depend on: the class count and the run's label smoothing."""
+    """What a loss may depend on: the class count, the run's label smoothing, focal's gamma and the class weights
+    (None: every class weighs 1)."""
 
     num_classes: int
     label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    class_weights: tuple[float, ...] | None = None
+
+    def weight_tensor(self) -> ClassWeights | None:
+        """The class weights as float32 [C] on whichever device asks (None without weights)."""
+        return None if self.class_weights is None else ClassWeights(self.class_weights)
+
+
+class ClassWeights:
+    """Class weights, copied once to each device the logits come on: a host-to-GPU copy every batch would wait for
+    the GPU (a sync per step)."""
+
+    def __init__(self, weights: tuple[float, ...]) -> None:
+        self.cpu = torch.tensor(weights, dtype=torch.float32)
+        self.copies: dict[torch.device, torch.Tensor] = {self.cpu.device: self.cpu}
+
+    def on(self, device: torch.device) -> torch.Tensor:
+        if device not in self.copies:
+            self.copies[device] = self.cpu.to(device)
+        return self.copies[device]
 
 
 def cross_entropy(settings: LossSettings) -> LossFn:
-    """Cross-entropy on hard labels [B], label smoothing as torch applies it."""
-    return nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    """Cross-entropy on hard labels [B], label smoothing and class weights as torch applies them (a weighted mean:
+    divided by the batch's sum of its labels' weights)."""
+    weights, smoothing = settings.weight_tensor(), settings.label_smoothing
+    if weights is None:
+        return nn.CrossEntropyLoss(label_smoothing=smoothing)
+    # functional, not a module holding the weights: they follow the logits to whichever device the run is on
+    return lambda logits, labels: F.cross_entropy(logits.float(), labels, weight=weights.on(logits.device),
+                                                  label_smoothing=smoothing)
 
 
 def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -44,21 +76,41 @@ def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> to
     return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
+def weighted_soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                                       weights: torch.Tensor) -> torch.Tensor:
+    """sum_i sum_c -w_c t_ic log p_ic divided by sum_i sum_c w_c t_ic, in fp32: for one-hot targets exactly torch's
+    weighted cross-entropy (whose mean divides by the sum of the labels' weights); a mixed row weighs as the blend
+    of its classes' weights."""
+    weighted = targets.float() * weights
+    return torch.sum(-weighted * F.log_softmax(logits.float(), dim=-1)) / weighted.sum()
+
+
 def soft_target(settings: LossSettings) -> LossFn:
-    """Cross-entropy on soft targets [B, C] that are already smoothed (clf.train.mixing.mix_targets)."""
-    return soft_target_cross_entropy
+    """Cross-entropy on soft targets [B, C] that are already smoothed (clf.train.mixing.mix_targets); with class
+    weights, each class term weighted (weighted_soft_target_cross_entropy)."""
+    weights = settings.weight_tensor()
+    if weights is None:
+        return soft_target_cross_entropy
+    return lambda logits, targets: weighted_soft_target_cross_entropy(logits, targets, weights.on(logits.device))
 
 
-def focal(settings: LossSettings, gamma: float = 2.0) -> LossFn:
-    """Focal loss (Lin et al., 2017, gamma 2 as there): each class term of the cross-entropy weighted by
-    (1 - p)^gamma, so that examples the model already gets right weigh less than the hard ones. Label smoothing
-    spreads the target as it does for cross-entropy; gamma 0 is cross-entropy."""
+def focal(settings: LossSettings) -> LossFn:
+    """Focal loss (Lin et al., 2017, gamma 2 as there; --focal-gamma): each class term of the cross-entropy weighted
+    by (1 - p)^gamma, so that examples the model already gets right weigh less than the hard ones. Label smoothing
+    spreads the target as it does for cross-entropy; gamma 0 is cross-entropy. With class weights each class term
+    is also weighted by w_c and the batch's sum is divided by the sum of its labels' weights (torch's rule: gamma 0
+    is then torch's weighted, smoothed cross-entropy)."""
+    gamma, weights = settings.focal_gamma, settings.weight_tensor()
 
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(logits.float(), dim=-1)
         targets = F.one_hot(labels, settings.num_classes).float()
         targets = targets * (1.0 - settings.label_smoothing) + settings.label_smoothing / settings.num_classes
-        return torch.sum(-targets * (1.0 - log_p.exp()).pow(gamma) * log_p, dim=-1).mean()
+        terms = -targets * (1.0 - log_p.exp()).pow(gamma) * log_p
+        if weights is None:
+            return torch.sum(terms, dim=-1).mean()
+        on_device = weights.on(logits.device)
+        return torch.sum(terms * on_device) / on_device[labels].sum()
 
     return loss
 
@@ -106,12 +158,20 @@ class Criterion(nn.Module):
         return self.mixed(logits, target) if target.dim() == logits.dim() else self.hard(logits, target)
 
 
-def build_criterion(task: Task, num_classes: int, label_smoothing: float = 0.0, loss: str | None = None) -> Criterion:
+def build_criterion(task: Task, num_classes: int, label_smoothing: float = 0.0, loss: str | None = None, *,
+                    focal_gamma: float | None = None, class_weights: tuple[float, ...] | None = None) -> Criterion:
     """The criterion of a run of `task`: its loss for hard labels (`loss`, default the task's) and its loss for
-    mixed soft targets.
+    mixed soft targets, both with the class weights (None: unweighted).
+
+    Args:
+        focal_gamma: focal's gamma (None: focal's default, 2).
 
     Raises:
-        ClfError: an unknown loss name.
+        ClfError: an unknown loss name, or class weights that are not one per class.
     """
-    settings = LossSettings(num_classes, label_smoothing)
+    if class_weights is not None and len(class_weights) != num_classes:
+        raise ClfError(f"{len(class_weights)} class weights for {num_classes} classes; give one weight per class")
+    gamma = LossSettings.focal_gamma if focal_gamma is None else focal_gamma
+    weights = None if class_weights is None else tuple(class_weights)
+    settings = LossSettings(num_classes, label_smoothing, gamma, weights)
     return Criterion(task, build_loss(loss or task.loss, settings), build_loss(task.mixed_loss, settings))

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from clf.choices import CLASS_WEIGHT_RULES
 from clf.config import TrainConfig
 from clf.errors import ClfError, ModelError, one_line
 from clf.models.checkpoint import SOURCE_KEY
@@ -106,6 +107,8 @@ def absolute_paths(given: dict[str, Any]) -> dict[str, Any]:
     for key in ("data", "labels_csv", "pretrained_path"):
         if fixed.get(key):
             fixed[key] = _resolved(fixed[key])
+    if fixed.get("class_weights") and fixed["class_weights"] not in CLASS_WEIGHT_RULES:  # a weights file
+        fixed["class_weights"] = _resolved(fixed["class_weights"])
     return fixed
 
 

@@ -98,7 +98,8 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, len(self.train_loader))
         self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
         self.task = get_task()  # single-label: every run so far (a config field would name another)
-        self.criterion = build_criterion(self.task, len(self.classes), cfg.label_smoothing, cfg.loss)
+        self.criterion = build_criterion(self.task, len(self.classes), cfg.label_smoothing, cfg.loss,
+                                         focal_gamma=cfg.focal_gamma, class_weights=cfg.resolved_class_weights)
         self.mixer = Mixer.from_config(cfg, len(self.classes))
         # Rank 0 alone averages and validates: DDP keeps the weights identical on every rank.
         self.ema = ModelEma(model, cfg.ema) if cfg.ema > 0 and runtime.is_main else None
