@@ -27,6 +27,9 @@ AUTO_AUGMENTS = ("none", "trivial", "rand")
 CLASS_WEIGHT_RULES = ("auto", "effective")
 SAMPLERS = ("none", "balanced")  # how a training epoch draws its images (clf/train/sampler.py)
 
+# The competition's metric (clf/metrics.py holds each one's function, in this order).
+COMPETITION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_micro", "roc_auc", "log_loss", "qwk")
+
 # ---------------------------------------------------------------- inference (onnxruntime)
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # onnxruntime devices: export's parity check, infer, eval, serve
 # Test-time augmentation: the views averaged, as flips of the preprocessed [N, C, H, W] input ("h" flips the width

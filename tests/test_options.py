@@ -13,7 +13,7 @@ from cli_helpers import clf
 from typer.testing import CliRunner
 
 from clf.cli.options import config_options, option_fields
-from clf.config import CheckConfig, EvalConfig, ExportConfig, InferConfig, ServeConfig, TrainConfig
+from clf.config import CheckConfig, EvalConfig, ExportConfig, InferConfig, ScoreConfig, ServeConfig, TrainConfig
 from clf.config.base import JsonMixin, setting
 
 # The fields clf sets itself (or that are a command's arguments): everything else must be an option.
@@ -25,6 +25,7 @@ NOT_OPTIONS = {
     EvalConfig: {"labelled"},
     ServeConfig: {"model"},
     CheckConfig: {"data"},
+    ScoreConfig: {"submission", "answers"},
 }
 
 
@@ -35,7 +36,7 @@ def test_every_field_is_an_option_unless_clf_sets_it(cls):
 
 
 @pytest.mark.parametrize(("command", "cls"), [("train", TrainConfig), ("export", ExportConfig), ("infer", InferConfig),
-                                              ("eval", EvalConfig), ("serve", ServeConfig),
+                                              ("eval", EvalConfig), ("serve", ServeConfig), ("score", ScoreConfig),
                                               ("check", CheckConfig)])
 def test_help_shows_every_option_with_its_help_line(command, cls):
     text = " ".join(clf(command, "--help").output.split())

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clf.errors import DataError
+from clf.errors import ClfError, DataError
 from clf.serve.score import read_labels, score_submission
 
 
@@ -163,3 +163,54 @@ def test_a_class_of_the_submission_is_a_class(small, tmp_path):
     probs = write(tmp_path / "probs.csv", "id,cat,dog\na,1.8,0.2\nb,0.5,0.5\n")
     assert score_submission(submission, answers, probs=probs).log_loss == pytest.approx(
         -(np.log(0.9) + np.log(0.5)) / 2)
+
+
+def test_the_competition_metric_of_the_labels_equals_scikit_learns(answers, tmp_path):
+    f1_score = pytest.importorskip("sklearn.metrics").f1_score
+    submission = write(tmp_path / "sub.csv", "id,label\nh,cat\ng,fox\nf,cat\ne,dog\nd,fox\nc,dog\nb,dog\na,cat\n")
+    result = score_submission(submission, answers, metric="f1_macro")
+    truth, predicted = read_labels(answers, "id", "label"), read_labels(submission, "id", "label")
+    expected = f1_score(list(truth.values()), [predicted[i] for i in truth], average="macro")
+    assert (result.metric, result.accuracy) == ("f1_macro", 0.625)
+    assert result.metric_value == pytest.approx(expected)
+    assert score_submission(submission, answers).metric_value == 0.625  # accuracy, the default metric
+
+
+def test_roc_auc_comes_from_the_probabilities(small, tmp_path):
+    answers, submission = small  # a, b: cat; c, d: dog
+    probs = write(tmp_path / "probs.csv", "id,cat,dog\na,0.9,0.1\nb,0.6,0.4\nc,0.3,0.7\nd,0.7,0.3\n")
+    result = score_submission(submission, answers, probs=probs, metric="roc_auc")
+    assert result.metric_value == 0.75  # dog's probability: c 0.7 and d 0.3 against a 0.1 and b 0.4: 3 of 4 pairs
+
+
+def test_a_probability_metric_without_probs_is_one_line(small):
+    answers, submission = small
+    with pytest.raises(ClfError, match=r"^--metric log_loss needs the probabilities: pass --probs PROBS.csv \(what "
+                                       r"clf infer --probs writes\)$"):
+        score_submission(submission, answers, metric="log_loss")
+
+
+def test_qwk_needs_classes_named_by_grade(small, tmp_path):
+    answers, submission = small
+    with pytest.raises(ClfError, match=r"^--metric qwk needs ordered classes: name them by grade \(0, 1, 2, \.\.\.\); "
+                                       r"the classes are cat, dog$"):
+        score_submission(submission, answers, metric="qwk")
+    kappa = pytest.importorskip("sklearn.metrics").cohen_kappa_score
+    graded = write(tmp_path / "graded.csv", "id,label\na,0\nb,2\nc,10\nd,10\n")
+    guess = write(tmp_path / "guess.csv", "id,label\na,0\nb,10\nc,10\nd,2\n")
+    result = score_submission(guess, graded, metric="qwk")  # grades 0 < 2 < 10, not the text order 0, 10, 2
+    assert result.metric_value == pytest.approx(kappa([0, 1, 2, 2], [0, 2, 2, 1], weights="quadratic"))
+
+
+def test_clf_score_prints_the_metric_beside_accuracy(answers, tmp_path):
+    from cli_helpers import clf
+
+    submission = write(tmp_path / "sub.csv", "id,label\nh,cat\ng,fox\nf,cat\ne,dog\nd,fox\nc,dog\nb,dog\na,cat\n")
+    result = clf("score", submission, answers, "--metric", "balanced_accuracy")
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.output.split()) == (f"{submission}: accuracy 0.6250, balanced_accuracy 0.6667 on 8 rows "
+                                               f"of {answers}")
+    bad = clf("score", submission, answers, "--metric", "auc")
+    assert bad.exit_code == 2
+    assert bad.output.strip() == ("error: --metric must be one of accuracy, balanced_accuracy, f1_macro, f1_micro, "
+                                  "roc_auc, log_loss, qwk, got 'auc'")

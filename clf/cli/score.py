@@ -1,37 +1,44 @@
-"""`clf score`: a submission against the answers: accuracy, and log-loss and ECE from its probabilities."""
+"""`clf score`: a submission against the answers: accuracy, the competition's metric, and log-loss and ECE from its
+probabilities."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from clf.cli import render
 from clf.cli.app import app, user_errors
+from clf.cli.options import config_options
+from clf.config import ScoreConfig
 
 
 @app.command("score")
 @user_errors
+@config_options(ScoreConfig)
 def score(
     submission: Annotated[Path, typer.Argument(help="A submission CSV written by `clf infer`.")],
     answers: Annotated[Path, typer.Argument(help="The answers CSV (same id and label columns).")],
-    id_col: Annotated[str, typer.Option(help="Id column.")] = "id",
-    label_col: Annotated[str, typer.Option(help="Label column.")] = "label",
-    probs: Annotated[Optional[Path], typer.Option(help="The probabilities CSV `clf infer --probs` wrote: also report "
-                                                       "log-loss and ECE.")] = None,
+    *,
+    settings: dict[str, Any],  # the ScoreConfig options, filled by config_options
 ) -> None:
-    """Accuracy of a submission against the answers (e.g. the sample competition's test_labels.csv), and with
-    --probs the log-loss and expected calibration error of its probabilities.
+    """Accuracy of a submission against the answers (e.g. the sample competition's test_labels.csv), the
+    competition's --metric beside it, and with --probs the log-loss and expected calibration error of its
+    probabilities.
 
     Every id of the answers needs a prediction (and probabilities); ids only in the submission are not scored (a
     warning counts them). Probability rows are rescaled to sum to 1, as Kaggle does.
     """
     from clf.serve.score import score_submission
 
-    result = score_submission(submission, answers, id_col, label_col, probs=probs)
+    cfg = ScoreConfig(submission=str(submission), answers=str(answers), **settings)
+    result = score_submission(cfg.submission, cfg.answers, cfg.id_col, cfg.label_col, probs=cfg.probs,
+                              metric=cfg.metric)
+    metric = "" if cfg.metric == "accuracy" else f", {cfg.metric} {render.score(result.metric_value)}"
     scores = "" if result.log_loss is None else (
-        f", log-loss {result.log_loss:.4f}, ECE {result.ece:.4f} ({result.ece_bins} bins) from {escape(str(probs))}")
-    render.console.print(f"[bold]{escape(str(submission))}[/]: accuracy {result.accuracy:.4f} on {result.rows} rows "
-                         f"of {escape(str(answers))}{scores}", highlight=False)
+        f", log-loss {result.log_loss:.4f}, ECE {result.ece:.4f} ({result.ece_bins} bins) from "
+        f"{escape(str(cfg.probs))}")
+    render.console.print(f"[bold]{escape(str(submission))}[/]: accuracy {result.accuracy:.4f}{metric} on "
+                         f"{result.rows} rows of {escape(str(answers))}{scores}", highlight=False)

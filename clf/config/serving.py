@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from clf.choices import DEVICES, ID_FORMATS, TOPK_FORMATS, TTA_VIEWS
+from clf.choices import COMPETITION_METRICS, DEVICES, ID_FORMATS, TOPK_FORMATS, TTA_VIEWS
 from clf.config.base import JsonMixin, check_choice, column_checks, raise_first_failure, setting
 from clf.errors import ClfError
 
@@ -162,3 +162,21 @@ class ServeConfig(JsonMixin):
             check_choice("--device", self.device, DEVICES),
             (self.threads >= 0, f"--threads must be >= 0 (0 = the usable cores / replicas), got {self.threads}"),
         ))
+
+
+@dataclass(frozen=True)
+class ScoreConfig(JsonMixin):
+    """What ``clf score`` needs: a submission, the answers, their columns, and what to score."""
+
+    submission: str = ""  # the SUBMISSION argument
+    answers: str = ""  # the ANSWERS argument
+    id_col: str = setting("id", "Id column.")
+    label_col: str = setting("label", "Label column.")
+    probs: str | None = setting(None, "The probabilities CSV `clf infer --probs` wrote: also report log-loss and "
+                                      "ECE.", cli_type=Path)
+    metric: str = setting("accuracy", "The competition's metric, reported beside accuracy (roc_auc and log_loss need "
+                                      "--probs; qwk needs classes named by grade: 0, 1, 2, ...).",
+                          choices=COMPETITION_METRICS)
+
+    def __post_init__(self) -> None:
+        raise_first_failure((check_choice("--metric", self.metric, COMPETITION_METRICS),))

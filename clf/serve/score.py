@@ -1,6 +1,6 @@
-"""The job behind `clf score`: a submission's accuracy against the answers, and with the probabilities CSV of
-`clf infer --probs` its log-loss and expected calibration error, with the same CSV rules as every other reader
-(clf.data.csv_table)."""
+"""The job behind `clf score`: a submission's accuracy against the answers, the competition's metric (--metric,
+clf/metrics.py), and with the probabilities CSV of `clf infer --probs` its log-loss and expected calibration error,
+with the same CSV rules as every other reader (clf.data.csv_table)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ import numpy as np
 
 from clf.config import check_columns
 from clf.data.csv_table import CsvTable, read_csv_table
-from clf.errors import DataError
+from clf.errors import ClfError, DataError
+from clf.metrics import check_ordered_classes
+from clf.metrics import metric as competition_metric
+from clf.metrics import score as competition_score
 from clf.probabilities import ECE_BINS, expected_calibration_error, log_loss
 
 logger = logging.getLogger(__name__)
@@ -34,10 +37,13 @@ class ScoreResult:
     log_loss: float | None = None
     ece: float | None = None
     ece_bins: int = ECE_BINS
+    metric: str = "accuracy"  # the competition's metric (--metric) and its value
+    metric_value: float | None = None
 
 
 def score_submission(submission: str | Path, answers: str | Path, id_col: str = "id",
-                     label_col: str = "label", probs: str | Path | None = None) -> ScoreResult:
+                     label_col: str = "label", probs: str | Path | None = None, metric: str = "accuracy"
+                     ) -> ScoreResult:
     """Accuracy of a submission CSV against an answers CSV (same id/label columns; ids and labels stripped), and
     with `probs` (the CSV `clf infer --probs` writes) the log-loss and ECE of those probabilities.
 
@@ -54,6 +60,10 @@ def score_submission(submission: str | Path, answers: str | Path, id_col: str = 
             number >= 0, a row without any probability > 0.
     """
     check_columns(id_col, label_col)
+    chosen = competition_metric(metric)
+    if chosen.needs_probabilities and probs is None:
+        raise ClfError(f"--metric {metric} needs the probabilities: pass --probs PROBS.csv (what clf infer --probs "
+                       "writes)")
     if _same_file(submission, answers):
         raise DataError(f"{submission}: is also the answers file; score a submission against other answers")
     predicted = read_labels(submission, id_col, label_col)
@@ -71,11 +81,24 @@ def score_submission(submission: str | Path, answers: str | Path, id_col: str = 
         shown = ", ".join(extra[:_SHOWN]) + (", ..." if len(extra) > _SHOWN else "")
         logger.warning("%s: %d ids are not in %s (%s); not scored", submission, len(extra), answers, shown)
     correct = sum(predicted[i] == label for i, label in truth.items())
+    value = None if chosen.needs_probabilities else _label_metric(metric, truth, predicted)
     if probs is None:
-        return ScoreResult(correct / len(truth), len(truth), extra)
+        return ScoreResult(correct / len(truth), len(truth), extra, metric=metric, metric_value=value)
     matrix, y_true = probabilities_for(probs, truth, answers, id_col, predicted_classes=set(predicted.values()))
+    if chosen.needs_probabilities:
+        value = competition_score(metric, y_true, matrix)
     return ScoreResult(correct / len(truth), len(truth), extra, log_loss(matrix, y_true),
-                       expected_calibration_error(matrix, y_true, ECE_BINS))
+                       expected_calibration_error(matrix, y_true, ECE_BINS), metric=metric, metric_value=value)
+
+
+def _label_metric(metric: str, truth: dict[str, str], predicted: dict[str, str]) -> float:
+    """A metric of the submission's labels against the answers' (the classes: every label either file names)."""
+    classes = sorted(set(truth.values()) | {predicted[i] for i in truth})
+    check_ordered_classes(metric, classes)
+    index = {name: k for k, name in enumerate(classes)}
+    y_true = np.array([index[label] for label in truth.values()], dtype=np.int64)
+    one_hot = np.eye(len(classes))[[index[predicted[i]] for i in truth]]
+    return competition_score(metric, y_true, one_hot, classes)
 
 
 def probabilities_for(probs: str | Path, truth: dict[str, str], answers: str | Path, id_col: str,
