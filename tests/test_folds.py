@@ -243,3 +243,19 @@ def test_overwrite_refuses_a_folder_that_is_not_clfs(tmp_path):
     with pytest.raises(ClfError, match="not a fold group written by clf"):
         prepare_group_dir(folder, overwrite=True)
     assert (folder / "chapter1.txt").read_text() == "years of work"
+
+
+def test_cv_score_adds_the_runs_metric_on_the_out_of_fold_predictions():
+    import numpy as np
+
+    from clf.data.folds import OutOfFold
+    from clf.metrics import f1_macro
+    from clf.train.fold_scoring import cv_score
+
+    probs = np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.55, 0.45]])
+    oof = OutOfFold(["a", "b", "c", "d"], ["x", "x", "y", "y"], np.array([0, 1, 0, 1]), ["x", "y"], probs)
+    plain = cv_score(oof, [0.5, 1.0])
+    assert "oof_metric" not in plain and plain["oof_acc"] == 0.75
+    scored = cv_score(oof, [0.5, 1.0], metric="f1_macro")
+    assert scored["metric"] == "f1_macro"
+    assert scored["oof_metric"] == f1_macro(np.array([0, 0, 1, 1]), probs)

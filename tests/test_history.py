@@ -181,3 +181,28 @@ def test_the_saturation_note_names_the_first_saturated_and_the_chosen_epoch():
 ])
 def test_no_saturation_note(rows):
     assert history.saturation_note(rows, ema_on=False) is None
+
+
+def test_a_run_with_another_metric_ranks_its_epochs_by_that_metric():
+    """Epoch 2 has the better accuracy, epoch 1 the better macro-F1; log-loss is lower-is-better."""
+    from clf.train.history import best_epoch, epoch_acc, patience_exhausted
+
+    rows = [{"epoch": 1, "val_loss": 0.9, "val_acc": 0.70, "val_metric": 0.66},
+            {"epoch": 2, "val_loss": 0.8, "val_acc": 0.75, "val_metric": 0.60},
+            {"epoch": 3, "val_loss": 0.7, "val_acc": 0.72, "val_metric": 0.66}]
+    assert best_epoch(rows) == 2  # accuracy
+    assert best_epoch(rows, "f1_macro") == 3  # 0.66 twice: the lower val loss
+    assert epoch_acc(rows[2], "f1_macro") == 0.72
+    assert best_epoch(rows, "log_loss") == 2  # 0.60 is the lowest log-loss
+    assert patience_exhausted(rows, 1, "log_loss") and not patience_exhausted(rows, 1, "f1_macro")
+    undefined = [{**rows[0], "val_metric": float("nan")}, rows[1]]
+    assert best_epoch(undefined, "roc_auc") == 2  # an undefined value ranks last
+
+
+def test_history_csv_gets_the_metric_columns_only_from_a_run_that_has_them(tmp_path):
+    path = tmp_path / "history.csv"
+    write_history_csv([{**ROWS[0], "val_metric": 0.5, "metric": "f1_macro"}], path)
+    assert path.read_text().splitlines() == [
+        "epoch,train_loss,train_acc,val_loss,val_acc,ema_val_loss,ema_val_acc,lr,seconds,val_metric,ema_val_metric",
+        "5,1.25,0.5,1.5,0.375,,,0.001,2.5,0.5,"]
+    assert read_history_csv(path)[0]["val_metric"] == 0.5

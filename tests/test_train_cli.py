@@ -360,3 +360,23 @@ def test_an_unknown_loss_is_one_line_before_any_run_folder(data, tmp_path, name)
     assert result.exit_code == 2
     assert error_line(result) == f"error: --loss '{name}': unknown; choose one of cross_entropy, focal"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_metric_f1_macro_is_recorded_each_epoch_and_ranks_best_pt(data, tmp_path):
+    from clf.train.history import best_epoch
+
+    result = clf("train", data, *FAST, "--epochs", "3", "--metric", "f1_macro", "--ema", "0", "--out", tmp_path,
+                 "--name", "f1")
+    assert result.exit_code == 0, result.output
+    rows = read_history_csv(tmp_path / "f1" / "history.csv")
+    assert all(0.0 <= row["val_metric"] <= 1.0 for row in rows)
+    assert load(tmp_path / "f1" / "best.pt")["epoch"] == best_epoch(rows, "f1_macro")
+    assert all(" f1_macro " in line for line in result.output.splitlines() if line.startswith("epoch "))
+
+
+def test_metric_qwk_on_classes_that_are_not_grades_is_one_line_before_any_run_folder(data, tmp_path):
+    result = clf("train", data, *FAST, "--metric", "qwk", "--out", tmp_path)
+    assert result.exit_code == 2
+    assert error_line(result) == ("error: --metric qwk needs ordered classes: name them by grade (0, 1, 2, ...); the "
+                                  "classes are circle, square, star, triangle")
+    assert list(tmp_path.iterdir()) == []

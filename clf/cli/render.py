@@ -66,8 +66,13 @@ class TrainProgress:
         val = ""
         if row.get("val_acc") is not None:
             val = f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}"
+        metric = row.get("metric")  # the run's --metric, when it is not accuracy
+        if metric and row.get("val_metric") is not None:
+            val += f" {metric} {row['val_metric']:.4f}"
         if row.get("ema_val_acc") is not None:
             val += f"  ema loss {row['ema_val_loss']:.4f} acc {row['ema_val_acc']:.4f}"
+            if metric and row.get("ema_val_metric") is not None:
+                val += f" {metric} {row['ema_val_metric']:.4f}"
         if val and is_best:
             val += "  [green]best[/]"
         console.print(

@@ -127,4 +127,6 @@ def _cv_table(result: Any) -> Table:
     table.add_row("mean ± std", "", f"{cv['mean_val_acc']:.4f} ± {cv['std_val_acc']:.4f}", "")
     table.add_row("out-of-fold", str(sum(f.val_images for f in result.folds)), f"{cv['oof_acc']:.4f}",
                   f"log-loss {cv['oof_log_loss']:.4f}")
+    if "oof_metric" in cv:  # the run's --metric on the out-of-fold predictions
+        table.add_row(f"out-of-fold {escape(cv['metric'])}", "", render.score(cv["oof_metric"]), "")
     return table

@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from clf.choices import AUGMENT_PRESETS, AUTO_AUGMENTS, OPTIMIZERS, RESIZE_MODES, SAMPLERS, SCHEDULERS, TRAIN_DEVICES
+from clf.choices import (AUGMENT_PRESETS, AUTO_AUGMENTS, COMPETITION_METRICS, OPTIMIZERS, RESIZE_MODES, SAMPLERS,
+                         SCHEDULERS, TRAIN_DEVICES)
 from clf.config.base import JsonMixin, check_choice, group_checks, option_flag, setting
 from clf.config.preprocess import MAX_INPUT_SIZE
 from clf.errors import ClfError
@@ -115,6 +116,11 @@ class TrainConfig(JsonMixin):
     # clf/train/sampler.py; "none" (each image once an epoch, shuffled) is what every run before the option did
     sampler: str = setting("none", "How an epoch draws its training images: none (each once, shuffled) or balanced "
                                    "(as many draws with replacement, every class equally likely).", choices=SAMPLERS)
+    # The competition's metric (clf/metrics.py): it ranks the epochs for best.pt and --patience (ties: the lower val
+    # loss). accuracy: what every run before this field was ranked by.
+    metric: str = setting("accuracy", "The competition's metric: picks best.pt (ties: the lower val loss) and drives "
+                                      "--patience; qwk needs classes named by grade (0, 1, 2, ...).",
+                          choices=COMPETITION_METRICS)
     val_split: float = setting(0.2, "Stratified validation fraction.")
     # A preset of AUGMENT_PRESETS; the knobs below override it one by one (None = the preset's value).
     augment: str = setting("light", "Augmentation preset; the flags below override single ops of it (see "
@@ -247,6 +253,7 @@ class TrainConfig(JsonMixin):
             *self._loss_checks(),
             *self._class_weight_checks(),
             check_choice("--optimizer", self.optimizer, OPTIMIZERS),
+            check_choice("--metric", self.metric, COMPETITION_METRICS),
             check_choice("--scheduler", self.scheduler, SCHEDULERS),
             check_choice("--device", self.device, TRAIN_DEVICES),
             check_choice("--resize", self.resize, RESIZE_MODES),

@@ -43,7 +43,7 @@ class FoldGroup:
     done: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     arch: str = ""
-    cv: dict[str, float] | None = None
+    cv: dict[str, Any] | None = None  # numbers, and with another --metric its name (see cv_score)
     config: dict[str, Any] | None = None  # the group's resolved training settings (each fold's, less its fold)
 
     @property

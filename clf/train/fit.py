@@ -16,6 +16,7 @@ import torch
 from clf.config import MIN_STEPS_PER_EPOCH, TrainConfig, auto_batch_size
 from clf.data.datasets import LabelledSet
 from clf.errors import ClfError, Terminated
+from clf.metrics import check_ordered_classes
 from clf.train import runtime as rt
 from clf.run_files import split_grouping, split_record, write_split
 from clf.train.build import (
@@ -106,6 +107,7 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
     if labelled is None:
         labelled = rt.agree(lambda: load_training_set(cfg), runtime)
     classes = labelled.classes
+    rt.agree(lambda: check_ordered_classes(cfg.metric, list(classes)), runtime)  # qwk: before any run folder
     if resume_ckpt is not None:
         rt.agree(lambda: check_resume_fits(resume_ckpt, classes), runtime)
     # The split and the class weights before the run folder: a bad weights file must not leave an empty folder.

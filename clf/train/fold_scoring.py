@@ -21,6 +21,7 @@ from clf.data.folds import FoldGroup, OutOfFold, write_group, write_oof
 from clf.data.torch_dataset import ImageDataset
 from clf.models import outputs
 from clf.models.checkpoint_load import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
+from clf.metrics import score as competition_score
 from clf.probabilities import log_loss
 from clf.run_files import BEST_CKPT, OOF_FILE, split_record
 from clf.tasks import SINGLE_LABEL, Task
@@ -45,7 +46,7 @@ def score_group(group_dir: Path, group: FoldGroup, cfg: TrainConfig, labelled: L
     """oof.csv and group.json's `cv` from every fold's best.pt; returns each fold's score."""
     oof, val_accs = out_of_fold(group_dir, group, cfg, labelled, runtime.device)
     write_oof(group_dir / OOF_FILE, oof)
-    group.cv = cv_score(oof, val_accs)
+    group.cv = cv_score(oof, val_accs, metric=cfg.metric)
     write_group(group_dir, group)
     return [FoldScore(k, group_dir / name, val_accs[k], int(np.sum(oof.folds == k)), trained_now[k])
             for k, name in enumerate(group.members)]
@@ -86,13 +87,18 @@ def predict_probabilities(ckpt: dict[str, Any], paths: list[str], device: torch.
     return torch.cat(parts).numpy() if parts else np.zeros((0, len(ckpt["classes"])))
 
 
-def cv_score(oof: OutOfFold, val_accs: list[float | None], task: Task = SINGLE_LABEL) -> dict[str, float]:
-    """group.json's `cv`: mean and (population) std of the folds' best val accuracy, OOF accuracy and log-loss."""
+def cv_score(oof: OutOfFold, val_accs: list[float | None], task: Task = SINGLE_LABEL,
+             metric: str = "accuracy") -> dict[str, Any]:
+    """group.json's `cv`: mean and (population) std of the folds' best val accuracy, OOF accuracy and log-loss, and
+    with another --metric its name and OOF value (`metric`, `oof_metric`)."""
     accs = np.array([a for a in val_accs if a is not None], dtype=np.float64)
     truth = oof.label_indices()
-    return {
+    cv: dict[str, Any] = {
         "mean_val_acc": float(accs.mean()) if len(accs) else float("nan"),
         "std_val_acc": float(accs.std()) if len(accs) else float("nan"),
         "oof_acc": float(np.mean(task.correct(oof.probs, truth))),
         "oof_log_loss": log_loss(oof.probs, truth),
     }
+    if metric != "accuracy":
+        cv.update(metric=metric, oof_metric=competition_score(metric, truth, oof.probs, oof.classes))
+    return cv

@@ -1,7 +1,8 @@
 """Per-epoch history: history.csv (one row per epoch) and curves.png against the true epoch number.
 
 Blank values: val_* without a validation split, ema_val_* without --ema, train_acc with --mixup/--cutmix (the
-labels of mixed images are blends, so an accuracy on them means nothing).
+labels of mixed images are blends, so an accuracy on them means nothing), val_metric and ema_val_metric unless the run
+chose a --metric other than accuracy (then that metric ranks the epochs: see selection_key).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from clf.atomic import atomic_write_bytes
+from clf.metrics import METRICS
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "ema_val_loss", "ema_val_acc", "lr",
                    "seconds")
+METRIC_COLUMNS = ("val_metric", "ema_val_metric")  # --metric's values: written after the others by a run that has them
 # Which of them curves.png draws, with their legend labels.
 _CURVES = (("train", "train_"), ("val", "val_"), ("EMA val", "ema_val_"))
 TRAIN_ACC_NA = "train acc n/a with mixup/cutmix"
@@ -30,12 +33,15 @@ def _format(value: Any) -> str:
 
 
 def write_history_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """history.csv: HISTORY_COLUMNS, one row per epoch (blanks: see the module docstring)."""
+    """history.csv: HISTORY_COLUMNS (and METRIC_COLUMNS when the run has them), one row per epoch (blanks: see the
+    module docstring)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(HISTORY_COLUMNS)
+    columns = HISTORY_COLUMNS + (METRIC_COLUMNS if any(row.get(c) is not None for row in rows for c in METRIC_COLUMNS)
+                                 else ())
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_format(row.get(column)) for column in HISTORY_COLUMNS])
+        writer.writerow([_format(row.get(column)) for column in columns])
     atomic_write_bytes(path, buffer.getvalue().encode())
 
 
@@ -95,59 +101,73 @@ def selection_key(acc: float, loss: float | None) -> Key:
     return (acc, -math.inf if loss is None else -loss)
 
 
-def epoch_candidates(row: dict[str, Any]) -> list[tuple[str, Key]]:
+def epoch_candidates(row: dict[str, Any], metric: str = "accuracy") -> list[tuple[str, Key]]:
     """The validated weights of an epoch as (RAW | EMA, key), raw first; empty without a validation split."""
     pairs = ((RAW, "val_"), (EMA, "ema_val_"))
-    return [(weights, selection_key(row[f"{prefix}acc"], row.get(f"{prefix}loss")))
+    return [(weights, selection_key(_primary(row, prefix, metric), row.get(f"{prefix}loss")))
             for weights, prefix in pairs if row.get(f"{prefix}acc") is not None]
 
 
-def epoch_winner(row: dict[str, Any], ema_on: bool) -> str:
+def _primary(row: dict[str, Any], prefix: str, metric: str) -> float:
+    """What the key ranks first: the accuracy, or with --metric its value turned so that higher is better (log-loss
+    negated); an undefined value (NaN: roc_auc without every class in the split) ranks last."""
+    if metric == "accuracy":
+        return row[f"{prefix}acc"]
+    value = row.get(f"{prefix}metric")
+    if value is None or math.isnan(value):
+        return -math.inf
+    return value if METRICS[metric].higher_is_better else -value
+
+
+def epoch_winner(row: dict[str, Any], ema_on: bool, metric: str = "accuracy") -> str:
     """Which weights an epoch's best.pt holds: EMA when their key beats the raw weights' (a full tie keeps the raw
     ones), or when there is no validation to decide (--val-split 0: the averaged weights are what --ema asks for)."""
     if not ema_on:
         return RAW
-    candidates = dict(epoch_candidates(row))
+    candidates = dict(epoch_candidates(row, metric))
     if RAW not in candidates or EMA not in candidates:
         return EMA
     return EMA if candidates[EMA] > candidates[RAW] else RAW
 
 
-def epoch_score(row: dict[str, Any]) -> Key | None:
+def epoch_score(row: dict[str, Any], metric: str = "accuracy") -> Key | None:
     """An epoch's key: the better of its raw and EMA weights' (None without a validation split)."""
-    keys = [key for _, key in epoch_candidates(row)]
+    keys = [key for _, key in epoch_candidates(row, metric)]
     return max(keys) if keys else None
 
 
-def epoch_acc(row: dict[str, Any]) -> float | None:
+def epoch_acc(row: dict[str, Any], metric: str = "accuracy") -> float | None:
     """The val accuracy of the weights that won the epoch (None without a validation split)."""
-    score = epoch_score(row)
-    return None if score is None else score[0]
+    candidates = epoch_candidates(row, metric)
+    if not candidates:
+        return None
+    winner = max(candidates, key=lambda candidate: candidate[1])[0]  # a tie: the raw weights, listed first
+    return row["val_acc" if winner == RAW else "ema_val_acc"]
 
 
-def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+def best_row(rows: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any] | None:
     """The epoch whose key is best; a full tie keeps the earlier epoch. None when no epoch was validated."""
     best: tuple[Key, dict[str, Any]] | None = None
     for row in rows:
-        score = epoch_score(row)
+        score = epoch_score(row, metric)
         if score is not None and (best is None or score > best[0]):
             best = (score, row)
     return None if best is None else best[1]
 
 
-def best_epoch(rows: list[dict[str, Any]]) -> int | None:
+def best_epoch(rows: list[dict[str, Any]], metric: str = "accuracy") -> int | None:
     """best_row's epoch number."""
-    row = best_row(rows)
+    row = best_row(rows, metric)
     return None if row is None else row["epoch"]
 
 
-def patience_exhausted(rows: list[dict[str, Any]], patience: int) -> bool:
+def patience_exhausted(rows: list[dict[str, Any]], patience: int, metric: str = "accuracy") -> bool:
     """Early stopping: `patience` epochs (> 0) have passed since the best epoch by the key."""
-    best = best_epoch(rows)
+    best = best_epoch(rows, metric)
     return bool(patience) and best is not None and rows[-1]["epoch"] - best >= patience
 
 
-def saturation_note(rows: list[dict[str, Any]], ema_on: bool) -> str | None:
+def saturation_note(rows: list[dict[str, Any]], ema_on: bool, metric: str = "accuracy") -> str | None:
     """The one line saying that validation accuracy saturated and val loss chose best.pt, or None.
 
     Only at accuracy 1.0, reached by two or more epochs. Below 1.0 a tie on accuracy broken by the loss is the key
@@ -156,6 +176,8 @@ def saturation_note(rows: list[dict[str, Any]], ema_on: bool) -> str | None:
     only tie, so the choice among them was the loss's alone, and the user should know that validation stopped
     telling the checkpoints apart (a bigger split, or `--refit`, is the answer).
     """
+    if metric != "accuracy":  # the run's own metric ranks the checkpoints; accuracy's saturation says nothing of it
+        return None
     saturated = [row["epoch"] for row in rows if any(key[0] >= 1.0 for _, key in epoch_candidates(row))]
     best = best_row(rows)
     if len(saturated) < 2 or best is None:

@@ -8,9 +8,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
+from clf.metrics import score as competition_score
 from clf.tasks import SINGLE_LABEL, Task
 from clf.train.ema import ModelEma
 from clf.train.losses import Criterion
@@ -29,6 +31,7 @@ class EpochMetrics:
     accuracy: float | None  # None for a training epoch on mixed images: their labels are blends, not classes
     images: int
     seconds: float
+    metric: float | None = None  # the run's --metric on these images, when it is not accuracy
 
 
 def _autocast(runtime: Runtime):
@@ -122,11 +125,16 @@ def _unwrapped(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, criterion: nn.Module, runtime: Runtime) -> EpochMetrics:
-    """Mean loss and accuracy (by the criterion's task's decision rule: top-1) over `loader` in eval mode."""
+def evaluate(model: nn.Module, loader: Iterable, criterion: nn.Module, runtime: Runtime, metric: str = "accuracy",
+             classes: Sequence[str] | None = None) -> EpochMetrics:
+    """Mean loss and accuracy (by the criterion's task's decision rule: top-1) over `loader` in eval mode, and the
+    competition's `metric` (clf.metrics; computed from the task's scores, `classes` naming the columns) when it is
+    not accuracy."""
     task = task_of(criterion)
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
+    scores: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
     start = time.perf_counter()
     for images, labels in loader:
         images, labels = _to_device(images, labels, runtime)
@@ -136,4 +144,11 @@ def evaluate(model: nn.Module, loader: Iterable, criterion: nn.Module, runtime: 
         loss_sum += float(loss) * labels.shape[0]
         correct += int(task.correct(logits, labels).sum())
         seen += labels.shape[0]
-    return EpochMetrics(loss_sum / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start)
+        if metric != "accuracy":
+            scores.append(task.scores(logits.float().cpu().numpy(), np.float64))
+            targets.append(labels.cpu().numpy())
+    value = None
+    if metric != "accuracy" and seen:
+        value = competition_score(metric, np.concatenate(targets), np.concatenate(scores),
+                                  list(classes) if classes is not None else None)
+    return EpochMetrics(loss_sum / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start, value)

@@ -148,7 +148,7 @@ def _finished_run(given: dict[str, Any], resume: Path) -> tuple[TrainConfig, dic
     except (ClfError, KeyError, TypeError, ValueError, AttributeError):
         return None
     cfg = continued_config(saved, absolute_paths(given), path)
-    if epoch < cfg.epochs and not patience_exhausted(history, cfg.patience):
+    if epoch < cfg.epochs and not patience_exhausted(history, cfg.patience, cfg.metric):
         return None
     if not Path(cfg.data).exists():
         raise ClfError(f"{cfg.data}: the run's data folder is gone; pass DATA to say where it is now")

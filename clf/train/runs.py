@@ -37,14 +37,15 @@ def summarize_run(run_dir: Path) -> RunSummary:
     train = train_settings(config)
     history_path = run_dir / HISTORY_FILE
     rows = read_history_csv(history_path) if history_path.exists() else []
-    best = best_row(rows)  # chosen as best.pt is: by the key (accuracy, then loss) of the raw or EMA weights
+    metric = train.get("metric") or "accuracy"  # runs before --metric: accuracy
+    best = best_row(rows, metric)  # chosen as best.pt is: by the key (the metric, then loss) of the raw or EMA weights
     return RunSummary(
         name=run_dir.name,
         arch=train["arch"],
         epochs=rows[-1]["epoch"] if rows else 0,
         batch_size=train["batch_size"],
         img_size=train["img_size"],
-        best_val_acc=None if best is None else epoch_acc(best),
+        best_val_acc=None if best is None else epoch_acc(best, metric),
         params=int(config.get("params", 0)),
         seconds=sum(row.get("seconds") or 0.0 for row in rows),
         path=run_dir,

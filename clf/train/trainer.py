@@ -70,10 +70,11 @@ class TrainState:
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best_val_acc: float | None = None
+    metric: str = "accuracy"  # the run's --metric: what ranks the epochs (clf.train.history's key)
 
     def best_epoch(self) -> int:
         """The epoch best.pt holds: the best by clf.train.history's key, the last one without validation."""
-        best = best_epoch(self.history)
+        best = best_epoch(self.history, self.metric)
         return self.epoch if best is None else best
 
 
@@ -103,7 +104,7 @@ class Trainer:
         self.mixer = Mixer.from_config(cfg, len(self.classes))
         # Rank 0 alone averages and validates: DDP keeps the weights identical on every rank.
         self.ema = ModelEma(model, cfg.ema) if cfg.ema > 0 and runtime.is_main else None
-        self.state = TrainState()
+        self.state = TrainState(metric=cfg.metric)
         self.before_first_save = before_first_save
         self.curves_drawn: tuple[int, float] | None = None  # (epoch, time.monotonic()) of the last curves.png
         self.train_model: nn.Module = model
@@ -134,7 +135,7 @@ class Trainer:
             restore_schedule(self.optimizer, self.scheduler)
             if ckpt.get("scaler"):
                 self.scaler.load_state_dict(ckpt["scaler"])
-            self.state = TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt.get("best_val_acc"))
+            self.state = TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt.get("best_val_acc"), self.cfg.metric)
             restore_rng(ckpt["rng"], self.runtime)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:  # torch's: ValueError/RuntimeError
             raise ModelError(f"{source}: cannot restore the training state ({one_line(exc)}); the checkpoint is "
@@ -174,8 +175,8 @@ class Trainer:
             if rt.broadcast_flag(self.should_stop(epoch), self.runtime):
                 if self.runtime.is_main:
                     self.draw_curves()  # the early-stopped run's curves end where it ended
-                logger.info("early stop: no val gain (accuracy, then loss) for %d epochs (best %.4f at epoch %d)",
-                            self.cfg.patience, self.state.best_val_acc or 0.0, self.state.best_epoch())
+                logger.info("early stop: no val gain (%s, then loss) for %d epochs (best acc %.4f at epoch %d)",
+                            self.cfg.metric, self.cfg.patience, self.state.best_val_acc or 0.0, self.state.best_epoch())
                 self.note_saturation()
                 return True
             rt.barrier(self.runtime)
@@ -184,7 +185,8 @@ class Trainer:
 
     def note_saturation(self) -> None:
         """Once, at the end of training (rank 0): say when val accuracy saturated and the loss chose best.pt."""
-        note = saturation_note(self.state.history, self.ema is not None) if self.runtime.is_main else None
+        note = (saturation_note(self.state.history, self.ema is not None, self.cfg.metric) if self.runtime.is_main
+                else None)
         if note:
             logger.warning("%s", note)
 
@@ -207,10 +209,12 @@ class Trainer:
             frozen_norms=self.frozen_norms if epoch <= self.cfg.freeze_epochs else (),
         )
         train_loss, train_acc = _reduce_train_metrics(metrics, self.runtime)
-        val = evaluate(self.model, self.val_loader, self.criterion, self.runtime) if self.val_loader else None
+        metric, classes = self.cfg.metric, self.classes
+        val = (evaluate(self.model, self.val_loader, self.criterion, self.runtime, metric, classes) if self.val_loader
+               else None)
         ema_val = None
         if self.val_loader and self.ema is not None:
-            ema_val = evaluate(self.ema.module, self.val_loader, self.criterion, self.runtime)
+            ema_val = evaluate(self.ema.module, self.val_loader, self.criterion, self.runtime, metric, classes)
         self.check_finite(epoch, train_loss, val.loss if val else None, ema_val.loss if ema_val else None)
         row = {
             "epoch": epoch,
@@ -222,14 +226,18 @@ class Trainer:
             "ema_val_acc": ema_val.accuracy if ema_val else None,
             "lr": lr,
             "seconds": time.perf_counter() - started,
+            "val_metric": val.metric if val else None,
+            "ema_val_metric": ema_val.metric if ema_val else None,
         }
+        if metric != "accuracy":
+            row["metric"] = metric  # for the epoch line (history.csv keeps its columns)
         state = self.state
         state.epoch = epoch
         state.history.append(row)
         # The best by the key (accuracy, then loss; clf.train.history): a full tie keeps the earlier epoch. Without
         # validation every epoch is the best (best.pt = the last epoch).
         is_best = state.best_epoch() == epoch
-        accuracy = epoch_acc(row)
+        accuracy = epoch_acc(row, metric)
         if is_best and accuracy is not None:
             state.best_val_acc = accuracy
         return row, is_best
@@ -282,7 +290,7 @@ class Trainer:
     def save_best(self, ckpt: dict[str, Any], last: Path) -> None:
         """best.pt: a copy of last.pt when the raw weights won the epoch, else last.pt's state with the EMA weights."""
         best = self.run_dir / BEST_CKPT
-        winner = epoch_winner(self.state.history[-1], self.ema is not None)
+        winner = epoch_winner(self.state.history[-1], self.ema is not None, self.cfg.metric)
         if winner == "raw":
             atomic_copy(last, best)
             return
@@ -290,8 +298,9 @@ class Trainer:
         logger.debug("best.pt holds the EMA weights of epoch %d", self.state.epoch)
 
     def should_stop(self, epoch: int) -> bool:
-        """--patience epochs since the best epoch by the key (accuracy, then loss)."""
-        return self.val_loader is not None and patience_exhausted(self.state.history, self.cfg.patience)
+        """--patience epochs since the best epoch by the key (the run's metric, then loss)."""
+        history = self.state.history
+        return self.val_loader is not None and patience_exhausted(history, self.cfg.patience, self.cfg.metric)
 
     def explain_interrupt(self, replacing: bool, terminated: bool) -> None:
         """The one warning after Ctrl-C or SIGTERM: what is saved and how to continue."""
