@@ -337,6 +337,7 @@ HflipOption = Annotated[Optional[float], typer.Option(help="Horizontal flip prob
 VflipOption = Annotated[Optional[float], typer.Option(help="Vertical flip probability." + _FROM_PRESET)]
 RotateOption = Annotated[Optional[float], typer.Option(help="Rotation range in degrees; 0 disables." + _FROM_PRESET)]
 CropScaleOption = Annotated[Optional[float], typer.Option(help="Random-resized-crop: the smallest crop's area fraction; 1 disables." + _FROM_PRESET)]
+TranslateOption = Annotated[Optional[float], typer.Option(help="Random shift by up to this fraction of each side (pad-and-crop, mirrored border, no zoom), 0..0.5; 0 disables." + _FROM_PRESET)]
 ColorJitterOption = Annotated[Optional[float], typer.Option(help="Brightness/contrast/saturation jitter strength (hue a quarter of it); 0 disables." + _FROM_PRESET)]
 GrayscaleOption = Annotated[Optional[float], typer.Option(help="Random grayscale probability." + _FROM_PRESET)]
 BlurOption = Annotated[Optional[float], typer.Option(help="Gaussian blur probability." + _FROM_PRESET)]
@@ -368,6 +369,7 @@ def train(
     vflip: VflipOption = None,
     rotate: RotateOption = None,
     crop_scale: CropScaleOption = None,
+    translate: TranslateOption = None,
     color_jitter: ColorJitterOption = None,
     grayscale: GrayscaleOption = None,
     blur: BlurOption = None,
@@ -414,7 +416,7 @@ def train(
         data=data, arch=arch, epochs=epochs, batch_size=batch_size, img_size=img_size,
         lr=lr, optimizer=optimizer, scheduler=scheduler, warmup_epochs=warmup_epochs, weight_decay=weight_decay,
         label_smoothing=label_smoothing, val_split=val_split, augment=augment, hflip=hflip, vflip=vflip, rotate=rotate,
-        crop_scale=crop_scale, color_jitter=color_jitter, grayscale=grayscale, blur=blur, erase=erase,
+        crop_scale=crop_scale, translate=translate, color_jitter=color_jitter, grayscale=grayscale, blur=blur, erase=erase,
         auto_augment=auto_augment, mixup=mixup, cutmix=cutmix, mix_prob=mix_prob, mix_switch=mix_switch, ema=ema,
         drop_path=drop_path, dropout=dropout, resize=resize,
         workers=workers, seed=seed, name=name, out=out, patience=patience, device=device, amp=amp,
@@ -526,6 +528,7 @@ def augment_preview(
     vflip: VflipOption = None,
     rotate: RotateOption = None,
     crop_scale: CropScaleOption = None,
+    translate: TranslateOption = None,
     color_jitter: ColorJitterOption = None,
     grayscale: GrayscaleOption = None,
     blur: BlurOption = None,
@@ -543,8 +546,8 @@ def augment_preview(
 
     check_grid_counts(rows, columns)  # the pixel count is checked once the image size is known, before any image
     values = dict(arch=arch, img_size=img_size, resize=resize, augment=augment, hflip=hflip, vflip=vflip,
-                  rotate=rotate, crop_scale=crop_scale, color_jitter=color_jitter, grayscale=grayscale, blur=blur,
-                  erase=erase, auto_augment=auto_augment, labels_csv=labels_csv, id_col=id_col, label_col=label_col)
+                  rotate=rotate, crop_scale=crop_scale, translate=translate, color_jitter=color_jitter, grayscale=grayscale,
+                  blur=blur, erase=erase, auto_augment=auto_augment, labels_csv=labels_csv, id_col=id_col, label_col=label_col)
     given = _given_options(ctx, values)
     source = _non_empty_path(data, "DATA", "a data folder or a run folder")
     group = is_fold_group(source)

@@ -102,12 +102,14 @@ MAX_SEED = 2**31  # torch and numpy take it, with room for the per-rank and per-
 # The choices of `clf train` (clf/choices.py) are validated once (TrainConfig.__post_init__) and listed in --help.
 # Augmentation: a preset, and the knobs that override it one by one (None = the preset's value). The presets' values
 # and the ops they build live in clf/data/augment_presets.py; the names are here so the config stays light.
-AUGMENT_KNOBS = ("hflip", "vflip", "rotate", "crop_scale", "color_jitter", "grayscale", "blur", "erase", "auto_augment")
+AUGMENT_KNOBS = ("hflip", "vflip", "rotate", "crop_scale", "translate", "color_jitter", "grayscale", "blur", "erase",
+                 "auto_augment")
 # (low, high, low excluded) of each numeric knob; a rotation range beyond 360 degrees is already every angle.
 AUGMENT_KNOB_RANGES = {
     **{knob: (0.0, 1.0, False) for knob in ("hflip", "vflip", "grayscale", "blur", "erase", "color_jitter")},
     "rotate": (0.0, 360.0, False),
     "crop_scale": (0.0, 1.0, True),
+    "translate": (0.0, 0.5, False),  # the largest shift, a fraction of each side
 }
 
 
@@ -184,6 +186,7 @@ class TrainConfig(_JsonMixin):
     vflip: float | None = None
     rotate: float | None = None
     crop_scale: float | None = None
+    translate: float | None = None
     color_jitter: float | None = None
     grayscale: float | None = None
     blur: float | None = None
