@@ -416,7 +416,8 @@ def train(
         data=data, arch=arch, epochs=epochs, batch_size=batch_size, img_size=img_size,
         lr=lr, optimizer=optimizer, scheduler=scheduler, warmup_epochs=warmup_epochs, weight_decay=weight_decay,
         label_smoothing=label_smoothing, val_split=val_split, augment=augment, hflip=hflip, vflip=vflip, rotate=rotate,
-        crop_scale=crop_scale, translate=translate, color_jitter=color_jitter, grayscale=grayscale, blur=blur, erase=erase,
+        crop_scale=crop_scale, color_jitter=color_jitter, grayscale=grayscale, blur=blur, erase=erase,
+        translate=translate,
         auto_augment=auto_augment, mixup=mixup, cutmix=cutmix, mix_prob=mix_prob, mix_switch=mix_switch, ema=ema,
         drop_path=drop_path, dropout=dropout, resize=resize,
         workers=workers, seed=seed, name=name, out=out, patience=patience, device=device, amp=amp,
@@ -546,8 +547,9 @@ def augment_preview(
 
     check_grid_counts(rows, columns)  # the pixel count is checked once the image size is known, before any image
     values = dict(arch=arch, img_size=img_size, resize=resize, augment=augment, hflip=hflip, vflip=vflip,
-                  rotate=rotate, crop_scale=crop_scale, translate=translate, color_jitter=color_jitter, grayscale=grayscale,
-                  blur=blur, erase=erase, auto_augment=auto_augment, labels_csv=labels_csv, id_col=id_col, label_col=label_col)
+                  rotate=rotate, crop_scale=crop_scale, color_jitter=color_jitter, grayscale=grayscale, blur=blur,
+                  erase=erase, auto_augment=auto_augment, labels_csv=labels_csv, id_col=id_col, label_col=label_col,
+                  translate=translate)
     given = _given_options(ctx, values)
     source = _non_empty_path(data, "DATA", "a data folder or a run folder")
     group = is_fold_group(source)

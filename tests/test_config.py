@@ -14,8 +14,8 @@ FLOAT_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("f
 
 def test_every_float_field_is_checked():
     assert FLOAT_FIELDS == ["lr", "weight_decay", "label_smoothing", "val_split", "hflip", "vflip", "rotate", "crop_scale",
-                            "translate", "color_jitter", "grayscale", "blur", "erase", "mixup", "cutmix", "mix_prob", "mix_switch",
-                            "ema", "drop_path", "dropout", "layer_decay"]
+                            "translate", "color_jitter", "grayscale", "blur", "erase", "mixup", "cutmix", "mix_prob",
+                            "mix_switch", "ema", "drop_path", "dropout", "layer_decay"]
 
 
 @pytest.mark.parametrize("name", FLOAT_FIELDS)
