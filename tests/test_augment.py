@@ -23,6 +23,7 @@ from clf.data.augment import (
     RandomErasing,
     RandomResizedCrop,
     Rotate,
+    Translate,
     TrivialAugment,
     VerticalFlip,
     op_rng,
@@ -45,6 +46,8 @@ from clf.data.augment_kernels import (
     posterize,
     resized_crop,
     rotate,
+    shift,
+    shift_draw,
     solarize,
     to_grayscale,
     warp,
@@ -232,13 +235,13 @@ def test_registry_names_every_op():
     assert OPS == {"hflip": HorizontalFlip, "rotate": Rotate, "vflip": VerticalFlip,
                    "random_resized_crop": RandomResizedCrop, "affine": Affine, "color_jitter": ColorJitter,
                    "grayscale": Grayscale, "gaussian_blur": GaussianBlur, "trivial_augment": TrivialAugment,
-                   "rand_augment": RandAugment, "random_erasing": RandomErasing}
+                   "rand_augment": RandAugment, "random_erasing": RandomErasing, "translate": Translate}
     with pytest.raises(ValueError, match="augmentation op 'rotate' is already registered"):
         register(Rotate)
 
 
 KNOWN = ("affine, color_jitter, gaussian_blur, grayscale, hflip, rand_augment, random_erasing, random_resized_crop, "
-         "rotate, trivial_augment, vflip")
+         "rotate, translate, trivial_augment, vflip")
 
 
 @pytest.mark.parametrize(
@@ -292,7 +295,8 @@ class Scripted:
 ALL_OPS = [
     RandomResizedCrop(scale=(0.2, 1.0)), HorizontalFlip(0.5), VerticalFlip(0.5), Rotate(20.0),
     Affine(translate=0.2, scale=(0.8, 1.2), shear=15.0), TrivialAugment(), RandAugment(num_ops=2, magnitude=15),
-    ColorJitter(0.4, 0.4, 0.4, 0.1), Grayscale(0.5), GaussianBlur(0.8, (0.3, 2.0)), RandomErasing(0.8),
+    ColorJitter(0.4, 0.4, 0.4, 0.1), Grayscale(0.5), GaussianBlur(0.8, (0.3, 2.0)), Translate(0.25),
+    RandomErasing(0.8),
 ]
 
 
@@ -364,6 +368,60 @@ def test_affine_op_draws(image: np.ndarray):
     # translate draws are fractions of each side: +0.25 * 16 = 4 px right and down; scale 1.5; shear +30 degrees
     expected = warp(image, affine_matrix(16, 16, translate=(4.0, 4.0), scale=1.5, shear=(30.0, 0.0)))
     np.testing.assert_array_equal(op.apply(image, Fixed(1.0)), expected)
+
+
+def test_shift_is_a_shifted_copy_with_a_mirrored_border(image: np.ndarray):
+    down_left = shift(image, 2, -3)  # 2 px down, 3 px left
+    assert down_left.shape == image.shape and down_left.dtype == np.uint8
+    np.testing.assert_array_equal(down_left[2:, :-3], image[:-2, 3:])
+    np.testing.assert_array_equal(down_left[:2, :-3], image[2:0:-1, 3:])  # BORDER_REFLECT_101: rows 2, 1 above row 0
+    np.testing.assert_array_equal(down_left[2:, -3:], image[:-2, -2:-5:-1])  # columns 14, 13, 12 after 15
+    up_right = shift(image, -1, 4)
+    np.testing.assert_array_equal(up_right[:-1, 4:], image[1:, :-4])
+    assert shift(image, 0, 0) is image
+    grey = image[..., :1]
+    np.testing.assert_array_equal(shift(grey, 1, 1)[1:, 1:], grey[:-1, :-1])
+
+
+def test_shift_draw_is_whole_pixels_up_to_the_fraction_of_each_side():
+    rng = Scripted(integers=[-2, 5])  # Scripted checks the ranges: dy in [-2, 2] (0.125 x 16), dx in [-5, 5] (x 40)
+    assert shift_draw(16, 40, 0.125, rng) == (-2, 5) and rng.used_up()
+    draws = {shift_draw(8, 8, 0.25, np.random.default_rng(seed)) for seed in range(200)}
+    assert draws == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}  # every shift, the zero one too
+    assert shift_draw(3, 3, 0.5, Scripted(integers=[2, -2])) == (2, -2)  # 1.5 px rounds to 2 = side - 1
+    assert shift_draw(1, 1, 0.5, np.random.default_rng(0)) == (0, 0)  # nothing to mirror: no shift
+
+
+def test_translate_op_is_the_shift_of_its_stream(image: np.ndarray):
+    op = Translate(max_fraction=0.25)
+    key = Pipeline([op])._stream_keys[0]
+    outs = []
+    for seed in range(8):
+        rng = op_rng(seed, key)
+        assert rng.random() < 1.0
+        dy, dx = shift_draw(16, 16, 0.25, rng)
+        outs.append(Pipeline([op])(image, seed))
+        np.testing.assert_array_equal(outs[-1], shift(image, dy, dx))
+        np.testing.assert_array_equal(Pipeline([op])(image, seed), outs[-1])  # deterministic per seed
+    assert len({out.tobytes() for out in outs}) > 1
+    # p: the apply draw comes first, then the shift draws, always (three draws)
+    scripted = Scripted(random=[0.5], integers=[1, -1])
+    assert Translate(0.25, p=0.5).apply(image, scripted) is image and scripted.used_up()
+    np.testing.assert_array_equal(Translate(0.25, p=0.5).apply(image, Scripted(random=[0.49], integers=[1, -1])),
+                                  shift(image, 1, -1))
+    assert Translate(0.0).apply(image, np.random.default_rng(0)) is image  # 0: always the zero shift
+    assert Translate(0.25, p=0.0).apply(image, np.random.default_rng(0)) is image
+
+
+def test_translate_round_trips_through_json(image: np.ndarray):
+    spec = json.loads(json.dumps(Pipeline([Translate(0.125, p=0.75)]).to_dict()))
+    assert spec == [{"op": "translate", "max_fraction": 0.125, "p": 0.75}]
+    again = Pipeline.from_dict(spec)
+    assert again == Pipeline([Translate(0.125, p=0.75)])
+    for seed in range(4):
+        np.testing.assert_array_equal(again(image, seed), Pipeline([Translate(0.125, p=0.75)])(image, seed))
+    with pytest.raises(ClfError, match=r"^augmentation op #1 \(translate\): translate: max_fraction is a number"):
+        Pipeline.from_dict([{"op": "translate", "max_fraction": 0.75}])
 
 
 def test_color_adjustments_by_hand():
@@ -592,6 +650,9 @@ def test_every_op_round_trips_through_json(image: np.ndarray):
         (lambda: RandomResizedCrop(scale="12"),
          "random_resized_crop: scale is a (low, high) pair of numbers, got '12'"),
         (lambda: Affine(translate=1.5), "affine: translate is a number in [0, 1], got 1.5"),
+        (lambda: Translate(max_fraction=0.6), "translate: max_fraction is a number in [0, 0.5], got 0.6"),
+        (lambda: Translate(max_fraction=-0.1), "translate: max_fraction is a number in [0, 0.5], got -0.1"),
+        (lambda: Translate(p=1.5), "translate: p is a probability in [0, 1], got 1.5"),
         (lambda: Affine(shear=90), "affine: shear is a number in [0, 89], got 90"),
         (lambda: ColorJitter(hue=0.6), "color_jitter: hue is a number in [0, 0.5], got 0.6"),
         (lambda: ColorJitter(brightness=float("nan")), "color_jitter: brightness is a number in [0, 10], got nan"),

@@ -17,6 +17,7 @@ from clf.data.augment import (
     RandomErasing,
     RandomResizedCrop,
     Rotate,
+    Translate,
     TrivialAugment,
     VerticalFlip,
 )
@@ -33,12 +34,12 @@ from clf.data.augment_presets import (
 )
 from clf.errors import ClfError
 
-ORDER = ["random_resized_crop", "hflip", "vflip", "rotate", "trivial_augment", "color_jitter", "grayscale",
-         "gaussian_blur", "random_erasing"]
-ALL_ON = {"hflip": 0.5, "vflip": 0.2, "rotate": 10.0, "crop_scale": 0.3, "color_jitter": 0.4, "grayscale": 0.1,
-          "blur": 0.2, "erase": 0.25, "auto_augment": "trivial"}
-OFF = {"hflip": 0, "vflip": 0, "rotate": 0, "crop_scale": 1.0, "color_jitter": 0, "grayscale": 0, "blur": 0,
-       "erase": 0, "auto_augment": "none"}
+ORDER = ["random_resized_crop", "translate", "hflip", "vflip", "rotate", "trivial_augment", "color_jitter",
+         "grayscale", "gaussian_blur", "random_erasing"]
+ALL_ON = {"hflip": 0.5, "vflip": 0.2, "rotate": 10.0, "crop_scale": 0.3, "translate": 0.125, "color_jitter": 0.4,
+          "grayscale": 0.1, "blur": 0.2, "erase": 0.25, "auto_augment": "trivial"}
+OFF = {"hflip": 0, "vflip": 0, "rotate": 0, "crop_scale": 1.0, "translate": 0, "color_jitter": 0, "grayscale": 0,
+       "blur": 0, "erase": 0, "auto_augment": "none"}
 
 
 def names(pipeline: Pipeline) -> list[str]:
@@ -47,12 +48,12 @@ def names(pipeline: Pipeline) -> list[str]:
 
 def test_names_are_the_promised_ones():
     assert PRESETS == ("none", "light", "default", "strong")
-    assert KNOBS == ("hflip", "vflip", "rotate", "crop_scale", "color_jitter", "grayscale", "blur", "erase",
-                     "auto_augment")
+    assert KNOBS == ("hflip", "vflip", "rotate", "crop_scale", "translate", "color_jitter", "grayscale", "blur",
+                     "erase", "auto_augment")
     assert AUTO_AUGMENTS == ("none", "trivial", "rand")
     assert set(PRESET_KNOBS) == set(PRESETS)
-    assert [flag(knob) for knob in KNOBS] == ["--hflip", "--vflip", "--rotate", "--crop-scale", "--color-jitter",
-                                              "--grayscale", "--blur", "--erase", "--auto-augment"]
+    assert [flag(knob) for knob in KNOBS] == ["--hflip", "--vflip", "--rotate", "--crop-scale", "--translate",
+                                              "--color-jitter", "--grayscale", "--blur", "--erase", "--auto-augment"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -89,7 +90,8 @@ def test_op_order_is_fixed():
     assert build_pipeline(dict(reversed(list(ALL_ON.items())))) == build_pipeline(ALL_ON)
 
 
-@pytest.mark.parametrize(("knob", "op"), [("crop_scale", "random_resized_crop"), ("hflip", "hflip"),
+@pytest.mark.parametrize(("knob", "op"), [("crop_scale", "random_resized_crop"), ("translate", "translate"),
+                                          ("hflip", "hflip"),
                                           ("vflip", "vflip"), ("rotate", "rotate"), ("auto_augment", "trivial_augment"),
                                           ("color_jitter", "color_jitter"), ("grayscale", "grayscale"),
                                           ("blur", "gaussian_blur"), ("erase", "random_erasing")])
@@ -100,12 +102,14 @@ def test_a_knob_that_is_off_leaves_its_op_out(knob: str, op: str):
 def test_knobs_map_to_op_parameters():
     pipeline = build_pipeline(ALL_ON)
     assert pipeline.ops == (
-        RandomResizedCrop(scale=(0.3, 1.0)), HorizontalFlip(0.5), VerticalFlip(0.2), Rotate(10.0), TrivialAugment(),
+        RandomResizedCrop(scale=(0.3, 1.0)), Translate(max_fraction=0.125, p=1.0), HorizontalFlip(0.5),
+        VerticalFlip(0.2), Rotate(10.0), TrivialAugment(),
         ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1), Grayscale(0.1),
         GaussianBlur(p=0.2, sigma=(0.1, 2.0)), RandomErasing(p=0.25),
     )
     assert build_pipeline({**OFF, "auto_augment": "rand"}).ops == (RandAugment(num_ops=2, magnitude=9),)
     assert build_pipeline({**OFF, "color_jitter": 1.0}).ops == (ColorJitter(1.0, 1.0, 1.0, 0.25),)
+    assert build_pipeline({**OFF, "translate": 0.5}).to_dict() == [{"op": "translate", "max_fraction": 0.5, "p": 1.0}]
 
 
 def test_hflip_and_rotate_build_exactly_the_old_pipeline():
@@ -135,6 +139,9 @@ def test_overrides_win_and_none_means_the_presets_value():
         ({"grayscale": 2}, "--grayscale must be >= 0 and <= 1, got 2"),
         ({"blur": -1}, "--blur must be >= 0 and <= 1, got -1"),
         ({"erase": 1.01}, "--erase must be >= 0 and <= 1, got 1.01"),
+        ({"translate": 0.6}, "--translate must be >= 0 and <= 0.5, got 0.6"),
+        ({"translate": -0.125}, "--translate must be >= 0 and <= 0.5, got -0.125"),
+        ({"translate": "4px"}, "--translate must be a number, got '4px'"),
         ({"rotate": -5}, "--rotate must be >= 0 and <= 360, got -5"),
         ({"rotate": 361}, "--rotate must be >= 0 and <= 360, got 361"),
         ({"color_jitter": 1.2}, "--color-jitter must be >= 0 and <= 1, got 1.2"),
@@ -160,15 +167,16 @@ def test_bad_preset_and_unknown_knob():
     with pytest.raises(ClfError) as err:
         resolve_knobs("light", {"mixup": 0.2})
     assert str(err.value) == ("unknown augmentation knob 'mixup'; known: hflip, vflip, rotate, crop_scale, "
-                              "color_jitter, grayscale, blur, erase, auto_augment")
+                              "translate, color_jitter, grayscale, blur, erase, auto_augment")
     with pytest.raises(ClfError) as err:
         check_knobs({"hflip": 0.5})
-    assert str(err.value) == ("augmentation knobs missing: vflip, rotate, crop_scale, color_jitter, grayscale, "
-                              "blur, erase, auto_augment")
+    assert str(err.value) == ("augmentation knobs missing: vflip, rotate, crop_scale, translate, color_jitter, "
+                              "grayscale, blur, erase, auto_augment")
 
 
 def test_the_edges_of_each_range_are_accepted():
-    check_knobs({**OFF, "crop_scale": 1.0, "hflip": 1, "rotate": 360, "color_jitter": 1.0, "erase": 1.0})
+    check_knobs({**OFF, "crop_scale": 1.0, "hflip": 1, "rotate": 360, "color_jitter": 1.0, "erase": 1.0,
+                 "translate": 0.5})
     assert names(build_pipeline({**OFF, "crop_scale": 1e-3})) == ["random_resized_crop"]
 
 

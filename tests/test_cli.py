@@ -78,6 +78,9 @@ def test_train_rejects_impossible_values(tmp_path):
     result = runner.invoke(app, ["train", str(tmp_path), "--arch", "cnn", "--val-split", "1.5"])
     assert result.exit_code == 2
     assert error_line(result) == "error: --val-split must be >= 0 and < 1 (0 = no validation)"
+    result = runner.invoke(app, ["train", str(tmp_path), "--arch", "cnn", "--translate", "0.75"])
+    assert result.exit_code == 2
+    assert error_line(result) == "error: --translate must be >= 0 and <= 0.5, got 0.75"
 
 
 def test_sample_data_under_a_file_is_one_line(tmp_path):

@@ -14,8 +14,8 @@ FLOAT_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("f
 
 def test_every_float_field_is_checked():
     assert FLOAT_FIELDS == ["lr", "weight_decay", "label_smoothing", "focal_gamma", "val_split", "hflip", "vflip",
-                            "rotate", "crop_scale", "color_jitter", "grayscale", "blur", "erase", "mixup", "cutmix",
-                            "mix_prob", "mix_switch", "ema", "drop_path", "dropout", "layer_decay"]
+                            "rotate", "crop_scale", "translate", "color_jitter", "grayscale", "blur", "erase", "mixup",
+                            "cutmix", "mix_prob", "mix_switch", "ema", "drop_path", "dropout", "layer_decay"]
 
 
 @pytest.mark.parametrize("name", FLOAT_FIELDS)
@@ -36,6 +36,7 @@ def test_a_float_flag_must_be_finite(name, value):
     ({"hflip": 1.5}, "--hflip must be >= 0 and <= 1, got 1.5"),
     ({"rotate": -5.0}, "--rotate must be >= 0 and <= 360, got -5"),
     ({"crop_scale": 0.0}, "--crop-scale must be > 0 and <= 1, got 0"),
+    ({"translate": 0.75}, "--translate must be >= 0 and <= 0.5, got 0.75"),
     ({"auto_augment": "auto"}, "--auto-augment must be one of none, trivial, rand, got 'auto'"),
     ({"augment": "heavy"}, "--augment must be one of none, light, default, strong, got 'heavy'"),
     ({"class_weights": " "},

@@ -109,7 +109,7 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
               "scheduler": "step", "warmup_epochs": 1, "weight_decay": 0.01, "label_smoothing": 0.2,
               "loss": "focal", "metric": "f1_macro", "focal_gamma": 1.5, "class_weights": "auto", "sampler": "balanced",
               "val_split": 0.25, "augment": "strong", "hflip": 0.1, "vflip": 0.2, "rotate": 10.0,
-              "crop_scale": 0.5, "color_jitter": 0.3, "grayscale": 0.1, "blur": 0.1, "erase": 0.1,
+              "crop_scale": 0.5, "translate": 0.1, "color_jitter": 0.3, "grayscale": 0.1, "blur": 0.1, "erase": 0.1,
               "auto_augment": "rand", "mixup": 0.2, "cutmix": 1.0, "mix_prob": 0.5, "mix_switch": 0.25,
               "ema": 0.99, "drop_path": 0.1, "dropout": 0.2, "workers": 0, "seed": 3, "name": "n",
               "out": str(tmp_path), "patience": 2, "device": "cpu", "amp": False, "cache_images": False,

@@ -43,6 +43,15 @@ def test_a_data_folder_is_shown_with_the_flags_of_train(data, tmp_path):
     assert image.std() > 10  # real pictures, not a blank canvas
 
 
+def test_translate_replaces_the_crop_of_light(data, tmp_path):
+    out = tmp_path / "grid.png"
+    result = clf("augment-preview", data, "-o", out, "--img-size", "32", "--rows", "2", "--columns", "2",
+                 "--crop-scale", "1", "--translate", "0.125")
+    assert result.exit_code == 0, result.output
+    assert "(2 ops: translate, hflip)" in " ".join(result.output.split())
+    assert cv2.imread(str(out)).shape == grid_shape(2, 2, cell=MIN_CELL)
+
+
 def test_the_same_seed_writes_the_same_png_and_another_seed_another(data, tmp_path):
     outputs = []
     for seed in ("0", "0", "1"):
@@ -84,6 +93,7 @@ def test_flags_with_a_run_folder_are_refused(run, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--crop-scale", "0"], "--crop-scale must be > 0 and <= 1, got 0"),
+    (["--translate", "0.6"], "--translate must be >= 0 and <= 0.5, got 0.6"),
     (["--augment", "heavy"], "--augment must be one of none, light, default, strong, got 'heavy'"),
     (["--rows", "0"], "--rows and --columns must be >= 1, got 0 and 8"),
     # issue 24: 1e6 x 1e6 ran 82 s and died of OpenCV's out-of-memory; refused before any image is read

@@ -18,12 +18,14 @@ MAX_SEED = 2**31  # torch and numpy take it, with room for the per-rank and per-
 # The choices of `clf train` (clf/choices.py) are validated once (TrainConfig.__post_init__) and listed in --help.
 # Augmentation: a preset, and the knobs that override it one by one (None = the preset's value). The presets' values
 # and the ops they build live in clf/data/augment_presets.py; the names are here so the config stays light.
-AUGMENT_KNOBS = ("hflip", "vflip", "rotate", "crop_scale", "color_jitter", "grayscale", "blur", "erase", "auto_augment")
+AUGMENT_KNOBS = ("hflip", "vflip", "rotate", "crop_scale", "translate", "color_jitter", "grayscale", "blur", "erase",
+                 "auto_augment")
 # (low, high, low excluded) of each numeric knob; a rotation range beyond 360 degrees is already every angle.
 AUGMENT_KNOB_RANGES = {
     **{knob: (0.0, 1.0, False) for knob in ("hflip", "vflip", "grayscale", "blur", "erase", "color_jitter")},
     "rotate": (0.0, 360.0, False),
     "crop_scale": (0.0, 1.0, True),
+    "translate": (0.0, 0.5, False),  # the largest shift, a fraction of each side
 }
 
 
@@ -130,6 +132,8 @@ class TrainConfig(JsonMixin):
     rotate: float | None = setting(None, "Rotation range in degrees; 0 disables." + _FROM_PRESET)
     crop_scale: float | None = setting(None, "Random-resized-crop: the smallest crop's area fraction; 1 disables."
                                        + _FROM_PRESET)
+    translate: float | None = setting(None, "Random shift by up to this fraction of each side (pad-and-crop, mirrored "
+                                            "border, no zoom), 0..0.5; 0 disables." + _FROM_PRESET)
     color_jitter: float | None = setting(None, "Brightness/contrast/saturation jitter strength (hue a quarter of "
                                                "it); 0 disables." + _FROM_PRESET)
     grayscale: float | None = setting(None, "Random grayscale probability." + _FROM_PRESET)

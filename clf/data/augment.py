@@ -37,6 +37,8 @@ from clf.data.augment_kernels import (
     gaussian_blur,
     resized_crop,
     rotate,
+    shift,
+    shift_draw,
     to_grayscale,
     warp,
 )
@@ -202,6 +204,28 @@ class RandomResizedCrop(Op):
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         height, width = image.shape[:2]
         return resized_crop(image, crop_box(height, width, self.scale, self.ratio, rng))
+
+
+@register
+@dataclass(frozen=True)
+class Translate(Op):
+    """With probability ``p``, a shift by whole pixels uniform in [-max_fraction, max_fraction] x each side, the
+    border mirrored: the CIFAR "pad and random crop" (reflect padding, no rescale), unlike ``random_resized_crop``,
+    which zooms. Three draws, always: apply, dy, dx.
+    """
+
+    name: ClassVar[str] = "translate"
+    max_fraction: float = 0.125
+    p: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_number(self.name, "max_fraction", self.max_fraction, 0.0, 0.5)
+        check_probability(self.name, self.p)
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        apply = rng.random() < self.p
+        dy, dx = shift_draw(image.shape[0], image.shape[1], self.max_fraction, rng)
+        return shift(image, dy, dx) if apply else image
 
 
 @register

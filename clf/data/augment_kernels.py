@@ -78,6 +78,26 @@ def resized_crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarra
     return cv2.resize(crop, (width, height), interpolation=interpolation)
 
 
+def shift_draw(height: int, width: int, max_fraction: float, rng: np.random.Generator) -> tuple[int, int]:
+    """(dy, dx) of a pad-and-random-crop: whole pixels uniform in [-m, m], m = round(max_fraction x side), at most
+    side - 1 (mirroring needs a pixel left to reflect). Two draws, dy then dx: a run's recorded streams depend on it."""
+    limits = (min(round(max_fraction * side), side - 1) for side in (height, width))
+    dy, dx = (int(rng.integers(-limit, limit + 1)) for limit in limits)
+    return dy, dx
+
+
+def shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``image`` moved down by ``dy`` and right by ``dx`` pixels (negative: up, left), same shape, no resampling;
+    the uncovered border mirrored (BORDER_REFLECT_101), as a reflect-padded random crop. ``image`` itself for (0, 0).
+    """
+    if not (dy or dx):
+        return image
+    height, width = image.shape[:2]
+    padded = cv2.copyMakeBorder(image, max(dy, 0), max(-dy, 0), max(dx, 0), max(-dx, 0), cv2.BORDER_REFLECT_101)
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[top:top + height, left:left + width].reshape(image.shape)
+
+
 def affine_matrix(height: int, width: int, translate: tuple[float, float] = (0.0, 0.0), scale: float = 1.0,
                   shear: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """The 2x3 matrix that scales and shears (x, y degrees) about the pixel-grid centre, then translates (pixels)."""

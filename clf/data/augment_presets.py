@@ -22,6 +22,7 @@ from clf.data.augment import (
     RandomErasing,
     RandomResizedCrop,
     Rotate,
+    Translate,
     TrivialAugment,
     VerticalFlip,
 )
@@ -33,7 +34,8 @@ from clf.errors import ClfError
 # The names and ranges live in clf.config (TrainConfig validates the flags with the same check).
 PRESETS, KNOBS, AUTO_AUGMENTS = AUGMENT_PRESETS, AUGMENT_KNOBS, _AUTO_AUGMENTS
 
-_OFF: dict[str, Any] = {"hflip": 0.0, "vflip": 0.0, "rotate": 0.0, "crop_scale": 1.0, "color_jitter": 0.0,
+_OFF: dict[str, Any] = {"hflip": 0.0, "vflip": 0.0, "rotate": 0.0, "crop_scale": 1.0, "translate": 0.0,
+                        "color_jitter": 0.0,
                         "grayscale": 0.0, "blur": 0.0, "erase": 0.0, "auto_augment": "none"}
 # The one table to tune (from the accuracy benchmark): each preset's knobs differing from "off".
 PRESET_KNOBS: dict[str, dict[str, Any]] = {
@@ -90,7 +92,7 @@ def check_knobs(knobs: Mapping[str, Any]) -> None:
 
 
 def build_pipeline(knobs: Mapping[str, Any]) -> Pipeline:
-    """The pipeline of resolved ``knobs`` in the fixed order: random_resized_crop, hflip, vflip, rotate,
+    """The pipeline of resolved ``knobs`` in the fixed order: random_resized_crop, translate, hflip, vflip, rotate,
     the auto-augment policy, color_jitter, grayscale, gaussian_blur, random_erasing (last, like timm's reprob).
 
     Raises:
@@ -100,6 +102,8 @@ def build_pipeline(knobs: Mapping[str, Any]) -> Pipeline:
     ops: list[Op] = []
     if knobs["crop_scale"] < 1.0:
         ops.append(RandomResizedCrop(scale=(float(knobs["crop_scale"]), 1.0)))
+    if knobs["translate"] > 0:
+        ops.append(Translate(max_fraction=float(knobs["translate"])))
     if knobs["hflip"] > 0:
         ops.append(HorizontalFlip(p=float(knobs["hflip"])))
     if knobs["vflip"] > 0:
