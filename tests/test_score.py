@@ -214,3 +214,9 @@ def test_clf_score_prints_the_metric_beside_accuracy(answers, tmp_path):
     assert bad.exit_code == 2
     assert bad.output.strip() == ("error: --metric must be one of accuracy, balanced_accuracy, f1_macro, f1_micro, "
                                   "roc_auc, log_loss, qwk, got 'auc'")
+
+
+def test_roc_auc_leaves_out_a_model_class_nobody_has(small, tmp_path):
+    answers, submission = small
+    probs = write(tmp_path / "probs.csv", "id,cat,dog,owl\na,0.9,0.1,0\nb,0.6,0.4,0\nc,0.3,0.7,0\nd,0.7,0.3,0\n")
+    assert score_submission(submission, answers, probs=probs, metric="roc_auc").metric_value == 0.75

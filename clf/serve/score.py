@@ -86,9 +86,20 @@ def score_submission(submission: str | Path, answers: str | Path, id_col: str = 
         return ScoreResult(correct / len(truth), len(truth), extra, metric=metric, metric_value=value)
     matrix, y_true = probabilities_for(probs, truth, answers, id_col, predicted_classes=set(predicted.values()))
     if chosen.needs_probabilities:
-        value = competition_score(metric, y_true, matrix)
+        value = competition_score(metric, *_answered_columns(metric, y_true, matrix))
     return ScoreResult(correct / len(truth), len(truth), extra, log_loss(matrix, y_true),
                        expected_calibration_error(matrix, y_true, ECE_BINS), metric=metric, metric_value=value)
+
+
+def _answered_columns(metric: str, y_true: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For roc_auc, the probability columns of the classes the answers hold (a model class nobody has would make
+    every one-vs-rest AUC of it undefined); the other metrics take every column."""
+    if metric != "roc_auc":
+        return y_true, matrix
+    kept = np.unique(y_true)
+    remap = np.full(matrix.shape[1], -1, dtype=np.int64)
+    remap[kept] = np.arange(len(kept))
+    return remap[y_true], matrix[:, kept]
 
 
 def _label_metric(metric: str, truth: dict[str, str], predicted: dict[str, str]) -> float:
