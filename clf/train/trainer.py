@@ -209,12 +209,14 @@ class Trainer:
             frozen_norms=self.frozen_norms if epoch <= self.cfg.freeze_epochs else (),
         )
         train_loss, train_acc = _reduce_train_metrics(metrics, self.runtime)
-        metric, classes = self.cfg.metric, self.classes
-        val = (evaluate(self.model, self.val_loader, self.criterion, self.runtime, metric, classes) if self.val_loader
-               else None)
+        metric = self.cfg.metric
+        scoring = {} if metric == "accuracy" else {"metric": metric, "classes": self.classes}  # the metric's inputs
+        val = None
+        if self.val_loader:
+            val = evaluate(self.model, self.val_loader, self.criterion, self.runtime, **scoring)
         ema_val = None
         if self.val_loader and self.ema is not None:
-            ema_val = evaluate(self.ema.module, self.val_loader, self.criterion, self.runtime, metric, classes)
+            ema_val = evaluate(self.ema.module, self.val_loader, self.criterion, self.runtime, **scoring)
         self.check_finite(epoch, train_loss, val.loss if val else None, ema_val.loss if ema_val else None)
         row = {
             "epoch": epoch,
