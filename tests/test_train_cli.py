@@ -380,3 +380,13 @@ def test_metric_qwk_on_classes_that_are_not_grades_is_one_line_before_any_run_fo
     assert error_line(result) == ("error: --metric qwk needs ordered classes: name them by grade (0, 1, 2, ...); the "
                                   "classes are circle, square, star, triangle")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_with_another_metric_is_refused(done_run):
+    """The metric ranks the epochs best.pt was chosen among: a resumed run keeps it (runs before --metric: accuracy)."""
+    result = clf("train", "--resume", done_run, "--metric", "f1_macro", "--epochs", "2")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        f"error: {done_run / 'last.pt'}: --metric f1_macro differs from the checkpoint's accuracy; "
+        "a resumed run keeps its training settings (start a new run to change them)"
+    )
