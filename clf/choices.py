@@ -27,8 +27,18 @@ AUTO_AUGMENTS = ("none", "trivial", "rand")
 CLASS_WEIGHT_RULES = ("auto", "effective")
 SAMPLERS = ("none", "balanced")  # how a training epoch draws its images (clf/train/sampler.py)
 
+# What a model predicts (clf/tasks.py): one class per image, or any number of them (sigmoid per class).
+TASK_NAMES = ("single_label", "multilabel")
+
 # The competition's metric (clf/metrics.py holds each one's function, in this order).
-COMPETITION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_micro", "roc_auc", "log_loss", "qwk")
+COMPETITION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_micro", "roc_auc", "log_loss", "qwk",
+                       "f1_samples", "map")
+# The metrics each task can be judged by, its default first (multi-label: F1 and AUC per class, mean average
+# precision, binary log-loss; accuracy, balanced accuracy and qwk need one class per image).
+TASK_METRICS = {
+    "single_label": ("accuracy", "balanced_accuracy", "f1_macro", "f1_micro", "roc_auc", "log_loss", "qwk"),
+    "multilabel": ("f1_macro", "f1_micro", "f1_samples", "map", "roc_auc", "log_loss"),
+}
 
 # ---------------------------------------------------------------- inference (onnxruntime)
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # onnxruntime devices: export's parity check, infer, eval, serve

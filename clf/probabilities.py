@@ -1,5 +1,5 @@
-"""Probabilities from logits (softmax, log-softmax) and their scores: log-loss and expected calibration error.
-numpy only.
+"""Probabilities from logits (softmax, log-softmax; sigmoid for multi-label) and their scores: log-loss and
+expected calibration error. numpy only.
 
 Top-level because train (out-of-fold scores), export (temperature calibration) and serve (infer, eval, score) all
 use them; a task (clf.tasks) names which activation its logits take.
@@ -30,6 +30,25 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
         return x.copy()
     shifted = x - x.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def sigmoid(logits: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Element-wise logistic function, numerically stable for large |x| (no overflow in exp), in `dtype`."""
+    x = np.asarray(logits, dtype=dtype)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(dtype, copy=False)
+
+
+def log_sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise log(sigmoid(x)) = -softplus(-x), without log(0), float32."""
+    x = np.asarray(logits, dtype=np.float32)
+    return (np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x)))).astype(np.float32, copy=False)
+
+
+def logit(probs: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """The inverse of sigmoid, with probabilities clipped to [eps, 1 - eps] (a threshold of 0 or 1 stays finite)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+    return np.log(p) - np.log1p(-p)
 
 
 def log_loss(probs: np.ndarray, y_true: Sequence[int], eps: float = 1e-15) -> float:

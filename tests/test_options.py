@@ -107,7 +107,8 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
 
     values = {"arch": "resnet18", "epochs": 3, "batch_size": 4, "img_size": 48, "lr": 0.01, "optimizer": "sgd",
               "scheduler": "step", "warmup_epochs": 1, "weight_decay": 0.01, "label_smoothing": 0.2,
-              "loss": "focal", "metric": "f1_macro", "focal_gamma": 1.5, "class_weights": "auto", "sampler": "balanced",
+              "loss": "focal", "metric": "f1_macro",
+              "task": "multilabel", "focal_gamma": 1.5, "class_weights": "auto", "sampler": "balanced",
               "val_split": 0.25, "augment": "strong", "hflip": 0.1, "vflip": 0.2, "rotate": 10.0,
               "crop_scale": 0.5, "translate": 0.1, "color_jitter": 0.3, "grayscale": 0.1, "blur": 0.1, "erase": 0.1,
               "auto_augment": "rand", "mixup": 0.2, "cutmix": 1.0, "mix_prob": 0.5, "mix_switch": 0.25,

@@ -34,3 +34,16 @@ def test_shape_mismatches_are_refused(metric):
         metric(np.array([[0.5, 0.5]]), [0, 1])
     with pytest.raises(ValueError):
         metric(np.zeros((0, 2)), [])
+
+
+def test_sigmoid_and_log_sigmoid_are_stable_and_match_the_definition():
+    from clf.probabilities import log_sigmoid, logit, sigmoid
+
+    x = np.array([-1000.0, -20.0, -1.0, 0.0, 1.0, 20.0, 1000.0], dtype=np.float32)
+    with np.errstate(over="raise"):
+        p = sigmoid(x)
+        lp = log_sigmoid(x)
+    np.testing.assert_allclose(p[1:-1], 1 / (1 + np.exp(-x[1:-1].astype(np.float64))), rtol=1e-6)
+    assert p[0] == 0.0 and p[-1] == 1.0
+    assert np.isfinite(lp).all() and lp[0] == pytest.approx(-1000.0) and lp[-1] == pytest.approx(0.0)
+    np.testing.assert_allclose(logit(sigmoid(x[2:-2])), x[2:-2], rtol=1e-3, atol=1e-3)

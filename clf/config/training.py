@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clf.choices import (AUGMENT_PRESETS, AUTO_AUGMENTS, COMPETITION_METRICS, OPTIMIZERS, RESIZE_MODES, SAMPLERS,
-                         SCHEDULERS, TRAIN_DEVICES)
+                         SCHEDULERS, TASK_METRICS, TASK_NAMES, TRAIN_DEVICES)
 from clf.config.base import JsonMixin, check_choice, group_checks, option_flag, setting
 from clf.config.preprocess import MAX_INPUT_SIZE
 from clf.errors import ClfError
@@ -120,9 +120,15 @@ class TrainConfig(JsonMixin):
                                    "(as many draws with replacement, every class equally likely).", choices=SAMPLERS)
     # The competition's metric (clf/metrics.py): it ranks the epochs for best.pt and --patience (ties: the lower val
     # loss). accuracy: what every run before this field was ranked by.
-    metric: str = setting("accuracy", "The competition's metric: picks best.pt (ties: the lower val loss) and drives "
-                                      "--patience; qwk needs classes named by grade (0, 1, 2, ...).",
-                          choices=COMPETITION_METRICS)
+    # single_label: every run before the multi-label task. clf/tasks.py
+    task: str = setting("single_label", "What the model predicts: one class per image, or multilabel (any number of "
+                                        "classes per image; sigmoid outputs, tuned per-class thresholds).",
+                        choices=TASK_NAMES)
+    # None resolves on construction to the task's default metric (accuracy; multilabel: f1_macro)
+    metric: str | None = setting(None, "The competition's metric: picks best.pt (ties: the lower val loss) and drives "
+                                       "--patience; qwk needs classes named by grade (0, 1, 2, ...). "
+                                       "[default: accuracy; f1_macro with --task multilabel]",
+                                 choices=COMPETITION_METRICS, show_default=False)
     val_split: float = setting(0.2, "Stratified validation fraction.")
     # A preset of AUGMENT_PRESETS; the knobs below override it one by one (None = the preset's value).
     augment: str = setting("light", "Augmentation preset; the flags below override single ops of it (see "
@@ -235,6 +241,8 @@ class TrainConfig(JsonMixin):
             object.__setattr__(self, "img_size", DEFAULT_IMG_SIZES.get(self.arch, DEFAULT_IMG_SIZE))
         if self.focal_gamma is None and self.loss == "focal":
             object.__setattr__(self, "focal_gamma", DEFAULT_FOCAL_GAMMA)
+        if self.metric is None and self.task in TASK_METRICS:
+            object.__setattr__(self, "metric", TASK_METRICS[self.task][0])
         checks = (
             (self.epochs >= 1, "--epochs must be >= 1"),
             (self.batch_size is None or self.batch_size >= 1, "--batch-size must be >= 1"),
@@ -257,7 +265,11 @@ class TrainConfig(JsonMixin):
             *self._loss_checks(),
             *self._class_weight_checks(),
             check_choice("--optimizer", self.optimizer, OPTIMIZERS),
+            check_choice("--task", self.task, TASK_NAMES),
             check_choice("--metric", self.metric, COMPETITION_METRICS),
+            (self.task not in TASK_METRICS or self.metric in TASK_METRICS[self.task],
+             f"--metric {self.metric} does not apply to --task {self.task}; choose one of "
+             f"{', '.join(TASK_METRICS.get(self.task, ()))}"),
             check_choice("--scheduler", self.scheduler, SCHEDULERS),
             check_choice("--device", self.device, TRAIN_DEVICES),
             check_choice("--resize", self.resize, RESIZE_MODES),

@@ -15,6 +15,7 @@ from clf.tasks import Task
 # activation name -> (scores, log-scores) over the last dimension of torch logits
 TORCH_ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
     "softmax": (lambda logits: torch.softmax(logits, dim=-1), lambda logits: torch.log_softmax(logits, dim=-1)),
+    "sigmoid": (torch.sigmoid, torch.nn.functional.logsigmoid),
 }
 
 
