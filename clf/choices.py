@@ -29,6 +29,12 @@ SAMPLERS = ("none", "balanced")  # how a training epoch draws its images (clf/tr
 
 # What a model predicts (clf/tasks.py): one class per image, or any number of them (sigmoid per class).
 TASK_NAMES = ("single_label", "multilabel")
+# The --loss names each task trains with, its default first (clf/train/losses.py holds them; a test keeps them in
+# step): softmax losses on one class per image, sigmoid losses on multi-hot targets.
+TASK_LOSSES = {
+    "single_label": ("cross_entropy", "focal"),
+    "multilabel": ("bce", "asl"),
+}
 
 # The competition's metric (clf/metrics.py holds each one's function, in this order).
 COMPETITION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_micro", "roc_auc", "log_loss", "qwk",

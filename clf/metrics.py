@@ -11,6 +11,11 @@ balanced_accuracy_score, f1_score(average="macro"/"micro"), roc_auc_score(multi_
 log_loss, cohen_kappa_score(weights="quadratic"). Where scikit-learn raises or warns (roc_auc with a class absent
 from the labels; balanced accuracy's classes without samples), the value is NaN or follows scikit-learn's
 convention, said per function. A ground module, numpy only: train (checkpoint choice) and serve (`clf score`) use it.
+
+Multi-label answers (y_true multi-hot [N, C], scores the per-class sigmoid probabilities) go to the multi-label form
+of the metric (clf.metrics_multilabel: f1_macro, f1_micro, f1_samples at per-class thresholds, map, roc_auc,
+log_loss); `score` dispatches on y_true.ndim == 2. f1_samples and map have no single-label form, accuracy,
+balanced_accuracy and qwk no multi-label one: each refuses the other kind of answers in one line.
 """
 
 from __future__ import annotations
@@ -20,18 +25,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clf import metrics_multilabel as ml
 from clf.errors import ClfError
 from clf.probabilities import log_loss as _log_loss
+from clf.ranking import binary_auc
+
+# (multi-hot y_true [N, C], scores [N, C], per-class thresholds or None) -> float
+MultiLabelFunction = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], float]
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A leaderboard metric: its function (labels [N], probabilities [N, C]) -> float and which way is better."""
+    """A leaderboard metric: its function (labels [N], probabilities [N, C]) -> float, its multi-label form
+    (clf.metrics_multilabel; None: single-label only) and which way is better."""
 
-    function: Callable[[np.ndarray, np.ndarray], float]
+    function: Callable[[np.ndarray, np.ndarray], float] | None
     higher_is_better: bool
-    needs_probabilities: bool  # False: the arg-max labels are enough (a submission CSV without --probs)
+    needs_probabilities: bool  # False: the decided labels are enough (a submission CSV without --probs)
     needs_ordered_classes: bool = False
+    multilabel: MultiLabelFunction | None = None
 
 
 def _labels_and_predictions(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -87,30 +99,9 @@ def roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     if not np.isin(np.arange(classes), true).all():
         return float("nan")
     if classes == 2:
-        return _binary_auc(true == 1, probs[:, 1])
+        return binary_auc(true == 1, probs[:, 1])
     probs = probs / probs.sum(axis=1, keepdims=True)  # scikit-learn requires rows summing to 1 for ovr
-    return float(np.mean([_binary_auc(true == c, probs[:, c]) for c in range(classes)]))
-
-
-def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
-    """The Mann-Whitney U statistic: the chance that a positive outscores a negative, ties counting a half."""
-    ranks = _average_ranks(score)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, tied values sharing the mean of their ranks."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_values)) + 1]
-    ends = np.r_[starts[1:], len(values)]
-    ranks = np.empty(len(values), dtype=np.float64)
-    for start, end in zip(starts, ends):
-        ranks[order[start:end]] = (start + end + 1) / 2
-    return ranks
+    return float(np.mean([binary_auc(true == c, probs[:, c]) for c in range(classes)]))
 
 
 def log_loss(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -134,11 +125,13 @@ def qwk(y_true: np.ndarray, probs: np.ndarray) -> float:
 METRICS: dict[str, Metric] = {
     "accuracy": Metric(accuracy, higher_is_better=True, needs_probabilities=False),
     "balanced_accuracy": Metric(balanced_accuracy, higher_is_better=True, needs_probabilities=False),
-    "f1_macro": Metric(f1_macro, higher_is_better=True, needs_probabilities=False),
-    "f1_micro": Metric(f1_micro, higher_is_better=True, needs_probabilities=False),
-    "roc_auc": Metric(roc_auc, higher_is_better=True, needs_probabilities=True),
-    "log_loss": Metric(log_loss, higher_is_better=False, needs_probabilities=True),
+    "f1_macro": Metric(f1_macro, higher_is_better=True, needs_probabilities=False, multilabel=ml.f1_macro),
+    "f1_micro": Metric(f1_micro, higher_is_better=True, needs_probabilities=False, multilabel=ml.f1_micro),
+    "roc_auc": Metric(roc_auc, higher_is_better=True, needs_probabilities=True, multilabel=ml.roc_auc),
+    "log_loss": Metric(log_loss, higher_is_better=False, needs_probabilities=True, multilabel=ml.log_loss),
     "qwk": Metric(qwk, higher_is_better=True, needs_probabilities=False, needs_ordered_classes=True),
+    "f1_samples": Metric(None, higher_is_better=True, needs_probabilities=False, multilabel=ml.f1_samples),
+    "map": Metric(None, higher_is_better=True, needs_probabilities=True, multilabel=ml.map_score),
 }
 
 
@@ -166,10 +159,24 @@ def check_ordered_classes(name: str, classes: list[str]) -> None:
                        f"{', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}")
 
 
-def score(name: str, y_true: np.ndarray, probs: np.ndarray, classes: list[str] | None = None) -> float:
+def score(name: str, y_true: np.ndarray, probs: np.ndarray, classes: list[str] | None = None,
+          thresholds: np.ndarray | None = None) -> float:
     """`name` of the labels against the probabilities. With `classes` (names), a metric on ordered classes sees the
-    classes in grade order (their names as integers)."""
+    classes in grade order (their names as integers). Multi-hot y_true [N, C] (a multi-label task) takes the
+    metric's multi-label form, its F1s deciding at `thresholds` (per class; None: 0.5 each).
+
+    Raises:
+        ClfError: a metric that does not apply to this kind of answers (one line naming --metric).
+    """
     chosen = metric(name)
+    if np.ndim(y_true) == 2:
+        if chosen.multilabel is None:
+            raise ClfError(f"--metric {name} needs one class per image; for multi-label answers choose one of "
+                           f"{', '.join(n for n, m in METRICS.items() if m.multilabel is not None)}")
+        return chosen.multilabel(np.asarray(y_true), np.asarray(probs, dtype=np.float64), thresholds)
+    if chosen.function is None:
+        raise ClfError(f"--metric {name} needs multi-label answers (any number of classes per image); for one class "
+                       f"per image choose one of {', '.join(n for n, m in METRICS.items() if m.function is not None)}")
     if chosen.needs_ordered_classes and classes is not None:
         order = class_order(classes)
         if order is None:

@@ -24,7 +24,7 @@ def test_the_registry_holds_cross_entropy_and_the_soft_target_loss():
 
 def test_an_unknown_loss_is_refused_naming_the_known_ones():
     with pytest.raises(ClfError, match="^loss 'nope': unknown; choose one of cross_entropy, "
-                                       "soft_target_cross_entropy, focal$"):
+                                       "soft_target_cross_entropy, focal, bce, asl$"):
         build_loss("nope", LossSettings(3))
 
 
@@ -108,7 +108,7 @@ def test_a_run_with_loss_focal_trains_with_the_focal_loss_and_mixup_keeps_the_so
 
 @pytest.mark.parametrize("name", ["nope", "soft_target_cross_entropy"])
 def test_loss_option_takes_the_losses_on_class_labels_only(name):
-    with pytest.raises(ClfError, match=f"^--loss '{name}': unknown; choose one of cross_entropy, focal$"):
+    with pytest.raises(ClfError, match=f"^--loss '{name}': unknown; choose one of cross_entropy, focal, bce, asl$"):
         check_loss_option(name)
     check_loss_option("focal")
     check_loss_option(None)  # the task's own

@@ -107,8 +107,8 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
 
     values = {"arch": "resnet18", "epochs": 3, "batch_size": 4, "img_size": 48, "lr": 0.01, "optimizer": "sgd",
               "scheduler": "step", "warmup_epochs": 1, "weight_decay": 0.01, "label_smoothing": 0.2,
-              "loss": "focal", "metric": "f1_macro",
-              "task": "multilabel", "focal_gamma": 1.5, "class_weights": "auto", "sampler": "balanced",
+              "loss": "focal", "metric": "f1_macro", "focal_gamma": 1.5, "class_weights": "auto",
+              "sampler": "balanced",
               "val_split": 0.25, "augment": "strong", "hflip": 0.1, "vflip": 0.2, "rotate": 10.0,
               "crop_scale": 0.5, "translate": 0.1, "color_jitter": 0.3, "grayscale": 0.1, "blur": 0.1, "erase": 0.1,
               "auto_augment": "rand", "mixup": 0.2, "cutmix": 1.0, "mix_prob": 0.5, "mix_switch": 0.25,
@@ -123,8 +123,10 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
     for name, value in values.items():
         args += [flags[name]] if name in flags else ["--" + name.replace("_", "-"), str(value)]
     # --pretrained (with --pretrained-path: refused), --folds/--fold-seed and --refit take other paths than fit()
+    # --task multilabel takes other losses and no balanced sampler: the second run below gives it
+    multilabel = {"task": "multilabel", "loss": "asl", "metric": "map"}
     given_by_field = {f.name for f in option_fields(TrainConfig)} - {"pretrained", "folds", "fold_seed", "refit"}
-    assert set(values) == given_by_field  # a new option gets a value here
+    assert set(values) | set(multilabel) == given_by_field  # a new option gets a value here
     seen = []
     monkeypatch.setattr(fit_module, "fit", lambda cfg, **kwargs: seen.append(cfg) or SimpleNamespace(
         is_main=False, distributed=False))
@@ -135,3 +137,7 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
     absolute = {"out", "pretrained_path", "labels_csv"}  # resolve_config makes paths absolute
     assert {name: getattr(seen[0], name) for name in values if name not in absolute} == \
         {name: value for name, value in values.items() if name not in absolute}
+    result = clf("train", tmp_path / "data", *[arg for name, value in multilabel.items()
+                                               for arg in ("--" + name, value)], "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert {name: getattr(seen[1], name) for name in multilabel} == multilabel

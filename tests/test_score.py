@@ -213,7 +213,7 @@ def test_clf_score_prints_the_metric_beside_accuracy(answers, tmp_path):
     bad = clf("score", submission, answers, "--metric", "auc")
     assert bad.exit_code == 2
     assert bad.output.strip() == ("error: --metric must be one of accuracy, balanced_accuracy, f1_macro, f1_micro, "
-                                  "roc_auc, log_loss, qwk, got 'auc'")
+                                  "roc_auc, log_loss, qwk, f1_samples, map, got 'auc'")
 
 
 def test_roc_auc_leaves_out_a_model_class_nobody_has(small, tmp_path):

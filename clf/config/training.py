@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clf.choices import (AUGMENT_PRESETS, AUTO_AUGMENTS, COMPETITION_METRICS, OPTIMIZERS, RESIZE_MODES, SAMPLERS,
-                         SCHEDULERS, TASK_METRICS, TASK_NAMES, TRAIN_DEVICES)
+                         SCHEDULERS, TASK_LOSSES, TASK_METRICS, TASK_NAMES, TRAIN_DEVICES)
 from clf.config.base import JsonMixin, check_choice, group_checks, option_flag, setting
 from clf.config.preprocess import MAX_INPUT_SIZE
 from clf.errors import ClfError
@@ -102,8 +102,9 @@ class TrainConfig(JsonMixin):
     # measured on five kinds of real images: README "Defaults"
     label_smoothing: float = setting(0.1, "Label smoothing for the cross-entropy loss.")
     # None: the task's own loss (single-label: cross_entropy), which every run before this field trained with
-    loss: str | None = setting(None, "Loss on the class labels: a name registered in clf/train/losses.py, e.g. "
-                                     "focal. [default: cross_entropy]")
+    loss: str | None = setting(None, "Loss on the class labels: a name registered in clf/train/losses.py: "
+                                     "cross_entropy or focal (one class per image), bce or asl (asymmetric loss, "
+                                     "--task multilabel). [default: cross_entropy; bce with --task multilabel]")
     # None: not focal; a focal run without it records focal's gamma 2 (resolved on construction), as before the flag
     focal_gamma: float | None = setting(None, "Focal loss gamma (with --loss focal): how much less the examples the "
                                               "model gets right weigh; 0 is cross-entropy. [default: 2]",
@@ -112,12 +113,15 @@ class TrainConfig(JsonMixin):
     # resolved_class_weights, which config.json and every checkpoint record: resume trains with exactly those.
     class_weights: str | None = setting(None, "Weight each class's loss terms: auto (N / (C * n_c) over the "
                                               "training split), effective (effective number of samples, beta "
-                                              "0.999), or a CSV file of class,weight. [default: unweighted]",
+                                              "0.999), or a CSV file of class,weight. With --task multilabel each "
+                                              "class's positive weight: auto = negatives / positives (at most 100), "
+                                              "or the file's. [default: unweighted]",
                                         metavar="auto|effective|FILE", show_default=False)
     resolved_class_weights: tuple[float, ...] | None = None
     # clf/train/sampler.py; "none" (each image once an epoch, shuffled) is what every run before the option did
     sampler: str = setting("none", "How an epoch draws its training images: none (each once, shuffled) or balanced "
-                                   "(as many draws with replacement, every class equally likely).", choices=SAMPLERS)
+                                   "(as many draws with replacement, every class equally likely; one class per "
+                                   "image only).", choices=SAMPLERS)
     # The competition's metric (clf/metrics.py): it ranks the epochs for best.pt and --patience (ties: the lower val
     # loss). accuracy: what every run before this field was ranked by.
     # single_label: every run before the multi-label task. clf/tasks.py
@@ -264,6 +268,7 @@ class TrainConfig(JsonMixin):
             (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be >= 0 and < 1"),
             *self._loss_checks(),
             *self._class_weight_checks(),
+            *self._task_checks(),
             check_choice("--optimizer", self.optimizer, OPTIMIZERS),
             check_choice("--task", self.task, TASK_NAMES),
             check_choice("--metric", self.metric, COMPETITION_METRICS),
@@ -283,11 +288,28 @@ class TrainConfig(JsonMixin):
                 raise ClfError(message)
 
     def _loss_checks(self) -> tuple[tuple[bool, str], ...]:
-        gamma = self.focal_gamma
+        gamma, task = self.focal_gamma, self.task
+        own = TASK_LOSSES.get(task, ())
+        other = next((name for name, losses in TASK_LOSSES.items() if self.loss in losses and name != task), None)
         return (
             (gamma is None or gamma >= 0, f"--focal-gamma must be >= 0 (0 is cross-entropy), got {gamma}"),
             (gamma is None or self.loss == "focal",
              "--focal-gamma applies to --loss focal; add --loss focal or leave it out"),
+            (other is None, f"--loss {self.loss} trains --task {other}; with --task {task} choose one of "
+                            f"{', '.join(own)}"),
+        )
+
+    def _task_checks(self) -> tuple[tuple[bool, str], ...]:
+        """What a multi-label run cannot do: draw class-balanced epochs (an image holds several classes, or none)
+        and weigh classes by the effective number of samples (a single-label rule)."""
+        multilabel = self.task == "multilabel"
+        return (
+            (not (multilabel and self.sampler == "balanced"),
+             "--sampler balanced draws every class equally often, which needs one class per image; with --task "
+             "multilabel use --class-weights auto (each class's positives weigh negatives / positives) or --loss asl"),
+            (not (multilabel and self.class_weights == "effective"),
+             "--class-weights effective is a single-label rule; with --task multilabel use auto (each class's "
+             "positives weigh negatives / positives) or a CSV file of class,weight"),
         )
 
     def _class_weight_checks(self) -> tuple[tuple[bool, str], ...]:
