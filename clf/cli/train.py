@@ -65,6 +65,8 @@ def train(
         stop = " (early stop)" if result.stopped_early else ""
         render.console.print(f"[bold]{escape(str(result.run_dir))}[/]: {result.epochs_done} epochs{stop}, best val "
                              f"acc {best}", highlight=False)
+        if result.thresholds is not None:
+            render.console.print("thresholds " + " ".join(f"{t:.3g}" for t in result.thresholds), highlight=False)
     _end_distributed(result)
 
 

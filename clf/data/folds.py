@@ -2,6 +2,8 @@
 
     runs/NAME/group.json      this record (kind, K, fold seed, members, finished members, CV score)
     runs/NAME/oof.csv         out-of-fold predictions: id, label, fold, then one probability column per class
+                              (multi-label: the label column holds the image's classes space-separated, the
+                              columns their sigmoid scores; group.json then holds the thresholds tuned on them)
     runs/NAME/fold-0 .. fold-(K-1)   ordinary run folders (config.json, split.json, best.pt, last.pt, ...)
 
 It lives in `data` because both `train` (which writes it) and `export` (which reads a group as an ensemble) use it,
@@ -45,6 +47,7 @@ class FoldGroup:
     arch: str = ""
     cv: dict[str, Any] | None = None  # numbers, and with another --metric its name (see cv_score)
     config: dict[str, Any] | None = None  # the group's resolved training settings (each fold's, less its fold)
+    thresholds: list[float] | None = None  # multi-label: per-class thresholds tuned on the out-of-fold scores
 
     @property
     def finished(self) -> bool:
@@ -80,6 +83,7 @@ def read_group(folder: str | Path) -> FoldGroup:
             folds=int(raw["folds"]), fold_seed=int(raw["fold_seed"]), members=[str(m) for m in _list(raw, "members")],
             done=[str(m) for m in _list(raw, "done")], classes=[str(c) for c in raw.get("classes", [])],
             arch=str(raw.get("arch", "")), cv=_optional_dict(raw, "cv"), config=_optional_dict(raw, "config"),
+            thresholds=_optional_floats(raw, "thresholds"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: damaged fold-group record (field {exc}); retrain with --overwrite") from None
@@ -99,6 +103,15 @@ def _optional_dict(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
     if value is not None and not isinstance(value, dict):
         raise TypeError(f"{key!r} is {type(value).__name__}, not a mapping")
     return value
+
+
+def _optional_floats(raw: dict[str, Any], key: str) -> list[float] | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise TypeError(f"{key!r} is not a list of numbers")
+    return [float(v) for v in value]
 
 
 def _check_members(group: FoldGroup, path: Path) -> None:
@@ -138,6 +151,20 @@ class OutOfFold:
         index = {name: i for i, name in enumerate(self.classes)}
         return np.array([index[label] for label in self.labels], dtype=np.int64)
 
+    def targets(self) -> np.ndarray:
+        """Multi-hot uint8 [N, C] of the labels: a class name, or (multi-label) class names space-separated."""
+        index = {name: i for i, name in enumerate(self.classes)}
+        targets = np.zeros((len(self.labels), len(self.classes)), dtype=np.uint8)
+        for row, label in enumerate(self.labels):
+            for name in [label] if label in index else label.split():
+                targets[row, index[name]] = 1
+        return targets
+
+
+def is_label(label: str, classes: list[str]) -> bool:
+    """A class name, or (multi-label) class names separated by spaces (none: an image without a class)."""
+    return label in classes or all(tag in classes for tag in label.split())
+
 
 def write_oof(path: str | Path, oof: OutOfFold) -> None:
     """oof.csv: id, label, fold, then one column per class (header: the class names), atomically."""
@@ -167,7 +194,7 @@ def read_oof(path: str | Path) -> OutOfFold:
     classes = rows[0][3:]
     ids, labels, folds, probs = [], [], [], []
     for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(rows[0]) or row[1] not in classes:
+        if len(row) != len(rows[0]) or not is_label(row[1], classes):
             raise DataError(f"{path}: line {line} has {len(row)} fields or an unknown label; rewrite it by retraining")
         try:
             values = [float(v) for v in row[3:]]

@@ -16,7 +16,7 @@ from clf.data.preprocess import load_resized, normalize
 
 
 class ImageDataset(Dataset):
-    """Images -> (float32 tensor (3, H, W), int label).
+    """Images -> (float32 tensor (3, H, W), int label), or (image, float32 multi-hot [C]) for a multi-label set.
 
     Pipeline: ``load_resized`` -> [train: the augmentation pipeline] -> ``normalize``. With
     ``train=False`` an item equals ``preprocess(path, pre)`` exactly, so validation, the export
@@ -29,6 +29,8 @@ class ImageDataset(Dataset):
     Args:
         paths: image files.
         labels: class index per file.
+        targets: a multi-label set's multi-hot targets [N, C] (LabelledSet.targets): items then carry them as
+            float32 [C] instead of the label.
         pre: the preprocessing (size, resize mode, normalisation).
         train: apply augmentation.
         hflip: probability of a left-right flip.
@@ -50,6 +52,7 @@ class ImageDataset(Dataset):
         rotate: float = 0.0,
         cache: bool = False,
         augment: Pipeline | None = None,
+        targets: np.ndarray | None = None,
     ) -> None:
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
@@ -65,15 +68,19 @@ class ImageDataset(Dataset):
         self.rotate = float(rotate)
         self.augment = augment if augment is not None else Pipeline.from_flags(self.hflip, self.rotate)
         self._cache: list[np.ndarray | None] | None = [None] * len(self.paths) if cache else None
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
+        if self.targets is not None and len(self.targets) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.targets)} targets")
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor]:
         image = self._resized(index)
         if self.train and self.augment:
             image = self.augment(image, draw_seed())
-        return torch.from_numpy(normalize(image, self.pre)), self.labels[index]
+        target = self.labels[index] if self.targets is None else torch.from_numpy(self.targets[index])
+        return torch.from_numpy(normalize(image, self.pre)), target
 
     def _resized(self, index: int) -> np.ndarray:
         """The resized uint8 (H, W, 3) image, from the cache when enabled."""

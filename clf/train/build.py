@@ -157,7 +157,8 @@ def build_loaders(
     val_here = bool(len(val_part.paths)) and runtime.is_main
     cache = resolve_cache(cfg.cache_images, len(train_part.paths) + (len(val_part.paths) if val_here else 0), pre,
                           runtime)
-    train_ds = ImageDataset(train_part.paths, train_part.labels, pre, train=True, augment=augment, cache=cache)
+    train_ds = ImageDataset(train_part.paths, train_part.labels, pre, train=True, augment=augment, cache=cache,
+                            targets=train_part.targets)
     workers = resolve_workers(cfg.workers, runtime)
     if cache:
         train_ds.fill_cache(workers=max(2, workers))  # before the workers fork: they share it copy-on-write
@@ -184,7 +185,7 @@ def build_loaders(
     )
     val_loader = None
     if val_here:
-        val_ds = ImageDataset(val_part.paths, val_part.labels, pre, train=False, cache=cache)
+        val_ds = ImageDataset(val_part.paths, val_part.labels, pre, train=False, cache=cache, targets=val_part.targets)
         if cache:
             val_ds.fill_cache(workers=max(2, workers))
         val_loader = DataLoader(val_ds, batch_size=cfg.batch_size * 2, shuffle=False, **loader_args)

@@ -6,6 +6,14 @@
     FILE       a CSV with the header class,weight: every class of the data exactly once, each weight a positive
                finite number, taken as written
 
+Multi-label runs (--task multilabel): the weights are each class's positive weight (BCE's pos_weight, the weight of
+asl's positive term), resolved from the multi-hot targets of the training split:
+
+    auto       w_c = negatives_c / positives_c, clipped to [1/100, 100] (a class on 1 image in 10,000 gets 100, not
+               9,999: beyond that one image's loss swamps the batch)
+    FILE       the same class,weight CSV, each class's positive weight as written
+    effective  refused (TrainConfig: a single-label rule)
+
 n_c counts the images of class c in the run's training split (never its validation images), N = sum_c n_c and C is
 the class count. `auto` meets the same rule as `effective` (its mean over the training samples is 1); the losses
 divide by the batch's sum of weights (clf.train.losses), so only the ratios between classes change training.
@@ -23,6 +31,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from clf.choices import CLASS_WEIGHT_RULES
 from clf.errors import ClfError, one_line
 from clf.reading import read_small_regular_file
@@ -30,6 +40,7 @@ from clf.reading import read_small_regular_file
 logger = logging.getLogger(__name__)
 
 EFFECTIVE_BETA = 0.999
+MAX_POSITIVE_WEIGHT = 100.0  # multi-label auto: the cap of negatives / positives (and 1 / it, its floor)
 MAX_WEIGHTS_FILE_BYTES = 2**20  # a line per class
 WEIGHTS_HEADER = ["class", "weight"]
 
@@ -49,6 +60,38 @@ def effective_weights(counts: Sequence[int], beta: float = EFFECTIVE_BETA) -> tu
 
 RULES = {"auto": auto_weights, "effective": effective_weights}
 assert tuple(RULES) == CLASS_WEIGHT_RULES  # the names users read in --help, kept in step with their rules
+
+
+def positive_weights(targets: np.ndarray) -> tuple[float, ...]:
+    """negatives_c / positives_c per class of multi-hot targets [N, C] (every class with positives), clipped to
+    [1 / MAX_POSITIVE_WEIGHT, MAX_POSITIVE_WEIGHT]."""
+    positives = targets.sum(axis=0).astype(np.float64)
+    ratios = (len(targets) - positives) / positives
+    return tuple(float(w) for w in np.clip(ratios, 1 / MAX_POSITIVE_WEIGHT, MAX_POSITIVE_WEIGHT))
+
+
+def resolve_positive_weights(spec: str | None, classes: Sequence[str], train_targets: np.ndarray
+                             ) -> tuple[float, ...] | None:
+    """A multi-label run's --class-weights `spec`: each class's positive weight (None: unweighted).
+
+    Raises:
+        ClfError: auto with a class that no training image holds, or a bad weights file (read_weights_file).
+    """
+    if spec is None:
+        return None
+    if spec not in RULES:
+        return read_weights_file(Path(spec), classes)
+    if spec != "auto":
+        raise ClfError(f"--class-weights {spec} is a single-label rule; with --task multilabel use auto or a CSV file "
+                       "of class,weight")
+    counts = train_targets.sum(axis=0)
+    empty = [name for name, count in zip(classes, counts) if count == 0]
+    if empty:
+        raise ClfError(f"--class-weights auto: no training image holds class '{empty[0]}' in this split, so it has "
+                       "no positive weight; give its weight in a CSV file (class,weight) or leave --class-weights out")
+    weights = positive_weights(train_targets)
+    logger.info("positive weights (auto): %s", ", ".join(f"{name} {w:.3g}" for name, w in zip(classes, weights)))
+    return weights
 
 
 def resolve_class_weights(spec: str | None, classes: Sequence[str], train_labels: Sequence[int]

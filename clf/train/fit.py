@@ -29,7 +29,7 @@ from clf.train.build import (
     split_training_set,
     warn_near_duplicates,
 )
-from clf.train.class_weights import resolve_class_weights
+from clf.train.class_weights import resolve_class_weights, resolve_positive_weights
 from clf.train.resume import check_resume_fits, checkpoint_run_dir, resolve_config
 from clf.train.run_folder import (
     check_run_name,
@@ -40,6 +40,7 @@ from clf.train.run_folder import (
     write_config,
 )
 from clf.train.trainer import Trainer, TrainReporter, interrupts_deferred
+from clf.train.tuning import tune_run_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class FitResult:
     stopped_early: bool = False
     is_main: bool = True  # False on torchrun ranks > 0: they wrote nothing and have no val metrics to report
     distributed: bool = False  # trained under torchrun (DDP)
+    thresholds: list[float] | None = None  # a multi-label run's per-class thresholds (clf.train.tuning)
 
 
 def fit(
@@ -162,7 +164,9 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
                                   terminated=isinstance(exc, Terminated))
         raise
     state = trainer.state
-    return FitResult(run_dir, state.epoch, state.best_val_acc, stopped_early, runtime.is_main, runtime.distributed)
+    thresholds = rt.on_main(lambda: tune_run_thresholds(run_dir, split.val, cfg, runtime.device), runtime)
+    return FitResult(run_dir, state.epoch, state.best_val_acc, stopped_early, runtime.is_main, runtime.distributed,
+                     thresholds)
 
 
 def with_class_weights(cfg: TrainConfig, resume_ckpt: dict | None, split: Split) -> TrainConfig:
@@ -170,7 +174,10 @@ def with_class_weights(cfg: TrainConfig, resume_ckpt: dict | None, split: Split)
     (a refit, on every image, resolves its own); a resumed one keeps the weights it recorded, bit for bit."""
     if resume_ckpt is not None and cfg.resolved_class_weights is not None:
         return cfg
-    weights = resolve_class_weights(cfg.class_weights, split.train.classes, split.train.labels)
+    if split.train.targets is not None:  # multi-label: each class's positive weight
+        weights = resolve_positive_weights(cfg.class_weights, split.train.classes, split.train.targets)
+    else:
+        weights = resolve_class_weights(cfg.class_weights, split.train.classes, split.train.labels)
     return replace(cfg, resolved_class_weights=weights)
 
 

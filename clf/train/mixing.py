@@ -44,6 +44,13 @@ def mix_targets(labels: torch.Tensor, num_classes: int, lam: float, smoothing: f
     return targets * lam + targets.flip(0) * (1.0 - lam)
 
 
+def mix_multi_hot(targets: torch.Tensor, lam: float) -> torch.Tensor:
+    """lam * t + (1 - lam) * t flipped, for multi-hot targets [B, C] (multi-label: each class's target is the share
+    of the picture that shows the image holding it). Unsmoothed: the multi-label losses smooth their targets."""
+    targets = targets.float()
+    return targets * lam + targets.flip(0) * (1.0 - lam)
+
+
 def cutmix_box(height: int, width: int, lam: float, centre: tuple[int, int]) -> Box:
     """A box of area about (1 - lam) * H * W centred at `centre` (row, col), clipped to the image (timm's rand_bbox)."""
     ratio = math.sqrt(1.0 - lam)
@@ -98,19 +105,27 @@ class Mixer:
         return cls(cfg.mixup, cfg.cutmix, cfg.mix_prob, cfg.mix_switch, num_classes, cfg.label_smoothing)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """([B, C, H, W] images, [B] labels) -> (mixed images, [B, num_classes] soft targets)."""
+        """([B, C, H, W] images, [B] labels or multi-hot [B, num_classes] targets) -> (mixed images,
+        [B, num_classes] soft targets)."""
         kind = self.draw_kind()
         if kind is None:
-            return images, mix_targets(labels, self.num_classes, 1.0, self.smoothing)
+            return images, self.targets(labels, 1.0)
         alpha = self.cutmix if kind == "cutmix" else self.mixup
         lam = _beta(alpha)
         if kind == "mixup":
-            return mixup_images(images, lam), mix_targets(labels, self.num_classes, lam, self.smoothing)
+            return mixup_images(images, lam), self.targets(labels, lam)
         height, width = images.shape[-2:]
         centre = (int(torch.randint(height, ())), int(torch.randint(width, ())))
         box = cutmix_box(height, width, lam, centre)
         lam = box_lam(box, height, width)
-        return cutmix_images(images, box), mix_targets(labels, self.num_classes, lam, self.smoothing)
+        return cutmix_images(images, box), self.targets(labels, lam)
+
+    def targets(self, labels: torch.Tensor, lam: float) -> torch.Tensor:
+        """The mixed targets: of class labels [B], smoothed one-hots mixed; of multi-hot targets [B, C], the targets
+        mixed as they are (mix_multi_hot)."""
+        if labels.dim() == 2:
+            return mix_multi_hot(labels, lam)
+        return mix_targets(labels, self.num_classes, lam, self.smoothing)
 
     def draw_kind(self) -> str | None:
         """"mixup", "cutmix" or None (this batch is not mixed), from the global torch generator."""

@@ -98,7 +98,7 @@ class Trainer:
         self.frozen_norms = body_norm_layers(model, cfg.arch) if cfg.freeze_epochs else []
         self.scheduler = build_scheduler(self.optimizer, cfg, len(self.train_loader))
         self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
-        self.task = get_task()  # single-label: every run so far (a config field would name another)
+        self.task = get_task(cfg.task)
         self.criterion = build_criterion(self.task, len(self.classes), cfg.label_smoothing, cfg.loss,
                                          focal_gamma=cfg.focal_gamma, class_weights=cfg.resolved_class_weights)
         self.mixer = Mixer.from_config(cfg, len(self.classes))
