@@ -359,7 +359,7 @@ def newer_run_config(places) -> None:
     path = places["tmp"] / "configs" / "newer" / "config.json"
     path.parent.mkdir(parents=True)
     train = json.loads((places["run"] / "config.json").read_text())["train"]
-    path.write_text(json.dumps({"train": {**train, "task": "multilabel"}, "clf_version": "9.0.0"}))
+    path.write_text(json.dumps({"train": {**train, "future_setting": "on"}, "clf_version": "9.0.0"}))
 
 
 CONFIG = ["train", "--out", "{tmp}/runs", "--config"]  # --out: a row that trains by mistake writes under tmp
@@ -699,7 +699,7 @@ CASES = [
          "configs/mine.json: not a clf run config (no \"train\" settings)",
          setup=config_file("mine.json", '{{"mine": 1}}')),
     Case("config-json-from-a-newer-clf", [*CONFIG, "{tmp}/configs/newer/config.json", *FAST], 2,
-         "configs/newer/config.json: written by clf 9.0.0 with settings this clf 0.1.0 does not know (task); "
+         "configs/newer/config.json: written by clf 9.0.0 with settings this clf 0.1.0 does not know (future_setting); "
          "upgrade clf to replay it", setup=newer_run_config),
     Case("config-replay-onto-its-own-run", [*CONFIG, "{run}/config.json", "--name", "done", *FAST], 2,
          "runs/done: run folder already exists", guard=["{run}"]),

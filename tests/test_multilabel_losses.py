@@ -111,3 +111,18 @@ def test_the_multilabel_losses_and_options_are_accepted():
     for loss in (None, "bce", "asl"):
         assert TrainConfig(task="multilabel", loss=loss, class_weights="auto").loss == loss
     assert LossSettings(3).label_smoothing == 0.0
+
+
+def test_the_mixer_mixes_multi_hot_targets_as_they_are():
+    from clf.train.mixing import Mixer, mix_multi_hot
+
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    assert torch.equal(mix_multi_hot(targets, 0.75), 0.75 * targets + 0.25 * targets.flip(0))
+    torch.manual_seed(0)
+    mixer = Mixer(mixup=0.4, cutmix=0.0, prob=1.0, switch=0.5, num_classes=3, smoothing=0.1)
+    images = torch.rand(3, 3, 8, 8)
+    mixed_images, mixed = mixer(images, targets)
+    lam = float((mixed_images - images.flip(0))[0, 0, 0, 0] / (images - images.flip(0))[0, 0, 0, 0])
+    # no one-hot step and no smoothing here (the loss smooths): a class both images hold stays 1
+    assert torch.allclose(mixed, lam * targets + (1 - lam) * targets.flip(0), atol=1e-5)
+    assert mixed[0, 0] == pytest.approx(1.0)

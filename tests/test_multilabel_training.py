@@ -121,3 +121,14 @@ def test_clf_train_task_multilabel_prints_the_thresholds(multilabel_data, tmp_pa
     assert result.exit_code == 0, result.output
     thresholds = load(tmp_path / "runs" / "cli" / "best.pt")["thresholds"]
     assert "thresholds " + " ".join(f"{t:.3g}" for t in thresholds) in result.output
+
+
+def test_a_refit_takes_the_thresholds_its_validated_run_tuned(multilabel_data, tmp_path):
+    from clf.train.refit import fit_with_refit
+
+    data, _ = multilabel_data
+    given = {**ML, "epochs": 1, "data": str(data), "out": str(tmp_path / "runs"), "name": "r", "refit": True}
+    result = fit_with_refit(given)
+    validated = load(result.validated.run_dir / "best.pt")["thresholds"]
+    assert load(result.refit.run_dir / "best.pt")["thresholds"] == validated
+    assert result.refit.thresholds == validated

@@ -358,7 +358,7 @@ def test_loss_focal_reaches_the_trainer_and_the_run_records_it(data, tmp_path):
 def test_an_unknown_loss_is_one_line_before_any_run_folder(data, tmp_path, name):
     result = clf("train", data, *FAST, "--loss", name, "--out", tmp_path)
     assert result.exit_code == 2
-    assert error_line(result) == f"error: --loss '{name}': unknown; choose one of cross_entropy, focal"
+    assert error_line(result) == f"error: --loss '{name}': unknown; choose one of cross_entropy, focal, bce, asl"
     assert list(tmp_path.iterdir()) == []
 
 

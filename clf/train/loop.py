@@ -64,9 +64,9 @@ def train_one_epoch(
     """Train for one pass over `loader`; the scheduler steps once per batch.
 
     Args:
-        criterion: the loss of (logits, target): class labels [B], or the mixer's soft targets [B, C]
-            (clf.train.losses.Criterion takes either; so does torch's CrossEntropyLoss). Its task's decision
-            rule counts the correct predictions.
+        criterion: the loss of (logits, target): class labels [B], or the mixer's soft targets [B, C], or a
+            multi-label set's multi-hot targets [B, C] (clf.train.losses.Criterion takes each; so does torch's
+            CrossEntropyLoss the first two). Its task's decision rule counts the correct predictions.
         mixer: mixes each batch (mixup/CutMix) and gives soft targets, which go to the criterion.
         ema: averaged weights, updated after every optimizer step.
         frozen_norms: BatchNorm layers of a frozen body (--freeze-epochs): kept in eval mode, so that they
@@ -127,9 +127,10 @@ def _unwrapped(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, criterion: nn.Module, runtime: Runtime, metric: str = "accuracy",
              classes: Sequence[str] | None = None) -> EpochMetrics:
-    """Mean loss and accuracy (by the criterion's task's decision rule: top-1) over `loader` in eval mode, and the
-    competition's `metric` (clf.metrics; computed from the task's scores, `classes` naming the columns) when it is
-    not accuracy."""
+    """Mean loss and accuracy (by the criterion's task's decision rule: top-1; multi-label: every class decided
+    right at 0.5, an exact match) over `loader` in eval mode, and the competition's `metric` (clf.metrics; computed
+    from the task's scores, `classes` naming the columns; multi-label: sigmoid scores against the multi-hot targets)
+    when it is not accuracy."""
     task = task_of(criterion)
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
