@@ -19,7 +19,7 @@ from clf.data.multilabel import declared_classes, rarest_classes, read_multilabe
 from clf.data.torch_dataset import ImageDataset
 from clf.errors import ClfError, DataError
 from clf.train import runtime as rt
-from clf.train.build import load_training_set, split_training_set, train_sampler
+from clf.train.build import fold_assignment, load_training_set, split_training_set, train_sampler, warn_near_duplicates
 
 TAGS = {"a": "sky sea", "b": "sky", "c": "sea boat", "d": "sky", "e": "boat sky sea", "f": "sky"}
 
@@ -229,3 +229,16 @@ def test_check_refuses_class_folders_with_the_multilabel_task(tmp_path):
     images(tmp_path / "data" / "sea", ["b"])
     line = error_line(clf("check", tmp_path / "data", "--task", "multilabel"))
     assert "--task multilabel reads each image's classes from --labels-csv" in line
+
+
+def test_dedup_and_folds_of_a_multilabel_training_set(tagged):
+    folder, csv = tagged
+    cfg = config(folder, csv, dedup=True, val_split=0.34)
+    data = load_training_set(cfg)
+    split = split_training_set(data, cfg)
+    assert len(split.train) + len(split.val) == 6 and warn_near_duplicates(split) == 0
+    fold_cfg = config(folder, csv, folds=2, fold=1)
+    fold_split = split_training_set(data, fold_cfg)
+    in_val = fold_assignment(data, fold_cfg) == 1
+    assert sorted(fold_split.val.paths) == sorted(np.asarray(data.paths)[in_val].tolist())
+    assert fold_split.val.targets.shape == (int(in_val.sum()), 3)

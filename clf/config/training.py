@@ -117,7 +117,8 @@ class TrainConfig(JsonMixin):
     resolved_class_weights: tuple[float, ...] | None = None
     # clf/train/sampler.py; "none" (each image once an epoch, shuffled) is what every run before the option did
     sampler: str = setting("none", "How an epoch draws its training images: none (each once, shuffled) or balanced "
-                                   "(as many draws with replacement, every class equally likely).", choices=SAMPLERS)
+                                   "(as many draws with replacement, every class equally likely; multilabel: by each "
+                                   "image's rarest class).", choices=SAMPLERS)
     # The competition's metric (clf/metrics.py): it ranks the epochs for best.pt and --patience (ties: the lower val
     # loss). accuracy: what every run before this field was ranked by.
     # single_label: every run before the multi-label task. clf/tasks.py
