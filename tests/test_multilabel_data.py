@@ -122,6 +122,7 @@ def test_classes_also_fix_a_single_label_csv(tmp_path):
      "tags.csv: class 'boat' of --classes is held by no image, so it cannot be learned"),
     ("image_name,sky,sea\na,1,0\nb,yes,1\n", {}, "tags.csv: line 3: 'yes' in class column 'sky'; class columns hold "
                                                  "0 or 1; name the class columns with --classes"),
+    ("image_name,sky,sea\na,1,0\nb,,1\n", {}, "tags.csv: line 3: empty class column 'sky'; class columns hold 0 or 1"),
     ("image_name,sky,sea\na,1,0\nb,1,0\n", {}, "tags.csv: class column 'sea' holds no 1, so the class cannot be "
                                                "learned"),
     ("image_name\na\nb\n", {}, "tags.csv: no label column 'tags' and no class columns (columns: image_name); give "
@@ -242,3 +243,12 @@ def test_dedup_and_folds_of_a_multilabel_training_set(tagged):
     in_val = fold_assignment(data, fold_cfg) == 1
     assert sorted(fold_split.val.paths) == sorted(np.asarray(data.paths)[in_val].tolist())
     assert fold_split.val.targets.shape == (int(in_val.sum()), 3)
+
+
+def test_a_classes_file_is_recorded_absolute_and_a_list_as_given(tmp_path, monkeypatch):
+    from clf.train.resume import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "names.txt").write_text("sky\nsea\n")
+    assert absolute_paths({"classes": "names.txt"})["classes"] == str(tmp_path / "names.txt")
+    assert absolute_paths({"classes": "sky,sea"})["classes"] == "sky,sea"

@@ -173,7 +173,8 @@ def _flag(cell: str, column: str, where: str, guessed: bool) -> int:
     if value in ZERO:
         return 0
     hint = "; name the class columns with --classes when the CSV has other columns" if guessed else ""
-    raise DataError(f"{where}: '{value}' in class column '{column}'; class columns hold 0 or 1{hint}")
+    what = f"'{value}' in" if value else "empty"
+    raise DataError(f"{where}: {what} class column '{column}'; class columns hold 0 or 1{hint}")
 
 
 def _class_list(csv_file: Path, classes: Sequence[str] | None, held: set[str], declared: bool = True) -> list[str]:
