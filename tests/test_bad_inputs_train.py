@@ -117,6 +117,23 @@ def labels_csv(name: str, header: str, bad_class: bool = False):
     return setup
 
 
+def multilabel_csv(name: str, text: str):
+    """tmp/name/img0..3.png and tmp/name.csv holding `text` (its rows name those images)."""
+    def setup(places) -> None:
+        root = places["tmp"] / name
+        root.mkdir()
+        for i, good in enumerate(sorted((places["data"] / "circle").iterdir())[:4]):
+            shutil.copy(good, root / f"img{i}.png")
+        (places["tmp"] / f"{name}.csv").write_text(text)
+    return setup
+
+
+def multilabel(name: str, *more: str) -> list[str]:
+    """`clf train` of a multi-label CSV built by `multilabel_csv(name, ...)`."""
+    return ["train", f"{{tmp}}/{name}", "--labels-csv", f"{{tmp}}/{name}.csv", "--task", "multilabel", *FAST,
+            "--out", "{tmp}/runs", *more]
+
+
 def run_without_checkpoint(places) -> None:
     run = places["tmp"] / "runs" / "fresh"
     mark_folder(run, "run", files=["config.json"])
@@ -468,6 +485,34 @@ CASES = [
          ["train", "{tmp}/csvbad", "--labels-csv", "{tmp}/csvbad.csv", *FAST, "--out", "{tmp}/runs"], 2,
          "csvbad.csv: class 'c' has no images that can be read", setup=labels_csv("csvbad", "filename,label", True),
          guard=["{tmp}/csvbad"]),
+    # --task multilabel (clf/data/multilabel.py): each is one line naming the CSV and its line, before any run folder
+    Case("multilabel-empty-tag-cell", multilabel("mlempty"), 2,
+         "mlempty.csv: line 3: empty 'label'; every image needs at least one tag (an image with no class: use one 0/1 "
+         "column per class, a row of zeros)", setup=multilabel_csv("mlempty", "filename,label\nimg0,a b\nimg1,\n"),
+         check=absent("runs/cnn-32")),
+    Case("multilabel-comma-separated-tags", multilabel("mlcomma"), 2,
+         "mlcomma.csv: line 2: tag 'a,b' holds ','; separate tags with spaces (\"a b\")",
+         setup=multilabel_csv("mlcomma", 'filename,label\nimg0,"a,b"\nimg1,a\n')),
+    Case("multilabel-class-no-image-holds", multilabel("mlunheld", "--classes", "a,b,c"), 2,
+         "mlunheld.csv: class 'c' of --classes is held by no image, so it cannot be learned; remove it from "
+         "--classes or add images of it", setup=multilabel_csv("mlunheld", "filename,label\nimg0,a b\nimg1,b\n")),
+    Case("multilabel-tag-outside-classes", multilabel("mlout", "--classes", "a,b"), 2,
+         "mlout.csv: line 3: tag 'z' is not one of --classes; add it to --classes or fix the tag",
+         setup=multilabel_csv("mlout", "filename,label\nimg0,a\nimg1,b z\n")),
+    Case("multilabel-not-zero-or-one", multilabel("mlflag"), 2,
+         "mlflag.csv: line 3: '2' in class column 'b'; class columns hold 0 or 1",
+         setup=multilabel_csv("mlflag", "filename,a,b\nimg0,1,0\nimg1,0,2\n")),
+    Case("multilabel-group-column-missing", multilabel("mlgroup", "--group-col", "patient"), 2,
+         "mlgroup.csv: no group column 'patient' (columns: filename, label); name it with --group-col",
+         setup=multilabel_csv("mlgroup", "filename,label\nimg0,a\nimg1,b\n")),
+    Case("multilabel-no-label-or-class-columns", multilabel("mlnocol"), 2,
+         "mlnocol.csv: no label column 'label' and no class columns (columns: filename); give the tags column "
+         "with --label-col, or one 0/1 column per class", setup=multilabel_csv("mlnocol", "filename\nimg0\nimg1\n")),
+    Case("multilabel-class-folders", [*TRAIN, "--task", "multilabel"], 2,
+         "--task multilabel reads each image's classes from --labels-csv (a column of space-separated tags, or one "
+         "0/1 column per class); class folders hold one class per image: add --labels-csv FILE"),
+    Case("classes-with-class-folders", [*TRAIN, "--classes", "a,b"], 2,
+         "--classes names the classes of --labels-csv; class folders name their own"),
     # resume
     Case("resume-missing-folder", ["train", "--resume", "{tmp}/runs/gone", *RESUME], 2,
          "runs/gone: no such run folder or checkpoint file"),

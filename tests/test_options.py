@@ -116,7 +116,7 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
               "out": str(tmp_path), "patience": 2, "device": "cpu", "amp": False, "cache_images": False,
               "pretrained_path": str(tmp_path / "w.pt"), "layer_decay": 0.7, "freeze_epochs": 1,
               "strict": True, "labels_csv": str(tmp_path / "l.csv"), "id_col": "f", "label_col": "y",
-              "resize": "shorter_crop", "quiet": True, "group_col": "patient", "dedup": True}
+              "resize": "shorter_crop", "quiet": True, "group_col": "patient", "dedup": True, "classes": "a,b"}
     flags = {"amp": "--no-amp", "cache_images": "--no-cache-images", "strict": "--strict", "quiet": "--quiet",
              "dedup": "--dedup"}
     args = []

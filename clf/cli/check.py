@@ -49,8 +49,9 @@ def print_report(report: dict[str, Any]) -> None:
     groups = f", groups from '{escape(split['group_col'])}'" if split["group_col"] else ""
     groups += ", near-duplicates kept together (--dedup)" if split["dedup"] else ""
     ratio = report["imbalance_ratio"]
+    kinds = f"tags, {report['without_class']} images with none" if "without_class" in report else "classes"
     console.print(f"[bold]{escape(report['data'])}[/]: {split['train'] + split['val']} readable images, "
-                  f"{len(report['classes'])} classes, imbalance {'n/a' if ratio is None else f'{ratio:g}'} "
+                  f"{len(report['classes'])} {kinds}, imbalance {'n/a' if ratio is None else f'{ratio:g}'} "
                   f"(largest / smallest); the split of --val-split {split['val_split']:g} --seed {split['seed']}"
                   f"{groups}: {split['train']} train / {split['val']} validation", highlight=False)
     console.print(_classes_table(report))
@@ -65,8 +66,9 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def _classes_table(report: dict[str, Any]) -> Table:
-    table = Table(title="classes (readable images)")
-    table.add_column("class")
+    multilabel = report.get("task") == "multilabel"
+    table = Table(title="tags (readable images holding each)" if multilabel else "classes (readable images)")
+    table.add_column("tag" if multilabel else "class")
     table.add_column("images", justify="right")
     for entry in report["classes"]:
         table.add_row(escape(entry["name"]), str(entry["images"]))

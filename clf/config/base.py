@@ -118,3 +118,17 @@ def group_checks(group_col: str | None, labels_csv: str | None, id_col: str, lab
         (group_col.strip() not in (id_col.strip(), label_col.strip()),
          f"--group-col {group_col!r} is also the id or label column; give the column that names each image's group"),
     )
+
+
+def task_checks(task: str, labels_csv: str | None, classes: str | None) -> tuple[Check, ...]:
+    """--task multilabel and --classes read --labels-csv: a class folder holds one class per image and names it."""
+    return (
+        (task != "multilabel" or labels_csv is not None,
+         "--task multilabel reads each image's classes from --labels-csv (a column of space-separated tags, or one "
+         "0/1 column per class); class folders hold one class per image: add --labels-csv FILE"),
+        (classes is None or classes.strip() != "",
+         "--classes is empty; give a,b,c or a file with one class name per line, or leave the option out"),
+        (classes is None or labels_csv is not None,
+         "--classes names the classes of --labels-csv; class folders name their own: add --labels-csv FILE or leave "
+         "out --classes"),
+    )

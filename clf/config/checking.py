@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clf.config.base import JsonMixin, column_checks, group_checks, raise_first_failure, setting
+from clf.choices import TASK_NAMES
+from clf.config.base import (JsonMixin, check_choice, column_checks, group_checks, raise_first_failure, setting,
+                              task_checks)
 from clf.config.training import MAX_SEED
 
 # The near-duplicate threshold in bits of the 64-bit pHash, measured by benchmarks/near_duplicates.py (the other
@@ -31,6 +33,11 @@ class CheckConfig(JsonMixin):
     id_col: str = setting("filename", "Filename column of --labels-csv.")
     label_col: str = setting("label", "Label column of --labels-csv.")
     group_col: str | None = setting(None, "Column of --labels-csv naming each image's group (as `clf train`).")
+    # TASK_NAMES, checked below (not listed as choices: the long metavar would squeeze the help's columns)
+    task: str = setting("single_label", "single_label, or multilabel: --labels-csv gives each image any number of "
+                                        "classes (as `clf train --task`); the report counts the images of each.")
+    classes: str | None = setting(None, "The classes of --labels-csv and their order (as `clf train --classes`).",
+                                  show_default=False)
     val_split: float = setting(0.2, "Validation fraction of the split `clf train` would make.")
     seed: int = setting(0, "Seed of that split (`clf train --seed`).")
     dedup: bool = setting(False, "The split of `clf train --dedup`: near-duplicates kept on one side.")
@@ -45,6 +52,8 @@ class CheckConfig(JsonMixin):
             (self.labels_csv is None or self.labels_csv.strip() != "", "--labels-csv is empty; give the CSV file"),
             *(column_checks(self.id_col, self.label_col) if self.labels_csv else ()),
             *group_checks(self.group_col, self.labels_csv, self.id_col, self.label_col),
+            check_choice("--task", self.task, TASK_NAMES),
+            *task_checks(self.task, self.labels_csv, self.classes),
             (0.0 <= self.val_split < 1.0, "--val-split must be >= 0 and < 1 (0 = no validation)"),
             (0 <= self.seed < MAX_SEED, f"--seed must be >= 0 and < {MAX_SEED} (2**31), got {self.seed}"),
             (0 <= self.max_distance <= HASH_BITS,

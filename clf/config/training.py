@@ -9,7 +9,7 @@ from typing import Any
 
 from clf.choices import (AUGMENT_PRESETS, AUTO_AUGMENTS, COMPETITION_METRICS, OPTIMIZERS, RESIZE_MODES, SAMPLERS,
                          SCHEDULERS, TASK_LOSSES, TASK_METRICS, TASK_NAMES, TRAIN_DEVICES)
-from clf.config.base import JsonMixin, check_choice, group_checks, option_flag, setting
+from clf.config.base import JsonMixin, check_choice, group_checks, option_flag, setting, task_checks
 from clf.config.preprocess import MAX_INPUT_SIZE
 from clf.errors import ClfError
 
@@ -187,7 +187,12 @@ class TrainConfig(JsonMixin):
     strict: bool = setting(False, "Fail on the first unreadable image instead of skipping it.", resumable=True)
     labels_csv: str | None = setting(None, "CSV of filename,label for the images in DATA (Kaggle style).")
     id_col: str = setting("filename", "Filename column of --labels-csv.")
-    label_col: str = setting("label", "Label column of --labels-csv.")
+    label_col: str = setting("label", "Label column of --labels-csv (--task multilabel: space-separated tags; "
+                                      "without this column, one 0/1 column per class).")
+    # None: the classes the CSV holds, sorted (clf/data/multilabel.py reads the list)
+    classes: str | None = setting(None, "The classes of --labels-csv and their order: a,b,c or a file with one name "
+                                        "per line; a label outside them is refused, and so is a class no image "
+                                        "holds. [default: the labels found, sorted]", show_default=False)
     # Groups (clf/data/split.py): no group has images on both sides of the split or in two folds. None / False: the
     # item split every run before these fields made. They shape the split, so a resumed run keeps them.
     group_col: str | None = setting(None, "Column of --labels-csv naming each image's group (a patient, a source "
@@ -263,6 +268,7 @@ class TrainConfig(JsonMixin):
             (self.out.strip() != "", "--out is empty; give the folder that holds run folders (default: runs)"),
             (self.labels_csv is None or self.labels_csv.strip() != "", "--labels-csv is empty; give the CSV file"),
             *group_checks(self.group_col, self.labels_csv, self.id_col, self.label_col),
+            *task_checks(self.task, self.labels_csv, self.classes),
             (self.loss is None or self.loss.strip() != "", "--loss is empty; give a loss name or leave the option out"),
             (0 <= self.seed < MAX_SEED, f"--seed must be >= 0 and < {MAX_SEED} (2**31), got {self.seed}"),
             (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be >= 0 and < 1"),

@@ -53,7 +53,7 @@ def check_data(cfg: CheckConfig, progress: ProgressHook | None = None) -> dict[s
             column), or --json cannot be written.
     """
     labelled = load_labelled(cfg.data, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col,
-                             group_col=cfg.group_col)
+                             group_col=cfg.group_col, task=cfg.task, classes=cfg.classes)
     test_paths = [str(p) for p in list_images(cfg.test, recursive=True)] if cfg.test else []
     check_outputs({"--json": cfg.json}, inputs={"--labels-csv": cfg.labels_csv},
                   input_files=[*labelled.paths, *test_paths])
@@ -97,11 +97,16 @@ def build_report(cfg: CheckConfig, labelled: LabelledSet, test_paths: Sequence[s
 
 
 def class_counts(data: LabelledSet) -> dict[str, Any]:
-    """{"classes": [{name, images}], "imbalance_ratio": largest / smallest (None when a class has no image)}."""
+    """{"task", "classes": [{name, images}], "imbalance_ratio": largest / smallest (None when a class has no image)};
+    multi-label: the images holding each class, and "without_class" (images holding none)."""
     counts = data.class_counts()
     smallest, largest = min(counts.values()), max(counts.values())
-    return {"classes": [{"name": name, "images": n} for name, n in counts.items()],
-            "imbalance_ratio": round(largest / smallest, 3) if smallest else None}
+    report = {"task": "multilabel" if data.multilabel else "single_label",
+              "classes": [{"name": name, "images": n} for name, n in counts.items()],
+              "imbalance_ratio": round(largest / smallest, 3) if smallest else None}
+    if data.targets is not None:
+        report["without_class"] = int((~data.targets.any(axis=1)).sum())
+    return report
 
 
 def image_stats(facts: Sequence[ImageFacts]) -> dict[str, Any]:
@@ -119,12 +124,19 @@ class _Items:
 
     def __init__(self, data: LabelledSet | None, facts: Sequence[ImageFacts], paths: Sequence[str] | None = None):
         self.paths = list(data.paths if data is not None else paths or [])
-        self.labels = [data.classes[label] for label in data.labels] if data is not None else [None] * len(facts)
+        self.labels = _label_texts(data) if data is not None else [None] * len(facts)
         self.signatures = data.signatures if data is not None else _signatures(facts)
         self.digests = [f.digest for f in facts]
 
     def entry(self, index: int) -> dict[str, Any]:
         return {"path": self.paths[index], "label": self.labels[index]}
+
+
+def _label_texts(data: LabelledSet) -> list[str]:
+    """Each image's label; multi-label: its classes separated by spaces (as a tags CSV writes them)."""
+    if data.targets is None:
+        return [data.classes[label] for label in data.labels]
+    return [" ".join(data.classes[c] for c in np.flatnonzero(row)) for row in data.targets]
 
 
 def _signatures(facts: Sequence[ImageFacts]) -> np.ndarray:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clf.data.duplicates import split_groups
+from clf.data.multilabel_split import iterative_folds, iterative_split
 
 if TYPE_CHECKING:
     from clf.data.datasets import LabelledSet
@@ -205,12 +206,18 @@ def _keep_every_class_in_training(counts: np.ndarray, side: np.ndarray) -> np.nd
 def labelled_split(labelled: LabelledSet, val_fraction: float, seed: int,
                    dedup: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The training and validation indices of `labelled`: its groups (--group-col) joined, with `dedup`, by
-    near-duplicate signatures, kept whole; without either, `stratified_split`."""
+    near-duplicate signatures, kept whole; without either, `stratified_split`. A multi-label set is split by
+    iterative stratification of its targets (clf.data.multilabel_split)."""
+    if labelled.multilabel:
+        return iterative_split(labelled.targets, val_fraction, seed, _groups(labelled, dedup))
     return stratified_group_split(labelled.labels, _groups(labelled, dedup), val_fraction, seed)
 
 
 def labelled_folds(labelled: LabelledSet, folds: int, seed: int, dedup: bool = False) -> np.ndarray:
-    """The validation fold of each item of `labelled`, groups kept whole as in `labelled_split`."""
+    """The validation fold of each item of `labelled`, groups kept whole as in `labelled_split` (multi-label:
+    iterative stratification)."""
+    if labelled.multilabel:
+        return iterative_folds(labelled.targets, folds, seed, _groups(labelled, dedup))
     return stratified_group_folds(labelled.labels, _groups(labelled, dedup), folds, seed)
 
 

@@ -16,7 +16,8 @@ from clf.data.preprocess import load_resized, normalize
 
 
 class ImageDataset(Dataset):
-    """Images -> (float32 tensor (3, H, W), int label), or (image, float32 multi-hot [C]) for a multi-label set.
+    """Images -> (float32 tensor (3, H, W), int label), or with ``targets`` (a multi-label set) -> (image, float32
+    multi-hot tensor [C]); the default collate stacks those into [B, C].
 
     Pipeline: ``load_resized`` -> [train: the augmentation pipeline] -> ``normalize``. With
     ``train=False`` an item equals ``preprocess(path, pre)`` exactly, so validation, the export
@@ -36,6 +37,8 @@ class ImageDataset(Dataset):
         hflip: probability of a left-right flip.
         rotate: maximum rotation in degrees; the angle is uniform in [-rotate, rotate].
         augment: the augmentation pipeline; default ``Pipeline.from_flags(hflip, rotate)``.
+        targets: multi-hot [N, C] (clf.data.datasets.LabelledSet.targets): what each item yields instead of its
+            label (``labels`` are then strata only).
         cache: keep each resized uint8 image in RAM after its first load. DataLoader workers
             are separate processes whose caches do not flow back: call ``fill_cache`` before
             building the DataLoader (forked workers then share the filled cache), or use
@@ -56,6 +59,8 @@ class ImageDataset(Dataset):
     ) -> None:
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+        if targets is not None and (np.ndim(targets) != 2 or len(targets) != len(paths)):
+            raise ValueError(f"targets of shape {np.shape(targets)} for {len(paths)} paths; expected [N, C]")
         if not 0.0 <= hflip <= 1.0:
             raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
         if rotate < 0:
@@ -68,7 +73,8 @@ class ImageDataset(Dataset):
         self.rotate = float(rotate)
         self.augment = augment if augment is not None else Pipeline.from_flags(self.hflip, self.rotate)
         self._cache: list[np.ndarray | None] | None = [None] * len(self.paths) if cache else None
-        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
+        # float32 once: the loss takes them as they are, and each item is a row view (no copy per item)
+        self.targets = None if targets is None else torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
         if self.targets is not None and len(self.targets) != len(self.paths):
             raise ValueError(f"{len(self.paths)} paths but {len(self.targets)} targets")
 
@@ -79,7 +85,7 @@ class ImageDataset(Dataset):
         image = self._resized(index)
         if self.train and self.augment:
             image = self.augment(image, draw_seed())
-        target = self.labels[index] if self.targets is None else torch.from_numpy(self.targets[index])
+        target = self.labels[index] if self.targets is None else self.targets[index]
         return torch.from_numpy(normalize(image, self.pre)), target
 
     def _resized(self, index: int) -> np.ndarray:

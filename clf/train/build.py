@@ -48,7 +48,7 @@ def load_training_set(cfg: TrainConfig) -> LabelledSet:
         DataError: a class left without any readable image (as for an empty class folder).
     """
     labelled = load_labelled(cfg.data, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col,
-                             group_col=cfg.group_col)
+                             group_col=cfg.group_col, task=cfg.task, classes=cfg.classes)
     # The near-duplicate signatures come from the decode this check does anyway (--dedup, the leakage warning).
     ok, sigs = verify_and_sign(labelled.paths, strict=cfg.strict, workers=max(2, system.usable_cpus()))
     if len(ok) < len(labelled.paths):
@@ -60,16 +60,15 @@ def load_training_set(cfg: TrainConfig) -> LabelledSet:
 
 
 def _check_every_class_readable(labelled: LabelledSet, readable: LabelledSet, cfg: TrainConfig) -> None:
-    counts = readable.class_counts()
+    counts, listed = readable.class_counts(), labelled.class_counts()
     for label, name in enumerate(labelled.classes):
         if counts[name]:
             continue
-        labels = list(labelled.labels)
-        unreadable = labels.count(label)
+        unreadable = listed[name]
         if cfg.labels_csv:
             raise DataError(f"{cfg.labels_csv}: class '{name}' has no images that can be read "
                             f"(its {unreadable} image(s) are reported above); fix them or remove the class")
-        folder = Path(labelled.paths[labels.index(label)]).parent
+        folder = Path(labelled.paths[list(labelled.labels).index(label)]).parent
         raise DataError(f"{folder}: class folder has no images that can be read "
                         f"(its {unreadable} file(s) are reported above); fix them or remove the folder")
 
@@ -185,7 +184,8 @@ def build_loaders(
     )
     val_loader = None
     if val_here:
-        val_ds = ImageDataset(val_part.paths, val_part.labels, pre, train=False, cache=cache, targets=val_part.targets)
+        val_ds = ImageDataset(val_part.paths, val_part.labels, pre, train=False, cache=cache,
+                              targets=val_part.targets)
         if cache:
             val_ds.fill_cache(workers=max(2, workers))
         val_loader = DataLoader(val_ds, batch_size=cfg.batch_size * 2, shuffle=False, **loader_args)
@@ -196,9 +196,13 @@ def build_loaders(
 
 def train_sampler(train_part: LabelledSet, cfg: TrainConfig, runtime: rt.Runtime) -> EpochSampler | None:
     """--sampler balanced's class-balanced draw (dealt out over the ranks under torchrun); else DistributedSampler's
-    shuffle under torchrun, and None on one process (the loader shuffles)."""
+    shuffle under torchrun, and None on one process (the loader shuffles).
+
+    A multi-label set is balanced over its strata: each image's rarest class, images with no class one more stratum
+    (so a rare tag is drawn as often as a common one, and the images without a tag as often as one tag's)."""
     if cfg.sampler == "balanced":
-        return BalancedSampler(train_part.labels, cfg.seed, runtime.world_size, runtime.rank)
+        strata = np.asarray(train_part.labels, dtype=np.int64) + (1 if train_part.multilabel else 0)  # -1 -> 0
+        return BalancedSampler(strata.tolist(), cfg.seed, runtime.world_size, runtime.rank)
     if runtime.distributed:
         return DistributedSampler(train_part, runtime.world_size, runtime.rank, shuffle=True, seed=cfg.seed)
     return None

@@ -11,6 +11,7 @@ import torch
 
 from clf.choices import CLASS_WEIGHT_RULES
 from clf.config import TrainConfig
+from clf.data.multilabel import classes_file
 from clf.errors import ClfError, ModelError, one_line
 from clf.models.checkpoint import SOURCE_KEY
 from clf.models.checkpoint_load import load_checkpoint, resolve_checkpoint
@@ -109,6 +110,8 @@ def absolute_paths(given: dict[str, Any]) -> dict[str, Any]:
             fixed[key] = _resolved(fixed[key])
     if fixed.get("class_weights") and fixed["class_weights"] not in CLASS_WEIGHT_RULES:  # a weights file
         fixed["class_weights"] = _resolved(fixed["class_weights"])
+    if fixed.get("classes") and classes_file(fixed["classes"]) is not None:  # --classes FILE, not a,b,c
+        fixed["classes"] = _resolved(fixed["classes"])
     return fixed
 
 
