@@ -224,3 +224,42 @@ def test_a_plain_onnxruntime_client_reproduces_clf_infers_tags(tmp_path, images)
     assert len({frozenset(t) for t in tags}) > 1, written  # the images do not all get the same answer
     with open(out, newline="") as handle:
         assert next(csv.reader(handle)) == ["id", "label"]
+
+
+# ---- int8 ----
+
+
+def test_int8_of_a_multilabel_model_is_gated_on_per_label_agreement_and_macro_f1(tmp_path, images):
+    run = tmp_path / "run"
+    multilabel_checkpoint(run / "best.pt", CLASSES, seed=7)
+    multilabel_checkpoint(run / "best.pt", CLASSES, seed=7, thresholds=median_thresholds(run, images))
+    result = export(run, "--int8", "--check-images", images, "--min-agreement", "0", "--max-drop", "1")
+    assert result.exit_code == 0, result.output
+    made = proof(run / "model_int8.onnx")
+    assert made["task"] == "multilabel" and made["passed"] is True
+    assert 0 <= made["macro_f1_vs_fp32"] <= 1
+    assert made["macro_f1_drop"] == pytest.approx(1 - made["macro_f1_vs_fp32"])
+    assert made["fp32_accuracy"] is None  # no single-label accuracy for tags
+    assert "per-label agreement" in result.output and "macro-F1 vs fp32" in result.output
+    assert json.loads(metadata(run / "model_int8.onnx")["clf.thresholds"]) == pytest.approx(
+        median_thresholds(run, images))
+
+
+def test_the_multilabel_int8_gate_counts_a_lost_rare_class_by_macro_f1():
+    from clf.export.int8 import Int8Report
+    from clf.serve.multilabel_metrics import macro_f1_against
+
+    fp32 = np.zeros((100, 4), bool)
+    fp32[:2, 3] = True  # a rare class tagged twice
+    fp32[:50, 0] = True
+    int8 = fp32.copy()
+    int8[:2, 3] = False  # int8 never tags it
+    agreement = float((fp32 == int8).mean())
+    assert agreement == 0.995
+    f1 = macro_f1_against(fp32, int8)
+    assert f1 == pytest.approx(0.75)  # classes 1 and 2: neither tags them, they agree (1); class 3: 0
+    report = Int8Report(passed=False, max_abs_diff=0.0, mean_abs_diff=0.0, top1_agreement=agreement, atol=1e-4,
+                        images=100, image_source="x", batch_sizes=[1], provider="cpu", model="m.onnx", precision="int8",
+                        min_agreement=0.99, max_drop=0.02, task="multilabel", macro_f1_vs_fp32=f1,
+                        macro_f1_drop=1 - f1)
+    assert report.reason() == "macro-F1 drop vs fp32 25.00 points > 2.00"

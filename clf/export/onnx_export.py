@@ -204,7 +204,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         if not report.passed:
             raise _keep_aside(staged, result)
         if int8_images is not None:  # the proven fp32 graph becomes the int8 model, behind its accuracy gate
-            report = int8.quantize_proven(cfg, staged, output, int8_images, info.preprocess, report)
+            report = int8.quantize_proven(cfg, staged, output, int8_images, info.preprocess, report, model_task(info))
             result = replace(result, parity=report, precision="int8", size_bytes=staged.stat().st_size)
             if not report.passed:
                 raise _keep_aside(staged, result, gate="int8 accuracy gate")
