@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from clf.choices import COMPETITION_METRICS, DEVICES, ID_FORMATS, TOPK_FORMATS, TTA_VIEWS
+from clf.choices import COMPETITION_METRICS, DEVICES, ID_FORMATS, TASK_NAMES, TOPK_FORMATS, TTA_VIEWS
 from clf.config.base import JsonMixin, check_choice, column_checks, raise_first_failure, setting
 from clf.errors import ClfError
 
@@ -177,6 +177,18 @@ class ScoreConfig(JsonMixin):
     metric: str = setting("accuracy", "The competition's metric, reported beside accuracy (roc_auc and log_loss need "
                                       "--probs; qwk needs classes named by grade: 0, 1, 2, ...).",
                           choices=COMPETITION_METRICS)
+    # explicit, never guessed from the files: a single-label answer "cat" is also a one-tag multi-label answer
+    task: str = setting("single_label", "multilabel: labels are space-separated tags; report F1 micro/macro/samples "
+                                        "and per-class precision, recall, F1.", choices=TASK_NAMES)
 
     def __post_init__(self) -> None:
-        raise_first_failure((check_choice("--metric", self.metric, COMPETITION_METRICS),))
+        multilabel = self.task == "multilabel"
+        raise_first_failure((
+            check_choice("--metric", self.metric, COMPETITION_METRICS),
+            check_choice("--task", self.task, TASK_NAMES),
+            (not (multilabel and self.probs), "--probs with --task multilabel is not supported yet; score the tags "
+                                              "without it, or run `clf eval` on the labelled images for mAP and AUC"),
+            (not (multilabel and self.metric != "accuracy"),
+             f"--metric {self.metric} with --task multilabel: the multi-label score reports F1 micro, macro and "
+             "samples (and per class) already; leave out --metric"),
+        ))
