@@ -120,10 +120,22 @@ class EvalConfig(_RuntimeOptions):
     # a TTA_VIEWS name: the report shows the numbers without and with these views side by side
     tta: str = setting("none", "Also score the model with these flipped views averaged: accuracy, log-loss and ECE "
                                "without and with TTA side by side.", choices=tuple(TTA_VIEWS))
+    # explicit: it decides how --labels-csv is read before the model is opened (a checkpoint is exported first)
+    task: str = setting("single_label", "multilabel: --labels-csv holds space-separated tags; report F1s, mAP and "
+                                        "per-class AUC.", choices=TASK_NAMES)
 
     def __post_init__(self) -> None:
-        raise_first_failure(_model_option_checks(self) + (check_choice("--tta", self.tta, tuple(TTA_VIEWS)),) + (
-            column_checks(self.id_col, self.label_col) if self.labels_csv else ()))
+        multilabel = self.task == "multilabel"
+        raise_first_failure(_model_option_checks(self) + (
+            check_choice("--tta", self.tta, tuple(TTA_VIEWS)),
+            check_choice("--task", self.task, TASK_NAMES),
+            (not (multilabel and not self.labels_csv), "--task multilabel reads each image's tags from --labels-csv "
+                                                       "(class folders give one class per image); pass it"),
+            (not (multilabel and self.confusion), "--confusion draws single-label confusions; with --task multilabel "
+                                                  "the per-class table says each class's errors: leave it out"),
+            (not (multilabel and self.tta != "none"), "--tta with --task multilabel is not supported by clf eval yet; "
+                                                      "export the model with --tta to score it with its views"),
+        ) + (column_checks(self.id_col, self.label_col) if self.labels_csv else ()))
 
 
 MAX_SERVE_BATCH = 1024  # images per dynamic batch; far above what helps on CPUs, far below what exhausts memory
