@@ -37,11 +37,29 @@ def eval_(
     with onnx_for_evaluation(cfg.model, cfg.device) as onnx_path, bar:
         result = evaluate(dataclasses.replace(cfg, model=onnx_path), data, on_start=bar.start, progress=bar.update,
                           verbose=logger.isEnabledFor(logging.DEBUG))
-    _print_report(result.report, Path(cfg.model))
-    render.console.print(_probability_line(result.report), highlight=False)
+    if result.report.get("task") == "multilabel":
+        _print_multilabel(result.report, Path(cfg.model))
+    else:
+        _print_report(result.report, Path(cfg.model))
+        render.console.print(_probability_line(result.report), highlight=False)
     if result.failures:
         render.console.print(f"[yellow]{len(result.failures)} unreadable image(s) skipped[/] (not counted above)",
                              highlight=False)
+
+
+def _print_multilabel(report: dict[str, Any], model: Path) -> None:
+    """The F1s, exact match and mAP in the title, then one row per class."""
+    table = Table(title=f"{escape(str(model))}: F1 micro {render.score(report['f1_micro'])}, macro "
+                        f"{render.score(report['f1_macro'])}, samples {render.score(report['f1_samples'])}, exact "
+                        f"match {render.score(report['exact_match'])}, mAP {render.score(report['map'])} on "
+                        f"{report['num_samples']} images")
+    for column in ("class", "threshold", "precision", "recall", "f1", "support", "AP", "AUC"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for (name, stats), threshold in zip(report["per_class"].items(), report["thresholds"]):
+        table.add_row(escape(name), f"{threshold:.3g}", f"{stats['precision']:.4f}", f"{stats['recall']:.4f}",
+                      f"{stats['f1']:.4f}", str(stats["support"]), f"{stats['average_precision']:.4f}",
+                      render.score(stats["auc"]))
+    render.console.print(table)
 
 
 def _print_report(result: dict[str, Any], model: Path) -> None:

@@ -100,17 +100,23 @@ def _int8_rows(report: Int8Report) -> list[tuple[str, str]]:
     def acc(value: Optional[float]) -> str:
         return "n/a" if value is None else f"{value:.2%}"
 
-    drop = "n/a (no class folders)" if report.accuracy_drop is None else f"{report.accuracy_drop * 100:.2f} points"
-    return [
+    common = [
         ("fp32 parity", escape(f"max abs diff {report.max_abs_diff:.3g} (atol {report.atol:g}) on "
                                f"{report.parity_images} inputs ({report.parity_source})")),
         ("calibration", escape(f"{calib['method']}, {calib['images']} images ({calib['source']}), "
                                f"{calib['activations']} activations, {calib['weights']} weights")),
         ("gate on", escape(f"{report.images} inputs ({report.image_source})")),
-        ("top-1 agreement", f"{report.top1_agreement:.2%} with fp32 (min {report.min_agreement:.2%})"),
-        ("accuracy", f"fp32 {acc(report.fp32_accuracy)}, int8 {acc(report.int8_accuracy)}; drop {drop} "
-                     f"(max {report.max_drop * 100:.2f})"),
     ]
+    if report.task != "single_label":  # per-label agreement and macro-F1 against fp32's decisions
+        return [*common,
+                ("per-label agreement", f"{report.top1_agreement:.2%} with fp32 (min {report.min_agreement:.2%})"),
+                ("macro-F1 vs fp32", f"{acc(report.macro_f1_vs_fp32)}; drop {(report.macro_f1_drop or 0) * 100:.2f} "
+                                     f"points (max {report.max_drop * 100:.2f})")]
+    drop = "n/a (no class folders)" if report.accuracy_drop is None else f"{report.accuracy_drop * 100:.2f} points"
+    return [*common,
+            ("top-1 agreement", f"{report.top1_agreement:.2%} with fp32 (min {report.min_agreement:.2%})"),
+            ("accuracy", f"fp32 {acc(report.fp32_accuracy)}, int8 {acc(report.int8_accuracy)}; drop {drop} "
+                         f"(max {report.max_drop * 100:.2f})")]
 
 
 def _triton_table(result: TritonResult) -> Table:

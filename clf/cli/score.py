@@ -15,6 +15,26 @@ from clf.cli.options import config_options
 from clf.config import ScoreConfig
 
 
+def _score_multilabel(cfg: ScoreConfig) -> None:
+    """The multi-label scores in one line, then the per-class table."""
+    from rich.table import Table
+
+    from clf.serve.score_multilabel import score_multilabel
+
+    result = score_multilabel(cfg.submission, cfg.answers, cfg.id_col, cfg.label_col)
+    render.console.print(
+        f"[bold]{escape(cfg.submission)}[/]: F1 micro {result.f1_micro:.4f}, macro {result.f1_macro:.4f}, "
+        f"samples {result.f1_samples:.4f}, exact match {result.exact_match:.4f} on {result.rows} rows of "
+        f"{escape(cfg.answers)}", highlight=False)
+    table = Table(title="per class")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for row in result.classes:
+        table.add_row(escape(row.name), f"{row.precision:.4f}", f"{row.recall:.4f}", f"{row.f1:.4f}",
+                      str(row.support))
+    render.console.print(table)
+
+
 @app.command("score")
 @user_errors
 @config_options(ScoreConfig)
@@ -34,6 +54,9 @@ def score(
     from clf.serve.score import score_submission
 
     cfg = ScoreConfig(submission=str(submission), answers=str(answers), **settings)
+    if cfg.task == "multilabel":
+        _score_multilabel(cfg)
+        return
     result = score_submission(cfg.submission, cfg.answers, cfg.id_col, cfg.label_col, probs=cfg.probs,
                               metric=cfg.metric)
     metric = "" if cfg.metric == "accuracy" else f", {cfg.metric} {render.score(result.metric_value)}"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from clf.choices import COMPETITION_METRICS, DEVICES, ID_FORMATS, TOPK_FORMATS, TTA_VIEWS
+from clf.choices import COMPETITION_METRICS, DEVICES, ID_FORMATS, TASK_NAMES, TOPK_FORMATS, TTA_VIEWS
 from clf.config.base import JsonMixin, check_choice, column_checks, raise_first_failure, setting
 from clf.errors import ClfError
 
@@ -120,10 +120,22 @@ class EvalConfig(_RuntimeOptions):
     # a TTA_VIEWS name: the report shows the numbers without and with these views side by side
     tta: str = setting("none", "Also score the model with these flipped views averaged: accuracy, log-loss and ECE "
                                "without and with TTA side by side.", choices=tuple(TTA_VIEWS))
+    # explicit: it decides how --labels-csv is read before the model is opened (a checkpoint is exported first)
+    task: str = setting("single_label", "multilabel: --labels-csv holds space-separated tags; report F1s, mAP and "
+                                        "per-class AUC.", choices=TASK_NAMES)
 
     def __post_init__(self) -> None:
-        raise_first_failure(_model_option_checks(self) + (check_choice("--tta", self.tta, tuple(TTA_VIEWS)),) + (
-            column_checks(self.id_col, self.label_col) if self.labels_csv else ()))
+        multilabel = self.task == "multilabel"
+        raise_first_failure(_model_option_checks(self) + (
+            check_choice("--tta", self.tta, tuple(TTA_VIEWS)),
+            check_choice("--task", self.task, TASK_NAMES),
+            (not (multilabel and not self.labels_csv), "--task multilabel reads each image's tags from --labels-csv "
+                                                       "(class folders give one class per image); pass it"),
+            (not (multilabel and self.confusion), "--confusion draws single-label confusions; with --task multilabel "
+                                                  "the per-class table says each class's errors: leave it out"),
+            (not (multilabel and self.tta != "none"), "--tta with --task multilabel is not supported by clf eval yet; "
+                                                      "export the model with --tta to score it with its views"),
+        ) + (column_checks(self.id_col, self.label_col) if self.labels_csv else ()))
 
 
 MAX_SERVE_BATCH = 1024  # images per dynamic batch; far above what helps on CPUs, far below what exhausts memory
@@ -177,6 +189,18 @@ class ScoreConfig(JsonMixin):
     metric: str = setting("accuracy", "The competition's metric, reported beside accuracy (roc_auc and log_loss need "
                                       "--probs; qwk needs classes named by grade: 0, 1, 2, ...).",
                           choices=COMPETITION_METRICS)
+    # explicit, never guessed from the files: a single-label answer "cat" is also a one-tag multi-label answer
+    task: str = setting("single_label", "multilabel: labels are space-separated tags; report F1 micro/macro/samples "
+                                        "and per-class precision, recall, F1.", choices=TASK_NAMES)
 
     def __post_init__(self) -> None:
-        raise_first_failure((check_choice("--metric", self.metric, COMPETITION_METRICS),))
+        multilabel = self.task == "multilabel"
+        raise_first_failure((
+            check_choice("--metric", self.metric, COMPETITION_METRICS),
+            check_choice("--task", self.task, TASK_NAMES),
+            (not (multilabel and self.probs), "--probs with --task multilabel is not supported yet; score the tags "
+                                              "without it, or run `clf eval` on the labelled images for mAP and AUC"),
+            (not (multilabel and self.metric != "accuracy"),
+             f"--metric {self.metric} with --task multilabel: the multi-label score reports F1 micro, macro and "
+             "samples (and per class) already; leave out --metric"),
+        ))

@@ -9,6 +9,9 @@ from clf import __version__
 from clf.errors import ModelError
 from clf.models.checkpoint_load import preprocess_from_checkpoint
 from clf.serve.metadata import ModelInfo
+from clf.tasks import DEFAULT_TASK, TASKS
+
+THRESHOLDS_KEY = "thresholds"  # best.pt's per-class thresholds of a multi-label run (tuned on validation)
 
 
 def model_info(ckpt: dict) -> ModelInfo:
@@ -33,7 +36,46 @@ def model_info(ckpt: dict) -> ModelInfo:
         clf_version=__version__,
         run_name=ckpt.get("run_name") or "",
         best_val_acc=ckpt.get("best_val_acc"),
+        task=checkpoint_task(ckpt),
+        thresholds=checkpoint_thresholds(ckpt, len(classes)),
     )
+
+
+def checkpoint_task(ckpt: dict) -> str:
+    """The task the run trained (its config's "task"; absent in every checkpoint before the multilabel task:
+    single_label).
+
+    Raises:
+        ModelError: a task this clf does not know.
+    """
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    task = config.get("task") or DEFAULT_TASK
+    if task not in TASKS:
+        raise ModelError(f"{ckpt.get('source', 'checkpoint')}: its config's task is {task!r}, not one of "
+                         f"{', '.join(TASKS)}; export it with the clf that trained it")
+    return task
+
+
+def checkpoint_thresholds(ckpt: dict, classes: int) -> list[float] | None:
+    """A multi-label checkpoint's per-class thresholds (key "thresholds"), None for 0.5 each (absent) and for a
+    single-label checkpoint.
+
+    Raises:
+        ModelError: not one probability per class.
+    """
+    thresholds = ckpt.get(THRESHOLDS_KEY)
+    if thresholds is None or checkpoint_task(ckpt) == DEFAULT_TASK:
+        return None
+    source = ckpt.get("source", "checkpoint")
+    if (not isinstance(thresholds, (list, tuple)) or len(thresholds) != classes
+            or not all(_is_probability(t) for t in thresholds)):
+        raise ModelError(f"{source}: its thresholds must be {classes} probabilities between 0 and 1, one per class; "
+                         "export a checkpoint written by `clf train`")
+    return [float(t) for t in thresholds]
+
+
+def _is_probability(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0
 
 
 def checkpoint_weights(ckpt: dict) -> str:

@@ -23,9 +23,9 @@ from clf.data.folds import is_fold_group, member_folders, read_group
 from clf.errors import ClfError, DataError, ModelError
 from clf.export.checkpoint_info import checkpoint_weights, model_info
 from clf.models.checkpoint_load import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from clf.run_files import CONFIG_FILE, GROUP_FILE, OOF_FILE, SPLIT_FILE, RunFileError, read_config
+from clf.run_files import CONFIG_FILE, GROUP_FILE, OOF_FILE, SPLIT_FILE, RunFileError, read_config, read_small_file
 from clf.models.outputs import log_scores
-from clf.serve.metadata import Deployment, ModelInfo
+from clf.serve.metadata import Deployment, ModelInfo, model_task
 from clf.tasks import SINGLE_LABEL, Task
 
 logger = logging.getLogger(__name__)
@@ -150,6 +150,9 @@ def check_compatible(members: Sequence[Member]) -> None:
     """
     first = members[0]
     for other in members[1:]:
+        if other.info.task != first.info.task:
+            raise ModelError(f"{other.path}: it was trained for the {other.info.task} task, {first.path} for "
+                             f"{first.info.task}; ensemble members must predict the same kind of answer")
         if other.info.classes != first.info.classes:
             raise ModelError(f"{other.path}: its classes are {other.info.classes}, {first.path} has "
                              f"{first.info.classes}; ensemble members must be trained on the same classes")
@@ -197,6 +200,21 @@ def check_tta_allowed(cfg: ExportConfig, members: Sequence[Member]) -> None:
                 raise ModelError(f"--tta {cfg.tta}: {member.path} was trained without {word} flips "
                                  f"({_FLIP_OPS[letter]} 0), and flipped views are wrong where orientation matters "
                                  "(digits, text); pass --force to add them anyway")
+
+
+def check_calibrate_allowed(cfg: ExportConfig, members: Sequence[Member]) -> None:
+    """--calibrate fits one softmax temperature: refused for a multi-label model, whose per-class sigmoid scores
+    would need a temperature per class fitted on multi-hot validation labels (not supported yet); its decisions are
+    already set by the per-class thresholds tuned on validation scores.
+
+    Raises:
+        ModelError: naming the first member and what to do.
+    """
+    if cfg.calibrate and members[0].info.task != SINGLE_LABEL.name:
+        raise ModelError(f"--calibrate: {members[0].path} is a {members[0].info.task} model; clf fits one softmax "
+                         "temperature for single-label models, and per-class temperatures for sigmoid scores are not "
+                         "supported yet (its tuned per-class thresholds already set each decision); export it "
+                         "without --calibrate")
 
 
 def trained_flips(member: Member) -> set[str] | None:
@@ -247,6 +265,11 @@ class DeployedModel(nn.Module):
     (no log(0)); with "logit": sum_m w_m * mean_v f_m(view_v(x)). A temperature T divides that and log-softmax
     follows, so the output stays log-probabilities. Args: members, weights (normalised), average, views, temperature,
     and the task whose activation (clf.models.outputs: log-softmax for single-label) gives the log-probabilities.
+
+    A multi-label task averages each class's sigmoid probability instead and outputs its logit, so that the output
+    stays per-class logits whose sigmoid is the weighted mean p: logit(p) = log p - log(1 - p), both logs a logsumexp
+    of log-sigmoids (logsigmoid(x) + log w and logsigmoid(-x) + log w), finite where a sigmoid saturates. It takes
+    no temperature (check_calibrate_allowed).
     """
 
     def __init__(self, members: Sequence[nn.Module], weights: Sequence[float], average: str = "prob",
@@ -269,7 +292,12 @@ class DeployedModel(nn.Module):
         stacked = torch.stack(outputs)  # [V*M, N, C]
         if self.average == "logit":
             return (stacked * self.output_weights).sum(dim=0)
-        return torch.logsumexp(log_scores(self.task, stacked) + torch.log(self.output_weights), dim=0)
+        log_weights = torch.log(self.output_weights)
+        if self.task.multilabel:  # logit of the weighted mean sigmoid probability
+            positive = torch.logsumexp(log_scores(self.task, stacked) + log_weights, dim=0)
+            negative = torch.logsumexp(log_scores(self.task, -stacked) + log_weights, dim=0)
+            return positive - negative
+        return torch.logsumexp(log_scores(self.task, stacked) + log_weights, dim=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.combined(x)
@@ -286,7 +314,8 @@ def needs_wrapper(cfg: ExportConfig, members: Sequence[Member]) -> bool:
 def build_deployed(cfg: ExportConfig, members: Sequence[Member]) -> DeployedModel:
     """The members, their weights, the average and the views as one module (the temperature is set later)."""
     weights = member_weights(cfg, len(members))
-    return DeployedModel([m.model for m in members], weights, cfg.average, TTA_VIEWS[cfg.tta]).eval()
+    task = model_task(members[0].info)
+    return DeployedModel([m.model for m in members], weights, cfg.average, TTA_VIEWS[cfg.tta], task=task).eval()
 
 
 def deployment(cfg: ExportConfig, members: Sequence[Member], temperature: float | None) -> Deployment:
@@ -306,7 +335,34 @@ def ensemble_info(members: Sequence[Member], sources: Sources) -> ModelInfo:
     name = sources.group.name if sources.group is not None else "+".join(m.info.run_name or m.path.parent.name
                                                                          for m in members)
     return ModelInfo(classes=first.classes, preprocess=first.preprocess, arch="+".join(archs),
-                     img_size=first.img_size, clf_version=first.clf_version, run_name=name, best_val_acc=None)
+                     img_size=first.img_size, clf_version=first.clf_version, run_name=name, best_val_acc=None,
+                     task=first.task, thresholds=ensemble_thresholds(first, sources))
+
+
+def ensemble_thresholds(first: ModelInfo, sources: Sources) -> list[float] | None:
+    """A multi-label ensemble's thresholds: a fold group's, tuned on its out-of-fold scores (group.json
+    "thresholds"); otherwise None, 0.5 each: each member's own were tuned on its validation scores, not on the
+    average's.
+
+    Raises:
+        DataError: group.json's thresholds are not one probability per class.
+    """
+    if first.task == SINGLE_LABEL.name:
+        return None
+    if sources.group is None:
+        logger.info("a multi-label ensemble of separate runs decides at 0.5 per class (the runs' own thresholds "
+                    "were tuned on their validation scores, not the average's)")
+        return None
+    path = sources.group / GROUP_FILE
+    thresholds = json.loads(read_small_file(path)).get("thresholds")
+    if thresholds is None:
+        logger.info("%s records no thresholds; the ensemble decides at 0.5 per class", path)
+        return None
+    if (not isinstance(thresholds, list) or len(thresholds) != len(first.classes)
+            or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds)):
+        raise DataError(f"{path}: its thresholds must be {len(first.classes)} probabilities between 0 and 1, one "
+                        "per class; retrain the group, or remove the key to decide at 0.5")
+    return [float(t) for t in thresholds]
 
 
 def weights_kind(members: Sequence[Member]) -> str:

@@ -5,7 +5,9 @@ quantises that final graph (whatever the export built into it) with onnxruntime'
 (shape inference, graph optimisation), QDQ format, per-channel int8 weights, uint8 activations calibrated on
 training images drawn across every class through the one Preprocess. The gate is about accuracy, not numbers: on the
 validation images, top-1 agreement with the fp32 model must reach --min-agreement and the accuracy may drop by at
-most --max-drop; otherwise the int8 model is kept aside exactly like a parity failure (exit 3).
+most --max-drop; otherwise the int8 model is kept aside exactly like a parity failure (exit 3). A multi-label
+model is gated on its per-label agreement with fp32 and on the macro F1 of its decisions against fp32's (its drop
+below 1 at most --max-drop): the validation labels of a CSV-labelled run are not read here.
 """
 
 from __future__ import annotations
@@ -91,14 +93,31 @@ class Int8Report(ParityReport):
     parity_images: int = 0
     parity_source: str = ""
     calibration: dict[str, Any] = field(default_factory=dict)
+    # A multi-label model's gate: `top1_agreement` holds the per-label agreement (every (image, class) decision), and
+    # macro_f1_vs_fp32 the macro F1 of the int8 decisions with fp32's as truth (a class int8 stops tagging costs
+    # 1/C however rare it is, which the per-label agreement, mostly easy negatives, hides); its drop is 1 - that.
+    task: str = "single_label"
+    macro_f1_vs_fp32: float | None = None
+    macro_f1_drop: float | None = None
 
     def reason(self) -> str:
         """Why the gate failed, in one line ('' when it passed)."""
+        if self.task != "single_label":
+            return self._multilabel_reason()
         problems = []
         if not self.top1_agreement >= self.min_agreement:
             problems.append(f"top-1 agreement with fp32 {self.top1_agreement:.2%} < {self.min_agreement:.2%}")
         if self.accuracy_drop is not None and not self.accuracy_drop <= self.max_drop:
             problems.append(f"accuracy drop {self.accuracy_drop * 100:.2f} points > {self.max_drop * 100:.2f}")
+        return "; ".join(problems)
+
+    def _multilabel_reason(self) -> str:
+        problems = []
+        if not self.top1_agreement >= self.min_agreement:
+            problems.append(f"per-label agreement with fp32 {self.top1_agreement:.2%} < {self.min_agreement:.2%}")
+        if self.macro_f1_drop is not None and not self.macro_f1_drop <= self.max_drop:
+            problems.append(f"macro-F1 drop vs fp32 {self.macro_f1_drop * 100:.2f} points > "
+                            f"{self.max_drop * 100:.2f}")
         return "; ".join(problems)
 
 
@@ -319,10 +338,12 @@ def accuracy(logits: np.ndarray, labels: Sequence[int] | None, task: Task = SING
 
 
 def gate(cfg: ExportConfig, fp32: Path, int8: Path, images: np.ndarray, labels: list[int] | None,
-         source: str, settings: dict[str, Any], parity: ParityReport) -> Int8Report:
+         source: str, settings: dict[str, Any], parity: ParityReport, task: Task = SINGLE_LABEL) -> Int8Report:
     """Run both models on the gate images; agreement, accuracies and the verdict, as the int8 model's proof."""
     reference, _ = predict_logits(fp32, images, cfg.device)
     quantized, provider = predict_logits(int8, images, cfg.device)
+    if task.multilabel:
+        return multilabel_gate(cfg, reference, quantized, source, settings, parity, task, provider)
     agreement = float(top1_agrees(quantized, reference).mean())
     fp32_acc, int8_acc = accuracy(reference, labels), accuracy(quantized, labels)
     drop = None if fp32_acc is None or int8_acc is None else fp32_acc - int8_acc
@@ -338,8 +359,30 @@ def gate(cfg: ExportConfig, fp32: Path, int8: Path, images: np.ndarray, labels: 
     return replace(report, passed=report.reason() == "")
 
 
+def multilabel_gate(cfg: ExportConfig, reference: np.ndarray, quantized: np.ndarray, source: str,
+                    settings: dict[str, Any], parity: ParityReport, task: Task, provider: str) -> Int8Report:
+    """A multi-label model's gate: per-label agreement with fp32 (task.label_agreement) >= --min-agreement, and the
+    macro F1 of the int8 decisions against fp32's no more than --max-drop below 1 (a row holding NaN or inf decides
+    nothing right)."""
+    from clf.serve.multilabel_metrics import macro_f1_against
+
+    agreement = task.label_agreement(quantized, reference)
+    fp32_tags = task.decide(reference)
+    finite = np.isfinite(quantized).all(axis=1, keepdims=True)
+    macro_f1 = macro_f1_against(fp32_tags, np.where(finite, task.decide(quantized), ~fp32_tags))
+    report = Int8Report(
+        **{**asdict(parity), "passed": False, "top1_agreement": agreement, "images": len(reference),
+           "image_source": source, "provider": provider, "precision": "int8"},
+        min_agreement=cfg.min_agreement, max_drop=cfg.max_drop,
+        int8_max_abs_diff=float(np.abs(quantized - reference).max()), parity_images=parity.images,
+        parity_source=parity.image_source, calibration=settings, task=task.name, macro_f1_vs_fp32=macro_f1,
+        macro_f1_drop=1.0 - macro_f1,
+    )
+    return replace(report, passed=report.reason() == "")
+
+
 def quantize_proven(cfg: ExportConfig, staged: Path, output: Path, images: GateImages, pre: Preprocess,
-                    parity: ParityReport) -> Int8Report:
+                    parity: ParityReport, task: Task = SINGLE_LABEL) -> Int8Report:
     """Replace the proven fp32 model at `staged` by its int8 quantisation and gate it; returns the int8 proof.
 
     The caller keeps the model aside when the report did not pass (as for a parity failure).
@@ -362,7 +405,7 @@ def quantize_proven(cfg: ExportConfig, staged: Path, output: Path, images: GateI
         try:
             quantize(fp32, int8, calibration, cfg.calibration_method)
             finish_model(int8, fp32_proto, settings, output)
-            report = gate(cfg, fp32, int8, gate_images, labels, images.gate_source, settings, parity)
+            report = gate(cfg, fp32, int8, gate_images, labels, images.gate_source, settings, parity, task)
         finally:
             os.replace(int8 if int8.exists() else fp32, staged)
     return report

@@ -26,8 +26,9 @@ from clf.export import calibration, ensemble, graph, int8
 from clf.export.calibration import CalibrationReport
 from clf.export.parity import ParityReport, compare, folder_images, load_batch, random_batch, run_images, spread
 from clf.ownership import record_files
-from clf.serve.metadata import Deployment, ModelInfo, deployment_to_props, info_to_props
+from clf.serve.metadata import Deployment, ModelInfo, deployment_to_props, info_to_props, model_task
 from clf.serve.session import create_session
+from clf.tasks import SINGLE_LABEL, Task
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     members = ensemble.load_members(sources)
     ensemble.member_weights(cfg, len(members))  # a wrong --weights count is refused before any work
     ensemble.check_tta_allowed(cfg, members)
+    ensemble.check_calibrate_allowed(cfg, members)
     # 1. the ONE torch module that is deployed, its parity inputs, its temperature
     model, info, weights = _build_module(cfg, members, sources)
     images, source = _parity_inputs(cfg, sources, members, check_paths, info.preprocess)
@@ -196,13 +198,13 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         # 2. its graph, in a temp file beside the output; 3. the parity gate; 4. the proof, then the model, in place
         exporter, opset = _write_model(cfg, model, info, staged, output, weights, deployed)
         tolerance = parity_tolerance(cfg.tolerance, calibration.temperature if calibration else None)
-        report = _check_parity(cfg, model, images, source, staged, output, weights, tolerance)
+        report = _check_parity(cfg, model, images, source, staged, output, weights, tolerance, model_task(info))
         result = ExportResult(output, proof, staged.stat().st_size, opset, exporter, _precision(cfg), cfg.simplify,
                               report, weights, deployed, calibration)
         if not report.passed:
             raise _keep_aside(staged, result)
         if int8_images is not None:  # the proven fp32 graph becomes the int8 model, behind its accuracy gate
-            report = int8.quantize_proven(cfg, staged, output, int8_images, info.preprocess, report)
+            report = int8.quantize_proven(cfg, staged, output, int8_images, info.preprocess, report, model_task(info))
             result = replace(result, parity=report, precision="int8", size_bytes=staged.stat().st_size)
             if not report.passed:
                 raise _keep_aside(staged, result, gate="int8 accuracy gate")
@@ -368,11 +370,14 @@ def parity_tolerance(atol: float, temperature: float | None) -> float:
 
 
 def _check_parity(cfg: ExportConfig, model, images: np.ndarray, source: str, onnx_path: Path,
-                  output: Path, weights: str = "raw", tolerance: float | None = None) -> ParityReport:
-    """Compare PyTorch and onnxruntime (on the provider inference will use) at every batch size."""
+                  output: Path, weights: str = "raw", tolerance: float | None = None,
+                  task: Task = SINGLE_LABEL) -> ParityReport:
+    """Compare PyTorch and onnxruntime (on the provider inference will use) at every batch size; the agreement is
+    of the task's decisions (multi-label: every class decided alike at the model's thresholds)."""
     tolerance = cfg.tolerance if tolerance is None else tolerance
     session, provider = create_session(onnx_path, device=cfg.device)
-    max_diff, mean_diff, agreement = compare(model, session, fill_rows(images, max(cfg.batch_sizes)), cfg.batch_sizes)
+    max_diff, mean_diff, agreement = compare(model, session, fill_rows(images, max(cfg.batch_sizes)), cfg.batch_sizes,
+                                             task)
     return ParityReport(
         passed=bool(max_diff <= tolerance and agreement == 1.0),
         max_abs_diff=max_diff,

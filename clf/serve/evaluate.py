@@ -19,6 +19,7 @@ from clf.config import EvalConfig
 from clf.data.datasets import LabelledSet, load_labelled
 from clf.errors import DataError
 from clf.probabilities import ECE_BINS, expected_calibration_error, log_loss
+from clf.serve.evaluate_multilabel import evaluate_tags, read_tag_labels
 from clf.serve.loading import labels_file, make_predictor
 from clf.serve.metrics import classification_report, save_confusion_png
 from clf.serve.predictor import Predictor
@@ -60,7 +61,7 @@ class EvalResult:
         return self.report["ece"]
 
 
-def load_eval_data(cfg: EvalConfig) -> LabelledSet:
+def load_eval_data(cfg: EvalConfig) -> LabelledSet | TaggedSet:
     """The labelled images, with the outputs checked against them and the inputs: the checks to make before any
     long work (a checkpoint's export included).
 
@@ -68,13 +69,25 @@ def load_eval_data(cfg: EvalConfig) -> LabelledSet:
         DataError: a missing or unusable folder or labels CSV.
         ClfError / StorageError: --report or --confusion cannot be written, name each other or an input.
     """
-    data = load_labelled(cfg.labelled, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col)
+    if cfg.task == "multilabel":
+        paths, tags = read_tag_labels(cfg.labelled, cfg.labels_csv, cfg.id_col, cfg.label_col)
+        data = TaggedSet(paths, tags)
+    else:
+        data = load_labelled(cfg.labelled, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col)
     check_eval_outputs(cfg, data)
     return data
 
 
+@dataclass(frozen=True)
+class TaggedSet:
+    """Multi-label evaluation images and each one's tags (read by clf.serve.evaluate_multilabel)."""
+
+    paths: list[str]
+    tags: list[list[str]]
+
+
 def evaluate(
-    cfg: EvalConfig, data: LabelledSet | None = None, on_start: Callable[[int, str], None] | None = None,
+    cfg: EvalConfig, data: LabelledSet | TaggedSet | None = None, on_start: Callable[[int, str], None] | None = None,
     progress: Callable[[int], None] | None = None, verbose: bool = False,
 ) -> EvalResult:
     """Evaluate the ONNX model cfg.model on the labelled images; write cfg.report / cfg.confusion when given.
@@ -96,7 +109,10 @@ def evaluate(
     predictor = make_predictor(cfg, verbose)
     if on_start is not None:
         on_start(len(data.paths), predictor.provider)
-    report = evaluate_labelled(predictor, data.paths, [data.classes[i] for i in data.labels], progress=progress)
+    if isinstance(data, TaggedSet):
+        report = evaluate_tags(predictor, data.paths, data.tags, progress=progress)
+    else:
+        report = evaluate_labelled(predictor, data.paths, [data.classes[i] for i in data.labels], progress=progress)
     if cfg.report:
         atomic_write_text(cfg.report, json.dumps(report, indent=2) + "\n")
     if cfg.confusion:
@@ -104,7 +120,7 @@ def evaluate(
     return EvalResult(report, Path(cfg.report) if cfg.report else None, Path(cfg.confusion) if cfg.confusion else None)
 
 
-def check_eval_outputs(cfg: EvalConfig, data: LabelledSet) -> None:
+def check_eval_outputs(cfg: EvalConfig, data: LabelledSet | TaggedSet) -> None:
     """--report and --confusion: writable file paths, not each other, not an input (model, labels, an image)."""
     check_outputs(
         {"--report": cfg.report, "--confusion": cfg.confusion},

@@ -3,8 +3,9 @@
 Kept apart from the Ray deployment so it is tested in milliseconds and any other front end can reuse it.
 Requests: POST /predict with the encoded image as the raw body, or as the multipart field ``file``; POST
 /predict/batch with one multipart field ``files`` per image; ``?topk=K`` on both. Answers: one JSON object per
-image, ``{"label", "topk": [{"label", "prob"}], "probs": {class: p}}``, or ``{"error": "..."}`` for an image
-that could not be read. No torch and no Ray here.
+image, ``{"label", "topk": [{"label", "prob"}], "probs": {class: p}}`` (a multi-label model: ``{"tags": [...],
+"probs": {class: p}}``, ``topk`` ignored), or ``{"error": "..."}`` for an image that could not be read.
+No torch and no Ray here.
 """
 
 from __future__ import annotations
@@ -181,11 +182,24 @@ def prediction(logits: np.ndarray, classes: Sequence[str], topk: int, task: Task
     same softmax, exactly as `clf infer` writes them.
     """
     logits = np.asarray(logits, dtype=np.float32)
+    if task.multilabel:
+        return multilabel_prediction(logits, classes, task)
     probs = task.scores(logits[None])[0]
     order = task.ranked(logits[None], topk)[0]
     return {
         "label": classes[int(order[0])],
         "topk": [{"label": classes[int(i)], "prob": float(probs[i])} for i in order],
+        "probs": {name: float(p) for name, p in zip(classes, probs)},
+    }
+
+
+def multilabel_prediction(logits: np.ndarray, classes: Sequence[str], task: Task) -> dict[str, Any]:
+    """A multi-label model's answer for one image: its tags (every class whose sigmoid probability reaches the
+    class's threshold, in class order, as `clf infer` writes them) and every class's probability."""
+    probs = task.scores(logits[None])[0]
+    decided = task.decide(logits[None])[0]
+    return {
+        "tags": [name for name, chosen in zip(classes, decided) if chosen],
         "probs": {name: float(p) for name, p in zip(classes, probs)},
     }
 

@@ -11,8 +11,9 @@ from pathlib import Path
 from clf.atomic import check_outputs
 from clf.config import InferConfig
 from clf.data.files import list_images
-from clf.errors import DataError, IncompleteError
+from clf.errors import DataError, IncompleteError, SettingError
 from clf.serve.loading import labels_file, make_predictor
+from clf.serve.predictor import Predictor
 from clf.serve.submission import check_sample_ids, make_ids, write_probs, write_submission
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,19 @@ def check_infer_outputs(cfg: InferConfig, images: list[str]) -> None:
     )
 
 
+def check_task_options(cfg: InferConfig, predictor: Predictor) -> None:
+    """--topk ranks the classes of a single-label model; a multi-label model's label cell already holds every tag
+    that reaches its threshold, so a top-k list would be another, unthresholded answer: refused.
+
+    Raises:
+        SettingError: --topk above 1 for a multi-label model.
+    """
+    if predictor.task.multilabel and cfg.topk > 1:
+        raise SettingError(f"--topk {cfg.topk}: {cfg.model} is a multilabel model; its label column holds every tag "
+                           "whose probability reaches the class's threshold (space-separated); leave out --topk, "
+                           "and pass --probs FILE for every class's probability")
+
+
 def run_inference(
     cfg: InferConfig, progress: Callable[[int], None] | None = None, on_start: Callable[[int, str], None] | None = None,
     verbose: bool = False,
@@ -73,6 +87,7 @@ def run_inference(
     if cfg.sample_submission:
         check_sample_ids(cfg.sample_submission, all_ids, cfg.id_col, cfg.label_col)
     predictor = make_predictor(cfg, verbose)
+    check_task_options(cfg, predictor)
     if cfg.probs and cfg.id_col in predictor.classes:
         raise DataError(f"{cfg.model}: a class is named '{cfg.id_col}' like the id column of --probs; "
                         "give another --id-col")

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from clf.config import Preprocess
 from clf.errors import DataError, one_line
+from clf.tasks import DEFAULT_TASK, TASKS, Task, get_task
 
 KEY_CLASSES = "clf.classes"
 KEY_PREPROCESS = "clf.preprocess"
@@ -23,6 +24,11 @@ KEY_VERSION = "clf.version"
 KEY_RUN_NAME = "clf.run_name"
 KEY_BEST_VAL_ACC = "clf.best_val_acc"
 REQUIRED_KEYS = (KEY_CLASSES, KEY_PREPROCESS)
+# What the logits mean (clf.tasks): written for a multi-label model only, so a single-label file is what it always
+# was; absent = single_label (every model before the multilabel task). thresholds: JSON list, one sigmoid probability
+# per class (a class is predicted when its score reaches it).
+KEY_TASK = "clf.task"
+KEY_THRESHOLDS = "clf.thresholds"
 # What the graph computes beyond one model (added keys, only in ensemble / --tta / --calibrate exports): informative,
 # the graph already does it. members: JSON list of {"run", "arch", "best_val_acc", "weight", "weights"}.
 KEY_MEMBERS = "clf.members"
@@ -40,6 +46,8 @@ class ModelInfo:
         classes: class names, index i is logit column i.
         preprocess: the exact preprocessing used in training.
         arch, img_size, clf_version, run_name, best_val_acc: provenance, informative only.
+        task: what the logits mean, a name of clf.tasks.TASKS ("single_label" or "multilabel").
+        thresholds: a multi-label model's per-class probability thresholds (None: 0.5 each).
     """
 
     classes: list[str]
@@ -49,6 +57,15 @@ class ModelInfo:
     clf_version: str = ""
     run_name: str = ""
     best_val_acc: float | None = field(default=None)
+    task: str = DEFAULT_TASK
+    thresholds: list[float] | None = None
+
+
+def model_task(info: ModelInfo) -> Task:
+    """What the model's logits mean: its metadata's task (absent: single-label), deciding a multi-label model's
+    classes at its metadata's thresholds (absent: 0.5 each)."""
+    task = get_task(info.task)
+    return task.with_thresholds(info.thresholds) if task.multilabel else task
 
 
 def info_to_props(info: ModelInfo) -> dict[str, str]:
@@ -63,6 +80,10 @@ def info_to_props(info: ModelInfo) -> dict[str, str]:
     }
     if info.best_val_acc is not None:
         props[KEY_BEST_VAL_ACC] = repr(float(info.best_val_acc))
+    if info.task != DEFAULT_TASK:
+        props[KEY_TASK] = info.task
+    if info.thresholds is not None:
+        props[KEY_THRESHOLDS] = json.dumps([float(t) for t in info.thresholds])
     return props
 
 
@@ -138,6 +159,9 @@ def info_from_props(props: Mapping[str, str], source: str) -> ModelInfo:
         raise DataError(f"{source}: corrupt clf metadata ({KEY_CLASSES} must be a non-empty JSON list of names)")
     check_class_names(classes, source, "its clf metadata")
     preprocess = _parse(props, KEY_PREPROCESS, source, _preprocess_from_json)
+    task = task_from_props(props, source)
+    thresholds = _parse(props, KEY_THRESHOLDS, source, _thresholds_from_json)
+    check_thresholds(thresholds, task, len(classes), source)
     return ModelInfo(
         classes=classes,
         preprocess=preprocess,
@@ -146,7 +170,38 @@ def info_from_props(props: Mapping[str, str], source: str) -> ModelInfo:
         clf_version=props.get(KEY_VERSION, ""),
         run_name=props.get(KEY_RUN_NAME, ""),
         best_val_acc=_parse(props, KEY_BEST_VAL_ACC, source, _optional_float),
+        task=task,
+        thresholds=thresholds,
     )
+
+
+def task_from_props(props: Mapping[str, str], source: str) -> str:
+    """The task a model's metadata names; absent (every model before the multilabel task) = single_label.
+
+    Raises:
+        DataError: a task this clf does not know (a newer clf's model, or corrupt metadata).
+    """
+    task = props.get(KEY_TASK, "") or DEFAULT_TASK
+    if task not in TASKS:
+        raise DataError(f"{source}: corrupt clf metadata ({KEY_TASK}: unknown task {task!r}; this clf knows "
+                        f"{', '.join(TASKS)}; made by a newer clf? upgrade clf)")
+    return task
+
+
+def check_thresholds(thresholds: list[float] | None, task: str, classes: int, source: str) -> None:
+    """Thresholds belong to a multi-label model, one per class, each a probability.
+
+    Raises:
+        DataError: naming the key and what is wrong.
+    """
+    if thresholds is None:
+        return
+    if task == DEFAULT_TASK:
+        raise DataError(f"{source}: corrupt clf metadata ({KEY_THRESHOLDS} on a single-label model; "
+                        "thresholds decide multi-label classes only)")
+    if len(thresholds) != classes:
+        raise DataError(f"{source}: corrupt clf metadata ({KEY_THRESHOLDS} holds {len(thresholds)} values for "
+                        f"{classes} classes; one per class)")
 
 
 def check_class_names(classes: list[str], source: str, where: str) -> None:
@@ -172,6 +227,20 @@ def _preprocess_from_json(text: str) -> Preprocess:
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))}; made by a newer clf? upgrade clf")
     return Preprocess.from_dict(data)
+
+
+def _thresholds_from_json(text: str) -> list[float] | None:
+    """A JSON list of probabilities in [0, 1] ('' = absent)."""
+    if not text:
+        return None
+    values = json.loads(text)
+    if not isinstance(values, list) or not all(_is_probability(v) for v in values):
+        raise ValueError("must be a JSON list of numbers between 0 and 1")
+    return [float(v) for v in values]
+
+
+def _is_probability(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
 
 
 def _optional_float(text: str) -> float | None:

@@ -46,15 +46,26 @@ class PredictionResult:
         return [self.sources[i] for i in self.ok_indices]
 
     def probs(self) -> np.ndarray:
-        """The task's scores of the logits (softmax), float32 [N_ok, C]."""
+        """The task's scores of the logits (softmax; multi-label: sigmoid per class), float32 [N_ok, C]."""
         return self.task.scores(self.logits)
 
     def top1(self) -> np.ndarray:
-        """Index of the best class per row, int64 [N_ok] (ties -> lowest index)."""
-        return self.task.decide(self.logits)
+        """Index of the best class per row, int64 [N_ok] (ties -> lowest index), also for a multi-label model."""
+        return self.logits.argmax(-1) if len(self.logits) else np.zeros(0, np.int64)
+
+    def tags(self) -> list[list[str]]:
+        """Per row, the names of the classes the task decides (multi-label: each one reaching its threshold, in
+        class order; single-label: the best class alone)."""
+        if not self.task.multilabel:
+            return [[label] for label in self.labels()]
+        return [[self.classes[c] for c in np.flatnonzero(row)] for row in self.task.decide(self.logits)]
 
     def labels(self) -> list[str]:
-        """Name of the best class per row."""
+        """What the submission's label cell holds per row: the best class; for a multi-label model its tags,
+        space-separated in class order ("" when no class reaches its threshold), as Kaggle's multi-label
+        competitions take them."""
+        if self.task.multilabel:
+            return [" ".join(row) for row in self.tags()]
         return [self.classes[i] for i in self.top1()]
 
     def topk(self, k: int) -> np.ndarray:

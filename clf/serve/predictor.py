@@ -31,11 +31,11 @@ from clf.errors import DataError, ModelError, SettingError, one_line
 from clf.probabilities import log_softmax as log_softmax  # re-exported: clf.serve's softmax / log_softmax
 from clf.probabilities import softmax as softmax
 from clf.system import total_memory, usable_cpus
+from clf.serve.metadata import model_task
 from clf.serve.model_contract import check_single_input, check_tta_in_graph, input_dtype, model_info
 from clf.serve.predictions import Batch, PredictionResult
 from clf.serve.session import create_session
 from clf.serve.tta_views import average_views, flip_view, view_buffer
-from clf.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ class Predictor:
         workers: decode threads (None: one per usable core, at most 8).
         prefetch: batches decoded ahead of the one being run.
         tta: test-time augmentation, a name of clf.choices.TTA_VIEWS: the session runs on every flipped view of each
-            batch and the logits are the log of the views' averaged softmax probabilities ("none": one run).
+            batch and the views' scores are averaged (softmax probabilities; a multi-label model's sigmoid
+            probabilities, the logits being logit(mean p)) ("none": one run).
 
     Attributes:
         provider: the execution provider actually running the model.
@@ -107,7 +108,7 @@ class Predictor:
         self.workers = int(workers) if workers else min(8, usable_cpus())
         self.prefetch = max(0, int(prefetch))
         check_tta_in_graph(self.model_path, props, tta)
-        self.task = get_task()  # single-label: what every clf model so far computes
+        self.task = model_task(self.info)
         self.tta = tta
         self.views = TTA_VIEWS[tta]
 

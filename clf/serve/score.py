@@ -64,7 +64,7 @@ def score_submission(submission: str | Path, answers: str | Path, id_col: str = 
     if chosen.needs_probabilities and probs is None:
         raise ClfError(f"--metric {metric} needs the probabilities: pass --probs PROBS.csv (what clf infer --probs "
                        "writes)")
-    if _same_file(submission, answers):
+    if same_file(submission, answers):
         raise DataError(f"{submission}: is also the answers file; score a submission against other answers")
     predicted = read_labels(submission, id_col, label_col)
     truth = read_labels(answers, id_col, label_col)
@@ -219,7 +219,7 @@ def read_labels(path: str | Path, id_col: str, label_col: str) -> dict[str, str]
     return {image_id: row[label_at].strip() for image_id, row in zip(table.unique_ids(id_at), table.rows)}
 
 
-def _same_file(a: str | Path, b: str | Path) -> bool:
+def same_file(a: str | Path, b: str | Path) -> bool:
     try:
         return Path(a).samefile(b)
     except OSError:

@@ -25,17 +25,27 @@ def flip_view(batch: np.ndarray, view: str) -> np.ndarray:
 
 
 def average_views(view_logits: Sequence[np.ndarray], task: Task = SINGLE_LABEL) -> np.ndarray:
-    """The TTA output: log of the mean of the views' softmax probabilities, float32 [N, C].
+    """The TTA output, float32 [N, C]: single-label, the log of the mean of the views' softmax probabilities; a
+    multi-label task, logit(mean of the views' sigmoid probabilities), so that its sigmoid is the mean probability
+    and its thresholds decide on it.
 
-    Computed as a logsumexp of log-softmaxes minus log(views), as the graph of `clf export --tta` computes it, so
-    `clf infer --tta` and the exported file agree even where a probability underflows (no log(0) = -inf, which the
-    NaN/inf check would take for a broken model). Its softmax is the mean of the views' probabilities.
+    Computed as logsumexps of log-scores, as the graph of `clf export --tta` computes it, so `clf infer --tta` and
+    the exported file agree even where a probability underflows (no log(0) = -inf, which the NaN/inf check would take
+    for a broken model).
     """
+    if task.multilabel:  # log(mean p) - log(mean (1 - p)); the 1/V cancels
+        logits = np.stack([np.asarray(v, np.float32) for v in view_logits])  # [V, N, C]
+        return (_log_sum_exp(task.log_scores(logits)) - _log_sum_exp(task.log_scores(-logits))).astype(np.float32)
     stacked = np.stack([task.log_scores(v) for v in view_logits])  # [V, N, C]
+    return (_log_sum_exp(stacked) - np.float32(np.log(len(view_logits)))).astype(np.float32)
+
+
+def _log_sum_exp(stacked: np.ndarray) -> np.ndarray:
+    """log(sum over axis 0 of exp(stacked)) [N, C], stable (the largest term factored out)."""
     if stacked.size == 0:
         return stacked[0]
     top = stacked.max(axis=0)
-    return (top + np.log(np.exp(stacked - top).sum(axis=0)) - np.float32(np.log(len(view_logits)))).astype(np.float32)
+    return top + np.log(np.exp(stacked - top).sum(axis=0))
 
 
 def view_buffer(held: list[np.ndarray], batch: np.ndarray) -> np.ndarray:

@@ -1,0 +1,89 @@
+"""`clf eval --task multilabel`: a multi-label model on images labelled by a CSV of space-separated tags: exact match,
+F1 micro / macro / samples at the model's thresholds, mAP, and per class precision, recall, F1, support, average
+precision and ROC AUC. No torch.
+
+The labels reader here is a small local one (id -> image by file stem or name in the folder, tags split on
+whitespace, an empty cell = no tag); the data side's multi-label labels reader (`--task multilabel --labels-csv` in
+clf.data) should replace it once merged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clf.data.csv_table import read_csv_table
+from clf.data.files import list_images
+from clf.errors import DataError
+from clf.serve import multilabel_metrics as mm
+from clf.serve.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+
+def read_tag_labels(folder: str | Path, labels_csv: str | Path, id_col: str = "id",
+                    label_col: str = "label") -> tuple[list[str], list[list[str]]]:
+    """The images of `folder` that `labels_csv` lists (by file stem or name), in the CSV's order, and their tags.
+
+    Raises:
+        DataError: as read_csv_table, a missing column, an id twice, or an id with no image (naming the CSV line).
+    """
+    table = read_csv_table(labels_csv)
+    hint = "set the column names with --id-col and --label-col"
+    id_at, label_at = table.column(id_col, hint), table.column(label_col, hint)
+    images: dict[str, Path] = {}
+    for path in list_images(folder):
+        images.setdefault(path.name, path)
+        images.setdefault(path.stem, path)
+    paths, tags = [], []
+    for line, (image_id, row) in enumerate(zip(table.unique_ids(id_at), table.rows), start=2):
+        if image_id not in images:
+            raise DataError(f"{labels_csv}: line {line}: no image '{image_id}' in {folder}; check --id-col and the "
+                            "folder")
+        paths.append(str(images[image_id]))
+        tags.append(row[label_at].split() if label_at < len(row) else [])
+    return paths, tags
+
+
+def evaluate_tags(predictor: Predictor, paths: list[str], tags: list[list[str]],
+                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The multi-label report of `predictor` on tagged images (JSON-ready).
+
+    Raises:
+        DataError: the model is single-label, or a tag is no class of the model.
+    """
+    classes = predictor.classes
+    if not predictor.task.multilabel:
+        raise DataError(f"{predictor.model_path}: a single-label model; --task multilabel evaluates a model "
+                        "exported from a `clf train --task multilabel` run")
+    unknown = sorted({t for row in tags for t in row} - set(classes))
+    if unknown:
+        raise DataError(f"tags {unknown[:5]} are not classes of the model ({', '.join(classes)}); "
+                        "wrong model or data?")
+    result = predictor.predict(paths, strict=False, progress=progress)
+    index = {name: c for c, name in enumerate(classes)}
+    truth = np.zeros((len(result.ok_indices), len(classes)), bool)
+    for row, i in enumerate(result.ok_indices):
+        truth[row, [index[t] for t in tags[i]]] = True
+    decided, probs = predictor.task.decide(result.logits), result.probs()
+    table = mm.per_class(truth, decided)
+    aucs = mm.per_class_auc(truth, probs)
+    return {
+        "task": "multilabel",
+        "num_samples": int(len(truth)),
+        "exact_match": float((truth == decided).all(axis=1).mean()) if len(truth) else None,
+        **mm.f1s(truth, decided),
+        "map": mm.mean_average_precision(truth, probs),
+        "thresholds": list(predictor.task.thresholds or [0.5] * len(classes)),
+        "per_class": {name: {"precision": float(table.precision[c]), "recall": float(table.recall[c]),
+                             "f1": float(table.f1[c]), "support": int(table.support[c]),
+                             "average_precision": mm.average_precision(truth[:, c], probs[:, c]),
+                             "auc": None if np.isnan(aucs[c]) else float(aucs[c])}
+                      for c, name in enumerate(classes)},
+        "failures": [{"source": str(s), "reason": r} for s, r in result.failures],
+        "provider": predictor.provider,
+    }
