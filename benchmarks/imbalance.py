@@ -36,6 +36,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 import accuracy_data
-from accuracy import CommandFailed, progress, read_labels, run_clf
+from accuracy import CommandFailed, read_labels, run_clf
 
 FORMAT = 1  # bump when the cut changes: existing cut folders are then rebuilt
 RECIPES: dict[str, list[str]] = {
@@ -81,6 +82,10 @@ class Row:
     @property
     def adjusted_balanced_accuracy(self) -> float:
         return statistics.mean(self.adjusted_recall.values())
+
+
+def progress(message: str) -> None:
+    print(f"[imbalance {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- the cut data set -------------------------------------------------------------------------------------------
