@@ -11,25 +11,17 @@ training crops from the left 65 % of each band, test crops from the rest.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
+from benchmark_helpers import load_benchmark
 
-_BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 PHOTOS = ("china", "flower")
 
 
 def builder():
-    """benchmarks/multilabel_data.py, loaded by path (with its sibling accuracy_data) without touching sys.path."""
-    for name in ("accuracy_data", "multilabel_data"):
-        if name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(name, _BENCHMARKS / f"{name}.py")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-    return sys.modules["multilabel_data"]
+    """benchmarks/multilabel_data.py (with its sibling accuracy_data)."""
+    return load_benchmark("multilabel_data")
 
 
 def band_sources(bands: int = 2) -> dict[str, np.ndarray]:
