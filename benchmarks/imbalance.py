@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,6 +75,14 @@ class Row:
     adjusted_recall: dict[str, float] = field(default_factory=dict)  # per class, after logit adjustment
     accuracy: float = float("nan")
     adjusted_accuracy: float = float("nan")
+    args: list[str] = field(default_factory=list)  # the recipe's clf train args
+    cut_predicted: dict[str, int] = field(default_factory=dict)  # what the cut class's test images were called
+
+    @property
+    def rebalanced(self) -> bool:
+        """Trained against a reweighted or resampled prior: its probabilities no longer carry the training prior,
+        so dividing that out again (logit adjustment) would correct twice."""
+        return "--class-weights" in self.args or "balanced" in self.args
 
     @property
     def balanced_accuracy(self) -> float:
@@ -148,7 +157,7 @@ def measure(bench: str, data: Path, runs: Path, recipe: str, recipe_args: list[s
     predicted = read_labels(submission)
     adjusted = logit_adjusted(read_probabilities(probs), training_prior(data))
     row = Row(bench, recipe, seed, cut, per_class_recall(truth, predicted), per_class_recall(truth, adjusted),
-              accuracy(truth, predicted), accuracy(truth, adjusted))
+              accuracy(truth, predicted), accuracy(truth, adjusted), recipe_args, predictions_of(cut, truth, predicted))
     progress(f"{bench} {recipe} seed {seed}: {cut} recall {row.recall[cut]:.3f}, accuracy {row.accuracy:.4f}; "
              f"logit-adjusted {row.adjusted_recall[cut]:.3f}, {row.adjusted_accuracy:.4f}")
     return row
@@ -172,6 +181,12 @@ def per_class_recall(truth: dict[str, str], predicted: dict[str, str]) -> dict[s
     """class -> the share of its test images predicted as it (a missing id counts as wrong)."""
     classes = sorted(set(truth.values()))
     return {c: statistics.mean(predicted.get(i) == c for i, label in truth.items() if label == c) for c in classes}
+
+
+def predictions_of(cut: str, truth: dict[str, str], predicted: dict[str, str]) -> dict[str, int]:
+    """predicted class -> how many of the cut class's test images got it (most first)."""
+    counts = Counter(predicted.get(i, "(missing)") for i, label in truth.items() if label == cut)
+    return dict(counts.most_common())
 
 
 def accuracy(truth: dict[str, str], predicted: dict[str, str]) -> float:
@@ -204,10 +219,12 @@ def print_table(bench: str, rows: list[Row], seeds: list[int]) -> None:
             d_recall = 100 * (recall - median(r.recall[cut] for r in reference))
             d_acc = 100 * (acc - median(r.accuracy for r in reference))
         each = "/".join(f"{r.recall[cut]:.2f}" for r in group)
+        adjusted = (f"{'n/a':>9} {'n/a':>7} {'n/a':>7}" if group[0].rebalanced else
+                    f"{median(r.adjusted_recall[cut] for r in group):>9.3f} "
+                    f"{median(r.adjusted_accuracy for r in group):>7.4f} "
+                    f"{median(r.adjusted_balanced_accuracy for r in group):>7.4f}")
         print(f"{recipe:<18} {recall:>10.3f} {acc:>8.4f} {median(r.balanced_accuracy for r in group):>8.4f} "
-              f"{d_recall:>+7.1f}p {d_acc:>+6.1f}p {median(r.adjusted_recall[cut] for r in group):>9.3f} "
-              f"{median(r.adjusted_accuracy for r in group):>7.4f} "
-              f"{median(r.adjusted_balanced_accuracy for r in group):>7.4f}  {each}")
+              f"{d_recall:>+7.1f}p {d_acc:>+6.1f}p {adjusted}  {each}")
 
 
 def print_per_class(bench: str, rows: list[Row]) -> None:
@@ -218,6 +235,12 @@ def print_per_class(bench: str, rows: list[Row]) -> None:
     print(f"{'recipe':<18} " + " ".join(f"{c + ('*' if c == rows[0].cut else ''):>{width}}" for c in classes))
     for recipe, group in grouped(rows).items():
         print(f"{recipe:<18} " + " ".join(f"{median(r.recall[c] for r in group):>{width}.3f}" for c in classes))
+    if not any(r.cut_predicted for r in rows):
+        return
+    print(f"{bench}: where the {rows[0].cut} test images go (each seed)")
+    for recipe, group in grouped(rows).items():
+        print(f"{recipe:<18} " + " | ".join(", ".join(f"{c} {n}" for c, n in r.cut_predicted.items())
+                                            for r in group))
 
 
 def print_target(bench: str, rows: list[Row]) -> None:
@@ -230,7 +253,7 @@ def print_target(bench: str, rows: list[Row]) -> None:
     for recipe, group in groups.items():
         for label, recall_of, acc_of in (("", lambda r: r.recall[cut], lambda r: r.accuracy),
                                          (" + LA", lambda r: r.adjusted_recall[cut], lambda r: r.adjusted_accuracy)):
-            if recipe == REFERENCE and not label:
+            if (recipe == REFERENCE and not label) or (label and group[0].rebalanced):
                 continue
             gain = median(recall_of(r) for r in group) - base_recall
             cost = base_acc - median(acc_of(r) for r in group)
@@ -260,6 +283,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT, help="where the data sets are built")
     parser.add_argument("--workdir", type=Path, default=None, help="run folders go here (kept)")
     parser.add_argument("--json", type=Path, default=None, help="write every measured row here")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None,
+                        help="print the tables of rows --json wrote (several files: concatenated); runs nothing")
     options = parser.parse_args(argv)
     options.benches = [b.strip() for b in options.bench.split(",") if b.strip()]
     if not options.benches or any(b not in accuracy_data.BENCHES for b in options.benches):
@@ -292,6 +317,12 @@ def measure_bench(bench: str, runs: Path, options: argparse.Namespace) -> Iterat
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    if options.from_json:
+        rows = [Row(**({"args": RECIPES.get(r["recipe"], [])} | r))  # rows written before Row.args: the recipe's
+                for path in options.from_json for r in json.loads(path.read_text(encoding="utf-8"))]
+        report(rows, sorted({r.bench for r in rows}, key=[r.bench for r in rows].index),
+               sorted({r.seed for r in rows}))
+        return 0
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwinds: the run folders go
     options.data_root.mkdir(parents=True, exist_ok=True)
     runs = options.workdir or Path(tempfile.mkdtemp(prefix="runs-", dir=options.data_root))
@@ -308,14 +339,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if options.workdir is None:
             shutil.rmtree(runs, ignore_errors=True)
-    for bench in options.benches:
+    report(rows, options.benches, options.seed_list)
+    return 0
+
+
+def report(rows: list[Row], benches: list[str], seeds: list[int]) -> None:
+    for bench in benches:
         bench_rows = [r for r in rows if r.bench == bench]
-        print_table(bench, bench_rows, options.seed_list)
+        print_table(bench, bench_rows, seeds)
         print_per_class(bench, bench_rows)
     print()
-    for bench in options.benches:
+    for bench in benches:
         print_target(bench, [r for r in rows if r.bench == bench])
-    return 0
 
 
 if __name__ == "__main__":
