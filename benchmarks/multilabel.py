@@ -137,6 +137,7 @@ def measure_clf(data: Path, runs: Path, recipe: str, recipe_args: list[str], see
     if options.epochs is not None:
         args += ["--epochs", str(options.epochs)]
     train_s = run_clf(*args, *recipe_args, *shlex.split(options.extra))
+    check_multilabel_run(run, classes)
     run_clf("export", str(run), "--onnx")
     submission, probs = runs / f"{name}.submission.csv", runs / f"{name}.probs.csv"
     run_clf("infer", str(data / "test"), "--model", str(run / "model.onnx"), "--sample-submission",
@@ -151,6 +152,17 @@ def measure_clf(data: Path, runs: Path, recipe: str, recipe_args: list[str], see
     progress(f"clf {recipe} seed {seed}: {train_s:.0f} s, macro-F1 {tuned.macro_f1:.4f} tuned, "
              f"{fixed.macro_f1:.4f} at 0.5, mAP {tuned.map:.4f}")
     return [tuned, fixed]
+
+
+def check_multilabel_run(run: Path, classes: list[str]) -> None:
+    """Stop when clf trained something other than a multi-label model of the tags (e.g. one class per combination
+    of tags: a clf that reads the tags column as single labels), instead of scoring it as if it were one."""
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    trained = config.get("classes", [])
+    if trained != classes or config.get("train", {}).get("task") != "multilabel":
+        raise SystemExit(f"{run}: clf trained {len(trained)} classes ({', '.join(trained[:3])}, ...) with task "
+                         f"{config.get('train', {}).get('task')!r}, not a multi-label model of the {len(classes)} "
+                         "tags; this clf does not read a tags CSV as multi-label yet")
 
 
 def measure_plain(data: Path, runs: Path, seed: int, classes: list[str], options: argparse.Namespace) -> Row:
@@ -219,9 +231,13 @@ def print_ratios(rows: list[Row]) -> None:
             continue
         f1, mean_ap, seconds = (median(r.macro_f1 for r in group), median(r.map for r in group),
                                 median(r.train_s for r in group))
-        print(f"{recipe}: macro-F1 {f1:.4f} = {f1 / base_f1:.3f} x the plain script's {base_f1:.4f} "
-              f"({100 * (f1 - base_f1):+.2f} points); mAP {mean_ap / base_map:.3f} x; "
-              f"train s {seconds / base_s:.2f} x the script's")
+        print(f"{recipe}: macro-F1 {f1:.4f} = {ratio(f1, base_f1):.3f} x the plain script's {base_f1:.4f} "
+              f"({100 * (f1 - base_f1):+.2f} points); mAP {ratio(mean_ap, base_map):.3f} x; "
+              f"train s {ratio(seconds, base_s):.2f} x the script's")
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
 
 
 def median(values) -> float:
