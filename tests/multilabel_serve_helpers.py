@@ -70,6 +70,7 @@ def multilabel_checkpoint(path: Path, classes: Sequence[str] = ("cat", "dog", "s
     extra = dict(keys)
     if thresholds is not None:
         extra["thresholds"] = [float(t) for t in thresholds]
-    state, _ = checkpoint_state("cnn", classes, img_size, config={"task": "multilabel", "name": path.parent.name},
+    state, _ = checkpoint_state("cnn", classes, img_size, config={"task": "multilabel", "labels_csv": "labels.csv",
+                                                                    "name": path.parent.name},
                                 **extra)
     return save_checkpoint(state, path)

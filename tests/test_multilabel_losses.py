@@ -86,18 +86,15 @@ def test_the_asl_gradient_is_finite_where_probabilities_saturate():
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    (dict(task="multilabel", loss="focal"),
+    (dict(task="multilabel", labels_csv="labels.csv", loss="focal"),
      "--loss focal trains --task single_label; with --task multilabel choose one of bce, asl"),
-    (dict(task="multilabel", loss="cross_entropy"),
+    (dict(task="multilabel", labels_csv="labels.csv", loss="cross_entropy"),
      "--loss cross_entropy trains --task single_label; with --task multilabel choose one of bce, asl"),
     (dict(loss="bce"), "--loss bce trains --task multilabel; with --task single_label choose one of cross_entropy, "
                        "focal"),
     (dict(loss="asl"), "--loss asl trains --task multilabel; with --task single_label choose one of cross_entropy, "
                        "focal"),
-    (dict(task="multilabel", sampler="balanced"),
-     "--sampler balanced draws every class equally often, which needs one class per image; with --task multilabel "
-     "use --class-weights auto (each class's positives weigh negatives / positives) or --loss asl"),
-    (dict(task="multilabel", class_weights="effective"),
+    (dict(task="multilabel", labels_csv="labels.csv", class_weights="effective"),
      "--class-weights effective is a single-label rule; with --task multilabel use auto (each class's positives "
      "weigh negatives / positives) or a CSV file of class,weight"),
 ])
@@ -109,7 +106,7 @@ def test_a_loss_or_option_of_the_other_task_is_refused_in_one_line(settings, mes
 
 def test_the_multilabel_losses_and_options_are_accepted():
     for loss in (None, "bce", "asl"):
-        assert TrainConfig(task="multilabel", loss=loss, class_weights="auto").loss == loss
+        assert TrainConfig(task="multilabel", labels_csv="labels.csv", loss=loss, class_weights="auto").loss == loss
     assert LossSettings(3).label_smoothing == 0.0
 
 

@@ -16,7 +16,7 @@ from clf.config import Preprocess
 from clf.data.torch_dataset import ImageDataset
 from clf.train.fit import fit, resolve_config
 
-ML = dict(TINY, task="multilabel", epochs=2)
+ML = dict(TINY, task="multilabel", epochs=2, labels_csv="labels.csv")  # the set itself comes from make_set
 
 
 @pytest.fixture
@@ -115,7 +115,8 @@ def test_clf_train_task_multilabel_prints_the_thresholds(multilabel_data, tmp_pa
     from cli_helpers import clf
 
     data, _ = multilabel_data
-    result = clf("train", data, "--task", "multilabel", "--loss", "bce", "--arch", "cnn", "--img-size", "32",
+    result = clf("train", data, "--task", "multilabel", "--labels-csv", data / "labels.csv",
+                 "--loss", "bce", "--arch", "cnn", "--img-size", "32",
                  "--epochs", "1", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--ema", "0", "--quiet",
                  "--out", tmp_path / "runs", "--name", "cli")
     assert result.exit_code == 0, result.output

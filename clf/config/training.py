@@ -120,8 +120,8 @@ class TrainConfig(JsonMixin):
     resolved_class_weights: tuple[float, ...] | None = None
     # clf/train/sampler.py; "none" (each image once an epoch, shuffled) is what every run before the option did
     sampler: str = setting("none", "How an epoch draws its training images: none (each once, shuffled) or balanced "
-                                   "(as many draws with replacement, every class equally likely; one class per "
-                                   "image only).", choices=SAMPLERS)
+                                   "(as many draws with replacement, every class equally likely; multilabel: by each "
+                                   "image's rarest class).", choices=SAMPLERS)
     # The competition's metric (clf/metrics.py): it ranks the epochs for best.pt and --patience (ties: the lower val
     # loss). accuracy: what every run before this field was ranked by.
     # single_label: every run before the multi-label task. clf/tasks.py
@@ -306,13 +306,10 @@ class TrainConfig(JsonMixin):
         )
 
     def _task_checks(self) -> tuple[tuple[bool, str], ...]:
-        """What a multi-label run cannot do: draw class-balanced epochs (an image holds several classes, or none)
-        and weigh classes by the effective number of samples (a single-label rule)."""
+        """What a multi-label run cannot do: weigh classes by the effective number of samples (a single-label rule).
+        --sampler balanced draws a multi-label set by each image's rarest class (clf/train/sampler.py)."""
         multilabel = self.task == "multilabel"
         return (
-            (not (multilabel and self.sampler == "balanced"),
-             "--sampler balanced draws every class equally often, which needs one class per image; with --task "
-             "multilabel use --class-weights auto (each class's positives weigh negatives / positives) or --loss asl"),
             (not (multilabel and self.class_weights == "effective"),
              "--class-weights effective is a single-label rule; with --task multilabel use auto (each class's "
              "positives weigh negatives / positives) or a CSV file of class,weight"),
