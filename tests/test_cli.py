@@ -153,3 +153,28 @@ def test_a_signal_in_the_teardown_after_the_command_prints_nothing(signal_name, 
     assert done.returncode == 0, done.stderr
     assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert (tmp_path / "comp" / "train").is_dir()
+
+
+def test_a_stop_signal_during_a_c_extensions_import_exits_as_the_stop_not_a_traceback():
+    """onnxruntime's import turns a SIGTERM raised inside it into ImportError("initialization failed") whose context
+    is the stop: the command exits 143 with the stop's line, and a real ImportError still propagates."""
+    import typer
+
+    from clf.cli.app import Terminated, user_errors
+    from clf.errors import EXIT_TERMINATED
+
+    def import_stopped() -> None:
+        try:
+            raise Terminated()
+        except Terminated:
+            raise ImportError("initialization failed")
+
+    with pytest.raises(typer.Exit) as stopped:
+        user_errors(import_stopped)()
+    assert stopped.value.exit_code == EXIT_TERMINATED
+
+    def import_broken() -> None:
+        raise ImportError("no module named x")
+
+    with pytest.raises(ImportError, match="no module named x"):
+        user_errors(import_broken)()

@@ -142,6 +142,16 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             _ignore_late_signals()
             render.err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except ImportError as exc:
+            # A stop signal during a C extension's import (onnxruntime's start-up) surfaces as "initialization
+            # failed" with the signal's exception as its context: it is the stop, not a broken install.
+            stop = _stop_behind(exc)
+            if stop is None:
+                raise
+            _ignore_late_signals()
+            terminated = isinstance(stop, Terminated)
+            render.err_console.print("[yellow]terminated (SIGTERM)[/]" if terminated else "[yellow]interrupted[/]")
+            raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
         except OSError as exc:  # an output path that cannot be written, a disk that is full, ...
             _ignore_late_signals()
             where = exc.filename or "clf"
@@ -152,6 +162,18 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             _ignore_late_signals()
 
     return wrapper
+
+
+def _stop_behind(exc: BaseException) -> BaseException | None:
+    """The SIGTERM or Ctrl-C in an exception's chain of causes and contexts, or None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (Terminated, KeyboardInterrupt)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _one_line_text(text: str) -> str:
