@@ -94,6 +94,7 @@ def test_the_benchmark_uses_no_picture_kept_aside_for_independent_checks():
     for kept in ("astronaut", "brick", "camera", "coffee", "grass", "gravel", "hubble", "immunohistochemistry",
                  "moon", "retina", "load_digits"):
         assert kept not in code, kept
+    pytest.importorskip("skimage")  # the sources' loaders (the bench extra)
     assert set(module.accuracy_data._scene_sources()) == {"chelsea", "coins", "rocket", "motorcycle_left", "page",
                                                          "text", "cell", "clock_motion"}
 
