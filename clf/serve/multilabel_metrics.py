@@ -9,8 +9,8 @@ scores [N, C]. numpy only, each equal to scikit-learn's on the same inputs (test
 0/0 (a class, or an image, with nothing true and nothing predicted) counts 0, as scikit-learn's zero_division
 default gives. `clf score`, `clf eval` and the int8 gate use these.
 
-Duplication, on purpose for now: the training side adds the same F1s, mAP and AUC for the trainer to clf/metrics
-(clf/metrics_multilabel.py on its branch) in parallel; once both are merged these should become calls to it.
+The ranking scores (AUC, average precision) are clf.ranking's, shared with the trainer's metrics; these take a
+deployed model's decisions (bool) where clf.metrics_multilabel takes probabilities and thresholds.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from clf import ranking
 
 
 @dataclass(frozen=True)
@@ -59,19 +61,9 @@ def f1s(truth: np.ndarray, decided: np.ndarray) -> dict[str, float]:
 
 
 def average_precision(truth: np.ndarray, scores: np.ndarray) -> float:
-    """One class's average precision: sum over the distinct score thresholds (high to low) of the recall gained
-    times the precision there; 0 for a class without positives (scikit-learn warns and gives 0 too)."""
-    truth, scores = np.asarray(truth) > 0.5, np.asarray(scores, np.float64)
-    positives = truth.sum()
-    if positives == 0:
-        return 0.0
-    order = np.argsort(-scores, kind="stable")
-    truth, scores = truth[order], scores[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # the end of each run of equal scores
-    tp = np.cumsum(truth)[last_of_tie]
-    precision = tp / (last_of_tie + 1)
-    recall_gain = np.diff(np.r_[0, tp]) / positives
-    return float((recall_gain * precision).sum())
+    """One class's average precision (clf.ranking's step rule); 0 for a class without positives (scikit-learn
+    warns and gives 0 too)."""
+    return ranking.average_precision(np.asarray(truth) > 0.5, np.asarray(scores, np.float64))
 
 
 def mean_average_precision(truth: np.ndarray, scores: np.ndarray) -> float:
@@ -83,25 +75,9 @@ def mean_average_precision(truth: np.ndarray, scores: np.ndarray) -> float:
 
 
 def binary_auc(truth: np.ndarray, scores: np.ndarray) -> float:
-    """One class's ROC AUC: the chance a positive scores above a negative, ties counting half (Mann-Whitney U from
-    average ranks); NaN when the class has no positive or no negative (scikit-learn refuses those)."""
-    truth, scores = np.asarray(truth) > 0.5, np.asarray(scores, np.float64)
-    positives, negatives = int(truth.sum()), int((~truth).sum())
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    return float((_average_ranks(scores)[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, tied values sharing the mean of their ranks."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values), np.float64)
-    sorted_values = values[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_values)) + 1]
-    ends = np.r_[starts[1:], len(values)]
-    for start, end in zip(starts, ends):
-        ranks[order[start:end]] = (start + end + 1) / 2
-    return ranks
+    """One class's ROC AUC (clf.ranking: Mann-Whitney U, ties counting half); NaN when the class has no positive or
+    no negative (scikit-learn refuses those)."""
+    return ranking.binary_auc(np.asarray(truth) > 0.5, np.asarray(scores, np.float64))
 
 
 def per_class_auc(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
