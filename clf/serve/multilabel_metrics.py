@@ -1,5 +1,5 @@
 """Multi-label scores of a deployed model: multi-hot truth [N, C] against decisions (bool [N, C]) or sigmoid
-scores [N, C]. numpy only, each equal to scikit-learn's on the same inputs (tests/test_multilabel_metrics_serve.py):
+scores [N, C]. numpy only, each equal to scikit-learn's on the same inputs (tests/test_multilabel_score.py):
 
     per_class         precision, recall, F1 and support per class (precision_recall_fscore_support, average=None)
     f1s               F1 micro / macro / samples (f1_score average="micro" / "macro" / "samples")
