@@ -148,9 +148,10 @@ def measure_recipe(bench: str, data: Path, runs: Path, recipe: str, recipe_args:
     progress(f"{bench} {recipe} seed {seed}: training")
     train_part, export_part = split_recipe(recipe_args)
     train_s = run_clf(*train_args(data, runs, name, seed, train_part, options))
-    run_clf("export", str(run), "--onnx", *export_part)
+    deployed = submitted_run(run)
+    run_clf("export", str(deployed), "--onnx", *export_part)
     submission = runs / f"{name}.submission.csv"  # beside the run: clf's run folder holds only clf's files
-    run_clf("infer", str(data / "test"), "--model", str(run / "model.onnx"), "--sample-submission",
+    run_clf("infer", str(data / "test"), "--model", str(deployed / "model.onnx"), "--sample-submission",
             str(data / "sample_submission.csv"), "--csv", str(submission), "--quiet")
     history, epochs = run_history(run)
     row = Row(bench, recipe, seed, recipe_args + shlex.split(options.extra), epochs, round(train_s, 1),
@@ -158,6 +159,12 @@ def measure_recipe(bench: str, data: Path, runs: Path, recipe: str, recipe_args:
     progress(f"{bench} {recipe} seed {seed}: {row.epochs} epochs, {row.train_s:.0f} s, "
              f"val {row.best_val_acc:.4f}, test {row.test_acc:.4f}")
     return row
+
+
+def submitted_run(run: Path) -> Path:
+    """What a user submits: a --refit run's refit (trained on every image), else the run (or fold group) itself."""
+    refit = run / "refit"
+    return refit if (refit / "best.pt").is_file() else run
 
 
 def run_history(run: Path) -> tuple[list[float], int]:

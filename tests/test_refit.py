@@ -76,6 +76,16 @@ def test_runs_lists_the_refit_beneath_its_run_and_export_takes_it(straight, tmp_
     assert result.exit_code == 0, result.output
     proof = json.loads((tmp_path / "refit.parity.json").read_text())
     assert output.is_file() and proof["image_source"] == "training images of refit (no validation split)"
+    assert "refit on every image" not in result.output
+
+
+def test_exporting_the_validated_run_of_a_refit_says_where_the_model_to_submit_is(straight, tmp_path):
+    run, _ = straight
+    result = clf("export", run, "--onnx", "-o", tmp_path / "validated.onnx")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "exporting the validated run; its refit on every image is" in said
+    assert f"clf export {run / 'refit'}" in said
 
 
 def test_resuming_a_finished_refit_trains_nothing(straight):

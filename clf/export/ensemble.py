@@ -23,7 +23,8 @@ from clf.data.folds import is_fold_group, member_folders, read_group
 from clf.errors import ClfError, DataError, ModelError
 from clf.export.checkpoint_info import checkpoint_weights, model_info
 from clf.models.checkpoint_load import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from clf.run_files import CONFIG_FILE, GROUP_FILE, OOF_FILE, SPLIT_FILE, RunFileError, read_config, read_small_file
+from clf.run_files import (BEST_CKPT, CONFIG_FILE, GROUP_FILE, OOF_FILE, REFIT_DIR, SPLIT_FILE, RunFileError,
+                           read_config, read_small_file)
 from clf.models.outputs import log_scores
 from clf.serve.metadata import Deployment, ModelInfo, model_task
 from clf.tasks import SINGLE_LABEL, Task
@@ -84,7 +85,18 @@ def resolve_sources(cfg: ExportConfig) -> Sources:
         return Sources([resolve_checkpoint(f, prefer="best") for f in finished_members(folder)], group=folder)
     checkpoints = [resolve_checkpoint(run, prefer="best") for run in given]
     check_distinct(given, checkpoints)
+    for run in given:
+        warn_refit_passed_over(Path(run))
     return Sources(checkpoints)
+
+
+def warn_refit_passed_over(run: Path) -> None:
+    """A run trained with --refit holds the model meant for submission in run/refit; exporting the run itself takes
+    the validated model (trained on fewer images), which is allowed (to compare the two) but is said."""
+    refit = run / REFIT_DIR
+    if run.is_dir() and refit.is_dir() and not refit.is_symlink() and (refit / BEST_CKPT).is_file():
+        logger.warning("%s: exporting the validated run; its refit on every image is %s, the model to submit "
+                       "(clf export %s)", run, refit, refit)
 
 
 def check_distinct(given: Sequence[str], checkpoints: Sequence[Path]) -> None:
