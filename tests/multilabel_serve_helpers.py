@@ -3,6 +3,7 @@ colour channel), colour images, and multi-label checkpoints as `clf train --task
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -74,3 +75,29 @@ def multilabel_checkpoint(path: Path, classes: Sequence[str] = ("cat", "dog", "s
                                                                     "name": path.parent.name},
                                 **extra)
     return save_checkpoint(state, path)
+
+
+def plain_client_tags(model: Path, image_paths: list[Path]) -> dict[str, str]:
+    """What a deployment without clf does: onnxruntime, OpenCV and numpy only, everything read from the metadata."""
+    import cv2
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    classes = json.loads(meta["clf.classes"])
+    pre = json.loads(meta["clf.preprocess"])
+    thresholds = np.array(json.loads(meta.get("clf.thresholds", "null")) or [0.5] * len(classes))
+    assert meta.get("clf.task") == "multilabel"
+    assert pre["resize"] == "stretch" and pre["color"] == "RGB", pre  # what this client implements
+    height, width = pre["size"]
+    interpolation = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}[pre["interpolation"]]
+    batch = []
+    for path in image_paths:
+        rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        resized = cv2.resize(rgb, (width, height), interpolation=interpolation).astype(np.float32) * pre["scale"]
+        normalised = (resized - np.array(pre["mean"], np.float32)) / np.array(pre["std"], np.float32)
+        batch.append(normalised.transpose(2, 0, 1))
+    logits = session.run(None, {session.get_inputs()[0].name: np.stack(batch).astype(np.float32)})[0]
+    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    return {path.stem: " ".join(c for c, chosen in zip(classes, row) if chosen)
+            for path, row in zip(image_paths, probs >= thresholds)}
