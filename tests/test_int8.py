@@ -22,7 +22,7 @@ from train_helpers import make_data, train
 from clf.config import ExportConfig, Preprocess
 from clf.data.files import list_images
 from clf.data.preprocess import preprocess
-from clf.export import int8
+from clf.export import int8, int8_graph
 from clf.export.parity import ParityReport
 
 CLASSES = ["circle", "square", "star", "triangle"]  # the sample competition's classes
@@ -281,8 +281,8 @@ def test_symbolic_shape_inference_is_skipped_only_for_graphs_it_cannot_shape(run
     which onnxruntime's symbolic shape inference cannot shape) gets ONNX's shape inference only."""
     assert clf("export", run, "-o", tmp_path / "bare.onnx", *FAST).exit_code == 0
     assert clf("export", run, "--calibrate", "-o", tmp_path / "calibrated.onnx", *FAST).exit_code == 0
-    assert int8.symbolic_shapes_supported(tmp_path / "bare.onnx")
-    assert not int8.symbolic_shapes_supported(tmp_path / "calibrated.onnx")
+    assert int8_graph.symbolic_shapes_supported(tmp_path / "bare.onnx")
+    assert not int8_graph.symbolic_shapes_supported(tmp_path / "calibrated.onnx")
 
 
 def test_only_the_head_after_the_last_weighted_op_stays_float(run, tmp_path):
@@ -290,6 +290,6 @@ def test_only_the_head_after_the_last_weighted_op_stays_float(run, tmp_path):
     temperature) stays float, so the int8 model's outputs are still log-probabilities."""
     assert clf("export", run, "-o", tmp_path / "bare.onnx", *FAST).exit_code == 0
     assert clf("export", run, "--calibrate", "-o", tmp_path / "calibrated.onnx", *FAST).exit_code == 0
-    assert int8.float_tail(onnx.load(str(tmp_path / "bare.onnx"))) == []
-    tail = [node.op_type for node in int8.float_tail(onnx.load(str(tmp_path / "calibrated.onnx")))]
-    assert {"LogSoftmax", "ReduceLogSumExp", "Div"} <= set(tail) and not set(tail) & int8.WEIGHTED_OPS
+    assert int8_graph.float_tail(onnx.load(str(tmp_path / "bare.onnx"))) == []
+    tail = [node.op_type for node in int8_graph.float_tail(onnx.load(str(tmp_path / "calibrated.onnx")))]
+    assert {"LogSoftmax", "ReduceLogSumExp", "Div"} <= set(tail) and not set(tail) & int8_graph.WEIGHTED_OPS

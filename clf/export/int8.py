@@ -6,8 +6,7 @@ quantises that final graph (whatever the export built into it) with onnxruntime'
 training images drawn across every class through the one Preprocess. The gate is about accuracy, not numbers: on the
 validation images, top-1 agreement with the fp32 model must reach --min-agreement and the accuracy may drop by at
 most --max-drop; otherwise the int8 model is kept aside exactly like a parity failure (exit 3). A multi-label
-model is gated on its per-label agreement with fp32 and on the macro F1 of its decisions against fp32's (its drop
-below 1 at most --max-drop): the validation labels of a CSV-labelled run are not read here.
+model's gate is clf/export/int8_multilabel.py's; which nodes stay float, clf/export/int8_graph.py's.
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ import onnx
 from clf.config import ExportConfig, Preprocess
 from clf.errors import DataError, ModelError, one_line
 from clf.export import graph
+from clf.export.int8_graph import name_float_tail, symbolic_shapes_supported
+from clf.export.int8_multilabel import multilabel_gate, multilabel_problems
 from clf.export.parity import ParityReport, confined_images, folder_images, load_batch, spread, top1_agrees
 from clf.run_files import SPLIT_FILE, read_split
 from clf.tasks import SINGLE_LABEL, Task
@@ -49,18 +50,6 @@ REDUCE_RANGE = True
 MAX_GATE_IMAGES = 2000  # validation images the gate runs both models on (spread over the classes)
 CALIBRATION_BATCH = 8  # images per calibration step (the calibrator keeps each step's activations until it folds them)
 STEPS_PER_FOLD = 4  # steps whose activations are folded into the ranges at once: bounds the calibrator's memory
-# Ops whose output onnxruntime's symbolic shape inference (the quantiser's first pre-processing pass) cannot shape:
-# from opset 18 the reductions take their axes as an input, it has handlers only for ReduceSum/ReduceMean/ReduceProd,
-# and its fallback (ONNX inference of the node alone) gets no axes value, so the output loses its rank and the next
-# elementwise node fails ("object of type 'NoneType' has no len()"). Ensembles, TTA and --calibrate graphs average
-# with ReduceLogSumExp and divide it by the temperature. ONNX's own shape inference (the pass after it) shapes these
-# graphs fully, so for them the symbolic pass is skipped; every other graph is pre-processed as before.
-SYMBOLIC_SHAPE_UNSUPPORTED = frozenset({"ReduceLogSumExp", "ReduceLogSum", "ReduceMax", "ReduceMin", "ReduceL1",
-                                        "ReduceL2", "ReduceSumSquare"})
-# The ops int8 speeds up. Whatever follows the last of them on every path to the output (an ensemble's or TTA's
-# average, the temperature, the log-softmax: log-probabilities) stays float: quantising it gains nothing and breaks
-# what it computes (uint8 log-probabilities of an int8 ensemble summed to 0.9992, not 1).
-WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
 @dataclass(frozen=True)
@@ -93,9 +82,8 @@ class Int8Report(ParityReport):
     parity_images: int = 0
     parity_source: str = ""
     calibration: dict[str, Any] = field(default_factory=dict)
-    # A multi-label model's gate: `top1_agreement` holds the per-label agreement (every (image, class) decision), and
-    # macro_f1_vs_fp32 the macro F1 of the int8 decisions with fp32's as truth (a class int8 stops tagging costs
-    # 1/C however rare it is, which the per-label agreement, mostly easy negatives, hides); its drop is 1 - that.
+    # A multi-label model's gate (clf/export/int8_multilabel.py): `top1_agreement` holds the per-label agreement,
+    # macro_f1_vs_fp32 the macro F1 of the int8 decisions with fp32's as truth, its drop is 1 - that.
     task: str = "single_label"
     macro_f1_vs_fp32: float | None = None
     macro_f1_drop: float | None = None
@@ -103,21 +91,13 @@ class Int8Report(ParityReport):
     def reason(self) -> str:
         """Why the gate failed, in one line ('' when it passed)."""
         if self.task != "single_label":
-            return self._multilabel_reason()
+            return "; ".join(multilabel_problems(self.top1_agreement, self.min_agreement, self.macro_f1_drop,
+                                                 self.max_drop))
         problems = []
         if not self.top1_agreement >= self.min_agreement:
             problems.append(f"top-1 agreement with fp32 {self.top1_agreement:.2%} < {self.min_agreement:.2%}")
         if self.accuracy_drop is not None and not self.accuracy_drop <= self.max_drop:
             problems.append(f"accuracy drop {self.accuracy_drop * 100:.2f} points > {self.max_drop * 100:.2f}")
-        return "; ".join(problems)
-
-    def _multilabel_reason(self) -> str:
-        problems = []
-        if not self.top1_agreement >= self.min_agreement:
-            problems.append(f"per-label agreement with fp32 {self.top1_agreement:.2%} < {self.min_agreement:.2%}")
-        if self.macro_f1_drop is not None and not self.macro_f1_drop <= self.max_drop:
-            problems.append(f"macro-F1 drop vs fp32 {self.macro_f1_drop * 100:.2f} points > "
-                            f"{self.max_drop * 100:.2f}")
         return "; ".join(problems)
 
 
@@ -230,63 +210,6 @@ def quantize(fp32: Path, out: Path, images: np.ndarray, method: str) -> None:
             raise ModelError(f"onnxruntime could not quantise the model to int8: {one_line(exc)}") from None
 
 
-def float_tail(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The nodes after the last weighted op (WEIGHTED_OPS) on every path to the outputs, in graph order.
-
-    A bare network ends in its classifier's Gemm: no tail. A deployed graph (ensemble, TTA, temperature) has its
-    combining head here.
-    """
-    producers = {output: node for node in model.graph.node for output in node.output}
-    feeds_weighted: set[int] = set()  # ids of nodes with a weighted op at or after them
-    for node in reversed(model.graph.node):  # the graph is topologically sorted: consumers come later
-        if node.op_type in WEIGHTED_OPS or id(node) in feeds_weighted:
-            feeds_weighted.update(id(producers[name]) for name in node.input if name in producers)
-            feeds_weighted.add(id(node))
-    return [node for node in model.graph.node if id(node) not in feeds_weighted and _after_weighted(node, producers)]
-
-
-def _after_weighted(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> bool:
-    """Whether a weighted op lies upstream of `node` (constants and input-only nodes are no tail of a network)."""
-    pending, seen = [node], set()
-    while pending:
-        current = pending.pop()
-        for name in current.input:
-            parent = producers.get(name)
-            if parent is None or id(parent) in seen:
-                continue
-            if parent.op_type in WEIGHTED_OPS:
-                return True
-            seen.add(id(parent))
-            pending.append(parent)
-    return False
-
-
-def name_float_tail(path: Path) -> list[str]:
-    """The names of the float tail of the model at `path` (unnamed tail nodes get a name, saved back)."""
-    model = onnx.load(str(path))
-    tail = float_tail(model)
-    if any(not node.name for node in tail):
-        for index, node in enumerate(tail):
-            node.name = node.name or f"clf_float_tail_{index}"
-        onnx.save(model, str(path))
-    if tail:
-        logger.debug("int8: %d node(s) after the last weighted op stay float (%s)", len(tail),
-                     ", ".join(sorted({node.op_type for node in tail})))
-    return [node.name for node in tail]
-
-
-def symbolic_shapes_supported(path: Path) -> bool:
-    """Whether onnxruntime's symbolic shape inference can shape every node of the model at `path` (opset 18 and later
-    reductions other than ReduceSum/ReduceMean/ReduceProd it cannot; see SYMBOLIC_SHAPE_UNSUPPORTED)."""
-    model = onnx.load(str(path), load_external_data=False)
-    unsupported = sorted({node.op_type for node in model.graph.node if node.op_type in SYMBOLIC_SHAPE_UNSUPPORTED}
-                         if graph.model_opset(model) and graph.model_opset(model) >= 18 else set())
-    if unsupported:
-        logger.debug("int8 pre-processing without symbolic shape inference (it cannot shape %s at opset %s); "
-                     "ONNX shape inference shapes the graph", ", ".join(unsupported), graph.model_opset(model))
-    return not unsupported
-
-
 @contextlib.contextmanager
 def _quiet_onnxruntime_logging() -> Iterator[None]:
     """The quantiser warns through the root logger (pre-processing, opsets): not the user's business, not stderr."""
@@ -342,43 +265,28 @@ def gate(cfg: ExportConfig, fp32: Path, int8: Path, images: np.ndarray, labels: 
     """Run both models on the gate images; agreement, accuracies and the verdict, as the int8 model's proof."""
     reference, _ = predict_logits(fp32, images, cfg.device)
     quantized, provider = predict_logits(int8, images, cfg.device)
-    if task.multilabel:
-        return multilabel_gate(cfg, reference, quantized, source, settings, parity, task, provider)
-    agreement = float(top1_agrees(quantized, reference).mean())
-    fp32_acc, int8_acc = accuracy(reference, labels), accuracy(quantized, labels)
-    drop = None if fp32_acc is None or int8_acc is None else fp32_acc - int8_acc
-    if labels is None:
-        logger.warning("%s: no class folders, so no accuracies; the int8 gate checks the top-1 agreement only", source)
+    measured = (multilabel_gate(reference, quantized, task) if task.multilabel
+                else single_label_gate(reference, quantized, labels, source))
     report = Int8Report(
-        **{**asdict(parity), "passed": False, "top1_agreement": agreement, "images": len(images),
-           "image_source": source, "provider": provider, "precision": "int8"},
-        fp32_accuracy=fp32_acc, int8_accuracy=int8_acc, accuracy_drop=drop, min_agreement=cfg.min_agreement,
-        max_drop=cfg.max_drop, int8_max_abs_diff=float(np.abs(quantized - reference).max()),
-        parity_images=parity.images, parity_source=parity.image_source, calibration=settings,
-    )
-    return replace(report, passed=report.reason() == "")
-
-
-def multilabel_gate(cfg: ExportConfig, reference: np.ndarray, quantized: np.ndarray, source: str,
-                    settings: dict[str, Any], parity: ParityReport, task: Task, provider: str) -> Int8Report:
-    """A multi-label model's gate: per-label agreement with fp32 (task.label_agreement) >= --min-agreement, and the
-    macro F1 of the int8 decisions against fp32's no more than --max-drop below 1 (a row holding NaN or inf decides
-    nothing right)."""
-    from clf.serve.multilabel_metrics import macro_f1_against
-
-    agreement = task.label_agreement(quantized, reference)
-    fp32_tags = task.decide(reference)
-    finite = np.isfinite(quantized).all(axis=1, keepdims=True)
-    macro_f1 = macro_f1_against(fp32_tags, np.where(finite, task.decide(quantized), ~fp32_tags))
-    report = Int8Report(
-        **{**asdict(parity), "passed": False, "top1_agreement": agreement, "images": len(reference),
-           "image_source": source, "provider": provider, "precision": "int8"},
+        **{**asdict(parity), "passed": False, "images": len(images), "image_source": source, "provider": provider,
+           "precision": "int8", **measured},
         min_agreement=cfg.min_agreement, max_drop=cfg.max_drop,
         int8_max_abs_diff=float(np.abs(quantized - reference).max()), parity_images=parity.images,
-        parity_source=parity.image_source, calibration=settings, task=task.name, macro_f1_vs_fp32=macro_f1,
-        macro_f1_drop=1.0 - macro_f1,
+        parity_source=parity.image_source, calibration=settings,
     )
     return replace(report, passed=report.reason() == "")
+
+
+def single_label_gate(reference: np.ndarray, quantized: np.ndarray, labels: list[int] | None,
+                      source: str) -> dict[str, Any]:
+    """A single-label model's gate measurements, as Int8Report fields: top-1 agreement with fp32, and the accuracies
+    and their drop when the gate images' labels are known."""
+    fp32_acc, int8_acc = accuracy(reference, labels), accuracy(quantized, labels)
+    if labels is None:
+        logger.warning("%s: no class folders, so no accuracies; the int8 gate checks the top-1 agreement only", source)
+    return {"top1_agreement": float(top1_agrees(quantized, reference).mean()), "fp32_accuracy": fp32_acc,
+            "int8_accuracy": int8_acc,
+            "accuracy_drop": None if fp32_acc is None or int8_acc is None else fp32_acc - int8_acc}
 
 
 def quantize_proven(cfg: ExportConfig, staged: Path, output: Path, images: GateImages, pre: Preprocess,
