@@ -22,7 +22,7 @@ from train_helpers import make_data, train
 from clf.config import ExportConfig, Preprocess
 from clf.data.files import list_images
 from clf.data.preprocess import preprocess
-from clf.export import int8, int8_graph
+from clf.export import int8, int8_graph, int8_metric
 from clf.export.parity import ParityReport
 
 CLASSES = ["circle", "square", "star", "triangle"]  # the sample competition's classes
@@ -71,6 +71,9 @@ def test_int8_export_writes_the_model_and_its_proof_with_the_gate_numbers(export
     assert proof["images"] == 8 and proof["image_source"] == f"validation images of {RUN_NAME}"
     assert proof["fp32_accuracy"] is not None and proof["int8_accuracy"] is not None
     assert proof["accuracy_drop"] == pytest.approx(proof["fp32_accuracy"] - proof["int8_accuracy"])
+    assert proof["metric"] == "accuracy"  # the run's --metric (the default): the gate's metric is the accuracy
+    assert (proof["fp32_metric"], proof["int8_metric"], proof["metric_drop"]) == (
+        proof["fp32_accuracy"], proof["int8_accuracy"], proof["accuracy_drop"])
     assert proof["max_abs_diff"] <= proof["atol"] == 1e-4  # the fp32 graph's parity with PyTorch came first
     assert proof["calibration"] == {"method": "minmax", "images": 16, "source": f"training images of {RUN_NAME}",
                                     "format": "QDQ", "activations": "QUInt8",
@@ -149,7 +152,8 @@ def _gate_with_int8_accuracy(value: float):
         from dataclasses import replace
 
         report = real(*args, **kwargs)
-        report = replace(report, fp32_accuracy=1.0, int8_accuracy=value, accuracy_drop=1.0 - value)
+        report = replace(report, fp32_accuracy=1.0, int8_accuracy=value, accuracy_drop=1.0 - value,
+                         fp32_metric=1.0, int8_metric=value, metric_drop=1.0 - value)  # accuracy: the run's metric
         return replace(report, passed=report.reason() == "")
 
     return gate
@@ -182,6 +186,74 @@ def test_report_reason_names_each_failed_condition():
     assert bad.reason() == "top-1 agreement with fp32 90.00% < 99.00%; accuracy drop 2.00 points > 0.50"
     nan = int8.Int8Report(**{**fields, "top1_agreement": float("nan")}, min_agreement=0.99)
     assert nan.reason().startswith("top-1 agreement")  # NaN never passes
+
+
+def test_int8_gate_judges_by_the_runs_metric_and_records_it(built, tmp_path):
+    """A run trained with --metric f1_macro: the proof records both models' macro F1 on the gate images (class
+    folders of --check-images), each equal to scikit-learn's f1_score on that model's decisions, and the table shows
+    it."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    data = built["data"]
+    train(data, tmp_path / "runs", "f1-run", epochs=3, metric="f1_macro")
+    run = tmp_path / "runs" / "f1-run"
+    assert clf("export", run, "-o", tmp_path / "fp32.onnx", *FAST).exit_code == 0  # the reference, as --int8 builds it
+    result = clf("export", run, "--int8", "--check-images", data, "--calibration-images", "16", "--min-agreement", "0",
+                 "--max-drop", "1", *FAST)
+    assert result.exit_code == 0, result.output
+    proof = json.loads((run / "model_int8.parity.json").read_text())
+    paths = int8.folder_images(str(data), int8.MAX_GATE_IMAGES)
+    labels = int8.labels_from_folders(paths, str(data), CLASSES)
+    assert proof["metric"] == "f1_macro" and proof["images"] == len(paths) == 48
+    for model, key in ((tmp_path / "fp32.onnx", "fp32_metric"), (run / "model_int8.onnx", "int8_metric")):
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        pre = Preprocess.from_json(session.get_modelmeta().custom_metadata_map["clf.preprocess"])
+        (logits,) = session.run(None, {"input": np.stack([preprocess(path, pre) for path in paths])})
+        assert proof[key] == pytest.approx(metrics.f1_score(labels, logits.argmax(1), average="macro"), abs=1e-12)
+    assert proof["metric_drop"] == pytest.approx(proof["fp32_metric"] - proof["int8_metric"])
+    assert proof["fp32_accuracy"] is not None  # still reported
+    assert "f1_macro: fp32 " in result.output
+
+
+def test_metric_drop_is_how_much_worse_int8_is_in_the_metrics_direction():
+    assert int8_metric.metric_drop("f1_macro", 0.80, 0.75) == pytest.approx(0.05)
+    assert int8_metric.metric_drop("log_loss", 0.30, 0.35) == pytest.approx(0.05)  # lower is better: int8 - fp32
+    assert int8_metric.metric_drop("log_loss", 0.30, 0.25) == pytest.approx(-0.05)  # int8 better: no drop
+    assert int8_metric.metric_drop("roc_auc", float("nan"), 0.9) is None  # undefined on the gate images
+    assert np.isnan(int8_metric.metric_drop("f1_macro", 0.8, float("nan")))  # a broken int8 graph: never passes
+    assert int8_metric.metric_drop("f1_macro", None, None) is None  # no labels
+
+
+def test_the_gate_bounds_the_runs_metric_not_the_accuracy():
+    base = ParityReport(True, 0.0, 0.0, 1.0, 1e-4, 8, "x", [1], "CPUExecutionProvider", "m.onnx", "int8")
+    fields = {**base.__dict__, "top1_agreement": 1.0, "min_agreement": 0.99, "max_drop": 0.005, "accuracy_drop": 0.02}
+    worse_loss = int8.Int8Report(**fields, metric="log_loss", fp32_metric=0.30, int8_metric=0.35, metric_drop=0.05)
+    assert worse_loss.reason() == "log_loss rise 0.0500 > 0.0050"  # the accuracy's 2 points are reported, not gated
+    assert int8.Int8Report(**fields, metric="f1_macro", metric_drop=0.001).reason() == ""
+    assert int8.Int8Report(**fields, metric="f1_macro", metric_drop=0.03).reason() == "f1_macro drop 3.00 points > 0.50"
+    assert int8.Int8Report(**fields, metric="f1_macro", metric_drop=float("nan")).reason().startswith("f1_macro drop")
+    undefined = int8.Int8Report(**fields, metric="roc_auc", fp32_metric=float("nan"), metric_drop=None)
+    assert undefined.reason() == "accuracy drop 2.00 points > 0.50"  # the metric undefined: the accuracy is gated
+
+
+def test_the_gate_metric_is_the_runs_or_the_first_members():
+    from clf.errors import ClfError
+
+    assert int8_metric.gate_metric([{"config": {}}], CLASSES) == "accuracy"  # runs before --metric
+    mixed = [{"config": {"metric": "f1_macro"}}, {"config": {"metric": "log_loss"}}]
+    assert int8_metric.gate_metric(mixed, CLASSES) == "f1_macro"
+    with pytest.raises(ClfError, match="^--metric qwk needs ordered classes"):  # refused as `clf train` does
+        int8_metric.gate_metric([{"config": {"metric": "qwk"}}], CLASSES)
+    assert int8_metric.gate_metric([{"config": {"metric": "qwk"}}], ["0", "1", "2", "10"]) == "qwk"
+
+
+def test_the_metric_of_logits_is_scored_on_their_softmax_and_a_broken_row_is_nan():
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype=np.float32)
+    labels = [0, 1, 2, 2]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    expected = -np.mean(np.log(probs[np.arange(4), labels]))
+    assert int8_metric.model_metric("log_loss", logits, labels, None) == pytest.approx(expected)
+    logits[1, 0] = np.nan
+    assert np.isnan(int8_metric.model_metric("f1_macro", logits, labels, None))
 
 
 @pytest.mark.parametrize(("steps", "stride"), [(1, 1), (2, 2), (3, 3), (4, 4), (5, 1), (6, 3), (32, 4), (33, 3)])

@@ -113,10 +113,26 @@ def _int8_rows(report: Int8Report) -> list[tuple[str, str]]:
                 ("macro-F1 vs fp32", f"{acc(report.macro_f1_vs_fp32)}; drop {(report.macro_f1_drop or 0) * 100:.2f} "
                                      f"points (max {report.max_drop * 100:.2f})")]
     drop = "n/a (no class folders)" if report.accuracy_drop is None else f"{report.accuracy_drop * 100:.2f} points"
+    other_metric = report.metric not in (None, "accuracy")  # then the gate bounds its drop, not the accuracy's
+    gated = " (not gated)" if other_metric and report.metric_drop is not None else f" (max {report.max_drop * 100:.2f})"
     return [*common,
             ("top-1 agreement", f"{report.top1_agreement:.2%} with fp32 (min {report.min_agreement:.2%})"),
-            ("accuracy", f"fp32 {acc(report.fp32_accuracy)}, int8 {acc(report.int8_accuracy)}; drop {drop} "
-                         f"(max {report.max_drop * 100:.2f})")]
+            ("accuracy", f"fp32 {acc(report.fp32_accuracy)}, int8 {acc(report.int8_accuracy)}; drop {drop}{gated}"),
+            *([("metric", _metric_row(report))] if other_metric else [])]
+
+
+def _metric_row(report: Int8Report) -> str:
+    """The run's metric for both models and how much worse int8 is in it (log_loss: its rise)."""
+    from clf.export.int8_metric import drop_text, max_drop_text
+
+    name = report.metric or ""
+    if report.fp32_metric is None:
+        return escape(f"{name}: n/a (no class folders)")
+    values = f"{name}: fp32 {report.fp32_metric:.4f}, int8 {report.int8_metric:.4f}"
+    if report.metric_drop is None:
+        return escape(f"{values}; undefined on these images, the accuracy drop is gated")
+    limit = max_drop_text(name, report.max_drop)
+    return escape(f"{values}; worse by {drop_text(name, report.metric_drop)} (max {limit})")
 
 
 def _triton_table(result: TritonResult) -> Table:

@@ -97,7 +97,8 @@ class ExportConfig(JsonMixin):
                                                    f"{CALIBRATION_METHODS[0]}).", choices=CALIBRATION_METHODS)
     min_agreement: float | None = setting(None, "--int8 gate: least top-1 agreement with the fp32 model, 0-1 "
                                                 f"(default {DEFAULT_MIN_AGREEMENT:g}).")
-    max_drop: float | None = setting(None, f"--int8 gate: most accuracy lost, 0-1 (default {DEFAULT_MAX_DROP:g} = "
+    max_drop: float | None = setting(None, "--int8 gate: most lost in the run's --metric (accuracy unless trained "
+                                           f"with another; log_loss: its rise), 0-1 (default {DEFAULT_MAX_DROP:g} = "
                                            "half a point).")
     # --triton REPO (target "triton"): the model folder REPO/<model_name>/ (default name: the run's)
     triton: str | None = setting(None, "Write a Triton model repository entry REPO/<model>/ (config.pbtxt, "

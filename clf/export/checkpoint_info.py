@@ -9,6 +9,7 @@ from clf import __version__
 from clf.errors import ModelError
 from clf.models.checkpoint_load import preprocess_from_checkpoint
 from clf.serve.metadata import ModelInfo
+from clf.choices import TASK_METRICS
 from clf.tasks import DEFAULT_TASK, TASKS
 
 THRESHOLDS_KEY = "thresholds"  # best.pt's per-class thresholds of a multi-label run (tuned on validation)
@@ -54,6 +55,22 @@ def checkpoint_task(ckpt: dict) -> str:
         raise ModelError(f"{ckpt.get('source', 'checkpoint')}: its config's task is {task!r}, not one of "
                          f"{', '.join(TASKS)}; export it with the clf that trained it")
     return task
+
+
+def checkpoint_metric(ckpt: dict) -> str:
+    """The competition's metric the run was trained for (its config's "metric"; absent in checkpoints before
+    --metric: the task's default, accuracy for single-label).
+
+    Raises:
+        ModelError: a metric that does not apply to the checkpoint's task.
+    """
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    task = checkpoint_task(ckpt)
+    name = config.get("metric") or TASK_METRICS[task][0]
+    if name not in TASK_METRICS[task]:
+        raise ModelError(f"{ckpt.get('source', 'checkpoint')}: its config's metric is {name!r}, not one of "
+                         f"{', '.join(TASK_METRICS[task])} for the {task} task; export it with the clf that trained it")
+    return name
 
 
 def checkpoint_thresholds(ckpt: dict, classes: int) -> list[float] | None:

@@ -4,9 +4,10 @@
 quantises that final graph (whatever the export built into it) with onnxruntime's own tools: the pre-processing pass
 (shape inference, graph optimisation), QDQ format, per-channel int8 weights, uint8 activations calibrated on
 training images drawn across every class through the one Preprocess. The gate is about accuracy, not numbers: on the
-validation images, top-1 agreement with the fp32 model must reach --min-agreement and the accuracy may drop by at
-most --max-drop; otherwise the int8 model is kept aside exactly like a parity failure (exit 3). A multi-label
-model's gate is clf/export/int8_multilabel.py's; which nodes stay float, clf/export/int8_graph.py's.
+validation images, top-1 agreement with the fp32 model must reach --min-agreement and the run's metric (its
+--metric, accuracy by default; clf/export/int8_metric.py) may drop by at most --max-drop; otherwise the int8 model
+is kept aside exactly like a parity failure (exit 3). A multi-label model's gate is clf/export/int8_multilabel.py's;
+which nodes stay float, clf/export/int8_graph.py's.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from clf.config import ExportConfig, Preprocess
 from clf.errors import DataError, ModelError, one_line
 from clf.export import graph
 from clf.export.int8_graph import name_float_tail, symbolic_shapes_supported
+from clf.export.int8_metric import drop_problem, metric_gate
 from clf.export.int8_multilabel import multilabel_gate, multilabel_problems
 from clf.export.parity import ParityReport, confined_images, folder_images, load_batch, spread, top1_agrees
 from clf.run_files import SPLIT_FILE, read_split
@@ -54,13 +56,16 @@ STEPS_PER_FOLD = 4  # steps whose activations are folded into the ranges at once
 
 @dataclass(frozen=True)
 class GateImages:
-    """The images of the int8 step, chosen before any work: calibration images and gate images with their labels."""
+    """The images of the int8 step, chosen before any work: calibration images and gate images with their labels,
+    and the metric the gate judges by (clf/export/int8_metric.py gate_metric)."""
 
     calibration: list[str]
     calibration_source: str
     gate: list[str]
     gate_source: str
     gate_labels: list[int] | None  # class index of each gate image; None when the names do not give it
+    metric: str = "accuracy"
+    classes: list[str] = field(default_factory=list)  # the class names (a metric on ordered classes needs them)
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,13 @@ class Int8Report(ParityReport):
     task: str = "single_label"
     macro_f1_vs_fp32: float | None = None
     macro_f1_drop: float | None = None
+    # A single-label model's gate in the run's metric (clf/export/int8_metric.py) when the gate images' labels are
+    # known: what --max-drop bounds (accuracy stays reported). metric_drop is how much worse int8 is (int8 - fp32
+    # for log_loss); None when the metric is undefined on the gate images: then the accuracy drop is gated.
+    metric: str | None = None
+    fp32_metric: float | None = None
+    int8_metric: float | None = None
+    metric_drop: float | None = None
 
     def reason(self) -> str:
         """Why the gate failed, in one line ('' when it passed)."""
@@ -96,7 +108,10 @@ class Int8Report(ParityReport):
         problems = []
         if not self.top1_agreement >= self.min_agreement:
             problems.append(f"top-1 agreement with fp32 {self.top1_agreement:.2%} < {self.min_agreement:.2%}")
-        if self.accuracy_drop is not None and not self.accuracy_drop <= self.max_drop:
+        if self.metric is not None and self.metric_drop is not None:
+            if not self.metric_drop <= self.max_drop:
+                problems.append(drop_problem(self.metric, self.metric_drop, self.max_drop))
+        elif self.accuracy_drop is not None and not self.accuracy_drop <= self.max_drop:
             problems.append(f"accuracy drop {self.accuracy_drop * 100:.2f} points > {self.max_drop * 100:.2f}")
         return "; ".join(problems)
 
@@ -109,9 +124,10 @@ def default_name() -> str:
 
 
 def choose_images(cfg: ExportConfig, run_folder: Path, run_name: str, classes: Sequence[str],
-                  check_paths: list[str]) -> GateImages:
+                  check_paths: list[str], metric: str = "accuracy") -> GateImages:
     """Calibration images (the run's training images, spread over the classes) and gate images (its validation
-    images, else --check-images), read from split.json only: a checkpoint is data, never a list of paths.
+    images, else --check-images), read from split.json only: a checkpoint is data, never a list of paths. `metric`
+    (int8_metric.gate_metric) is what the gate judges by.
 
     Raises:
         DataError: no training images to calibrate on, or no real images to gate on; says what to pass.
@@ -138,7 +154,7 @@ def choose_images(cfg: ExportConfig, run_folder: Path, run_name: str, classes: S
         logger.debug("calibrating on all %d %s (fewer than --calibration-images %d)", len(calibration),
                     calibration_source, cfg.calibration_images)
     return GateImages(spread(calibration, cfg.calibration_images), calibration_source, gate, gate_source,
-                      labels_from_folders(gate, root, classes))
+                      labels_from_folders(gate, root, classes), metric, list(classes))
 
 
 def labels_from_folders(paths: Sequence[str], root: str, classes: Sequence[str]) -> list[int] | None:
@@ -261,12 +277,14 @@ def accuracy(logits: np.ndarray, labels: Sequence[int] | None, task: Task = SING
 
 
 def gate(cfg: ExportConfig, fp32: Path, int8: Path, images: np.ndarray, labels: list[int] | None,
-         source: str, settings: dict[str, Any], parity: ParityReport, task: Task = SINGLE_LABEL) -> Int8Report:
-    """Run both models on the gate images; agreement, accuracies and the verdict, as the int8 model's proof."""
+         source: str, settings: dict[str, Any], parity: ParityReport, task: Task = SINGLE_LABEL,
+         metric: str = "accuracy", classes: Sequence[str] | None = None) -> Int8Report:
+    """Run both models on the gate images; agreement, accuracies, the run's metric and the verdict, as the int8
+    model's proof."""
     reference, _ = predict_logits(fp32, images, cfg.device)
     quantized, provider = predict_logits(int8, images, cfg.device)
     measured = (multilabel_gate(reference, quantized, task) if task.multilabel
-                else single_label_gate(reference, quantized, labels, source))
+                else single_label_gate(reference, quantized, labels, source, metric, classes))
     report = Int8Report(
         **{**asdict(parity), "passed": False, "images": len(images), "image_source": source, "provider": provider,
            "precision": "int8", **measured},
@@ -277,16 +295,17 @@ def gate(cfg: ExportConfig, fp32: Path, int8: Path, images: np.ndarray, labels: 
     return replace(report, passed=report.reason() == "")
 
 
-def single_label_gate(reference: np.ndarray, quantized: np.ndarray, labels: list[int] | None,
-                      source: str) -> dict[str, Any]:
-    """A single-label model's gate measurements, as Int8Report fields: top-1 agreement with fp32, and the accuracies
-    and their drop when the gate images' labels are known."""
+def single_label_gate(reference: np.ndarray, quantized: np.ndarray, labels: list[int] | None, source: str,
+                      metric: str = "accuracy", classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """A single-label model's gate measurements, as Int8Report fields: top-1 agreement with fp32, and the accuracies,
+    the run's metric and their drops when the gate images' labels are known."""
     fp32_acc, int8_acc = accuracy(reference, labels), accuracy(quantized, labels)
     if labels is None:
         logger.warning("%s: no class folders, so no accuracies; the int8 gate checks the top-1 agreement only", source)
     return {"top1_agreement": float(top1_agrees(quantized, reference).mean()), "fp32_accuracy": fp32_acc,
             "int8_accuracy": int8_acc,
-            "accuracy_drop": None if fp32_acc is None or int8_acc is None else fp32_acc - int8_acc}
+            "accuracy_drop": None if fp32_acc is None or int8_acc is None else fp32_acc - int8_acc,
+            **metric_gate(metric, reference, quantized, labels, classes, (fp32_acc, int8_acc))}
 
 
 def quantize_proven(cfg: ExportConfig, staged: Path, output: Path, images: GateImages, pre: Preprocess,
@@ -313,7 +332,8 @@ def quantize_proven(cfg: ExportConfig, staged: Path, output: Path, images: GateI
         try:
             quantize(fp32, int8, calibration, cfg.calibration_method)
             finish_model(int8, fp32_proto, settings, output)
-            report = gate(cfg, fp32, int8, gate_images, labels, images.gate_source, settings, parity, task)
+            report = gate(cfg, fp32, int8, gate_images, labels, images.gate_source, settings, parity, task,
+                          images.metric, images.classes)
         finally:
             os.replace(int8 if int8.exists() else fp32, staged)
     return report

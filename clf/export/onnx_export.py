@@ -22,7 +22,7 @@ from torch import nn
 from clf.atomic import atomic_copy, atomic_output, check_outputs, clean_stale_temps
 from clf.config import ExportConfig, Preprocess
 from clf.errors import ClfError, DataError, ModelError, ParityError
-from clf.export import calibration, ensemble, graph, int8
+from clf.export import calibration, ensemble, graph, int8, int8_metric
 from clf.export.calibration import CalibrationReport
 from clf.export.parity import ParityReport, compare, folder_images, load_batch, random_batch, run_images, spread
 from clf.ownership import record_files
@@ -189,7 +189,8 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     if isinstance(model, ensemble.DeployedModel):
         model.temperature = calibration.temperature if calibration else None
         deployed = ensemble.deployment(cfg, members, model.temperature)
-    int8_images = (int8.choose_images(cfg, sources.checkpoints[0].parent, info.run_name, info.classes, check_paths)
+    int8_images = (int8.choose_images(cfg, sources.checkpoints[0].parent, info.run_name, info.classes, check_paths,
+                                      int8_metric.gate_metric([member.ckpt for member in members], info.classes))
                    if cfg.int8 else None)
     proof = proof_path(output)
     remove_stale_temps(output.parent)
