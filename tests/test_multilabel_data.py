@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from clf.config import Preprocess, TrainConfig
 from clf.data.datasets import load_labelled
-from clf.data.multilabel import declared_classes, rarest_classes, read_multilabel_csv
+from clf.data.multilabel import declared_classes, rarest_classes, read_multilabel_csv, read_tagged_images
 from clf.data.torch_dataset import ImageDataset
 from clf.errors import ClfError, DataError
 from clf.train import runtime as rt
@@ -140,6 +140,21 @@ def test_bad_multilabel_csvs_get_one_line_naming_the_csv_and_line(tmp_path, text
     with pytest.raises(DataError) as caught:
         read(folder, csv, **kwargs)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_evaluations_tags_keep_the_csv_order_and_an_empty_cell_is_no_tag(tmp_path):
+    """read_tagged_images (`clf eval --task multilabel`): the answers as listed, untagged images included; the classes
+    are the model's, so no tag is refused for being unknown here."""
+    folder = images(tmp_path / "img", ["a", "b", "c"])
+    csv = tags_csv(tmp_path / "tags.csv", {"c": "sea boat", "a": "", "b": "sky"}, header="id,label")
+    paths, tags = read_tagged_images(csv, folder)
+    assert [Path(p).stem for p in paths] == ["c", "a", "b"] and tags == [["sea", "boat"], [], ["sky"]]
+    with pytest.raises(DataError, match=r"^.*tags\.csv: no column 'tags' \(columns: id, label\); name it with "
+                                        r"--label-col$"):
+        read_tagged_images(csv, folder, label_col="tags")
+    csv.write_text('id,label\na,"sky,sea"\n')
+    with pytest.raises(DataError, match="line 2: tag 'sky,sea' holds ','"):
+        read_tagged_images(csv, folder)
 
 
 def test_rarest_classes_break_ties_by_the_lower_index():

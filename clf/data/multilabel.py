@@ -103,20 +103,44 @@ def read_multilabel_csv(
     return _read_columns(csv_file, folder, header, rows, id_col, label_col, group_col, classes)
 
 
+def read_tagged_images(csv_path: str | os.PathLike, image_dir: str | os.PathLike, id_col: str = "id",
+                       label_col: str = "label") -> tuple[list[str], list[list[str]]]:
+    """The images a tags CSV lists (ids matched as read_multilabel_csv matches them) and each one's tags, in the
+    CSV's order: the answers `clf eval --task multilabel` scores a model against. Unlike a training set, an empty
+    cell is an image with no tag, and the classes are the model's (the caller checks the tags against them).
+
+    Raises:
+        DataError: one line naming the CSV (and the line): a missing column, a tag holding a comma, and everything
+            read_multilabel_csv refuses about ids.
+    """
+    csv_file = Path(csv_path)
+    folder = check_folder(image_dir)
+    header, rows = read_csv_rows(csv_file)
+    for column, option in ((id_col, "--id-col"), (label_col, "--label-col")):
+        if column not in header:
+            raise DataError(f"{csv_file}: no column '{column}' (columns: {', '.join(header)}); name it with {option}")
+    matched = match_rows(csv_file, header, rows, folder, id_col, None,
+                         lambda line, row: _row_tags(csv_file, line, row, label_col, None, untagged=True))
+    return matched.paths, matched.values
+
+
+def _row_tags(csv_file: Path, line: int, row: dict[str, str], label_col: str, declared: set[str] | None,
+              untagged: bool = False) -> list[str]:
+    """The tags of one row's label cell (an empty cell refused unless `untagged` images are allowed)."""
+    tags = (row.get(label_col) or "").split()
+    if not tags and not untagged:
+        raise DataError(f"{csv_file}: line {line}: empty '{label_col}'; every image needs at least one tag "
+                        "(an image with no class: use one 0/1 column per class, a row of zeros)")
+    for tag in tags:
+        _check_tag(tag, declared, f"{csv_file}: line {line}")
+    return tags
+
+
 def _read_tags(csv_file: Path, folder: Path, header: list[str], rows: list[tuple[int, dict[str, str]]], id_col: str,
                label_col: str, group_col: str | None, classes: Sequence[str] | None) -> LabelledSet:
     declared = None if classes is None else set(classes)
-
-    def tags_of(line: int, row: dict[str, str]) -> list[str]:
-        tags = (row.get(label_col) or "").split()
-        if not tags:
-            raise DataError(f"{csv_file}: line {line}: empty '{label_col}'; every image needs at least one tag "
-                            "(an image with no class: use one 0/1 column per class, a row of zeros)")
-        for tag in tags:
-            _check_tag(tag, declared, f"{csv_file}: line {line}")
-        return tags
-
-    matched = match_rows(csv_file, header, rows, folder, id_col, group_col, tags_of)
+    matched = match_rows(csv_file, header, rows, folder, id_col, group_col,
+                         lambda line, row: _row_tags(csv_file, line, row, label_col, declared))
     held = {tag for tags in matched.values for tag in tags}
     names = _class_list(csv_file, classes, held)
     index = {name: i for i, name in enumerate(names)}

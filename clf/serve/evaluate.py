@@ -17,9 +17,10 @@ import numpy as np
 from clf.atomic import atomic_write_text, check_outputs
 from clf.config import EvalConfig
 from clf.data.datasets import LabelledSet, load_labelled
+from clf.data.multilabel import read_tagged_images
 from clf.errors import DataError
 from clf.probabilities import ECE_BINS, expected_calibration_error, log_loss
-from clf.serve.evaluate_multilabel import evaluate_tags, read_tag_labels
+from clf.serve.evaluate_multilabel import evaluate_tags
 from clf.serve.loading import labels_file, make_predictor
 from clf.serve.metrics import classification_report, save_confusion_png
 from clf.serve.predictor import Predictor
@@ -70,7 +71,7 @@ def load_eval_data(cfg: EvalConfig) -> LabelledSet | TaggedSet:
         ClfError / StorageError: --report or --confusion cannot be written, name each other or an input.
     """
     if cfg.task == "multilabel":
-        paths, tags = read_tag_labels(cfg.labelled, cfg.labels_csv, cfg.id_col, cfg.label_col)
+        paths, tags = read_tagged_images(cfg.labels_csv, cfg.labelled, cfg.id_col, cfg.label_col)
         data = TaggedSet(paths, tags)
     else:
         data = load_labelled(cfg.labelled, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col)
@@ -80,7 +81,7 @@ def load_eval_data(cfg: EvalConfig) -> LabelledSet | TaggedSet:
 
 @dataclass(frozen=True)
 class TaggedSet:
-    """Multi-label evaluation images and each one's tags (read by clf.serve.evaluate_multilabel)."""
+    """Multi-label evaluation images and each one's tags (read by clf.data.multilabel.read_tagged_images)."""
 
     paths: list[str]
     tags: list[list[str]]

@@ -2,51 +2,23 @@
 F1 micro / macro / samples at the model's thresholds, mAP, and per class precision, recall, F1, support, average
 precision and ROC AUC. No torch.
 
-The labels reader here is a small local one (id -> image by file stem or name in the folder, tags split on
-whitespace, an empty cell = no tag); the data side's multi-label labels reader (`--task multilabel --labels-csv` in
-clf.data) should replace it once merged.
+The tags CSV is read by the data side's multi-label reader (clf.data.multilabel.read_tagged_images: ids matched as
+for training, tags split on whitespace, an empty cell = no tag).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clf.data.csv_table import read_csv_table
-from clf.data.files import list_images
 from clf.errors import DataError
 from clf.serve import multilabel_metrics as mm
 from clf.serve.predictor import Predictor
 
 logger = logging.getLogger(__name__)
-
-
-def read_tag_labels(folder: str | Path, labels_csv: str | Path, id_col: str = "id",
-                    label_col: str = "label") -> tuple[list[str], list[list[str]]]:
-    """The images of `folder` that `labels_csv` lists (by file stem or name), in the CSV's order, and their tags.
-
-    Raises:
-        DataError: as read_csv_table, a missing column, an id twice, or an id with no image (naming the CSV line).
-    """
-    table = read_csv_table(labels_csv)
-    hint = "set the column names with --id-col and --label-col"
-    id_at, label_at = table.column(id_col, hint), table.column(label_col, hint)
-    images: dict[str, Path] = {}
-    for path in list_images(folder):
-        images.setdefault(path.name, path)
-        images.setdefault(path.stem, path)
-    paths, tags = [], []
-    for line, (image_id, row) in enumerate(zip(table.unique_ids(id_at), table.rows), start=2):
-        if image_id not in images:
-            raise DataError(f"{labels_csv}: line {line}: no image '{image_id}' in {folder}; check --id-col and the "
-                            "folder")
-        paths.append(str(images[image_id]))
-        tags.append(row[label_at].split() if label_at < len(row) else [])
-    return paths, tags
 
 
 def evaluate_tags(predictor: Predictor, paths: list[str], tags: list[list[str]],
