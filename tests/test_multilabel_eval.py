@@ -1,16 +1,19 @@
 """`clf eval --task multilabel`: a multi-label model on images tagged by a CSV (space-separated tags): F1s at the
-model's thresholds, mAP and per-class AUC equal to scikit-learn's; the one-line refusals."""
+model's thresholds, mAP and per-class AUC equal to scikit-learn's; with --tta, the scores without and with the views'
+averaged sigmoid probabilities; the one-line refusals."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import onnx
 import pytest
 
 from cli_helpers import clf, error_line
 from clf.probabilities import sigmoid
-from multilabel_serve_helpers import CHANNEL_CLASSES, channel_info, channel_logits, channel_model, colour_image
+from clf.serve.metadata import info_to_props
+from multilabel_serve_helpers import SLOPE, CHANNEL_CLASSES, channel_info, channel_logits, channel_model, colour_image
 from serve_helpers import brightness_model, cli_state, one_line
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -77,3 +80,76 @@ def test_eval_multilabel_needs_a_labels_csv_and_names_an_unknown_id(tagged, tmp_
     labels.write_text(labels.read_text() + "zz,red\n")
     result = clf("eval", folder, "--model", model, "--labels-csv", labels, "--task", "multilabel")
     assert error_line(result) == f"error: {labels}: line 8: no image 'zz' in {folder}"  # as training's reader says
+
+
+# ---- --tta ----
+
+# (left half, right half) RGB of each image and its tags: the left-half model below sees the right half only through
+# the flipped view, so hflip TTA changes some decisions (q, r: fixed; t: lost) at the channel model's thresholds.
+HALVES = {"p": ((230, 30, 30), (230, 30, 30)), "q": ((160, 30, 30), (30, 30, 30)), "r": ((30, 30, 100), (30, 30, 230)),
+          "s": ((30, 230, 30), (30, 230, 30)), "t": ((30, 160, 30), (30, 100, 30))}
+HALF_TRUTH = {"p": "red", "q": "", "r": "blue", "s": "green", "t": "green"}
+
+
+def left_half_model(path, info):
+    """The channel model on the left half of the image only: logits[c] = SLOPE * (mean of channel c there - 0.5)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    height, width = info.preprocess.size
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, height, width])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])
+    nodes = [helper.make_node("Slice", ["input", "start", "half_width", "width_axis"], ["left"]),
+             helper.make_node("ReduceMean", ["left"], ["means"], axes=[2, 3], keepdims=0),
+             helper.make_node("Sub", ["means", "half"], ["shifted"]),
+             helper.make_node("Mul", ["shifted", "slope"], ["logits"])]
+    constants = [numpy_helper.from_array(np.array([0], np.int64), "start"),
+                 numpy_helper.from_array(np.array([width // 2], np.int64), "half_width"),
+                 numpy_helper.from_array(np.array([3], np.int64), "width_axis"),
+                 numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+                 numpy_helper.from_array(np.array(SLOPE, np.float32), "slope")]
+    model = helper.make_model(helper.make_graph(nodes, "left-half", [x], [y], initializer=constants),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    helper.set_model_props(model, info_to_props(info))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_eval_multilabel_with_tta_averages_the_views_sigmoid_probabilities(tmp_path):
+    import cv2
+    import onnxruntime as ort
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, (left, right) in HALVES.items():
+        bgr = np.zeros((16, 16, 3), np.uint8)  # the model's input size: no resize blends the halves
+        bgr[:, :8], bgr[:, 8:] = left[::-1], right[::-1]
+        assert cv2.imwrite(str(folder / f"{name}.png"), bgr)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label\n" + "".join(f"{k},{v}\n" for k, v in HALF_TRUTH.items()))
+    model = left_half_model(tmp_path / "m.onnx", channel_info(THRESHOLDS))
+    report_path = tmp_path / "report.json"
+    result = clf("eval", folder, "--model", model, "--labels-csv", labels, "--task", "multilabel", "--tta", "hflip",
+                 "--report", report_path, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    batch = np.stack([cv2.imread(str(folder / f"{k}.png"))[..., ::-1].transpose(2, 0, 1) / 255.0
+                      for k in HALVES]).astype(np.float32)
+    plain = sigmoid(session.run(None, {"input": batch})[0], np.float64)
+    flipped = sigmoid(session.run(None, {"input": np.ascontiguousarray(batch[..., ::-1])})[0], np.float64)
+    truth = np.array([[c in HALF_TRUTH[k].split() for c in CHANNEL_CLASSES] for k in HALVES], dtype=int)
+    assert report["tta"]["views"] == "hflip"
+    for key, probs in (("without", plain), ("with", (plain + flipped) / 2)):
+        decided = (probs >= np.array(THRESHOLDS)).astype(int)
+        for average in ("micro", "macro", "samples"):
+            assert report["tta"][key][f"f1_{average}"] == pytest.approx(
+                sklearn_metrics.f1_score(truth, decided, average=average, zero_division=0)), (key, average)
+        assert report["tta"][key]["map"] == pytest.approx(
+            sklearn_metrics.average_precision_score(truth, probs, average="macro"))
+        assert report["tta"][key]["exact_match"] == pytest.approx(sklearn_metrics.accuracy_score(truth, decided))
+    assert report["tta"]["with"]["f1_micro"] != report["tta"]["without"]["f1_micro"]  # the views decided otherwise
+    assert {k: report[k] for k in report["tta"]["with"]} == report["tta"]["with"]  # the headline numbers are TTA's
+    text = one_line(result.output)
+    assert "with hflip TTA on 5 images" in text
+    assert f"F1 micro {report['tta']['without']['f1_micro']:.4f} → {report['tta']['with']['f1_micro']:.4f}" in text

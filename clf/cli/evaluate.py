@@ -39,6 +39,8 @@ def eval_(
                           verbose=logger.isEnabledFor(logging.DEBUG))
     if result.report.get("task") == "multilabel":
         _print_multilabel(result.report, Path(cfg.model))
+        if "without" in result.report["tta"]:
+            render.console.print(_multilabel_tta_line(result.report["tta"]), highlight=False)
     else:
         _print_report(result.report, Path(cfg.model))
         render.console.print(_probability_line(result.report), highlight=False)
@@ -49,10 +51,11 @@ def eval_(
 
 def _print_multilabel(report: dict[str, Any], model: Path) -> None:
     """The F1s, exact match and mAP in the title, then one row per class."""
+    views = report["tta"]["views"]
     table = Table(title=f"{escape(str(model))}: F1 micro {render.score(report['f1_micro'])}, macro "
                         f"{render.score(report['f1_macro'])}, samples {render.score(report['f1_samples'])}, exact "
-                        f"match {render.score(report['exact_match'])}, mAP {render.score(report['map'])} on "
-                        f"{report['num_samples']} images")
+                        f"match {render.score(report['exact_match'])}, mAP {render.score(report['map'])}"
+                        f"{f' with {views} TTA' if views != 'none' else ''} on {report['num_samples']} images")
     for column in ("class", "threshold", "precision", "recall", "f1", "support", "AP", "AUC"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for (name, stats), threshold in zip(report["per_class"].items(), report["thresholds"]):
@@ -60,6 +63,15 @@ def _print_multilabel(report: dict[str, Any], model: Path) -> None:
                       f"{stats['f1']:.4f}", str(stats["support"]), f"{stats['average_precision']:.4f}",
                       render.score(stats["auc"]))
     render.console.print(table)
+
+
+def _multilabel_tta_line(tta: dict[str, Any]) -> str:
+    """The F1s, exact match and mAP without -> with the TTA views."""
+    arrow = "→" if render.console.encoding.lower().startswith("utf") else "->"  # a latin-1 terminal lacks the arrow
+    pairs = (("F1 micro", "f1_micro"), ("macro", "f1_macro"), ("samples", "f1_samples"),
+             ("exact match", "exact_match"), ("mAP", "map"))
+    return ", ".join(f"{name} {render.score(tta['without'][key])} {arrow} {render.score(tta['with'][key])}"
+                     for name, key in pairs) + f" with {tta['views']} TTA"
 
 
 def _print_report(result: dict[str, Any], model: Path) -> None:

@@ -119,7 +119,8 @@ class EvalConfig(_RuntimeOptions):
     confusion: str | None = setting(None, "Write the confusion matrix as a PNG.", cli_type=Path)
     # a TTA_VIEWS name: the report shows the numbers without and with these views side by side
     tta: str = setting("none", "Also score the model with these flipped views averaged: accuracy, log-loss and ECE "
-                               "without and with TTA side by side.", choices=tuple(TTA_VIEWS))
+                               "(multilabel: F1s, exact match, mAP) without and with TTA side by side.",
+                       choices=tuple(TTA_VIEWS))
     # explicit: it decides how --labels-csv is read before the model is opened (a checkpoint is exported first)
     task: str = setting("single_label", "multilabel: --labels-csv holds space-separated tags; report F1s, mAP and "
                                         "per-class AUC.", choices=TASK_NAMES)
@@ -133,8 +134,6 @@ class EvalConfig(_RuntimeOptions):
                                                        "(class folders give one class per image); pass it"),
             (not (multilabel and self.confusion), "--confusion draws single-label confusions; with --task multilabel "
                                                   "the per-class table says each class's errors: leave it out"),
-            (not (multilabel and self.tta != "none"), "--tta with --task multilabel is not supported by clf eval yet; "
-                                                      "export the model with --tta to score it with its views"),
         ) + (column_checks(self.id_col, self.label_col) if self.labels_csv else ()))
 
 

@@ -1,6 +1,7 @@
 """`clf eval --task multilabel`: a multi-label model on images labelled by a CSV of space-separated tags: exact match,
 F1 micro / macro / samples at the model's thresholds, mAP, and per class precision, recall, F1, support, average
-precision and ROC AUC. No torch.
+precision and ROC AUC; with the predictor's TTA (sigmoid probabilities of the flipped views averaged, as the graph of
+`clf export --tta` does) the summary scores without and with the views side by side. No torch.
 
 The tags CSV is read by the data side's multi-label reader (clf.data.multilabel.read_tagged_images: ids matched as
 for training, tags split on whitespace, an empty cell = no tag).
@@ -17,6 +18,7 @@ import numpy as np
 from clf.errors import DataError
 from clf.serve import multilabel_metrics as mm
 from clf.serve.predictor import Predictor
+from clf.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +46,15 @@ def evaluate_tags(predictor: Predictor, paths: list[str], tags: list[list[str]],
     decided, probs = predictor.task.decide(result.logits), result.probs()
     table = mm.per_class(truth, decided)
     aucs = mm.per_class_auc(truth, probs)
+    summary = summary_scores(truth, result.logits, predictor.task)
+    tta: dict[str, Any] = {"views": predictor.tta}
+    if result.plain_logits is not None:  # the unflipped view alone: the model without TTA, from the same runs
+        tta.update({"without": summary_scores(truth, result.plain_logits, predictor.task), "with": summary})
     return {
         "task": "multilabel",
         "num_samples": int(len(truth)),
-        "exact_match": float((truth == decided).all(axis=1).mean()) if len(truth) else None,
-        **mm.f1s(truth, decided),
-        "map": mm.mean_average_precision(truth, probs),
+        **summary,
+        "tta": tta,
         "thresholds": list(predictor.task.thresholds or [0.5] * len(classes)),
         "per_class": {name: {"precision": float(table.precision[c]), "recall": float(table.recall[c]),
                              "f1": float(table.f1[c]), "support": int(table.support[c]),
@@ -59,3 +64,11 @@ def evaluate_tags(predictor: Predictor, paths: list[str], tags: list[list[str]],
         "failures": [{"source": str(s), "reason": r} for s, r in result.failures],
         "provider": predictor.provider,
     }
+
+
+def summary_scores(truth: np.ndarray, logits: np.ndarray, task: Task) -> dict[str, float | None]:
+    """Exact match, F1 micro / macro / samples at the task's thresholds and mAP of `logits` against the multi-hot
+    `truth`."""
+    decided = task.decide(logits)
+    return {"exact_match": float((truth == decided).all(axis=1).mean()) if len(truth) else None,
+            **mm.f1s(truth, decided), "map": mm.mean_average_precision(truth, task.scores(logits))}
