@@ -140,7 +140,8 @@ BAD_ROWS = {
                          "write it with `clf infer IMAGES --model MODEL --probs PROBS.csv`"),
     "sum": (["u0,0.5,0.498"], "line 2: probabilities sum to 0.998, not 1 (tolerance 0.001); write it with "
                               "`clf infer IMAGES --model MODEL --probs PROBS.csv`"),
-    "unknown id": (["u0,1,0", "nope,1,0"], "line 3: no image 'nope' in {test}"),
+    "unknown id": (["u0,1,0", "nope,1,0"], "line 3: no image 'nope' in {test}; --pseudo-images must be the folder "
+                                            "`clf infer --probs` predicted"),
     "duplicated id": (["u0,1,0", "u1,1,0", "u0.png,0,1"], "line 4: 'u0.png' is listed twice (also line 2)"),
     "absolute id": (["/etc/passwd,1,0"], "line 2: id '/etc/passwd' points outside {test}; ids are file names or "
                                          "relative paths inside the image folder"),
@@ -216,11 +217,20 @@ def test_a_threshold_outside_0_1_is_refused(comp, args, message):
     assert error_line(result) == f"error: {message}"
 
 
-def test_pseudo_labels_need_their_image_folder(comp):
-    result = clf("train", comp / "train", *TINY_FLAGS, "--out", comp / "runs", "--pseudo-labels", comp / "probs.csv")
+@pytest.mark.parametrize(("args", "message"), [
+    (("--pseudo-labels", "probs.csv"),
+     "--pseudo-labels needs --pseudo-images DIR: the folder of the images its ids name (the test images)"),
+    (("--pseudo-images", "test"),
+     "--pseudo-images names the images of --pseudo-labels PROBS.csv; add it or leave out --pseudo-images"),
+    (("--pseudo-soft",), "--pseudo-soft trains the rows of --pseudo-labels PROBS.csv; add it or leave out "
+                         "--pseudo-soft"),
+    (("--pseudo-labels", "probs.csv", "--pseudo-images", "test", "--task", "multilabel", "--labels-csv", "l.csv"),
+     "--pseudo-labels takes single-label probabilities (one class per image); leave it out with --task multilabel"),
+])
+def test_pseudo_options_that_do_not_go_together_are_refused(comp, args, message):
+    result = clf("train", comp / "train", *TINY_FLAGS, "--out", comp / "runs", *args)
     assert result.exit_code == 2
-    assert error_line(result) == ("error: --pseudo-labels needs --pseudo-images DIR: the folder of the images its ids "
-                                  "name (the test images)")
+    assert error_line(result) == f"error: {message}"
 
 
 def test_resume_keeps_the_pseudo_rows_and_refuses_a_changed_file(comp):
@@ -282,3 +292,21 @@ def test_the_refit_trains_with_the_same_pseudo_rows(comp):
     assert refit["pseudo_labels"]["added"] == {"left": 4, "top": 2}
     val, train = split_names(comp / "runs" / "r" / "refit")
     assert not val and len(train) == 20
+
+
+def test_the_probs_clf_infer_writes_are_read_as_they_are(comp):
+    """The two commands of the README: a run, its export, `clf infer --probs` on the test images, a pseudo run."""
+    teacher = clf("train", comp / "train", *TINY_FLAGS, "--out", comp / "runs", "--name", "teacher")
+    assert teacher.exit_code == 0, teacher.output
+    exported = clf("export", comp / "runs" / "teacher", "--onnx", "--device", "cpu")
+    assert exported.exit_code == 0, exported.output
+    inferred = clf("infer", comp / "test", "--model", comp / "runs" / "teacher" / "model.onnx", "--csv",
+                   comp / "submission.csv", "--probs", comp / "inferred.csv", "--device", "cpu")
+    assert inferred.exit_code == 0, inferred.output
+    # two classes: every row's top probability is at least 0.5, so every test image joins at 0.5
+    result = train_pseudo(comp, "--pseudo-threshold", "0.5", probs="inferred.csv")
+    assert result.exit_code == 0, result.output
+    record = config(comp / "runs" / "p")["pseudo_labels"]
+    assert record["rows"] == len(ROWS) and sum(record["added"].values()) == len(ROWS)
+    tops = read_pseudo_labels(comp / "inferred.csv", comp / "test", ["left", "top"]).probs.argmax(axis=1)
+    assert record["added"] == {"left": int((tops == 0).sum()), "top": int((tops == 1).sum())}

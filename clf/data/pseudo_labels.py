@@ -88,7 +88,8 @@ def read_pseudo_labels(csv_path: str | os.PathLike, image_dir: str | os.PathLike
     def probabilities(line: int, row: dict[str, str]) -> np.ndarray:
         return _probability_row(csv_file, line, [row.get(column) or "" for column in columns], columns)
 
-    matched = match_rows(csv_file, header, rows, folder, id_col, None, probabilities)
+    matched = match_rows(csv_file, header, rows, folder, id_col, None, probabilities,
+                         missing_hint="; --pseudo-images must be the folder `clf infer --probs` predicted")
     _check_inside(csv_file, folder, matched.paths, matched.lines)
     probs = np.stack(matched.values) if matched.values else np.zeros((0, len(classes)))
     return PseudoLabels(csv_file, file_sha256(csv_file), matched.paths, matched.lines, probs, list(classes))
