@@ -310,3 +310,17 @@ def test_the_probs_clf_infer_writes_are_read_as_they_are(comp):
     assert record["rows"] == len(ROWS) and sum(record["added"].values()) == len(ROWS)
     tops = read_pseudo_labels(comp / "inferred.csv", comp / "test", ["left", "top"]).probs.argmax(axis=1)
     assert record["added"] == {"left": int((tops == 0).sum()), "top": int((tops == 1).sum())}
+
+
+def test_a_replayed_config_keeps_the_files_sha256_unless_another_file_is_given(comp):
+    assert train_pseudo(comp).exit_code == 0
+    replayed = comp / "runs" / "p" / "config.json"
+    shutil.copy(comp / "probs.csv", comp / "other.csv")
+    write_probs(comp / "probs.csv", ROWS[:-1] + ["u8,0.99,0.01"])
+    refused = clf("train", "--config", replayed, "--name", "again", "--epochs", "1")
+    assert refused.exit_code == 2
+    assert "probs.csv: changed since the run started" in error_line(refused)
+    result = clf("train", "--config", replayed, "--name", "again", "--epochs", "1",
+                 "--pseudo-labels", comp / "other.csv")
+    assert result.exit_code == 0, result.output
+    assert config(comp / "runs" / "again")["pseudo_labels"]["added"] == {"left": 4, "top": 2}
