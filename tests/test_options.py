@@ -19,7 +19,7 @@ from clf.config.base import JsonMixin, setting
 # The fields clf sets itself (or that are a command's arguments): everything else must be an option.
 NOT_OPTIONS = {
     TrainConfig: {"data", "pretrained_sha256", "fold", "refit_of", "refit_epoch", "config_file", "config_sha256",
-                  "resolved_class_weights"},
+                  "resolved_class_weights", "pseudo_sha256"},
     ExportConfig: {"checkpoint", "target", "max_images", "more_runs"},
     InferConfig: {"images"},
     EvalConfig: {"labelled"},
@@ -116,9 +116,11 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
               "out": str(tmp_path), "patience": 2, "device": "cpu", "amp": False, "cache_images": False,
               "pretrained_path": str(tmp_path / "w.pt"), "layer_decay": 0.7, "freeze_epochs": 1,
               "strict": True, "labels_csv": str(tmp_path / "l.csv"), "id_col": "f", "label_col": "y",
-              "resize": "shorter_crop", "quiet": True, "group_col": "patient", "dedup": True, "classes": "a,b"}
+              "resize": "shorter_crop", "quiet": True, "group_col": "patient", "dedup": True, "classes": "a,b",
+              "pseudo_labels": str(tmp_path / "probs.csv"), "pseudo_images": str(tmp_path / "test"),
+              "pseudo_threshold": 0.8, "pseudo_soft": True}
     flags = {"amp": "--no-amp", "cache_images": "--no-cache-images", "strict": "--strict", "quiet": "--quiet",
-             "dedup": "--dedup"}
+             "dedup": "--dedup", "pseudo_soft": "--pseudo-soft"}
     args = []
     for name, value in values.items():
         args += [flags[name]] if name in flags else ["--" + name.replace("_", "-"), str(value)]
@@ -134,7 +136,8 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
     result = clf("train", tmp_path / "data", *args)
     assert result.exit_code == 0, result.output
     assert len(seen) == 1
-    absolute = {"out", "pretrained_path", "labels_csv"}  # resolve_config makes paths absolute
+    # resolve_config makes paths absolute
+    absolute = {"out", "pretrained_path", "labels_csv", "pseudo_labels", "pseudo_images"}
     assert {name: getattr(seen[0], name) for name in values if name not in absolute} == \
         {name: value for name, value in values.items() if name not in absolute}
     result = clf("train", tmp_path / "data", *[arg for name, value in multilabel.items()

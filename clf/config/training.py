@@ -199,6 +199,19 @@ class TrainConfig(JsonMixin):
                                           "picture): the split and the folds keep every group on one side.")
     dedup: bool = setting(False, "Keep near-duplicate images (as `clf check` finds them) together on one side of the "
                                  "split and in one fold.")
+    # Pseudo-labels (clf/data/pseudo_labels.py, clf/train/pseudo_rows.py): the confident rows of `clf infer --probs`
+    # on unlabelled images join the training split. The file's sha256 is recorded on first read (resume, the folds and
+    # a refit refuse a changed file); its path and the folder may move between sittings, as DATA may.
+    pseudo_labels: str | None = setting(None, "Pseudo-labels: the PROBS.csv `clf infer IMAGES --probs` wrote for "
+                                              "unlabelled images; rows whose top probability reaches "
+                                              "--pseudo-threshold join the training split (never validation).",
+                                        resumable=True)
+    pseudo_images: str | None = setting(None, "The folder the ids of --pseudo-labels name (the test images; never "
+                                              "DATA or a folder inside or around it).", resumable=True)
+    pseudo_threshold: float = setting(0.9, "Top probability a --pseudo-labels row needs to join training (> 0, <= 1).")
+    pseudo_soft: bool = setting(False, "Train pseudo-labelled images on their probability row (a soft target) "
+                                       "instead of its top class.")
+    pseudo_sha256: str | None = None
     resize: str = setting("stretch", "stretch, or shorter_crop (shorter side + center crop).", choices=RESIZE_MODES)
     quiet: bool = setting(False, "No progress bar, one line per epoch.", flags=("--quiet", "-q"), resumable=True)
     # k-fold cross-validation (clf/train/folds.py): K stratified folds seeded by fold_seed; `fold` is set on the
@@ -288,6 +301,7 @@ class TrainConfig(JsonMixin):
             *self._fold_checks(),
             *self._fine_tune_checks(),
             *self._refit_checks(),
+            *self._pseudo_checks(),
         )
         for ok, message in checks:
             if not ok:
@@ -363,6 +377,23 @@ class TrainConfig(JsonMixin):
              ("--refit with --folds: each fold chooses its own best epoch, so there is no one epoch count to refit "
               "for; refit a single validated run (leave out --folds), or train on every image with --no-val "
               "--epochs N")),
+        )
+
+    def _pseudo_checks(self) -> tuple[tuple[bool, str], ...]:
+        labels, images, threshold = self.pseudo_labels, self.pseudo_images, self.pseudo_threshold
+        return (
+            (labels is None or labels.strip() != "", "--pseudo-labels is empty; give the PROBS.csv of `clf infer "
+                                                     "--probs`, or leave the option out"),
+            (labels is None or bool(images and images.strip()),
+             "--pseudo-labels needs --pseudo-images DIR: the folder of the images its ids name (the test images)"),
+            (images is None or labels is not None, "--pseudo-images names the images of --pseudo-labels PROBS.csv; "
+                                                   "add it or leave out --pseudo-images"),
+            (not self.pseudo_soft or labels is not None, "--pseudo-soft trains the rows of --pseudo-labels PROBS.csv; "
+                                                         "add it or leave out --pseudo-soft"),
+            (0.0 < threshold <= 1.0, f"--pseudo-threshold must be > 0 and <= 1 (a top probability), got {threshold}"),
+            (labels is None or self.task != "multilabel",
+             "--pseudo-labels takes single-label probabilities (one class per image); leave it out with --task "
+             "multilabel"),
         )
 
     def _regularisation_checks(self) -> tuple[tuple[bool, str], ...]:

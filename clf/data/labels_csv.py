@@ -47,6 +47,7 @@ def match_rows(
     id_col: str,
     group_col: str | None,
     read_row: Callable[[int, dict[str, str]], Any],
+    missing_hint: str = "",
 ) -> MatchedRows:
     """Match each row's id to an image in ``folder`` (as `read_labels_csv` says) and read the row with ``read_row``
     (line, row) -> value, which raises DataError on a bad cell. Rows are read in CSV order, each before its id is
@@ -84,7 +85,7 @@ def match_rows(
     if missing:
         line, image_id = missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise DataError(f"{csv_file}: line {line}: no image '{image_id}' in {folder}{more}")
+        raise DataError(f"{csv_file}: line {line}: no image '{image_id}' in {folder}{more}{missing_hint}")
     return matched
 
 

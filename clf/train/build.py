@@ -75,10 +75,22 @@ def _check_every_class_readable(labelled: LabelledSet, readable: LabelledSet, cf
 
 @dataclass(frozen=True)
 class Split:
-    """The training and validation parts of the readable images (the same split on every rank)."""
+    """The training and validation parts of the readable images (the same split on every rank).
+
+    Attributes:
+        train_targets: float32 soft targets [N, C] of the training images (--pseudo-soft: clf.train.pseudo_rows),
+            or None: the images train on their labels (or a multi-label set's multi-hot targets).
+        pseudo_images: how many of the training images, at its end, are pseudo-labelled (not images of DATA).
+    """
 
     train: LabelledSet
     val: LabelledSet
+    train_targets: np.ndarray | None = None
+    pseudo_images: int = 0
+
+    def labelled_train_paths(self) -> list[str]:
+        """The training images of DATA (split.json lists these; the pseudo rows are config.json's)."""
+        return self.train.paths[:len(self.train.paths) - self.pseudo_images]
 
 
 def split_training_set(labelled: LabelledSet, cfg: TrainConfig) -> Split:
@@ -156,8 +168,9 @@ def build_loaders(
     val_here = bool(len(val_part.paths)) and runtime.is_main
     cache = resolve_cache(cfg.cache_images, len(train_part.paths) + (len(val_part.paths) if val_here else 0), pre,
                           runtime)
+    targets = split.train_targets if split.train_targets is not None else train_part.targets
     train_ds = ImageDataset(train_part.paths, train_part.labels, pre, train=True, augment=augment, cache=cache,
-                            targets=train_part.targets)
+                            targets=targets)
     workers = resolve_workers(cfg.workers, runtime)
     if cache:
         train_ds.fill_cache(workers=max(2, workers))  # before the workers fork: they share it copy-on-write
@@ -189,7 +202,8 @@ def build_loaders(
         if cache:
             val_ds.fill_cache(workers=max(2, workers))
         val_loader = DataLoader(val_ds, batch_size=cfg.batch_size * 2, shuffle=False, **loader_args)
-    logger.info("data: %d train / %d val images, %d classes", len(train_part.paths), len(val_part.paths),
+    pseudo = f" ({split.pseudo_images} pseudo-labelled)" if split.pseudo_images else ""
+    logger.info("data: %d train%s / %d val images, %d classes", len(train_part.paths), pseudo, len(val_part.paths),
                 len(train_part.classes))
     return train_loader, val_loader, sampler
 

@@ -8,7 +8,8 @@ A replayed config.json gives its recipe, not its identity: the run's name, what 
 `fold`, a refit run's `refit_of` and `refit_epoch`, the file it was itself configured from), the sitting's `quiet`
 and, for a fold member or a refit run, the group or run folder that held it are left out. A new run therefore gets
 --name or the default name, and never lands on the replayed run's folder. `pretrained_sha256` is kept while the
-weights file comes from the replayed config too: a changed file is then refused, not silently trained from.
+weights file comes from the replayed config too: a changed file is then refused, not silently trained from; so is
+`pseudo_sha256` while --pseudo-labels comes from it.
 """
 
 from __future__ import annotations
@@ -77,12 +78,15 @@ def read_config_file(path: str | Path) -> ConfigFile:
 def settings_under_flags(config: ConfigFile, given: dict[str, Any]) -> dict[str, Any]:
     """The options for `resolve_config`: the file's settings, the flags given over them, and where they came from.
 
-    A flag that names the weights another way replaces the file's weights (and the sha256 recorded for them).
+    A flag that names the weights another way replaces the file's weights (and the sha256 recorded for them); so
+    does --pseudo-labels the file's pseudo-labels.
     """
     settings = dict(config.settings)
     if "pretrained" in given or "pretrained_path" in given:
         for key in ("pretrained", "pretrained_path", "pretrained_sha256"):
             settings.pop(key, None)
+    if "pseudo_labels" in given:
+        settings.pop("pseudo_sha256", None)
     return {**settings, **given, "config_file": str(config.path), "config_sha256": config.sha256}
 
 

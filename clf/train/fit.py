@@ -29,6 +29,7 @@ from clf.train.build import (
     split_training_set,
     warn_near_duplicates,
 )
+from clf.train.pseudo_rows import pseudo_rows, with_pseudo_rows
 from clf.train.class_weights import resolve_class_weights, resolve_positive_weights
 from clf.train.resume import check_resume_fits, checkpoint_run_dir, resolve_config
 from clf.train.run_folder import (
@@ -114,6 +115,9 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
         rt.agree(lambda: check_resume_fits(resume_ckpt, classes), runtime)
     # The split and the class weights before the run folder: a bad weights file must not leave an empty folder.
     split = split_training_set(labelled, cfg)
+    # --pseudo-labels join the training part only: the validation images stay DATA's
+    cfg, pseudo = rt.agree(lambda: pseudo_rows(cfg, labelled, resumed=resume_ckpt is not None), runtime)
+    split = with_pseudo_rows(split, pseudo, cfg)
     cfg = rt.agree(lambda: with_class_weights(cfg, resume_ckpt, split), runtime)
     # The model before the run folder: an unknown --arch must not leave an empty folder behind (it would also
     # push the next default name to ARCH-SIZE-2).
@@ -137,8 +141,9 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
     augment = augment_pipeline(cfg, resume_ckpt)
 
     def write_run_files() -> None:
-        write_config(run_dir, cfg, labelled.classes, len(labelled.paths), pre, model_kwargs, trainer.params, augment)
-        write_split(run_dir, split_record(cfg.data, split.val.paths, split.train.paths,
+        write_config(run_dir, cfg, labelled.classes, len(labelled.paths), pre, model_kwargs, trainer.params, augment,
+                     pseudo_labels=None if pseudo is None else pseudo.record)
+        write_split(run_dir, split_record(cfg.data, split.val.paths, split.labelled_train_paths(),
                                           grouping=split_grouping(cfg)))
 
     def replace_then_write() -> None:

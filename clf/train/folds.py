@@ -35,6 +35,7 @@ from clf.train.build import build_model, load_training_set, pretrained_weights
 from clf.train.fit import FitResult, fit
 from clf.train.fold_group_dir import GROUP_FILES, check_fold_split, prepare_group_dir
 from clf.train.fold_scoring import FoldScore, score_group
+from clf.train.pseudo_rows import checked_pseudo_file
 from clf.train.resume import absolute_paths, continued_config, resolve_config
 from clf.train.run_folder import check_run_name, default_run_name
 from clf.train.trainer import TrainReporter
@@ -91,6 +92,9 @@ def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, repor
     labelled = rt.agree(lambda: load_training_set(cfg), runtime)
     assert cfg.folds is not None
     rt.agree(lambda: check_fold_counts(labelled, cfg), runtime)
+    # --pseudo-labels: every fold trains with the same file (group.json records its sha256). Its rows come from a
+    # folder disjoint from DATA, so no fold's validation image is among them (clf.train.pseudo_rows).
+    cfg = rt.agree(lambda: checked_pseudo_file(cfg, resumed=group is not None), runtime)
     if group is None:
         # an unknown --arch must not leave a group folder behind
         rt.agree(lambda: build_model(cfg, len(labelled.classes), runtime,

@@ -94,8 +94,10 @@ def open_existing_run_dir(run_dir: Path) -> None:
 
 
 def write_config(run_dir: Path, cfg: TrainConfig, classes: Sequence[str], images: int, pre: Preprocess,
-                 model_kwargs: dict[str, Any], params: int, augment: Pipeline) -> None:
-    """config.json: the resolved training config plus what it produced (augmentation, classes, model, preprocessing)."""
+                 model_kwargs: dict[str, Any], params: int, augment: Pipeline,
+                 pseudo_labels: dict[str, Any] | None = None) -> None:
+    """config.json: the resolved training config plus what it produced (augmentation, classes, model, preprocessing;
+    the pseudo-labelled images added, per class: clf.train.pseudo_rows)."""
     resolved = {
         "train": cfg.to_dict(),
         "augment": augment.to_dict(),
@@ -107,4 +109,6 @@ def write_config(run_dir: Path, cfg: TrainConfig, classes: Sequence[str], images
         "images": images,
         "clf_version": __version__,
     }
+    if pseudo_labels is not None:
+        resolved["pseudo_labels"] = pseudo_labels
     write_config_file(run_dir, resolved)
