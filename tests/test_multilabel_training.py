@@ -133,3 +133,17 @@ def test_a_refit_takes_the_thresholds_its_validated_run_tuned(multilabel_data, t
     validated = load(result.validated.run_dir / "best.pt")["thresholds"]
     assert load(result.refit.run_dir / "best.pt")["thresholds"] == validated
     assert result.refit.thresholds == validated
+
+
+@pytest.mark.parametrize("preset", ["light", "default", "strong"])
+def test_a_multilabel_run_leaves_the_random_crop_out_unless_crop_scale_is_given(preset):
+    from clf.config import TrainConfig
+    from clf.data.augment import RandomResizedCrop
+    from clf.train.build import augment_pipeline
+
+    def ops(**given) -> list[type]:
+        return [type(op) for op in augment_pipeline(TrainConfig(augment=preset, **given)).ops]
+
+    assert RandomResizedCrop in ops()  # single-label: the preset's crop
+    assert RandomResizedCrop not in ops(task="multilabel", labels_csv="x.csv")
+    assert RandomResizedCrop in ops(task="multilabel", labels_csv="x.csv", crop_scale=0.6)

@@ -240,8 +240,13 @@ class TrainConfig(JsonMixin):
         return cls.from_dict({**LEGACY_VALUES, **data})
 
     def augment_overrides(self) -> dict[str, Any]:
-        """The augmentation knobs given explicitly (those that override the --augment preset)."""
-        return {knob: getattr(self, knob) for knob in AUGMENT_KNOBS if getattr(self, knob) is not None}
+        """The augmentation knobs given explicitly (those that override the --augment preset). A multi-label run
+        leaves the random crop out unless --crop-scale is given: a crop can cut a tagged object out of the image while
+        its tag stays (benchmarks/multilabel.py: macro-F1 0.864 without the crop, 0.840 with the light preset's)."""
+        given = {knob: getattr(self, knob) for knob in AUGMENT_KNOBS if getattr(self, knob) is not None}
+        if self.task == "multilabel" and "crop_scale" not in given:
+            given["crop_scale"] = 1.0
+        return given
 
     @classmethod
     def resumable_fields(cls) -> frozenset[str]:
