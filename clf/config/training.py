@@ -122,13 +122,13 @@ class TrainConfig(JsonMixin):
     sampler: str = setting("none", "How an epoch draws its training images: none (each once, shuffled) or balanced "
                                    "(as many draws with replacement, every class equally likely; multilabel: by each "
                                    "image's rarest class).", choices=SAMPLERS)
-    # The competition's metric (clf/metrics.py): it ranks the epochs for best.pt and --patience (ties: the lower val
-    # loss). accuracy: what every run before this field was ranked by.
     # single_label: every run before the multi-label task. clf/tasks.py
     task: str = setting("single_label", "What the model predicts: one class per image, or multilabel (any number of "
                                         "classes per image; sigmoid outputs, tuned per-class thresholds).",
                         choices=TASK_NAMES)
-    # None resolves on construction to the task's default metric (accuracy; multilabel: f1_macro)
+    # The competition's metric (clf/metrics.py): it ranks the epochs for best.pt and --patience (ties: the lower val
+    # loss). None resolves on construction to the task's default (accuracy, what every run before this field was
+    # ranked by; multilabel: f1_macro).
     metric: str | None = setting(None, "The competition's metric: picks best.pt (ties: the lower val loss) and drives "
                                        "--patience; qwk needs classes named by grade (0, 1, 2, ...). "
                                        "[default: accuracy; f1_macro with --task multilabel]",
