@@ -73,13 +73,7 @@ def score_submission(submission: str | Path, answers: str | Path, id_col: str = 
         shown = ", ".join(unlabelled[:_SHOWN]) + (", ..." if len(unlabelled) > _SHOWN else "")
         raise DataError(f"{answers}: {len(unlabelled)} ids have an empty '{label_col}' ({shown}); "
                         "fill in their labels or drop those rows")
-    missing = [i for i in truth if i not in predicted]
-    if missing:
-        raise DataError(f"{submission}: {len(missing)} ids of {answers} have no prediction (e.g. {missing[0]})")
-    extra = [i for i in predicted if i not in truth]
-    if extra:
-        shown = ", ".join(extra[:_SHOWN]) + (", ..." if len(extra) > _SHOWN else "")
-        logger.warning("%s: %d ids are not in %s (%s); not scored", submission, len(extra), answers, shown)
+    extra = check_every_answer_predicted(submission, answers, predicted, truth)
     correct = sum(predicted[i] == label for i, label in truth.items())
     value = None if chosen.needs_probabilities else _label_metric(metric, truth, predicted)
     if probs is None:
@@ -224,3 +218,20 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return Path(a).samefile(b)
     except OSError:
         return False  # a missing file gets its own message from read_labels
+
+
+def check_every_answer_predicted(submission: Path, answers: Path, predicted: Collection[str],
+                                 truth: Collection[str]) -> list[str]:
+    """The submission's ids that the answers do not hold (logged: not scored).
+
+    Raises:
+        DataError: an id of the answers without a prediction.
+    """
+    missing = [i for i in truth if i not in predicted]
+    if missing:
+        raise DataError(f"{submission}: {len(missing)} ids of {answers} have no prediction (e.g. {missing[0]})")
+    extra = [i for i in predicted if i not in truth]
+    if extra:
+        shown = ", ".join(extra[:_SHOWN]) + (", ..." if len(extra) > _SHOWN else "")
+        logger.warning("%s: %d ids are not in %s (%s); not scored", submission, len(extra), answers, shown)
+    return extra

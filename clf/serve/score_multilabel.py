@@ -3,7 +3,6 @@ answers: exact match, F1 micro / macro / samples and each class's precision, rec
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +10,7 @@ import numpy as np
 
 from clf.errors import DataError
 from clf.serve.multilabel_metrics import f1s, per_class
-
-logger = logging.getLogger(__name__)
-
-_SHOWN = 5
+from clf.serve.score import check_every_answer_predicted
 
 
 @dataclass(frozen=True)
@@ -70,13 +66,7 @@ def score_multilabel(submission: str | Path, answers: str | Path, id_col: str = 
         raise DataError(f"{submission}: is also the answers file; score a submission against other answers")
     predicted = read_labels(submission, id_col, label_col)
     truth = read_labels(answers, id_col, label_col)
-    missing = [i for i in truth if i not in predicted]
-    if missing:
-        raise DataError(f"{submission}: {len(missing)} ids of {answers} have no prediction (e.g. {missing[0]})")
-    extra = [i for i in predicted if i not in truth]
-    if extra:
-        shown = ", ".join(extra[:_SHOWN]) + (", ..." if len(extra) > _SHOWN else "")
-        logger.warning("%s: %d ids are not in %s (%s); not scored", submission, len(extra), answers, shown)
+    extra = check_every_answer_predicted(submission, answers, predicted, truth)
     true_tags = [split_tags(label) for label in truth.values()]
     predicted_tags = [split_tags(predicted[i]) for i in truth]
     classes = sorted({t for tags in true_tags + predicted_tags for t in tags})
