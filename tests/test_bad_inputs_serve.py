@@ -490,6 +490,9 @@ SERVE_CASES = [
          "in the model: export it with `clf export RUN --onnx`", guard=["{models}"]),
     Case("serve-port-in-use", ["serve", "{model}", "--port", "{busy_port}"], 2,
          "is already in use (another server?); stop it or give another --port", guard=["{models}"]),
+    Case("serve-port-of-rays-dashboard-agent", [*SERVE[:2], "--port", "52365"], 2,
+         "--port 52365: the local Ray instance clf serve starts uses it for its dashboard agent; give another --port "
+         "(e.g. 8000)"),
     Case("serve-host-not-this-machine", [*SERVE, "--host", "192.0.2.123"], 2,
          "--host 192.0.2.123: not an address of this machine; give one of its addresses, e.g. 127.0.0.1"),
     Case("serve-port-zero", [*SERVE[:2], "--port", "0"], 2, "--port must be between 1 and 65535, got 0"),

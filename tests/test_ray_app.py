@@ -56,6 +56,20 @@ def test_check_port_accepts_a_free_port_and_refuses_a_taken_one():
     ray_app.check_port("127.0.0.1", port)  # closed again: free
 
 
+@pytest.mark.parametrize("port, owner", [(52365, "its dashboard agent"), (10002, "its workers (ports 10002-19999)"),
+                                         (19999, "its workers (ports 10002-19999)")])
+def test_ports_the_local_ray_instance_takes_are_refused(port, owner):
+    with pytest.raises(ClfError) as caught:
+        ray_app.check_not_rays_port(port)
+    assert str(caught.value) == (f"--port {port}: the local Ray instance clf serve starts uses it for {owner}; "
+                                 "give another --port (e.g. 8000)")
+
+
+@pytest.mark.parametrize("port", [8000, 10001, 20000, 52364])
+def test_other_ports_are_not_rays(port):
+    ray_app.check_not_rays_port(port)
+
+
 def test_missing_extra_is_one_line(monkeypatch):
     import importlib.util
 

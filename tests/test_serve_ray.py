@@ -16,6 +16,7 @@ import importlib.util
 import ipaddress
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -312,9 +313,18 @@ def _assert_matches(answer: dict, expected: dict, topk: int, where: str) -> None
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free port below the kernel's ephemeral range (32768 up): a port the kernel hands out for bind(0) could be
+    handed again, between this probe and the server's bind, to one of Ray's processes (its dashboard agent's 52365
+    sits in that range: a CI run lost the proxy's bind to it), and above Ray's worker ports (10002-19999)."""
+    for _ in range(200):
+        port = random.randrange(20000, 32768)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32767")
 
 
 def _start(model: Path, port: int, log: Path) -> subprocess.Popen:

@@ -63,6 +63,10 @@ TUNING_ENV = {
 }
 
 
+# Ports the local Ray instance's own processes take after clf's check (Ray 2.60's defaults, the pinned extra): the
+# dashboard agent listens on 52365 even without the dashboard, and workers take ports 10002-19999.
+RAY_LOCAL_PORTS = {52365: "its dashboard agent"}
+RAY_WORKER_PORTS = range(10002, 20000)
 SERVE_EXTRA_MODULES = ("ray", "starlette", "uvicorn")  # what `ray[serve]` brings that the serving path imports
 
 
@@ -99,6 +103,15 @@ def check_model(cfg: ServeConfig) -> Predictor:
                         "names and preprocessing in the model: export it with `clf export RUN --onnx`")
     del session
     return Predictor(cfg.model, device=cfg.device, threads=1, workers=1)
+
+
+def check_not_rays_port(port: int) -> None:
+    """Refuse a port that the local Ray instance's own processes take once they start (the proxy then fails to bind
+    it, seconds later, with an error that names neither the port nor the cause)."""
+    if port in RAY_LOCAL_PORTS or port in RAY_WORKER_PORTS:
+        owner = RAY_LOCAL_PORTS.get(port, "its workers (ports 10002-19999)")
+        raise ClfError(f"--port {port}: the local Ray instance clf serve starts uses it for {owner}; give another "
+                       "--port (e.g. 8000)")
 
 
 def check_port(host: str, port: int) -> None:
@@ -177,6 +190,7 @@ def serve(cfg: ServeConfig, on_ready: Callable[[str, list[str], int], Any] | Non
     classes = check_model(cfg).classes  # the model is not kept open here: the replicas have their own
     if local:
         check_port(cfg.host, cfg.port)
+        check_not_rays_port(cfg.port)
     threads = replica_threads(cfg)
     with _ray_session(cfg, threads) as url:
         if on_ready is not None:
