@@ -21,6 +21,7 @@ import http.client
 import json
 import os
 import signal
+import random
 import socket
 import statistics
 import subprocess
@@ -183,9 +184,17 @@ def bench_model(arch: str, args: argparse.Namespace) -> list[dict]:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free port below the kernel's ephemeral range: one from bind(0) can be handed again to one of Ray's own
+    processes before the server binds it (its dashboard agent's 52365 is in that range)."""
+    for _ in range(200):
+        port = random.randrange(20000, 32768)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32767")
 
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
