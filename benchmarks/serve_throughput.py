@@ -20,8 +20,8 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import random
+import signal
 import socket
 import statistics
 import subprocess
