@@ -144,6 +144,7 @@ def test_history_continues_across_resume(data, tmp_path):
     resume(run, epochs=3)
     rows = read_history_csv(run / "history.csv")
     assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["sitting"] for r in rows] == [1, 2, 3]  # each resume is a sitting of its own (the report marks them)
     assert [r["epoch"] for r in load(run / "last.pt")["history"]] == [1, 2, 3]
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     config = json.loads((run / "config.json").read_text())

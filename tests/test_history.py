@@ -3,7 +3,8 @@
 import pytest
 
 from clf.train import history
-from clf.train.history import HISTORY_COLUMNS, plot_curves, read_history_csv, write_history_csv
+from clf.train.history import (HISTORY_COLUMNS, next_sitting, plot_curves, read_history_csv, sitting_starts,
+                                 write_history_csv)
 
 NO_EMA = {"ema_val_loss": None, "ema_val_acc": None}
 ROWS = [
@@ -206,3 +207,18 @@ def test_history_csv_gets_the_metric_columns_only_from_a_run_that_has_them(tmp_p
         "epoch,train_loss,train_acc,val_loss,val_acc,ema_val_loss,ema_val_acc,lr,seconds,val_metric,ema_val_metric",
         "5,1.25,0.5,1.5,0.375,,,0.001,2.5,0.5,"]
     assert read_history_csv(path)[0]["val_metric"] == 0.5
+
+
+def test_sittings_are_written_once_a_run_was_resumed_and_read_back(tmp_path):
+    path = tmp_path / "history.csv"
+    one_go = [{**row, "sitting": 1} for row in ROWS]
+    write_history_csv(one_go, path)
+    assert path.read_text().splitlines()[0].split(",") == list(HISTORY_COLUMNS)  # one sitting: the columns as before
+    assert sitting_starts(read_history_csv(path)) == []
+    resumed = [{**row, "sitting": 1 if row["epoch"] < 6 else 2} for row in ROWS]
+    write_history_csv(resumed, path)
+    assert path.read_text().splitlines()[0].split(",")[-1] == "sitting"
+    back = read_history_csv(path)
+    assert [row["sitting"] for row in back] == [row["sitting"] for row in resumed]
+    assert sitting_starts(back) == [6]
+    assert next_sitting(back) == 3 and next_sitting([]) == 1 and next_sitting(ROWS) == 2  # unrecorded: sitting 1

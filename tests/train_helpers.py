@@ -57,7 +57,9 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def without_seconds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    """The rows less what differs between a run trained in one go and the same run resumed: the time each epoch
+    took and the sitting that trained it."""
+    return [{k: v for k, v in row.items() if k not in ("seconds", "sitting")} for row in rows]
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

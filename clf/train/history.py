@@ -19,6 +19,9 @@ from clf.metrics import METRICS
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "ema_val_loss", "ema_val_acc", "lr",
                    "seconds")
 METRIC_COLUMNS = ("val_metric", "ema_val_metric")  # --metric's values: written after the others by a run that has them
+# Which sitting trained the epoch (1, then +1 per `clf train --resume`): written last, once a run has been resumed, so
+# the history of a run trained in one go keeps its columns. A row without it (older runs) is of sitting 1.
+SITTING_COLUMN = "sitting"
 # Which of them curves.png draws, with their legend labels.
 _CURVES = (("train", "train_"), ("val", "val_"), ("EMA val", "ema_val_"))
 TRAIN_ACC_NA = "train acc n/a with mixup/cutmix"
@@ -39,6 +42,8 @@ def write_history_csv(rows: list[dict[str, Any]], path: Path) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     columns = HISTORY_COLUMNS + (METRIC_COLUMNS if any(row.get(c) is not None for row in rows for c in METRIC_COLUMNS)
                                  else ())
+    if any(sitting_of(row) > 1 for row in rows):
+        columns += (SITTING_COLUMN,)
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_format(row.get(column)) for column in columns])
@@ -49,7 +54,25 @@ def read_history_csv(path: Path) -> list[dict[str, Any]]:
     """Rows back as numbers (None for blanks)."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return [{k: (None if v == "" else (int(v) if k == "epoch" else float(v))) for k, v in row.items()} for row in rows]
+    integers = ("epoch", SITTING_COLUMN)
+    return [{k: (None if v == "" else (int(v) if k in integers else float(v))) for k, v in row.items()} for row in rows]
+
+
+def sitting_of(row: dict[str, Any]) -> int:
+    """The sitting that trained the epoch of `row` (1 when not recorded: a run before sittings were, or one row of
+    a run never resumed)."""
+    value = row.get(SITTING_COLUMN)
+    return int(value) if value else 1
+
+
+def next_sitting(rows: list[dict[str, Any]]) -> int:
+    """The sitting a resumed run trains its next epochs in: one after its last epoch's."""
+    return (sitting_of(rows[-1]) if rows else 0) + 1
+
+
+def sitting_starts(rows: list[dict[str, Any]]) -> list[int]:
+    """The first epoch of each sitting after the first (where a resumed run picked up)."""
+    return [row["epoch"] for previous, row in zip(rows, rows[1:]) if sitting_of(row) != sitting_of(previous)]
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:

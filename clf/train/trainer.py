@@ -35,6 +35,7 @@ from clf.train.history import (
     best_epoch,
     epoch_acc,
     epoch_winner,
+    next_sitting,
     patience_exhausted,
     plot_curves,
     saturation_note,
@@ -71,6 +72,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_val_acc: float | None = None
     metric: str = "accuracy"  # the run's --metric: what ranks the epochs (clf.train.history's key)
+    sitting: int = 1  # 1 for a new run, +1 each time it is resumed (history.csv's sitting column marks them)
 
     def best_epoch(self) -> int:
         """The epoch best.pt holds: the best by clf.train.history's key, the last one without validation."""
@@ -135,7 +137,9 @@ class Trainer:
             restore_schedule(self.optimizer, self.scheduler)
             if ckpt.get("scaler"):
                 self.scaler.load_state_dict(ckpt["scaler"])
-            self.state = TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt.get("best_val_acc"), self.cfg.metric)
+            history = list(ckpt["history"])
+            self.state = TrainState(ckpt["epoch"], history, ckpt.get("best_val_acc"), self.cfg.metric,
+                                    sitting=next_sitting(history))
             restore_rng(ckpt["rng"], self.runtime)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:  # torch's: ValueError/RuntimeError
             raise ModelError(f"{source}: cannot restore the training state ({one_line(exc)}); the checkpoint is "
@@ -230,6 +234,7 @@ class Trainer:
             "seconds": time.perf_counter() - started,
             "val_metric": val.metric if val else None,
             "ema_val_metric": ema_val.metric if ema_val else None,
+            "sitting": self.state.sitting,
         }
         if metric != "accuracy":
             row["metric"] = metric  # for the epoch line (history.csv keeps its columns)
