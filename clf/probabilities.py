@@ -66,9 +66,10 @@ def log_loss(probs: np.ndarray, y_true: Sequence[int], eps: float = 1e-15) -> fl
     return float(-np.mean(np.log(picked)))
 
 
-def expected_calibration_error(probs: np.ndarray, y_true: Sequence[int], bins: int = ECE_BINS) -> float:
-    """ECE: the confidence-vs-accuracy gap of the top-1 prediction, averaged over `bins` equal-width confidence bins
-    weighted by how many predictions fall in each (Guo et al. 2017)."""
+def calibration_bins(probs: np.ndarray, y_true: Sequence[int], bins: int = ECE_BINS) -> list[tuple[float, float, int]]:
+    """The top-1 prediction's confidence against its accuracy in `bins` equal-width confidence bins, (lo, hi] with 0
+    in the first: (mean confidence, accuracy, count) per bin that holds a prediction (a reliability diagram's
+    points; `expected_calibration_error` weighs their gaps)."""
     p = np.asarray(probs, dtype=np.float64)
     true = np.asarray(y_true, dtype=np.int64)
     if p.ndim != 2 or len(p) != len(true) or len(true) == 0:
@@ -76,10 +77,14 @@ def expected_calibration_error(probs: np.ndarray, y_true: Sequence[int], bins: i
     confidence = p.max(axis=1)
     correct = (p.argmax(axis=1) == true).astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)  # (lo, hi] bins, 0 in the first
-    total = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            total += in_bin.sum() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(total / len(true))
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    return [(float(confidence[which == b].mean()), float(correct[which == b].mean()), int((which == b).sum()))
+            for b in range(bins) if (which == b).any()]
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: Sequence[int], bins: int = ECE_BINS) -> float:
+    """ECE: the confidence-vs-accuracy gap of the top-1 prediction, averaged over `bins` equal-width confidence bins
+    weighted by how many predictions fall in each (Guo et al. 2017)."""
+    points = calibration_bins(probs, y_true, bins)
+    total = sum(count * abs(accuracy - confidence) for confidence, accuracy, count in points)
+    return float(total / sum(count for _, _, count in points))

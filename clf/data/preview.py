@@ -117,6 +117,17 @@ def check_grid(rows: int, columns: int, pre: Preprocess) -> None:
                        f"{MAX_GRID_PIXELS // 1_000_000}; use fewer --rows or --columns")
 
 
+def preview_image(paths: Sequence[ImageSource], pre: Preprocess, pipeline: Pipeline, columns: int = 8,
+                  seed: int = 0) -> np.ndarray:
+    """The preview grid of ``paths`` (each through the one preprocessing, resize only) as uint8 RGB HWC.
+
+    Raises:
+        DataError: an image that cannot be read (from ``load_resized``).
+    """
+    images = [load_resized(path, pre) for path in paths]
+    return preview_grid(images, pipeline, columns, seed, cell_scale=preview_cell_scale(*pre.size))
+
+
 def write_preview(paths: Sequence[ImageSource], pre: Preprocess, pipeline: Pipeline, output: str | os.PathLike,
                   columns: int = 8, seed: int = 0) -> Path:
     """Load ``paths`` through the one preprocessing (resize only), write the preview grid as a PNG, atomically.
@@ -128,9 +139,7 @@ def write_preview(paths: Sequence[ImageSource], pre: Preprocess, pipeline: Pipel
         DataError: an image that cannot be read (from ``load_resized``).
         StorageError: the PNG cannot be written.
     """
-    images = [load_resized(path, pre) for path in paths]
-    scale = preview_cell_scale(*pre.size)
-    grid = preview_grid(images, pipeline, columns, seed, cell_scale=scale)
+    grid = preview_image(paths, pre, pipeline, columns, seed)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 3-channel array as PNG
         raise ValueError("OpenCV could not encode the preview grid as PNG")

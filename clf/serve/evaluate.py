@@ -23,6 +23,7 @@ from clf.probabilities import ECE_BINS, expected_calibration_error, log_loss
 from clf.serve.evaluate_multilabel import evaluate_tags
 from clf.serve.loading import labels_file, make_predictor
 from clf.serve.metrics import classification_report, save_confusion_png
+from clf.serve.predictions import PredictionResult
 from clf.serve.predictor import Predictor
 from clf.tasks import SINGLE_LABEL, Task
 
@@ -137,6 +138,17 @@ def evaluate_labelled(predictor: Predictor, paths: list[str], true_labels: list[
 
     True labels are names; a label the model does not know is an error (wrong model for this data).
     """
+    result, y_true = predict_labelled(predictor, paths, true_labels, strict, progress)
+    return labelled_report(predictor, result, y_true)
+
+
+def predict_labelled(predictor: Predictor, paths: list[str], true_labels: list[str], strict: bool = False,
+                     progress: Callable[[int], None] | None = None) -> tuple[PredictionResult, np.ndarray]:
+    """The predictions of `predictor` on labelled images, and the true class index of each predicted row.
+
+    Raises:
+        DataError: a true label the model does not know (wrong model for this data).
+    """
     classes = predictor.classes
     unknown = sorted(set(true_labels) - set(classes))
     if unknown:
@@ -144,8 +156,12 @@ def evaluate_labelled(predictor: Predictor, paths: list[str], true_labels: list[
                         "wrong model or data?")
     result = predictor.predict(paths, strict=strict, progress=progress)
     index = {name: i for i, name in enumerate(classes)}
-    y_true = np.array([index[true_labels[i]] for i in result.ok_indices], dtype=np.int64)
-    report = classification_report(y_true, result.top1(), classes)
+    return result, np.array([index[true_labels[i]] for i in result.ok_indices], dtype=np.int64)
+
+
+def labelled_report(predictor: Predictor, result: PredictionResult, y_true: np.ndarray) -> dict[str, Any]:
+    """`evaluate_labelled`'s report of predictions made by `predict_labelled`."""
+    report = classification_report(y_true, result.top1(), predictor.classes)
     report.update(probability_scores(result.probs(), y_true))
     report["ece_bins"] = ECE_BINS
     report["tta"] = {"views": predictor.tta}

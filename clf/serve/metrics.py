@@ -87,11 +87,22 @@ def _as_labels(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -
 def save_confusion_png(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike) -> Path:
     """Draw the confusion matrix (counts, colour = share of the true class) to a PNG, atomically.
 
-    Uses matplotlib's object API on the Agg canvas: no pyplot, no global backend switch, no display.
-
     Returns:
         The written path.
     """
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(confusion_png(matrix, classes))
+    return path
+
+
+def confusion_png(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> bytes:
+    """The confusion matrix picture as PNG bytes (`save_confusion_png`'s; the HTML report inlines them).
+
+    Uses matplotlib's object API on the Agg canvas: no pyplot, no global backend switch, no display.
+    """
+    import io
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -116,8 +127,7 @@ def save_confusion_png(matrix: Sequence[Sequence[int]], classes: Sequence[str], 
             colour = "white" if shares[i, j] > 0.5 else "black"
             axes.text(j, i, str(value), ha="center", va="center", color=colour, fontsize=8)
 
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        figure.savefig(tmp, format="png")
-    return path
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
 
