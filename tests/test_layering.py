@@ -20,7 +20,7 @@ from typing import NamedTuple
 import pytest
 
 CLF = Path(__file__).resolve().parents[1] / "clf"
-PACKAGES = ("data", "models", "train", "export", "serve")
+PACKAGES = ("data", "models", "train", "export", "serve", "report")
 GROUND = "ground"
 GROUND_PACKAGES = ("config",)  # clf/config/: the stage configurations, one module per stage, on the ground floor
 CLI = "cli"
@@ -34,6 +34,8 @@ ALLOWED = {
     "train": {"train", "models", "data", GROUND},
     "export": {"export", "models", "data", "serve", GROUND},
     "serve": {"serve", "data", GROUND},
+    # the HTML report reads runs (train), evaluates the deployed model (serve, export) and traces a checkpoint (models)
+    "report": {"report", "train", "export", "serve", "models", "data", GROUND},
 }
 TORCH_LIBRARIES = ("torch", "torchvision", "timm")
 TORCH_FREE = ("clf.serve", "clf.data.preprocess")  # the modules (and packages) that never import them

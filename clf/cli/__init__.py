@@ -16,6 +16,7 @@ from clf.cli import runs  # noqa: F401,E402
 from clf.cli import export  # noqa: F401,E402
 from clf.cli import infer  # noqa: F401,E402
 from clf.cli import evaluate  # noqa: F401,E402
+from clf.cli import report  # noqa: F401,E402
 from clf.cli import score  # noqa: F401,E402
 from clf.cli import serve  # noqa: F401,E402
 from clf.cli.render import console, err_console  # noqa: E402
