@@ -49,6 +49,11 @@ def curves_png(curves: Sequence[Curve]) -> bytes:
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         axis.xaxis.get_major_locator().set_params(integer=True)
+        epochs = {row["epoch"] for curve in curves for row in curve.rows}
+        if len(epochs) == 1:  # one epoch: matplotlib would spread 0.96..1.04 ticks around it
+            (epoch,) = epochs
+            axis.set_xlim(epoch - 0.5, epoch + 0.5)
+            axis.set_xticks([epoch])
     handles, labels = figure.axes[0].get_legend_handles_labels()
     if handles:
         figure.legend(handles, labels, loc="outside right upper", fontsize=8)
