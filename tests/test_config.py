@@ -13,7 +13,8 @@ FLOAT_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("f
 
 
 def test_every_float_field_is_checked():
-    assert FLOAT_FIELDS == ["lr", "weight_decay", "label_smoothing", "focal_gamma", "val_split", "hflip", "vflip",
+    assert FLOAT_FIELDS == ["kd_temperature", "kd_alpha",  # clf distill's (clf/config/distilling.py)
+                            "lr", "weight_decay", "label_smoothing", "focal_gamma", "val_split", "hflip", "vflip",
                             "rotate", "crop_scale", "translate", "color_jitter", "grayscale", "blur", "erase", "mixup",
                             "cutmix", "mix_prob", "mix_switch", "ema", "drop_path", "dropout", "layer_decay",
                             "pseudo_threshold"]
@@ -90,7 +91,8 @@ def test_the_fields_a_resume_may_change_are_marked_on_the_dataclass():
                                               "cache_images", "strict", "refit",  # --resume RUN --refit adds one
                                               "config_file", "config_sha256",  # where a sitting's settings came from
                                               # may move as DATA may; their content's sha256 is checked on resume
-                                              "pseudo_labels", "pseudo_images"}
+                                              "pseudo_labels", "pseudo_images",
+                                              "teacher", "unlabelled"}  # clf distill's, likewise
 
 
 def test_round_trip_through_json():

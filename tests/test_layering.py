@@ -20,7 +20,7 @@ from typing import NamedTuple
 import pytest
 
 CLF = Path(__file__).resolve().parents[1] / "clf"
-PACKAGES = ("data", "models", "train", "export", "serve", "report")
+PACKAGES = ("data", "models", "train", "export", "serve", "report", "distill")
 GROUND = "ground"
 GROUND_PACKAGES = ("config",)  # clf/config/: the stage configurations, one module per stage, on the ground floor
 CLI = "cli"
@@ -36,6 +36,8 @@ ALLOWED = {
     "serve": {"serve", "data", GROUND},
     # the HTML report reads runs (train), evaluates the deployed model (serve, export) and traces a checkpoint (models)
     "report": {"report", "train", "export", "serve", "models", "data", GROUND},
+    # `clf distill` composes them: the teacher runs in serve (exported by export), the student trains in train
+    "distill": {"distill", "train", "export", "serve", "models", "data", GROUND},
 }
 TORCH_LIBRARIES = ("torch", "torchvision", "timm")
 TORCH_FREE = ("clf.serve", "clf.data.preprocess")  # the modules (and packages) that never import them

@@ -19,7 +19,9 @@ from clf.config.base import JsonMixin, setting
 # The fields clf sets itself (or that are a command's arguments): everything else must be an option.
 NOT_OPTIONS = {
     TrainConfig: {"data", "pretrained_sha256", "fold", "refit_of", "refit_epoch", "config_file", "config_sha256",
-                  "resolved_class_weights", "pseudo_sha256"},
+                  "resolved_class_weights", "pseudo_sha256", "teacher", "teacher_sha256",
+                  # `clf distill`'s options (test_distill_options_are_that_commands_only)
+                  "kd_temperature", "kd_alpha", "kd_views", "unlabelled"},
     ExportConfig: {"checkpoint", "target", "max_images", "more_runs"},
     InferConfig: {"images"},
     EvalConfig: {"labelled"},
@@ -33,6 +35,16 @@ NOT_OPTIONS = {
 def test_every_field_is_an_option_unless_clf_sets_it(cls):
     names = {f.name for f in dataclasses.fields(cls)}
     assert names - {f.name for f in option_fields(cls)} == NOT_OPTIONS[cls]
+
+
+def test_distill_options_are_that_commands_only():
+    distill = {f.name for f in option_fields(TrainConfig, command="distill")}
+    train = {f.name for f in option_fields(TrainConfig)}
+    assert distill - train == {"kd_temperature", "kd_alpha", "kd_views", "unlabelled"}
+    text = " ".join(clf("distill", "--help").output.split())
+    assert all(flag in text for flag in ("--kd-temperature", "--kd-alpha", "--kd-views", "--unlabelled", "--epochs",
+                                         "--arch", "--resume"))
+    assert "--kd-alpha" not in " ".join(clf("train", "--help").output.split())
 
 
 @pytest.mark.parametrize(("command", "cls"), [("train", TrainConfig), ("export", ExportConfig), ("infer", InferConfig),

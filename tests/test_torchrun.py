@@ -55,16 +55,16 @@ def assert_each_rank_printed(result: subprocess.CompletedProcess, line: str) -> 
     assert result.stderr.count("exitcode  : 2 ") == 2 and "Traceback" not in result.stdout
 
 
-def torchrun(*args: str | Path, site: Path | None = None) -> subprocess.CompletedProcess:
-    """`site`: a folder whose sitecustomize.py each rank imports at start-up."""
+def torchrun(*args: str | Path, site: Path | None = None, command: str = "train") -> subprocess.CompletedProcess:
+    """`site`: a folder whose sitecustomize.py each rank imports at start-up; `command`: the clf command."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "clf", "train", *map(str, args)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "clf", command, *map(str, args)]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
 
 
 def test_two_process_training_and_resume(tmp_path):
@@ -118,6 +118,28 @@ def test_bad_data_stops_every_rank_with_its_line(tmp_path, folds):
                       site=late_rank_1(tmp_path))
     assert_each_rank_printed(result, f"error: {broken}: class folder has no images that can be read")
     assert not (tmp_path / "runs").exists()
+
+
+def test_two_processes_distill_with_the_teacher_asked_once(tmp_path):
+    """`clf distill` under torchrun: rank 0 alone runs the teacher and writes its predictions into the run folder,
+    every rank trains on them."""
+    from cli_helpers import clf
+
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "runs"
+    result = clf("train", data, *TINY_DDP, "--epochs", "1", "--ema", "0", "--quiet", "--out", out, "--name", "t")
+    assert result.exit_code == 0, result.output
+    result = clf("export", out / "t", "--onnx")
+    assert result.exit_code == 0, result.output
+    run = torchrun(out / "t" / "model.onnx", data, *TINY_DDP, "--epochs", "2", "--kd-views", "2", "--out", out,
+                   "--name", "student", command="distill")
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert output.count("teacher: predicting") == 1, output  # rank 0 only
+    assert "distributed: rank 1 of 2 on cpu (gloo)" in output
+    last = load(out / "student" / "last.pt")
+    assert last["epoch"] == 2 and last["config"]["kd_views"] == 2
+    assert (out / "student" / "teacher_targets.npz").is_file()
 
 
 def test_two_processes_with_mixing_and_ema(tmp_path):

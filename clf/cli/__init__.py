@@ -11,6 +11,7 @@ from clf.cli.app import app
 from clf.cli import catalogue  # noqa: F401,E402 -- sample-data, models
 from clf.cli import check  # noqa: F401,E402
 from clf.cli import train  # noqa: F401,E402
+from clf.cli import distill  # noqa: F401,E402
 from clf.cli import augment_preview  # noqa: F401,E402
 from clf.cli import runs  # noqa: F401,E402
 from clf.cli import export  # noqa: F401,E402

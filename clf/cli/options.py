@@ -26,9 +26,11 @@ def choices_metavar(values: Iterable[str]) -> str:
     return "[" + "|".join(values) + "]"
 
 
-def option_fields(cls: type, only: Iterable[str] | None = None) -> list[dataclasses.Field]:
-    """The fields of `cls` that are options (they have a help line), in declaration order; `only` narrows them."""
-    fields = [f for f in dataclasses.fields(cls) if f.metadata.get("help")]
+def option_fields(cls: type, only: Iterable[str] | None = None, command: str | None = None) -> list[dataclasses.Field]:
+    """The fields of `cls` that are options (they have a help line), in declaration order; `only` narrows them.
+    A field declared for one command (setting(..., command="distill")) is an option of that `command` only."""
+    fields = [f for f in dataclasses.fields(cls)
+              if f.metadata.get("help") and f.metadata.get("command") in (None, command)]
     if only is None:
         return fields
     wanted = list(only)
@@ -95,13 +97,15 @@ def _setting_value(f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
-def config_options(cls: type, only: Iterable[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add the option fields of `cls` (or `only` those) to a command, which receives them as `settings`.
+def config_options(cls: type, only: Iterable[str] | None = None, command: str | None = None
+                   ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the option fields of `cls` (or `only` those; with those declared for `command`) to a command, which
+    receives them as `settings`.
 
     The command declares its own parameters (arguments, options that are not config fields) and a last parameter
     `settings: dict[str, Any]`; Typer sees the command's parameters followed by one option per field.
     """
-    fields = option_fields(cls, only)
+    fields = option_fields(cls, only, command)
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         own = [p for name, p in inspect.signature(command, eval_str=True).parameters.items() if name != "settings"]

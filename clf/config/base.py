@@ -22,7 +22,7 @@ RESUMABLE = {"resume": True}
 def setting(default: Any, help: str = "", *, resumable: bool = False, flags: tuple[str, ...] = (),
             choices: tuple[str, ...] = (), metavar: str | None = None, required: bool = False,
             cli_type: type | None = None, parse: Callable[[str], Any] | None = None,
-            show_default: bool | str = True) -> Any:
+            show_default: bool | str = True, command: str | None = None) -> Any:
     """A dataclass field that is also a command-line option when it has `help`.
 
     Args:
@@ -36,10 +36,12 @@ def setting(default: Any, help: str = "", *, resumable: bool = False, flags: tup
         cli_type: the type the command line parses into when not the field's (pathlib.Path for paths).
         parse: turns the option's text into the field's value ("1,8" -> (1, 8)); the option takes text then.
         show_default: False hides the default in --help; a string is shown in its place.
+        command: the one command whose option this is (`clf distill`'s fields of TrainConfig); None: every
+            command built from the dataclass.
     """
     metadata: dict[str, Any] = {"help": help, "flags": flags, "choices": choices, "metavar": metavar,
                                 "required": required, "cli_type": cli_type, "parse": parse,
-                                "show_default": show_default}
+                                "show_default": show_default, "command": command}
     if resumable:
         metadata.update(RESUMABLE)
     return dataclasses.field(default=default, metadata=metadata)

@@ -9,6 +9,7 @@ from typing import Any
 
 from clf.choices import (AUGMENT_PRESETS, AUTO_AUGMENTS, COMPETITION_METRICS, OPTIMIZERS, RESIZE_MODES, SAMPLERS,
                          SCHEDULERS, TASK_LOSSES, TASK_METRICS, TASK_NAMES, TRAIN_DEVICES)
+from clf.config.distilling import DistillFields
 from clf.config.base import JsonMixin, check_choice, group_checks, option_flag, setting, task_checks
 from clf.config.preprocess import MAX_INPUT_SIZE
 from clf.errors import ClfError
@@ -78,10 +79,11 @@ _FROM_PRESET = " [default: from --augment]"  # the augmentation knobs: None take
 
 
 @dataclass(frozen=True)
-class TrainConfig(JsonMixin):
+class TrainConfig(DistillFields, JsonMixin):
     """Everything ``clf train`` needs; saved resolved in ``config.json`` and in every checkpoint.
 
-    Each field with a help line is a `clf train` option (clf/cli/options.py); the others are set by clf itself.
+    Each field with a help line is a `clf train` option (clf/cli/options.py); the others are set by clf itself. The
+    distillation fields (clf/config/distilling.py, first in field order) are `clf distill`'s options.
     """
 
     data: str = setting("", resumable=True)  # the DATA argument; the data may move between sittings
@@ -307,6 +309,7 @@ class TrainConfig(JsonMixin):
             *self._fine_tune_checks(),
             *self._refit_checks(),
             *self._pseudo_checks(),
+            *self._distill_checks(),
         )
         for ok, message in checks:
             if not ok:

@@ -137,17 +137,20 @@ def _check_inside(csv_file: Path, folder: Path, paths: Sequence[str], lines: Seq
                             "name the images inside --pseudo-images (copy the image there)")
 
 
-def check_folder_apart(image_dir: str | os.PathLike, data_root: str | os.PathLike) -> None:
-    """The pseudo folder is not DATA, nor inside it, nor holding it.
+def check_folder_apart(image_dir: str | os.PathLike, data_root: str | os.PathLike, flag: str = "--pseudo-images",
+                       advice: str = "pseudo-labels are for unlabelled images: give the test folder `clf infer "
+                                     "--probs` predicted") -> None:
+    """The pseudo folder (or `clf distill --unlabelled`'s) is not DATA, nor inside it, nor holding it, nor the
+    same folder under another name.
 
     Raises:
-        DataError: one line saying the pseudo folder must be the unlabelled test images.
+        DataError: one line saying the folder must be the unlabelled test images.
     """
     images, data = Path(image_dir).resolve(), Path(data_root).resolve()
-    if images == data or images.is_relative_to(data) or data.is_relative_to(images):
-        how = "is" if images == data else ("is inside" if images.is_relative_to(data) else "holds")
-        raise DataError(f"{image_dir}: --pseudo-images {how} the training folder {data_root}; pseudo-labels are for "
-                        "unlabelled images: give the test folder `clf infer --probs` predicted")
+    same = images == data or _identity(str(images)) == _identity(str(data))
+    if same or images.is_relative_to(data) or data.is_relative_to(images):
+        how = "is" if same else ("is inside" if images.is_relative_to(data) else "holds")
+        raise DataError(f"{image_dir}: {flag} {how} the training folder {data_root}; {advice}")
 
 
 def check_not_data_files(pseudo: PseudoLabels, data_paths: Sequence[str]) -> None:
@@ -162,6 +165,20 @@ def check_not_data_files(pseudo: PseudoLabels, data_paths: Sequence[str]) -> Non
         if twin is not None:
             raise DataError(f"{pseudo.file}: line {line}: {path} is the same file as the training image {twin}; "
                             "--pseudo-images must be the unlabelled test images, not the training folder")
+
+
+def check_not_data_paths(paths: Sequence[str], data_paths: Sequence[str], folder: str) -> None:
+    """No image of `paths` (`clf distill --unlabelled`) is a file of DATA under another name (a hard link).
+
+    Raises:
+        DataError: naming the image and the training image it is.
+    """
+    training = {_identity(path): path for path in data_paths}
+    for path in paths:
+        twin = training.get(_identity(path))
+        if twin is not None:
+            raise DataError(f"{path}: the same file as the training image {twin}; --unlabelled {folder} must hold "
+                            "images that are not in DATA (the test images)")
 
 
 def _identity(path: str) -> tuple[int, int] | str:

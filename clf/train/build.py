@@ -25,6 +25,7 @@ from clf.errors import DataError, ModelError
 from clf.models.pretrained import PretrainedWeights, load_pretrained, read_pretrained
 from clf.models.registry import check_img_size, create_model, model_kwargs_for
 from clf.train import runtime as rt
+from clf.train.kd_data import TeacherTargets, ViewDataset
 from clf.train.sampler import BalancedSampler
 
 EpochSampler = DistributedSampler | BalancedSampler  # a training sampler the trainer calls set_epoch on
@@ -80,13 +81,17 @@ class Split:
     Attributes:
         train_targets: float32 soft targets [N, C] of the training images (--pseudo-soft: clf.train.pseudo_rows),
             or None: the images train on their labels (or a multi-label set's multi-hot targets).
-        pseudo_images: how many of the training images, at its end, are pseudo-labelled (not images of DATA).
+        pseudo_images: how many of the training images, at its end, are pseudo-labelled or unlabelled (not
+            images of DATA).
+        teacher: a distilled run's cached teacher predictions of the training images (clf.train.distillation), in
+            the order of `train`; None: an ordinary run.
     """
 
     train: LabelledSet
     val: LabelledSet
     train_targets: np.ndarray | None = None
     pseudo_images: int = 0
+    teacher: TeacherTargets | None = None
 
     def labelled_train_paths(self) -> list[str]:
         """The training images of DATA (split.json lists these; the pseudo rows are config.json's)."""
@@ -169,8 +174,7 @@ def build_loaders(
     cache = resolve_cache(cfg.cache_images, len(train_part.paths) + (len(val_part.paths) if val_here else 0), pre,
                           runtime)
     targets = split.train_targets if split.train_targets is not None else train_part.targets
-    train_ds = ImageDataset(train_part.paths, train_part.labels, pre, train=True, augment=augment, cache=cache,
-                            targets=targets)
+    train_ds = _training_dataset(split, cfg, pre, augment, cache, targets)
     workers = resolve_workers(cfg.workers, runtime)
     if cache:
         train_ds.fill_cache(workers=max(2, workers))  # before the workers fork: they share it copy-on-write
@@ -206,6 +210,15 @@ def build_loaders(
     logger.info("data: %d train%s / %d val images, %d classes", len(train_part.paths), pseudo, len(val_part.paths),
                 len(train_part.classes))
     return train_loader, val_loader, sampler
+
+
+def _training_dataset(split: Split, cfg: TrainConfig, pre: Preprocess, augment: Pipeline, cache: bool,
+                      targets: np.ndarray | None) -> ImageDataset:
+    """The augmented training images; a distilled run's yield the view its teacher predicted, with its targets."""
+    if split.teacher is not None:
+        return ViewDataset(split.teacher, pre, augment, cfg.seed, cache=cache)
+    return ImageDataset(split.train.paths, split.train.labels, pre, train=True, augment=augment, cache=cache,
+                        targets=targets)
 
 
 def train_sampler(train_part: LabelledSet, cfg: TrainConfig, runtime: rt.Runtime) -> EpochSampler | None:

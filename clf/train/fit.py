@@ -29,6 +29,7 @@ from clf.train.build import (
     split_training_set,
     warn_near_duplicates,
 )
+from clf.train.distillation import Teacher, resolve_views, teacher_targets
 from clf.train.pseudo_rows import pseudo_rows, with_pseudo_rows
 from clf.train.class_weights import resolve_class_weights, resolve_positive_weights
 from clf.train.resume import check_resume_fits, checkpoint_run_dir, resolve_config
@@ -66,6 +67,7 @@ def fit(
     reporter: TrainReporter | None = None,
     runtime: rt.Runtime | None = None,
     labelled: LabelledSet | None = None,
+    teacher: Teacher | None = None,
 ) -> FitResult:
     """Train `cfg` (continuing `resume_ckpt` when given) and write the run folder. Returns where and how it ended.
 
@@ -82,10 +84,10 @@ def fit(
     """
     if runtime is None:
         with rt.process_group(cfg.device, cfg.amp) as runtime:
-            return fit(cfg, resume_ckpt, overwrite, reporter, runtime, labelled)
+            return fit(cfg, resume_ckpt, overwrite, reporter, runtime, labelled, teacher)
     trainers: list[Trainer] = []
     try:
-        return _fit(cfg, resume_ckpt, overwrite, reporter or TrainReporter(), runtime, trainers, labelled)
+        return _fit(cfg, resume_ckpt, overwrite, reporter or TrainReporter(), runtime, trainers, labelled, teacher)
     except torch.cuda.OutOfMemoryError:
         used = trainers[0].cfg.batch_size if trainers else (cfg.batch_size or auto_batch_size(0))
         raise ClfError(
@@ -105,8 +107,12 @@ def fit(
 
 
 def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: TrainReporter,
-         runtime: rt.Runtime, trainers: list[Trainer], labelled: LabelledSet | None = None) -> FitResult:
+         runtime: rt.Runtime, trainers: list[Trainer], labelled: LabelledSet | None = None,
+         teacher: Teacher | None = None) -> FitResult:
     torch.manual_seed(cfg.seed)
+    if cfg.teacher is not None and teacher is None:
+        raise ClfError(f"{cfg.teacher}: this run is distilled from a teacher; continue it with `clf distill "
+                       f"TEACHER --resume RUN`")
     if labelled is None:
         labelled = rt.agree(lambda: load_training_set(cfg), runtime)
     classes = labelled.classes
@@ -139,10 +145,15 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
         logger.info("batch size %d (auto: at least %d steps an epoch)", cfg.batch_size, MIN_STEPS_PER_EPOCH)
     pre = preprocess_for(cfg)
     augment = augment_pipeline(cfg, resume_ckpt)
+    distillation = None
+    if teacher is not None:  # the teacher's predictions, once, into the run folder (resume: read from there)
+        cfg = replace(cfg, kd_views=resolve_views(cfg, augment))  # config.json records the views used
+        split, distillation = teacher_targets(cfg, split, run_dir, augment, teacher, runtime,
+                                              resumed=resume_ckpt is not None)
 
     def write_run_files() -> None:
         write_config(run_dir, cfg, labelled.classes, len(labelled.paths), pre, model_kwargs, trainer.params, augment,
-                     pseudo_labels=None if pseudo is None else pseudo.record)
+                     pseudo_labels=None if pseudo is None else pseudo.record, distillation=distillation)
         write_split(run_dir, split_record(cfg.data, split.val.paths, split.labelled_train_paths(),
                                           grouping=split_grouping(cfg)))
 

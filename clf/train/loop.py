@@ -101,7 +101,7 @@ def train_one_epoch(
             ema.update(_unwrapped(model))
         # Accumulate on the device: no host sync per batch (the progress callback syncs only when it is shown).
         loss_sum += loss.detach().double() * labels.shape[0]
-        correct += task.correct(logits.detach(), _decided(labels, task)).sum()
+        correct += task.correct(logits.detach(), _decided(labels, task, logits.shape[-1])).sum()
         seen += labels.shape[0]
         last = index == batches - 1  # always report the end: the bar reaches 100 %, the rate covers the epoch
         if on_batch is not None and (index == 0 or last or time.perf_counter() - reported >= REPORT_EVERY_S):
@@ -114,10 +114,11 @@ def train_one_epoch(
     return EpochMetrics(float(loss_sum) / max(seen, 1), accuracy, seen, seconds)
 
 
-def _decided(labels: torch.Tensor, task: Task) -> torch.Tensor:
+def _decided(labels: torch.Tensor, task: Task, classes: int) -> torch.Tensor:
     """What a batch's predictions are judged against: its labels, or a single-label batch's soft targets [B, C]
-    (--pseudo-soft) decided by their top class."""
-    return labels if task.multilabel or labels.dim() == 1 else labels.argmax(-1)
+    (--pseudo-soft; a distilled run's teacher probabilities, its [B, C + 1] targets' first C columns) decided by
+    their top class."""
+    return labels if task.multilabel or labels.dim() == 1 else labels[:, :classes].argmax(-1)
 
 
 def task_of(criterion: nn.Module) -> Task:

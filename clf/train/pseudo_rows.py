@@ -105,7 +105,7 @@ def with_pseudo_rows(split: Split, rows: PseudoRows | None, cfg: TrainConfig) ->
     towards), a pseudo image its probability row as PROBS.csv gave it."""
     if rows is None:
         return split
-    train = _joined(split.train, rows.images)
+    train = joined_sets(split.train, rows.images)
     targets = None
     if cfg.pseudo_soft:
         labelled = smoothed_one_hot(split.train.labels, len(split.train.classes), cfg.label_smoothing)
@@ -121,9 +121,9 @@ def smoothed_one_hot(labels: list[int], classes: int, smoothing: float) -> np.nd
     return targets
 
 
-def _joined(train: LabelledSet, pseudo: LabelledSet) -> LabelledSet:
-    """The training images followed by the pseudo ones (each its own group; near-duplicate signatures kept when
-    both have them)."""
+def joined_sets(train: LabelledSet, pseudo: LabelledSet) -> LabelledSet:
+    """The training images followed by the pseudo ones (or a distilled run's unlabelled ones), each its own group;
+    near-duplicate signatures kept when both have them."""
     groups = None if train.groups is None else train.groups + [f"pseudo:{path}" for path in pseudo.paths]
     signatures = None
     if train.signatures is not None and pseudo.signatures is not None:

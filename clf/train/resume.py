@@ -105,7 +105,7 @@ def _check_something_to_resume(run_dir: Path) -> None:
 def absolute_paths(given: dict[str, Any]) -> dict[str, Any]:
     """Data (and weights) paths are stored absolute: resume and export must find them from any working directory."""
     fixed = dict(given)
-    for key in ("data", "labels_csv", "pretrained_path", "pseudo_labels", "pseudo_images"):
+    for key in ("data", "labels_csv", "pretrained_path", "pseudo_labels", "pseudo_images", "teacher", "unlabelled"):
         if fixed.get(key):
             fixed[key] = _resolved(fixed[key])
     if fixed.get("class_weights") and fixed["class_weights"] not in CLASS_WEIGHT_RULES:  # a weights file

@@ -95,9 +95,10 @@ def open_existing_run_dir(run_dir: Path) -> None:
 
 def write_config(run_dir: Path, cfg: TrainConfig, classes: Sequence[str], images: int, pre: Preprocess,
                  model_kwargs: dict[str, Any], params: int, augment: Pipeline,
-                 pseudo_labels: dict[str, Any] | None = None) -> None:
+                 pseudo_labels: dict[str, Any] | None = None, distillation: dict[str, Any] | None = None) -> None:
     """config.json: the resolved training config plus what it produced (augmentation, classes, model, preprocessing;
-    the pseudo-labelled images added, per class: clf.train.pseudo_rows)."""
+    the pseudo-labelled images added, per class: clf.train.pseudo_rows; a distilled run's teacher: file, sha256,
+    members, views, temperature, alpha, the unlabelled folder and its image count: clf.train.distillation)."""
     resolved = {
         "train": cfg.to_dict(),
         "augment": augment.to_dict(),
@@ -111,4 +112,6 @@ def write_config(run_dir: Path, cfg: TrainConfig, classes: Sequence[str], images
     }
     if pseudo_labels is not None:
         resolved["pseudo_labels"] = pseudo_labels
+    if distillation is not None:
+        resolved["distillation"] = distillation
     write_config_file(run_dir, resolved)

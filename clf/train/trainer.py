@@ -42,6 +42,7 @@ from clf.train.history import (
     write_history_csv,
 )
 from clf.train.loop import EpochMetrics, evaluate, train_one_epoch
+from clf.train.distillation import distill_criterion
 from clf.train.losses import build_criterion
 from clf.train.mixing import Mixer
 from clf.train.resume import restore_rng, restore_schedule, rng_state
@@ -103,6 +104,8 @@ class Trainer:
         self.task = get_task(cfg.task)
         self.criterion = build_criterion(self.task, len(self.classes), cfg.label_smoothing, cfg.loss,
                                          focal_gamma=cfg.focal_gamma, class_weights=cfg.resolved_class_weights)
+        if split.teacher is not None:  # clf distill: the KD loss on the teacher's targets
+            self.criterion = distill_criterion(self.criterion, cfg)
         self.mixer = Mixer.from_config(cfg, len(self.classes))
         # Rank 0 alone averages and validates: DDP keeps the weights identical on every rank.
         self.ema = ModelEma(model, cfg.ema) if cfg.ema > 0 and runtime.is_main else None
@@ -202,6 +205,8 @@ class Trainer:
         """
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
+        if hasattr(self.train_loader.dataset, "set_epoch"):  # a distilled run's: the view its teacher predicted
+            self.train_loader.dataset.set_epoch(epoch)
         started = time.perf_counter()
         lr = max(group["lr"] for group in self.optimizer.param_groups)  # the head's LR this epoch starts with
         main = self.runtime.is_main
