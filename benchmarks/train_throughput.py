@@ -47,7 +47,7 @@ def clf_epoch_rate(data: Path, out: Path, arch: str, size: int, args: argparse.N
     cfg = TrainConfig(
         data=str(data), arch=arch, img_size=size, epochs=args.epochs, batch_size=args.batch_size, workers=args.workers,
         cache_images=args.cache_images, out=str(out), name=f"{arch}-{size}-{repeat}", quiet=True, hflip=0.5,
-        rotate=10.0, amp=True,
+        rotate=10.0, amp="auto",
     )
     reporter = _EpochRates()
     fit(cfg, reporter=reporter)

@@ -19,7 +19,7 @@ from clf.config.base import JsonMixin, setting
 # The fields clf sets itself (or that are a command's arguments): everything else must be an option.
 NOT_OPTIONS = {
     TrainConfig: {"data", "pretrained_sha256", "fold", "refit_of", "refit_epoch", "config_file", "config_sha256",
-                  "resolved_class_weights", "pseudo_sha256", "teacher", "teacher_sha256",
+                  "resolved_class_weights", "pseudo_sha256", "teacher", "teacher_sha256", "precision",
                   # `clf distill`'s options (test_distill_options_are_that_commands_only)
                   "kd_temperature", "kd_alpha", "kd_views", "unlabelled"},
     ExportConfig: {"checkpoint", "target", "max_images", "more_runs"},
@@ -125,13 +125,13 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
               "crop_scale": 0.5, "translate": 0.1, "color_jitter": 0.3, "grayscale": 0.1, "blur": 0.1, "erase": 0.1,
               "auto_augment": "rand", "mixup": 0.2, "cutmix": 1.0, "mix_prob": 0.5, "mix_switch": 0.25,
               "ema": 0.99, "drop_path": 0.1, "dropout": 0.2, "workers": 0, "seed": 3, "name": "n",
-              "out": str(tmp_path), "patience": 2, "device": "cpu", "amp": False, "cache_images": False,
+              "out": str(tmp_path), "patience": 2, "device": "cpu", "amp": "off", "cache_images": False,
               "pretrained_path": str(tmp_path / "w.pt"), "layer_decay": 0.7, "freeze_epochs": 1,
               "strict": True, "labels_csv": str(tmp_path / "l.csv"), "id_col": "f", "label_col": "y",
               "resize": "shorter_crop", "quiet": True, "group_col": "patient", "dedup": True, "classes": "a,b",
               "pseudo_labels": str(tmp_path / "probs.csv"), "pseudo_images": str(tmp_path / "test"),
               "pseudo_threshold": 0.8, "pseudo_soft": True}
-    flags = {"amp": "--no-amp", "cache_images": "--no-cache-images", "strict": "--strict", "quiet": "--quiet",
+    flags = {"cache_images": "--no-cache-images", "strict": "--strict", "quiet": "--quiet",
              "dedup": "--dedup", "pseudo_soft": "--pseudo-soft"}
     args = []
     for name, value in values.items():

@@ -29,18 +29,18 @@ def test_auto_picks_the_local_rank_gpu(monkeypatch):
 
 
 def test_amp_dtype(monkeypatch):
-    assert rt.resolve_amp_dtype(torch.device("cpu"), amp=True) is None  # slow and inexact on the CPU
-    assert rt.resolve_amp_dtype(torch.device("cuda", 0), amp=False) is None
+    assert rt.resolve_amp_dtype(torch.device("cpu"), amp="on") is None  # the CPU decides with its model
+    assert rt.resolve_amp_dtype(torch.device("cuda", 0), amp="off") is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert rt.resolve_amp_dtype(torch.device("cuda", 0), amp=True) is torch.bfloat16
+    assert rt.resolve_amp_dtype(torch.device("cuda", 0), amp="auto") is torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert rt.resolve_amp_dtype(torch.device("cuda", 0), amp=True) is torch.float16
+    assert rt.resolve_amp_dtype(torch.device("cuda", 0), amp="on") is torch.float16
 
 
 def test_a_single_process_runtime(monkeypatch):
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
-    runtime = rt.setup_runtime("cpu", amp=True)
+    runtime = rt.setup_runtime("cpu", amp="auto")
     assert runtime == rt.Runtime(torch.device("cpu"), None, 0, 1, 0)
     assert runtime.is_main and not runtime.distributed and not runtime.cuda
     assert rt.all_reduce_sum([1.0, 2.0], runtime) == [1.0, 2.0]

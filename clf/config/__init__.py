@@ -7,9 +7,9 @@ share, including `setting`, which declares a field that is also a command-line o
 """
 
 # The choices live on the ground floor beside this package (clf/choices.py), re-exported here for their old users.
-from clf.choices import (AUGMENT_PRESETS, AUTO_AUGMENTS, AVERAGES, CALIBRATION_METHODS, DEVICES, EXPORT_TARGETS,
-                         ID_FORMATS, INTERPOLATIONS, MAX_BATCH, MIN_INT8_OPSET, OPTIMIZERS, RESIZE_MODES, SCHEDULERS,
-                         TOPK_FORMATS, TRAIN_DEVICES, TTA_VIEWS, check_exporter_opset)
+from clf.choices import (AMP_MODES, AUGMENT_PRESETS, AUTO_AUGMENTS, AVERAGES, CALIBRATION_METHODS, DEVICES,
+                         EXPORT_TARGETS, ID_FORMATS, INTERPOLATIONS, MAX_BATCH, MIN_INT8_OPSET, OPTIMIZERS,
+                         RESIZE_MODES, SCHEDULERS, TOPK_FORMATS, TRAIN_DEVICES, TTA_VIEWS, check_exporter_opset)
 from clf.config.base import RESUMABLE, JsonMixin, check_columns, column_checks, option_flag, setting
 from clf.config.distilling import DEFAULT_KD_VIEWS, DISTILL, DistillFields
 from clf.config.checking import NEAR_DUPLICATE_DISTANCE, CheckConfig
@@ -24,7 +24,8 @@ from clf.config.training import (AUGMENT_KNOB_RANGES, AUGMENT_KNOBS, AUTO_BATCH_
                                  auto_batch_size, check_augment_knobs)
 
 __all__ = [
-    "AUGMENT_KNOB_RANGES", "AUGMENT_KNOBS", "AUGMENT_PRESETS", "AUTO_AUGMENTS", "AUTO_BATCH_SIZES", "AVERAGES",
+    "AMP_MODES", "AUGMENT_KNOB_RANGES", "AUGMENT_KNOBS", "AUGMENT_PRESETS", "AUTO_AUGMENTS", "AUTO_BATCH_SIZES",
+    "AVERAGES",
     "CALIBRATION_METHODS", "DEFAULT_KD_VIEWS", "DISTILL", "DistillFields",
     "DEFAULT_ATOL", "DEFAULT_ATOL_FP16", "DEFAULT_CALIBRATION_IMAGES", "DEFAULT_IMG_SIZE",
     "DEFAULT_IMG_SIZES",

@@ -29,7 +29,7 @@ def setting(default: Any, help: str = "", *, resumable: bool = False, flags: tup
         default: the field's default, which the option shows in --help and takes when not given.
         help: the option's help line; a field without one is not an option (set by clf itself, or an argument).
         resumable: `clf train --resume` may change it (see RESUMABLE).
-        flags: the option's names when not the field's own (--batch-size): ("--output", "-o"), ("--amp/--no-amp",).
+        flags: the option's names when not the field's own (--batch-size): ("--output", "-o"), ("--dedup/--no-dedup",).
         choices: the allowed names, shown as [a|b|c] (the dataclass checks the value, once, with one error line).
         metavar: the value's placeholder in --help, when not the choices.
         required: the option must be given (it has no meaningful default).

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clf.choices import (AUGMENT_PRESETS, AUTO_AUGMENTS, COMPETITION_METRICS, OPTIMIZERS, RESIZE_MODES, SAMPLERS,
-                         SCHEDULERS, TASK_LOSSES, TASK_METRICS, TASK_NAMES, TRAIN_DEVICES)
+                         SCHEDULERS, TASK_LOSSES, TASK_METRICS, TASK_NAMES, TRAIN_DEVICES, AMP_MODES)
 from clf.config.distilling import DistillFields
 from clf.config.base import JsonMixin, check_choice, group_checks, option_flag, setting, task_checks
 from clf.config.preprocess import MAX_INPUT_SIZE
@@ -74,7 +74,7 @@ DEFAULT_IMG_SIZES = {"cnn": 64}
 DEFAULT_IMG_SIZE = 224
 # What a checkpoint written before a field existed trained with: resuming it must not switch a new default on.
 DEFAULT_FOCAL_GAMMA = 2.0  # Lin et al. (2017); clf.train.losses.LossSettings has the same default
-LEGACY_VALUES = {"augment": "none", "mixup": 0.0, "cutmix": 0.0, "ema": 0.0, "drop_path": 0.0}
+LEGACY_VALUES = {"augment": "none", "mixup": 0.0, "cutmix": 0.0, "ema": 0.0, "drop_path": 0.0, "precision": "fp32"}
 _FROM_PRESET = " [default: from --augment]"  # the augmentation knobs: None takes the --augment preset's value
 
 
@@ -168,8 +168,12 @@ class TrainConfig(DistillFields, JsonMixin):
     patience: int = setting(0, "Early stop after P epochs without a val gain (accuracy, then lower loss; 0 = off).",
                             resumable=True)
     device: str = setting("auto", "Training device.", choices=TRAIN_DEVICES, resumable=True)
-    amp: bool = setting(True, "Mixed precision on CUDA (bf16, else fp16).", flags=("--amp/--no-amp",),
-                        resumable=True)
+    amp: str = setting("auto", "Mixed precision. CUDA: auto/on = bf16 (else fp16). CPU: auto = bf16 autocast when the "
+                               "CPU has AMX/AVX512-BF16 and a start-up probe shows it faster; on = bf16 always.",
+                       choices=AMP_MODES, resumable=True)
+    # What the run decided on the CPU (clf/train/precision.py): "fp32", "bf16", each optionally "+channels_last";
+    # "" until decided. A resumed run replays it, whatever --amp says now (bit-exact resume, same numerics).
+    precision: str = ""
     cache_images: bool | None = setting(None, "Keep decoded, resized images in RAM. [default: auto, when they take "
                                               "at most 2 GiB and a quarter of the free memory]",
                                         flags=("--cache-images/--no-cache-images",), show_default=False,
@@ -266,6 +270,8 @@ class TrainConfig(DistillFields, JsonMixin):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ClfError(f"{self.flag(f.name)} must be a finite number, got {value}")
+        if isinstance(self.amp, bool):  # config.json before --amp auto|on|off: true was "CUDA only", now auto
+            object.__setattr__(self, "amp", "auto" if self.amp else "off")
         if self.img_size is None:
             object.__setattr__(self, "img_size", DEFAULT_IMG_SIZES.get(self.arch, DEFAULT_IMG_SIZE))
         if self.focal_gamma is None and self.loss == "focal":
@@ -296,6 +302,7 @@ class TrainConfig(DistillFields, JsonMixin):
             *self._class_weight_checks(),
             *self._task_checks(),
             check_choice("--optimizer", self.optimizer, OPTIMIZERS),
+            check_choice("--amp", self.amp, AMP_MODES),
             check_choice("--task", self.task, TASK_NAMES),
             check_choice("--metric", self.metric, COMPETITION_METRICS),
             (self.task not in TASK_METRICS or self.metric in TASK_METRICS[self.task],

@@ -30,6 +30,7 @@ from clf.train.build import (
     warn_near_duplicates,
 )
 from clf.train.distillation import Teacher, resolve_views, teacher_targets
+from clf.train.precision import decide_precision
 from clf.train.pseudo_rows import pseudo_rows, with_pseudo_rows
 from clf.train.class_weights import resolve_class_weights, resolve_positive_weights
 from clf.train.resume import check_resume_fits, checkpoint_run_dir, resolve_config
@@ -143,6 +144,7 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
     if cfg.batch_size is None:  # the config written and checkpointed holds the size used
         cfg = replace(cfg, batch_size=auto_batch_size(len(split.train.paths) // runtime.world_size))
         logger.info("batch size %d (auto: at least %d steps an epoch)", cfg.batch_size, MIN_STEPS_PER_EPOCH)
+    cfg, model, runtime = decide_precision(cfg, model, runtime, len(classes))  # the CPU's bf16 / channels_last
     pre = preprocess_for(cfg)
     augment = augment_pipeline(cfg, resume_ckpt)
     distillation = None

@@ -43,7 +43,7 @@ def _autocast(runtime: Runtime):
 def _to_device(images: torch.Tensor, labels: torch.Tensor, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
     non_blocking = runtime.cuda  # pinned host memory + async copy overlaps the transfer with compute
     images = images.to(runtime.device, non_blocking=non_blocking)
-    if runtime.cuda:
+    if runtime.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, labels.to(runtime.device, non_blocking=non_blocking)
 

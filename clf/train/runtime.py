@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import NoReturn, TypeVar
 
@@ -31,6 +31,11 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    cpu_channels_last: bool = False  # decided per model on the CPU (clf/train/precision.py); CUDA always is
+
+    @property
+    def channels_last(self) -> bool:
+        return self.cuda or self.cpu_channels_last
 
     @property
     def distributed(self) -> bool:
@@ -58,14 +63,15 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def resolve_amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """bf16 where the GPU supports it (no loss scaling needed), else fp16; none on CPU (slow and inexact there)."""
-    if not amp or device.type != "cuda":
+def resolve_amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """CUDA: bf16 where the GPU supports it (no loss scaling needed), else fp16, unless --amp off. CPU: None here;
+    the run decides with its model (clf/train/precision.py, `with_cpu_precision`)."""
+    if amp == "off" or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def setup_runtime(requested_device: str, amp: bool) -> Runtime:
+def setup_runtime(requested_device: str, amp: str) -> Runtime:
     """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1), then pick the device."""
     world_size = torchrun_world_size()
     rank = int(os.environ.get("RANK", "0"))
@@ -80,6 +86,13 @@ def setup_runtime(requested_device: str, amp: bool) -> Runtime:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
     return Runtime(device, resolve_amp_dtype(device, amp), rank, world_size, local_rank)
+
+
+def with_cpu_precision(runtime: Runtime, amp_dtype: torch.dtype | None, channels_last: bool) -> Runtime:
+    """The CPU runtime with the precision its run decided (a CUDA runtime is unchanged)."""
+    if runtime.cuda:
+        return runtime
+    return replace(runtime, amp_dtype=amp_dtype, cpu_channels_last=channels_last)
 
 
 # Set by the CLI (`meet_at_exit`), whose ranks exit through os._exit right after meeting; a library caller that
@@ -101,7 +114,7 @@ def teardown_runtime(runtime: Runtime, error: BaseException | None = None) -> No
 
 
 @contextmanager
-def process_group(requested_device: str, amp: bool) -> Iterator[Runtime]:
+def process_group(requested_device: str, amp: str) -> Iterator[Runtime]:
     """`setup_runtime`, then `teardown_runtime` on the way out, told of the error that ends the block if one does."""
     runtime = setup_runtime(requested_device, amp)
     try:
