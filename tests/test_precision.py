@@ -11,6 +11,7 @@ from train_helpers import make_data, resume, train
 
 from clf.config import TrainConfig
 from clf.train import precision as pr
+from clf.train.config_file import read_config_file
 
 AMX_CPUINFO = "processor : 0\nflags : fpu sse avx512f avx512_bf16 amx_bf16 amx_tile\n"
 AVX512_BF16_CPUINFO = "flags : fpu avx512f avx512_bf16\n"
@@ -105,3 +106,13 @@ def test_on_trains_in_bf16_keeps_fp32_weights_resumes_in_bf16_and_exports_with_p
     assert json.loads((resumed.run_dir / "config.json").read_text())["train"]["precision"] == recorded
     result = clf("export", resumed.run_dir, "--exporter", "torchscript", "--batch-sizes", "1,3")
     assert result.exit_code == 0, result.output
+
+
+def test_a_recipe_with_a_bool_amp_and_a_replayed_run_leave_the_cpu_decision_to_the_new_run(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("amp: off\nepochs: 2\n")  # YAML 1.1 reads unquoted off as false
+    assert read_config_file(recipe).settings["amp"] == "off"
+    train_settings = {**TrainConfig(data="/d", precision="bf16+channels_last").to_dict(), "amp": True}
+    (tmp_path / "config.json").write_text(json.dumps({"train": train_settings}))
+    replayed = read_config_file(tmp_path / "config.json").settings
+    assert replayed["amp"] == "auto" and "precision" not in replayed

@@ -36,7 +36,8 @@ TOML_SUFFIXES = (".toml",)
 RUN_CONFIG_SUFFIXES = (".json",)
 TAKES = "--config takes a .yaml, .yml or .toml file of train settings, or a run's config.json"
 # Set by clf on the runs it makes, never by a user: refused in a settings file, left out of a replayed config.json.
-SET_BY_CLF = ("fold", "refit_of", "refit_epoch", "config_file", "config_sha256", "resolved_class_weights")
+SET_BY_CLF = ("fold", "refit_of", "refit_epoch", "config_file", "config_sha256", "resolved_class_weights",
+              "precision")  # precision: the CPU decision of the run's own machine (a new run decides anew)
 # A replayed run's identity and its sitting: left out (the new run is named by --name or the default).
 NOT_REPLAYED = ("name", "quiet")
 # Options of `clf train` that are no setting of the recipe: they belong on the command line.
@@ -166,6 +167,9 @@ def _checked_value(path: Path, name: str, value: Any) -> Any:
         return None
     if kind == "float" and isinstance(value, str):
         value = _number_in_a_string(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    if name == "amp" and isinstance(value, bool):
+        # A recipe from before --amp auto|on|off (or YAML 1.1's unquoted on/off): true as the old default, auto
+        return "auto" if value else "off"
     ok = isinstance(value, _KINDS[kind]) and (kind == "bool" or not isinstance(value, bool))
     if not ok:
         expected = _KIND_NAMES[kind] + (" or null" if optional else "")

@@ -142,14 +142,23 @@ def probe_step_timer(model: nn.Module, batch: int, img_size: int, classes: int) 
     return seconds
 
 
+# The decisions this process made, by (amp, model, batch, image size): a fold group's folds, a refit beside its run
+# and a run repeated in one process train alike, instead of each flipping with the probe's noise on a busy machine.
+_decided: dict[tuple, Precision] = {}
+
+
 def resolve_cpu_precision(amp: str, recorded: str, model: nn.Module, batch: int, img_size: int,
                           classes: int) -> Precision:
-    """A resumed run's recorded precision, else the choice for `amp` with a probe of `model`."""
+    """A resumed run's recorded precision, else the choice for `amp` with a probe of `model` (once per process)."""
     if recorded:
         return from_label(recorded)
-    support = cpu_bf16_support()
-    timer = probe_step_timer(model, batch, img_size, classes) if amp != "off" and (support or amp == "on") else None
-    return choose_cpu_precision(amp, support, model, timer or (lambda _: 1.0))
+    key = (amp, type(model).__name__, sum(p.numel() for p in model.parameters()), batch, img_size)
+    if key not in _decided:
+        support = cpu_bf16_support()
+        probing = amp != "off" and (support or amp == "on")
+        timer = probe_step_timer(model, batch, img_size, classes) if probing else None
+        _decided[key] = choose_cpu_precision(amp, support, model, timer or (lambda _: 1.0))
+    return _decided[key]
 
 
 def decide_precision(cfg, model: nn.Module, runtime, classes: int):
