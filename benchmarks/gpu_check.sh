@@ -84,7 +84,7 @@ clf sample-data "$WORK/sample" --per-class 64 --test 256 --size 96 >/dev/null
 declare -A SIZES=([cnn]=64 [resnet18]=224)
 for arch in cnn resnet18; do
     say "train $arch @${SIZES[$arch]} on cuda (1 epoch, AMP, channels_last)"
-    clf train "$WORK/sample/train" --arch "$arch" --img-size "${SIZES[$arch]}" --epochs 1 --device cuda --amp \
+    clf train "$WORK/sample/train" --arch "$arch" --img-size "${SIZES[$arch]}" --epochs 1 --device cuda --amp on \
         --workers 4 --out "$WORK/runs" --name "$arch" --quiet
 done
 

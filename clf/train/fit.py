@@ -93,7 +93,7 @@ def fit(
         used = trainers[0].cfg.batch_size if trainers else (cfg.batch_size or auto_batch_size(0))
         raise ClfError(
             f"out of GPU memory at --batch-size {used}; try --batch-size {max(1, used // 2)} "
-            "(or a smaller --img-size, or --amp)"
+            "(or a smaller --img-size, or --amp on)"
         ) from None
     finally:
         # Under torchrun the DDP wrapper refers to the process group: let it go before the group is destroyed
