@@ -87,10 +87,15 @@ def test_a_bad_amp_is_one_line(tmp_path):
     assert result.exit_code == 2 and "maybe" in result.output
 
 
-def test_off_trains_in_fp32_and_records_it(tmp_path):
+def test_off_and_the_old_no_amp_train_in_fp32_and_record_it(tmp_path):
     data = make_data(tmp_path / "data", n_per_class=6)
     result = train(data, tmp_path / "runs", "off", amp="off", img_size=16)
     assert json.loads((result.run_dir / "config.json").read_text())["train"]["precision"] == "fp32"
+    old = clf("train", data, "--arch", "cnn", "--img-size", "16", "--epochs", "1", "--workers", "0", "--device", "cpu",
+              "--quiet", "--out", tmp_path / "runs", "--name", "old", "--no-amp")
+    assert old.exit_code == 0, old.output
+    recorded = json.loads((tmp_path / "runs" / "old" / "config.json").read_text())["train"]
+    assert (recorded["amp"], recorded["precision"]) == ("off", "fp32")
 
 
 @pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no AMX or AVX512-BF16: --amp on would be emulated bf16")

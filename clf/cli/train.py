@@ -30,6 +30,7 @@ def train(
                                                        "given here win over the file.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Continue a run folder (its last.pt) or a checkpoint.")] = None,
     no_val: Annotated[bool, typer.Option("--no-val", help="Train on all the data (best.pt = last epoch).")] = False,
+    no_amp: Annotated[bool, typer.Option("--no-amp", hidden=True, help="The old spelling of --amp off.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run folder of the same name (clf's own files only, once "
                                                  "the new run's first epoch is saved).")] = False,
     *,
@@ -43,6 +44,8 @@ def train(
     given = given_options(ctx, {"data": data, **settings})
     if no_val:
         given["val_split"] = 0.0
+    if no_amp:  # scripts from before --amp auto|on|off
+        given["amp"] = "off"
     if config is not None:
         from clf.train.config_file import read_config_file, settings_under_flags
 
