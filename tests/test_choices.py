@@ -41,6 +41,7 @@ def test_config_and_choices_import_nothing_above_the_ground():
             "ExportConfig(checkpoint='x'); ServeConfig(model='m.onnx'); InferConfig(images='i', model='m.onnx')\n"
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('clf.'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    config_modules = ["clf.config", "clf.config.base", "clf.config.checking", "clf.config.exporting",
-                      "clf.config.preprocess", "clf.config.serving", "clf.config.training"]
+    config_modules = ["clf.config", "clf.config.base", "clf.config.checking", "clf.config.distilling",
+                      "clf.config.exporting", "clf.config.preprocess", "clf.config.reporting", "clf.config.serving",
+                      "clf.config.training"]
     assert out.split() == ["clf.choices", *config_modules, "clf.errors"]
