@@ -19,7 +19,8 @@ INTERPOLATIONS = ("nearest", "linear", "area", "cubic", "lanczos")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "step", "none")
 TRAIN_DEVICES = ("auto", "cpu", "cuda")  # torch devices
-AMP_MODES = ("auto", "on", "off")  # mixed precision: CUDA bf16/fp16, CPU bf16 where it pays (clf/train/precision.py)
+# Mixed precision: cuda = CUDA bf16/fp16 only; auto adds CPU bf16 where it pays (clf/train/precision.py)
+AMP_MODES = ("cuda", "auto", "on", "off")
 # Augmentation presets and policies (the values of each preset live in clf/data/augment_presets.py).
 AUGMENT_PRESETS = ("none", "light", "default", "strong")
 AUTO_AUGMENTS = ("none", "trivial", "rand")

@@ -48,12 +48,14 @@ def test_auto_takes_bf16_only_when_the_cpu_has_it_and_the_probe_agrees():
     assert pr.choose_cpu_precision("auto", "AMX", CONV, timer(1.0, 0.95, 0.95)).label == "fp32"  # within noise
 
 
-def test_auto_without_bf16_and_off_do_not_probe():
+def test_auto_without_bf16_off_and_the_default_do_not_probe():
     calls: list[str] = []
     none = pr.choose_cpu_precision("auto", None, CONV, timer(1.0, 0.1, 0.1, calls))
     assert (none.label, none.reason) == ("fp32", "fp32 (no bf16 on this CPU)")
     off = pr.choose_cpu_precision("off", "AMX", CONV, timer(1.0, 0.1, 0.1, calls))
     assert (off.label, off.reason) == ("fp32", "fp32 (--amp off)")
+    default = pr.choose_cpu_precision(TrainConfig(data="d").amp, "AMX", CONV, timer(1.0, 0.1, 0.1, calls))
+    assert default.label == "fp32" and default.reason.startswith("fp32 (--amp cuda")  # the CPU default: no probe
     assert calls == []
 
 
@@ -78,7 +80,7 @@ def test_an_old_config_with_amp_true_or_false_still_loads_as_fp32_on_the_cpu():
     saved = TrainConfig(data="d").to_dict()
     del saved["precision"]
     old_on, old_off = TrainConfig.from_saved({**saved, "amp": True}), TrainConfig.from_saved({**saved, "amp": False})
-    assert (old_on.amp, old_on.precision) == ("auto", "fp32")  # it trained in fp32 on the CPU: resume keeps that
+    assert (old_on.amp, old_on.precision) == ("cuda", "fp32")  # it trained in fp32 on the CPU: resume keeps that
     assert (old_off.amp, old_off.precision) == ("off", "fp32")
 
 
@@ -120,4 +122,4 @@ def test_a_recipe_with_a_bool_amp_and_a_replayed_run_leave_the_cpu_decision_to_t
     train_settings = {**TrainConfig(data="/d", precision="bf16+channels_last").to_dict(), "amp": True}
     (tmp_path / "config.json").write_text(json.dumps({"train": train_settings}))
     replayed = read_config_file(tmp_path / "config.json").settings
-    assert replayed["amp"] == "auto" and "precision" not in replayed
+    assert replayed["amp"] == "cuda" and "precision" not in replayed

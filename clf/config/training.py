@@ -168,8 +168,11 @@ class TrainConfig(DistillFields, JsonMixin):
     patience: int = setting(0, "Early stop after P epochs without a val gain (accuracy, then lower loss; 0 = off).",
                             resumable=True)
     device: str = setting("auto", "Training device.", choices=TRAIN_DEVICES, resumable=True)
-    amp: str = setting("auto", "Mixed precision. CUDA: auto/on = bf16 (else fp16). CPU: auto = bf16 autocast when the "
-                               "CPU has AMX/AVX512-BF16 and a start-up probe shows it faster; on = bf16 always.",
+    # "cuda" (mixed precision on CUDA only, fp32 on the CPU) stays the default until bf16's accuracy on the CPU is
+    # measured with benchmarks/accuracy.py (its 2.3x speed is: README); `--amp auto` opts in.
+    amp: str = setting("cuda", "Mixed precision. cuda (default) = bf16 (else fp16) on CUDA, fp32 on the CPU; auto = "
+                               "the same on CUDA, and on the CPU bf16 autocast when it has AMX/AVX512-BF16 and a "
+                               "start-up probe shows it faster; on = bf16 always; off = fp32.",
                        choices=AMP_MODES, resumable=True)
     # What the run decided on the CPU (clf/train/precision.py): "fp32", "bf16", each optionally "+channels_last";
     # "" until decided. A resumed run replays it, whatever --amp says now (bit-exact resume, same numerics).
@@ -270,8 +273,8 @@ class TrainConfig(DistillFields, JsonMixin):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ClfError(f"{self.flag(f.name)} must be a finite number, got {value}")
-        if isinstance(self.amp, bool):  # config.json before --amp auto|on|off: true was "CUDA only", now auto
-            object.__setattr__(self, "amp", "auto" if self.amp else "off")
+        if isinstance(self.amp, bool):  # config.json before --amp cuda|auto|on|off: true meant "on CUDA only"
+            object.__setattr__(self, "amp", "cuda" if self.amp else "off")
         if self.img_size is None:
             object.__setattr__(self, "img_size", DEFAULT_IMG_SIZES.get(self.arch, DEFAULT_IMG_SIZE))
         if self.focal_gamma is None and self.loss == "focal":

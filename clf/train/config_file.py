@@ -168,8 +168,8 @@ def _checked_value(path: Path, name: str, value: Any) -> Any:
     if kind == "float" and isinstance(value, str):
         value = _number_in_a_string(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if name == "amp" and isinstance(value, bool):
-        # A recipe from before --amp auto|on|off (or YAML 1.1's unquoted on/off): true as the old default, auto
-        return "auto" if value else "off"
+        # A recipe from before --amp auto|on|off (or YAML 1.1's unquoted on/off): true as the old default, cuda
+        return "cuda" if value else "off"
     ok = isinstance(value, _KINDS[kind]) and (kind == "bool" or not isinstance(value, bool))
     if not ok:
         expected = _KIND_NAMES[kind] + (" or null" if optional else "")

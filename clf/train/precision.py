@@ -95,6 +95,8 @@ def choose_cpu_precision(amp: str, support: str | None, model: nn.Module, step_s
     fp32 = Precision(None, False, "")
     if amp == "off":
         return Precision(None, False, "fp32 (--amp off)")
+    if amp == "cuda":
+        return Precision(None, False, "fp32 (--amp cuda: mixed precision on CUDA only; --amp auto tries bf16)")
     if amp == "auto" and support is None:
         return Precision(None, False, "fp32 (no bf16 on this CPU)")
     if amp == "on" and support is None:
@@ -155,7 +157,7 @@ def resolve_cpu_precision(amp: str, recorded: str, model: nn.Module, batch: int,
     key = (amp, type(model).__name__, sum(p.numel() for p in model.parameters()), batch, img_size)
     if key not in _decided:
         support = cpu_bf16_support()
-        probing = amp != "off" and (support or amp == "on")
+        probing = amp not in ("off", "cuda") and (support or amp == "on")
         timer = probe_step_timer(model, batch, img_size, classes) if probing else None
         _decided[key] = choose_cpu_precision(amp, support, model, timer or (lambda _: 1.0))
     return _decided[key]
