@@ -130,9 +130,11 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
               "strict": True, "labels_csv": str(tmp_path / "l.csv"), "id_col": "f", "label_col": "y",
               "resize": "shorter_crop", "quiet": True, "group_col": "patient", "dedup": True, "classes": "a,b",
               "pseudo_labels": str(tmp_path / "probs.csv"), "pseudo_images": str(tmp_path / "test"),
-              "pseudo_threshold": 0.8, "pseudo_soft": True}
+              "pseudo_threshold": 0.8, "pseudo_soft": True, "mlflow": True, "mlflow_uri": "http://127.0.0.1:9",
+              "mlflow_checkpoint": True, "tensorboard": str(tmp_path / "tb")}
     flags = {"cache_images": "--no-cache-images", "strict": "--strict", "quiet": "--quiet",
-             "dedup": "--dedup", "pseudo_soft": "--pseudo-soft"}
+             "dedup": "--dedup", "pseudo_soft": "--pseudo-soft", "mlflow": "--mlflow",
+             "mlflow_checkpoint": "--mlflow-checkpoint"}
     args = []
     for name, value in values.items():
         args += [flags[name]] if name in flags else ["--" + name.replace("_", "-"), str(value)]
@@ -149,7 +151,7 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
     assert result.exit_code == 0, result.output
     assert len(seen) == 1
     # resolve_config makes paths absolute
-    absolute = {"out", "pretrained_path", "labels_csv", "pseudo_labels", "pseudo_images"}
+    absolute = {"out", "pretrained_path", "labels_csv", "pseudo_labels", "pseudo_images", "tensorboard"}
     assert {name: getattr(seen[0], name) for name in values if name not in absolute} == \
         {name: value for name, value in values.items() if name not in absolute}
     result = clf("train", tmp_path / "data", *[arg for name, value in multilabel.items()

@@ -22,8 +22,9 @@ import numpy as np
 from clf.config import Preprocess, TrainConfig
 from clf.config.tracking import MLFLOW_EXTRA, TENSORBOARD_EXTRA
 from clf.data.augment import Pipeline
-from clf.errors import ClfError, one_line
-from clf.run_files import BEST_CKPT, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, SPLIT_FILE
+from clf.errors import ClfError
+from clf.run_files import BEST_CKPT, CONFIG_FILE, CURVES_FILE, GROUP_FILE, HISTORY_FILE, OOF_FILE, SPLIT_FILE
+from clf.train.trackers import Tracker, Trackers, opened
 from clf.train.trainer import TrainReporter
 
 logger = logging.getLogger(__name__)
@@ -31,104 +32,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_IMAGES = 8  # augmented training images shown once, at the start of a run
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"  # how a tracked run ended (MLflow's run statuses)
 RUN_ARTIFACTS = (CURVES_FILE, CONFIG_FILE, SPLIT_FILE, HISTORY_FILE)
-
-
-class Tracker:
-    """Where a run's record goes; this base logs nothing (no tracking asked for, or a rank other than 0)."""
-
-    name = "no tracking"
-
-    def log_params(self, params: dict[str, Any]) -> None: ...
-
-    def log_epoch(self, row: dict[str, Any]) -> None: ...
-
-    def log_images(self, tag: str, images: np.ndarray) -> None:
-        """`images`: uint8 (N, H, W, 3) RGB."""
-
-    def log_artifacts(self, paths: Sequence[Path]) -> None: ...
-
-    def log_summary(self, metrics: dict[str, float]) -> None:
-        """Numbers of the whole run (a fold group's CV score), not of an epoch."""
-
-    def finish(self, status: str) -> None: ...
-
-
-class Guarded(Tracker):
-    """A tracker whose failures are warnings: the first one is logged once and the tracker is left out after it."""
-
-    def __init__(self, tracker: Tracker) -> None:
-        self.tracker: Tracker | None = tracker
-        self.name = tracker.name
-
-    def _call(self, method: str, *args: Any) -> None:
-        if self.tracker is None:
-            return
-        try:
-            getattr(self.tracker, method)(*args)
-        except Exception as exc:  # noqa: BLE001 -- any failure of a tracker: training goes on without it
-            logger.warning("%s: %s failed (%s); training goes on without %s", self.name, method, one_line(exc),
-                           self.name)
-            self.tracker = None
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        self._call("log_params", params)
-
-    def log_epoch(self, row: dict[str, Any]) -> None:
-        self._call("log_epoch", row)
-
-    def log_images(self, tag: str, images: np.ndarray) -> None:
-        self._call("log_images", tag, images)
-
-    def log_artifacts(self, paths: Sequence[Path]) -> None:
-        self._call("log_artifacts", paths)
-
-    def log_summary(self, metrics: dict[str, float]) -> None:
-        self._call("log_summary", metrics)
-
-    def finish(self, status: str) -> None:
-        self._call("finish", status)
-        self.tracker = None
-
-
-class Trackers(Tracker):
-    """Several trackers as one (MLflow and TensorBoard together)."""
-
-    def __init__(self, trackers: Sequence[Tracker]) -> None:
-        self.trackers = list(trackers)
-        self.name = ", ".join(t.name for t in trackers) or Tracker.name
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        for tracker in self.trackers:
-            tracker.log_params(params)
-
-    def log_epoch(self, row: dict[str, Any]) -> None:
-        for tracker in self.trackers:
-            tracker.log_epoch(row)
-
-    def log_images(self, tag: str, images: np.ndarray) -> None:
-        for tracker in self.trackers:
-            tracker.log_images(tag, images)
-
-    def log_artifacts(self, paths: Sequence[Path]) -> None:
-        for tracker in self.trackers:
-            tracker.log_artifacts(paths)
-
-    def log_summary(self, metrics: dict[str, float]) -> None:
-        for tracker in self.trackers:
-            tracker.log_summary(metrics)
-
-    def finish(self, status: str) -> None:
-        for tracker in self.trackers:
-            tracker.finish(status)
-
-
-def opened(name: str, open_tracker: Any) -> Tracker:
-    """`open_tracker()` guarded: a tracker that cannot even start (server down, folder unwritable) is a warning."""
-    try:
-        return Guarded(open_tracker())
-    except Exception as exc:  # noqa: BLE001 -- see Guarded
-        logger.warning("%s: cannot start (%s); training goes on without %s", name, one_line(exc), name)
-        return Tracker()
+GROUP_ARTIFACTS = (GROUP_FILE, OOF_FILE)
 
 
 def check_tracking_extras(cfg: TrainConfig) -> None:
@@ -195,6 +99,29 @@ def tracked_run(cfg: TrainConfig, run_dir: Path, resumed: bool, enabled: bool,
         _close(tracker, cfg, run_dir, FAILED)
         raise
     _close(tracker, cfg, run_dir, FINISHED)
+
+
+@contextmanager
+def tracked_group(cfg: TrainConfig, group_dir: Path, resumed: bool, enabled: bool) -> Iterator[Tracker]:
+    """A fold group's MLflow run, the parent of its folds' (pass it to fit as tracking_parent); finished with the
+    group's CV score and its group.json and oof.csv. TensorBoard has no parent: each fold writes DIR/GROUP/fold-k."""
+    tracker: Tracker = Tracker()
+    if enabled and cfg.mlflow:
+        from clf.train.tracking_mlflow import MlflowTracker
+
+        tracker = opened("MLflow", lambda: MlflowTracker.for_run(cfg, group_dir, resumed))
+        if not resumed:
+            tracker.log_params(cfg.to_dict())
+    status = FAILED
+    try:
+        yield tracker
+        status = FINISHED
+    except KeyboardInterrupt:
+        status = KILLED
+        raise
+    finally:
+        tracker.log_artifacts([group_dir / name for name in GROUP_ARTIFACTS if (group_dir / name).is_file()])
+        tracker.finish(status)
 
 
 def _close(tracker: Tracker, cfg: TrainConfig, run_dir: Path, status: str) -> None:

@@ -28,7 +28,7 @@ from clf.errors import ClfError, one_line
 from clf.ownership import record_files
 from clf.run_files import MLFLOW_RUN_FILE, read_small_file
 from clf.train.history import HISTORY_COLUMNS, METRIC_COLUMNS, SITTING_COLUMN
-from clf.train.tracking import Guarded, Tracker, Trackers
+from clf.train.trackers import Guarded, Tracker, Trackers
 
 DEFAULT_EXPERIMENT = "clf"
 STORE_FILE = "mlflow.db"

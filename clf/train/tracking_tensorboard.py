@@ -14,7 +14,7 @@ import numpy as np
 
 from clf.config import TrainConfig
 from clf.train.history import HISTORY_COLUMNS, METRIC_COLUMNS
-from clf.train.tracking import Tracker
+from clf.train.trackers import Tracker
 
 SCALARS = tuple(c for c in HISTORY_COLUMNS + METRIC_COLUMNS if c != "epoch")
 
