@@ -116,6 +116,11 @@ def test_a_parameter_declared_twice_is_refused_when_the_command_is_defined():
 def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tmp_path, monkeypatch):
     """One non-default value per TrainConfig option: the config fit() gets holds each of them."""
     import clf.train.fit as fit_module
+    import importlib
+
+    # clf.train.folds binds the real fit before it is patched below (else a later fold-group test in the same
+    # process, importing clf.train.folds for the first time, keeps the patched one and trains nothing)
+    importlib.import_module("clf.train.folds")
 
     values = {"arch": "resnet18", "epochs": 3, "batch_size": 4, "img_size": 48, "lr": 0.01, "optimizer": "sgd",
               "scheduler": "step", "warmup_epochs": 1, "weight_decay": 0.01, "label_smoothing": 0.2,
