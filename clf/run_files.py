@@ -45,6 +45,7 @@ RUN_FILES = (CONFIG_FILE, SPLIT_FILE, HISTORY_FILE, CURVES_FILE, LAST_CKPT, BEST
 REFIT_DIR = "refit"
 REFIT_FILE = "refit.json"
 GROUP_FILE = "group.json"
+MLFLOW_RUN_FILE = "mlflow.json"  # the MLflow run a run folder or fold group logged to (clf/train/tracking_mlflow.py)
 OOF_FILE = "oof.csv"
 MARKER_FILE = MARKER_NAME
 

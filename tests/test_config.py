@@ -92,7 +92,9 @@ def test_the_fields_a_resume_may_change_are_marked_on_the_dataclass():
                                               "config_file", "config_sha256",  # where a sitting's settings came from
                                               # may move as DATA may; their content's sha256 is checked on resume
                                               "pseudo_labels", "pseudo_images",
-                                              "teacher", "unlabelled"}  # clf distill's, likewise
+                                              "teacher", "unlabelled",  # clf distill's, likewise
+                                              # tracking: a later sitting may start, move or keep it
+                                              "mlflow", "mlflow_uri", "mlflow_checkpoint", "tensorboard"}
 
 
 def test_round_trip_through_json():

@@ -116,6 +116,11 @@ def test_a_parameter_declared_twice_is_refused_when_the_command_is_defined():
 def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tmp_path, monkeypatch):
     """One non-default value per TrainConfig option: the config fit() gets holds each of them."""
     import clf.train.fit as fit_module
+    import importlib
+
+    # clf.train.folds binds the real fit before it is patched below (else a later fold-group test in the same
+    # process, importing clf.train.folds for the first time, keeps the patched one and trains nothing)
+    importlib.import_module("clf.train.folds")
 
     values = {"arch": "resnet18", "epochs": 3, "batch_size": 4, "img_size": 48, "lr": 0.01, "optimizer": "sgd",
               "scheduler": "step", "warmup_epochs": 1, "weight_decay": 0.01, "label_smoothing": 0.2,
@@ -130,9 +135,11 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
               "strict": True, "labels_csv": str(tmp_path / "l.csv"), "id_col": "f", "label_col": "y",
               "resize": "shorter_crop", "quiet": True, "group_col": "patient", "dedup": True, "classes": "a,b",
               "pseudo_labels": str(tmp_path / "probs.csv"), "pseudo_images": str(tmp_path / "test"),
-              "pseudo_threshold": 0.8, "pseudo_soft": True}
+              "pseudo_threshold": 0.8, "pseudo_soft": True, "mlflow": True, "mlflow_uri": "http://127.0.0.1:9",
+              "mlflow_checkpoint": True, "tensorboard": str(tmp_path / "tb")}
     flags = {"cache_images": "--no-cache-images", "strict": "--strict", "quiet": "--quiet",
-             "dedup": "--dedup", "pseudo_soft": "--pseudo-soft"}
+             "dedup": "--dedup", "pseudo_soft": "--pseudo-soft", "mlflow": "--mlflow",
+             "mlflow_checkpoint": "--mlflow-checkpoint"}
     args = []
     for name, value in values.items():
         args += [flags[name]] if name in flags else ["--" + name.replace("_", "-"), str(value)]
@@ -149,7 +156,7 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
     assert result.exit_code == 0, result.output
     assert len(seen) == 1
     # resolve_config makes paths absolute
-    absolute = {"out", "pretrained_path", "labels_csv", "pseudo_labels", "pseudo_images"}
+    absolute = {"out", "pretrained_path", "labels_csv", "pseudo_labels", "pseudo_images", "tensorboard"}
     assert {name: getattr(seen[0], name) for name in values if name not in absolute} == \
         {name: value for name, value in values.items() if name not in absolute}
     result = clf("train", tmp_path / "data", *[arg for name, value in multilabel.items()

@@ -13,6 +13,7 @@ from clf.cli import check  # noqa: F401,E402
 from clf.cli import train  # noqa: F401,E402
 from clf.cli import distill  # noqa: F401,E402
 from clf.cli import augment_preview  # noqa: F401,E402
+from clf.cli import lr_find  # noqa: F401,E402
 from clf.cli import runs  # noqa: F401,E402
 from clf.cli import export  # noqa: F401,E402
 from clf.cli import infer  # noqa: F401,E402

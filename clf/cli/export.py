@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -44,6 +45,7 @@ def export(
 
     target = "triton" if settings["triton"] is not None else "onnx"
     cfg = ExportConfig(checkpoint=runs[0], more_runs=tuple(runs[1:]), target=target, **settings)
+    tracked = _mlflow_record(cfg)
     try:
         with render.err_console.status("exporting and checking parity"):
             result = run_export(cfg)
@@ -54,6 +56,25 @@ def export(
     if result.kind == "triton":  # the repository entry, then the export behind it
         render.console.print(_triton_table(result))
     render.console.print(_export_table(result.onnx_result()))
+    if tracked is not None:
+        _log_to_mlflow(tracked, result.onnx_result())
+
+
+def _mlflow_record(cfg: ExportConfig) -> Path | None:
+    """--mlflow: the folder whose MLflow run takes the model, checked before exporting (one line when it has none)."""
+    if not cfg.mlflow:
+        return None
+    from clf.train.tracking_mlflow import exported_from
+
+    return exported_from(cfg.checkpoint)
+
+
+def _log_to_mlflow(folder: Path, result: ExportResult) -> None:
+    from clf.train.tracking_mlflow import log_export
+
+    run_id = log_export(folder, [result.path, result.proof])
+    if run_id is not None:
+        render.console.print(f"logged {escape(result.path.name)} to MLflow run {run_id}", highlight=False)
 
 
 _WEIGHTS_SHOWN = {"ema": "EMA (averaged)", "raw": "raw",

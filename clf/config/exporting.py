@@ -107,6 +107,9 @@ class ExportConfig(JsonMixin):
     max_batch_size: int | None = setting(None, f"--triton: the largest batch Triton forms, 1-{MAX_BATCH} (default "
                                                f"{DEFAULT_TRITON_MAX_BATCH}).")
     model_name: str | None = setting(None, "--triton: the model's name and folder (default: the run's name).")
+    # clf/train/tracking_mlflow.py (called by the command line: export itself never imports train)
+    mlflow: bool = setting(False, "Log the model and its proof to the MLflow run `clf train --mlflow` recorded in the "
+                                  "run folder (its mlflow.json).")
 
     def __post_init__(self) -> None:
         raise_first_failure((

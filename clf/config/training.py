@@ -12,6 +12,7 @@ from clf.choices import (AUGMENT_PRESETS, AUTO_AUGMENTS, COMPETITION_METRICS, OP
 from clf.config.distilling import DistillFields
 from clf.config.base import JsonMixin, check_choice, group_checks, option_flag, setting, task_checks
 from clf.config.preprocess import MAX_INPUT_SIZE
+from clf.config.tracking import tracking_checks
 from clf.errors import ClfError
 
 MAX_SEED = 2**31  # torch and numpy take it, with room for the per-rank and per-epoch offsets added to it
@@ -237,6 +238,18 @@ class TrainConfig(DistillFields, JsonMixin):
                           resumable=True)
     refit_of: str | None = None
     refit_epoch: int | None = None
+    # Experiment tracking (clf/train/tracking.py; the extras clf[mlflow] and clf[tensorboard]). Resumable: a resumed
+    # run keeps logging where it did (the MLflow run its folder's mlflow.json names). --mlflow-uri implies --mlflow.
+    mlflow: bool = setting(False, "Log the config, per-epoch metrics (history.csv's columns) and curves.png, "
+                                  "config.json, split.json to MLflow.", resumable=True)
+    mlflow_uri: str | None = setting(None, "Where --mlflow logs (implies --mlflow): a folder (an SQLite store and the "
+                                           "artifacts in it), sqlite:///FILE or http(s)://SERVER. [default: "
+                                           "$MLFLOW_TRACKING_URI, else ./mlruns]", show_default=False,
+                                     metavar="URI", resumable=True)
+    mlflow_checkpoint: bool = setting(False, "With --mlflow: log best.pt too.", resumable=True)
+    tensorboard: str | None = setting(None, "Write TensorBoard scalars per epoch (losses, accuracy, metric, lr) and "
+                                            "a few augmented training images to DIR/RUN.", metavar="DIR",
+                                      resumable=True)
     # `clf train --config FILE` (clf/train/config_file.py): the settings file the run took its settings from (absolute
     # path) and its sha256. Resumable: a later sitting may be configured from another file (or from none).
     config_file: str | None = setting(None, resumable=True)
@@ -279,6 +292,8 @@ class TrainConfig(DistillFields, JsonMixin):
             object.__setattr__(self, "img_size", DEFAULT_IMG_SIZES.get(self.arch, DEFAULT_IMG_SIZE))
         if self.focal_gamma is None and self.loss == "focal":
             object.__setattr__(self, "focal_gamma", DEFAULT_FOCAL_GAMMA)
+        if self.mlflow_uri is not None and not self.mlflow:  # saying where to log asks for the logging
+            object.__setattr__(self, "mlflow", True)
         if self.metric is None and self.task in TASK_METRICS:
             object.__setattr__(self, "metric", TASK_METRICS[self.task][0])
         checks = (
@@ -320,6 +335,7 @@ class TrainConfig(DistillFields, JsonMixin):
             *self._refit_checks(),
             *self._pseudo_checks(),
             *self._distill_checks(),
+            *tracking_checks(self.mlflow, self.mlflow_uri, self.mlflow_checkpoint, self.tensorboard),
         )
         for ok, message in checks:
             if not ok:

@@ -43,6 +43,7 @@ from clf.train.run_folder import (
     write_config,
 )
 from clf.train.trainer import Trainer, TrainReporter, interrupts_deferred
+from clf.train.tracking import Tracker, TrackingReporter, check_tracking_extras, log_samples, tracked_run
 from clf.train.tuning import tune_run_thresholds
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def fit(
     runtime: rt.Runtime | None = None,
     labelled: LabelledSet | None = None,
     teacher: Teacher | None = None,
+    tracking_parent: Tracker | None = None,
 ) -> FitResult:
     """Train `cfg` (continuing `resume_ckpt` when given) and write the run folder. Returns where and how it ended.
 
@@ -77,6 +79,7 @@ def fit(
             in one DDP process group); by default fit sets it up and tears it down itself.
         labelled: the checked training images, when the caller has loaded them (a fold group checks every image
             once, not once per fold); by default fit loads and checks DATA itself.
+        tracking_parent: the fold group's tracker: the run's MLflow run becomes a child of the group's.
 
     Raises:
         ClfError: bad data or model, a run folder that cannot be used, a full disk (StorageError), a loss that
@@ -85,10 +88,11 @@ def fit(
     """
     if runtime is None:
         with rt.process_group(cfg.device, cfg.amp) as runtime:
-            return fit(cfg, resume_ckpt, overwrite, reporter, runtime, labelled, teacher)
+            return fit(cfg, resume_ckpt, overwrite, reporter, runtime, labelled, teacher, tracking_parent)
     trainers: list[Trainer] = []
     try:
-        return _fit(cfg, resume_ckpt, overwrite, reporter or TrainReporter(), runtime, trainers, labelled, teacher)
+        return _fit(cfg, resume_ckpt, overwrite, reporter or TrainReporter(), runtime, trainers, labelled, teacher,
+                    tracking_parent)
     except torch.cuda.OutOfMemoryError:
         used = trainers[0].cfg.batch_size if trainers else (cfg.batch_size or auto_batch_size(0))
         raise ClfError(
@@ -109,8 +113,9 @@ def fit(
 
 def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: TrainReporter,
          runtime: rt.Runtime, trainers: list[Trainer], labelled: LabelledSet | None = None,
-         teacher: Teacher | None = None) -> FitResult:
+         teacher: Teacher | None = None, tracking_parent: Tracker | None = None) -> FitResult:
     torch.manual_seed(cfg.seed)
+    check_tracking_extras(cfg)  # a missing extra is one line, before any run folder
     if cfg.teacher is not None and teacher is None:
         raise ClfError(f"{cfg.teacher}: this run is distilled from a teacher; continue it with `clf distill "
                        f"TEACHER --resume RUN`")
@@ -175,12 +180,16 @@ def _fit(cfg: TrainConfig, resume_ckpt: dict | None, overwrite: bool, reporter: 
             write_run_files()
         if cfg.patience and trainer.val_loader is None:
             logger.warning("--patience needs a validation split; early stopping is off")
-    try:
-        stopped_early = trainer.run(reporter)
-    except KeyboardInterrupt as exc:
-        trainer.explain_interrupt(replacing=trainer.before_first_save is not None,
-                                  terminated=isinstance(exc, Terminated))
-        raise
+    resumed = resume_ckpt is not None
+    with tracked_run(cfg, run_dir, resumed, runtime.is_main, tracking_parent) as tracker:
+        if not resumed:
+            log_samples(tracker, cfg, split.train.paths, pre, augment)
+        try:
+            stopped_early = trainer.run(TrackingReporter(reporter, tracker))
+        except KeyboardInterrupt as exc:
+            trainer.explain_interrupt(replacing=trainer.before_first_save is not None,
+                                      terminated=isinstance(exc, Terminated))
+            raise
     state = trainer.state
     thresholds = rt.on_main(lambda: tune_run_thresholds(run_dir, split.val, cfg, runtime.device), runtime)
     return FitResult(run_dir, state.epoch, state.best_val_acc, stopped_early, runtime.is_main, runtime.distributed,

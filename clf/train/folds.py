@@ -38,6 +38,7 @@ from clf.train.fold_scoring import FoldScore, score_group
 from clf.train.pseudo_rows import checked_pseudo_file
 from clf.train.resume import absolute_paths, continued_config, resolve_config
 from clf.train.run_folder import check_run_name, default_run_name
+from clf.train.tracking import Tracker, check_tracking_extras, tracked_group
 from clf.train.trainer import TrainReporter
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def fit_group(given: dict[str, Any], resume: str | None = None, overwrite: bool 
 
 def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, reporter: TrainReporter,
                on_fold: FoldHook | None, runtime: rt.Runtime) -> GroupResult:
+    check_tracking_extras(cfg)
     labelled = rt.agree(lambda: load_training_set(cfg), runtime)
     assert cfg.folds is not None
     rt.agree(lambda: check_fold_counts(labelled, cfg), runtime)
@@ -100,9 +102,22 @@ def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, repor
         rt.agree(lambda: build_model(cfg, len(labelled.classes), runtime,
                                      weights=pretrained_weights(cfg)[1]), runtime)
         cfg, group = rt.on_main(lambda: _new_group(cfg, labelled, overwrite), runtime)
+        resumed = False
     else:
+        resumed = True
         rt.agree(lambda: _check_same_classes(cfg, group, labelled), runtime)
     group_dir = Path(cfg.out) / cfg.name
+    with tracked_group(cfg, group_dir, resumed, runtime.is_main) as tracker:
+        result = _train_folds(cfg, group, group_dir, reporter, on_fold, runtime, labelled, tracker)
+        if result.is_main and group.cv:
+            tracker.log_summary({key: value for key, value in group.cv.items() if isinstance(value, (int, float))})
+    return result
+
+
+def _train_folds(cfg: TrainConfig, group: FoldGroup, group_dir: Path, reporter: TrainReporter,
+                 on_fold: FoldHook | None, runtime: rt.Runtime, labelled: LabelledSet, tracker: Tracker
+                 ) -> GroupResult:
+    """Each fold as the plan says, then (rank 0) the out-of-fold predictions and the CV score."""
     plan = rt.on_main(lambda: _plan(group_dir, group, cfg, labelled), runtime)
     group.done = [name for name, action in zip(group.members, plan) if action == DONE]
     for fold, action in enumerate(plan):
@@ -112,7 +127,7 @@ def _fit_group(cfg: TrainConfig, group: FoldGroup | None, overwrite: bool, repor
         if action == DONE:
             continue
         try:
-            _train_fold(cfg, group_dir, group.members[fold], fold, action, reporter, runtime, labelled)
+            _train_fold(cfg, group_dir, group.members[fold], fold, action, reporter, runtime, labelled, tracker)
         except KeyboardInterrupt:
             if runtime.is_main:
                 logger.warning("fold group interrupted in %s; continue the group with: clf train --resume %s",
@@ -256,14 +271,16 @@ def _epochs_done(last: Path) -> int:
 
 
 def _train_fold(cfg: TrainConfig, group_dir: Path, name: str, fold: int, action: str, reporter: TrainReporter,
-                runtime: rt.Runtime, labelled: LabelledSet) -> FitResult:
+                runtime: rt.Runtime, labelled: LabelledSet, tracker: Tracker) -> FitResult:
     """Fold `fold` through the ordinary fit path, in the caller's runtime (one DDP process group for all folds)
     and on the images the group checked."""
     if action == RESUME:
         resumable = TrainConfig.resumable_fields()
         options = {k: v for k, v in cfg.to_dict().items() if k in resumable}
         fold_cfg, ckpt = resolve_config(options, str(group_dir / name))
-        return fit(fold_cfg, resume_ckpt=ckpt, reporter=reporter, runtime=runtime, labelled=labelled)
+        return fit(fold_cfg, resume_ckpt=ckpt, reporter=reporter, runtime=runtime, labelled=labelled,
+                   tracking_parent=tracker)
     fold_cfg = replace(cfg, name=name, out=str(group_dir), fold=fold)
     # A fold folder left without a finished epoch is clf's: --overwrite semantics replace it (user files refuse).
-    return fit(fold_cfg, overwrite=True, reporter=reporter, runtime=runtime, labelled=labelled)
+    return fit(fold_cfg, overwrite=True, reporter=reporter, runtime=runtime, labelled=labelled,
+               tracking_parent=tracker)

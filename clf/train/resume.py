@@ -11,6 +11,7 @@ import torch
 
 from clf.choices import CLASS_WEIGHT_RULES
 from clf.config import TrainConfig
+from clf.config.tracking import is_store_folder
 from clf.data.multilabel import classes_file
 from clf.errors import ClfError, ModelError, one_line
 from clf.models.checkpoint import SOURCE_KEY
@@ -112,6 +113,10 @@ def absolute_paths(given: dict[str, Any]) -> dict[str, Any]:
         fixed["class_weights"] = _resolved(fixed["class_weights"])
     if fixed.get("classes") and classes_file(fixed["classes"]) is not None:  # --classes FILE, not a,b,c
         fixed["classes"] = _resolved(fixed["classes"])
+    if fixed.get("tensorboard"):
+        fixed["tensorboard"] = _resolved(fixed["tensorboard"])
+    if fixed.get("mlflow_uri") and is_store_folder(fixed["mlflow_uri"]):
+        fixed["mlflow_uri"] = _resolved(fixed["mlflow_uri"])
     return fixed
 
 
