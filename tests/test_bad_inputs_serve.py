@@ -518,15 +518,27 @@ SERVE_NEEDS_NO_GPU = [
 ]
 
 
+def _bind_below_the_ephemeral_range(probe) -> None:
+    import random
+
+    for _ in range(200):
+        try:
+            probe.bind(("127.0.0.1", random.randrange(20000, 32768)))
+            return
+        except OSError:
+            continue
+    raise RuntimeError("no free port in 20000-32767")
+
+
 @pytest.fixture(scope="module")
 def serve_places(places):
     """`places` plus a port something already listens on, and one that is free."""
     import socket
 
     with socket.socket() as busy, socket.socket() as free:
-        busy.bind(("127.0.0.1", 0))
+        _bind_below_the_ephemeral_range(busy)  # never a port of Ray's own (52365 is in the ephemeral range)
         busy.listen()
-        free.bind(("127.0.0.1", 0))
+        _bind_below_the_ephemeral_range(free)
         free_port = free.getsockname()[1]
         free.close()  # a race with another process taking it is harmless: every row fails before listening
         yield {**places, "busy_port": busy.getsockname()[1], "free_port": free_port}

@@ -189,8 +189,8 @@ def serve(cfg: ServeConfig, on_ready: Callable[[str, list[str], int], Any] | Non
         check_capacity(cfg)
     classes = check_model(cfg).classes  # the model is not kept open here: the replicas have their own
     if local:
+        check_not_rays_port(cfg.port)  # first: whether Ray's own processes hold it right now or not
         check_port(cfg.host, cfg.port)
-        check_not_rays_port(cfg.port)
     threads = replica_threads(cfg)
     with _ray_session(cfg, threads) as url:
         if on_ready is not None:
