@@ -54,9 +54,9 @@ def tune(
                              highlight=False, soft_wrap=True)
 
 
-def trials_table(search_dir: Path, trials: list[Any]) -> Table:
+def trials_table(search_dir: Path, trials: list[Any], about: str = "") -> Table:
     """The trials, best objective first, with their parameters and how far each trained."""
-    table = Table(title=f"search {escape(str(search_dir))}")
+    table = Table(title=f"search {escape(str(search_dir))}" + (f" ({escape(about)})" if about else ""))
     keys = list(trials[0].params) if trials else []
     for column in ("trial", "objective", "epochs", *keys):
         table.add_column(column, justify="left" if column == "trial" else "right", no_wrap=column == "trial")

@@ -129,3 +129,25 @@ def command_line(settings: dict[str, Any]) -> str:
 def _index(name: str) -> int:
     tail = name[len(TRIAL_PREFIX):]
     return int(tail) if tail.isdigit() else 0
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """One search folder for `clf runs`: its record and its trials, best first."""
+
+    name: str
+    record: dict[str, Any]
+    trials: list[TrialSummary]
+    path: Path
+
+
+def collect_searches(root: Path) -> list[SearchSummary]:
+    """Every search folder under `root` (one holding search.json), sorted by name; unreadable ones skipped."""
+    searches = []
+    for path in sorted(Path(root).glob(f"*/{SEARCH_FILE}")):
+        try:
+            record = read_search(path.parent)
+            searches.append(SearchSummary(path.parent.name, record, trial_summaries(path.parent, record), path.parent))
+        except (ClfError, KeyError, TypeError):
+            continue
+    return searches
