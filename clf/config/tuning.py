@@ -44,8 +44,9 @@ class TuneConfig(JsonMixin):
                                 show_default=False, metavar="SPACE")
     grace_epochs: int = setting(DEFAULT_GRACE_EPOCHS, "ASHA: epochs every trial gets before it can be stopped.")
     reduction_factor: int = setting(DEFAULT_REDUCTION_FACTOR, "ASHA: 1 in this many trials goes on at each rung.")
-    parallel: bool = setting(False, "Run trials side by side, one core each, rather than one after the other on "
-                                    "every core (measured slower on 2 cores: see README).",
+    # Measured on 2 cores (benchmarks/tune_overhead.py, README): side by side 36.6 s, one after the other 95.5 s.
+    parallel: bool = setting(True, "Run trials side by side, one core each (up to the usable cores), rather than one "
+                                   "after the other on every core (2.6x slower on 2 cores: see README).",
                              flags=("--parallel/--sequential",))
     search_seed: int = setting(0, "Seed of the search's own draws (which parameters each trial gets).")
     host: str = setting("127.0.0.1", "Address the local Ray instance binds: loopback only (use --address to "

@@ -103,11 +103,25 @@ def write_best_config(search_dir: Path, best: TrialSummary) -> tuple[Path, str]:
     import yaml
 
     settings = {k: v for k, v in read_config_file(best.path / CONFIG_FILE).settings.items() if k not in NOT_IN_BEST}
+    settings.update(_precision_as_trained(best.path))
     text = (f"# clf tune: the best trial ({best.name}, objective {best.objective}); "
             f"train it with `clf train --config {search_dir / BEST_CONFIG}`\n")
     path = search_dir / BEST_CONFIG
     atomic_write_text(path, text + yaml.safe_dump(settings, sort_keys=True))
     return path, command_line(settings)
+
+
+def _precision_as_trained(run_dir: Path) -> dict[str, Any]:
+    """--amp as the trial trained: its `--amp auto` probe ran on a machine busy with other trials, and a retrain
+    whose probe decides otherwise (bf16 rather than fp32) would not reproduce it. fp32 -> off; bf16 -> on (whose
+    channels_last is decided anew)."""
+    try:
+        precision = train_settings(read_config(run_dir)).get("precision") or ""
+    except (OSError, ValueError, KeyError, ClfError):
+        return {}
+    if precision == "fp32":
+        return {"amp": "off"}
+    return {"amp": "on"} if precision.startswith("bf16") else {}
 
 
 def command_line(settings: dict[str, Any]) -> str:

@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 TUNE_EXTRA_HINT = "clf tune needs the tune extra: pip install 'clf[tune]'"
 SEARCH_KIND = "search"  # the ownership marker's kind of a search folder
-# clf prints its own lines and table: no Tune banner or progress table, no TensorBoard/CSV/JSON loggers per trial
+# clf prints its own lines and table: no Tune banner or progress table; the JSON and CSV loggers are given
+# explicitly (Tune reads its results back from them), not the automatic TensorBoard one (an optional package)
 QUIET_TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 # Trial settings clf sets per trial: not part of the fixed recipe.
 PER_TRIAL = ("name", "out", "quiet", "resume")
@@ -151,8 +152,9 @@ def _run(tune_cfg: TuneConfig, record: dict[str, Any], search_dir: Path, space: 
 def _tuner(tune_cfg: TuneConfig, record: dict[str, Any], search_dir: Path, space: list[Dimension],
            restore: bool) -> Any:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from clf.tune.scheduler import RunFolderASHA
 
     cpus, threads = _trial_resources(tune_cfg)
     trainable = tune.with_resources(
@@ -163,7 +165,8 @@ def _tuner(tune_cfg: TuneConfig, record: dict[str, Any], search_dir: Path, space
         return tune.Tuner.restore(str(Path(storage) / rec.TUNE_DIR), trainable, resume_unfinished=True,
                                   resume_errored=True)
     epochs = int(record["fixed"].get("epochs") or TrainConfig().epochs)
-    scheduler = ASHAScheduler(time_attr=EPOCH, max_t=max(epochs, 1), grace_period=min(tune_cfg.grace_epochs, epochs),
+    scheduler = RunFolderASHA(str(search_dir.resolve()), record["objective"], time_attr=EPOCH, max_t=max(epochs, 1),
+                              grace_period=min(tune_cfg.grace_epochs, epochs),
                               reduction_factor=tune_cfg.reduction_factor)
     tune_config = tune.TuneConfig(
         metric=OBJECTIVE, mode="max", scheduler=scheduler, num_samples=check_trials_fit_grid(space, tune_cfg.trials),
@@ -171,8 +174,11 @@ def _tuner(tune_cfg: TuneConfig, record: dict[str, Any], search_dir: Path, space
         time_budget_s=tune_cfg.time_budget_s, max_concurrent_trials=None,
         trial_dirname_creator=lambda trial: trial.trial_id,
     )
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
     run_config = tune.RunConfig(name=rec.TUNE_DIR, storage_path=storage, verbose=0,
-                                failure_config=tune.FailureConfig(max_failures=0))
+                                failure_config=tune.FailureConfig(max_failures=0),
+                                callbacks=[JsonLoggerCallback(), CSVLoggerCallback()])
     return tune.Tuner(trainable, param_space=_param_space(space), tune_config=tune_config, run_config=run_config)
 
 

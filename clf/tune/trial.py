@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from clf.run_files import LAST_CKPT
+from clf.run_files import HISTORY_FILE, LAST_CKPT
 from clf.train.history import epoch_acc, read_history_csv
 from clf.train.trainer import TrainReporter
 
@@ -59,11 +59,11 @@ def run_trial(config: dict[str, Any], *, fixed: dict[str, Any], search_dir: str,
     cfg, ckpt = resolve_config({k: v for k, v in given.items() if k not in ("name", "out")} if resume else given,
                                resume)
     reporter = TuneReporter(cfg.metric, tune.report)
-    fit(cfg, resume_ckpt=ckpt, overwrite=True, reporter=reporter)
-    if reporter.reported == 0:  # finished before Tune restarted it: its last epoch, once more, so the trial ends
-        rows = read_history_csv(run_dir / "history.csv")
+    if resume is not None:  # the last epoch again first: ASHA decides on it (clf.tune.scheduler) before any more
+        rows = read_history_csv(run_dir / HISTORY_FILE)
         if rows:
             reporter.epoch_end(rows[-1], False)
+    fit(cfg, resume_ckpt=ckpt, overwrite=True, reporter=reporter)
 
 
 def _run_fold_group(given: dict[str, Any], group_dir: Path, report: Any) -> None:
