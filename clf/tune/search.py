@@ -90,6 +90,9 @@ def tune_search(tune_cfg: TuneConfig, given: dict[str, Any], resume: str | None 
 def _new_search(tune_cfg: TuneConfig, given: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Check the settings and the space, create runs/NAME and its search.json (state: running)."""
     fixed = absolute_paths({k: v for k, v in given.items() if k not in PER_TRIAL})
+    # --amp auto's start-up probe, on a machine busy with other trials, decided fp32 for one trial and bf16 for the
+    # next: trials must differ only by their parameters, and best.yaml must retrain to its trial. fp32 unless given.
+    fixed.setdefault("amp", "off")
     if not fixed.get("data"):
         raise ClfError("clf tune needs DATA (a folder of class folders, or images with --labels-csv)")
     arch = fixed.get("arch", TrainConfig().arch)
