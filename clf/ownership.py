@@ -23,7 +23,7 @@ from clf.errors import ClfError
 MARKER_NAME = ".clf-folder.json"
 MARKER_TOOL = "clf"
 MARKER_FORMAT = 1
-KINDS = ("run", "sample-data", "triton-model")
+KINDS = ("run", "sample-data", "triton-model", "search")  # search: a `clf tune` folder
 _SHOWN = 3
 
 

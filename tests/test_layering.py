@@ -20,7 +20,7 @@ from typing import NamedTuple
 import pytest
 
 CLF = Path(__file__).resolve().parents[1] / "clf"
-PACKAGES = ("data", "models", "train", "export", "serve", "report", "distill")
+PACKAGES = ("data", "models", "train", "export", "serve", "report", "distill", "tune")
 GROUND = "ground"
 GROUND_PACKAGES = ("config",)  # clf/config/: the stage configurations, one module per stage, on the ground floor
 CLI = "cli"
@@ -38,6 +38,8 @@ ALLOWED = {
     "report": {"report", "train", "export", "serve", "models", "data", GROUND},
     # `clf distill` composes them: the teacher runs in serve (exported by export), the student trains in train
     "distill": {"distill", "train", "export", "serve", "models", "data", GROUND},
+    # `clf tune` runs trials that are ordinary runs (train) on Ray; its Ray start-up is the ground's clf.ray_local
+    "tune": {"tune", "train", "models", "data", GROUND},
 }
 TORCH_LIBRARIES = ("torch", "torchvision", "timm")
 TORCH_FREE = ("clf.serve", "clf.data.preprocess")  # the modules (and packages) that never import them

@@ -13,7 +13,8 @@ from cli_helpers import clf
 from typer.testing import CliRunner
 
 from clf.cli.options import config_options, option_fields
-from clf.config import CheckConfig, EvalConfig, ExportConfig, InferConfig, ScoreConfig, ServeConfig, TrainConfig
+from clf.config import (CheckConfig, EvalConfig, ExportConfig, InferConfig, ScoreConfig, ServeConfig, TrainConfig,
+                        TuneConfig)
 from clf.config.base import JsonMixin, setting
 
 # The fields clf sets itself (or that are a command's arguments): everything else must be an option.
@@ -28,6 +29,7 @@ NOT_OPTIONS = {
     ServeConfig: {"model"},
     CheckConfig: {"data"},
     ScoreConfig: {"submission", "answers"},
+    TuneConfig: set(),
 }
 
 
@@ -49,7 +51,7 @@ def test_distill_options_are_that_commands_only():
 
 @pytest.mark.parametrize(("command", "cls"), [("train", TrainConfig), ("export", ExportConfig), ("infer", InferConfig),
                                               ("eval", EvalConfig), ("serve", ServeConfig), ("score", ScoreConfig),
-                                              ("check", CheckConfig)])
+                                              ("check", CheckConfig), ("tune", TuneConfig), ("tune", TrainConfig)])
 def test_help_shows_every_option_with_its_help_line(command, cls):
     text = " ".join(clf(command, "--help").output.split())
     for f in option_fields(cls):
@@ -69,6 +71,22 @@ class Toy(JsonMixin):
     fast: bool = setting(False, "A flag.")
     mode: str = setting("x", "A choice.", choices=("x", "y"), flags=("--mode", "-m"))
     internal: int = 7  # no help: not an option
+
+
+def test_two_dataclasses_options_stack_on_one_command():
+    """`clf tune` takes TuneConfig's options (tune_settings) over TrainConfig's (settings)."""
+    seen: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    app = typer.Typer()
+
+    @app.command()
+    @config_options(TuneConfig, into="tune_settings")
+    @config_options(Toy)
+    def run(word: str, *, settings: dict[str, Any], tune_settings: dict[str, Any]) -> None:
+        seen.append((settings, tune_settings))
+
+    result = CliRunner().invoke(app, ["w", "--size", "5", "--trials", "3", "--parallel"])
+    assert result.exit_code == 0, result.output
+    assert seen[0][0]["size"] == 5 and seen[0][1]["trials"] == 3 and seen[0][1]["parallel"] is True
 
 
 def toy_app(seen: list[dict[str, Any]]) -> typer.Typer:

@@ -12,6 +12,7 @@ import pytest
 
 from clf.config import ServeConfig
 from clf.errors import ClfError
+from clf import ray_local
 from clf.serve import ray_app
 
 
@@ -214,17 +215,17 @@ def test_stop_signals_wait_for_ray_init_then_act(monkeypatch, interactive_sigint
     previous = signal.signal(signal.SIGTERM, clf_sigterm)
     try:
         with pytest.raises(Terminated):
-            with ray_app._stop_signals_deferred():
+            with ray_local.stop_signals_deferred():
                 ray_utils.set_sigterm_handler(lambda signum, frame: None)  # what ray.init does: no effect here
                 signal.raise_signal(signal.SIGTERM)
                 after_signal = True  # still running: the signal waits
         assert after_signal
         assert signal.getsignal(signal.SIGTERM) is clf_sigterm
         with pytest.raises(KeyboardInterrupt):
-            with ray_app._stop_signals_deferred():
+            with ray_local.stop_signals_deferred():
                 signal.raise_signal(signal.SIGINT)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        with ray_app._stop_signals_deferred():  # no signal: nothing raised
+        with ray_local.stop_signals_deferred():  # no signal: nothing raised
             pass
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -236,7 +237,7 @@ def test_a_second_stop_signal_acts_at_once(interactive_sigint):
     pytest.importorskip("ray")
     reached = []
     with pytest.raises(KeyboardInterrupt):
-        with ray_app._stop_signals_deferred():
+        with ray_local.stop_signals_deferred():
             signal.raise_signal(signal.SIGINT)
             reached.append("after the first")
             signal.raise_signal(signal.SIGINT)
@@ -251,7 +252,7 @@ def test_a_signal_set_to_be_ignored_stays_ignored():
     pytest.importorskip("ray")
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        with ray_app._stop_signals_deferred():
+        with ray_local.stop_signals_deferred():
             signal.raise_signal(signal.SIGTERM)
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
@@ -266,6 +267,6 @@ def test_local_ray_gets_the_proxy_body_limit_and_no_dashboard_server():
 
     assert ray_app.LOOPBACK_ENV["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == CALLBACK_IMPORT_PATH
     original = ray_node.Node.start_api_server
-    with ray_app._without_dashboard_server():
+    with ray_local.without_dashboard_server():
         assert ray_node.Node.start_api_server(object(), include_dashboard=False, raise_on_failure=False) is None
     assert ray_node.Node.start_api_server is original

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import http.client
 import importlib.util
-import ipaddress
 import json
 import os
 import random
@@ -32,6 +31,13 @@ import cv2
 import numpy as np
 import pytest
 from cli_helpers import clf
+from proc_helpers import all_pids as _all_pids
+from proc_helpers import alive as _alive
+from proc_helpers import cmdline as _cmdline
+from proc_helpers import is_loopback as _is_loopback
+from proc_helpers import listening_sockets as _listening_sockets
+from proc_helpers import process_tree as _process_tree
+from proc_helpers import session_of as _session_of
 from serve_helpers import brightness_model, cli_state
 
 import clf as clf_package
@@ -442,86 +448,3 @@ def _predict(url: str, image: Path, multipart: bool = False, topk: int = 3) -> t
     if multipart:
         return _post_multipart(target, [("file", image.name, image.read_bytes())])
     return _post(target, image.read_bytes())
-
-
-# ---- processes and sockets, from /proc ----
-
-
-def _all_pids() -> list[int]:
-    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
-
-
-def _session_of(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _process_tree(root: int) -> list[int]:
-    """root and every descendant (Ray's actors start their own sessions, but stay children of the raylet)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def _listening_sockets(pids: list[int]) -> list[tuple[int, str, str, int]]:
-    """(pid, protocol, address, port) of every listening TCP socket and bound UDP socket the processes hold."""
-    owners: dict[str, int] = {}
-    for pid in pids:
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    owners[target[8:-1]] = pid
-        except OSError:
-            continue
-    found = []
-    for proto, listening_state in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
-        for line in Path(f"/proc/net/{proto}").read_text().splitlines()[1:]:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == listening_state and inode in owners:
-                address, port = local.split(":")
-                found.append((owners[inode], proto, str(_proc_address(address)), int(port, 16)))
-    return found
-
-
-def _proc_address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """/proc/net/tcp{,6} addresses: 32-bit words in host (little-endian) byte order."""
-    raw = bytes.fromhex(hex_address)
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return ipaddress.ip_address(words)
-
-
-def _is_loopback(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return ip.is_loopback or bool(mapped and mapped.is_loopback)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent's wait is missing
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return str(pid)

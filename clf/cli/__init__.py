@@ -21,6 +21,7 @@ from clf.cli import evaluate  # noqa: F401,E402
 from clf.cli import report  # noqa: F401,E402
 from clf.cli import score  # noqa: F401,E402
 from clf.cli import serve  # noqa: F401,E402
+from clf.cli import tune  # noqa: F401,E402
 from clf.cli.render import console, err_console  # noqa: E402
 
 __all__ = ["app", "console", "err_console"]

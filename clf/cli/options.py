@@ -97,10 +97,11 @@ def _setting_value(f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
-def config_options(cls: type, only: Iterable[str] | None = None, command: str | None = None
+def config_options(cls: type, only: Iterable[str] | None = None, command: str | None = None, into: str = "settings"
                    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add the option fields of `cls` (or `only` those; with those declared for `command`) to a command, which
-    receives them as `settings`.
+    receives them as `settings` (or the parameter named `into`: two dataclasses' options stack, as `clf tune`'s
+    TuneConfig over TrainConfig's).
 
     The command declares its own parameters (arguments, options that are not config fields) and a last parameter
     `settings: dict[str, Any]`; Typer sees the command's parameters followed by one option per field.
@@ -108,7 +109,7 @@ def config_options(cls: type, only: Iterable[str] | None = None, command: str | 
     fields = option_fields(cls, only, command)
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        own = [p for name, p in inspect.signature(command, eval_str=True).parameters.items() if name != "settings"]
+        own = [p for name, p in inspect.signature(command, eval_str=True).parameters.items() if name != into]
         generated = [option_parameter(cls, f) for f in fields]
         clash = {p.name for p in own} & {p.name for p in generated}
         if clash:
@@ -117,7 +118,7 @@ def config_options(cls: type, only: Iterable[str] | None = None, command: str | 
         @functools.wraps(command)
         def with_settings(*args: Any, **kwargs: Any) -> Any:
             settings = {f.name: _setting_value(f, kwargs.pop(f.name)) for f in fields}
-            return command(*args, settings=settings, **kwargs)
+            return command(*args, **{into: settings}, **kwargs)
 
         parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind == p.POSITIONAL_OR_KEYWORD else p
                       for p in own] + generated

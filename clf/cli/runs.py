@@ -23,19 +23,30 @@ def runs(
 ) -> None:
     """The table of training runs: arch, epochs, batch size, image size, best val accuracy, params, time.
 
-    Fold groups (`clf train --folds K`) get a table of their own, one line each with the CV score.
+    Fold groups (`clf train --folds K`) get a table of their own, one line each with the CV score; so do searches
+    (`clf tune`), their trials beneath, best objective first, with their parameters.
     """
     from clf.train.runs import collect_groups, collect_runs
+    from clf.tune.record import collect_searches
 
     root = non_empty_path(root_text, "ROOT", "the folder holding run folders (default: runs)")
     summaries = collect_runs(root)
     groups = collect_groups(root)
-    if not summaries and not groups:
+    searches = collect_searches(root)
+    if not summaries and not groups and not searches:
         raise ClfError(f"{root}: no training runs found (a run folder holds config.json); train one with `clf train`")
     if summaries:
         _print_runs_table(root, summaries)
     if groups:
         render.console.print(_groups_table(root, groups, expand))
+    if searches:
+        from clf.cli.tune import trials_table
+
+        for search in searches:
+            state = search.record.get("state", "")
+            render.console.print(trials_table(search.path, search.trials, f"{search.record.get('arch', '')}, "
+                                                                           f"{search.record.get('objective')}, "
+                                                                           f"{state}"))
 
 
 def _print_runs_table(root: Path, summaries: list[Any]) -> None:

@@ -19,6 +19,7 @@ from clf.config.exporting import (DEFAULT_ATOL, DEFAULT_ATOL_FP16, DEFAULT_CALIB
 from clf.config.preprocess import IMAGENET_MEAN, IMAGENET_STD, MAX_INPUT_SIZE, Preprocess
 from clf.config.reporting import DEFAULT_GALLERY_IMAGES, MAX_GALLERY_IMAGES, ReportConfig
 from clf.config.serving import MAX_BATCH_WAIT_MS, MAX_SERVE_BATCH, EvalConfig, InferConfig, ScoreConfig, ServeConfig
+from clf.config.tuning import TuneConfig, parse_duration
 from clf.config.training import (AUGMENT_KNOB_RANGES, AUGMENT_KNOBS, AUTO_BATCH_SIZES, DEFAULT_IMG_SIZE,
                                  DEFAULT_IMG_SIZES, LEGACY_VALUES, MAX_SEED, MIN_STEPS_PER_EPOCH, TrainConfig,
                                  auto_batch_size, check_augment_knobs)
@@ -36,6 +37,7 @@ __all__ = [
     "MIN_INT8_OPSET", "MIN_STEPS_PER_EPOCH", "MODEL_NAME_RULE", "OPTIMIZERS", "RESIZE_MODES", "RESUMABLE",
     "NEAR_DUPLICATE_DISTANCE", "SCHEDULERS", "TOPK_FORMATS", "TRAIN_DEVICES", "TTA_VIEWS", "CheckConfig",
     "EvalConfig", "ExportConfig", "InferConfig", "JsonMixin", "Preprocess", "ScoreConfig", "ServeConfig", "TrainConfig",
+    "TuneConfig", "parse_duration",
     "auto_batch_size", "check_augment_knobs", "check_columns", "check_exporter_opset", "column_checks",
     "is_safe_model_name", "option_flag", "setting",
 ]

@@ -6,14 +6,8 @@ without the extra, and `clf --help`, never load it.
 
 Local mode binds every port Ray opens to loopback. What it takes, in Ray 2.60 (tests/test_serve_ray.py asserts
 it by listing the listening sockets of the whole process tree):
-- ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` in the environment before ray is imported (ray reads it at import, and
-  every Ray process inherits it): the node address is then 127.0.0.1, and the GCS, the raylet, the object
-  manager, every worker's gRPC server, the dashboard agent (HTTP, gRPC, metrics export) and the runtime-env
-  agent listen on loopback. ``_node_ip_address="127.0.0.1"`` alone does not do it: ray.init turns a loopback
-  node address into the machine's network address, and the servers then bind every interface.
-- ``include_dashboard=False``, and no dashboard server process at all: Ray 2.60 still starts one (dashboard.py on
-  8265, with its UI modules off) for that flag; clf skips it (``_without_dashboard_server``). Ray's per-node
-  dashboard *agent* stays: the raylet refuses to start without one (it carries metrics and logs).
+- Ray's own processes: clf.ray_local (shared with `clf tune`): loopback environment, no dashboard server, stop
+  signals deferred while ray.init runs.
 - Serve's proxy on --host/--port (HTTPOptions), no gRPC proxy.
 - each Serve replica's inter-deployment gRPC server, hard-wired to "[::]:0": rewritten to 127.0.0.1 in the
   replica (clf.serve.ray_replica.bind_internal_grpc_to_loopback).
@@ -27,13 +21,13 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from clf.config import ServeConfig
-from clf.errors import ClfError, DataError, Terminated, one_line
+from clf import ray_local
+from clf.errors import ClfError, DataError, one_line
 from clf.serve import body_limit
 from clf.serve.metadata import has_clf_metadata
 from clf.serve.predictor import Predictor
@@ -46,8 +40,7 @@ logger = logging.getLogger(__name__)
 APP_NAME = "clf"
 SERVE_EXTRA_HINT = "clf serve needs the serve extra: pip install 'clf[serve]'"
 LOOPBACK_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node address = 127.0.0.1: Ray's servers bind loopback
-    "RAY_USAGE_STATS_ENABLED": "0",  # no usage report leaves the machine
+    **ray_local.LOOPBACK_ENV,
     # the body limit in Serve's HTTP proxy itself (Serve's documented proxy callback): a chunked upload cannot
     # grow the proxy before the replica sees it
     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": body_limit.CALLBACK_IMPORT_PATH,
@@ -204,16 +197,12 @@ def _ray_session(cfg: ServeConfig, threads: int) -> Iterator[str]:
     """Ray up, the application deployed and answering; on the way out, everything that was started is stopped."""
     local = cfg.address is None
     if local:
-        os.environ.update(LOOPBACK_ENV)  # before ray is imported, and inherited by every Ray process
         for name, value in TUNING_ENV.items():
             os.environ.setdefault(name, value)
+        ray_local.use_loopback(LOOPBACK_ENV)  # before ray is imported, and inherited by every Ray process
     import ray
     from ray import serve as ray_serve
 
-    if local:  # ray imported earlier in this process (a library user's session) read the variable too early
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
     if not logger.isEnabledFor(logging.DEBUG):  # clf prints its own ready line; Serve's INFO lines only with -v
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
     deploying = deployed = False
@@ -230,23 +219,8 @@ def _ray_session(cfg: ServeConfig, threads: int) -> Iterator[str]:
 
 
 def _start_ray(ray: Any, cfg: ServeConfig) -> None:
-    """A local Ray instance (no dashboard, loopback: LOOPBACK_ENV), or a connection to the cluster at --address.
-
-    A stop signal meanwhile takes effect once ray.init has returned (see _stop_signals_deferred).
-    """
-    try:
-        with _stop_signals_deferred():
-            if cfg.address is None:
-                with _without_dashboard_server():
-                    ray.init(address="local", num_cpus=usable_cpus(), include_dashboard=False, log_to_driver=False,
-                             configure_logging=False)
-            else:
-                ray.init(address=cfg.address, log_to_driver=False, configure_logging=False)
-    except Exception as exc:  # noqa: BLE001 - Ray's connection and start-up errors share no base class
-        if cfg.address is None:
-            raise ClfError(f"cannot start a local Ray instance ({one_line(exc)}); see /tmp/ray for its logs") from None
-        raise ClfError(f"--address {cfg.address}: cannot reach the Ray cluster ({one_line(exc)}); check the "
-                       "address (ray://HOST:10001 from outside the cluster, auto on one of its nodes)") from None
+    """A local Ray instance (no dashboard, loopback: LOOPBACK_ENV), or a connection to the cluster at --address."""
+    ray_local.start_ray(ray, cfg.address, usable_cpus())
 
 
 def _deploy(ray_serve: Any, cfg: ServeConfig, threads: int) -> None:
@@ -297,74 +271,6 @@ def _shutdown(ray: Any, ray_serve: Any, local: bool, deploying: bool, deployed: 
         except Exception as exc:  # noqa: BLE001 - shutting down must reach ray.shutdown whatever Serve says
             logger.warning("Ray Serve did not shut down cleanly: %s", one_line(exc))
         ray.shutdown()
-
-
-@contextmanager
-def _stop_signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM noted, not acted on, while ray.init runs; acted on with clf's handlers once it returns.
-
-    Interrupted, ray.init leaves its processes running (the dashboard and runtime-env agents) or the interpreter
-    crashes on the way out (SIGSEGV, SIGABRT in Ray's core worker); and it installs SIGTERM handlers of its own
-    (sys.exit(15), a node clean-up that exits 1), kept out here. Once ray.init has returned, the signal raises as
-    usual (KeyboardInterrupt, Terminated) and _shutdown stops everything Ray started: exit 130 / 143, nothing left.
-    A second signal acts at once (a cluster that does not answer can hold ray.init for long): the user chose not
-    to wait. A signal the parent set to be ignored stays ignored.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    saved: dict[int, Any] = {}  # the handlers from before, filled before note_or_force can run
-
-    def note_or_force(signum: int, frame: Any) -> None:
-        received.append(signum)
-        if len(received) > 1:
-            _act_on_stop_signal(signum, saved[signum])
-        logger.info("stopping once Ray has started (a few seconds); again to stop at once")
-
-    try:
-        with stop_signals_handled(note_or_force, saved), _without_ray_sigterm_handlers():
-            yield
-    finally:
-        if len(received) == 1:  # (a second one has acted already)
-            _act_on_stop_signal(received[0], saved[received[0]])
-
-
-@contextmanager
-def _without_ray_sigterm_handlers() -> Iterator[None]:
-    """ray.init's SIGTERM handlers (sys.exit(15), a node clean-up that exits 1) not installed: clf's stays."""
-    from ray._private import utils as ray_utils
-
-    set_sigterm_handler = ray_utils.set_sigterm_handler
-    ray_utils.set_sigterm_handler = lambda handler: None
-    try:
-        yield
-    finally:
-        ray_utils.set_sigterm_handler = set_sigterm_handler
-
-
-def _act_on_stop_signal(signum: int, handler: Any) -> None:
-    """What the signal would have done had it not waited: clf's handler, or a clean stop where none was set."""
-    if callable(handler):
-        handler(signum, None)  # clf's SIGTERM handler raises Terminated, Python's SIGINT one KeyboardInterrupt
-        return
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-
-@contextmanager
-def _without_dashboard_server() -> Iterator[None]:
-    """ray.init(include_dashboard=False) still starts Ray's dashboard server (dashboard.py on 8265, with only its
-    usage-stats module, which LOOPBACK_ENV turns off): clf serve needs none of it, so the head node skips it.
-    Nothing in Ray or Serve reads it (the job and state APIs are its only users), and the raylet's own dashboard
-    agent is untouched."""
-    from ray._private import node as ray_node
-
-    start_api_server = ray_node.Node.start_api_server
-    ray_node.Node.start_api_server = lambda self, **kwargs: None
-    try:
-        yield
-    finally:
-        ray_node.Node.start_api_server = start_api_server
 
 
 def _url_host(host: str) -> str:
