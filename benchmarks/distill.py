@@ -172,6 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--json", type=Path, default=None, help="write every measured row here")
+    parser.add_argument("--include", type=Path, action="append", default=[],
+                        help="a --json file of an earlier run (other seeds, same data) whose rows join the tables")
     options = parser.parse_args(argv)
     options.benches = [b.strip() for b in options.bench.split(",") if b.strip()]
     unknown = [b for b in options.benches if b not in accuracy_data.BENCHES]
@@ -181,9 +183,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return options
 
 
+def earlier_rows(paths: list[Path], benches: list[str]) -> list[Row]:
+    """Rows of earlier runs' --json files, so seeds measured in several sittings share one table."""
+    rows = [Row(**item) for path in paths for item in json.loads(path.read_text(encoding="utf-8"))]
+    return [row for row in rows if row.bench in benches]
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    rows: list[Row] = []
+    rows: list[Row] = earlier_rows(options.include, options.benches)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="clf-distill-bench-") as tmp:
         for bench in options.benches:
