@@ -122,7 +122,7 @@ def test_an_exported_model_needs_images_and_says_it_has_no_grad_cam(runs, data, 
     assert result.exit_code == 0, result.output
     assert error_line(clf("report", model, "-o", tmp_path / "r.html")) == (
         f"error: {model}: an exported model is reported by evaluating it: add --images DIR (labelled images in class "
-        "folders)")
+        "folders, or with --labels-csv)")
     result = clf("report", model, "--images", data, "-o", tmp_path / "r.html", "--max-images", "2")
     assert result.exit_code == 0, result.output
     html = (tmp_path / "r.html").read_text()
@@ -157,7 +157,7 @@ def test_bad_inputs_get_one_line_and_exit_2(runs, data, tmp_path):
         (runs / "g", "--images", data): "--images evaluates one model: give one run folder or .onnx as PATH (got 0 "
                                         "model(s) and a fold group)",
         (runs / "a", "--images", tmp_path / "nope"): f"{tmp_path / 'nope'}: --images is not a folder; give labelled "
-                                                     "images in class folders",
+                                                     "images in class folders (or tagged by --labels-csv)",
         (runs / "a", "--max-images", "0"): "--max-images must be 1..1000, got 0",
     }
     for args, message in cases.items():
