@@ -4,13 +4,12 @@ labelled images (one class folder and one file named like HTML), the file opened
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from browser_helpers import CHROMIUM, NO_CHROMIUM, chromium, page_problems
 from cli_helpers import clf, error_line
 from train_helpers import make_data, resume, train
 
@@ -173,25 +172,15 @@ def test_bad_inputs_get_one_line_and_exit_2(runs, data, tmp_path):
     assert mine.read_text() == "<html>someone's page</html>"
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; .ci/run does)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_report_renders_in_headless_chromium(evaluated, tmp_path):
     """Opened from disk: no console error, no request that failed (every image inline), the gallery's cards in the
     rendered DOM, and a screenshot that is not blank."""
     shot = tmp_path / "report.png"
-    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}",
-              "--enable-logging=stderr", "--v=0", "--window-size=1200,1600"]
-    url = evaluated.resolve().as_uri()
-    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=60)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    shot_run = subprocess.run([*common, f"--screenshot={shot}", url], capture_output=True, text=True, timeout=60)
-    assert shot_run.returncode == 0, shot_run.stderr[-2000:]
+    dom = chromium(evaluated, tmp_path / "ud", "--dump-dom")
+    shot_run = chromium(evaluated, tmp_path / "ud", f"--screenshot={shot}")
     for log in (dom.stderr, shot_run.stderr):
-        problems = [line for line in log.splitlines() if "CONSOLE" in line or "Uncaught" in line or "net::ERR" in line]
-        assert not problems, problems
+        assert not page_problems(log), page_problems(log)
     cards = re.findall(r'<figure class="mistake">', dom.stdout)
     expected = re.search(r"Worst mistakes \((\d+) of", evaluated.read_text()).group(1)
     assert len(cards) == int(expected) > 0

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from browser_helpers import CHROMIUM, NO_CHROMIUM, chromium, page_problems
 from cli_helpers import clf, error_line
 
 from clf.config import EvalConfig
@@ -88,11 +89,19 @@ def table_rows(tree, xpath: str) -> list[list[str]]:
     return [["".join(cell.itertext()) for cell in row] for row in tree.find(xpath).find("tbody")]
 
 
-def test_a_multilabel_run_gets_the_per_class_table_of_evaluate_tags_and_its_worst_images(runs, tagged, served,
-                                                                                       tmp_path):
-    result, html = report_of(runs / "ml", tagged, tmp_path / "ml.html", "--max-images", str(MAX_IMAGES))
+@pytest.fixture(scope="module")
+def ml_report(runs, tagged, tmp_path_factory) -> tuple[str, Path]:
+    """The report of runs/ml on the tagged images, at most MAX_IMAGES in the gallery: clf's output and the file."""
+    out = tmp_path_factory.mktemp("report_ml") / "ml.html"
+    result, _ = report_of(runs / "ml", tagged, out, "--max-images", str(MAX_IMAGES))
+    return result.output, out
+
+
+def test_a_multilabel_run_gets_the_per_class_table_of_evaluate_tags_and_its_worst_images(ml_report, served):
+    output, page = ml_report
+    html = page.read_text()
     expected = served["report"]
-    assert f"{min(MAX_IMAGES, served['wrong'])} mistakes shown" in " ".join(result.output.split())
+    assert f"{min(MAX_IMAGES, served['wrong'])} mistakes shown" in " ".join(output.split())
     tree = parse_strictly(html)
     rows = table_rows(tree, ".//table[@id='per-class']")
     classes = list(expected["per_class"])
@@ -128,6 +137,15 @@ def test_a_multilabel_run_gets_the_per_class_table_of_evaluate_tags_and_its_wors
             name = re.match(r"(.+) \d+\.\d% \(threshold (\d+\.\d)%\)$", bar).group(1)
             threshold = float(re.search(r"threshold (\d+\.\d)%", bar).group(1))
             assert threshold == pytest.approx(100 * expected["thresholds"][classes.index(name)], abs=0.051)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_the_multilabel_report_renders_in_headless_chromium(ml_report, served, tmp_path):
+    _, page = ml_report
+    dom = chromium(page, tmp_path / "ud", "--dump-dom")
+    assert not page_problems(dom.stderr), page_problems(dom.stderr)
+    assert len(re.findall(r'<figure class="mistake">', dom.stdout)) == min(MAX_IMAGES, served["wrong"])
+    assert "alert(" not in "".join(re.findall(r"<script>.*?</script>", dom.stdout, re.S))  # the tag stayed text
 
 
 def test_the_exported_model_shows_every_wrong_image_without_grad_cam_and_escapes_the_tag(runs, tagged, served,
