@@ -14,6 +14,7 @@ from clf.config import EvalConfig, Preprocess
 from clf.errors import ClfError
 from clf.serve.evaluate import load_eval_data
 from clf.serve.evaluate_multilabel import predict_tags, tags_report
+from clf.serve.metadata import deployment_from_props
 from clf.serve.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class TagEvaluation:
     mistakes: list[TagMistake]  # the gallery, worst first (at most --max-images)
     total_mistakes: int  # images with any tag wrong
     preprocess: Preprocess
+    graph_tta: str = "none"  # the TTA views averaged inside the model's graph (`clf export --tta`)
 
     @property
     def classes(self) -> list[str]:
@@ -80,8 +82,9 @@ def evaluate_tagged(predictor: Predictor, cfg: EvalConfig, model_label: str, max
     report = tags_report(predictor, result, truth)
     mistakes = worst_tagged([str(s) for s in result.ok_sources], result.logits, truth,
                             np.asarray(report["thresholds"], np.float64), predictor.task.decide(result.logits))
+    deployment = deployment_from_props(predictor.session.get_modelmeta().custom_metadata_map, cfg.model)
     return TagEvaluation(model_label, cfg.labelled, str(cfg.labels_csv), report, mistakes[:max_images],
-                         len(mistakes), predictor.preprocess)
+                         len(mistakes), predictor.preprocess, deployment.tta if deployment else "none")
 
 
 def binary_cross_entropy(logits: np.ndarray, truth: np.ndarray) -> np.ndarray:
