@@ -3,7 +3,9 @@ labelled images (one class folder and one file named like HTML), the file opened
 
 from __future__ import annotations
 
+import csv
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -128,6 +130,25 @@ def test_an_exported_model_needs_images_and_says_it_has_no_grad_cam(runs, data, 
     assert "no Grad-CAM: an .onnx holds no gradients to trace" in html
     assert re.search(r"before temperature \S+: ECE \d\.\d{4}; after temperature \S+: ECE \d\.\d{4}", html)
     assert "Runs</h2>" not in html and "Augmentation of" not in html  # nothing but the model was given
+    flat, labels = flat_copy(data, tmp_path / "flat")  # the same images labelled by a CSV (as `clf eval`'s)
+    result = clf("report", model, "--images", flat, "--labels-csv", labels, "-o", tmp_path / "csv.html",
+                 "--max-images", "2")
+    assert result.exit_code == 0, result.output
+    accuracy = re.compile(r"Accuracy <strong>\d\.\d{4}</strong> on \d+ images")
+    assert accuracy.search((tmp_path / "csv.html").read_text()).group() == accuracy.search(html).group()
+
+
+def flat_copy(data: Path, folder: Path) -> tuple[Path, Path]:
+    """Every image of the class folders in one folder, and the CSV (id = file stem, label = class) naming them."""
+    folder.mkdir()
+    rows = []
+    for image in sorted(data.glob("*/*")):
+        shutil.copy(image, folder / image.name)
+        rows.append((image.stem, image.parent.name))
+    labels = folder.parent / "labels.csv"
+    with open(labels, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("id", "label"), *rows])
+    return folder, labels
 
 
 def test_a_report_of_several_runs_and_a_full_gallery_stays_small(runs, data, tmp_path):
