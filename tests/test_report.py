@@ -3,14 +3,15 @@ labelled images (one class folder and one file named like HTML), the file opened
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from browser_helpers import CHROMIUM, NO_CHROMIUM, chromium, page_problems
 from cli_helpers import clf, error_line
 from train_helpers import make_data, resume, train
 
@@ -122,13 +123,32 @@ def test_an_exported_model_needs_images_and_says_it_has_no_grad_cam(runs, data, 
     assert result.exit_code == 0, result.output
     assert error_line(clf("report", model, "-o", tmp_path / "r.html")) == (
         f"error: {model}: an exported model is reported by evaluating it: add --images DIR (labelled images in class "
-        "folders)")
+        "folders, or with --labels-csv)")
     result = clf("report", model, "--images", data, "-o", tmp_path / "r.html", "--max-images", "2")
     assert result.exit_code == 0, result.output
     html = (tmp_path / "r.html").read_text()
     assert "no Grad-CAM: an .onnx holds no gradients to trace" in html
     assert re.search(r"before temperature \S+: ECE \d\.\d{4}; after temperature \S+: ECE \d\.\d{4}", html)
     assert "Runs</h2>" not in html and "Augmentation of" not in html  # nothing but the model was given
+    flat, labels = flat_copy(data, tmp_path / "flat")  # the same images labelled by a CSV (as `clf eval`'s)
+    result = clf("report", model, "--images", flat, "--labels-csv", labels, "-o", tmp_path / "csv.html",
+                 "--max-images", "2")
+    assert result.exit_code == 0, result.output
+    accuracy = re.compile(r"Accuracy <strong>\d\.\d{4}</strong> on \d+ images")
+    assert accuracy.search((tmp_path / "csv.html").read_text()).group() == accuracy.search(html).group()
+
+
+def flat_copy(data: Path, folder: Path) -> tuple[Path, Path]:
+    """Every image of the class folders in one folder, and the CSV (id = file stem, label = class) naming them."""
+    folder.mkdir()
+    rows = []
+    for image in sorted(data.glob("*/*")):
+        shutil.copy(image, folder / image.name)
+        rows.append((image.stem, image.parent.name))
+    labels = folder.parent / "labels.csv"
+    with open(labels, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("id", "label"), *rows])
+    return folder, labels
 
 
 def test_a_report_of_several_runs_and_a_full_gallery_stays_small(runs, data, tmp_path):
@@ -157,7 +177,7 @@ def test_bad_inputs_get_one_line_and_exit_2(runs, data, tmp_path):
         (runs / "g", "--images", data): "--images evaluates one model: give one run folder or .onnx as PATH (got 0 "
                                         "model(s) and a fold group)",
         (runs / "a", "--images", tmp_path / "nope"): f"{tmp_path / 'nope'}: --images is not a folder; give labelled "
-                                                     "images in class folders",
+                                                     "images in class folders (or tagged by --labels-csv)",
         (runs / "a", "--max-images", "0"): "--max-images must be 1..1000, got 0",
     }
     for args, message in cases.items():
@@ -173,25 +193,15 @@ def test_bad_inputs_get_one_line_and_exit_2(runs, data, tmp_path):
     assert mine.read_text() == "<html>someone's page</html>"
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; .ci/run does)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_report_renders_in_headless_chromium(evaluated, tmp_path):
     """Opened from disk: no console error, no request that failed (every image inline), the gallery's cards in the
     rendered DOM, and a screenshot that is not blank."""
     shot = tmp_path / "report.png"
-    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}",
-              "--enable-logging=stderr", "--v=0", "--window-size=1200,1600"]
-    url = evaluated.resolve().as_uri()
-    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=60)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    shot_run = subprocess.run([*common, f"--screenshot={shot}", url], capture_output=True, text=True, timeout=60)
-    assert shot_run.returncode == 0, shot_run.stderr[-2000:]
+    dom = chromium(evaluated, tmp_path / "ud", "--dump-dom")
+    shot_run = chromium(evaluated, tmp_path / "ud", f"--screenshot={shot}")
     for log in (dom.stderr, shot_run.stderr):
-        problems = [line for line in log.splitlines() if "CONSOLE" in line or "Uncaught" in line or "net::ERR" in line]
-        assert not problems, problems
+        assert not page_problems(log), page_problems(log)
     cards = re.findall(r'<figure class="mistake">', dom.stdout)
     expected = re.search(r"Worst mistakes \((\d+) of", evaluated.read_text()).group(1)
     assert len(cards) == int(expected) > 0

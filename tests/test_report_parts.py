@@ -9,8 +9,9 @@ from torch import nn
 
 from clf.config import Preprocess
 from clf.models.registry import create_model
-from clf.probabilities import expected_calibration_error, softmax
+from clf.probabilities import expected_calibration_error, sigmoid, softmax
 from clf.report.evaluation import reliability_curves, worst_mistakes
+from clf.report.evaluation_multilabel import worst_tagged
 from clf.report.gradcam import CamModel, grad_cams, target_layer
 from clf.report.images import thumbnail
 from clf.report.plots import plain_text
@@ -47,6 +48,23 @@ def test_worst_mistakes_are_wrong_predictions_by_falling_loss_with_the_top_class
     assert mistakes[0].predicted == 2 and mistakes[0].confidence == pytest.approx(0.8)
     assert mistakes[0].loss == pytest.approx(-np.log(0.05))
     assert mistakes[0].top == [(2, pytest.approx(0.8)), (1, pytest.approx(0.15)), (0, pytest.approx(0.05))]
+
+
+def test_worst_tagged_images_are_those_with_a_tag_wrong_by_falling_cross_entropy_with_the_worst_wrong_tag():
+    logits = np.array([[2.0, -2.0, -2.0], [-1.0, 0.5, 3.0], [0.2, -3.0, 1.0]])
+    truth = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1]], bool)
+    thresholds = np.array([0.5, 0.7, 0.5])
+    probs = sigmoid(logits, np.float64)
+    mistakes = worst_tagged(["a", "b", "c"], logits, truth, thresholds, probs >= thresholds)
+    assert [m.path for m in mistakes] == ["b", "c"]  # a is right on every tag
+    b, c = mistakes
+    assert (b.true, b.predicted, b.missed, b.wrong) == ([0, 1], [2], [0, 1], [2])  # 0.62 < its threshold 0.7: missed
+    assert b.cam_class == 2  # the false tag at p 0.95 costs more than the missed ones
+    assert (c.missed, c.wrong, c.cam_class) == ([], [0], 0)
+    bce = -(truth * np.log(probs) + (~truth) * np.log(1 - probs)).mean(axis=1)
+    assert [b.loss, c.loss] == pytest.approx([bce[1], bce[2]])
+    assert b.top == [(2, pytest.approx(probs[1, 2]), 0.5), (1, pytest.approx(probs[1, 1]), 0.7),
+                     (0, pytest.approx(probs[1, 0]), 0.5)]
 
 
 def test_reliability_before_the_baked_temperature_undoes_it():

@@ -23,7 +23,8 @@ def report(
     settings: dict[str, Any],  # the ReportConfig options, filled by config_options
 ) -> None:
     """One HTML file (images inline, no network): runs table and curves, fold groups, and with --images a model's
-    confusion, per-class scores, worst mistakes with Grad-CAM, and reliability."""
+    confusion, per-class scores, worst mistakes with Grad-CAM, and reliability (a multi-label model, with
+    --labels-csv: per-class thresholds, F1, AP and AUC, and its worst tagged images)."""
     from clf.report.build import build_report
 
     result = build_report(ReportConfig(paths=tuple(paths), **settings))

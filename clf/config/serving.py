@@ -105,16 +105,29 @@ class InferConfig(_RuntimeOptions):
 
 
 @dataclass(frozen=True)
-class EvalConfig(_RuntimeOptions):
+class LabelsCsvFields(JsonMixin):
+    """How a model's evaluation reads the labels of its images from a CSV instead of class folders: `clf eval` and
+    `clf report --images` share these fields (and clf.serve.evaluate.load_eval_data reads them)."""
+
+    labels_csv: str | None = setting(None, "CSV of id,label for the labelled images (instead of class folders); "
+                                           "a multi-label model's label cell holds space-separated tags.",
+                                     cli_type=Path)
+    id_col: str = setting("id", "Id column of --labels-csv.")
+    label_col: str = setting("label", "Label column of --labels-csv.")
+
+    def labels_csv_checks(self) -> tuple[tuple[bool, str], ...]:
+        """--id-col and --label-col name two columns (checked only with --labels-csv: class folders have none)."""
+        return column_checks(self.id_col, self.label_col) if self.labels_csv else ()
+
+
+@dataclass(frozen=True)
+class EvalConfig(LabelsCsvFields, _RuntimeOptions):
     """What ``clf eval`` needs: labelled images, an ONNX model, and where to write the report and the picture."""
 
     labelled: str = ""  # the LABELLED argument
     # an .onnx (the command line turns a checkpoint or run folder into one first)
     model: str = setting("", "An .onnx, a checkpoint (.pt) or a run folder (exported to a temporary .onnx, parity "
                              "checked).", required=True, cli_type=Path)
-    labels_csv: str | None = setting(None, "CSV of id,label for the images in LABELLED.", cli_type=Path)
-    id_col: str = setting("id", "Id column of --labels-csv.")
-    label_col: str = setting("label", "Label column of --labels-csv.")
     report: str | None = setting(None, "Write the full report as JSON.", cli_type=Path)
     confusion: str | None = setting(None, "Write the confusion matrix as a PNG.", cli_type=Path)
     # a TTA_VIEWS name: the report shows the numbers without and with these views side by side
@@ -134,7 +147,7 @@ class EvalConfig(_RuntimeOptions):
                                                        "(class folders give one class per image); pass it"),
             (not (multilabel and self.confusion), "--confusion draws single-label confusions; with --task multilabel "
                                                   "the per-class table says each class's errors: leave it out"),
-        ) + (column_checks(self.id_col, self.label_col) if self.labels_csv else ()))
+        ) + self.labels_csv_checks())
 
 
 MAX_SERVE_BATCH = 1024  # images per dynamic batch; far above what helps on CPUs, far below what exhausts memory

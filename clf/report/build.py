@@ -11,8 +11,10 @@ from typing import Any
 
 from clf.config import ReportConfig
 from clf.errors import ClfError, DataError
+from clf.run_files import read_config, train_settings
 
 from clf.report.document import check_report_output, render, write_report
+from clf.report.evaluation_multilabel import needs_tags
 from clf.report.groups import group_section
 from clf.report.images import png_uri
 from clf.report.plots import curves_png
@@ -72,20 +74,32 @@ def evaluated_model(cfg: ReportConfig, sources: Sources) -> Path | None:
     """The one model --images evaluates (a run folder or an .onnx), checked before any work; None without --images.
 
     Raises:
-        ClfError: --images with several models or a fold group, an .onnx without --images, a missing --images.
+        ClfError: --images with several models or a fold group, an .onnx without --images, a missing --images, a
+            multi-label run without --labels-csv.
     """
     models = sources.model_paths()
     if cfg.images is None:
         if sources.models:
             raise ClfError(f"{sources.models[0]}: an exported model is reported by evaluating it: add --images DIR "
-                           "(labelled images in class folders)")
+                           "(labelled images in class folders, or with --labels-csv)")
         return None
     if len(models) != 1 or sources.groups:
         raise ClfError(f"--images evaluates one model: give one run folder or .onnx as PATH (got {len(models)} "
                        f"model(s){' and a fold group' if sources.groups else ''})")
     if not Path(cfg.images).is_dir():
-        raise DataError(f"{cfg.images}: --images is not a folder; give labelled images in class folders")
+        raise DataError(f"{cfg.images}: --images is not a folder; give labelled images in class folders (or tagged "
+                        "by --labels-csv)")
+    if cfg.labels_csv is None and models[0].is_dir() and run_task(models[0]) == "multilabel":
+        raise needs_tags(str(models[0]))  # before the run's export: an .onnx says its task once opened
     return models[0]
+
+
+def run_task(run_dir: Path) -> str | None:
+    """The task a run folder trained (None when its config cannot say: the evaluation will find out)."""
+    try:
+        return train_settings(read_config(run_dir)).get("task")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _evaluation_context(cfg: ReportConfig, model: Path) -> dict[str, Any]:
@@ -94,7 +108,7 @@ def _evaluation_context(cfg: ReportConfig, model: Path) -> dict[str, Any]:
     from clf.report.gallery import gallery_cards
 
     with onnx_for_evaluation(model, cfg.device) as onnx:
-        evaluation = evaluate_model(onnx, str(cfg.images), str(model), cfg.max_images, cfg.device)
+        evaluation = evaluate_model(onnx, cfg, str(model))
     cards, cam_note = gallery_cards(evaluation, model if model.is_dir() else None)
     return {"evaluation": evaluation, "cards": cards, "cam_note": cam_note}
 

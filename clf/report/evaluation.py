@@ -4,13 +4,12 @@ after the temperature baked into the graph."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from clf.config import EvalConfig, Preprocess
-from clf.errors import ClfError
+from clf.config import EvalConfig, Preprocess, ReportConfig
 from clf.probabilities import ECE_BINS, calibration_bins, expected_calibration_error, softmax
 from clf.serve.evaluate import labelled_report, load_eval_data, predict_labelled
 from clf.serve.loading import make_predictor
@@ -20,6 +19,9 @@ from clf.tasks import DEFAULT_TASK
 
 from clf.report.images import png_uri
 from clf.report.plots import Reliability, reliability_png
+
+if TYPE_CHECKING:
+    from clf.report.evaluation_multilabel import TagEvaluation
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +39,17 @@ class Mistake:
     loss: float  # -log p(true class): what the gallery is sorted by
     top: list[tuple[int, float]]  # the TOP_K best classes, best first, with their probabilities
 
+    @property
+    def cam_class(self) -> int:
+        """The class whose logit the Grad-CAM traces: the wrongly predicted one."""
+        return self.predicted
+
 
 @dataclass
 class Evaluation:
     """What `evaluate_model` measured, ready for the template (pictures as data URIs)."""
+
+    multilabel: ClassVar[bool] = False  # the template's switch (TagEvaluation's is True)
 
     model: str  # the PATH evaluated
     images: str  # the labelled folder
@@ -54,18 +63,24 @@ class Evaluation:
     reliability: list[Reliability] = field(default_factory=list)
 
 
-def evaluate_model(onnx: str, images: str, model_label: str, max_images: int, device: str = "cpu") -> Evaluation:
-    """Run the ONNX model on the labelled folder `images` as `clf eval` does, and keep the worst mistakes.
+def evaluate_model(onnx: str, cfg: ReportConfig, model_label: str) -> Evaluation | TagEvaluation:
+    """Run the ONNX model on cfg.images as `clf eval` does (a multi-label model: `clf eval --task multilabel` on the
+    tags of cfg.labels_csv), and keep the worst mistakes.
 
     Raises:
-        DataError: unusable images or labels the model does not know; ModelError / DeviceError from the session.
+        ClfError: a multi-label model without --labels-csv; DataError: unusable images or labels the model does not
+            know; ModelError / DeviceError from the session.
     """
-    cfg = EvalConfig(labelled=images, model=onnx, device=device)
-    data = load_eval_data(cfg)
-    predictor = make_predictor(cfg)
+    eval_cfg = EvalConfig(labelled=str(cfg.images), model=onnx, device=cfg.device, labels_csv=cfg.labels_csv,
+                          id_col=cfg.id_col, label_col=cfg.label_col)
+    predictor = make_predictor(eval_cfg)
     if predictor.info.task != DEFAULT_TASK:
-        raise ClfError(f"{model_label}: a {predictor.info.task} model; clf report evaluates single-label models "
-                       "(score it with `clf eval --task multilabel`)")
+        from clf.report.evaluation_multilabel import evaluate_tagged, needs_tags
+
+        if not cfg.labels_csv:
+            raise needs_tags(model_label)
+        return evaluate_tagged(predictor, replace(eval_cfg, task=predictor.info.task), model_label, cfg.max_images)
+    data = load_eval_data(eval_cfg)
     result, y_true = predict_labelled(predictor, data.paths, [data.classes[i] for i in data.labels])
     report = labelled_report(predictor, result, y_true)
     probs = result.probs().astype(np.float64)
@@ -73,8 +88,8 @@ def evaluate_model(onnx: str, images: str, model_label: str, max_images: int, de
     props = predictor.session.get_modelmeta().custom_metadata_map
     deployment = deployment_from_props(props, onnx)
     temperature = deployment.temperature if deployment else None
-    evaluation = Evaluation(model_label, images, report, mistakes[:max_images], len(mistakes), predictor.preprocess,
-                            temperature)
+    evaluation = Evaluation(model_label, str(cfg.images), report, mistakes[:cfg.max_images], len(mistakes),
+                            predictor.preprocess, temperature)
     evaluation.confusion_uri = png_uri(confusion_png(report["confusion_matrix"], report["classes"]))
     if len(y_true):
         evaluation.reliability = reliability_curves(result.logits, y_true, temperature)

@@ -11,6 +11,7 @@ from clf.data.preprocess import load_resized
 from clf.errors import DataError
 
 from clf.report.evaluation import Evaluation, Mistake
+from clf.report.evaluation_multilabel import TagEvaluation, TagMistake
 from clf.report.images import jpeg_uri, overlay_heatmap, thumbnail
 
 logger = logging.getLogger(__name__)
@@ -23,15 +24,16 @@ NO_RUN_FOLDER = ("no Grad-CAM: an .onnx holds no gradients to trace; give the ru
 class Card:
     """One gallery entry: the mistake, its thumbnail and (when there is one) its Grad-CAM overlay."""
 
-    mistake: Mistake
+    mistake: Mistake | TagMistake
     name: str  # the file name shown (the path is in the title)
     thumb_uri: str
     cam_uri: str | None
 
 
-def gallery_cards(evaluation: Evaluation, run_dir: Path | None) -> tuple[list[Card], str | None]:
+def gallery_cards(evaluation: Evaluation | TagEvaluation, run_dir: Path | None) -> tuple[list[Card], str | None]:
     """The cards of the evaluation's mistakes, and the sentence saying why there is no Grad-CAM (None when there
-    is)."""
+    is). A single-label map traces the predicted class's logit; a multi-label one the worst wrong tag's (a missed
+    tag's or a false tag's)."""
     images = []
     for mistake in evaluation.mistakes:
         try:
@@ -49,7 +51,7 @@ def gallery_cards(evaluation: Evaluation, run_dir: Path | None) -> tuple[list[Ca
     return cards, note
 
 
-def _cams(evaluation: Evaluation, run_dir: Path | None, images: list) -> tuple[list, str | None]:
+def _cams(evaluation: Evaluation | TagEvaluation, run_dir: Path | None, images: list) -> tuple[list, str | None]:
     if run_dir is None:
         return [None] * len(images), NO_RUN_FOLDER
     from clf.report.gradcam import grad_cams, load_cam_model  # torch: only for a run folder
@@ -59,7 +61,7 @@ def _cams(evaluation: Evaluation, run_dir: Path | None, images: list) -> tuple[l
         return [None] * len(images), cam_model
     kept = [(i, image) for i, image in enumerate(images) if image is not None]
     maps = grad_cams(cam_model, [image for _, image in kept],
-                     [evaluation.mistakes[i].predicted for i, _ in kept], evaluation.preprocess)
+                     [evaluation.mistakes[i].cam_class for i, _ in kept], evaluation.preprocess)
     cams: list = [None] * len(images)
     for (i, _), heat in zip(kept, maps):
         cams[i] = heat

@@ -1,4 +1,5 @@
-"""The fold-group section: a line per fold, the CV score with its spread, and the out-of-fold confusion."""
+"""The fold-group section: a line per fold, the CV score with its spread, and the out-of-fold confusion; for a
+multi-label group, the out-of-fold scores per class at the thresholds group.json records (tuned on those scores)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clf.data.folds import read_oof
+import numpy as np
+
+from clf.data.folds import FoldGroup, OutOfFold, read_oof
 from clf.errors import ClfError
 from clf.run_files import OOF_FILE
+from clf.serve import multilabel_metrics as mm
 from clf.serve.metrics import classification_report, confusion_png
 from clf.train.runs import GroupSummary, collect_groups
 
@@ -29,11 +33,21 @@ class GroupSection:
     curves_uri: str | None
     oof: dict[str, Any] | None  # classification_report of oof.csv (per_class, confusion_matrix, accuracy, ...)
     oof_confusion_uri: str | None
-    note: str | None  # why there is no OOF confusion (group not finished, oof.csv unreadable, multi-label)
+    note: str | None  # why there are no OOF scores (group not finished, oof.csv unreadable)
+    oof_tags: dict[str, Any] | None = None  # multi-label: `oof_tag_scores` of oof.csv
 
     @property
     def cv(self) -> dict[str, Any]:
         return self.summary.cv or {}
+
+    @property
+    def multilabel(self) -> bool:
+        return is_multilabel(self.summary.group)
+
+
+def is_multilabel(group: FoldGroup) -> bool:
+    """A `clf train --task multilabel` group (its config names the task; its record holds the tuned thresholds)."""
+    return (group.config or {}).get("task") == "multilabel" or group.thresholds is not None
 
 
 def group_section(folder: Path) -> GroupSection:
@@ -45,9 +59,14 @@ def group_section(folder: Path) -> GroupSection:
     summary = _summary(folder)
     folds = run_rows([folder / name for name in summary.group.members if (folder / name).is_dir()])
     curves = png_uri(curves_png([row.curve for row in folds])) if any(row.rows for row in folds) else None
-    oof, note = _oof_report(folder, summary)
-    confusion = png_uri(confusion_png(oof["confusion_matrix"], oof["classes"])) if oof else None
-    return GroupSection(summary, folds, curves, oof, confusion, note)
+    oof, note = _read_oof(folder, summary)
+    if oof is None:
+        return GroupSection(summary, folds, curves, None, None, note)
+    if is_multilabel(summary.group):
+        return GroupSection(summary, folds, curves, None, None, None, oof_tag_scores(oof, summary.group.thresholds))
+    report = classification_report(oof.label_indices(), oof.probs.argmax(axis=1), oof.classes)
+    confusion = png_uri(confusion_png(report["confusion_matrix"], report["classes"]))
+    return GroupSection(summary, folds, curves, report, confusion, None)
 
 
 def _summary(folder: Path) -> GroupSummary:
@@ -59,15 +78,34 @@ def _summary(folder: Path) -> GroupSummary:
     return matches[0]
 
 
-def _oof_report(folder: Path, summary: GroupSummary) -> tuple[dict[str, Any] | None, str | None]:
+def _read_oof(folder: Path, summary: GroupSummary) -> tuple[OutOfFold | None, str | None]:
+    """oof.csv of a finished group, or why there is none."""
     if not summary.group.finished or not (folder / OOF_FILE).is_file():
         return None, f"no out-of-fold predictions yet ({summary.state})"
     try:
-        oof = read_oof(folder / OOF_FILE)
-        if any(label not in oof.classes for label in oof.labels):
-            return None, "a multi-label group: its per-class scores are in `clf runs` and group.json"
-        report = classification_report(oof.label_indices(), oof.probs.argmax(axis=1), oof.classes)
+        return read_oof(folder / OOF_FILE), None
     except ClfError as exc:
         logger.warning("%s", exc)
         return None, str(exc)
-    return report, None
+
+
+def oof_tag_scores(oof: OutOfFold, thresholds: list[float] | None) -> dict[str, Any]:
+    """A multi-label group's out-of-fold scores at its thresholds (0.5 each when it records none): F1 micro / macro /
+    samples, exact match, mAP, and per class the threshold, precision, recall, F1, support, AP and AUC (serve's
+    multi-label metrics, as `clf eval --task multilabel` computes them)."""
+    truth = oof.targets() > 0
+    cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(oof.classes), np.float64)
+    decided = oof.probs >= cut
+    table = mm.per_class(truth, decided)
+    aucs = mm.per_class_auc(truth, oof.probs)
+    return {
+        "num_samples": len(truth), "tuned": thresholds is not None, **mm.f1s(truth, decided),
+        "exact_match": float((truth == decided).all(axis=1).mean()) if len(truth) else None,
+        "map": mm.mean_average_precision(truth, oof.probs),
+        "per_class": {name: {"threshold": float(cut[c]), "precision": float(table.precision[c]),
+                             "recall": float(table.recall[c]), "f1": float(table.f1[c]),
+                             "support": int(table.support[c]),
+                             "average_precision": mm.average_precision(truth[:, c], oof.probs[:, c]),
+                             "auc": None if np.isnan(aucs[c]) else float(aucs[c])}
+                      for c, name in enumerate(oof.classes)},
+    }

@@ -17,6 +17,7 @@ import numpy as np
 
 from clf.errors import DataError
 from clf.serve import multilabel_metrics as mm
+from clf.serve.predictions import PredictionResult
 from clf.serve.predictor import Predictor
 from clf.tasks import Task
 
@@ -26,6 +27,18 @@ logger = logging.getLogger(__name__)
 def evaluate_tags(predictor: Predictor, paths: list[str], tags: list[list[str]],
                   progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The multi-label report of `predictor` on tagged images (JSON-ready).
+
+    Raises:
+        DataError: the model is single-label, or a tag is no class of the model.
+    """
+    result, truth = predict_tags(predictor, paths, tags, progress)
+    return tags_report(predictor, result, truth)
+
+
+def predict_tags(predictor: Predictor, paths: list[str], tags: list[list[str]],
+                 progress: Callable[[int], None] | None = None) -> tuple[PredictionResult, np.ndarray]:
+    """The predictions of `predictor` on tagged images, and the multi-hot truth (bool [N_ok, C]) of each predicted
+    row.
 
     Raises:
         DataError: the model is single-label, or a tag is no class of the model.
@@ -43,6 +56,12 @@ def evaluate_tags(predictor: Predictor, paths: list[str], tags: list[list[str]],
     truth = np.zeros((len(result.ok_indices), len(classes)), bool)
     for row, i in enumerate(result.ok_indices):
         truth[row, [index[t] for t in tags[i]]] = True
+    return result, truth
+
+
+def tags_report(predictor: Predictor, result: PredictionResult, truth: np.ndarray) -> dict[str, Any]:
+    """The JSON-ready multi-label report of `predict_tags`'s predictions against their truth."""
+    classes = predictor.classes
     decided, probs = predictor.task.decide(result.logits), result.probs()
     table = mm.per_class(truth, decided)
     aucs = mm.per_class_auc(truth, probs)
