@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -100,11 +101,17 @@ def predict_on_ray(
     """
     local = cfg.address is None
     ray = ray_local.use_loopback() if local else importlib.import_module("ray")
+    times = [time.perf_counter()]
     try:
         ray_local.start_ray(ray, cfg.address, usable_cpus())
+        times.append(time.perf_counter())
         columns = _run_pipeline(ray, _for_every_node(cfg), paths, predictor, progress)
+        times.append(time.perf_counter())
     finally:
         ray_local.shutdown_ray(ray)
+    times.append(time.perf_counter())
+    if len(times) == 4:  # read by benchmarks/infer_ray.py (with -v)
+        logger.debug("Ray Data timing: start %.2f s, pipeline %.2f s, stop %.2f s", *np.diff(times))
     return _prediction_result(columns, paths, predictor)
 
 
@@ -123,6 +130,7 @@ def _run_pipeline(ray: Any, cfg: InferConfig, paths: list[str], predictor: Predi
     local = cfg.address is None
     _quiet_ray_data(ray.data.DataContext.get_current())
     calls = -(-len(paths) // ROWS_PER_CALL)
+    rows_per_call = -(-len(paths) // calls)  # one block, one actor call: Ray Data never splits or bundles blocks
     actors = local_actors(cfg) if local else cluster_actors(cfg, float(ray.cluster_resources().get("CPU", 0.0)))
     actors = max(1, min(actors, calls))  # an actor without a batch would only cost its start-up
     items = [{"index": i, "path": os.path.abspath(path)} for i, path in enumerate(paths)]
@@ -132,15 +140,17 @@ def _run_pipeline(ray: Any, cfg: InferConfig, paths: list[str], predictor: Predi
         # error line about restarting one whose constructor arguments sit in the object store.
         warnings.simplefilter("ignore", DeprecationWarning)
         dataset = ray.data.from_items(items, override_num_blocks=calls).map_batches(
-            PredictorActor, fn_constructor_kwargs={"cfg": cfg}, batch_size=ROWS_PER_CALL, batch_format="numpy",
+            PredictorActor, fn_constructor_kwargs={"cfg": cfg}, batch_size=rows_per_call, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors), max_restarts=0,
             **_actor_resources(cfg, predictor, actors, local),
         )
     logger.debug("Ray Data: %d images in %d batches on %d actor(s)", len(paths), calls, actors)
     parts: list[dict[str, np.ndarray]] = []
-    done = 0
+    done, started = 0, time.perf_counter()
     try:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            if not parts:  # the actors' start-up (import, session) is in this wait
+                logger.debug("Ray Data timing: first rows after %.2f s", time.perf_counter() - started)
             parts.append(batch)
             done += len(batch["index"])
             if progress is not None:
