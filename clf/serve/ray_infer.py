@@ -41,6 +41,7 @@ DATA_EXTRA_MODULES = ("ray", "pandas", "pyarrow")  # what `ray[data]` brings tha
 # progress bar moves. benchmarks/infer_ray.py measured it.
 ROWS_PER_CALL = 256
 MIN_LOCAL_ACTORS = 2
+CALLS_PER_ACTOR = 2  # the fewest calls each actor gets when there are few images
 CPU_PROVIDER = "CPUExecutionProvider"
 
 
@@ -129,10 +130,11 @@ def _run_pipeline(ray: Any, cfg: InferConfig, paths: list[str], predictor: Predi
 
     local = cfg.address is None
     _quiet_ray_data(ray.data.DataContext.get_current())
-    calls = -(-len(paths) // ROWS_PER_CALL)
-    rows_per_call = -(-len(paths) // calls)  # one block, one actor call: Ray Data never splits or bundles blocks
     actors = local_actors(cfg) if local else cluster_actors(cfg, float(ray.cluster_resources().get("CPU", 0.0)))
-    actors = max(1, min(actors, calls))  # an actor without a batch would only cost its start-up
+    # a few images still make two calls per actor (every actor works); an actor without a call would only start up
+    calls = max(-(-len(paths) // ROWS_PER_CALL), min(len(paths), CALLS_PER_ACTOR * actors))
+    actors = min(actors, calls)
+    rows_per_call = -(-len(paths) // calls)  # one block, one actor call: Ray Data never splits or bundles blocks
     items = [{"index": i, "path": os.path.abspath(path)} for i, path in enumerate(paths)]
     with warnings.catch_warnings():
         # max_restarts=0 (a failing actor fails the run: its error is the user's answer) is a "ray_remote_args" to
