@@ -16,7 +16,6 @@ tests/test_tune_cli.py list every listening socket of the process tree):
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from clf.config.base import is_loopback_host  # noqa: F401 (serve and tune check --host with it)
 from clf.errors import ClfError, Terminated, one_line
 from clf.stop_signals import stop_signals_handled
 
@@ -47,16 +47,6 @@ def use_loopback(extra_env: dict[str, str] | None = None) -> Any:
 
     ray_constants.ENABLE_RAY_CLUSTER = False
     return ray
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and "localhost": the addresses a local Ray instance may be reached on."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def start_ray(ray: Any, address: str | None, num_cpus: int) -> None:

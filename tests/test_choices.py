@@ -43,5 +43,5 @@ def test_config_and_choices_import_nothing_above_the_ground():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     config_modules = ["clf.config", "clf.config.base", "clf.config.checking", "clf.config.distilling",
                       "clf.config.exporting", "clf.config.preprocess", "clf.config.reporting", "clf.config.serving",
-                      "clf.config.tracking", "clf.config.training"]
+                      "clf.config.tracking", "clf.config.training", "clf.config.tuning"]
     assert out.split() == ["clf.choices", *config_modules, "clf.errors"]

@@ -127,6 +127,10 @@ def test_bad_inputs_get_one_line_each(comp, tmp_path):
     (tmp_path / "other" / "top").rename(tmp_path / "other" / "corner")
     assert "classes (left, top) differ from DATA's (corner, left)" in refused(comp / "ens.onnx",
                                                                               data=tmp_path / "other")
+    # a run folder's classes come from its checkpoint, before the student's run folder exists
+    assert "classes (left, top) differ from DATA's (corner, left)" in refused(comp / "runs" / "a",
+                                                                              data=tmp_path / "other")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     assert "--unlabelled is the training folder" in refused(comp / "ens.onnx", "--unlabelled", comp / "train")
     assert "--unlabelled is inside the training folder" in refused(comp / "ens.onnx", "--unlabelled",
                                                                    comp / "train" / "left")

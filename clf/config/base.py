@@ -8,6 +8,7 @@ command line (clf/cli/options.py) reads to build the option. Plain data only: no
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 from collections.abc import Callable
 from typing import Any
@@ -134,3 +135,13 @@ def task_checks(task: str, labels_csv: str | None, classes: str | None) -> tuple
          "--classes names the classes of --labels-csv; class folders name their own: add --labels-csv FILE or leave "
          "out --classes"),
     )
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and "localhost": the addresses a local Ray instance may be reached on."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -9,9 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from clf.config.base import JsonMixin, setting
+from clf.config.base import JsonMixin, is_loopback_host, setting
 from clf.errors import SettingError
-from clf.ray_local import is_loopback_host
 
 # ASHA on a few epochs: a trial is first judged after one epoch, and half of those reaching a rung go on
 # (reduction factor 2). With 3 epochs the rungs are epochs 1 and 2: a hopeless trial stops after one epoch.

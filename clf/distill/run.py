@@ -12,7 +12,7 @@ from clf.config import TrainConfig
 from clf.data.datasets import load_labelled, verify_images
 from clf.data.files import list_images
 from clf.data.pseudo_labels import check_folder_apart
-from clf.distill.teacher import OnnxTeacher, check_classes, open_predictor, teacher_sha256
+from clf.distill.teacher import OnnxTeacher, check_classes, folder_teacher_classes, open_predictor, teacher_sha256
 from clf.errors import DataError
 from clf.train.fit import FitResult, TrainReporter, fit, resolve_config
 
@@ -39,8 +39,9 @@ def distill(given: dict[str, Any], teacher: str, resume: str | None = None, over
     cfg = replace(cfg, teacher_sha256=sha256)
     unlabelled = unlabelled_images(cfg)
     device = "cpu" if cfg.device == "cpu" else "auto"
-    if source.is_file():  # checked before any run folder is made (a folder teacher is checked once exported)
-        check_classes(source, open_predictor(source, device).classes, data_classes(cfg))
+    # checked before any run folder is made: a file's classes from its metadata, a folder's from its checkpoints
+    teacher_classes = open_predictor(source, device).classes if source.is_file() else folder_teacher_classes(source)
+    check_classes(source, teacher_classes, data_classes(cfg))
     return fit(cfg, resume_ckpt=ckpt, overwrite=overwrite, reporter=reporter,
                teacher=OnnxTeacher(source, sha256, unlabelled, device))
 

@@ -44,6 +44,31 @@ def teacher_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_teacher_classes(folder: Path) -> list[str]:
+    """The classes of a run folder or fold group teacher, read from its checkpoints (before anything is exported).
+
+    Raises:
+        DataError: a best.pt that is not a clf checkpoint, or members of different classes.
+    """
+    from clf.errors import ModelError
+    from clf.models.checkpoint_load import load_checkpoint
+
+    found: dict[tuple[str, ...], Path] = {}
+    for checkpoint in sorted(folder.rglob("best.pt")):
+        try:
+            classes = load_checkpoint(checkpoint).get("classes")
+        except ModelError as exc:
+            raise DataError(f"{checkpoint}: {one_line(exc)}; {NOT_A_MODEL}") from None
+        if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+            raise DataError(f"{checkpoint}: the checkpoint records no class names; {NOT_A_MODEL}")
+        found.setdefault(tuple(classes), checkpoint)
+    if len(found) > 1:
+        first, second = list(found.items())[:2]
+        raise DataError(f"{folder}: its runs have different classes ({first[1]}: {', '.join(first[0])}; "
+                        f"{second[1]}: {', '.join(second[0])}); give one run or a fold group of one data set")
+    return list(next(iter(found)))
+
+
 def open_predictor(model: Path, device: str) -> Predictor:
     """serve's Predictor on a clf model.
 
