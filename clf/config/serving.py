@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from clf.choices import COMPETITION_METRICS, DEVICES, ID_FORMATS, TASK_NAMES, TOPK_FORMATS, TTA_VIEWS
-from clf.config.base import JsonMixin, check_choice, column_checks, raise_first_failure, setting
+from clf.config.base import JsonMixin, check_choice, column_checks, is_loopback_host, raise_first_failure, setting
 from clf.errors import ClfError
-from clf.ray_local import is_loopback_host
 
 DEVICE_HELP = "auto: CUDA when it really loads, else CPU."
 
