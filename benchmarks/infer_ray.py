@@ -14,6 +14,7 @@ Target (issue 23): the --ray overhead <= 25 % on 2 cores.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import statistics
@@ -34,8 +35,11 @@ import numpy as np  # noqa: E402
 
 from infer_throughput import ensure_model  # noqa: E402
 
+from clf.serve.ray_infer import ROWS_PER_CALL  # noqa: E402
+
 SIZE = 64
 TIMING = re.compile(r"Ray Data timing: (?P<what>.*)")
+RATE = re.compile(r"\((\d+) img/s\)")
 
 
 def draw(index: int) -> np.ndarray:
@@ -58,8 +62,9 @@ def make_images(folder: Path, count: int) -> None:
         list(pool.map(lambda i: cv2.imwrite(str(folder / f"img_{i:05d}.png"), draw(i)), range(count)))
 
 
-def run_infer(images: Path, model: Path, csv: Path, extra: list[str], verbose: bool = False) -> tuple[float, str]:
-    """Wall seconds of one `clf infer` process (every usable core, as a user's shell gives it), and its stderr."""
+def run_infer(images: Path, model: Path, csv: Path, extra: list[str], verbose: bool = False) -> tuple[float, str, str]:
+    """Wall seconds of one `clf infer` process (every usable core, as a user's shell gives it), its stdout and
+    stderr."""
     command = [sys.executable, "-m", "clf", *(["-v"] if verbose else []), "infer", str(images), "--model", str(model),
                "--csv", str(csv), "--device", "cpu", "--quiet", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(len(os.sched_getaffinity(0)))}
@@ -68,7 +73,14 @@ def run_infer(images: Path, model: Path, csv: Path, extra: list[str], verbose: b
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr}")
-    return seconds, proc.stderr
+    return seconds, proc.stdout, proc.stderr
+
+
+def predicting_rate(stdout: str) -> float:
+    """The images/s plain `clf infer` reports for its predicting alone (start-up and CSV writing left out)."""
+    match = RATE.search(stdout)
+    assert match, stdout
+    return float(match[1])
 
 
 def timings(stderr: str) -> dict[str, float]:
@@ -93,19 +105,22 @@ def main() -> None:
         make_images(root / "images", args.images)
         _, model, _ = ensure_model(root, "cnn", SIZE, fp16=False)
         batch = ["--batch-size", str(args.batch_size)]
-        plain, ray, parts = [], [], []
+        plain, plain_rates, ray, parts = [], [], [], []
         for _ in range(args.repeats):
-            plain.append(run_infer(root / "images", model, root / "plain.csv", batch)[0])
-            seconds, stderr = run_infer(root / "images", model, root / "ray.csv",
-                                        [*batch, "--ray", "--actors", str(args.actors)], verbose=True)
+            seconds, stdout, _ = run_infer(root / "images", model, root / "plain.csv", batch)
+            plain.append(seconds)
+            plain_rates.append(predicting_rate(stdout))
+            seconds, _, stderr = run_infer(root / "images", model, root / "ray.csv",
+                                           [*batch, "--ray", "--actors", str(args.actors)], verbose=True)
             ray.append(seconds)
             parts.append(timings(stderr))
             same = (root / "plain.csv").read_text() == (root / "ray.csv").read_text()
             assert same, "--ray wrote another CSV than plain clf infer"
-    report(args, plain, ray, parts)
+    report(args, plain, statistics.median(plain_rates), ray, parts)
 
 
-def report(args: argparse.Namespace, plain: list[float], ray: list[float], parts: list[dict[str, float]]) -> None:
+def report(args: argparse.Namespace, plain: list[float], plain_rate: float, ray: list[float],
+           parts: list[dict[str, float]]) -> None:
     n = args.images
     p, r = statistics.median(plain), statistics.median(ray)
     print(f"{n} images of {SIZE} px, cnn @ {SIZE}, batch {args.batch_size}, {os.cpu_count()} CPUs (os.cpu_count), "
@@ -118,8 +133,16 @@ def report(args: argparse.Namespace, plain: list[float], ray: list[float], parts
     predicting = med["pipeline"] - med["first rows after"]
     print(f"--ray breakdown (medians, s): Ray start {med['start']:.2f}, pipeline {med['pipeline']:.2f} (first rows "
           f"after {med['first rows after']:.2f}), Ray stop {med['stop']:.2f}")
-    print(f"--ray pipeline alone: {n / med['pipeline']:.0f} img/s; after its first rows: "
-          f"{n / max(predicting, 1e-9):.0f} img/s (an upper bound: the first batch is not counted)")
+    first_call = n / math.ceil(n / ROWS_PER_CALL)  # the rows that came with the first answer
+    steady = (n - first_call) / max(predicting, 1e-9)
+    print(f"--ray pipeline alone: {n / med['pipeline']:.0f} img/s; once its actors answer: {steady:.0f} img/s; "
+          f"plain clf infer while predicting: {plain_rate:.0f} img/s (steady-state ratio {plain_rate / steady:.2f})")
+    fixed_ray, fixed_plain = r - n / steady, p - n / plain_rate
+    if steady * 1.25 > plain_rate:
+        print(f"fixed costs: --ray {fixed_ray:.1f} s, plain {fixed_plain:.1f} s; --ray is within 25 % of plain from "
+              f"about {max(0.0, (fixed_ray - 1.25 * fixed_plain) / (1.25 / plain_rate - 1 / steady)):.0f} images on")
+    else:
+        print(f"fixed costs: --ray {fixed_ray:.1f} s, plain {fixed_plain:.1f} s")
 
 
 if __name__ == "__main__":
