@@ -128,13 +128,12 @@ def _run_pipeline(ray: Any, cfg: InferConfig, paths: list[str], predictor: Predi
     """from_items -> map_batches(PredictorActor) -> every row back here, as columns in the order they arrived."""
     import ray.data
 
-    local = cfg.address is None
     _quiet_ray_data(ray.data.DataContext.get_current())
+    local = cfg.address is None
     actors = local_actors(cfg) if local else cluster_actors(cfg, float(ray.cluster_resources().get("CPU", 0.0)))
     # a few images still make two calls per actor (every actor works); an actor without a call would only start up
     calls = max(-(-len(paths) // ROWS_PER_CALL), min(len(paths), CALLS_PER_ACTOR * actors))
     actors = min(actors, calls)
-    rows_per_call = -(-len(paths) // calls)  # one block, one actor call: Ray Data never splits or bundles blocks
     items = [{"index": i, "path": os.path.abspath(path)} for i, path in enumerate(paths)]
     with warnings.catch_warnings():
         # max_restarts=0 (a failing actor fails the run: its error is the user's answer) is a "ray_remote_args" to
@@ -142,24 +141,30 @@ def _run_pipeline(ray: Any, cfg: InferConfig, paths: list[str], predictor: Predi
         # error line about restarting one whose constructor arguments sit in the object store.
         warnings.simplefilter("ignore", DeprecationWarning)
         dataset = ray.data.from_items(items, override_num_blocks=calls).map_batches(
-            PredictorActor, fn_constructor_kwargs={"cfg": cfg}, batch_size=rows_per_call, batch_format="numpy",
+            PredictorActor, fn_constructor_kwargs={"cfg": cfg}, batch_format="numpy",
+            batch_size=-(-len(paths) // calls),  # one block, one actor call: Ray Data never splits or bundles blocks
             compute=ray.data.ActorPoolStrategy(size=actors), max_restarts=0,
             **_actor_resources(cfg, predictor, actors, local),
         )
     logger.debug("Ray Data: %d images in %d batches on %d actor(s)", len(paths), calls, actors)
-    parts: list[dict[str, np.ndarray]] = []
-    done, started = 0, time.perf_counter()
     try:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            if not parts:  # the actors' start-up (import, session) is in this wait
-                logger.debug("Ray Data timing: first rows after %.2f s", time.perf_counter() - started)
-            parts.append(batch)
-            done += len(batch["index"])
-            if progress is not None:
-                progress(done)
+        return _gather(dataset, progress)
     except Exception as exc:  # noqa: BLE001 - Ray wraps an actor's error in its own types
         raise _clf_error_in(exc) or ClfError(f"Ray Data could not predict ({one_line(exc)}); see Ray's logs under "
                                              "/tmp/ray/session_latest/logs") from None
+
+
+def _gather(dataset: Any, progress: Callable[[int], Any] | None) -> dict[str, np.ndarray]:
+    """Run the pipeline; its rows as columns, in the order they arrived."""
+    parts: list[dict[str, np.ndarray]] = []
+    done, started = 0, time.perf_counter()
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        if not parts:  # the actors' start-up (imports, session) is in this wait
+            logger.debug("Ray Data timing: first rows after %.2f s", time.perf_counter() - started)
+        parts.append(batch)
+        done += len(batch["index"])
+        if progress is not None:
+            progress(done)
     return {key: np.concatenate([part[key] for part in parts]) for key in ("index", "ok", "logits", "reason")}
 
 
