@@ -25,10 +25,11 @@ from cli_helpers import clf, error_line
 from proc_helpers import alive, cmdline, is_loopback, listening_sockets, process_tree
 from serve_helpers import bad_images, cli_state
 
+from clf.config import InferConfig
 from clf.errors import ClfError, DataError, ModelError
 from clf.serve import ray_infer
+from clf.serve.loading import make_predictor
 from clf.serve.predictions import PredictionResult
-from clf.tasks import SINGLE_LABEL
 
 REPO = Path(__file__).resolve().parents[1]
 needs_ray_data = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ray_infer.DATA_EXTRA_MODULES),
@@ -174,8 +175,6 @@ def test_bad_ray_options_are_one_line(competition, tmp_path, args, expected):
 
 
 def test_a_cluster_host_is_allowed_with_address():
-    from clf.config import InferConfig
-
     assert InferConfig(images="i", model="m.onnx", address="ray://10.0.0.5:10001", host="0.0.0.0").on_ray
 
 
@@ -188,30 +187,39 @@ def test_missing_data_extra_is_one_line(competition, tmp_path, monkeypatch):
     assert error_line(result) == "error: clf infer --ray needs the data extra: pip install 'clf[data]'"
 
 
-def test_rows_come_back_in_index_order_with_failures_named():
+def test_rows_come_back_in_index_order_with_failures_named(competition):
     """Rows arrive in whatever order the actors finish; the result is in input order, as Predictor.predict's."""
-    classes = ["a", "b"]
-    predictor = type("P", (), {"classes": classes, "task": SINGLE_LABEL})()
-    columns = {"index": np.array([3, 0, 2, 1]), "ok": np.array([True, True, False, True]),
-               "logits": np.array([[3, 0], [0, 1], [np.nan, np.nan], [1, 0]], np.float32),
+    model, _, _ = competition
+    predictor = make_predictor(InferConfig(images="i", model=str(model)))
+    logits = np.array([[3, 0, 0, 0], [0, 1, 0, 0], [np.nan] * 4, [1, 0, 0, 0]], np.float32)
+    columns = {"index": np.array([3, 0, 2, 1]), "ok": np.array([True, True, False, True]), "logits": logits,
                "reason": np.array(["", "", "not a readable image", ""], dtype=object)}
     paths = ["p0", "p1", "p2", "p3"]
     result = ray_infer._prediction_result(columns, paths, predictor)
     assert isinstance(result, PredictionResult)
     assert result.ok_indices.tolist() == [0, 1, 3]
-    assert result.labels() == ["b", "a", "a"]
+    assert result.labels() == [predictor.classes[i] for i in (1, 0, 0)]
     assert result.failures == [("p2", "not a readable image")]
+    columns["logits"][0, 0] = np.inf  # index 3's row: the driver checks the whole run, as plain infer does
+    with pytest.raises(ModelError, match=r"outputs NaN or inf for 1 of 3 images \(p3\)"):
+        ray_infer._prediction_result(columns, paths, predictor)
 
 
-@needs_ray_data
-def test_an_actors_clf_error_reaches_the_user_as_it_was_raised():
-    from ray.exceptions import RayTaskError
-
-    cause = ModelError("m.onnx: the model outputs NaN or inf for 2 of 8 images")
-    wrapped = RayTaskError("MapBatches(PredictorActor)", "Traceback ...\nModelError: ...", cause).as_instanceof_cause()
-    assert ray_infer._clf_error_in(RuntimeError("execution failed")) is None
-    outer = RuntimeError("Ray Data failed")
-    outer.__cause__ = wrapped
-    found = ray_infer._clf_error_in(outer)
-    assert type(found) is ModelError and str(found) == str(cause)
-    assert isinstance(ray_infer._clf_error_in(DataError("x: file not found")), ClfError)
+def test_an_actors_clf_error_comes_back_as_data_and_is_raised_as_it_was(competition, tmp_path):
+    """Ray Data re-raises an actor's exception as its own UserCodeException (a remote traceback, the cause lost):
+    the actor returns its clf error with the rows, and the driver raises the same class with the same line."""
+    model, test, _ = competition
+    actor = ray_infer.PredictorActor(InferConfig(images="i", model=str(tmp_path / "gone.onnx")))
+    rows = actor({"index": np.array([0, 1]), "path": np.array([str(p) for p in sorted(test.glob("*.png"))[:2]])})
+    assert list(rows["error"]) == [f"DataError:{tmp_path / 'gone.onnx'}: file not found"] * 2
+    with pytest.raises(DataError) as raised:
+        ray_infer._raise_actor_error(rows["error"][0])
+    assert str(raised.value) == f"{tmp_path / 'gone.onnx'}: file not found"
+    with pytest.raises(ClfError, match="^something odd$"):
+        ray_infer._raise_actor_error("NotAClfError:something odd")
+    working = ray_infer.PredictorActor(InferConfig(images="i", model=str(model)))
+    paths = [str(test / "corrupt.jpg"), str(sorted(test.glob("*.png"))[0])]
+    rows = working({"index": np.array([7, 8]), "path": np.array(paths)})
+    assert rows["index"].tolist() == [7, 8] and rows["ok"].tolist() == [False, True]
+    assert list(rows["error"]) == ["", ""] and rows["reason"][0].startswith("not a readable image")
+    assert np.isnan(rows["logits"][0]).all() and np.isfinite(rows["logits"][1]).all()

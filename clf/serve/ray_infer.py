@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from clf import ray_local
+from clf import errors, ray_local
 from clf.config import InferConfig
 from clf.errors import ClfError, one_line
 from clf.serve.loading import labels_file, make_predictor
@@ -66,23 +66,54 @@ def cluster_actors(cfg: InferConfig, cluster_cpus: float) -> int:
 class PredictorActor:
     """One Ray actor: ONE Predictor (one onnxruntime session) for every batch of (index, path) rows it is given.
 
-    Returns per row: its index, whether it decoded, its logits (NaN where it did not) and the reason it did not.
+    Returns per row: its index, whether it decoded, its logits (NaN where it did not), the reason it did not, and
+    the actor's clf error (empty when none). A clf error travels as data: Ray Data re-raises an actor's exception
+    as its own UserCodeException, whose text is a remote traceback and whose cause is lost.
     """
 
     def __init__(self, cfg: InferConfig) -> None:
-        # one decode thread beside the session's: the actors share the cores out between them
-        self.predictor = make_predictor(cfg, session_threads=cfg.actor_threads, workers=1)
+        self.predictor: Predictor | None = None
+        self.error = ""
+        try:  # one decode thread beside the session's: the actors share the cores out between them
+            self.predictor = make_predictor(cfg, session_threads=cfg.actor_threads, workers=1)
+        except ClfError as exc:  # a node that cannot open the model: said with the first rows
+            self.error = _error_text(exc)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(path) for path in batch["path"]]
-        result = self.predictor.predict(paths, strict=False)  # NaN/inf out of the model raises ModelError
+        if self.predictor is None:
+            return _error_rows(batch, self.error)
+        try:  # NaN/inf outputs are left to the driver, which names the images of the whole run
+            result = self.predictor.predict(paths, strict=False, check_finite=False)
+        except ClfError as exc:
+            return _error_rows(batch, _error_text(exc))
         ok = np.zeros(len(paths), bool)
         ok[result.ok_indices] = True
         logits = np.full((len(paths), len(self.predictor.classes)), np.nan, np.float32)
         logits[result.ok_indices] = result.logits
         reasons = np.full(len(paths), "", dtype=object)
         reasons[np.flatnonzero(~ok)] = [reason for _, reason in result.failures]  # failures come in input order
-        return {"index": np.asarray(batch["index"], np.int64), "ok": ok, "logits": logits, "reason": reasons}
+        return {"index": np.asarray(batch["index"], np.int64), "ok": ok, "logits": logits, "reason": reasons,
+                "error": np.full(len(paths), "", dtype=object)}
+
+
+def _error_text(exc: ClfError) -> str:
+    """'ModelError:<one line>': the class and the message, so the driver raises the same error."""
+    return f"{type(exc).__name__}:{one_line(exc)}"
+
+
+def _error_rows(batch: dict[str, np.ndarray], error: str) -> dict[str, np.ndarray]:
+    count = len(batch["index"])
+    return {"index": np.asarray(batch["index"], np.int64), "ok": np.zeros(count, bool),
+            "logits": np.zeros((count, 1), np.float32), "reason": np.full(count, "", dtype=object),
+            "error": np.full(count, error, dtype=object)}
+
+
+def _raise_actor_error(text: str) -> None:
+    """Raise the clf error an actor returned (its class from clf.errors, ClfError when unknown)."""
+    name, _, message = text.partition(":")
+    error = getattr(errors, name, ClfError)
+    raise (error if isinstance(error, type) and issubclass(error, ClfError) else ClfError)(message)
 
 
 def predict_on_ray(
@@ -149,9 +180,11 @@ def _run_pipeline(ray: Any, cfg: InferConfig, paths: list[str], predictor: Predi
     logger.debug("Ray Data: %d images in %d batches on %d actor(s)", len(paths), calls, actors)
     try:
         return _gather(dataset, progress)
-    except Exception as exc:  # noqa: BLE001 - Ray wraps an actor's error in its own types
-        raise _clf_error_in(exc) or ClfError(f"Ray Data could not predict ({one_line(exc)}); see Ray's logs under "
-                                             "/tmp/ray/session_latest/logs") from None
+    except ClfError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything else Ray Data raises (its own errors, an actor that died)
+        raise ClfError(f"Ray Data could not predict ({one_line(exc)}); see Ray's logs under "
+                       "/tmp/ray/session_latest/logs") from None
 
 
 def _gather(dataset: Any, progress: Callable[[int], Any] | None) -> dict[str, np.ndarray]:
@@ -161,6 +194,8 @@ def _gather(dataset: Any, progress: Callable[[int], Any] | None) -> dict[str, np
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         if not parts:  # the actors' start-up (imports, session) is in this wait
             logger.debug("Ray Data timing: first rows after %.2f s", time.perf_counter() - started)
+        if len(batch["error"]) and batch["error"][0]:
+            _raise_actor_error(str(batch["error"][0]))
         parts.append(batch)
         done += len(batch["index"])
         if progress is not None:
@@ -187,26 +222,18 @@ def _quiet_ray_data(context: Any) -> None:
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
 
 
-def _clf_error_in(exc: BaseException) -> ClfError | None:
-    """The clf error an actor raised, out of Ray's wrappers (RayTaskError, UserCodeException), if that is what it
-    was: the user gets the same line as from plain infer."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        # RayTaskError(ModelError) is a ModelError too, but its text is the remote traceback: its cause is the one
-        if isinstance(current, ClfError) and not type(current).__module__.startswith("ray"):
-            return current
-        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
-    return None
-
-
 def _prediction_result(columns: dict[str, np.ndarray], paths: list[str], predictor: Predictor) -> PredictionResult:
-    """The rows in index order as a PredictionResult; each unreadable image logged as plain infer logs it."""
+    """The rows in index order as a PredictionResult; each unreadable image logged as plain infer logs it.
+
+    Raises:
+        ModelError: the model output NaN or inf for some images.
+    """
     order = np.argsort(columns["index"], kind="stable")
     index, ok = columns["index"][order], columns["ok"][order]
     failures = [(paths[i], str(reason)) for i, reason in zip(index[~ok], columns["reason"][order][~ok])]
     for path, reason in failures:
         logger.warning("%s: %s; skipped", path, reason)
-    return PredictionResult(sources=list(paths), logits=columns["logits"][order][ok], ok_indices=index[ok],
-                            failures=failures, classes=list(predictor.classes), task=predictor.task)
+    result = PredictionResult(sources=list(paths), logits=columns["logits"][order][ok], ok_indices=index[ok],
+                              failures=failures, classes=list(predictor.classes), task=predictor.task)
+    predictor.check_result(result)  # NaN/inf: the same ModelError, naming the same images, as plain infer
+    return result
