@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -172,6 +173,21 @@ def test_bad_ray_options_are_one_line(competition, tmp_path, args, expected):
     assert result.exit_code == 2
     assert error_line(result) == expected
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_an_address_where_nothing_answers_is_one_line(competition, tmp_path):
+    """ray.init would wait there for more than 10 minutes (Ray 2.60)."""
+    model, test, _ = competition
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    result = clf("infer", test, "--model", model, "--csv", tmp_path / "s.csv", "--address", f"127.0.0.1:{port}")
+    assert result.exit_code == 2
+    assert error_line(result) == (f"error: --address 127.0.0.1:{port}: nothing answers at 127.0.0.1:{port} "
+                                  "(Connection refused); check the address (ray://HOST:10001 from outside the "
+                                  "cluster, auto on one of its nodes)")
+    assert time.monotonic() - started < 30 and not (tmp_path / "s.csv").exists()
 
 
 def test_a_cluster_host_is_allowed_with_address():
