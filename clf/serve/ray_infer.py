@@ -63,6 +63,14 @@ def cluster_actors(cfg: InferConfig, cluster_cpus: float) -> int:
     return cfg.actors or max(1, int(cluster_cpus // cfg.actor_threads))
 
 
+def plan_calls(images: int, actors: int) -> tuple[int, int]:
+    """(actor calls, actors) for `images`: calls of about ROWS_PER_CALL images, yet a few images still make
+    CALLS_PER_ACTOR calls per actor (every actor works); no more actors than calls (one without a call would only
+    start up)."""
+    calls = max(-(-images // ROWS_PER_CALL), min(images, CALLS_PER_ACTOR * actors))
+    return calls, min(actors, calls)
+
+
 class PredictorActor:
     """One Ray actor: ONE Predictor (one onnxruntime session) for every batch of (index, path) rows it is given.
 
@@ -161,10 +169,8 @@ def _run_pipeline(ray: Any, cfg: InferConfig, paths: list[str], predictor: Predi
 
     _quiet_ray_data(ray.data.DataContext.get_current())
     local = cfg.address is None
-    actors = local_actors(cfg) if local else cluster_actors(cfg, float(ray.cluster_resources().get("CPU", 0.0)))
-    # a few images still make two calls per actor (every actor works); an actor without a call would only start up
-    calls = max(-(-len(paths) // ROWS_PER_CALL), min(len(paths), CALLS_PER_ACTOR * actors))
-    actors = min(actors, calls)
+    wanted = local_actors(cfg) if local else cluster_actors(cfg, float(ray.cluster_resources().get("CPU", 0.0)))
+    calls, actors = plan_calls(len(paths), wanted)
     items = [{"index": i, "path": os.path.abspath(path)} for i, path in enumerate(paths)]
     with warnings.catch_warnings():
         # max_restarts=0 (a failing actor fails the run: its error is the user's answer) is a "ray_remote_args" to
