@@ -19,7 +19,7 @@ install: $(BIN)/python
 
 install-dev: $(BIN)/python
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev,simplify,serve,tune]'
+	$(BIN)/python -m pip install -q -e '.[dev,simplify,serve,tune,data]'
 
 # The whole flow on the embedded sample competition with clf's default recipe (no tuning flags):
 # data -> train -> runs table -> ONNX + parity -> submission -> score.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -49,6 +50,29 @@ def use_loopback(extra_env: dict[str, str] | None = None) -> Any:
     return ray
 
 
+CONNECT_TIMEOUT_S = 5.0  # to open a TCP connection to a cluster's --address before ray.init
+
+
+def check_cluster_answers(address: str) -> None:
+    """--address HOST:PORT or ray://HOST:PORT: something must accept a connection there (auto and other forms are
+    left to ray.init). ray.init waits on an address where nothing listens for more than 10 minutes (Ray 2.60), with
+    the stop signals deferred meanwhile.
+
+    Raises:
+        ClfError: the host does not resolve, or nothing accepts a connection on that port.
+    """
+    host, _, port = address.strip().removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or one_line(exc) or type(exc).__name__
+        raise ClfError(f"--address {address}: nothing answers at {host}:{port} ({reason}); check the address "
+                       "(ray://HOST:10001 from outside the cluster, auto on one of its nodes)") from None
+
+
 def start_ray(ray: Any, address: str | None, num_cpus: int) -> None:
     """A local Ray instance (no dashboard, loopback: call use_loopback first), or a connection to the cluster at
     `address`. A stop signal meanwhile takes effect once ray.init has returned (see stop_signals_deferred).
@@ -56,6 +80,8 @@ def start_ray(ray: Any, address: str | None, num_cpus: int) -> None:
     Raises:
         ClfError: Ray did not start, or the cluster cannot be reached.
     """
+    if address is not None:
+        check_cluster_answers(address)
     try:
         with stop_signals_deferred():
             if address is None:

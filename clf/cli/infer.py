@@ -36,9 +36,10 @@ def infer(
                                verbose=logger.isEnabledFor(logging.DEBUG))
     skipped, extra = len(result.failures), len(result.not_in_sample)
     with_tta = f"with {result.tta} TTA " if result.tta != "none" else ""
+    where = f"Ray Data, {result.provider}" if result.on_ray else result.provider
     render.console.print(
         f"[bold]{escape(str(result.csv))}[/]: {result.predicted} of {result.images} images predicted on "
-        f"{result.provider} {with_tta}({result.images_per_second:.0f} img/s)"
+        f"{where} {with_tta}({result.images_per_second:.0f} img/s)"
         + (f", [yellow]{skipped} skipped[/]" if skipped else "")
         + (f", [yellow]{extra} not in the sample submission[/]" if extra else ""),
         highlight=False,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from clf.choices import COMPETITION_METRICS, DEVICES, ID_FORMATS, TASK_NAMES, TOPK_FORMATS, TTA_VIEWS
-from clf.config.base import JsonMixin, check_choice, column_checks, raise_first_failure, setting
+from clf.config.base import JsonMixin, check_choice, column_checks, is_loopback_host, raise_first_failure, setting
 from clf.errors import ClfError
 
 DEVICE_HELP = "auto: CUDA when it really loads, else CPU."
@@ -64,6 +64,21 @@ def _model_option_checks(cfg: Any) -> tuple[tuple[bool, str], ...]:
     )
 
 
+def _ray_checks(cfg: Any) -> tuple[tuple[bool, str], ...]:
+    """clf infer --ray / --address: a cluster address that is not empty, and a local Ray on loopback only (the rule
+    of clf serve and clf tune)."""
+    return (
+        (cfg.address is None or cfg.address.strip() != "",
+         "--address is empty; give the Ray cluster's address (ray://HOST:10001, HOST:PORT or auto), or use --ray for "
+         "a local Ray"),
+        (cfg.address is not None or is_loopback_host(cfg.host),
+         f"--host {cfg.host}: a local clf infer --ray binds Ray to loopback only (127.0.0.1); to use other machines, "
+         "start a Ray cluster there and give its --address"),
+        (cfg.actors >= 0, f"--actors must be >= 0 (0 = the usable cores, at least 2), got {cfg.actors}"),
+        (cfg.actor_threads >= 1, f"--actor-threads must be >= 1, got {cfg.actor_threads}"),
+    )
+
+
 @dataclass(frozen=True)
 class InferConfig(_RuntimeOptions):
     """What ``clf infer`` needs; every value is checked here, once (the CLI hands Typer the same choice lists)."""
@@ -86,9 +101,25 @@ class InferConfig(_RuntimeOptions):
     # a TTA_VIEWS name: flipped views averaged at run time
     tta: str = setting("none", "Test-time augmentation: also run the model on flipped images and average the "
                                "probabilities (h = left-right, v = up-down).", choices=tuple(TTA_VIEWS))
+    # Ray Data (clf.serve.ray_infer): the same rows, from several processes or machines
+    ray: bool = setting(False, "Predict on a local Ray Data pipeline (bound to loopback): --actors processes, each "
+                               "with its own onnxruntime session; the same CSV as without it. Needs clf[data].")
+    address: str | None = setting(None, "Predict on an existing Ray cluster (ray://HOST:10001, HOST:PORT, or auto on "
+                                        "one of its nodes) instead of a local Ray; IMAGES and --model must be paths "
+                                        "every node sees.", metavar="RAY")
+    actors: int = setting(0, "--ray/--address: Ray actors, each with one onnxruntime session (0 = the usable cores, "
+                             "at least 2; on a cluster its CPUs / --actor-threads).")
+    actor_threads: int = setting(1, "--ray/--address: onnxruntime threads per actor.")
+    host: str = setting("127.0.0.1", "--ray: the address the local Ray instance binds: loopback only (use --address "
+                                     "to reach other machines).")
+
+    @property
+    def on_ray(self) -> bool:
+        """--ray or --address: the Ray Data path."""
+        return self.ray or self.address is not None
 
     def __post_init__(self) -> None:
-        raise_first_failure(_model_option_checks(self) + (
+        raise_first_failure(_model_option_checks(self) + _ray_checks(self) + (
             (self.topk >= 1, f"--topk must be >= 1, got {self.topk}"),
             check_choice("--tta", self.tta, tuple(TTA_VIEWS)),
             check_choice("--id-format", self.id_format, ID_FORMATS),

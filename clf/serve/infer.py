@@ -14,6 +14,7 @@ from clf.data.files import list_images
 from clf.errors import DataError, IncompleteError, SettingError
 from clf.serve.loading import labels_file, make_predictor
 from clf.serve.predictor import Predictor
+from clf.serve.ray_infer import check_data_extra, predict_on_ray
 from clf.serve.submission import check_sample_ids, make_ids, write_probs, write_submission
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class InferResult:
     seconds: float
     not_in_sample: list[str] = field(default_factory=list)
     tta: str = "none"  # the TTA views averaged at run time (clf.choices.TTA_VIEWS)
+    on_ray: bool = False  # predicted on Ray Data (--ray, --address)
 
     @property
     def images_per_second(self) -> float:
@@ -80,6 +82,8 @@ def run_inference(
         IncompleteError: no image could be read (nothing is written), or cfg.strict and some images could not be
             read (raised after every other row was written).
     """
+    if cfg.on_ray:
+        check_data_extra()
     # --strict: a sub-folder that cannot be listed stops the run too (its images would be missing rows).
     paths = [str(p) for p in list_images(cfg.images, recursive=cfg.recursive, strict=cfg.strict)]
     check_infer_outputs(cfg, paths)
@@ -95,7 +99,10 @@ def run_inference(
         on_start(len(paths), predictor.provider)
     started = time.perf_counter()
     # Even with --strict every readable image gets its row; strict only turns skipped images into a failing exit.
-    result = predictor.predict(paths, strict=False, progress=progress)
+    if cfg.on_ray:
+        result = predict_on_ray(cfg, predictor, paths, progress)
+    else:
+        result = predictor.predict(paths, strict=False, progress=progress)
     seconds = time.perf_counter() - started
     ids = [all_ids[i] for i in result.ok_indices]
     if not ids:
@@ -114,4 +121,4 @@ def run_inference(
         raise IncompleteError(f"{len(result.failures)} of {len(paths)} image(s) could not be read (--strict); "
                               f"the other rows were written to {cfg.csv}")
     return InferResult(Path(cfg.csv), len(paths), len(ids), list(result.failures), predictor.provider, seconds,
-                       not_in_sample, predictor.tta)
+                       not_in_sample, predictor.tta, cfg.on_ray)

@@ -26,11 +26,16 @@ class ModelOptions(Protocol):
     # and optionally tta: a TTA_VIEWS name ("none" when absent)
 
 
-def make_predictor(cfg: ModelOptions, verbose: bool = False) -> Predictor:
+def make_predictor(cfg: ModelOptions, verbose: bool = False, session_threads: int | None = None,
+                   workers: int | None = None) -> Predictor:
     """A Predictor for cfg.model; a model without clf metadata needs all of --img-size, --mean, --std, --labels.
 
     Guessing any of them (ImageNet statistics, class names "0", "1", ...) is exactly the silent preprocessing
     drift this tool exists to prevent, so nothing is assumed.
+
+    Args:
+        session_threads: onnxruntime intra-op threads (None: onnxruntime's default, every core).
+        workers: decode threads, replacing cfg.threads (a Ray actor decodes on its own share of the cores).
 
     Raises:
         DataError: the model cannot be used (see Predictor), or the metadata options are incomplete.
@@ -39,7 +44,8 @@ def make_predictor(cfg: ModelOptions, verbose: bool = False) -> Predictor:
     fields, classes = _explicit_preprocess(cfg)
     predictor = Predictor(
         cfg.model, device=cfg.device, batch_size=cfg.batch_size, preprocess=fields, classes=classes,
-        workers=cfg.threads or None, verbose=verbose, tta=getattr(cfg, "tta", "none"),
+        workers=workers or cfg.threads or None, threads=session_threads, verbose=verbose,
+        tta=getattr(cfg, "tta", "none"),
     )
     if not has_clf_metadata(predictor.session.get_modelmeta().custom_metadata_map):
         missing = [flag for flag, value in (("--img-size", cfg.img_size), ("--mean", cfg.mean), ("--std", cfg.std),

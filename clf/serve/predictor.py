@@ -131,6 +131,7 @@ class Predictor:
         sources: Sequence[ImageSource],
         strict: bool = False,
         progress: Callable[[int], Any] | None = None,
+        check_finite: bool = True,
     ) -> PredictionResult:
         """Predict every source; unreadable ones are skipped and listed in ``failures``.
 
@@ -138,6 +139,8 @@ class Predictor:
             sources: image paths, encoded image bytes, or RGB uint8 arrays (H, W, 3).
             strict: raise DataError on the first unreadable image instead of skipping it.
             progress: called after each batch with the number of sources handled so far.
+            check_finite: raise ModelError for NaN/inf outputs; False leaves that to the caller's ``check_result``
+                on the whole run (a Ray actor predicts a part of it: the error must name the run's images).
 
         Returns:
             PredictionResult in input order (with TTA, ``plain_logits`` holds the unflipped view's logits too).
@@ -168,8 +171,13 @@ class Predictor:
             plain_logits=joined(plain_parts) if len(self.views) > 1 else None,
             task=self.task,
         )
-        self._check_finite(result.logits, result.ok_indices, sources)
+        if check_finite:
+            self.check_result(result)
         return result
+
+    def check_result(self, result: PredictionResult) -> None:
+        """Raises ModelError when the model output NaN or inf for some of the result's images (named)."""
+        self._check_finite(result.logits, result.ok_indices, result.sources)
 
     def iter_predict(
         self,
