@@ -8,7 +8,8 @@ Per benchmark (accuracy_data's real-photo sets; never the kept-aside pictures) a
     student + unlabelled       ... --unlabelled TEST (check your competition's rules before doing this)
     single + pseudo-labels     `clf train DATA --pseudo-labels PROBS --pseudo-images TEST`, PROBS the ensemble's
 
-each exported to ONNX and run with `clf infer TEST --probs`: test accuracy, log-loss, `clf infer` img/s, ONNX MB.
+each exported to ONNX and run with `clf infer TEST --probs`: test accuracy, log-loss, ONNX MB, and `clf infer` img/s:
+the median of --speed-rounds rounds that run the seed's models in turn (a busy machine slows them alike).
 It prints the targets of issue 21 and whether they are met:
   - the student (+ unlabelled) recovers >= 70 % of the ensemble's accuracy gain over the best single fold (mean over
     the benchmarks), and runs at >= 0.9x the single fold's img/s and >= 4x the ensemble's;
@@ -74,6 +75,19 @@ def measure(bench: str, seed: int, model: str, onnx: Path, data: Path, work: Pat
                float(rate.group(1)) if rate else math.nan, onnx.stat().st_size / 1e6, train_seconds)
 
 
+def interleaved_rates(files: list[Path], data: Path, work: Path, rounds: int) -> list[float]:
+    """Each model's median `clf infer` img/s over `rounds` rounds that run every model in turn: a busy machine slows
+    all of them alike, where one run per model at different times measures the load as much as the model."""
+    rates: list[list[float]] = [[] for _ in files]
+    for _ in range(rounds):
+        for index, onnx in enumerate(files):
+            _, output = run_clf_output("infer", str(data / "test"), "--model", str(onnx), "--csv",
+                                       str(work / "speed.csv"), "--quiet")
+            rate = RATE.search(output)
+            rates[index].append(float(rate.group(1)) if rate else math.nan)
+    return [statistics.median(values) for values in rates]
+
+
 def best_fold(group: Path) -> Path:
     """The fold with the best validation accuracy (its best epoch's)."""
     return max(sorted(group.glob("fold-*")), key=lambda run: max(read_history(run / "history.csv"), default=0.0))
@@ -102,6 +116,9 @@ def measure_seed(bench: str, seed: int, data: Path, work: Path, options: argpars
                       str(work / "ensemble.probs.csv"), "--pseudo-images", test)
     run_clf("export", str(runs / "pseudo"), "--onnx", "-o", str(work / "pseudo.onnx"))
     rows.append(measure(bench, seed, MODELS[4], work / "pseudo.onnx", data, work, seconds))
+    files = [work / f"{name}.onnx" for name in ("single", "ensemble", "student", "student-unlabelled", "pseudo")]
+    for row, rate in zip(rows, interleaved_rates(files, data, work, options.speed_rounds)):
+        row.images_per_second = rate
     record = json.loads((runs / "student" / "config.json").read_text(encoding="utf-8"))["distillation"]
     cached = record["views"] * record["labelled_images"] / rows[1].images_per_second
     progress(f"{bench} seed {seed}: teacher views K={record['views']} x {record['labelled_images']} images at "
@@ -170,6 +187,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kd-views", type=int, default=None, help="clf distill --kd-views (default: its own)")
     parser.add_argument("--extra", default="", help="args appended to every clf train and clf distill")
     parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--speed-rounds", type=int, default=5,
+                        help="img/s: the median of this many rounds of `clf infer` over the seed's models in turn")
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--json", type=Path, default=None, help="write every measured row here")
     parser.add_argument("--include", type=Path, action="append", default=[],
