@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from clf.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write_text, clean_stale_temps
+from clf.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write_text, check_output_file, clean_stale_temps
 from clf.errors import ClfError
 
 MARKER_NAME = ".clf-folder.json"
@@ -176,3 +176,26 @@ def _first(items: list[str]) -> str:
         return "nothing"
     shown = ", ".join(items[:_SHOWN])
     return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
+
+
+def head_holds(path: str | os.PathLike, tag: bytes, size: int = 4096, start: bytes = b"") -> bool:
+    """Whether the file's first `size` bytes begin with `start` and hold `tag`: how clf knows a single file it wrote
+    (a report, a plot) from one it did not; False for anything unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(size)
+    except OSError:
+        return False
+    return head.startswith(start) and tag in head
+
+
+def check_replaceable_file(path: str | os.PathLike, wrote_it: Callable[[Path], bool], refusal: str) -> Path:
+    """A writable output path that is new or a file clf wrote (`wrote_it`); else ClfError "PATH: `refusal`".
+
+    Raises:
+        ClfError / StorageError: one line naming the file.
+    """
+    checked = check_output_file(path)
+    if checked.exists() and not wrote_it(checked):
+        raise ClfError(f"{checked}: {refusal}")
+    return checked

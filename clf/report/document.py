@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from clf.atomic import atomic_write_text, check_output_file
-from clf.errors import ClfError
+from clf.atomic import atomic_write_text
+from clf.ownership import check_replaceable_file, head_holds
 
 TEMPLATE = "report.html.j2"
 GENERATOR = '<meta name="generator" content="clf report">'
@@ -35,20 +35,12 @@ def check_report_output(path: str | Path) -> Path:
     Raises:
         ClfError / StorageError: one line naming the file.
     """
-    path = check_output_file(path)
-    if path.exists() and not is_clf_report(path):
-        raise ClfError(f"{path}: exists and is not a report clf wrote; clf replaces only its own reports: choose "
-                       "another -o or remove the file")
-    return path
+    return check_replaceable_file(path, is_clf_report, "exists and is not a report clf wrote; clf replaces only its "
+                                  "own reports: choose another -o or remove the file")
 
 
 def is_clf_report(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(_HEAD_BYTES)
-    except OSError:
-        return False
-    return GENERATOR.encode() in head
+    return head_holds(path, GENERATOR.encode(), size=_HEAD_BYTES)
 
 
 def write_report(path: str | Path, html: str) -> Path:

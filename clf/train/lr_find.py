@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from clf.atomic import atomic_write_bytes, check_output_file
+from clf.atomic import atomic_write_bytes
 from clf.config import TrainConfig, auto_batch_size
 from clf.errors import ClfError, IncompleteError
+from clf.ownership import check_replaceable_file, head_holds
 from clf.tasks import get_task
 from clf.train import runtime as rt
 from clf.train.build import (augment_pipeline, build_loaders, build_model, load_training_set, preprocess_for,
@@ -56,20 +57,12 @@ def check_sweep(start_lr: float, end_lr: float, steps: int) -> None:
 
 def check_plot_output(path: str | Path) -> Path:
     """A writable file path, and not a file clf did not write (clf replaces only its own plots)."""
-    path = check_output_file(path)
-    if path.exists() and not is_clf_plot(path):
-        raise ClfError(f"{path}: exists and is not a plot clf lr-find wrote; clf replaces only its own: choose another "
-                       "-o or remove the file")
-    return path
+    return check_replaceable_file(path, is_clf_plot, "exists and is not a plot clf lr-find wrote; clf replaces only "
+                                  "its own: choose another -o or remove the file")
 
 
 def is_clf_plot(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096)
-    except OSError:
-        return False
-    return head.startswith(b"\x89PNG") and PLOT_SOFTWARE.encode() in head
+    return head_holds(path, PLOT_SOFTWARE.encode(), start=b"\x89PNG")
 
 
 def sweep_lrs(start_lr: float, end_lr: float, steps: int) -> list[float]:
