@@ -110,3 +110,22 @@ def test_the_view_dataset_yields_view_e_mod_k_with_its_targets(tmp_path):
 def test_distillation_settings_are_checked(options, message):
     with pytest.raises(ClfError, match=message):
         TrainConfig(teacher="t.onnx", **options)
+
+
+def test_a_folder_teacher_whose_runs_have_different_classes_is_refused(tmp_path, monkeypatch):
+    from clf.distill import teacher
+    from clf.errors import DataError
+
+    classes = {"a": ["cat", "dog"], "b": ["cat", "fox"]}
+    for name in classes:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "best.pt").write_bytes(b"stand-in")
+    monkeypatch.setattr("clf.models.checkpoint_load.load_checkpoint",
+                        lambda path: {"classes": classes[path.parent.name]})
+    with pytest.raises(DataError) as refused:
+        teacher.folder_teacher_classes(tmp_path)
+    assert str(refused.value) == (f"{tmp_path}: its runs have different classes ({tmp_path / 'a' / 'best.pt'}: cat, "
+                                  f"dog; {tmp_path / 'b' / 'best.pt'}: cat, fox); give one run or a fold group of one "
+                                  "data set")
+    classes["b"] = ["cat", "dog"]
+    assert teacher.folder_teacher_classes(tmp_path) == ["cat", "dog"]
