@@ -151,7 +151,8 @@ def test_every_train_option_given_on_the_command_line_reaches_the_runs_config(tm
               "out": str(tmp_path), "patience": 2, "device": "cpu", "amp": "off", "cache_images": False,
               "pretrained_path": str(tmp_path / "w.pt"), "layer_decay": 0.7, "freeze_epochs": 1,
               "strict": True, "labels_csv": str(tmp_path / "l.csv"), "id_col": "f", "label_col": "y",
-              "resize": "shorter_crop", "quiet": True, "group_col": "patient", "dedup": True, "classes": "a,b",
+              "resize": "shorter_crop", "interpolation": "area", "quiet": True, "group_col": "patient", "dedup": True,
+              "classes": "a,b",
               "pseudo_labels": str(tmp_path / "probs.csv"), "pseudo_images": str(tmp_path / "test"),
               "pseudo_threshold": 0.8, "pseudo_soft": True, "mlflow": True, "mlflow_uri": "http://127.0.0.1:9",
               "mlflow_checkpoint": True, "tensorboard": str(tmp_path / "tb")}

@@ -48,15 +48,25 @@ def test_auto_takes_bf16_only_when_the_cpu_has_it_and_the_probe_agrees():
     assert pr.choose_cpu_precision("auto", "AMX", CONV, timer(1.0, 0.95, 0.95)).label == "fp32"  # within noise
 
 
-def test_auto_without_bf16_off_and_the_default_do_not_probe():
+def test_auto_without_bf16_off_and_cuda_do_not_probe():
     calls: list[str] = []
     none = pr.choose_cpu_precision("auto", None, CONV, timer(1.0, 0.1, 0.1, calls))
     assert (none.label, none.reason) == ("fp32", "fp32 (no bf16 on this CPU)")
     off = pr.choose_cpu_precision("off", "AMX", CONV, timer(1.0, 0.1, 0.1, calls))
     assert (off.label, off.reason) == ("fp32", "fp32 (--amp off)")
-    default = pr.choose_cpu_precision(TrainConfig(data="d").amp, "AMX", CONV, timer(1.0, 0.1, 0.1, calls))
-    assert default.label == "fp32" and default.reason.startswith("fp32 (--amp cuda")  # the CPU default: no probe
+    cuda = pr.choose_cpu_precision("cuda", "AMX", CONV, timer(1.0, 0.1, 0.1, calls))
+    assert cuda.label == "fp32" and cuda.reason.startswith("fp32 (--amp cuda")  # mixed precision on CUDA only
     assert calls == []
+
+
+def test_the_default_is_auto_and_takes_bf16_where_the_cpu_has_it_and_the_probe_shows_it_faster():
+    assert TrainConfig(data="d").amp == "auto"
+    calls: list[str] = []
+    chosen = pr.choose_cpu_precision(TrainConfig(data="d").amp, "AMX", CONV, timer(1.0, 0.5, 0.4, calls))
+    assert chosen.label == "bf16+channels_last" and chosen.reason.startswith("cpu bf16 autocast, channels_last")
+    assert len(calls) == 3  # fp32, bf16, bf16 + channels_last
+    slower = pr.choose_cpu_precision(TrainConfig(data="d").amp, "AMX", CONV, timer(1.0, 0.95, 0.95))
+    assert slower.label == "fp32"  # within MIN_GAIN of fp32: the noise of a busy machine does not flip it
 
 
 def test_on_takes_bf16_even_when_slower_and_warns_without_native_bf16(caplog):

@@ -14,7 +14,8 @@ from clf.config import AUGMENT_KNOBS, TrainConfig
 from clf.errors import ClfError
 
 # The `clf train` options that decide what a training image looks like (declared once, in TrainConfig).
-PREVIEW_FIELDS = ("arch", "img_size", "resize", "augment", *AUGMENT_KNOBS, "labels_csv", "id_col", "label_col")
+PREVIEW_FIELDS = ("arch", "img_size", "resize", "interpolation", "augment", *AUGMENT_KNOBS, "labels_csv", "id_col",
+                  "label_col")
 
 
 @app.command("augment-preview")

@@ -7,8 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from clf.choices import (AUGMENT_PRESETS, AUTO_AUGMENTS, COMPETITION_METRICS, OPTIMIZERS, RESIZE_MODES, SAMPLERS,
-                         SCHEDULERS, TASK_LOSSES, TASK_METRICS, TASK_NAMES, TRAIN_DEVICES, AMP_MODES)
+from clf.choices import (AUGMENT_PRESETS, AUTO_AUGMENTS, COMPETITION_METRICS, INTERPOLATIONS, OPTIMIZERS,
+                         RESIZE_MODES, SAMPLERS, SCHEDULERS, TASK_LOSSES, TASK_METRICS, TASK_NAMES, TRAIN_DEVICES,
+                         AMP_MODES)
 from clf.config.distilling import DistillFields
 from clf.config.base import JsonMixin, check_choice, group_checks, option_flag, setting, task_checks
 from clf.config.preprocess import MAX_INPUT_SIZE
@@ -169,11 +170,12 @@ class TrainConfig(DistillFields, JsonMixin):
     patience: int = setting(0, "Early stop after P epochs without a val gain (accuracy, then lower loss; 0 = off).",
                             resumable=True)
     device: str = setting("auto", "Training device.", choices=TRAIN_DEVICES, resumable=True)
-    # "cuda" (mixed precision on CUDA only, fp32 on the CPU) stays the default until bf16's accuracy on the CPU is
-    # measured with benchmarks/accuracy.py (its 2.3x speed is: README); `--amp auto` opts in.
-    amp: str = setting("cuda", "Mixed precision. cuda (default) = bf16 (else fp16) on CUDA, fp32 on the CPU; auto = "
-                               "the same on CUDA, and on the CPU bf16 autocast when it has AMX/AVX512-BF16 and a "
-                               "start-up probe shows it faster; on = bf16 always; off = fp32.",
+    # "auto" since bf16's accuracy on the CPU was measured equal to fp32's (README: benchmarks/accuracy.py, 5 kinds
+    # of real images, 3 seeds) at about 2x the speed where the CPU has AMX.
+    amp: str = setting("auto", "Mixed precision. auto (default) = bf16 (else fp16) on CUDA, and on the CPU bf16 "
+                               "autocast when it has AMX/AVX512-BF16 and a start-up probe shows it faster, else "
+                               "fp32; cuda = mixed precision on CUDA only, fp32 on the CPU; on = bf16 always; "
+                               "off = fp32.",
                        choices=AMP_MODES, resumable=True)
     # What the run decided on the CPU (clf/train/precision.py): "fp32", "bf16", each optionally "+channels_last";
     # "" until decided. A resumed run replays it, whatever --amp says now (bit-exact resume, same numerics).
@@ -223,6 +225,8 @@ class TrainConfig(DistillFields, JsonMixin):
                                        "instead of its top class.")
     pseudo_sha256: str | None = None
     resize: str = setting("stretch", "stretch, or shorter_crop (shorter side + center crop).", choices=RESIZE_MODES)
+    interpolation: str = setting("linear", "OpenCV resize filter, recorded in the checkpoint and the ONNX model so "
+                                           "inference resizes the same way.", choices=INTERPOLATIONS)
     quiet: bool = setting(False, "No progress bar, one line per epoch.", flags=("--quiet", "-q"), resumable=True)
     # k-fold cross-validation (clf/train/folds.py): K stratified folds seeded by fold_seed; `fold` is set on the
     # member runs only (fold k validates on the items of fold k and trains on the rest).
@@ -329,6 +333,7 @@ class TrainConfig(DistillFields, JsonMixin):
             check_choice("--scheduler", self.scheduler, SCHEDULERS),
             check_choice("--device", self.device, TRAIN_DEVICES),
             check_choice("--resize", self.resize, RESIZE_MODES),
+            check_choice("--interpolation", self.interpolation, INTERPOLATIONS),
             check_choice("--sampler", self.sampler, SAMPLERS),
             *self._fold_checks(),
             *self._fine_tune_checks(),

@@ -163,7 +163,7 @@ def plan_for_data(cfg: TrainConfig) -> PreviewPlan:
 
     labelled = load_labelled(cfg.data, cfg.labels_csv, id_col=cfg.id_col, label_col=cfg.label_col)
     pipeline = build_pipeline(resolve_knobs(cfg.augment, cfg.augment_overrides()))
-    pre = Preprocess(size=(cfg.img_size, cfg.img_size), resize=cfg.resize)
+    pre = Preprocess(size=(cfg.img_size, cfg.img_size), resize=cfg.resize, interpolation=cfg.interpolation)
     return PreviewPlan(spread_over_classes(labelled, cfg.seed), pre, pipeline, f"--augment {cfg.augment}")
 
 

@@ -39,7 +39,7 @@ AUTO_CACHE_MAX_BYTES = 2 * 1024**3
 
 
 def preprocess_for(cfg: TrainConfig) -> Preprocess:
-    return Preprocess(size=(cfg.img_size, cfg.img_size), resize=cfg.resize)
+    return Preprocess(size=(cfg.img_size, cfg.img_size), resize=cfg.resize, interpolation=cfg.interpolation)
 
 
 def load_training_set(cfg: TrainConfig) -> LabelledSet:
