@@ -212,13 +212,14 @@ assert not any(m == "clf" or m.startswith("clf.") for m in sys.modules)
 session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 meta = session.get_modelmeta().custom_metadata_map
 classes, pre = json.loads(meta["clf.classes"]), json.loads(meta["clf.preprocess"])
-assert pre["resize"] == "stretch" and pre["interpolation"] == "linear"
+assert pre["resize"] == "stretch"
+filter_ = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}[pre["interpolation"]]  # the resize clf recorded
 height, width = pre["size"]
 rows = []
 for path in sorted(p for p in Path(sys.argv[2]).rglob("*") if p.suffix in (".png", ".jpg")):
     bgr = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
     if bgr.shape[:2] != (height, width):
-        bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR)
+        bgr = cv2.resize(bgr, (width, height), interpolation=filter_)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
     x = (rgb * np.float32(pre["scale"]) - np.float32(pre["mean"])) / np.float32(pre["std"])
     logits = session.run(None, {"input": x.transpose(2, 0, 1)[None].astype(np.float32)})[0]

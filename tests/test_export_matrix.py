@@ -71,12 +71,13 @@ for model in models:
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     classes, pre = json.loads(meta["clf.classes"]), json.loads(meta["clf.preprocess"])
-    assert pre["resize"] == "stretch" and pre["interpolation"] == "linear" and pre["color"] == "RGB"
+    assert pre["resize"] == "stretch" and pre["color"] == "RGB"
+    filter_ = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}[pre["interpolation"]]  # the resize clf recorded
     height, width = pre["size"]
     rows = []
     for path in paths:
         bgr = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
-        bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR)
+        bgr = cv2.resize(bgr, (width, height), interpolation=filter_)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
         normalised = (rgb * np.float32(pre["scale"]) - np.float32(pre["mean"])) / np.float32(pre["std"])
         rows.append(normalised.transpose(2, 0, 1))

@@ -385,12 +385,13 @@ sys.modules["clf"] = None  # a deployment host without clf
 session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 meta = session.get_modelmeta().custom_metadata_map
 classes, pre = json.loads(meta["clf.classes"]), json.loads(meta["clf.preprocess"])
-assert pre["resize"] == "stretch" and pre["interpolation"] == "linear" and pre["color"] == "RGB"
+assert pre["resize"] == "stretch" and pre["color"] == "RGB"
+filter_ = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}[pre["interpolation"]]  # the resize clf recorded
 height, width = pre["size"]
 rows = []
 for path in sys.argv[2:]:
     image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
-    image = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (width, height), interpolation=cv2.INTER_LINEAR)
+    image = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (width, height), interpolation=filter_)
     x = (image.astype(np.float32) * pre["scale"] - np.float32(pre["mean"])) / np.float32(pre["std"])
     (logits,) = session.run(None, {"input": x.transpose(2, 0, 1)[None]})
     rows.append(classes[int(logits.argmax())])
