@@ -15,6 +15,9 @@ import pytest
 import torch
 from cli_helpers import clf, error_line
 
+from clf.config import TrainConfig
+from clf.models.checkpoint import save_checkpoint
+
 FAST = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet",
         "--epochs", "2", "--amp", "off"]
 SHAPES = [(48, 40), (20, 24), (70, 33)]  # down- and up-scaled to 32 px: the filters differ on both
@@ -96,3 +99,23 @@ def test_an_unknown_filter_is_one_line(tmp_path):
     assert result.exit_code == 2
     assert "--interpolation" in error_line(result) and "bicubic" in error_line(result)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_default_is_area_and_a_run_from_before_the_option_resumes_with_linear(tmp_path):
+    assert TrainConfig(data="d").interpolation == "area"
+    assert TrainConfig.from_saved({"data": "d"}).interpolation == "linear"
+    data = make_sized_data(tmp_path / "data", per_class=4)
+    runs = tmp_path / "runs"
+    result = clf("train", data, *FAST, "--epochs", "1", "--out", runs, "--name", "old")
+    assert result.exit_code == 0, result.output
+    last = runs / "old" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["config"]["interpolation"] == "area" and ckpt["preprocess"]["interpolation"] == "area"
+    del ckpt["config"]["interpolation"]  # as a clf before the option wrote it: it resized with linear
+    ckpt["preprocess"]["interpolation"] = "linear"
+    save_checkpoint(ckpt, last)
+    result = clf("train", "--resume", runs / "old", "--epochs", "2", "--workers", "0", "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["epoch"] == 2
+    assert resumed["config"]["interpolation"] == "linear" and resumed["preprocess"]["interpolation"] == "linear"
