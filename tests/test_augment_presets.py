@@ -73,13 +73,13 @@ def test_every_preset_sets_every_knob_and_builds(preset: str):
 
 def test_presets_contain_the_intended_ops():
     assert not build_pipeline(preset_knobs("none"))
-    assert names(build_pipeline(preset_knobs("light"))) == ["random_resized_crop", "hflip"]
+    assert names(build_pipeline(preset_knobs("light"))) == ["hflip"]
     assert names(build_pipeline(preset_knobs("default"))) == ["random_resized_crop", "hflip", "color_jitter"]
     assert names(build_pipeline(preset_knobs("strong"))) == ["random_resized_crop", "hflip", "trivial_augment",
                                                              "random_erasing"]
-    # stronger presets crop harder
+    # stronger presets crop harder (none and light not at all)
     crops = [preset_knobs(p)["crop_scale"] for p in PRESETS]
-    assert crops[0] == 1.0 and crops == sorted(crops, reverse=True) and len(set(crops)) == 4
+    assert crops[:2] == [1.0, 1.0] and crops == sorted(crops, reverse=True) and 1.0 > crops[2] > crops[3]
 
 
 def test_op_order_is_fixed():

@@ -22,7 +22,8 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory) -> Path:
-    return train(data, tmp_path_factory.mktemp("runs"), "rotated", epochs=1, augment="light", rotate=30.0).run_dir
+    return train(data, tmp_path_factory.mktemp("runs"), "rotated", epochs=1, augment="light", crop_scale=0.6,
+                 rotate=30.0).run_dir
 
 
 def grid_shape(rows: int, columns: int, cell: int) -> tuple[int, int, int]:
@@ -158,8 +159,8 @@ def test_the_largest_grid_within_the_bounds_is_drawn(data, tmp_path):
 def group(data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("group")
     result = clf("train", data, "--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device",
-                 "cpu", "--quiet", "--epochs", "1", "--folds", "2", "--augment", "light", "--rotate", "20", "--out",
-                 out, "--name", "g")
+                 "cpu", "--quiet", "--epochs", "1", "--folds", "2", "--augment", "light", "--crop-scale", "0.6",
+                 "--rotate", "20", "--out", out, "--name", "g")
     assert result.exit_code == 0, result.output
     return out / "g"
 
@@ -175,8 +176,8 @@ def test_a_fold_group_shows_its_recorded_pipeline_not_its_folds_as_classes(group
     assert cv2.imread(str(out)).shape == grid_shape(4, 2, cell=MIN_CELL)
     # the same grid as the data folder's under the group's flags: the group's images, not its files
     same = tmp_path / "data.png"
-    assert clf("augment-preview", data, "-o", same, "--img-size", "32", "--augment", "light", "--rotate", "20",
-               "--rows", "4", "--columns", "2").exit_code == 0
+    assert clf("augment-preview", data, "-o", same, "--img-size", "32", "--augment", "light", "--crop-scale", "0.6",
+               "--rotate", "20", "--rows", "4", "--columns", "2").exit_code == 0
     assert out.read_bytes() == same.read_bytes()
 
 

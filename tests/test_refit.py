@@ -14,14 +14,17 @@ import pytest
 from cli_helpers import clf, error_line
 from train_helpers import assert_same_weights, interrupt_in_epoch, load, make_easy_data
 
+from clf.config import TrainConfig
 from clf.ownership import read_marker
+from clf.train.refit import RefitPlan, refit_config
 from clf.train.run_folder import RUN_FILES
 
 FAST = ["--arch", "cnn", "--img-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet"]
 RECIPE = [*FAST, "--epochs", "5", "--lr", "3e-3", "--ema", "0.9"]
 IMAGES = 80
 # What the refit's settings may differ in from the validated run's: everything else is the same recipe.
-REFIT_CHANGES = {"val_split", "epochs", "name", "out", "refit", "refit_of", "refit_epoch"}
+# (the warm-up keeps its share of the shorter schedule: test_the_refit_keeps_the_warmups_share_of_the_schedule).
+REFIT_CHANGES = {"val_split", "epochs", "warmup_epochs", "name", "out", "refit", "refit_of", "refit_epoch"}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +66,16 @@ def test_the_refit_trains_on_every_image_for_the_chosen_epoch_count(straight, da
         "val_acc": best["best_val_acc"], "validated_epochs": 5, "folder": "refit"}
     assert read_marker(run)["files"] == sorted([*RUN_FILES, "refit.json"])
     assert read_marker(refit)["files"] == sorted(RUN_FILES)
+
+
+@pytest.mark.parametrize(("validated", "chosen", "warmup"), [((30, 9), 20, 6), ((30, 9), 30, 9), ((30, 0), 20, 0),
+                                                             ((5, 1), 4, 0), ((10, 3), 1, 0)])
+def test_the_refit_keeps_the_warmups_share_of_the_schedule(validated, chosen, warmup, tmp_path):
+    epochs, validated_warmup = validated
+    recipe = TrainConfig(data="x", epochs=epochs, warmup_epochs=validated_warmup)
+    plan = RefitPlan(epochs=chosen, weights="raw", val_acc=1.0, validated_epochs=epochs)
+    refit = refit_config(recipe, tmp_path / "r", plan)
+    assert (refit.epochs, refit.warmup_epochs, refit.val_split) == (chosen, warmup, 0.0)
 
 
 def test_runs_lists_the_refit_beneath_its_run_and_export_takes_it(straight, tmp_path):

@@ -3,6 +3,7 @@
 import io
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -30,6 +31,22 @@ def test_warmup_is_linear_then_schedule_starts_at_one():
     assert lr_factor(4, 4, cos) == 1.0  # first cosine step: progress 0
 
 
+def test_the_default_warmup_is_30_percent_of_the_epochs_rounded_down():
+    """OneCycle's shape by default (README, "Defaults"); an explicit --warmup-epochs (0 included) is kept."""
+    assert [cfg(epochs=e).warmup_epochs for e in (1, 3, 4, 10, 30, 45)] == [0, 0, 1, 3, 9, 13]
+    assert cfg(epochs=30, warmup_epochs=0).warmup_epochs == 0
+    assert cfg(epochs=30, warmup_epochs=2).warmup_epochs == 2
+    c = cfg(epochs=30)  # the LR rises for 9 epochs, then the cosine starts from the full rate
+    assert lr_factor(8 * 10, 10, c) == pytest.approx(81 / 90) and lr_factor(90, 10, c) == 1.0
+
+
+def test_a_resolved_warmup_survives_a_config_round_trip_and_a_longer_resume():
+    """Recorded resolved: raising --epochs on --resume does not move the warm-up of the steps already taken."""
+    saved = TrainConfig.from_saved(cfg(epochs=30).to_dict())
+    assert saved.warmup_epochs == 9
+    assert replace(saved, epochs=60).warmup_epochs == 9
+
+
 def test_cosine_values():
     c = cfg(scheduler="cosine", epochs=2)  # 2 x 10 = 20 steps, no warmup
     assert lr_factor(0, 10, c) == 1.0
@@ -48,7 +65,7 @@ def test_cosine_is_monotone_after_warmup():
 
 
 def test_step_decays_at_half_and_three_quarters():
-    c = cfg(scheduler="step", epochs=8)  # epochs 0-3: 1, 4-5: 0.1, 6-7: 0.01 (0-based)
+    c = cfg(scheduler="step", epochs=8, warmup_epochs=0)  # epochs 0-3: 1, 4-5: 0.1, 6-7: 0.01 (0-based)
     per_epoch = [lr_factor(e * 3, 3, c) for e in range(8)]
     assert per_epoch == pytest.approx([1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
     assert lr_factor(11, 3, c) == 1.0 and lr_factor(12, 3, c) == pytest.approx(0.1)  # changes on the epoch boundary
@@ -56,7 +73,7 @@ def test_step_decays_at_half_and_three_quarters():
 
 def test_raising_epochs_stretches_the_schedule():
     """A pure function of (step, config): the resumed run with more epochs continues the longer schedule."""
-    short, long = cfg(scheduler="cosine", epochs=2), cfg(scheduler="cosine", epochs=4)
+    short, long = cfg(scheduler="cosine", epochs=2), cfg(scheduler="cosine", epochs=4, warmup_epochs=0)
     assert lr_factor(20, 10, short) == pytest.approx(0.01)
     assert lr_factor(20, 10, long) == pytest.approx(0.01 + 0.99 * 0.5)
 

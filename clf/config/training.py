@@ -78,6 +78,9 @@ DEFAULT_IMG_SIZE = 224
 DEFAULT_FOCAL_GAMMA = 2.0  # Lin et al. (2017); clf.train.losses.LossSettings has the same default
 LEGACY_VALUES = {"augment": "none", "mixup": 0.0, "cutmix": 0.0, "ema": 0.0, "drop_path": 0.0, "precision": "fp32",
                  "interpolation": "linear"}
+# A warm-up over the first 30 % of the epochs, then cosine: the shape of OneCycle. Measured against none on the real
+# benchmarks (benchmarks/accuracy.py, 5 seeds): tiny 0.846 vs 0.788, textures 0.728 vs 0.711 (README, "Defaults").
+WARMUP_FRACTION = 0.3
 _FROM_PRESET = " [default: from --augment]"  # the augmentation knobs: None takes the --augment preset's value
 
 
@@ -102,7 +105,8 @@ class TrainConfig(DistillFields, JsonMixin):
     lr: float = setting(3e-3, "Base learning rate.")
     optimizer: str = setting("adamw", "Optimizer.", choices=OPTIMIZERS)
     scheduler: str = setting("cosine", "LR schedule after warmup.", choices=SCHEDULERS)
-    warmup_epochs: int = setting(0, "Linear LR warmup epochs.")
+    # None: WARMUP_FRACTION of --epochs, rounded down (resolved on construction)
+    warmup_epochs: int | None = setting(None, "Linear LR warmup epochs. [default: 30% of --epochs, rounded down]")
     weight_decay: float = setting(0.05, "Weight decay (not on biases and norms).")
     # measured on five kinds of real images: README "Defaults"
     label_smoothing: float = setting(0.1, "Label smoothing for the cross-entropy loss.")
@@ -297,6 +301,8 @@ class TrainConfig(DistillFields, JsonMixin):
             object.__setattr__(self, "amp", "cuda" if self.amp else "off")
         if self.img_size is None:
             object.__setattr__(self, "img_size", DEFAULT_IMG_SIZES.get(self.arch, DEFAULT_IMG_SIZE))
+        if self.warmup_epochs is None:
+            object.__setattr__(self, "warmup_epochs", int(WARMUP_FRACTION * self.epochs))
         if self.focal_gamma is None and self.loss == "focal":
             object.__setattr__(self, "focal_gamma", DEFAULT_FOCAL_GAMMA)
         if self.mlflow_uri is not None and not self.mlflow:  # saying where to log asks for the logging

@@ -196,9 +196,11 @@ def refit_action(refit_dir: Path, plan: RefitPlan) -> str:
 
 def refit_config(validated: TrainConfig, run_dir: Path, plan: RefitPlan) -> TrainConfig:
     """The refit's settings: the validated run's recipe (as its best.pt recorded it, resolved batch size included),
-    on every image (val_split 0) for the chosen epoch count, in OUT/NAME/refit."""
+    on every image (val_split 0) for the chosen epoch count, in OUT/NAME/refit. The warm-up keeps its share of the
+    schedule (9 of 30 epochs -> 6 of 20): the refit runs the same LR shape over fewer epochs."""
+    warmup = validated.warmup_epochs * plan.epochs // validated.epochs
     return replace(validated, name=plan.folder, out=str(run_dir), val_split=0.0, epochs=plan.epochs, patience=0,
-                   refit=False, refit_of=run_dir.name, refit_epoch=plan.epochs)
+                   warmup_epochs=warmup, refit=False, refit_of=run_dir.name, refit_epoch=plan.epochs)
 
 
 def _fit_refit(cfg: TrainConfig, run_dir: Path, plan: RefitPlan, action: str, reporter: TrainReporter | None,
