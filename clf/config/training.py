@@ -79,7 +79,8 @@ DEFAULT_FOCAL_GAMMA = 2.0  # Lin et al. (2017); clf.train.losses.LossSettings ha
 LEGACY_VALUES = {"augment": "none", "mixup": 0.0, "cutmix": 0.0, "ema": 0.0, "drop_path": 0.0, "precision": "fp32",
                  "interpolation": "linear"}
 # A warm-up over the first 30 % of the epochs, then cosine: the shape of OneCycle. Measured against none on the real
-# benchmarks (benchmarks/accuracy.py, 5 seeds): tiny 0.846 vs 0.788, textures 0.728 vs 0.711 (README, "Defaults").
+# benchmarks (benchmarks/accuracy.py, 5 seeds): tiny 0.846 vs 0.788, textures 0.728 vs 0.711 (README, "Warm-up, and
+# the light preset without its crop").
 WARMUP_FRACTION = 0.3
 _FROM_PRESET = " [default: from --augment]"  # the augmentation knobs: None takes the --augment preset's value
 
