@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from clf.config import option_flag
+from clf.config import field_types, option_flag
 
 
 def choices_metavar(values: Iterable[str]) -> str:
@@ -49,7 +49,7 @@ def _value_type(cls: type, f: dataclasses.Field) -> Any:
     cli_type = meta.get("cli_type")
     if cli_type is not None:
         return cli_type if f.default is not None or meta.get("required") else Optional[cli_type]
-    hint = typing.get_type_hints(cls)[f.name]
+    hint = field_types(cls)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if type(None) in typing.get_args(hint) and len(args) == 1:
         return Optional[args[0]]

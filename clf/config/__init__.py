@@ -10,7 +10,7 @@ share, including `setting`, which declares a field that is also a command-line o
 from clf.choices import (AMP_MODES, AUGMENT_PRESETS, AUTO_AUGMENTS, AVERAGES, CALIBRATION_METHODS, DEVICES,
                          EXPORT_TARGETS, ID_FORMATS, INTERPOLATIONS, MAX_BATCH, MIN_INT8_OPSET, OPTIMIZERS,
                          RESIZE_MODES, SCHEDULERS, TOPK_FORMATS, TRAIN_DEVICES, TTA_VIEWS, check_exporter_opset)
-from clf.config.base import RESUMABLE, JsonMixin, check_columns, column_checks, option_flag, setting
+from clf.config.base import RESUMABLE, JsonMixin, check_columns, column_checks, field_types, option_flag, setting
 from clf.config.distilling import DEFAULT_KD_VIEWS, DISTILL, DistillFields
 from clf.config.checking import NEAR_DUPLICATE_DISTANCE, CheckConfig
 from clf.config.exporting import (DEFAULT_ATOL, DEFAULT_ATOL_FP16, DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP,
@@ -39,5 +39,5 @@ __all__ = [
     "EvalConfig", "ExportConfig", "InferConfig", "JsonMixin", "Preprocess", "ScoreConfig", "ServeConfig", "TrainConfig",
     "TuneConfig", "parse_duration",
     "auto_batch_size", "check_augment_knobs", "check_columns", "check_exporter_opset", "column_checks",
-    "is_safe_model_name", "option_flag", "setting",
+    "field_types", "is_safe_model_name", "option_flag", "setting",
 ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clf.config import AUGMENT_PRESETS, DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZES, TrainConfig
+from clf.config import AUGMENT_PRESETS, DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZES, TrainConfig, field_types
 from clf.errors import ClfError, one_line
 from clf.reading import read_small_regular_file
 
@@ -160,7 +160,7 @@ def _searchable_field(name: str, where: str) -> dataclasses.Field:
 
 
 def _base_type(field: dataclasses.Field) -> type:
-    hint = typing.get_type_hints(TrainConfig)[field.name]
+    hint = field_types(TrainConfig)[field.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
 
