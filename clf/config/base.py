@@ -11,8 +11,8 @@ import dataclasses
 import functools
 import ipaddress
 import json
-from collections.abc import Callable
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from clf.errors import ClfError

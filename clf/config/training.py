@@ -74,8 +74,8 @@ def check_augment_knobs(knobs: dict[str, Any]) -> None:
 # The input size a run gets without --img-size: the own cnn is built for small images, the others for ImageNet's.
 DEFAULT_IMG_SIZES = {"cnn": 64}
 DEFAULT_IMG_SIZE = 224
-# What a checkpoint written before a field existed trained with: resuming it must not switch a new default on.
 DEFAULT_FOCAL_GAMMA = 2.0  # Lin et al. (2017); clf.train.losses.LossSettings has the same default
+# What a checkpoint written before a field existed trained with: resuming it must not switch a new default on.
 LEGACY_VALUES = {"augment": "none", "mixup": 0.0, "cutmix": 0.0, "ema": 0.0, "drop_path": 0.0, "precision": "fp32",
                  "interpolation": "linear"}
 # A warm-up over the first 30 % of the epochs, then cosine: the shape of OneCycle. Measured against none on the real
