@@ -59,6 +59,17 @@ def listening_sockets(pids: list[int]) -> list[tuple[int, str, str, int]]:
     return found
 
 
+def time_wait_sockets(port: int) -> int:
+    """How many TCP sockets with local port `port` are in TIME_WAIT (closed by this side, held by the kernel)."""
+    count = 0
+    for proto in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{proto}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "06" and int(fields[1].split(":")[1], 16) == port:
+                count += 1
+    return count
+
+
 def proc_address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """/proc/net/tcp{,6} addresses: 32-bit words in host (little-endian) byte order."""
     raw = bytes.fromhex(hex_address)

@@ -97,6 +97,58 @@ def test_internal_grpc_address_is_rewritten_to_loopback(monkeypatch):
     assert seen == ["127.0.0.1:0", "10.0.0.5:7000"]
 
 
+def test_direct_ingress_socket_is_opened_with_the_proxys_options(monkeypatch):
+    """The replica's own HTTP server (direct ingress) opens its socket as Serve's proxy does (SO_REUSEADDR): Serve
+    2.60 asks for none, and a restarted server could not listen on a port its closed connections hold."""
+    pytest.importorskip("ray.serve")
+    import asyncio
+
+    from ray.serve._private import replica
+
+    from clf.serve.ray_replica import reuse_direct_ingress_port
+
+    seen = []
+
+    async def start(app, options, *, event_loop, enable_so_reuseport=False):
+        seen.append((app, options, enable_so_reuseport))
+        return "task", "server"
+
+    monkeypatch.setattr(replica, "start_asgi_http_server", start)
+    reuse_direct_ingress_port()
+    reuse_direct_ingress_port()  # idempotent: a second replica in the same worker wraps nothing twice
+    started = asyncio.run(replica.start_asgi_http_server("app", "options", event_loop=None, enable_so_reuseport=False))
+    assert started == ("task", "server")
+    assert seen == [("app", "options", True)]
+
+
+@pytest.mark.parametrize("replicas, address, direct", [(1, None, True), (2, None, False), (1, "ray://h:10001", False)])
+def test_direct_ingress_only_for_one_local_replica(replicas, address, direct):
+    cfg = ServeConfig(model="m.onnx", replicas=replicas, address=address)
+    assert ray_app.uses_direct_ingress(cfg) is direct
+
+
+def test_routing_env_puts_the_port_on_the_replica_or_the_proxy():
+    one = ray_app.routing_env(ServeConfig(model="m.onnx", port=8123), proxy_port=40111)
+    assert one["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    # Serve hands ports out of [MIN, MAX): exactly --port, so the replica listens where the user was told
+    assert (one["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"], one["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"]) == (
+        "8123", "8124")
+    assert one["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "0"
+    assert ray_app.routing_env(ServeConfig(model="m.onnx", port=8123, replicas=2), proxy_port=8123) == {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+
+
+def test_the_proxy_port_is_free_and_none_of_rays():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        avoid = taken.getsockname()[1]
+        port = ray_app.free_proxy_port("127.0.0.1", avoid=avoid)
+    assert port != avoid and port not in ray_app.RAY_WORKER_PORTS and port not in ray_app.RAY_LOCAL_PORTS
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))
+
+
 @pytest.fixture(scope="module")
 def replica(tmp_path_factory):
     """A ClfReplica built outside Ray (its constructor is plain Python), on the brightness model."""
@@ -106,7 +158,7 @@ def replica(tmp_path_factory):
     from clf.serve.ray_replica import ClfReplica
 
     model = brightness_model(tmp_path_factory.mktemp("replica") / "model.onnx")
-    return ClfReplica(str(model), "cpu", threads=1, max_batch_size=8, batch_wait_s=0.001, loopback_only=False)
+    return ClfReplica(str(model), "cpu", threads=1, max_batch_size=8, batch_wait_s=0.001, local=False)
 
 
 def _png(grey: int) -> bytes:

@@ -38,6 +38,7 @@ from proc_helpers import is_loopback as _is_loopback
 from proc_helpers import listening_sockets as _listening_sockets
 from proc_helpers import process_tree as _process_tree
 from proc_helpers import session_of as _session_of
+from proc_helpers import time_wait_sockets
 from serve_helpers import brightness_model, cli_state
 
 import clf as clf_package
@@ -80,10 +81,12 @@ def test_clf_serve_live(tmp_path):
         _check_body_limit_holds_for_chunked_bodies(port, images[0])
         tree = _process_tree(server.pid)
         _check_only_loopback_listeners(tree)
+        _check_replica_listens_on_the_port(tree, port)
         _check_no_dashboard_server(tree)
         _check_sigterm_stops_everything(server, tree, tmp_path / "server.log")
     finally:
         _kill_leftovers(server)
+    _check_restart_on_the_same_port(model, port, images[0], tmp_path / "restart.log")
     _check_stop_during_start_up_leaves_nothing(model, tmp_path)
 
 
@@ -163,6 +166,28 @@ def _check_body_limit_holds_for_chunked_bodies(port: int, image: Path) -> None:
     assert status == 200 and len(answer["topk"]) == 1, answer  # a chunked body within the limit is served
     status, answer = _predict(f"http://127.0.0.1:{port}", image)
     assert status == 200 and "label" in answer, answer
+
+
+def _check_replica_listens_on_the_port(tree: list[int], port: int) -> None:
+    """One replica, locally: HTTP goes straight into the replica (Serve's direct ingress), no proxy hop."""
+    owners = [pid for pid, proto, _, bound in _listening_sockets(tree) if bound == port and proto.startswith("tcp")]
+    assert len(owners) == 1, owners
+    assert "ServeReplica" in _cmdline(owners[0]), _cmdline(owners[0])
+
+
+def _check_restart_on_the_same_port(model: Path, port: int, image: Path, log: Path) -> None:
+    """The connections the stopped server closed hold the port in TIME_WAIT for a minute: a new `clf serve` on it
+    must still start and answer (a socket opened without SO_REUSEADDR could not listen there)."""
+    assert time_wait_sockets(port) > 0  # else this would prove nothing
+    server = _start(model, port, log)
+    try:
+        _wait_ready(server, f"http://127.0.0.1:{port}", log)
+        status, answer = _predict(f"http://127.0.0.1:{port}", image)
+        assert status == 200 and "label" in answer, answer
+        server.send_signal(signal.SIGTERM)
+        assert _wait_exit(server, log, "SIGTERM after the restart") == EXIT_TERMINATED, log.read_text()
+    finally:
+        _kill_leftovers(server)
 
 
 def _check_no_dashboard_server(tree: list[int]) -> None:

@@ -36,13 +36,15 @@ class ClfReplica:
         threads: onnxruntime intra-op threads, also the decode threads of a batch.
         max_batch_size: images per dynamic batch (and per session.run).
         batch_wait_s: how long the first request of a batch waits for others.
-        loopback_only: local mode: bind Serve's internal gRPC server to 127.0.0.1 (Ray binds it to [::]).
+        local: local mode: bind Serve's internal gRPC server to 127.0.0.1 (Ray binds it to [::]), and let the
+            replica's own HTTP server (direct ingress) reuse its port as Serve's proxy does.
     """
 
     def __init__(self, model_path: str, device: str, threads: int, max_batch_size: int, batch_wait_s: float,
-                 loopback_only: bool) -> None:
-        if loopback_only:
+                 local: bool) -> None:
+        if local:
             bind_internal_grpc_to_loopback()
+            reuse_direct_ingress_port()
         self.predictor = Predictor(model_path, device=device, threads=threads, workers=threads,
                                    batch_size=max_batch_size)
         self.predict_images.set_max_batch_size(max_batch_size)
@@ -129,3 +131,21 @@ def bind_internal_grpc_to_loopback() -> None:
 
     add_port_loopback._clf_loopback = True  # type: ignore[attr-defined]
     replica.add_port_to_grpc_server = add_port_loopback
+
+
+def reuse_direct_ingress_port() -> None:
+    """Ray Serve 2.60 opens a direct-ingress replica's HTTP socket without SO_REUSEADDR, unlike its proxy's
+    (ray/serve/_private/replica.py, `_maybe_start_direct_ingress_servers`, after this constructor has run). The
+    connections a stopped server closed then hold --port in TIME_WAIT for a minute: `clf serve` restarted on it, or a
+    replica Serve restarts, could not listen. Open it with the proxy's socket options instead."""
+    from ray.serve._private import replica
+
+    original = replica.start_asgi_http_server
+    if getattr(original, "_clf_reuse", False):
+        return
+
+    async def start_with_reuse(*args: Any, **kwargs: Any) -> Any:
+        return await original(*args, **{**kwargs, "enable_so_reuseport": True})
+
+    start_with_reuse._clf_reuse = True  # type: ignore[attr-defined]
+    replica.start_asgi_http_server = start_with_reuse
