@@ -13,6 +13,25 @@ from contextlib import contextmanager
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Stop signals whose handler ran. Python swallows an exception that a handler raises while some C code runs (an
+# extension module's import, a finaliser: "Exception ignored in ..."), and the command would carry on: long phases
+# look here before they start (see clf.serve.ray_app).
+_received: set[int] = set()
+
+
+def record_stop(signum: int) -> None:
+    """Remember that `signum` arrived (called by the handler that raises for it)."""
+    _received.add(signum)
+
+
+def stop_received(signum: int) -> bool:
+    """Whether `signum` arrived since the last forget_stops()."""
+    return signum in _received
+
+
+def forget_stops() -> None:
+    """A new command starts (several run in one process under tests): no signal has arrived for it yet."""
+    _received.clear()
 
 
 @contextmanager

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import random
+import socket
 from pathlib import Path
 
 def all_pids() -> list[int]:
@@ -96,3 +98,18 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return str(pid)
+
+
+def free_port() -> int:
+    """A free port below the kernel's ephemeral range (32768 up): a port the kernel hands out for bind(0) could be
+    handed again, between this probe and the server's bind, to one of Ray's processes (its dashboard agent's 52365
+    sits in that range: a CI run lost the proxy's bind to it), and above Ray's worker ports (10002-19999)."""
+    for _ in range(200):
+        port = random.randrange(20000, 32768)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32767")

@@ -138,15 +138,18 @@ def test_routing_env_puts_the_port_on_the_replica_or_the_proxy():
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
 
 
-def test_the_proxy_port_is_free_and_none_of_rays():
+def test_the_proxy_port_is_free_and_none_of_rays(monkeypatch):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        avoid = taken.getsockname()[1]
-        port = ray_app.free_proxy_port("127.0.0.1", avoid=avoid)
-    assert port != avoid and port not in ray_app.RAY_WORKER_PORTS and port not in ray_app.RAY_LOCAL_PORTS
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", port))
+        busy = taken.getsockname()[1]
+        tries = iter([busy, 25000, 25001])  # taken, then the one to avoid (--port), then a free one
+        monkeypatch.setattr(ray_app.random, "randrange", lambda start, stop: next(tries))
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 25001))  # else this test cannot know the answer
+        assert ray_app.free_proxy_port("127.0.0.1", avoid=25000) == 25001
+    assert not set(ray_app.PROXY_PORTS) & set(ray_app.RAY_WORKER_PORTS)
+    assert max(ray_app.PROXY_PORTS) < 32768 and 52365 not in ray_app.PROXY_PORTS
 
 
 @pytest.fixture(scope="module")
@@ -322,3 +325,45 @@ def test_local_ray_gets_the_proxy_body_limit_and_no_dashboard_server():
     with ray_local.without_dashboard_server():
         assert ray_node.Node.start_api_server(object(), include_dashboard=False, raise_on_failure=False) is None
     assert ray_node.Node.start_api_server is original
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed Terminated
+def test_a_sigterm_python_swallowed_during_start_up_still_stops_serve(tmp_path, monkeypatch):
+    """A SIGTERM whose exception is raised where Python cannot propagate it (here a finaliser; in the wild an
+    extension module's import) is printed as "Exception ignored" and dropped: clf serve must still stop, exit 143,
+    before Ray starts, not go on to serve."""
+    import gc
+    import signal
+
+    from cli_helpers import clf
+    from proc_helpers import free_port
+    from serve_helpers import brightness_model
+
+    from clf.errors import EXIT_TERMINATED
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("SIGTERM is not at its default here: clf leaves a parent's choice alone")
+
+    class SignalledWhileFinalised:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)
+
+    checked = ray_app.check_model
+
+    def check_model_then_swallowed_sigterm(cfg):
+        predictor = checked(cfg)
+        SignalledWhileFinalised()  # dropped at once: __del__ runs, its Terminated is "ignored"
+        gc.collect()
+        return predictor
+
+    def ray_started(*args, **kwargs):
+        raise AssertionError("Ray was started after the SIGTERM")
+
+    monkeypatch.setattr(ray_app, "check_model", check_model_then_swallowed_sigterm)
+    monkeypatch.setattr(ray_app, "_ray_session", ray_started)
+    monkeypatch.setattr(ray_app, "check_serve_extra", lambda: None)
+    port = free_port()
+    result = clf("serve", brightness_model(tmp_path / "model.onnx"), "--port", port)
+    assert result.exit_code == EXIT_TERMINATED, result.output
+    assert "terminated (SIGTERM)" in result.output
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was put back

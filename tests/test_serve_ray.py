@@ -15,9 +15,7 @@ import http.client
 import importlib.util
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +32,7 @@ from cli_helpers import clf
 from proc_helpers import all_pids as _all_pids
 from proc_helpers import alive as _alive
 from proc_helpers import cmdline as _cmdline
+from proc_helpers import free_port as _free_port
 from proc_helpers import is_loopback as _is_loopback
 from proc_helpers import listening_sockets as _listening_sockets
 from proc_helpers import process_tree as _process_tree
@@ -341,21 +340,6 @@ def _assert_matches(answer: dict, expected: dict, topk: int, where: str) -> None
     best = sorted(expected["probs"], key=lambda name: -expected["probs"][name])[:topk]
     assert [entry["label"] for entry in answer["topk"]] == best, where
     assert all(entry["prob"] == answer["probs"][entry["label"]] for entry in answer["topk"]), where
-
-
-def _free_port() -> int:
-    """A free port below the kernel's ephemeral range (32768 up): a port the kernel hands out for bind(0) could be
-    handed again, between this probe and the server's bind, to one of Ray's processes (its dashboard agent's 52365
-    sits in that range: a CI run lost the proxy's bind to it), and above Ray's worker ports (10002-19999)."""
-    for _ in range(200):
-        port = random.randrange(20000, 32768)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32767")
 
 
 def _start(model: Path, port: int, log: Path) -> subprocess.Popen:

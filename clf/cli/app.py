@@ -16,6 +16,7 @@ from typing import Annotated, Any, Callable
 import typer
 from rich.markup import escape
 
+from clf import stop_signals
 from clf.cli import render
 from clf.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, ClfError, Terminated
 from clf.system import launched_by_torchrun
@@ -94,6 +95,7 @@ def _setup_logging(verbose: bool = False) -> Callable[[], None]:
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
+    stop_signals.record_stop(signum)  # in case Python swallows the exception (see clf.stop_signals)
     raise Terminated()
 
 
@@ -111,6 +113,7 @@ def _handle_sigterm() -> Callable[[], None]:
     previous = signal.getsignal(signal.SIGTERM)
     if previous is not signal.SIG_DFL:
         return lambda: None
+    stop_signals.forget_stops()
     signal.signal(signal.SIGTERM, _raise_terminated)
     return lambda: signal.signal(signal.SIGTERM, previous)
 

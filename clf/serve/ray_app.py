@@ -21,6 +21,7 @@ import errno
 import importlib.util
 import logging
 import os
+import random
 import signal
 import socket
 import time
@@ -29,12 +30,12 @@ from typing import Any, Callable, Iterator
 
 from clf.config import ServeConfig
 from clf import ray_local
-from clf.errors import ClfError, DataError, one_line
+from clf.errors import ClfError, DataError, Terminated, one_line
 from clf.serve import body_limit
 from clf.serve.metadata import has_clf_metadata
 from clf.serve.predictor import Predictor
 from clf.serve.session import create_session
-from clf.stop_signals import stop_signals_handled
+from clf.stop_signals import stop_received, stop_signals_handled
 from clf.system import usable_cpus
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ DIRECT_INGRESS_ENV = {
 # dashboard agent listens on 52365 even without the dashboard, and workers take ports 10002-19999.
 RAY_LOCAL_PORTS = {52365: "its dashboard agent"}
 RAY_WORKER_PORTS = range(10002, 20000)
+PROXY_PORTS = range(20000, 32768)  # between Ray's worker ports and the kernel's ephemeral ones
 SERVE_EXTRA_MODULES = ("ray", "starlette", "uvicorn")  # what `ray[serve]` brings that the serving path imports
 
 
@@ -111,20 +113,26 @@ def routing_env(cfg: ServeConfig, proxy_port: int) -> dict[str, str]:
 
 
 def free_proxy_port(host: str, avoid: int) -> int:
-    """A free port on `host` for Serve's proxy when the replica takes --port: not `avoid`, none of the ports the
-    local Ray instance takes (RAY_LOCAL_PORTS, RAY_WORKER_PORTS).
+    """A free port on `host` for Serve's proxy when the replica takes --port: not `avoid`, and in PROXY_PORTS, where
+    no process of the local Ray instance binds (its workers take 10002-19999, its other servers ports the kernel
+    hands out, 32768 up: one taken from bind(0) could be handed to them again before the proxy binds it).
 
     Raises:
-        ClfError: no such port was found.
+        ClfError: no free port there.
     """
     family, _, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
-    for _ in range(100):
+    for _ in range(200):
+        port = random.randrange(PROXY_PORTS.start, PROXY_PORTS.stop)
+        if port == avoid:
+            continue
         with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind(address)
-            port = probe.getsockname()[1]
-        if port != avoid and port not in RAY_LOCAL_PORTS and port not in RAY_WORKER_PORTS:
-            return port
-    raise ClfError(f"--host {host}: found no free port for Ray Serve's proxy; free some ports and retry")
+            try:
+                probe.bind((address[0], port, *address[2:]))
+            except OSError:
+                continue
+        return port
+    raise ClfError(f"--host {host}: found no free port for Ray Serve's proxy in {PROXY_PORTS.start}-"
+                   f"{PROXY_PORTS.stop - 1}; free some and retry")
 
 
 def check_model(cfg: ServeConfig) -> Predictor:
@@ -231,11 +239,20 @@ def serve(cfg: ServeConfig, on_ready: Callable[[str, list[str], int], Any] | Non
         check_not_rays_port(cfg.port)  # first: whether Ray's own processes hold it right now or not
         check_port(cfg.host, cfg.port)
     threads = replica_threads(cfg)
+    stop_if_terminated()  # before Ray's seconds of start-up
     with _ray_session(cfg, threads) as url:
+        stop_if_terminated()
         if on_ready is not None:
             on_ready(url, classes, threads)
         while True:
             time.sleep(3600)  # the signal handlers raise out of here
+
+
+def stop_if_terminated() -> None:
+    """Raise Terminated for a SIGTERM that arrived while Python could not raise its exception (an extension module
+    being imported: "Exception ignored in ..."; clf.stop_signals), rather than start and serve regardless."""
+    if stop_received(signal.SIGTERM):
+        raise Terminated()
 
 
 @contextmanager
