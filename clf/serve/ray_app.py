@@ -12,7 +12,12 @@ it by listing the listening sockets of the whole process tree):
   with direct ingress the proxy, which Serve still starts, listens on --host at a second port nobody is told about;
   no gRPC proxy.
 - each Serve replica's inter-deployment gRPC server, hard-wired to "[::]:0": rewritten to 127.0.0.1 in the
-  replica (clf.serve.ray_replica.bind_internal_grpc_to_loopback).
+  replica (clf.serve.ray_replica.bind_internal_grpc_to_loopback). No setting exists for it in 2.60, nor in the open
+  work upstream (ray-project/ray#64544, #64623: a port range, still on [::]), hence the pinned extra.
+
+A direct-ingress replica opens its HTTP socket without SO_REUSEADDR in 2.60 (its proxy sets it): the replica does
+(clf.serve.ray_replica.reuse_direct_ingress_port), or a restart on --port would fail while closed connections sit in
+TIME_WAIT. tests/test_serve_ray.py guards both rewrites, should a Ray upgrade move what they wrap.
 """
 
 from __future__ import annotations
