@@ -43,6 +43,7 @@ from serve_helpers import brightness_model, cli_state
 import clf as clf_package
 from clf.errors import EXIT_INTERRUPTED, EXIT_TERMINATED
 from clf.serve.http_api import MAX_BODY_BYTES
+from clf.system import usable_cpus
 
 pytestmark = [
     pytest.mark.slow,
@@ -87,6 +88,29 @@ def test_clf_serve_live(tmp_path):
         _kill_leftovers(server)
     _check_restart_on_the_same_port(model, port, images[0], tmp_path / "restart.log")
     _check_stop_during_start_up_leaves_nothing(model, tmp_path)
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="two replicas need two usable cores")
+def test_clf_serve_two_replicas_behind_the_proxy(tmp_path):
+    """Several replicas cannot share --port (Serve gives each its own): Serve's proxy takes it, with the same
+    answers, the same body limit, only loopback listeners and a clean stop."""
+    images = _images(tmp_path / "images")
+    model = brightness_model(tmp_path / "model.onnx")
+    expected = _infer_rows(tmp_path, images, model)
+    port = _free_port()
+    server = _start(model, port, tmp_path / "server.log", "--replicas", "2")
+    try:
+        _wait_ready(server, f"http://127.0.0.1:{port}", tmp_path / "server.log")
+        _check_concurrent_answers_equal_infer(f"http://127.0.0.1:{port}", images, expected)
+        _check_body_limit_holds_for_chunked_bodies(port, images[0])
+        tree = _process_tree(server.pid)
+        _check_only_loopback_listeners(tree)
+        owners = [pid for pid, proto, _, bound in _listening_sockets(tree) if bound == port and proto.startswith("tcp")]
+        assert ["ProxyActor" in _cmdline(pid) for pid in owners] == [True], [_cmdline(pid) for pid in owners]
+        assert len([pid for pid in tree if "ServeReplica" in _cmdline(pid)]) == 2
+        _check_sigterm_stops_everything(server, tree, tmp_path / "server.log")
+    finally:
+        _kill_leftovers(server)
 
 
 # ---- the checks, in the order the test runs them ----
@@ -342,14 +366,14 @@ def _assert_matches(answer: dict, expected: dict, topk: int, where: str) -> None
     assert all(entry["prob"] == answer["probs"][entry["label"]] for entry in answer["topk"]), where
 
 
-def _start(model: Path, port: int, log: Path) -> subprocess.Popen:
+def _start(model: Path, port: int, log: Path, *extra: str) -> subprocess.Popen:
     """`clf serve` as a user runs it, in its own session; SIGTERM and SIGINT at their default actions even when the
     suite was started with them ignored (a background job ignores SIGINT), stdin closed."""
     root = str(Path(clf_package.__file__).resolve().parents[1])  # the Ray workers import this clf, not another
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "clf", "serve", str(model), "--port", str(port), "--max-batch-size", "8"],
+            [sys.executable, "-m", "clf", "serve", str(model), "--port", str(port), "--max-batch-size", "8", *extra],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             preexec_fn=_default_stop_signals,
         )
