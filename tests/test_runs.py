@@ -118,3 +118,38 @@ def test_a_refit_is_listed_beneath_its_run_and_a_link_is_not_followed(tmp_path):
     rows = [(s.name, s.epochs, s.best_val_acc, s.path) for s in collect_runs(tmp_path)]
     assert rows == [("a", 2, 0.75, run), ("a/refit", 3, None, run / "refit"), ("b", 3, 0.75, tmp_path / "b")]
 
+
+
+def _chosen_by_metric(run, metric, rows):
+    """Rewrite `run` as trained with --metric `metric`, with these history rows."""
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["metric"] = metric
+    (run / "config.json").write_text(json.dumps(config))
+    write_history_csv(rows, run / "history.csv")
+
+
+def test_runs_chosen_by_another_metric_show_its_value(tmp_path):
+    """best.pt chosen by --metric log_loss: the accuracy column shows that epoch's accuracy (not the best accuracy),
+    and a line under the table says what chose it, with its value for those weights (EMA's here)."""
+    run = make_run(tmp_path, "by-loss")
+    rows = [{"epoch": 1, "train_loss": 1.0, "train_acc": None, "val_loss": 0.9, "val_acc": 0.75, "val_metric": 0.9,
+             "ema_val_loss": 0.8, "ema_val_acc": 0.5, "ema_val_metric": 0.8, "lr": 0.001, "seconds": 1.0},
+            {"epoch": 2, "train_loss": 1.0, "train_acc": None, "val_loss": 0.7, "val_acc": 0.625, "val_metric": 0.7,
+             "ema_val_loss": 0.6, "ema_val_acc": 0.5625, "ema_val_metric": 0.6, "lr": 0.001, "seconds": 1.0}]
+    _chosen_by_metric(run, "log_loss", rows)
+    summary = summarize_run(run)
+    assert (summary.metric, summary.best_metric, summary.best_val_acc) == ("log_loss", 0.6, 0.5625)
+    make_run(tmp_path, "by-acc", accs=(0.5, 0.875))
+    result = runner.invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    by_loss = next(line for line in lines if line.startswith("│ by-loss")).split("│")
+    assert by_loss[6].strip() == "0.5625", result.output  # best.pt's epoch and weights, not the best accuracy (0.75)
+    assert "by-loss: best.pt chosen by log_loss 0.6000" in lines, result.output
+    assert not [line for line in lines if line.startswith("by-acc:")], result.output  # accuracy: the table says it
+
+
+def test_accuracy_runs_get_no_metric_line(tmp_path):
+    make_run(tmp_path, "plain")
+    result = runner.invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0 and "chosen by" not in result.output

@@ -50,6 +50,8 @@ def runs(
 
 
 def _print_runs_table(root: Path, summaries: list[Any]) -> None:
+    """One line per run; then, for each run whose best.pt another --metric than accuracy chose, that metric's value
+    (the table's accuracy is that same epoch's)."""
     table = Table(title=f"training runs in {escape(str(root))}")
     for column, justify in (("run", "left"), ("arch", "left"), ("epochs", "right"), ("batch", "right"),
                             ("img size", "right"), ("best val acc", "right"), ("params", "right"), ("time", "right")):
@@ -62,6 +64,11 @@ def _print_runs_table(root: Path, summaries: list[Any]) -> None:
             f"{run.params / 1e6:.2f}M", render.duration(run.seconds),
         )
     render.console.print(table)
+    for run in summaries:
+        if run.metric != "accuracy" and run.best_val_acc is not None:
+            value = "n/a" if run.best_metric is None else f"{run.best_metric:.4f}"
+            render.console.print(f"{escape(run.name)}: best.pt chosen by {escape(run.metric)} {value}",
+                                 highlight=False, soft_wrap=True)
 
 
 def _groups_table(root: Path, groups: list[Any], expand: bool) -> Table:

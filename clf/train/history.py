@@ -161,11 +161,26 @@ def epoch_score(row: dict[str, Any], metric: str = "accuracy") -> Key | None:
 
 def epoch_acc(row: dict[str, Any], metric: str = "accuracy") -> float | None:
     """The val accuracy of the weights that won the epoch (None without a validation split)."""
+    prefix = _winning_prefix(row, metric)
+    return None if prefix is None else row[f"{prefix}acc"]
+
+
+def epoch_metric(row: dict[str, Any], metric: str) -> float | None:
+    """The --metric value (as computed, log-loss not negated) of the weights that won the epoch; None without a
+    validation split or a recorded value."""
+    if metric == "accuracy":
+        return epoch_acc(row)
+    prefix = _winning_prefix(row, metric)
+    return None if prefix is None else row.get(f"{prefix}metric")
+
+
+def _winning_prefix(row: dict[str, Any], metric: str) -> str | None:
+    """The history columns' prefix of the weights that won the epoch ("val_" or "ema_val_"); None without one."""
     candidates = epoch_candidates(row, metric)
     if not candidates:
         return None
     winner = max(candidates, key=lambda candidate: candidate[1])[0]  # a tie: the raw weights, listed first
-    return row["val_acc" if winner == RAW else "ema_val_acc"]
+    return "val_" if winner == RAW else "ema_val_"
 
 
 def best_row(rows: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any] | None:

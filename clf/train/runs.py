@@ -9,7 +9,7 @@ from pathlib import Path
 from clf.data.folds import FoldGroup, read_group
 from clf.errors import ClfError, one_line
 from clf.run_files import BEST_CKPT, CONFIG_FILE, GROUP_FILE, HISTORY_FILE, REFIT_DIR, read_config, train_settings
-from clf.train.history import best_row, epoch_acc, read_history_csv
+from clf.train.history import best_row, epoch_acc, epoch_metric, read_history_csv
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ class RunSummary:
     params: int
     seconds: float
     path: Path
+    metric: str = "accuracy"  # what chose best.pt (--metric)
+    best_metric: float | None = None  # its value for best.pt's epoch and weights
 
 
 def summarize_run(run_dir: Path) -> RunSummary:
@@ -49,6 +51,8 @@ def summarize_run(run_dir: Path) -> RunSummary:
         params=int(config.get("params", 0)),
         seconds=sum(row.get("seconds") or 0.0 for row in rows),
         path=run_dir,
+        metric=metric,
+        best_metric=None if best is None else epoch_metric(best, metric),
     )
 
 
