@@ -135,19 +135,20 @@ def test_routing_env_puts_the_port_on_the_replica_or_the_proxy():
         "8123", "8124")
     assert one["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "0"
     assert ray_app.routing_env(ServeConfig(model="m.onnx", port=8123, replicas=2), proxy_port=8123) == {
-        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
 
 
 def test_the_proxy_port_is_free_and_none_of_rays(monkeypatch):
+    from proc_helpers import free_port
+
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        tries = iter([busy, 25000, 25001])  # taken, then the one to avoid (--port), then a free one
+        free, avoid = free_port(), 25000
+        tries = iter([busy, avoid, free])  # taken, then --port, then a free one
         monkeypatch.setattr(ray_app.random, "randrange", lambda start, stop: next(tries))
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 25001))  # else this test cannot know the answer
-        assert ray_app.free_proxy_port("127.0.0.1", avoid=25000) == 25001
+        assert ray_app.free_proxy_port("127.0.0.1", avoid=avoid) == free
     assert not set(ray_app.PROXY_PORTS) & set(ray_app.RAY_WORKER_PORTS)
     assert max(ray_app.PROXY_PORTS) < 32768 and 52365 not in ray_app.PROXY_PORTS
 
@@ -367,3 +368,20 @@ def test_a_sigterm_python_swallowed_during_start_up_still_stops_serve(tmp_path, 
     assert result.exit_code == EXIT_TERMINATED, result.output
     assert "terminated (SIGTERM)" in result.output
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was put back
+
+
+def test_a_swallowed_terminated_prints_no_traceback():
+    """Python hands an exception it cannot raise to sys.unraisablehook, whose default prints "Exception ignored ...
+    Traceback": clf's hook drops a Terminated (recorded, acted on at the next check) and passes anything else on."""
+    import types
+
+    from clf.cli.app import _quiet_swallowed_stop
+    from clf.errors import Terminated
+
+    seen = []
+    hook = _quiet_swallowed_stop(seen.append)
+    stop = types.SimpleNamespace(exc_value=Terminated())
+    other = types.SimpleNamespace(exc_value=ValueError("a finaliser's own bug"))
+    hook(stop)
+    hook(other)
+    assert seen == [other]

@@ -119,7 +119,6 @@ def test_a_refit_is_listed_beneath_its_run_and_a_link_is_not_followed(tmp_path):
     assert rows == [("a", 2, 0.75, run), ("a/refit", 3, None, run / "refit"), ("b", 3, 0.75, tmp_path / "b")]
 
 
-
 def _chosen_by_metric(run, metric, rows):
     """Rewrite `run` as trained with --metric `metric`, with these history rows."""
     config = json.loads((run / "config.json").read_text())
@@ -145,8 +144,17 @@ def test_runs_chosen_by_another_metric_show_its_value(tmp_path):
     lines = result.output.splitlines()
     by_loss = next(line for line in lines if line.startswith("│ by-loss")).split("│")
     assert by_loss[6].strip() == "0.5625", result.output  # best.pt's epoch and weights, not the best accuracy (0.75)
-    assert "by-loss: best.pt chosen by log_loss 0.6000" in lines, result.output
+    assert "by-loss: best.pt chosen by log_loss 0.6000 (lower is better)" in lines, result.output
     assert not [line for line in lines if line.startswith("by-acc:")], result.output  # accuracy: the table says it
+
+
+def test_an_undefined_metric_is_said_so(tmp_path):
+    run = make_run(tmp_path, "auc")
+    rows = [{"epoch": 1, "train_loss": 1.0, "train_acc": None, "val_loss": 0.9, "val_acc": 0.75,
+             "val_metric": float("nan"), "lr": 0.001, "seconds": 1.0}]  # roc_auc without every class in the split
+    _chosen_by_metric(run, "roc_auc", rows)
+    result = runner.invoke(app, ["runs", str(tmp_path)])
+    assert "auc: best.pt chosen by roc_auc n/a" in result.output.splitlines(), result.output
 
 
 def test_accuracy_runs_get_no_metric_line(tmp_path):

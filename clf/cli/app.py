@@ -115,7 +115,25 @@ def _handle_sigterm() -> Callable[[], None]:
         return lambda: None
     stop_signals.forget_stops()
     signal.signal(signal.SIGTERM, _raise_terminated)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_swallowed_stop(previous_hook)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+
+    return restore
+
+
+def _quiet_swallowed_stop(hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """sys.unraisablehook: a Terminated that Python could not raise (the handler ran inside an extension's import)
+    is not printed as a traceback; it was recorded and the command stops at its next check. Others go to `hook`."""
+
+    def unraisable(info: Any) -> None:
+        if not isinstance(info.exc_value, Terminated):
+            hook(info)
+
+    return unraisable
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:

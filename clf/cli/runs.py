@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -66,9 +67,20 @@ def _print_runs_table(root: Path, summaries: list[Any]) -> None:
     render.console.print(table)
     for run in summaries:
         if run.metric != "accuracy" and run.best_val_acc is not None:
-            value = "n/a" if run.best_metric is None else f"{run.best_metric:.4f}"
-            render.console.print(f"{escape(run.name)}: best.pt chosen by {escape(run.metric)} {value}",
-                                 highlight=False, soft_wrap=True)
+            render.console.print(f"{escape(run.name)}: best.pt chosen by {_metric_value(run)}", highlight=False,
+                                 soft_wrap=True)
+
+
+def _metric_value(run: Any) -> str:
+    """"f1_macro 0.8123", "log_loss 0.4100 (lower is better)", "roc_auc n/a" (undefined: not every class in the
+    validation split)."""
+    from clf.metrics import METRICS
+
+    value = run.best_metric
+    text = "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+    spec = METRICS.get(run.metric)
+    lower = spec is not None and not spec.higher_is_better
+    return f"{escape(run.metric)} {text}{' (lower is better)' if lower else ''}"
 
 
 def _groups_table(root: Path, groups: list[Any], expand: bool) -> Table:

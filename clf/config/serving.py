@@ -190,7 +190,7 @@ class ServeConfig(JsonMixin):
     """What ``clf serve`` needs: the model, where to listen, how to batch and how many replicas to run."""
 
     model: str = ""  # the MODEL argument
-    host: str = setting("127.0.0.1", "Address the HTTP proxy listens on (local mode: keep it on loopback unless "
+    host: str = setting("127.0.0.1", "Address Serve's HTTP server listens on (local mode: keep it on loopback unless "
                                      "something in front authenticates).")
     port: int = setting(8000, "HTTP port.")
     replicas: int = setting(1, "Model replicas (processes), each with its own session.")

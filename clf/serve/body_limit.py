@@ -1,4 +1,5 @@
-"""The request-body limit of `clf serve`, enforced in Ray Serve's HTTP proxy, before any byte reaches a replica.
+"""The request-body limit of `clf serve`, enforced in front of Ray Serve's HTTP server (its proxy, or with one local
+replica the replica's own server) before any byte reaches the application.
 
 Serve's proxy reads a request's body as fast as the client sends it into an unbounded queue, whatever the replica
 does: a check in the replica alone bounds nothing there (a 600 MB chunked upload grew the proxy by 1.3 GB). This
@@ -7,8 +8,8 @@ alike, on every route: past the limit it answers 413 with the replica's JSON err
 rest of an oversized upload is read and dropped by uvicorn (memory stays flat, the connection stays usable).
 
 Installed by Serve's documented proxy callback (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``, set by clf.serve.ray_app
-in local mode; on a cluster, its proxy is the cluster's and the replica's own check is what applies). Plain ASGI:
-no Ray and no starlette needed to run or test it.
+in local mode; Serve applies it to a direct-ingress replica's server too; on a cluster, its proxy is the cluster's
+and the replica's own check is what applies). Plain ASGI: no Ray and no starlette needed to run or test it.
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ it by listing the listening sockets of the whole process tree):
   replica (clf.serve.ray_replica.bind_internal_grpc_to_loopback). No setting exists for it in 2.60, nor in the open
   work upstream (ray-project/ray#64544, #64623: a port range, still on [::]), hence the pinned extra.
 
-A direct-ingress replica opens its HTTP socket without SO_REUSEADDR in 2.60 (its proxy sets it): the replica does
-(clf.serve.ray_replica.reuse_direct_ingress_port), or a restart on --port would fail while closed connections sit in
-TIME_WAIT. tests/test_serve_ray.py guards both rewrites, should a Ray upgrade move what they wrap.
+A direct-ingress replica opens its HTTP socket without SO_REUSEADDR in 2.60 (its proxy sets SO_REUSEADDR and
+SO_REUSEPORT): the replica sets both, as the proxy (clf.serve.ray_replica.reuse_direct_ingress_port), or a restart
+on --port would fail while closed connections sit in TIME_WAIT. tests/test_serve_ray.py guards both rewrites, should
+a Ray upgrade move what they wrap.
 """
 
 from __future__ import annotations
@@ -64,11 +65,12 @@ TUNING_ENV = {
 }
 
 # Local mode, one replica: HTTP goes straight into the replica on --host/--port (Serve's "direct ingress"): no proxy
-# hop, no second serialisation. Measured on 2 cores, 16 clients (benchmarks/serve_throughput.py): cnn@64 0.18 -> 0.53
-# of the in-process Predictor, resnet18@224 0.61 -> 0.94; two replicas behind the proxy reach 0.23 and 0.72. Serve
-# gives each replica a port of its own from a range, so several replicas need the proxy for one URL.
+# hop, no second serialisation (README, "Serving over HTTP", has the measurements). Serve gives each replica a port of
+# its own from a range, so several replicas need the proxy for one URL. clf owns these settings in local mode (the
+# user's environment does not override them: they decide which process listens on --port).
 DIRECT_INGRESS_ENV = {
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "0",  # HAProxy in front would take --port's place
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",  # no load balancer to wait for: stop at once
     "RAY_SERVE_PORT_QUARANTINE_S": "0",  # a replica Serve restarts takes --port again at once
 }
@@ -112,7 +114,7 @@ def routing_env(cfg: ServeConfig, proxy_port: int) -> dict[str, str]:
     value left in this process's environment by an earlier `serve` call cannot leak into this one.
     """
     if not uses_direct_ingress(cfg):
-        return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+        return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}  # HAProxy forces it on
     return {**DIRECT_INGRESS_ENV, "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(cfg.port),
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(cfg.port + 1)}
 
@@ -270,11 +272,15 @@ def _ray_session(cfg: ServeConfig, threads: int) -> Iterator[str]:
             os.environ.setdefault(name, value)
         if uses_direct_ingress(cfg):
             proxy_port = free_proxy_port(cfg.host, avoid=cfg.port)
+            # worth a line where it is reachable from elsewhere
+            level = logging.DEBUG if ray_local.is_loopback_host(cfg.host) else logging.INFO
+            logger.log(level, "Serve's proxy (idle: the replica takes --port) listens on %s:%d", cfg.host, proxy_port)
         # before ray is imported, and inherited by every Ray process
         ray_local.use_loopback({**LOOPBACK_ENV, **routing_env(cfg, proxy_port)})
     import ray
     from ray import serve as ray_serve
 
+    stop_if_terminated()  # a SIGTERM swallowed while Ray's extension modules were imported
     if not logger.isEnabledFor(logging.DEBUG):  # clf prints its own ready line; Serve's INFO lines only with -v
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
     deploying = deployed = False
@@ -302,6 +308,8 @@ def _deploy(ray_serve: Any, cfg: ServeConfig, threads: int, proxy_port: int) -> 
                         logging_config={"log_level": "WARNING"})
         ray_serve.run(_application(cfg, threads), name=APP_NAME, route_prefix="/", blocking=False)
     except Exception as exc:  # noqa: BLE001 - a replica that fails to start, Serve's own errors
+        if uses_direct_ingress(cfg) and "port" in str(exc).lower():  # "No available ports on node ...": another
+            check_port(cfg.host, cfg.port)  # process took --port during Ray's start-up; say so, not Serve's words
         raise ClfError(f"{cfg.model}: Ray Serve could not deploy it ({one_line(exc)}); "
                        "see Ray's logs under /tmp/ray/session_latest/logs") from None
 

@@ -73,8 +73,8 @@ class ClfReplica:
                 "classes": self.predictor.classes}
 
     async def _predict_route(self, request: Request, batch: bool) -> JSONResponse:
-        # Counted as it streams: a chunked body has no Content-Length to check first. (Local mode: the proxy's
-        # clf.serve.body_limit has refused it already; a cluster's proxy has no such middleware.)
+        # Counted as it streams: a chunked body has no Content-Length to check first. (Local mode: clf.serve.body_limit
+        # in front of Serve's HTTP server has refused it already; a cluster's proxy has no such middleware.)
         body = await http_api.read_body(request.stream(), request.headers.get("content-length"))
         content_type = request.headers.get("content-type")
         topk = http_api.parse_topk(request.query_params, len(self.predictor.classes))
@@ -137,7 +137,8 @@ def reuse_direct_ingress_port() -> None:
     """Ray Serve 2.60 opens a direct-ingress replica's HTTP socket without SO_REUSEADDR, unlike its proxy's
     (ray/serve/_private/replica.py, `_maybe_start_direct_ingress_servers`, after this constructor has run). The
     connections a stopped server closed then hold --port in TIME_WAIT for a minute: `clf serve` restarted on it, or a
-    replica Serve restarts, could not listen. Open it with the proxy's socket options instead."""
+    replica Serve restarts, could not listen. Open it with the proxy's socket options instead (SO_REUSEADDR and
+    SO_REUSEPORT; clf refuses a --port something listens on before it starts)."""
     from ray.serve._private import replica
 
     original = replica.start_asgi_http_server
