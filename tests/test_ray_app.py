@@ -128,29 +128,14 @@ def test_direct_ingress_only_for_one_local_replica(replicas, address, direct):
 
 
 def test_routing_env_puts_the_port_on_the_replica_or_the_proxy():
-    one = ray_app.routing_env(ServeConfig(model="m.onnx", port=8123), proxy_port=40111)
+    one = ray_app.routing_env(ServeConfig(model="m.onnx", port=8123))
     assert one["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
     # Serve hands ports out of [MIN, MAX): exactly --port, so the replica listens where the user was told
     assert (one["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"], one["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"]) == (
         "8123", "8124")
     assert one["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "0"
-    assert ray_app.routing_env(ServeConfig(model="m.onnx", port=8123, replicas=2), proxy_port=8123) == {
+    assert ray_app.routing_env(ServeConfig(model="m.onnx", port=8123, replicas=2)) == {
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
-
-
-def test_the_proxy_port_is_free_and_none_of_rays(monkeypatch):
-    from proc_helpers import free_port
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = taken.getsockname()[1]
-        free, avoid = free_port(), 25000
-        tries = iter([busy, avoid, free])  # taken, then --port, then a free one
-        monkeypatch.setattr(ray_app.random, "randrange", lambda start, stop: next(tries))
-        assert ray_app.free_proxy_port("127.0.0.1", avoid=avoid) == free
-    assert not set(ray_app.PROXY_PORTS) & set(ray_app.RAY_WORKER_PORTS)
-    assert max(ray_app.PROXY_PORTS) < 32768 and 52365 not in ray_app.PROXY_PORTS
 
 
 @pytest.fixture(scope="module")

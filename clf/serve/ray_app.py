@@ -9,8 +9,8 @@ it by listing the listening sockets of the whole process tree):
 - Ray's own processes: clf.ray_local (shared with `clf tune`): loopback environment, no dashboard server, stop
   signals deferred while ray.init runs.
 - Serve's HTTP server on --host/--port: the replica's own (direct ingress, one replica) or Serve's proxy (several);
-  with direct ingress the proxy, which Serve still starts, listens on --host at a second port nobody is told about;
-  no gRPC proxy.
+  with direct ingress the proxy, which Serve still starts, listens on --host at a port the kernel picks as it binds
+  (port 0: nothing can take it first); no gRPC proxy.
 - each Serve replica's inter-deployment gRPC server, hard-wired to "[::]:0": rewritten to 127.0.0.1 in the
   replica (clf.serve.ray_replica.bind_internal_grpc_to_loopback). No setting exists for it in 2.60, nor in the open
   work upstream (ray-project/ray#64544, #64623: a port range, still on [::]), hence the pinned extra.
@@ -27,7 +27,6 @@ import errno
 import importlib.util
 import logging
 import os
-import random
 import signal
 import socket
 import time
@@ -80,7 +79,6 @@ DIRECT_INGRESS_ENV = {
 # dashboard agent listens on 52365 even without the dashboard, and workers take ports 10002-19999.
 RAY_LOCAL_PORTS = {52365: "its dashboard agent"}
 RAY_WORKER_PORTS = range(10002, 20000)
-PROXY_PORTS = range(20000, 32768)  # between Ray's worker ports and the kernel's ephemeral ones
 SERVE_EXTRA_MODULES = ("ray", "starlette", "uvicorn")  # what `ray[serve]` brings that the serving path imports
 
 
@@ -107,7 +105,7 @@ def uses_direct_ingress(cfg: ServeConfig) -> bool:
     return cfg.address is None and cfg.replicas == 1
 
 
-def routing_env(cfg: ServeConfig, proxy_port: int) -> dict[str, str]:
+def routing_env(cfg: ServeConfig) -> dict[str, str]:
     """Local mode: the Serve settings that put --port on the replica (direct ingress) or on the proxy.
 
     Serve hands direct-ingress ports out of [MIN, MAX): a range of exactly --port. Set whichever way they go, so a
@@ -117,29 +115,6 @@ def routing_env(cfg: ServeConfig, proxy_port: int) -> dict[str, str]:
         return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}  # HAProxy forces it on
     return {**DIRECT_INGRESS_ENV, "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(cfg.port),
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(cfg.port + 1)}
-
-
-def free_proxy_port(host: str, avoid: int) -> int:
-    """A free port on `host` for Serve's proxy when the replica takes --port: not `avoid`, and in PROXY_PORTS, where
-    no process of the local Ray instance binds (its workers take 10002-19999, its other servers ports the kernel
-    hands out, 32768 up: one taken from bind(0) could be handed to them again before the proxy binds it).
-
-    Raises:
-        ClfError: no free port there.
-    """
-    family, _, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
-    for _ in range(200):
-        port = random.randrange(PROXY_PORTS.start, PROXY_PORTS.stop)
-        if port == avoid:
-            continue
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((address[0], port, *address[2:]))
-            except OSError:
-                continue
-        return port
-    raise ClfError(f"--host {host}: found no free port for Ray Serve's proxy in {PROXY_PORTS.start}-"
-                   f"{PROXY_PORTS.stop - 1}; free some and retry")
 
 
 def check_model(cfg: ServeConfig) -> Predictor:
@@ -271,12 +246,9 @@ def _ray_session(cfg: ServeConfig, threads: int) -> Iterator[str]:
         for name, value in TUNING_ENV.items():
             os.environ.setdefault(name, value)
         if uses_direct_ingress(cfg):
-            proxy_port = free_proxy_port(cfg.host, avoid=cfg.port)
-            # worth a line where it is reachable from elsewhere
-            level = logging.DEBUG if ray_local.is_loopback_host(cfg.host) else logging.INFO
-            logger.log(level, "Serve's proxy (idle: the replica takes --port) listens on %s:%d", cfg.host, proxy_port)
+            proxy_port = 0  # the idle proxy binds a port the kernel picks when it binds: no probe, no race
         # before ray is imported, and inherited by every Ray process
-        ray_local.use_loopback({**LOOPBACK_ENV, **routing_env(cfg, proxy_port)})
+        ray_local.use_loopback({**LOOPBACK_ENV, **routing_env(cfg)})
     import ray
     from ray import serve as ray_serve
 
@@ -302,7 +274,7 @@ def _start_ray(ray: Any, cfg: ServeConfig) -> None:
 
 
 def _deploy(ray_serve: Any, cfg: ServeConfig, threads: int, proxy_port: int) -> None:
-    """The proxy on `proxy_port` (--port unless the replica takes it), then the application."""
+    """The proxy on `proxy_port` (--port, or 0 when the replica takes --port), then the application."""
     try:
         ray_serve.start(http_options={"host": cfg.host, "port": proxy_port}, proxy_location="HeadOnly",
                         logging_config={"log_level": "WARNING"})
