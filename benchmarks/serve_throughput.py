@@ -21,9 +21,7 @@ import argparse
 import http.client
 import json
 import os
-import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,8 +34,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests"))  # the free-port rule the live serve tests use
 
 from infer_throughput import MODELS, ensure_model, image_set  # noqa: E402
+from proc_helpers import free_port  # noqa: E402
 
 from clf.serve.predictor import Predictor  # noqa: E402
 from clf.system import usable_cpus  # noqa: E402
@@ -182,20 +182,6 @@ def bench_model(arch: str, args: argparse.Namespace) -> list[dict]:
         finally:
             stop_server(server)
     return rows
-
-
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range: one from bind(0) can be handed again to one of Ray's own
-    processes before the server binds it (its dashboard agent's 52365 is in that range)."""
-    for _ in range(200):
-        port = random.randrange(20000, 32768)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32767")
 
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:

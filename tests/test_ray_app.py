@@ -370,3 +370,26 @@ def test_a_swallowed_terminated_prints_no_traceback():
     hook(stop)
     hook(other)
     assert seen == [other]
+
+
+def test_port_taken_during_start_up_is_clfs_one_line(monkeypatch):
+    """Another process takes --port while Ray starts (after clf's check): Serve's own words ("No available ports on
+    node ...") become clf's line naming the port, exit 2 like every other port refusal."""
+    class Serve:
+        def start(self, **kwargs):
+            pass
+
+        def run(self, *args, **kwargs):
+            raise RuntimeError("Deploying application clf failed: No available ports on node ab12 for HTTP protocol.")
+
+    monkeypatch.setattr(ray_app, "_application", lambda cfg, threads: None)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = ServeConfig(model="m.onnx", port=port)
+        with pytest.raises(ClfError) as caught:
+            ray_app._deploy(Serve(), cfg, threads=2, proxy_port=0)
+    assert str(caught.value) == (f"--port {port}: 127.0.0.1:{port} is already in use (another server?); stop it or "
+                                 "give another --port")
+    assert caught.value.exit_code == 2
